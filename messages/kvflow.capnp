@@ -1,0 +1,170 @@
+@0x89bc934dea90b525;
+# Every control message of kvflow. KV bytes never travel here: messages carry
+# block handles in-process and announce bulk streams across nodes.
+
+using Cxx = import "/capnp/c++.capnp";
+$Cxx.namespace("kvflow::wire");
+
+enum Tier { gpu @0; host @1; disk @2; remote @3; }
+enum Action { compute @0; load @1; }
+
+# Half-open ranges of chunks and layers: the unit of planned restore work.
+struct CellRange {
+  chunkBegin @0 :UInt32;
+  chunkEnd @1 :UInt32;
+  layerBegin @2 :UInt32;
+  layerEnd @3 :UInt32;
+}
+
+# A client asks for a completion of a token sequence (or of text).
+struct Submit {
+  requestId @0 :UInt64;
+  tenant @1 :Text;
+  tokens @2 :List(Int32);
+  text @3 :Text;
+  maxNewTokens @4 :UInt32;
+  temperature @5 :Float32;
+  topP @6 :Float32;
+  policy @7 :Text;
+  deadlineNs @8 :UInt64;
+}
+
+# A request actor tells the scheduler what it must restore.
+struct Register {
+  requestId @0 :UInt64;
+  chunkTokens @1 :UInt32;
+  numChunks @2 :UInt32;
+  numLayers @3 :UInt32;
+  chunkTiers @4 :List(Tier);   # tier of each cached chunk [0, P)
+  chunkBytes @5 :UInt64;       # bytes of one chunk's KV for all layers
+}
+
+# The scheduler lets a request run an action on a set of cells.
+struct Grant {
+  requestId @0 :UInt64;
+  grantId @1 :UInt64;
+  action @2 :Action;
+  cells @3 :CellRange;
+  tier @4 :Tier;
+}
+
+# A GPU or tier reports finished cells with their measured time.
+struct CellDone {
+  requestId @0 :UInt64;
+  grantId @1 :UInt64;
+  action @2 :Action;
+  cells @3 :CellRange;
+  startedNs @4 :UInt64;
+  finishedNs @5 :UInt64;
+  bytes @6 :UInt64;
+  device @7 :UInt32;
+}
+
+# Progress of a request, for the scheduler's batch state.
+struct Progress {
+  requestId @0 :UInt64;
+  computePointer @1 :UInt32;
+  loadPointer @2 :UInt32;
+  done @3 :Bool;
+}
+
+struct Lookup {
+  requestId @0 :UInt64;
+  keys @1 :List(Data);         # chunk keys, 32-byte SHA-256 each
+}
+
+struct ChunkLocation {
+  key @0 :Data;
+  chunk @1 :UInt32;
+  tier @2 :Tier;
+  bytes @3 :UInt64;
+}
+
+struct ChunkLocated {
+  requestId @0 :UInt64;
+  chunks @1 :List(ChunkLocation);
+}
+
+struct Load {
+  requestId @0 :UInt64;
+  key @1 :Data;
+  layerBegin @2 :UInt32;
+  layerEnd @3 :UInt32;
+  tier @4 :Tier;
+  handle @5 :UInt64;           # destination block handle
+  deadlineNs @6 :UInt64;
+}
+
+struct Store {
+  key @0 :Data;
+  layerBegin @1 :UInt32;
+  layerEnd @2 :UInt32;
+  tier @3 :Tier;
+  handle @4 :UInt64;           # source block handle
+}
+
+struct RateSample {
+  tier @0 :Tier;
+  bytes @1 :UInt64;
+  elapsedNs @2 :UInt64;
+}
+
+struct TierBytes {
+  tier @0 :Tier;
+  bytes @1 :UInt64;
+}
+
+struct Result {
+  requestId @0 :UInt64;
+  firstToken @1 :Int32;
+  ttftNs @2 :UInt64;
+  cellsComputed @3 :UInt32;
+  cellsLoaded @4 :UInt32;
+  bytesLoaded @5 :List(TierBytes);
+  tokens @6 :List(Int32);
+  text @7 :Text;
+}
+
+struct GpuInfo {
+  name @0 :Text;
+  memoryBytes @1 :UInt64;
+}
+
+struct TierInfo {
+  tier @0 :Tier;
+  capacityBytes @1 :UInt64;
+  usedBytes @2 :UInt64;
+}
+
+struct NodeInventory {
+  nodeId @0 :Text;
+  host @1 :Text;
+  port @2 :UInt16;
+  gpus @3 :List(GpuInfo);
+  tiers @4 :List(TierInfo);
+}
+
+struct Error {
+  code @0 :UInt16;
+  context @1 :Text;
+  requestId @2 :UInt64;
+}
+
+# The one frame type that crosses actors and nodes.
+struct Envelope {
+  union {
+    submit @0 :Submit;
+    register @1 :Register;
+    grant @2 :Grant;
+    cellDone @3 :CellDone;
+    progress @4 :Progress;
+    lookup @5 :Lookup;
+    chunkLocated @6 :ChunkLocated;
+    load @7 :Load;
+    store @8 :Store;
+    rateSample @9 :RateSample;
+    result @10 :Result;
+    nodeInventory @11 :NodeInventory;
+    error @12 :Error;
+  }
+}
