@@ -1,0 +1,93 @@
+#pragma once
+// The forward API every backend implements (CPU reference, CUDA). The
+// runtime restores KV by running chunks of a prompt through it; decode is a
+// chunk of one token.
+
+#include <array>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "kernels/model/config.hpp"
+#include "kernels/model/kv_layout.hpp"
+
+namespace kvflow::model {
+
+/// One chunk's KV block: `shape.bytes()` bytes at `data`, in host memory for
+/// the CPU backend and device memory for CUDA. Holds every layer; a forward
+/// over a layer range writes only those layers' span.
+struct kv_block {
+  void* data = nullptr;  // [layers][2][kv_heads][tokens][head_dim] of shape.type
+  kv_shape shape;
+};
+
+/// The earlier KV a chunk attends to: blocks in position order, the first at
+/// position 0, each block's tokens following the previous one's.
+struct kv_view {
+  const kv_block* blocks = nullptr;
+  int count = 0;
+};
+
+/// Activations of a chunk between layers: [tokens][hidden] in the backend's
+/// memory and activation type (f32 on CPU).
+struct hidden_state {
+  void* data = nullptr;  // [tokens][hidden]
+  int tokens = 0;
+};
+
+/// One unit of forward work: layers [layer_begin, layer_end) of a chunk of
+/// `count` tokens at positions [pos0, pos0 + count).
+struct chunk_job {
+  const std::int32_t* tokens = nullptr;  ///< host memory; read when layer_begin == 0
+  int count = 0;
+  int pos0 = 0;
+  int layer_begin = 0;
+  int layer_end = 0;
+  kv_view past;        ///< KV of positions [0, pos0) for at least these layers
+  kv_block out;        ///< this chunk's block (shape.tokens == count)
+  hidden_state hidden; ///< input at layer_begin (unless 0), output after layer_end - 1
+};
+
+/// Sampling settings of a decode step; temperature 0 means greedy.
+struct sampling {
+  float temperature = 0.0f;
+  float top_p = 1.0f;
+  std::uint64_t seed = 0;
+};
+
+/// A model loaded on one device. Not thread-safe: one owner (the gpu actor)
+/// drives it. Errors throw kvflow::error with context.
+class engine {
+ public:
+  virtual ~engine() = default;
+
+  virtual const config& cfg() const = 0;
+  /// Storage type of KV blocks (f32 on CPU, bf16 on CUDA).
+  virtual dtype kv_type() const = 0;
+  /// A digest of config and weights, for chunk keys.
+  virtual const std::array<std::uint8_t, 32>& fingerprint() const = 0;
+
+  /// Backend memory for blocks and hidden states; freed with release().
+  virtual void* allocate(std::size_t bytes) = 0;
+  virtual void release(void* p) = 0;
+  /// Copies between host memory and backend memory (synchronous).
+  virtual void to_backend(void* dst, const void* src, std::size_t bytes) = 0;
+  virtual void to_host(void* dst, const void* src, std::size_t bytes) = 0;
+
+  /// Runs one chunk job. The CPU backend finishes before returning; CUDA
+  /// enqueues on its stream and returns (call synchronize() or wait on an
+  /// event before reading the results).
+  virtual void run(const chunk_job& job) = 0;
+  virtual void synchronize() = 0;
+
+  /// Logits [vocab] of the last row of `h` (after the final norm), to host.
+  virtual void logits(const hidden_state& h, std::vector<float>& out) = 0;
+};
+
+/// Picks the next token from logits: argmax when s.temperature == 0, else
+/// temperature + top-p (nucleus) sampling with a generator seeded by s.seed
+/// and `step`, so that a run is reproducible.
+std::int32_t sample(const std::vector<float>& logits, const sampling& s, std::uint64_t step);
+
+}  // namespace kvflow::model
