@@ -6,5 +6,13 @@
 namespace kvflow {
 
 using inventory_atom = caf::atom_constant<caf::atom("inventory")>;
+using first_atom = caf::atom_constant<caf::atom("first")>;
+using decode_atom = caf::atom_constant<caf::atom("decode")>;
+using step_atom = caf::atom_constant<caf::atom("step")>;
+using tick_atom = caf::atom_constant<caf::atom("tick")>;
+using done_atom = caf::atom_constant<caf::atom("done")>;
+using lookup_atom = caf::atom_constant<caf::atom("lookup")>;
+using store_atom = caf::atom_constant<caf::atom("store")>;
+using stats_atom = caf::atom_constant<caf::atom("stats")>;
 
 }  // namespace kvflow

@@ -1,0 +1,144 @@
+#include "actors/gpu_actor.hpp"
+
+#include <chrono>
+
+#include "actors/atoms.hpp"
+#include "actors/frame_type.hpp"
+#include "messages/caf_error.hpp"
+#include "messages/log.hpp"
+
+namespace kvflow {
+namespace {
+
+std::uint64_t now_ns() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+// Runs layers [layer_begin, layer_end) of chunks [chunk_begin, chunk_end).
+void run_cells(model::engine& eng, workspace& ws, const msg::cell_range& cells) {
+  for (auto c = cells.chunk_begin; c < cells.chunk_end; ++c) {
+    model::chunk_job job;
+    int ci = static_cast<int>(c);
+    job.tokens = ws.tokens().data() + static_cast<std::size_t>(ci) * ws.chunk_tokens();
+    job.count = ws.chunk_count(ci);
+    job.pos0 = ci * ws.chunk_tokens();
+    job.layer_begin = static_cast<int>(cells.layer_begin);
+    job.layer_end = static_cast<int>(cells.layer_end);
+    job.past = {ws.blocks().data(), ci};
+    job.out = ws.block(ci);
+    job.hidden = ws.hidden(ci);
+    eng.run(job);
+  }
+  eng.synchronize();
+}
+
+// One decode step for `job`: feeds its last token, samples the next.
+void decode_step(model::engine& eng, decode_job& job) {
+  auto& ws = *job.ws;
+  auto& gen = ws.generated();
+  std::int32_t token = gen.back();
+  auto past = ws.all_blocks();
+  int pos = static_cast<int>(ws.tokens().size() + gen.size() - 1);
+  model::kv_block out = ws.append_decode_block();
+  model::hidden_state h;
+  h.tokens = 1;
+  h.data = eng.allocate(static_cast<std::size_t>(eng.cfg().hidden) * sizeof(float));
+  model::chunk_job step;
+  step.tokens = &token;
+  step.count = 1;
+  step.pos0 = pos;
+  step.layer_begin = 0;
+  step.layer_end = eng.cfg().layers;
+  step.past = {past.data(), static_cast<int>(past.size())};
+  step.out = out;
+  step.hidden = h;
+  eng.run(step);
+  std::vector<float> logits;
+  eng.logits(h, logits);
+  eng.release(h.data);
+  gen.push_back(model::sample(logits, job.sampling, gen.size()));
+  --job.remaining;
+}
+
+}  // namespace
+
+caf::behavior gpu_actor(caf::stateful_actor<gpu_state>* self, std::shared_ptr<model::engine> engine,
+                        std::uint32_t device) {
+  // The actor is the engine's only driver from now on.
+  self->state.engine = std::move(engine);
+  self->state.device = device;
+  auto* eng = self->state.engine.get();
+  return {
+      [=](const msg::frame& f, workspace_ptr& ws) -> caf::result<msg::frame> {
+        auto decoded = msg::decode(f);
+        if (!decoded) return decoded.error();
+        auto* g = std::get_if<msg::grant>(&*decoded);
+        if (!g || g->act != msg::action::compute)
+          return make_error(errc::invalid_argument, "gpu actor takes compute grants only");
+        if (g->cells.chunk_end > static_cast<std::uint32_t>(ws->num_chunks()) ||
+            g->cells.layer_end > static_cast<std::uint32_t>(eng->cfg().layers))
+          return make_error(errc::out_of_range, "grant cells outside request " + std::to_string(g->request_id));
+        msg::cell_done done;
+        done.request_id = g->request_id;
+        done.grant_id = g->grant_id;
+        done.act = msg::action::compute;
+        done.cells = g->cells;
+        done.device = self->state.device;
+        done.started_ns = now_ns();
+        try {
+          run_cells(*eng, *ws, g->cells);
+        } catch (const error& e) {
+          return make_error(e);
+        }
+        done.finished_ns = now_ns();
+        return msg::encode(done);
+      },
+      [=](first_atom, workspace_ptr& ws, const model::sampling& s) -> caf::result<std::int32_t> {
+        std::vector<float> logits;
+        try {
+          eng->logits(ws->hidden(ws->num_chunks() - 1), logits);
+        } catch (const error& e) {
+          return make_error(e);
+        }
+        auto token = model::sample(logits, s, 0);
+        ws->generated().push_back(token);
+        return token;
+      },
+      [=](decode_atom, workspace_ptr& ws, int n, const model::sampling& s, const caf::actor& reply_to) {
+        self->state.decoding.push_back({ws, n, s, reply_to});
+        if (!self->state.step_scheduled) {
+          self->state.step_scheduled = true;
+          self->send(self, step_atom::value);
+        }
+      },
+      [=](step_atom) {
+        self->state.step_scheduled = false;
+        auto& active = self->state.decoding;
+        for (auto& job : active) {
+          try {
+            if (job.remaining > 0) decode_step(*eng, job);
+          } catch (const error& e) {
+            logger("actors")->error("decode of request {} failed: {}", job.ws->request_id(), e.what());
+            job.remaining = 0;
+          }
+        }
+        // Finished jobs report; the rest take another step after whatever
+        // compute cells arrived meanwhile (continuous batching).
+        for (auto it = active.begin(); it != active.end();) {
+          if (it->remaining <= 0) {
+            self->send(it->reply_to, done_atom::value, it->ws->request_id());
+            it = active.erase(it);
+          } else {
+            ++it;
+          }
+        }
+        if (!active.empty()) {
+          self->state.step_scheduled = true;
+          self->send(self, step_atom::value);
+        }
+      },
+  };
+}
+
+}  // namespace kvflow

@@ -1,0 +1,58 @@
+#include "actors/workspace.hpp"
+
+#include "messages/error.hpp"
+
+namespace kvflow {
+
+workspace::workspace(std::uint64_t request_id, std::vector<std::int32_t> tokens, int chunk_tokens,
+                     model::engine& eng)
+    : request_id_(request_id), tokens_(std::move(tokens)), chunk_tokens_(chunk_tokens), engine_(eng) {
+  if (chunk_tokens_ <= 0) throw error(errc::invalid_argument, "chunk_tokens must be positive");
+  if (tokens_.empty()) throw error(errc::invalid_argument, "request " + std::to_string(request_id) + " has no tokens");
+  int chunks = static_cast<int>((tokens_.size() + chunk_tokens_ - 1) / chunk_tokens_);
+  blocks_.resize(chunks);
+  hidden_.resize(chunks);
+  for (int c = 0; c < chunks; ++c) {
+    blocks_[c].shape = model::kv_shape::of(engine_.cfg(), chunk_count(c), engine_.kv_type());
+    blocks_[c].data = engine_.allocate(blocks_[c].shape.bytes());
+  }
+}
+
+workspace::~workspace() {
+  for (auto& b : blocks_) engine_.release(b.data);
+  for (auto& b : decode_blocks_) engine_.release(b.data);
+  for (auto& h : hidden_)
+    if (h.data) engine_.release(h.data);
+}
+
+int workspace::chunk_count(int c) const {
+  int begin = c * chunk_tokens_;
+  return std::min<int>(chunk_tokens_, static_cast<int>(tokens_.size()) - begin);
+}
+
+model::hidden_state& workspace::hidden(int c) {
+  auto& h = hidden_[c];
+  if (!h.data) {
+    h.tokens = chunk_count(c);
+    // Activations are f32 on every backend's host-facing contract size; a
+    // backend with narrower activations uses less of it.
+    h.data = engine_.allocate(static_cast<std::size_t>(h.tokens) * engine_.cfg().hidden * sizeof(float));
+  }
+  return h;
+}
+
+model::kv_block& workspace::append_decode_block() {
+  model::kv_block b;
+  b.shape = model::kv_shape::of(engine_.cfg(), 1, engine_.kv_type());
+  b.data = engine_.allocate(b.shape.bytes());
+  decode_blocks_.push_back(b);
+  return decode_blocks_.back();
+}
+
+std::vector<model::kv_block> workspace::all_blocks() const {
+  std::vector<model::kv_block> all = blocks_;
+  all.insert(all.end(), decode_blocks_.begin(), decode_blocks_.end());
+  return all;
+}
+
+}  // namespace kvflow

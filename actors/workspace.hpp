@@ -1,0 +1,63 @@
+#pragma once
+// One request's restore memory in this process. Actors pass a handle to it
+// in messages; the KV bytes stay where they are.
+
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include <caf/allowed_unsafe_message_type.hpp>
+
+#include "kernels/model/engine.hpp"
+
+namespace kvflow {
+
+/// The tokens of a request, one KV block and one hidden state per chunk of
+/// its prompt, and one 1-token block per generated token. Memory comes from
+/// (and goes back to) the engine that computes on it; blocks are allocated
+/// when the workspace is made so loads and computes can fill them in any
+/// order. Not thread-safe: the actors that touch a chunk's block are
+/// serialised by the request's grants (a cell is granted once).
+class workspace {
+ public:
+  workspace(std::uint64_t request_id, std::vector<std::int32_t> tokens, int chunk_tokens, model::engine& eng);
+  ~workspace();
+  workspace(const workspace&) = delete;
+  workspace& operator=(const workspace&) = delete;
+
+  std::uint64_t request_id() const { return request_id_; }
+  const std::vector<std::int32_t>& tokens() const { return tokens_; }
+  int chunk_tokens() const { return chunk_tokens_; }
+  int num_chunks() const { return static_cast<int>(blocks_.size()); }
+  /// Tokens in chunk c: chunk_tokens, or fewer for the last one.
+  int chunk_count(int c) const;
+  model::kv_block& block(int c) { return blocks_[c]; }
+  const std::vector<model::kv_block>& blocks() const { return blocks_; }
+  /// The hidden state of chunk c, allocated on first use.
+  model::hidden_state& hidden(int c);
+  model::engine& engine() { return engine_; }
+
+  /// Appends a 1-token block for a generated token and returns it.
+  model::kv_block& append_decode_block();
+  /// Prompt blocks followed by decode blocks: the KV of every position so far.
+  std::vector<model::kv_block> all_blocks() const;
+  std::vector<std::int32_t>& generated() { return generated_; }
+
+ private:
+  std::uint64_t request_id_;
+  std::vector<std::int32_t> tokens_;
+  int chunk_tokens_;
+  model::engine& engine_;
+  std::vector<model::kv_block> blocks_;
+  std::vector<model::hidden_state> hidden_;
+  std::vector<model::kv_block> decode_blocks_;
+  std::vector<std::int32_t> generated_;
+};
+
+using workspace_ptr = std::shared_ptr<workspace>;
+
+}  // namespace kvflow
+
+// In-process only: a handle never crosses the network.
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(kvflow::workspace_ptr)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(kvflow::model::sampling)
