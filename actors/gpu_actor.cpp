@@ -1,5 +1,6 @@
 #include "actors/gpu_actor.hpp"
 
+#include <algorithm>
 #include <chrono>
 
 #include "actors/atoms.hpp"
@@ -57,8 +58,10 @@ void decode_step(model::engine& eng, decode_job& job) {
   std::vector<float> logits;
   eng.logits(h, logits);
   eng.release(h.data);
-  gen.push_back(model::sample(logits, job.sampling, gen.size()));
+  auto next = model::sample(logits, job.sampling, gen.size());
+  gen.push_back(next);
   --job.remaining;
+  if (std::find(job.stop_tokens.begin(), job.stop_tokens.end(), next) != job.stop_tokens.end()) job.remaining = 0;
 }
 
 }  // namespace
@@ -105,8 +108,9 @@ caf::behavior gpu_actor(caf::stateful_actor<gpu_state>* self, std::shared_ptr<mo
         ws->generated().push_back(token);
         return token;
       },
-      [=](decode_atom, workspace_ptr& ws, int n, const model::sampling& s, const caf::actor& reply_to) {
-        self->state.decoding.push_back({ws, n, s, reply_to});
+      [=](decode_atom, workspace_ptr& ws, int n, const model::sampling& s, std::vector<std::int32_t>& stop,
+          const caf::actor& reply_to) {
+        self->state.decoding.push_back({ws, n, s, std::move(stop), reply_to});
         if (!self->state.step_scheduled) {
           self->state.step_scheduled = true;
           self->send(self, step_atom::value);

@@ -17,6 +17,7 @@ struct decode_job {
   workspace_ptr ws;
   int remaining = 0;
   model::sampling sampling;
+  std::vector<std::int32_t> stop_tokens;
   caf::actor reply_to;  // receives (done_atom, request_id) when finished
 };
 
@@ -35,8 +36,8 @@ struct gpu_state {
 ///       runs the granted compute cells in chunk order, layer range of the grant;
 ///   (first_atom, workspace_ptr, sampling) -> int32 token
 ///       samples from the last prompt chunk's hidden state;
-///   (decode_atom, workspace_ptr, int n, sampling, actor reply_to)
-///       decodes up to n tokens, interleaved with every other request's decode
+///   (decode_atom, workspace_ptr, int n, sampling, vector<int32> stop, actor reply_to)
+///       decodes up to n tokens (fewer when one of `stop` comes), interleaved with every other request's decode
 ///       steps and restore cells (continuous batching), then sends
 ///       (done_atom, request_id) to reply_to.
 caf::behavior gpu_actor(caf::stateful_actor<gpu_state>* self, std::shared_ptr<model::engine> engine,

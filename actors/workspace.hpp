@@ -9,6 +9,7 @@
 #include <caf/allowed_unsafe_message_type.hpp>
 
 #include "kernels/model/engine.hpp"
+#include "messages/types.hpp"
 
 namespace kvflow {
 
@@ -43,6 +44,9 @@ class workspace {
   std::vector<model::kv_block> all_blocks() const;
   std::vector<std::int32_t>& generated() { return generated_; }
 
+  /// Chunk keys of the full chunks of the prompt (DESIGN.md, "Chunk key").
+  std::vector<msg::chunk_key>& keys() { return keys_; }
+
  private:
   std::uint64_t request_id_;
   std::vector<std::int32_t> tokens_;
@@ -52,6 +56,7 @@ class workspace {
   std::vector<model::hidden_state> hidden_;
   std::vector<model::kv_block> decode_blocks_;
   std::vector<std::int32_t> generated_;
+  std::vector<msg::chunk_key> keys_;
 };
 
 using workspace_ptr = std::shared_ptr<workspace>;

@@ -1,0 +1,186 @@
+#include "actors/request_actor.hpp"
+
+#include <algorithm>
+
+#include "actors/atoms.hpp"
+#include "actors/frame_type.hpp"
+#include "messages/caf_error.hpp"
+#include "messages/log.hpp"
+
+namespace kvflow {
+namespace {
+
+using state_t = caf::stateful_actor<request_state>;
+
+double seconds_since(std::chrono::steady_clock::time_point t) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
+}
+
+void finish(state_t* self, std::exception_ptr failure) {
+  auto& st = self->state;
+  if (st.finished) return;
+  st.finished = true;
+  st.report.total_s = seconds_since(st.params.submitted);
+  msg::progress gone{st.ws->request_id(), 0, 0, true};
+  self->send(st.env.scheduler, msg::encode(gone));
+  if (st.params.done) st.params.done(failure, failure ? restore_report{} : st.report);
+  self->quit();
+}
+
+void fail(state_t* self, const std::string& what) {
+  logger("actors")->error("request {}: {}", self->state.ws->request_id(), what);
+  finish(self, std::make_exception_ptr(error(errc::peer_down, "request " + std::to_string(self->state.ws->request_id()) +
+                                                                  ": " + what)));
+}
+
+void fail(state_t* self, const caf::error& e) { fail(self, self->system().render(e)); }
+
+// After the first token: decode, then store the prompt's new chunks.
+void decode_and_store(state_t* self) {
+  auto& st = self->state;
+  auto finish_up = [self] {
+    auto& st = self->state;
+    st.report.tokens = st.ws->generated();
+    if (st.params.detokenize) st.report.text = st.params.detokenize(st.report.tokens);
+    if (st.params.opts.store && !st.env.tiers.empty()) {
+      // New full chunks go to the fastest tier; the tier writes them behind
+      // (and demotes to slower tiers) without holding this request up.
+      auto first_new = static_cast<std::uint32_t>(st.report.cached_chunks);
+      auto full = static_cast<std::uint32_t>(st.ws->keys().size());
+      if (first_new < full)
+        self->send(st.env.tiers.front().second, store_atom::value, st.ws, first_new, full);
+    }
+    finish(self, nullptr);
+  };
+  auto first = st.ws->generated().front();
+  bool stop = std::find(st.params.stop_tokens.begin(), st.params.stop_tokens.end(), first) != st.params.stop_tokens.end();
+  int more = static_cast<int>(st.params.opts.max_new_tokens) - 1;
+  if (stop || more <= 0) return finish_up();
+  model::sampling s{st.params.opts.temperature, st.params.opts.top_p, st.params.opts.seed};
+  self->send(st.env.gpu, decode_atom::value, st.ws, more, s, st.params.stop_tokens, caf::actor_cast<caf::actor>(self));
+  self->become(caf::keep_behavior, [=](done_atom, std::uint64_t) { finish_up(); });
+}
+
+void first_token(state_t* self) {
+  auto& st = self->state;
+  model::sampling s{st.params.opts.temperature, st.params.opts.top_p, st.params.opts.seed};
+  self->request(st.env.gpu, st.env.step_timeout, first_atom::value, st.ws, s)
+      .then(
+          [=](std::int32_t token) {
+            auto& st = self->state;
+            st.report.first_token = token;
+            st.report.ttft_s = seconds_since(st.params.submitted);
+            decode_and_store(self);
+          },
+          [=](caf::error& e) { fail(self, e); });
+}
+
+void on_cell_done(state_t* self, const msg::frame& f) {
+  auto& st = self->state;
+  auto decoded = msg::decode(f);
+  if (!decoded) return fail(self, decoded.error());
+  auto* done = std::get_if<msg::cell_done>(&*decoded);
+  if (!done) return fail(self, "expected cellDone, got " + std::string(msg::kind_name(*decoded)));
+  auto cells = static_cast<std::uint64_t>(done->cells.chunk_end - done->cells.chunk_begin) *
+               (done->cells.layer_end - done->cells.layer_begin);
+  st.cells_done += cells;
+  if (done->act == msg::action::compute) {
+    st.report.cells_computed += static_cast<std::uint32_t>(cells);
+  } else {
+    st.report.cells_loaded += static_cast<std::uint32_t>(cells);
+  }
+  self->send(st.env.scheduler, f);
+  if (st.cells_done == st.cells_total) first_token(self);
+}
+
+void run_grant(state_t* self, const msg::grant& g, const msg::frame& f) {
+  auto& st = self->state;
+  caf::actor target = st.env.gpu;
+  if (g.act == msg::action::load) {
+    auto it = std::find_if(st.env.tiers.begin(), st.env.tiers.end(), [&](auto& t) { return t.first == g.source; });
+    if (it == st.env.tiers.end()) return fail(self, std::string("grant to load from absent tier ") + msg::to_string(g.source));
+    target = it->second;
+  }
+  self->request(target, st.env.step_timeout, f, st.ws)
+      .then(
+          [=](const msg::frame& done) {
+            auto decoded = msg::decode(done);
+            if (decoded && std::holds_alternative<msg::cell_done>(*decoded) && g.act == msg::action::load) {
+              auto bytes = std::get<msg::cell_done>(*decoded).bytes;
+              (g.source == msg::tier::disk ? self->state.report.bytes_from_disk : self->state.report.bytes_from_host) +=
+                  bytes;
+            }
+            on_cell_done(self, done);
+          },
+          [=](caf::error& e) { fail(self, e); });
+}
+
+// Asks each tier which chunks it holds, fastest first, then registers.
+void lookup_then_register(state_t* self, std::size_t tier_index) {
+  auto& st = self->state;
+  auto full = st.ws->keys().size();
+  if (tier_index == st.env.tiers.size()) {
+    // The cached prefix: chunks found somewhere, up to the first gap. The last
+    // chunk is always computed: its last row gives the first token.
+    std::size_t prefix = 0;
+    while (prefix < st.chunk_tier.size() && prefix < full && st.chunk_tier[prefix] != msg::tier::gpu) ++prefix;
+    prefix = std::min<std::size_t>(prefix, static_cast<std::size_t>(st.ws->num_chunks() - 1));
+    st.chunk_tier.resize(prefix);
+    st.report.cached_chunks = static_cast<std::uint32_t>(prefix);
+    msg::register_request reg;
+    reg.request_id = st.ws->request_id();
+    reg.chunk_tokens = static_cast<std::uint32_t>(st.ws->chunk_tokens());
+    reg.num_chunks = static_cast<std::uint32_t>(st.ws->num_chunks());
+    reg.num_layers = static_cast<std::uint32_t>(st.ws->engine().cfg().layers);
+    reg.chunk_tiers = st.chunk_tier;
+    reg.chunk_bytes = st.ws->block(0).shape.bytes();
+    st.cells_total = static_cast<std::uint64_t>(reg.num_chunks) * reg.num_layers;
+    self->send(st.env.scheduler, msg::encode(reg), st.params.policy, caf::actor_cast<caf::actor>(self));
+    return;
+  }
+  msg::lookup q{st.ws->request_id(), st.ws->keys()};
+  self->request(st.env.tiers[tier_index].second, st.env.step_timeout, msg::encode(q))
+      .then(
+          [=](const msg::frame& f) {
+            auto& st = self->state;
+            auto decoded = msg::decode(f);
+            if (!decoded || !std::holds_alternative<msg::chunk_located>(*decoded))
+              return fail(self, "tier answered a lookup with something else");
+            for (auto& loc : std::get<msg::chunk_located>(*decoded).chunks)
+              if (loc.chunk < st.chunk_tier.size() && st.chunk_tier[loc.chunk] == msg::tier::gpu)
+                st.chunk_tier[loc.chunk] = loc.where;
+            lookup_then_register(self, tier_index + 1);
+          },
+          [=](caf::error& e) { fail(self, e); });
+}
+
+}  // namespace
+
+caf::behavior request_actor(state_t* self, request_env env, workspace_ptr ws, request_params params) {
+  auto& st = self->state;
+  st.env = std::move(env);
+  st.ws = std::move(ws);
+  st.params = std::move(params);
+  st.report.request_id = st.ws->request_id();
+  st.report.policy = st.params.policy;
+  st.report.prompt_tokens = static_cast<std::uint32_t>(st.ws->tokens().size());
+  st.report.chunks = static_cast<std::uint32_t>(st.ws->num_chunks());
+  // gpu marks "not cached" in this table: nothing is looked up on the GPU.
+  st.chunk_tier.assign(st.ws->keys().size(), msg::tier::gpu);
+  self->set_down_handler([=](const caf::down_msg& dm) { fail(self, "a runtime actor went down: " + to_string(dm.reason)); });
+  self->monitor(st.env.scheduler);
+  self->monitor(st.env.gpu);
+  for (auto& t : st.env.tiers) self->monitor(t.second);
+  lookup_then_register(self, 0);
+  return {
+      [=](const msg::frame& f) {
+        auto decoded = msg::decode(f);
+        if (!decoded) return fail(self, decoded.error());
+        if (auto* g = std::get_if<msg::grant>(&*decoded)) return run_grant(self, *g, f);
+        if (auto* e = std::get_if<msg::error_report>(&*decoded)) return fail(self, "scheduler: " + e->context);
+        fail(self, std::string("unexpected ") + msg::kind_name(*decoded));
+      },
+  };
+}
+
+}  // namespace kvflow

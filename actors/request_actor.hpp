@@ -1,0 +1,60 @@
+#pragma once
+// The request actor: one per request. Finds which chunks of its prompt the
+// tiers hold, registers with the scheduler, carries out the grants it gets
+// (compute on the gpu actor, loads on tier actors), then takes the first
+// token, decodes, and stores the prompt's new chunks.
+
+#include <chrono>
+#include <exception>
+#include <functional>
+#include <vector>
+
+#include <caf/actor.hpp>
+#include <caf/event_based_actor.hpp>
+#include <caf/stateful_actor.hpp>
+
+#include "actors/runtime.hpp"
+#include "actors/workspace.hpp"
+#include "messages/types.hpp"
+
+namespace kvflow {
+
+/// The actors a request works with. Tiers are listed fastest first; a
+/// chunk found in several is loaded from the first.
+struct request_env {
+  caf::actor scheduler;
+  caf::actor gpu;
+  std::vector<std::pair<msg::tier, caf::actor>> tiers;
+  std::chrono::milliseconds step_timeout{600000};  ///< one grant's deadline
+};
+
+using report_callback = std::function<void(std::exception_ptr, restore_report)>;
+
+struct request_params {
+  std::string policy;
+  submit_options opts;
+  std::chrono::steady_clock::time_point submitted;
+  report_callback done;
+  std::function<std::string(const std::vector<std::int32_t>&)> detokenize;  ///< may be empty
+  std::vector<std::int32_t> stop_tokens;  ///< end decoding early
+};
+
+struct request_state {
+  request_env env;
+  workspace_ptr ws;
+  request_params params;
+  restore_report report;
+  std::uint64_t cells_total = 0;
+  std::uint64_t cells_done = 0;
+  std::vector<msg::tier> chunk_tier;  ///< tier of each cached prefix chunk
+  bool finished = false;
+  static inline const char* name = "kvflow.request";
+};
+
+/// Runs one request from lookup to its report. The callback is called
+/// exactly once, with an exception on failure (a refused grant, a timeout,
+/// a vanished actor); the actor then quits.
+caf::behavior request_actor(caf::stateful_actor<request_state>* self, request_env env, workspace_ptr ws,
+                            request_params params);
+
+}  // namespace kvflow
