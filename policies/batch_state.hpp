@@ -1,0 +1,139 @@
+#pragma once
+// The batch as the scheduler sees it: every request's cells (chunk x layer)
+// and their state, the caps, and what is in flight now.
+
+#include <array>
+#include <cstdint>
+#include <optional>
+#include <unordered_map>
+#include <vector>
+
+#include "messages/types.hpp"
+
+namespace kvflow::policies {
+
+/// A cell moves pending -> *_granted -> computed | loaded, never back.
+enum class cell_state : std::uint8_t { pending, compute_granted, load_granted, computed, loaded };
+
+/// Limits on work in flight. A single grant larger than a cap is admitted
+/// only while nothing else is in flight on that resource.
+struct caps {
+  std::uint64_t compute_cells = 64;  ///< cells granted to the GPU and not done
+  std::array<std::uint64_t, 4> load_bytes{1ull << 30, 1ull << 30, 1ull << 30, 1ull << 30};  ///< by msg::tier
+};
+
+/// Work in flight now: granted and not yet done.
+struct usage {
+  std::uint64_t compute_cells = 0;
+  std::array<std::uint64_t, 4> load_bytes{};
+};
+
+/// One request: chunks [0, P) cached (a tier each), [P, S) new; L layers.
+/// The last chunk is never cached (its last row gives the first token).
+class request_state {
+ public:
+  /// Throws kvflow::error(invalid_argument) for an unusable registration.
+  request_state(const msg::register_request& reg, std::uint64_t arrival);
+
+  std::uint64_t id() const { return id_; }
+  std::uint64_t arrival() const { return arrival_; }  ///< registration order in the batch
+  std::uint32_t chunks() const { return chunks_; }    ///< S
+  std::uint32_t layers() const { return layers_; }    ///< L
+  std::uint32_t cached() const { return static_cast<std::uint32_t>(tiers_.size()); }  ///< P
+  msg::tier tier_of(std::uint32_t chunk) const { return tiers_[chunk]; }
+  std::uint64_t chunk_bytes() const { return chunk_bytes_; }
+  std::uint64_t cell_bytes() const { return chunk_bytes_ / layers_; }
+
+  cell_state at(std::uint32_t chunk, std::uint32_t layer) const { return cells_[std::size_t(chunk) * layers_ + layer]; }
+  /// Leading chunks whose cell at `layer` is computed, compute-granted or
+  /// loaded: a compute cell (c, l) may be granted once ready_prefix(l) >= c
+  /// and (c, l-1) is computed or compute-granted (the GPU runs a request's
+  /// compute grants in grant order; loads must have completed).
+  std::uint32_t ready_prefix(std::uint32_t layer) const { return ready_[layer]; }
+  /// Whether compute cell (c, l) may be granted now.
+  bool compute_ready(std::uint32_t chunk, std::uint32_t layer) const;
+  /// Per chunk: leading layers computed or compute-granted (computed layers
+  /// are always a prefix [0, k)); lowest load-claimed layer (L if none);
+  /// load-claimed and loaded cell counts.
+  std::uint32_t compute_top(std::uint32_t chunk) const { return top_[chunk]; }
+  std::uint32_t load_bottom(std::uint32_t chunk) const { return bottom_[chunk]; }
+  std::uint32_t load_claimed(std::uint32_t chunk) const { return claimed_[chunk]; }
+  std::uint32_t loaded(std::uint32_t chunk) const { return loaded_[chunk]; }
+  /// Compute cells granted and not done.
+  std::uint64_t compute_in_flight() const { return computing_; }
+  std::uint64_t cells_done() const { return done_; }
+  std::uint64_t cells_total() const { return std::uint64_t(chunks_) * layers_; }
+  bool restored() const { return done_ == cells_total(); }
+
+  /// Marks a rectangle; checks each cell's dependencies in chunk order
+  /// (compute) and throws kvflow::error(invalid_argument) on a violation.
+  void grant(msg::action act, const msg::cell_range& cells);
+  /// Marks a granted rectangle done.
+  void complete(msg::action act, const msg::cell_range& cells);
+
+ private:
+  void advance_ready(std::uint32_t layer);
+  std::string where() const;
+
+  std::uint64_t id_, arrival_;
+  std::uint32_t chunks_, layers_;
+  std::vector<msg::tier> tiers_;
+  std::uint64_t chunk_bytes_;
+  std::vector<cell_state> cells_;  // [chunk][layer]
+  std::vector<std::uint32_t> ready_;  // [layer]
+  std::vector<std::uint32_t> top_, bottom_, claimed_, loaded_;  // [chunk]
+  std::uint64_t computing_ = 0;
+  std::uint64_t done_ = 0;
+};
+
+/// All registered requests, the caps and the work in flight. The scheduler
+/// owns one; a policy's decide() applies each grant it returns to it.
+class batch_state {
+ public:
+  explicit batch_state(caps c = {}) : caps_(c) {}
+
+  /// Adds a request; throws kvflow::error(invalid_argument) on a duplicate id
+  /// or a bad shape.
+  const request_state& add(const msg::register_request& reg);
+  /// Forgets a request (restored or failed); its grants in flight stop counting.
+  void remove(std::uint64_t request_id);
+  const request_state* find(std::uint64_t request_id) const;
+  /// Requests in registration order.
+  const std::vector<request_state>& requests() const { return requests_; }
+
+  const caps& limits() const { return caps_; }
+  void set_limits(const caps& c) { caps_ = c; }
+  const usage& in_flight() const { return used_; }
+  /// Whether a grant of this size fits its resource's cap now.
+  bool fits_compute(std::uint64_t cells) const;
+  bool fits_load(msg::tier t, std::uint64_t bytes) const;
+
+  /// Records a grant: checks caps and dependencies (throws
+  /// kvflow::error(capacity_exceeded | invalid_argument | not_found)), marks
+  /// its cells granted, counts it in flight and assigns g.grant_id.
+  void apply(msg::grant& g);
+  /// Records a completion of a grant made here; returns a rate sample for
+  /// loads (bytes over the finished - started time). Unknown grant ids (a
+  /// removed request) are ignored.
+  std::optional<msg::rate_sample> apply(const msg::cell_done& done);
+
+ private:
+  struct in_flight_grant {
+    msg::grant g;
+    std::uint64_t bytes;
+  };
+  request_state* find_mut(std::uint64_t request_id);
+
+  caps caps_;
+  usage used_;
+  std::vector<request_state> requests_;
+  std::unordered_map<std::uint64_t, in_flight_grant> grants_;
+  std::uint64_t next_grant_ = 1, next_arrival_ = 0;
+};
+
+/// Cells in a rectangle.
+inline std::uint64_t cell_count(const msg::cell_range& r) {
+  return std::uint64_t(r.chunk_end - r.chunk_begin) * (r.layer_end - r.layer_begin);
+}
+
+}  // namespace kvflow::policies

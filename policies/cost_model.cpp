@@ -1,0 +1,85 @@
+#include "policies/cost_model.hpp"
+
+#include <algorithm>
+#include <cmath>
+
+namespace kvflow::policies {
+namespace {
+
+// Ridge weight of the prior, in cells: a few grants outweigh it, yet it keeps
+// the slope defined while every sample comes from the same positions.
+constexpr double prior_cells = 4.0;
+// Position scale of the slope's ridge term (chunks).
+constexpr double slope_scale = 8.0;
+
+}  // namespace
+
+cost_model::cost_model(cost_prior prior)
+    : prior_(prior), a_(prior.cell_s), b_(prior.cell_slope_s), rate_(prior.bytes_per_s) {}
+
+cost_model cost_model::fixed(double cell_s, double cell_slope_s, const std::array<double, 4>& bytes_per_s) {
+  cost_prior p;
+  p.cell_s = cell_s;
+  p.cell_slope_s = cell_slope_s;
+  p.bytes_per_s = bytes_per_s;
+  cost_model m(p);
+  m.frozen_ = true;
+  return m;
+}
+
+double cost_model::compute_s(std::uint32_t begin, std::uint32_t end, std::uint32_t layers) const {
+  if (end <= begin) return 0;
+  double n = end - begin;
+  // sum_{c=begin}^{end-1} (a + b c) = n a + b n (begin + end - 1) / 2
+  return layers * (n * a_ + b_ * n * (double(begin) + double(end) - 1) / 2);
+}
+
+double cost_model::compute_s(const msg::cell_range& cells) const {
+  if (cells.layer_end <= cells.layer_begin) return 0;
+  return compute_s(cells.chunk_begin, cells.chunk_end, cells.layer_end - cells.layer_begin);
+}
+
+void cost_model::observe(const msg::cell_done& done) {
+  if (frozen_ || done.act != msg::action::compute) return;
+  if (done.finished_ns <= done.started_ns) return;
+  const auto& r = done.cells;
+  if (r.chunk_end <= r.chunk_begin || r.layer_end <= r.layer_begin) return;
+  double cells = double(r.chunk_end - r.chunk_begin) * (r.layer_end - r.layer_begin);
+  double per_cell = (done.finished_ns - done.started_ns) * 1e-9 / cells;
+  double x = (double(r.chunk_begin) + double(r.chunk_end) - 1) / 2;  // mean position
+  double f = prior_.compute_forget;
+  sw_ = f * sw_ + cells;
+  sx_ = f * sx_ + cells * x;
+  sxx_ = f * sxx_ + cells * x * x;
+  sy_ = f * sy_ + cells * per_cell;
+  sxy_ = f * sxy_ + cells * x * per_cell;
+  ++compute_samples_;
+  refit();
+}
+
+void cost_model::refit() {
+  // Normal equations of weighted least squares plus a ridge pulling (a, b)
+  // toward the prior: [sw+r, sx; sx, sxx+r s^2] [a b]' = [sy + r a0, sxy + r s^2 b0]'.
+  double r = prior_cells, r2 = prior_cells * slope_scale * slope_scale;
+  double m00 = sw_ + r, m01 = sx_, m11 = sxx_ + r2;
+  double v0 = sy_ + r * prior_.cell_s, v1 = sxy_ + r2 * prior_.cell_slope_s;
+  double det = m00 * m11 - m01 * m01;
+  if (!(std::fabs(det) > 0)) return;
+  double a = (v0 * m11 - m01 * v1) / det;
+  double b = (m00 * v1 - m01 * v0) / det;
+  if (!std::isfinite(a) || !std::isfinite(b)) return;
+  // A negative cost is never right; keep the line positive over its range.
+  a_ = std::max(a, 1e-9);
+  b_ = std::max(b, -a_ / 1e6);
+}
+
+void cost_model::observe(const msg::rate_sample& s) {
+  if (frozen_ || s.bytes == 0 || s.elapsed_ns == 0) return;
+  auto i = static_cast<std::size_t>(s.source);
+  if (i >= rate_.size()) return;
+  double sample = double(s.bytes) / (s.elapsed_ns * 1e-9);
+  rate_[i] = prior_.rate_alpha * sample + (1 - prior_.rate_alpha) * rate_[i];
+  ++rate_samples_[i];
+}
+
+}  // namespace kvflow::policies

@@ -1,0 +1,67 @@
+#pragma once
+// What restore work costs: per-cell compute time by chunk position and
+// per-tier bandwidth, from a prior until measured completions arrive.
+
+#include <array>
+#include <cstdint>
+
+#include "messages/types.hpp"
+
+namespace kvflow::policies {
+
+/// Starting values of the cost model. The defaults are llama-3-8b on an H100
+/// with 512-token chunks (DESIGN.md): a chunk computes in 37 ms at position 0
+/// and 78 ms at chunk 63, over 32 layers; host 55 GB/s, disk 1.5 GB/s,
+/// remote 10 Gbit/s.
+struct cost_prior {
+  double cell_s = 37e-3 / 32;                   ///< one cell (chunk x layer) at chunk 0
+  double cell_slope_s = (78e-3 - 37e-3) / 32 / 63;  ///< added per chunk of position
+  std::array<double, 4> bytes_per_s{400e9, 55e9, 1.5e9, 1.25e9};  ///< by msg::tier
+  double rate_alpha = 0.3;                      ///< EWMA weight of a new rate sample
+  double compute_forget = 0.98;                 ///< per-sample decay of old compute samples
+};
+
+/// Compute cost of cell (c, l) = a + b*c seconds (attention grows with the
+/// tokens before the chunk), fitted online by decayed least squares with a
+/// ridge toward the prior; bandwidth per tier is an EWMA of rate samples.
+/// Not thread-safe; owned by the scheduler.
+class cost_model {
+ public:
+  explicit cost_model(cost_prior prior = {});
+
+  /// A model that never learns: fixed per-cell line and bandwidths (the oracle's).
+  static cost_model fixed(double cell_s, double cell_slope_s, const std::array<double, 4>& bytes_per_s);
+
+  /// Seconds to compute one cell of chunk `chunk`.
+  double cell_s(std::uint32_t chunk) const { return a_ + b_ * chunk; }
+  /// Seconds to compute a rectangle of cells.
+  double compute_s(const msg::cell_range& cells) const;
+  /// Seconds to compute chunks [begin, end), `layers` layers each.
+  double compute_s(std::uint32_t begin, std::uint32_t end, std::uint32_t layers) const;
+  /// Bytes per second of a tier's link.
+  double bytes_per_s(msg::tier t) const { return rate_[static_cast<std::size_t>(t)]; }
+  double load_s(msg::tier t, double bytes) const { return bytes / bytes_per_s(t); }
+
+  /// Learns from a finished compute grant (loads are ignored here: their
+  /// rate comes as a rate_sample, see batch_state::apply(cell_done)).
+  void observe(const msg::cell_done& done);
+  /// Learns a link's rate from `bytes` moved in `elapsed_ns`.
+  void observe(const msg::rate_sample& sample);
+
+  std::uint64_t compute_samples() const { return compute_samples_; }
+  std::uint64_t rate_samples(msg::tier t) const { return rate_samples_[static_cast<std::size_t>(t)]; }
+
+ private:
+  void refit();
+
+  cost_prior prior_;
+  bool frozen_ = false;
+  double a_, b_;
+  std::array<double, 4> rate_;
+  // Decayed sums of the weighted per-cell regression y = a + b*x.
+  double sw_ = 0, sx_ = 0, sxx_ = 0, sy_ = 0, sxy_ = 0;
+  std::uint64_t compute_samples_ = 0;
+  std::array<std::uint64_t, 4> rate_samples_{};
+};
+
+}  // namespace kvflow::policies

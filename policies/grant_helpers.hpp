@@ -1,0 +1,84 @@
+#pragma once
+// Building blocks the policies share (internal to policies/): each grants
+// one kind of work for one request, applies it to the batch and appends it.
+
+#include <cstdint>
+#include <vector>
+
+#include "messages/types.hpp"
+#include "policies/batch_state.hpp"
+
+namespace kvflow::policies::detail {
+
+/// First cell, in chunk-major order over the cached prefix and beyond, that
+/// neither compute nor a load has claimed: chunk * L + layer (S*L if none).
+std::uint64_t head_position(const request_state& r);
+
+/// Grants compute cells in chunk-major order from the first unclaimed cell,
+/// below chunk-major position `limit`, at most `budget` cells, stopping at
+/// the first cell whose inputs are not there yet. Returns cells granted.
+std::uint64_t grant_head(batch_state& b, const request_state& r, std::uint64_t limit, std::uint64_t budget,
+                         std::vector<msg::grant>& out);
+
+/// Grants uncached-suffix compute cells in layer-major order (a layer row of
+/// [P, S), then the next), as far as the prefix's layers are available, at
+/// most `budget` cells. Returns cells granted.
+std::uint64_t grant_suffix(batch_state& b, const request_state& r, std::uint64_t budget,
+                           std::vector<msg::grant>& out);
+
+/// Grants load cells layer-major (lowest layer first, then highest chunk)
+/// among chunks [lo, P): a chunk already claimed continues upward from its
+/// lowest claimed layer; an unclaimed chunk c starts at start(c) (and is
+/// skipped when start(c) >= L). Keeps each tier's bytes in flight under
+/// `queue_bytes` and the cap; one grant is one layer of adjacent chunks of
+/// one tier, at most `max_grant_bytes`. Returns bytes granted.
+template <class Start>
+std::uint64_t grant_loads(batch_state& b, const request_state& r, std::uint32_t lo, Start start,
+                          std::uint64_t queue_bytes, std::uint64_t max_grant_bytes, std::vector<msg::grant>& out);
+
+/// Appends and applies one grant.
+void emit(batch_state& b, const request_state& r, msg::action act, const msg::cell_range& cells, msg::tier source,
+          std::vector<msg::grant>& out);
+
+/// Next load layer of chunk c given its unclaimed start layer (L: none).
+inline std::uint32_t next_load_layer(const request_state& r, std::uint32_t c, std::uint32_t unclaimed_start) {
+  if (r.load_claimed(c) > 0) return r.load_bottom(c) + r.load_claimed(c);
+  return unclaimed_start;
+}
+
+template <class Start>
+std::uint64_t grant_loads(batch_state& b, const request_state& r, std::uint32_t lo, Start start,
+                          std::uint64_t queue_bytes, std::uint64_t max_grant_bytes, std::vector<msg::grant>& out) {
+  const std::uint32_t L = r.layers(), P = r.cached();
+  const std::uint64_t cell = r.cell_bytes();
+  std::uint64_t granted = 0;
+  for (;;) {
+    // The lowest next layer over chunks whose link has room; ties to the highest chunk.
+    std::uint32_t best_c = P, best_l = L;
+    for (std::uint32_t c = P; c-- > lo;) {
+      std::uint32_t l = next_load_layer(r, c, start(c));
+      if (l >= L || l < r.compute_top(c) || r.at(c, l) != cell_state::pending) continue;
+      auto t = r.tier_of(c);
+      auto used = b.in_flight().load_bytes[static_cast<std::size_t>(t)];
+      if (used > 0 && used + cell > queue_bytes) continue;
+      if (!b.fits_load(t, cell)) continue;
+      if (l < best_l) best_c = c, best_l = l;
+    }
+    if (best_c == P) return granted;
+    auto t = r.tier_of(best_c);
+    // Extend downward over adjacent chunks at the same next layer and tier.
+    std::uint32_t begin = best_c;
+    auto used = b.in_flight().load_bytes[static_cast<std::size_t>(t)];
+    auto room = [&](std::uint32_t n) {
+      std::uint64_t bytes = std::uint64_t(n) * cell;
+      return bytes <= max_grant_bytes && (used == 0 || used + bytes <= queue_bytes) && b.fits_load(t, bytes);
+    };
+    while (begin > lo && r.tier_of(begin - 1) == t && next_load_layer(r, begin - 1, start(begin - 1)) == best_l &&
+           r.at(begin - 1, best_l) == cell_state::pending && room(best_c + 1 - (begin - 1)))
+      --begin;
+    emit(b, r, msg::action::load, msg::cell_range{begin, best_c + 1, best_l, best_l + 1}, t, out);
+    granted += std::uint64_t(best_c + 1 - begin) * cell;
+  }
+}
+
+}  // namespace kvflow::policies::detail

@@ -1,0 +1,228 @@
+#include "policies/policy.hpp"
+
+#include <algorithm>
+
+#include "messages/error.hpp"
+#include "policies/grant_helpers.hpp"
+
+namespace kvflow::policies {
+
+std::unique_ptr<policy> make_two_pointer(const policy_options& opts);
+std::unique_ptr<policy> make_oracle(const policy_options& opts);
+
+namespace detail {
+
+void emit(batch_state& b, const request_state& r, msg::action act, const msg::cell_range& cells, msg::tier source,
+          std::vector<msg::grant>& out) {
+  msg::grant g;
+  g.request_id = r.id();
+  g.act = act;
+  g.cells = cells;
+  g.source = act == msg::action::load ? source : msg::tier::gpu;
+  b.apply(g);
+  out.push_back(g);
+}
+
+std::uint64_t head_position(const request_state& r) {
+  const std::uint32_t L = r.layers();
+  for (std::uint32_t c = 0; c < r.chunks(); ++c)
+    if (r.compute_top(c) < r.load_bottom(c))
+      return std::uint64_t(c) * L + r.compute_top(c);
+  return std::uint64_t(r.chunks()) * L;
+}
+
+std::uint64_t grant_head(batch_state& b, const request_state& r, std::uint64_t limit, std::uint64_t budget,
+                         std::vector<msg::grant>& out) {
+  const std::uint32_t L = r.layers(), S = r.chunks();
+  std::uint64_t granted = 0;
+  while (granted < budget) {
+    auto pos = head_position(r);
+    if (pos >= limit || pos >= std::uint64_t(S) * L) break;
+    auto c = static_cast<std::uint32_t>(pos / L), top = static_cast<std::uint32_t>(pos % L);
+    std::uint64_t left = budget - granted;
+    if (b.in_flight().compute_cells > 0) left = std::min(left, b.limits().compute_cells - std::min(b.limits().compute_cells, b.in_flight().compute_cells));
+    if (left == 0) break;
+    // Whole free chunks, several at once when budget and limit allow.
+    if (top == 0 && r.load_bottom(c) == L && r.load_claimed(c) == 0) {
+      std::uint32_t n = 0;
+      while (c + n < S && std::uint64_t(c + n + 1) * L <= limit && std::uint64_t(n + 1) * L <= left &&
+             r.compute_top(c + n) == 0 && r.load_claimed(c + n) == 0)
+        ++n;
+      bool ready = n > 0;
+      for (std::uint32_t l = 0; ready && l < L; ++l) ready = r.ready_prefix(l) >= c;
+      if (ready) {
+        emit(b, r, msg::action::compute, msg::cell_range{c, c + n, 0, L}, msg::tier::gpu, out);
+        granted += std::uint64_t(n) * L;
+        continue;
+      }
+    }
+    // Part of one chunk: up to its load claims, the limit and the budget, as far as inputs are there.
+    std::uint64_t end = std::min<std::uint64_t>({r.load_bottom(c), top + left, limit - std::uint64_t(c) * L});
+    if (end > L) end = L;
+    std::uint32_t e = top;
+    while (e < end && r.ready_prefix(e) >= c) ++e;
+    if (e == top) break;
+    emit(b, r, msg::action::compute, msg::cell_range{c, c + 1, top, e}, msg::tier::gpu, out);
+    granted += e - top;
+  }
+  return granted;
+}
+
+std::uint64_t grant_suffix(batch_state& b, const request_state& r, std::uint64_t budget, std::vector<msg::grant>& out) {
+  const std::uint32_t L = r.layers(), S = r.chunks(), P = r.cached();
+  std::uint64_t granted = 0;
+  while (granted < budget) {
+    std::uint64_t left = budget - granted;
+    if (b.in_flight().compute_cells > 0) left = std::min(left, b.limits().compute_cells - std::min(b.limits().compute_cells, b.in_flight().compute_cells));
+    if (left == 0) break;
+    // Layer-major: chunks [P, a) are one layer ahead of [a, S).
+    std::uint32_t level = L;
+    for (std::uint32_t c = P; c < S; ++c) level = std::min(level, r.compute_top(c));
+    if (level >= L) break;
+    std::uint32_t a = P;
+    while (a < S && r.compute_top(a) > level) ++a;
+    if (r.ready_prefix(level) < a || (level > 0 && r.compute_top(a) < level)) break;
+    if (a == P) {
+      // Whole rows, as many layers as the prefix allows.
+      std::uint64_t row = S - P;
+      if (row <= left) {
+        std::uint32_t l2 = level;
+        while (l2 < L && r.ready_prefix(l2) >= P && std::uint64_t(l2 + 1 - level) * row <= left) ++l2;
+        emit(b, r, msg::action::compute, msg::cell_range{P, S, level, l2}, msg::tier::gpu, out);
+        granted += std::uint64_t(l2 - level) * row;
+        continue;
+      }
+    }
+    auto n = static_cast<std::uint32_t>(std::min<std::uint64_t>(S - a, left));
+    emit(b, r, msg::action::compute, msg::cell_range{a, a + n, level, level + 1}, msg::tier::gpu, out);
+    granted += n;
+  }
+  return granted;
+}
+
+}  // namespace detail
+
+namespace {
+
+using detail::emit;
+
+std::uint64_t grant_bytes(const policy_options& o, const request_state& r) {
+  return o.max_load_grant_bytes ? o.max_load_grant_bytes : r.chunk_bytes();
+}
+
+// Every chunk computed, first come first served, the largest grants the cap allows.
+class compute_only final : public policy {
+ public:
+  const char* name() const override { return "compute_only"; }
+  std::vector<msg::grant> decide(batch_state& b, const cost_model&) override {
+    std::vector<msg::grant> out;
+    for (auto& r : b.requests()) {
+      if (r.restored()) continue;
+      std::uint64_t room = b.limits().compute_cells - std::min(b.limits().compute_cells, b.in_flight().compute_cells);
+      if (b.in_flight().compute_cells == 0) room = std::max<std::uint64_t>(room, 1);
+      detail::grant_head(b, r, std::uint64_t(r.chunks()) * r.layers(), room, out);
+    }
+    return out;
+  }
+};
+
+// Every cached cell loaded layer by layer; the suffix computed a layer row at
+// a time as soon as the prefix has that layer. First come first served.
+class load_only final : public policy {
+ public:
+  explicit load_only(policy_options o) : opts_(std::move(o)) {}
+  const char* name() const override { return "load_only"; }
+  std::vector<msg::grant> decide(batch_state& b, const cost_model&) override {
+    std::vector<msg::grant> out;
+    for (auto& r : b.requests()) {
+      if (r.restored()) continue;
+      std::uint64_t queue = std::uint64_t(opts_.lookahead_chunks + 1) * r.chunk_bytes();
+      detail::grant_loads(b, r, 0, [](std::uint32_t) { return 0u; }, queue, grant_bytes(opts_, r), out);
+      std::uint64_t room = b.limits().compute_cells - std::min(b.limits().compute_cells, b.in_flight().compute_cells);
+      if (b.in_flight().compute_cells == 0) room = std::max<std::uint64_t>(room, 1);
+      detail::grant_suffix(b, r, room, out);
+    }
+    return out;
+  }
+
+ private:
+  policy_options opts_;
+};
+
+// Cake, per request: compute whole chunks upward from chunk 0, load whole
+// chunks downward from chunk P-1, each as fast as its resource takes grants,
+// until they meet; then the suffix. Requests take turns (round robin).
+class bidirectional final : public policy {
+ public:
+  explicit bidirectional(policy_options o) : opts_(std::move(o)) {}
+  const char* name() const override { return "bidirectional"; }
+  std::vector<msg::grant> decide(batch_state& b, const cost_model&) override {
+    std::vector<msg::grant> out;
+    auto& rs = b.requests();
+    if (rs.empty()) return out;
+    std::size_t n = rs.size(), first = turn_++ % n;
+    for (bool progress = true; progress;) {
+      progress = false;
+      for (std::size_t i = 0; i < n; ++i) {
+        auto& r = rs[(first + i) % n];
+        if (r.restored()) continue;
+        progress |= step(b, r, out);
+      }
+    }
+    return out;
+  }
+
+ private:
+  // One chunk of compute and one chunk of load for r, if their queues have room.
+  bool step(batch_state& b, const request_state& r, std::vector<msg::grant>& out) {
+    const std::uint32_t L = r.layers(), P = r.cached();
+    bool any = false;
+    std::uint64_t queue_cells = std::uint64_t(opts_.lookahead_chunks) * L;
+    if (b.in_flight().compute_cells < queue_cells) {
+      std::uint64_t budget = std::min<std::uint64_t>(L, queue_cells - b.in_flight().compute_cells);
+      any |= detail::grant_head(b, r, std::uint64_t(r.chunks()) * L, budget, out) > 0;
+    }
+    // The load pointer: the chunk below the lowest claimed one, while compute
+    // has not reached it.
+    std::uint32_t lo = P;
+    while (lo > 0 && r.load_claimed(lo - 1) > 0) --lo;
+    if (lo == 0 || r.compute_top(lo - 1) > 0) return any;
+    std::uint32_t j = lo - 1;
+    auto t = r.tier_of(j);
+    std::uint64_t bytes = std::uint64_t(L) * r.cell_bytes();
+    std::uint64_t queue = std::uint64_t(opts_.lookahead_chunks + 1) * r.chunk_bytes();
+    auto used = b.in_flight().load_bytes[static_cast<std::size_t>(t)];
+    if ((used == 0 || used + bytes <= queue) && b.fits_load(t, bytes)) {
+      emit(b, r, msg::action::load, msg::cell_range{j, j + 1, 0, L}, t, out);
+      any = true;
+    }
+    return any;
+  }
+
+  policy_options opts_;
+  std::size_t turn_ = 0;
+};
+
+}  // namespace
+
+const std::vector<std::string>& policy_names() {
+  static const std::vector<std::string> names{"compute_only", "load_only", "bidirectional", "two_pointer", "oracle"};
+  return names;
+}
+
+std::unique_ptr<policy> make_policy(const std::string& name, policy_options opts) {
+  if (opts.lookahead_chunks == 0) opts.lookahead_chunks = 1;
+  if (name == "compute_only") return std::make_unique<compute_only>();
+  if (name == "load_only") return std::make_unique<load_only>(std::move(opts));
+  if (name == "bidirectional") return std::make_unique<bidirectional>(std::move(opts));
+  if (name == "two_pointer") return make_two_pointer(opts);
+  if (name == "oracle") {
+    if (!opts.truth) throw error(errc::invalid_argument, "policy oracle: policy_options.truth (the run's true costs) is required");
+    return make_oracle(opts);
+  }
+  std::string known;
+  for (auto& n : policy_names()) known += (known.empty() ? "" : ", ") + n;
+  throw error(errc::not_found, "unknown policy '" + name + "' (known: " + known + ")");
+}
+
+}  // namespace kvflow::policies

@@ -1,0 +1,69 @@
+#pragma once
+// Restore policies: each scheduler tick, the batch state and the cost model
+// in, the grants to send out. Pure: no actors, no I/O, no clocks.
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "messages/types.hpp"
+#include "policies/batch_state.hpp"
+#include "policies/cost_model.hpp"
+
+namespace kvflow::policies {
+
+struct policy_options {
+  /// Compute cells one request may have in flight, in chunks' worth
+  /// (two_pointer, bidirectional): small keeps the split adaptable and the
+  /// GPU queue short for higher-priority requests.
+  std::uint32_t lookahead_chunks = 1;
+  /// Largest load grant; 0: one chunk's bytes.
+  std::uint64_t max_load_grant_bytes = 0;
+  /// The oracle's costs: the true per-cell line and bandwidths of the run.
+  std::optional<cost_model> truth;
+};
+
+/// Where a request's compute and load meet in its cached prefix, in
+/// chunk-major order: chunks before `chunk` are computed, chunk `chunk`
+/// computes layers [0, layer) and loads the rest, later cached chunks load.
+struct split_point {
+  std::uint32_t chunk = 0;
+  std::uint32_t layer = 0;
+};
+
+/// A restore policy. Not thread-safe; the scheduler actor owns it and calls
+/// decide() on every tick (after a registration, a completion or a rate
+/// change).
+class policy {
+ public:
+  virtual ~policy() = default;
+  virtual const char* name() const = 0;
+
+  /// Grants to send now, for any requests of `batch`. Every grant returned
+  /// has been applied to `batch` (cells marked granted, counted in flight,
+  /// grant_id set), so no cap of batch.limits() is exceeded and every
+  /// compute grant's inputs are computed, compute-granted earlier for the
+  /// same request (the GPU runs a request's compute grants in order) or
+  /// loaded. Compute grants run chunk by chunk, each chunk's layer range
+  /// upward. May return nothing when caps are full or all is granted.
+  virtual std::vector<msg::grant> decide(batch_state& batch, const cost_model& costs) = 0;
+
+  /// The split a planning policy intends for a request now (two_pointer,
+  /// oracle); nullopt for the others or an unknown request.
+  virtual std::optional<split_point> planned_split(std::uint64_t request_id) const {
+    (void)request_id;
+    return std::nullopt;
+  }
+};
+
+/// Names make_policy knows, in a fixed order.
+const std::vector<std::string>& policy_names();
+
+/// "compute_only", "load_only", "bidirectional", "two_pointer" or "oracle"
+/// (which needs opts.truth); throws kvflow::error(not_found) listing the
+/// known names, or kvflow::error(invalid_argument) for an oracle without truth.
+std::unique_ptr<policy> make_policy(const std::string& name, policy_options opts = {});
+
+}  // namespace kvflow::policies

@@ -1,0 +1,257 @@
+// two_pointer (CacheFlow) and oracle.
+//
+// Per request, in chunk-major order over the cached prefix [0, P*L):
+//   [0, x)   claimed by compute (the compute pointer x moves up),
+//   [x, y)   free,
+//   [y, P*L) claimed by loads (the load pointer y moves down, a chunk at a time),
+// and a planned meeting point z in [x, y]: compute takes [x, z), loads take
+// [z, y). A chunk's computed layers are always [0, k), its loaded ones [k, L),
+// so the meeting chunk is split by layers. Once compute reaches z, every free
+// cell above it is loaded layer-major (layer 0 of every chunk first) and the
+// suffix [P, S) computes a layer row at a time behind the loads.
+//
+// Each tick:
+//   1. plan every request alone: the z minimising
+//        max(compute left(z) + suffix, loads left(z) + one suffix row)
+//      with the cost model; sort requests by that estimate (shortest
+//      remaining restore first);
+//   2. re-plan in that order with each resource's start delayed by the work
+//      planned for the requests before it (a request that waits for the GPU
+//      plans to load more);
+//   3. in that order, grant compute (head up to z, then suffix rows) while
+//      the GPU queue has room, and loads (committed cells, then the next
+//      chunk down towards z) while each link's queue has room;
+//   4. if the GPU would still idle, let compute run past z.
+// The oracle is the same with the run's true costs and an exhaustive search.
+
+#include <algorithm>
+#include <unordered_map>
+
+#include "policies/grant_helpers.hpp"
+#include "policies/policy.hpp"
+
+namespace kvflow::policies {
+namespace {
+
+struct plan_t {
+  std::uint64_t x = 0, y = 0, z = 0;  // chunk-major positions
+  double compute_s = 0, load_s = 0, est = 0;
+  msg::tier tier = msg::tier::host;  // the link most of its loads use
+};
+
+class two_pointer final : public policy {
+ public:
+  two_pointer(policy_options o, bool oracle) : opts_(std::move(o)), oracle_(oracle) {}
+  const char* name() const override { return oracle_ ? "oracle" : "two_pointer"; }
+
+  std::optional<split_point> planned_split(std::uint64_t id) const override {
+    auto it = splits_.find(id);
+    if (it == splits_.end()) return std::nullopt;
+    return it->second;
+  }
+
+  std::vector<msg::grant> decide(batch_state& b, const cost_model& measured) override {
+    const cost_model& costs = opts_.truth ? *opts_.truth : measured;
+    std::vector<msg::grant> out;
+    struct entry {
+      double est;
+      std::uint64_t arrival;
+      const request_state* r;
+      plan_t p;
+    };
+    std::vector<entry> order;
+    for (auto& r : b.requests()) {
+      if (r.restored()) continue;
+      order.push_back(entry{0, r.arrival(), &r, {}});
+      order.back().est = make_plan(*order.back().r, costs, 0, 0).est;
+    }
+    std::sort(order.begin(), order.end(),
+              [](const entry& a, const entry& b) { return a.est != b.est ? a.est < b.est : a.arrival < b.arrival; });
+    double gpu_busy = 0;
+    std::array<double, 4> link_busy{};
+    splits_.clear();
+    for (auto& e : order) {
+      e.p = make_plan(*e.r, costs, gpu_busy, link_busy[static_cast<std::size_t>(e.p.tier)]);
+      // The tier is known only after planning: delay by the right link.
+      auto ti = static_cast<std::size_t>(e.p.tier);
+      if (link_busy[ti] > 0) e.p = make_plan(*e.r, costs, gpu_busy, link_busy[ti]);
+      gpu_busy += e.p.compute_s;
+      link_busy[ti] += e.p.load_s;
+      auto L = e.r->layers();
+      splits_[e.r->id()] = split_point{static_cast<std::uint32_t>(e.p.z / L), static_cast<std::uint32_t>(e.p.z % L)};
+    }
+    for (auto& e : order) {
+      grant_compute(b, *e.r, e.p.z, out);
+      grant_loads(b, *e.r, e.p, out);
+    }
+    // Work conservation: a GPU that would idle computes past the split.
+    for (auto& e : order) {
+      auto room = gpu_room(b, *e.r);
+      if (room == 0) break;
+      detail::grant_head(b, *e.r, std::uint64_t(e.r->cached()) * e.r->layers(), room, out);
+    }
+    return out;
+  }
+
+ private:
+  std::uint64_t gpu_room(const batch_state& b, const request_state& r) const {
+    std::uint64_t target = std::uint64_t(opts_.lookahead_chunks) * r.layers();
+    auto used = b.in_flight().compute_cells;
+    return used >= target ? 0 : target - used;
+  }
+
+  void grant_compute(batch_state& b, const request_state& r, std::uint64_t z, std::vector<msg::grant>& out) {
+    auto room = gpu_room(b, r);
+    if (room == 0) return;
+    room -= detail::grant_head(b, r, z, room, out);
+    if (room > 0 && detail::head_position(r) >= z) detail::grant_suffix(b, r, room, out);
+  }
+
+  void grant_loads(batch_state& b, const request_state& r, const plan_t& p, std::vector<msg::grant>& out) {
+    const std::uint32_t L = r.layers(), P = r.cached();
+    if (P == 0) return;
+    std::uint64_t queue = std::uint64_t(opts_.lookahead_chunks + 1) * r.chunk_bytes();
+    std::uint64_t max_grant = opts_.max_load_grant_bytes ? opts_.max_load_grant_bytes : r.chunk_bytes();
+    auto x = detail::head_position(r);
+    std::uint32_t h = static_cast<std::uint32_t>(std::min<std::uint64_t>(x / L, P));
+    auto z = p.z;
+    if (x >= z) {
+      // Met: every free cell at or above the split loads, layer-major.
+      auto start = [&](std::uint32_t c) -> std::uint32_t {
+        std::uint64_t from = std::max<std::uint64_t>(z, std::uint64_t(c) * L + r.compute_top(c));
+        return from >= std::uint64_t(c + 1) * L ? L : static_cast<std::uint32_t>(from - std::uint64_t(c) * L);
+      };
+      detail::grant_loads(b, r, 0, start, queue, max_grant, out);
+      return;
+    }
+    // Before meeting: finish the claimed chunks, then claim the next one down
+    // while it lies above the split (the head's own chunk from the split's layer).
+    auto none = [L](std::uint32_t) { return L; };
+    for (;;) {
+      detail::grant_loads(b, r, 0, none, queue, max_grant, out);
+      std::uint32_t lo = P;
+      while (lo > h && r.load_claimed(lo - 1) > 0) --lo;
+      bool pending = false;
+      for (std::uint32_t c = lo; c < P && !pending; ++c)
+        pending = detail::next_load_layer(r, c, L) < L && r.at(c, detail::next_load_layer(r, c, L)) == cell_state::pending;
+      if (pending || lo == 0) return;
+      std::uint32_t j = lo - 1;
+      if (j < h) return;
+      std::uint64_t from = std::max<std::uint64_t>(z, std::uint64_t(j) * L + r.compute_top(j));
+      if (from >= std::uint64_t(j + 1) * L) return;
+      if (j > h && from > std::uint64_t(j) * L) return;  // split inside a chunk compute has not reached
+      auto s = static_cast<std::uint32_t>(from - std::uint64_t(j) * L);
+      auto before = out.size();
+      detail::grant_loads(b, r, j, [&](std::uint32_t c) { return c == j ? s : L; }, queue, max_grant, out);
+      if (out.size() == before) return;
+    }
+  }
+
+  // Where compute and loads of r should meet, given that the GPU is busy
+  // for gpu_busy seconds and r's link for link_busy seconds with others' work.
+  plan_t make_plan(const request_state& r, const cost_model& costs, double gpu_busy, double link_busy) {
+    const std::uint32_t L = r.layers(), P = r.cached(), S = r.chunks();
+    plan_t p;
+    p.tier = P > 0 ? r.tier_of(P - 1) : msg::tier::host;
+    const double cell_bytes = double(r.cell_bytes());
+    auto load_cell_s = [&](std::uint32_t c) { return costs.load_s(r.tier_of(c), cell_bytes); };
+
+    double suffix = 0, row = 0;
+    for (std::uint32_t c = P; c < S; ++c) {
+      suffix += (L - r.compute_top(c)) * costs.cell_s(c);
+      row += costs.cell_s(c);
+    }
+    if (suffix == 0) row = 0;
+
+    std::uint64_t x = std::min<std::uint64_t>(detail::head_position(r), std::uint64_t(P) * L);
+    std::uint32_t h = static_cast<std::uint32_t>(std::min<std::uint64_t>(x / L, P));
+    double committed = 0;
+    for (std::uint32_t c = h; c < P; ++c)
+      if (r.load_claimed(c) > 0) committed += double(L - r.load_bottom(c) - r.loaded(c)) * load_cell_s(c);
+    double in_flight = double(r.compute_in_flight()) * costs.cell_s(std::min(h, S - 1));
+
+    std::uint64_t y = std::uint64_t(P) * L;
+    bool forced = false;
+    if (h < P) {
+      if (r.load_claimed(h) > 0) {
+        y = std::uint64_t(h) * L + r.load_bottom(h);
+        forced = true;  // cells below a chunk's load claims can only be computed
+      } else {
+        std::uint32_t c = h + 1;
+        while (c < P && r.load_claimed(c) == 0) ++c;
+        y = std::uint64_t(c) * L;
+      }
+    }
+    p.x = x;
+    p.y = y;
+    // Cumulative compute and load seconds of the free cells [x, y), per chunk.
+    std::uint32_t c_end = static_cast<std::uint32_t>((y + L - 1) / L);
+    cum_c_.assign(1, 0.0);
+    cum_l_.assign(1, 0.0);
+    for (std::uint32_t c = h; c < c_end; ++c) {
+      std::uint64_t f0 = std::max<std::uint64_t>(x, std::uint64_t(c) * L), f1 = std::min<std::uint64_t>(y, std::uint64_t(c + 1) * L);
+      double n = f1 > f0 ? double(f1 - f0) : 0;
+      cum_c_.push_back(cum_c_.back() + n * costs.cell_s(c));
+      cum_l_.push_back(cum_l_.back() + n * load_cell_s(c));
+    }
+    auto at = [&](const std::vector<double>& cum, std::uint64_t z) {
+      if (z <= x) return 0.0;
+      auto c = static_cast<std::uint32_t>(z / L);
+      auto i = c - h;
+      if (i + 1 >= cum.size()) return cum.back();
+      std::uint64_t f0 = std::max<std::uint64_t>(x, std::uint64_t(c) * L);
+      double frac = double(z - f0) / double(std::min<std::uint64_t>(y, std::uint64_t(c + 1) * L) - f0);
+      return cum[i] + frac * (cum[i + 1] - cum[i]);
+    };
+    auto compute_left = [&](std::uint64_t z) { return in_flight + at(cum_c_, z) + suffix; };
+    auto load_left = [&](std::uint64_t z) { return committed + cum_l_.back() - at(cum_l_, z); };
+    auto est = [&](std::uint64_t z) {
+      double l = load_left(z);
+      return std::max(gpu_busy + compute_left(z), l > 0 ? link_busy + l + row : 0.0);
+    };
+    std::uint64_t z = y;
+    if (!forced && y > x) {
+      if (oracle_) {
+        double best = est(y);
+        for (std::uint64_t q = x; q < y; ++q)
+          if (est(q) < best) best = est(q), z = q;
+      } else {
+        // Compute's side grows with z, loads' side shrinks: find where they cross.
+        std::uint64_t lo = x, hi = y;
+        while (lo < hi) {
+          std::uint64_t mid = lo + (hi - lo) / 2;
+          double l = load_left(mid);
+          if (gpu_busy + compute_left(mid) >= (l > 0 ? link_busy + l + row : 0.0)) {
+            hi = mid;
+          } else {
+            lo = mid + 1;
+          }
+        }
+        z = lo;
+        if (z > x && est(z - 1) <= est(z)) --z;
+      }
+    }
+    p.z = z;
+    p.compute_s = compute_left(z);
+    p.load_s = load_left(z);
+    p.est = est(z);
+    return p;
+  }
+
+  policy_options opts_;
+  bool oracle_;
+  std::unordered_map<std::uint64_t, split_point> splits_;
+  std::vector<double> cum_c_, cum_l_;
+};
+
+}  // namespace
+
+std::unique_ptr<policy> make_two_pointer(const policy_options& opts) {
+  auto o = opts;
+  o.truth.reset();
+  return std::make_unique<two_pointer>(std::move(o), false);
+}
+
+std::unique_ptr<policy> make_oracle(const policy_options& opts) { return std::make_unique<two_pointer>(opts, true); }
+
+}  // namespace kvflow::policies

@@ -1,0 +1,67 @@
+#define BOOST_TEST_MODULE policies.cost_model
+#include <boost/test/unit_test.hpp>
+
+#include "policies/cost_model.hpp"
+
+using namespace kvflow;
+using namespace kvflow::policies;
+
+namespace {
+
+msg::cell_done compute_done(std::uint32_t c0, std::uint32_t c1, std::uint32_t layers, double seconds) {
+  msg::cell_done d;
+  d.act = msg::action::compute;
+  d.cells = msg::cell_range{c0, c1, 0, layers};
+  d.started_ns = 1000;
+  d.finished_ns = 1000 + static_cast<std::uint64_t>(seconds * 1e9);
+  return d;
+}
+
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(prior_until_samples) {
+  cost_model m;
+  BOOST_CHECK_CLOSE(m.compute_s(0, 1, 32), 37e-3, 1e-6);
+  BOOST_CHECK_CLOSE(m.compute_s(63, 64, 32), 78e-3, 1e-6);
+  BOOST_CHECK_CLOSE(m.bytes_per_s(msg::tier::host), 55e9, 1e-9);
+  BOOST_CHECK_CLOSE(m.load_s(msg::tier::disk, 1.5e9), 1.0, 1e-9);
+  BOOST_CHECK_CLOSE(m.compute_s(msg::cell_range{0, 64, 0, 32}), m.compute_s(0, 64, 32), 1e-9);
+}
+
+BOOST_AUTO_TEST_CASE(fits_a_different_line_from_completions) {
+  cost_model m;
+  // True cost: 2 ms + 0.1 ms per chunk of position, per cell (not the prior's).
+  auto truth = [](double c) { return 2e-3 + 1e-4 * c; };
+  for (int round = 0; round < 20; ++round)
+    for (std::uint32_t c = 0; c < 40; c += 3) m.observe(compute_done(c, c + 1, 8, 8 * truth(c)));
+  BOOST_CHECK_CLOSE(m.cell_s(0), truth(0), 2.0);
+  BOOST_CHECK_CLOSE(m.cell_s(60), truth(60), 2.0);
+  BOOST_CHECK_EQUAL(m.compute_samples(), 20u * 14u);
+}
+
+BOOST_AUTO_TEST_CASE(slope_stays_near_prior_with_one_position) {
+  cost_model m;
+  for (int i = 0; i < 50; ++i) m.observe(compute_done(0, 1, 32, 64e-3));  // twice the prior at chunk 0
+  BOOST_CHECK_CLOSE(m.cell_s(0), 2e-3, 5.0);
+  BOOST_CHECK_GT(m.cell_s(63), m.cell_s(0));
+}
+
+BOOST_AUTO_TEST_CASE(bandwidth_follows_rate_samples) {
+  cost_model m;
+  for (int i = 0; i < 30; ++i) m.observe(msg::rate_sample{msg::tier::remote, 100000000, 100000000});  // 1 GB/s
+  BOOST_CHECK_CLOSE(m.bytes_per_s(msg::tier::remote), 1e9, 1.0);
+  BOOST_CHECK_EQUAL(m.rate_samples(msg::tier::remote), 30u);
+  BOOST_CHECK_CLOSE(m.bytes_per_s(msg::tier::host), 55e9, 1e-9);  // other tiers untouched
+  // Degenerate samples are ignored.
+  m.observe(msg::rate_sample{msg::tier::remote, 0, 5});
+  m.observe(msg::rate_sample{msg::tier::remote, 5, 0});
+  BOOST_CHECK_EQUAL(m.rate_samples(msg::tier::remote), 30u);
+}
+
+BOOST_AUTO_TEST_CASE(fixed_model_never_learns) {
+  auto m = cost_model::fixed(1e-3, 0, {1e12, 1e9, 1e9, 1e9});
+  m.observe(compute_done(0, 1, 1, 1.0));
+  m.observe(msg::rate_sample{msg::tier::host, 1, 1});
+  BOOST_CHECK_CLOSE(m.cell_s(5), 1e-3, 1e-9);
+  BOOST_CHECK_CLOSE(m.bytes_per_s(msg::tier::host), 1e9, 1e-9);
+}

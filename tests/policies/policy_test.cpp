@@ -1,0 +1,466 @@
+#define BOOST_TEST_MODULE policies.policy
+#include <boost/test/unit_test.hpp>
+
+// A deterministic event-driven harness (tests only): one GPU that runs
+// granted compute cells one grant at a time at a true cost per cell, one
+// link per tier that moves granted loads one at a time at a true bandwidth
+// (optionally changing at a set time). Completions go back to the batch
+// state, the cost model and the policy; the harness checks every grant
+// against its own copy of the cells (each restored once, inputs present
+// when a compute cell runs) and the caps, and records TTFT per request.
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <deque>
+#include <limits>
+#include <map>
+#include <numeric>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "messages/error.hpp"
+#include "policies/policy.hpp"
+
+using namespace kvflow;
+using namespace kvflow::policies;
+
+namespace {
+
+constexpr double inf = std::numeric_limits<double>::infinity();
+constexpr std::uint32_t layers32 = 32;
+constexpr std::uint64_t chunk64mib = 64ull << 20;  // llama-3-8b, 512 tokens, bf16
+constexpr double gbit = 1e9 / 8;
+
+// llama-3-8b on an H100, 512-token chunks (DESIGN.md).
+struct truth {
+  double cell_s = 37e-3 / 32;
+  double slope_s = (78e-3 - 37e-3) / 32 / 63;
+  std::array<double, 4> bw{400e9, 55e9, 1.5e9, 10 * gbit};
+  double change_at = inf;  // from then on, change_tier moves at change_bw
+  msg::tier change_tier = msg::tier::remote;
+  double change_bw = 0;
+
+  double rate(msg::tier t, double now) const {
+    return t == change_tier && now >= change_at ? change_bw : bw[static_cast<std::size_t>(t)];
+  }
+  // When a transfer of `bytes` started at `start` ends (a rate change mid-way applies).
+  double finish(msg::tier t, double start, double bytes) const {
+    double r0 = rate(t, start);
+    double end = start + bytes / r0;
+    if (t != change_tier || start >= change_at || end <= change_at) return end;
+    double left = bytes - r0 * (change_at - start);
+    return change_at + left / change_bw;
+  }
+};
+
+struct request_spec {
+  std::uint32_t chunks = 32, cached = 31, layers = layers32;
+  std::vector<msg::tier> tiers;  // empty: all `tier`
+  msg::tier tier = msg::tier::remote;
+  std::uint64_t chunk_bytes = chunk64mib;
+  double arrival = 0;
+};
+
+struct outcome {
+  std::vector<double> ttft;                  // per request, in spec order
+  std::vector<std::uint64_t> computed, loaded;  // cells
+  std::vector<std::uint32_t> prefix_chunks_computed;  // chunks of [0, P) with any computed cell
+  std::uint64_t ticks = 0, grants = 0;
+  std::vector<std::pair<double, std::uint64_t>> plan_trace;  // (time, planned split position) of request 0
+  std::vector<std::uint64_t> tick_of_time;
+
+  double mean() const { return std::accumulate(ttft.begin(), ttft.end(), 0.0) / ttft.size(); }
+  double worst() const { return *std::max_element(ttft.begin(), ttft.end()); }
+};
+
+enum class own : std::uint8_t { pending, compute_granted, load_granted, computed, loaded };
+
+class harness {
+ public:
+  harness(truth t, caps c) : truth_(t), caps_(c) {}
+
+  outcome run(policy& pol, const std::vector<request_spec>& specs, cost_model costs = cost_model{}) {
+    batch_state batch(caps_);
+    outcome out;
+    out.ttft.assign(specs.size(), -1);
+    out.computed.assign(specs.size(), 0);
+    out.loaded.assign(specs.size(), 0);
+    out.prefix_chunks_computed.assign(specs.size(), 0);
+    grid_.assign(specs.size(), {});
+    for (std::size_t i = 0; i < specs.size(); ++i) {
+      auto& s = specs[i];
+      grid_[i].assign(std::size_t(s.chunks) * s.layers, own::pending);
+    }
+    specs_ = &specs;
+    now_ = 0;
+    gpu_.clear();
+    gpu_busy_until_ = 0;
+    for (auto& l : links_) l.clear();
+    links_busy_until_.fill(0);
+    std::vector<bool> registered(specs.size(), false);
+    used_ = usage{};
+    std::size_t restored = 0;
+    auto tick = [&] {
+      auto grants = pol.decide(batch, costs);
+      ++out.ticks;
+      for (auto& g : grants) accept(batch, g, out);
+      BOOST_REQUIRE(used_.compute_cells == batch.in_flight().compute_cells);
+      BOOST_REQUIRE(used_.load_bytes == batch.in_flight().load_bytes);
+      if (!specs.empty()) {
+        if (auto sp = pol.planned_split(0)) {
+          auto pos = std::uint64_t(sp->chunk) * specs[0].layers + sp->layer;
+          out.plan_trace.emplace_back(now_, pos);
+        }
+      }
+    };
+    for (;;) {
+      // Arrivals due now.
+      bool arrived = false;
+      for (std::size_t i = 0; i < specs.size(); ++i)
+        if (!registered[i] && specs[i].arrival <= now_) {
+          batch.add(registration(i));
+          registered[i] = true;
+          arrived = true;
+        }
+      if (arrived) tick();
+      start_work();
+      // The next event: a completion or an arrival.
+      double next = inf;
+      int which = -2;
+      if (!gpu_.empty() && gpu_busy_until_ < next) next = gpu_busy_until_, which = -1;
+      for (int t = 0; t < 4; ++t)
+        if (!links_[t].empty() && links_busy_until_[t] < next) next = links_busy_until_[t], which = t;
+      for (std::size_t i = 0; i < specs.size(); ++i)
+        if (!registered[i] && specs[i].arrival < next) next = specs[i].arrival, which = -3;
+      if (which == -2) break;
+      now_ = next;
+      if (which == -3) continue;
+      job j = which == -1 ? gpu_.front() : links_[which].front();
+      if (which == -1) {
+        gpu_.pop_front();
+      } else {
+        links_[which].pop_front();
+      }
+      finish(j, out);
+      msg::cell_done d;
+      d.request_id = j.g.request_id;
+      d.grant_id = j.g.grant_id;
+      d.act = j.g.act;
+      d.cells = j.g.cells;
+      d.started_ns = static_cast<std::uint64_t>(j.started * 1e9);
+      d.finished_ns = static_cast<std::uint64_t>(now_ * 1e9);
+      d.bytes = j.bytes;
+      if (auto sample = batch.apply(d)) costs.observe(*sample);
+      costs.observe(d);
+      auto i = static_cast<std::size_t>(j.g.request_id);
+      if (out.ttft[i] < 0 && batch.find(j.g.request_id)->restored()) {
+        out.ttft[i] = now_ - specs[i].arrival;
+        batch.remove(j.g.request_id);
+        ++restored;
+      }
+      tick();
+    }
+    if (restored != specs.size()) dump(batch, pol);
+    BOOST_REQUIRE_MESSAGE(restored == specs.size(), pol.name() << ": stalled with " << specs.size() - restored
+                                                                << " requests unrestored at t=" << now_);
+    for (std::size_t i = 0; i < specs.size(); ++i)
+      for (auto s : grid_[i]) BOOST_REQUIRE(s == own::computed || s == own::loaded);
+    return out;
+  }
+
+ private:
+  struct job {
+    msg::grant g;
+    std::uint64_t bytes = 0;
+    double started = 0;
+    bool running = false;
+  };
+
+  msg::register_request registration(std::size_t i) const {
+    auto& s = (*specs_)[i];
+    msg::register_request r;
+    r.request_id = i;
+    r.chunk_tokens = 512;
+    r.num_chunks = s.chunks;
+    r.num_layers = s.layers;
+    r.chunk_tiers = s.tiers.empty() ? std::vector<msg::tier>(s.cached, s.tier) : s.tiers;
+    r.chunk_bytes = s.chunk_bytes;
+    return r;
+  }
+
+  // On a stall: each unrestored request's cells, one line per chunk
+  // (. pending, c/l granted, C/L done).
+  void dump(const batch_state& batch, const policy& pol) const {
+    for (auto& r : batch.requests()) {
+      std::printf("%s: request %llu S=%u P=%u L=%u", pol.name(), (unsigned long long)r.id(), r.chunks(), r.cached(),
+                  r.layers());
+      if (auto sp = pol.planned_split(r.id())) std::printf(" split=(%u,%u)", sp->chunk, sp->layer);
+      std::printf("\n");
+      for (std::uint32_t c = 0; c < r.chunks(); ++c) {
+        std::printf("  %3u ", c);
+        for (std::uint32_t l = 0; l < r.layers(); ++l) std::printf("%c", ".clCL"[static_cast<int>(r.at(c, l))]);
+        std::printf("\n");
+      }
+    }
+  }
+
+  own& cell(std::size_t i, std::uint32_t c, std::uint32_t l) { return grid_[i][std::size_t(c) * (*specs_)[i].layers + l]; }
+
+  // Every grant: cells never granted before, within the request, caps held.
+  void accept(const batch_state& batch, const msg::grant& g, outcome& out) {
+    ++out.grants;
+    auto i = static_cast<std::size_t>(g.request_id);
+    BOOST_REQUIRE(i < specs_->size());
+    auto& s = (*specs_)[i];
+    auto& r = g.cells;
+    BOOST_REQUIRE(r.chunk_begin < r.chunk_end && r.chunk_end <= s.chunks);
+    BOOST_REQUIRE(r.layer_begin < r.layer_end && r.layer_end <= s.layers);
+    std::uint64_t n = cell_count(r);
+    for (auto c = r.chunk_begin; c < r.chunk_end; ++c)
+      for (auto l = r.layer_begin; l < r.layer_end; ++l) {
+        BOOST_REQUIRE_MESSAGE(cell(i, c, l) == own::pending, "cell (" << c << ", " << l << ") of request " << i
+                                                                      << " granted twice");
+        cell(i, c, l) = g.act == msg::action::compute ? own::compute_granted : own::load_granted;
+      }
+    job j{g, 0, 0};
+    if (g.act == msg::action::compute) {
+      BOOST_REQUIRE_MESSAGE(used_.compute_cells == 0 || used_.compute_cells + n <= caps_.compute_cells,
+                            "compute cap exceeded: " << used_.compute_cells << " + " << n);
+      used_.compute_cells += n;
+      gpu_.push_back(j);
+    } else {
+      auto t = static_cast<std::size_t>(g.source);
+      auto tiers = s.tiers.empty() ? std::vector<msg::tier>(s.cached, s.tier) : s.tiers;
+      BOOST_REQUIRE(r.chunk_end <= tiers.size());
+      for (auto c = r.chunk_begin; c < r.chunk_end; ++c) BOOST_REQUIRE(tiers[c] == g.source);
+      j.bytes = n * (s.chunk_bytes / s.layers);
+      BOOST_REQUIRE_MESSAGE(used_.load_bytes[t] == 0 || used_.load_bytes[t] + j.bytes <= caps_.load_bytes[t],
+                            "load cap of tier " << t << " exceeded");
+      used_.load_bytes[t] += j.bytes;
+      links_[t].push_back(j);
+    }
+  }
+
+  // Starts the head of each idle queue; a compute grant's inputs must be there.
+  void start_work() {
+    if (!gpu_.empty() && !gpu_.front().running) {
+      auto& j = gpu_.front();
+      auto i = static_cast<std::size_t>(j.g.request_id);
+      double d = 0;
+      for (auto c = j.g.cells.chunk_begin; c < j.g.cells.chunk_end; ++c)
+        for (auto l = j.g.cells.layer_begin; l < j.g.cells.layer_end; ++l) {
+          BOOST_REQUIRE_MESSAGE(l == 0 || cell(i, c, l - 1) == own::computed,
+                                "compute (" << c << ", " << l << ") of request " << i << " before its lower layer");
+          for (std::uint32_t e = 0; e < c; ++e) {
+            auto st = cell(i, e, l);
+            BOOST_REQUIRE_MESSAGE(st == own::computed || st == own::loaded,
+                                  "compute (" << c << ", " << l << ") of request " << i << " before chunk " << e);
+          }
+          cell(i, c, l) = own::computed;  // runs in this order within the grant
+          d += truth_.cell_s + truth_.slope_s * c;
+        }
+      j.started = now_;
+      j.running = true;
+      gpu_busy_until_ = now_ + d;
+    }
+    for (int t = 0; t < 4; ++t) {
+      if (links_[t].empty() || links_[t].front().running) continue;
+      auto& j = links_[t].front();
+      j.started = now_;
+      j.running = true;
+      links_busy_until_[t] = truth_.finish(static_cast<msg::tier>(t), now_, double(j.bytes));
+    }
+  }
+
+  void finish(const job& j, outcome& out) {
+    auto i = static_cast<std::size_t>(j.g.request_id);
+    auto n = cell_count(j.g.cells);
+    if (j.g.act == msg::action::compute) {
+      used_.compute_cells -= n;
+      out.computed[i] += n;
+      for (auto c = j.g.cells.chunk_begin; c < j.g.cells.chunk_end; ++c)
+        if (c < (*specs_)[i].cached && j.g.cells.layer_begin == 0)
+          out.prefix_chunks_computed[i] = std::max(out.prefix_chunks_computed[i], c + 1);
+    } else {
+      auto t = static_cast<std::size_t>(j.g.source);
+      used_.load_bytes[t] -= j.bytes;
+      out.loaded[i] += n;
+      for (auto c = j.g.cells.chunk_begin; c < j.g.cells.chunk_end; ++c)
+        for (auto l = j.g.cells.layer_begin; l < j.g.cells.layer_end; ++l) cell(i, c, l) = own::loaded;
+    }
+  }
+
+  truth truth_;
+  caps caps_;
+  const std::vector<request_spec>* specs_ = nullptr;
+  std::vector<std::vector<own>> grid_;
+  double now_ = 0;
+  std::deque<job> gpu_;
+  double gpu_busy_until_ = 0;
+  std::array<std::deque<job>, 4> links_;
+  std::array<double, 4> links_busy_until_{};
+  usage used_;
+};
+
+}  // namespace
+
+namespace {
+
+caps default_caps() {
+  caps c;
+  c.compute_cells = 64;
+  c.load_bytes.fill(1ull << 30);
+  return c;
+}
+
+outcome run_policy(const std::string& name, const std::vector<request_spec>& specs, const truth& t,
+                   caps c = default_caps(), policy_options opts = {}) {
+  if (name == "oracle") opts.truth = cost_model::fixed(t.cell_s, t.slope_s, t.bw);
+  auto pol = make_policy(name, opts);
+  harness h(t, c);
+  return h.run(*pol, specs);
+}
+
+std::vector<request_spec> one(std::uint32_t chunks, std::uint32_t cached, msg::tier tier) {
+  request_spec s;
+  s.chunks = chunks;
+  s.cached = cached;
+  s.tier = tier;
+  return {s};
+}
+
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(factory_knows_the_five_names) {
+  for (auto& n : policy_names()) {
+    policy_options o;
+    o.truth = cost_model{};
+    BOOST_CHECK_EQUAL(make_policy(n, o)->name(), n);
+  }
+  try {
+    make_policy("round_robin");
+    BOOST_FAIL("unknown name accepted");
+  } catch (const kvflow::error& e) {
+    BOOST_CHECK(e.code() == errc::not_found);
+    BOOST_CHECK(std::string(e.what()).find("two_pointer") != std::string::npos);
+  }
+  BOOST_CHECK_THROW(make_policy("oracle"), kvflow::error);  // needs the true costs
+}
+
+BOOST_AUTO_TEST_CASE(batch_state_refuses_bad_grants) {
+  caps c;
+  c.compute_cells = 8;
+  c.load_bytes.fill(4ull << 20);
+  batch_state b(c);
+  msg::register_request reg;
+  reg.request_id = 7;
+  reg.num_chunks = 4;
+  reg.num_layers = 4;
+  reg.chunk_tiers = {msg::tier::host, msg::tier::disk};
+  reg.chunk_bytes = 4ull << 20;  // 1 MiB cells
+  b.add(reg);
+  BOOST_CHECK_THROW(b.add(reg), kvflow::error);
+  auto bad_reg = reg;
+  bad_reg.request_id = 8;
+  bad_reg.chunk_tiers.assign(4, msg::tier::host);  // the last chunk cannot be cached
+  BOOST_CHECK_THROW(b.add(bad_reg), kvflow::error);
+
+  auto grant = [&](msg::action a, msg::cell_range r, msg::tier t = msg::tier::gpu) {
+    msg::grant g;
+    g.request_id = 7;
+    g.act = a;
+    g.cells = r;
+    g.source = t;
+    b.apply(g);
+    return g;
+  };
+  auto code = [&](msg::action a, msg::cell_range r, msg::tier t = msg::tier::gpu) {
+    try {
+      grant(a, r, t);
+    } catch (const kvflow::error& e) {
+      return e.code();
+    }
+    return errc::none;
+  };
+  BOOST_CHECK(code(msg::action::compute, {1, 2, 0, 1}) == errc::invalid_argument);  // chunk 0 layer 0 missing
+  BOOST_CHECK(code(msg::action::load, {2, 3, 0, 1}, msg::tier::host) == errc::invalid_argument);  // uncached
+  BOOST_CHECK(code(msg::action::load, {1, 2, 0, 1}, msg::tier::host) == errc::invalid_argument);  // wrong tier
+  BOOST_CHECK(code(msg::action::compute, {0, 1, 1, 2}) == errc::invalid_argument);  // layer 0 first
+  auto g1 = grant(msg::action::compute, {0, 1, 0, 4});
+  BOOST_CHECK(code(msg::action::compute, {0, 1, 0, 1}) == errc::invalid_argument);  // twice
+  BOOST_CHECK(code(msg::action::compute, {1, 3, 0, 4}) == errc::capacity_exceeded);  // 4 + 8 > 8
+  auto g2 = grant(msg::action::load, {1, 2, 0, 4}, msg::tier::disk);
+  BOOST_CHECK(code(msg::action::load, {1, 2, 0, 1}, msg::tier::disk) != errc::none);
+  BOOST_CHECK_EQUAL(b.in_flight().load_bytes[static_cast<std::size_t>(msg::tier::disk)], 4ull << 20);
+  // Chunk 2 needs chunk 1's layers loaded, not just granted.
+  BOOST_CHECK(code(msg::action::compute, {2, 3, 0, 1}) == errc::invalid_argument);
+  msg::cell_done d;
+  d.request_id = 7;
+  d.grant_id = g2.grant_id;
+  d.act = msg::action::load;
+  d.cells = g2.cells;
+  d.started_ns = 0;
+  d.finished_ns = 4000000;
+  auto sample = b.apply(d);
+  BOOST_REQUIRE(sample.has_value());
+  BOOST_CHECK(sample->source == msg::tier::disk);
+  BOOST_CHECK_EQUAL(sample->bytes, 4ull << 20);
+  grant(msg::action::compute, {2, 3, 0, 4});
+  BOOST_CHECK_EQUAL(b.in_flight().compute_cells, 8u);
+  BOOST_CHECK(b.find(7)->compute_top(2) == 4);
+  (void)g1;
+  b.remove(7);
+  BOOST_CHECK_EQUAL(b.in_flight().compute_cells, 0u);
+  BOOST_CHECK(b.find(7) == nullptr);
+}
+
+// (1) and (2): every policy restores every cell exactly once, runs compute
+// only on present inputs and never exceeds a cap, on random shapes, tiers,
+// caps (some below one grant), arrivals and rate changes.
+BOOST_AUTO_TEST_CASE(every_policy_restores_each_cell_once_under_the_caps) {
+  std::mt19937_64 rng(42);
+  auto pick = [&](auto... v) {
+    std::vector<std::common_type_t<decltype(v)...>> xs{v...};
+    return xs[std::uniform_int_distribution<std::size_t>(0, xs.size() - 1)(rng)];
+  };
+  const msg::tier tiers[] = {msg::tier::host, msg::tier::disk, msg::tier::remote};
+  for (int round = 0; round < 25; ++round) {
+    truth t;
+    t.bw[static_cast<std::size_t>(msg::tier::remote)] = pick(1.0, 10.0, 25.0, 40.0) * gbit;
+    if (round % 3 == 0) {
+      t.change_at = pick(0.05, 0.3);
+      t.change_tier = pick(msg::tier::disk, msg::tier::remote);
+      t.change_bw = pick(0.2, 4.0) * t.bw[static_cast<std::size_t>(t.change_tier)];
+    }
+    caps c;
+    std::uint32_t layers = pick(1u, 4u, 8u, 32u);
+    c.compute_cells = pick(std::uint64_t(1), std::uint64_t(3), std::uint64_t(layers), std::uint64_t(64));
+    c.load_bytes.fill(pick(1ull << 20, 8ull << 20, 256ull << 20, 1ull << 30));
+    std::vector<request_spec> specs(std::uniform_int_distribution<int>(1, 4)(rng));
+    for (auto& s : specs) {
+      s.layers = layers;
+      s.chunks = std::uniform_int_distribution<std::uint32_t>(1, 24)(rng);
+      s.cached = std::uniform_int_distribution<std::uint32_t>(0, s.chunks - 1)(rng);
+      s.chunk_bytes = std::uint64_t(layers) * pick(1ull << 20, 2ull << 20);
+      for (std::uint32_t i = 0; i < s.cached; ++i) s.tiers.push_back(tiers[rng() % 3]);
+      s.arrival = pick(0.0, 0.0, 0.02, 0.1);
+    }
+    for (auto& name : policy_names()) {
+      BOOST_TEST_CONTEXT("round " << round << " policy " << name) {
+        auto o = run_policy(name, specs, t, c);
+        for (std::size_t i = 0; i < specs.size(); ++i) {
+          BOOST_CHECK_EQUAL(o.computed[i] + o.loaded[i], std::uint64_t(specs[i].chunks) * specs[i].layers);
+          BOOST_CHECK_GE(o.computed[i], std::uint64_t(specs[i].chunks - specs[i].cached) * specs[i].layers);
+          BOOST_CHECK_GT(o.ttft[i], 0);
+        }
+        if (name == "compute_only")
+          for (std::size_t i = 0; i < specs.size(); ++i) BOOST_CHECK_EQUAL(o.loaded[i], 0u);
+        if (name == "load_only")
+          for (std::size_t i = 0; i < specs.size(); ++i)
+            BOOST_CHECK_EQUAL(o.loaded[i], std::uint64_t(specs[i].cached) * specs[i].layers);
+      }
+    }
+  }
+}
