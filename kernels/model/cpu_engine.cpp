@@ -1,0 +1,221 @@
+#include "kernels/model/cpu_engine.hpp"
+
+#include <cstring>
+#include <new>
+#include <string>
+
+#include "kernels/cpu/attention.hpp"
+#include "kernels/cpu/embedding.hpp"
+#include "kernels/cpu/logits.hpp"
+#include "kernels/cpu/matmul.hpp"
+#include "kernels/cpu/rmsnorm.hpp"
+#include "kernels/cpu/rope.hpp"
+#include "kernels/cpu/swiglu.hpp"
+#include "kernels/cpu/thread_pool.hpp"
+#include "messages/error.hpp"
+
+namespace kvflow::model {
+namespace {
+
+constexpr std::align_val_t host_alignment{64};
+
+struct packed_layer {
+  cpu::packed_matrix qkv;      // [q | k | v] rows
+  cpu::packed_matrix wo;
+  cpu::packed_matrix gate_up;  // [gate | up] rows
+  cpu::packed_matrix down;
+};
+
+void release_matrix(std::vector<float>& v) { std::vector<float>().swap(v); }
+
+class cpu_engine final : public engine {
+ public:
+  cpu_engine(weights w, int threads) : w_(std::move(w)), pool_(threads) {
+    check_shapes(w_, "cpu engine weights (" + w_.cfg.name + ")");
+    bool unset = true;
+    for (auto b : w_.fingerprint) unset = unset && b == 0;
+    if (unset) compute_fingerprint(w_);
+    const config& c = w_.cfg;
+    inv_freq_ = cpu::rope_inv_freq(c.head_dim, c.rope_theta, c.scaling);
+    for (auto& l : w_.layers) {
+      packed_layer p;
+      p.qkv = cpu::pack_matrix(l.wq.data(), c.heads * c.head_dim, c.hidden);
+      cpu::pack_rows(p.qkv, l.wk.data(), c.kv_heads * c.head_dim);
+      cpu::pack_rows(p.qkv, l.wv.data(), c.kv_heads * c.head_dim);
+      p.wo = cpu::pack_matrix(l.wo.data(), c.hidden, c.heads * c.head_dim);
+      p.gate_up = cpu::pack_matrix(l.w_gate.data(), c.intermediate, c.hidden);
+      cpu::pack_rows(p.gate_up, l.w_up.data(), c.intermediate);
+      p.down = cpu::pack_matrix(l.w_down.data(), c.hidden, c.intermediate);
+      for (auto* m : {&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down}) release_matrix(*m);
+      layers_.push_back(std::move(p));
+    }
+  }
+
+  const config& cfg() const override { return w_.cfg; }
+  dtype kv_type() const override { return dtype::f32; }
+  const std::array<std::uint8_t, 32>& fingerprint() const override { return w_.fingerprint; }
+
+  void* allocate(std::size_t bytes) override {
+    try {
+      return ::operator new(bytes == 0 ? 1 : bytes, host_alignment);
+    } catch (const std::bad_alloc&) {
+      throw error(errc::io_failure, "cpu engine: cannot allocate " + std::to_string(bytes) + " bytes");
+    }
+  }
+  void release(void* p) override {
+    if (p) ::operator delete(p, host_alignment);
+  }
+  void to_backend(void* dst, const void* src, std::size_t bytes) override {
+    if (bytes) std::memcpy(dst, src, bytes);
+  }
+  void to_host(void* dst, const void* src, std::size_t bytes) override {
+    if (bytes) std::memcpy(dst, src, bytes);
+  }
+  void synchronize() override {}
+
+  void run(const chunk_job& job) override;
+  void logits(const hidden_state& h, std::vector<float>& out) override;
+
+ private:
+  void check_job(const chunk_job& job) const;
+  void check_block(const kv_shape& s, const std::string& what) const;
+
+  weights w_;
+  cpu::thread_pool pool_;
+  std::vector<float> inv_freq_;
+  std::vector<packed_layer> layers_;
+  // Scratch reused across calls, sized for the largest chunk so far.
+  std::vector<float> normed_, qkv_, attn_, proj_, gate_up_, act_;
+};
+
+void cpu_engine::check_block(const kv_shape& s, const std::string& what) const {
+  const config& c = w_.cfg;
+  if (s.layers != c.layers || s.kv_heads != c.kv_heads || s.head_dim != c.head_dim || s.type != dtype::f32 ||
+      s.tokens < 0) {
+    throw error(errc::invalid_argument,
+                "cpu engine: " + what + " has shape layers " + std::to_string(s.layers) + ", kv_heads " +
+                    std::to_string(s.kv_heads) + ", head_dim " + std::to_string(s.head_dim) + ", tokens " +
+                    std::to_string(s.tokens) + ", type " + std::to_string(static_cast<int>(s.type)) +
+                    "; the model needs " + std::to_string(c.layers) + " layers, " + std::to_string(c.kv_heads) +
+                    " kv heads, head_dim " + std::to_string(c.head_dim) + ", f32");
+  }
+}
+
+void cpu_engine::check_job(const chunk_job& job) const {
+  const config& c = w_.cfg;
+  auto bad = [](const std::string& what) { throw error(errc::invalid_argument, "cpu engine: chunk job " + what); };
+  if (job.count <= 0) bad("count = " + std::to_string(job.count));
+  if (job.pos0 < 0) bad("pos0 = " + std::to_string(job.pos0));
+  if (job.layer_begin < 0 || job.layer_end > c.layers || job.layer_begin >= job.layer_end) {
+    bad("layers [" + std::to_string(job.layer_begin) + ", " + std::to_string(job.layer_end) + ") of " +
+        std::to_string(c.layers));
+  }
+  if (job.layer_begin == 0 && !job.tokens) bad("has no tokens for layer 0");
+  if (!job.hidden.data || job.hidden.tokens != job.count) {
+    bad("hidden state of " + std::to_string(job.hidden.tokens) + " tokens for a chunk of " +
+        std::to_string(job.count));
+  }
+  if (!job.out.data) bad("has no output block");
+  check_block(job.out.shape, "output block");
+  if (job.out.shape.tokens != job.count) {
+    bad("output block of " + std::to_string(job.out.shape.tokens) + " tokens for a chunk of " +
+        std::to_string(job.count));
+  }
+  if (job.past.count < 0 || (job.past.count > 0 && !job.past.blocks)) bad("past view is invalid");
+  long long past_tokens = 0;
+  for (int b = 0; b < job.past.count; ++b) {
+    const kv_block& blk = job.past.blocks[b];
+    if (!blk.data && blk.shape.tokens > 0) bad("past block " + std::to_string(b) + " has no data");
+    check_block(blk.shape, "past block " + std::to_string(b));
+    past_tokens += blk.shape.tokens;
+  }
+  if (past_tokens != job.pos0) {
+    bad("past view holds " + std::to_string(past_tokens) + " tokens, pos0 = " + std::to_string(job.pos0));
+  }
+}
+
+void cpu_engine::run(const chunk_job& job) {
+  check_job(job);
+  const config& c = w_.cfg;
+  const int n = job.count;
+  const int hidden = c.hidden;
+  const int q_width = c.heads * c.head_dim;
+  const int kv_width = c.kv_heads * c.head_dim;
+  const int qkv_width = q_width + 2 * kv_width;
+  auto sized = [](std::vector<float>& v, std::size_t elems) {
+    if (v.size() < elems) v.resize(elems);
+    return v.data();
+  };
+  const std::size_t rows = static_cast<std::size_t>(n);
+  float* h = static_cast<float*>(job.hidden.data);  // [n][hidden]
+  float* normed = sized(normed_, rows * hidden);    // [n][hidden]
+  float* qkv = sized(qkv_, rows * qkv_width);       // [n][q | k | v]
+  float* attn = sized(attn_, rows * q_width);       // [n][heads * head_dim]
+  float* proj = sized(proj_, rows * hidden);        // [n][hidden]
+  float* gate_up = sized(gate_up_, rows * 2 * c.intermediate);  // [n][gate | up]
+  float* act = sized(act_, rows * c.intermediate);              // [n][intermediate]
+
+  if (job.layer_begin == 0) cpu::embedding(w_.embedding.data(), c.vocab_size, hidden, job.tokens, n, h);
+
+  std::vector<cpu::kv_segment> segments(job.past.count + 1);
+  float* out_base = static_cast<float*>(job.out.data);
+  const kv_shape& os = job.out.shape;
+  for (int l = job.layer_begin; l < job.layer_end; ++l) {
+    const layer_weights& lw = w_.layers[l];
+    const packed_layer& pl = layers_[l];
+
+    cpu::rmsnorm(h, lw.attn_norm.data(), n, hidden, c.rms_eps, normed);
+    cpu::matmul(&pool_, normed, n, hidden, pl.qkv, qkv, qkv_width);
+    cpu::rope(qkv, n, qkv_width, c.heads, c.head_dim, job.pos0, inv_freq_.data());
+    cpu::rope(qkv + q_width, n, qkv_width, c.kv_heads, c.head_dim, job.pos0, inv_freq_.data());
+
+    // This chunk's K (post-RoPE) and V into the block: [K|V][kv_head][token][dim].
+    for (int kv = 0; kv < 2; ++kv) {
+      for (int g = 0; g < c.kv_heads; ++g) {
+        float* dst = out_base + os.offset(l, kv, g, 0, 0);
+        const float* src = qkv + q_width + kv * kv_width + g * c.head_dim;
+        for (int t = 0; t < n; ++t) {
+          std::memcpy(dst + static_cast<std::size_t>(t) * c.head_dim, src + static_cast<std::size_t>(t) * qkv_width,
+                      sizeof(float) * c.head_dim);
+        }
+      }
+    }
+    for (int b = 0; b < job.past.count; ++b) {
+      const kv_block& blk = job.past.blocks[b];
+      const float* base = static_cast<const float*>(blk.data);
+      segments[b] = {base + blk.shape.offset(l, 0, 0, 0, 0), base + blk.shape.offset(l, 1, 0, 0, 0), blk.shape.tokens};
+    }
+    segments[job.past.count] = {out_base + os.offset(l, 0, 0, 0, 0), out_base + os.offset(l, 1, 0, 0, 0), n};
+    cpu::attention(&pool_, qkv, n, qkv_width, job.pos0, segments.data(), static_cast<int>(segments.size()), c.heads,
+                   c.kv_heads, c.head_dim, attn, q_width);
+    cpu::matmul(&pool_, attn, n, q_width, pl.wo, proj, hidden);
+    for (std::size_t i = 0; i < rows * hidden; ++i) h[i] = h[i] + proj[i];
+
+    cpu::rmsnorm(h, lw.ffn_norm.data(), n, hidden, c.rms_eps, normed);
+    cpu::matmul(&pool_, normed, n, hidden, pl.gate_up, gate_up, 2 * c.intermediate);
+    cpu::swiglu(gate_up, gate_up + c.intermediate, n, c.intermediate, 2 * c.intermediate, act, c.intermediate);
+    cpu::matmul(&pool_, act, n, c.intermediate, pl.down, proj, hidden);
+    for (std::size_t i = 0; i < rows * hidden; ++i) h[i] = h[i] + proj[i];
+  }
+}
+
+void cpu_engine::logits(const hidden_state& h, std::vector<float>& out) {
+  const config& c = w_.cfg;
+  if (!h.data || h.tokens <= 0) {
+    throw error(errc::invalid_argument, "cpu engine: logits of a hidden state with " + std::to_string(h.tokens) +
+                                            " tokens");
+  }
+  const float* last = static_cast<const float*>(h.data) + static_cast<std::size_t>(h.tokens - 1) * c.hidden;
+  std::vector<float> normed(c.hidden);
+  cpu::rmsnorm(last, w_.final_norm.data(), 1, c.hidden, c.rms_eps, normed.data());
+  out.resize(c.vocab_size);
+  cpu::logits(normed.data(), w_.lm_head().data(), c.vocab_size, c.hidden, out.data());
+}
+
+}  // namespace
+
+std::unique_ptr<engine> make_cpu_engine(weights w, int threads) {
+  return std::make_unique<cpu_engine>(std::move(w), threads);
+}
+
+}  // namespace kvflow::model
