@@ -1,0 +1,168 @@
+// The CPU engine on the real SmolLM2-135M-Instruct GGUF against llama.cpp
+// (fixtures/smollm2_reference.json, made by fixtures/make_reference.py):
+// greedy chat tokens and teacher-forced top-1 over a 512-token text.
+#define BOOST_TEST_MODULE kernels.model.cpu_engine_smollm2
+#include <boost/test/unit_test.hpp>
+
+#include <algorithm>
+#include <chrono>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sys/stat.h>
+
+#include "kernels/model/chat_template.hpp"
+#include "kernels/model/cpu_engine.hpp"
+#include "kernels/model/model_file.hpp"
+#include "kernels/model/tokenizer.hpp"
+
+using namespace kvflow::model;
+
+namespace {
+
+bool exists(const std::string& p) {
+  struct stat st {};
+  return ::stat(p.c_str(), &st) == 0;
+}
+
+std::string model_path() {
+  auto p = default_model_path();
+  if (!exists(p)) p = std::string(KVFLOW_SOURCE_DIR) + "/models/SmolLM2-135M-Instruct.Q4_1.gguf";
+  return p;
+}
+
+const nlohmann::json& reference() {
+  static const nlohmann::json j = [] {
+    std::ifstream in(std::string(KVFLOW_SOURCE_DIR) + "/tests/kernels/model/fixtures/smollm2_reference.json");
+    BOOST_REQUIRE_MESSAGE(in, "fixtures/smollm2_reference.json is missing");
+    return nlohmann::json::parse(in);
+  }();
+  return j;
+}
+
+// One load and one engine for all cases.
+struct model_under_test {
+  std::shared_ptr<const tokenizer> tok;
+  std::string chat_template;
+  std::unique_ptr<engine> e;
+};
+
+model_under_test& smol() {
+  static model_under_test m = [] {
+    loaded_model lm = load_model_file(model_path());
+    model_under_test r;
+    r.tok = lm.tok;
+    r.chat_template = lm.chat_template;
+    r.e = make_cpu_engine(std::move(lm.w));
+    return r;
+  }();
+  return m;
+}
+
+#define REQUIRE_MODEL()                                                                  \
+  if (!exists(model_path())) {                                                           \
+    BOOST_WARN_MESSAGE(false, "skipped: " + model_path() + " not found (KVFLOW_MODEL)"); \
+    return;                                                                              \
+  }
+
+// A prompt's KV and hidden state, built chunk by chunk.
+struct sequence {
+  engine& e;
+  std::vector<std::vector<float>> blocks;
+  std::vector<kv_block> views;
+  std::vector<float> hidden;  // of the last chunk
+  int length = 0;
+
+  explicit sequence(engine& en) : e(en) {}
+  void run(const std::int32_t* tokens, int n) {
+    const config& c = e.cfg();
+    kv_shape shape = kv_shape::of(c, n, dtype::f32);
+    blocks.emplace_back(shape.bytes() / sizeof(float));
+    hidden.assign(static_cast<std::size_t>(n) * c.hidden, 0.0f);
+    chunk_job job;
+    job.tokens = tokens;
+    job.count = n;
+    job.pos0 = length;
+    job.layer_end = c.layers;
+    job.past = {views.data(), static_cast<int>(views.size())};
+    job.out = {blocks.back().data(), shape};
+    job.hidden = {hidden.data(), n};
+    e.run(job);
+    views.push_back(job.out);
+    length += n;
+  }
+  std::vector<float> logits_of_row(int row) {
+    std::vector<float> out;
+    e.logits({hidden.data() + static_cast<std::size_t>(row) * e.cfg().hidden, 1}, out);
+    return out;
+  }
+};
+
+std::int32_t argmax(const std::vector<float>& v) {
+  return static_cast<std::int32_t>(std::max_element(v.begin(), v.end()) - v.begin());
+}
+
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(greedy_chat_matches_llama_cpp) {
+  REQUIRE_MODEL();
+  auto& m = smol();
+  const auto& chat = reference().at("chat");
+  auto prompt = chat.at("prompt_ids").get<std::vector<std::int32_t>>();
+  auto want = chat.at("greedy_ids").get<std::vector<std::int32_t>>();
+  BOOST_REQUIRE_GE(want.size(), 48u);
+  // Our template and tokenizer give llama.cpp's prompt.
+  std::vector<chat_message> messages;
+  for (const auto& msg : chat.at("messages")) messages.push_back({msg.at("role"), msg.at("content")});
+  BOOST_TEST(m.tok->encode(apply_chat_template(m.chat_template, messages, true), true) == prompt);
+
+  sequence s(*m.e);
+  s.run(prompt.data(), static_cast<int>(prompt.size()));
+  std::vector<std::int32_t> got;
+  std::vector<float> logits = s.logits_of_row(static_cast<int>(prompt.size()) - 1);
+  while (got.size() < want.size()) {
+    std::int32_t t = sample(logits, sampling{}, got.size());
+    got.push_back(t);
+    s.run(&got.back(), 1);  // decode: a chunk of one
+    logits = s.logits_of_row(0);
+  }
+  std::size_t same = 0;
+  while (same < want.size() && got[same] == want[same]) ++same;
+  std::vector<std::int32_t> answer;
+  for (auto t : got) {
+    if (m.tok->is_end_of_turn(t)) break;
+    answer.push_back(t);
+  }
+  std::string text = m.tok->decode(answer);
+  BOOST_TEST_MESSAGE("greedy answer: " << text);
+  BOOST_TEST_MESSAGE("greedy tokens equal to llama.cpp's: " << same << " of " << want.size());
+  BOOST_TEST(same >= 32u, "only the first " << same << " greedy tokens match llama.cpp");
+  BOOST_TEST(text.find("Paris") != std::string::npos, "answer: " << text);
+}
+
+BOOST_AUTO_TEST_CASE(teacher_forced_top1_agrees_with_llama_cpp) {
+  REQUIRE_MODEL();
+  auto& m = smol();
+  const auto& tf = reference().at("teacher_forced");
+  auto ids = tf.at("ids").get<std::vector<std::int32_t>>();
+  auto top1 = tf.at("top1").get<std::vector<std::int32_t>>();
+  BOOST_REQUIRE_EQUAL(ids.size(), 512u);
+  BOOST_REQUIRE_EQUAL(top1.size(), 511u);
+  sequence s(*m.e);
+  int agree = 0, next = 0, row = 0;
+  double prefill_s = 0;
+  for (int chunk : {200, 256, 56}) {  // chunked prefill, 512 tokens
+    auto t0 = std::chrono::steady_clock::now();
+    s.run(ids.data() + s.length, chunk);
+    prefill_s += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    for (int r = 0; r < chunk; ++r, ++row) {
+      if (row >= 511) break;
+      auto t = argmax(s.logits_of_row(r));
+      agree += t == top1[row];
+      next += t == ids[row + 1];
+    }
+  }
+  BOOST_TEST_MESSAGE("teacher-forced top-1 equal to llama.cpp's: " << agree << " / 511 (" << 100.0 * agree / 511
+                                                                  << "%); equal to the next token: " << next);
+  BOOST_TEST_MESSAGE("prefill of 512 tokens: " << prefill_s << " s, " << 512 / prefill_s << " tokens/s");
+  BOOST_TEST(agree >= 0.97 * 511, "top-1 agreement " << agree << " / 511");
+}
