@@ -78,7 +78,9 @@ void cost_model::observe(const msg::rate_sample& s) {
   auto i = static_cast<std::size_t>(s.source);
   if (i >= rate_.size()) return;
   double sample = double(s.bytes) / (s.elapsed_ns * 1e-9);
-  rate_[i] = prior_.rate_alpha * sample + (1 - prior_.rate_alpha) * rate_[i];
+  // The first measurement replaces the prior (a configured nominal rate);
+  // later ones move an EWMA.
+  rate_[i] = rate_samples_[i] == 0 ? sample : prior_.rate_alpha * sample + (1 - prior_.rate_alpha) * rate_[i];
   ++rate_samples_[i];
 }
 

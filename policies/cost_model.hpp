@@ -23,7 +23,8 @@ struct cost_prior {
 
 /// Compute cost of cell (c, l) = a + b*c seconds (attention grows with the
 /// tokens before the chunk), fitted online by decayed least squares with a
-/// ridge toward the prior; bandwidth per tier is an EWMA of rate samples.
+/// ridge toward the prior; bandwidth per tier is the first rate sample, then
+/// an EWMA of the samples.
 /// Not thread-safe; owned by the scheduler.
 class cost_model {
  public:

@@ -94,8 +94,15 @@ class two_pointer final : public policy {
   }
 
  private:
+  // The GPU queue is kept a quarter chunk deep per lookahead chunk: compute
+  // granted is compute committed, and a shallow queue lets a new rate or a
+  // new request change the plan within a few milliseconds of GPU time.
+  static std::uint64_t gpu_target(const policy_options& o, const request_state& r) {
+    return std::uint64_t(o.lookahead_chunks) * std::max<std::uint32_t>(1, (r.layers() + 3) / 4);
+  }
+
   std::uint64_t gpu_room(const batch_state& b, const request_state& r) const {
-    std::uint64_t target = std::uint64_t(opts_.lookahead_chunks) * r.layers();
+    std::uint64_t target = gpu_target(opts_, r);
     auto used = b.in_flight().compute_cells;
     return used >= target ? 0 : target - used;
   }
@@ -110,6 +117,7 @@ class two_pointer final : public policy {
   void grant_loads(batch_state& b, const request_state& r, const plan_t& p, std::vector<msg::grant>& out) {
     const std::uint32_t L = r.layers(), P = r.cached();
     if (P == 0) return;
+    // Loads granted commit their chunk: keep each link's queue lookahead + 1 chunks deep.
     std::uint64_t queue = std::uint64_t(opts_.lookahead_chunks + 1) * r.chunk_bytes();
     std::uint64_t max_grant = opts_.max_load_grant_bytes ? opts_.max_load_grant_bytes : r.chunk_bytes();
     auto x = detail::head_position(r);

@@ -16,6 +16,7 @@
 #include <limits>
 #include <map>
 #include <numeric>
+#include <optional>
 #include <random>
 #include <string>
 #include <vector>
@@ -315,12 +316,16 @@ caps default_caps() {
   return c;
 }
 
+// The scheduler's prior: llama-3-8b H100 costs and the tiers' nominal rates
+// (unless given); the oracle gets the truth instead.
 outcome run_policy(const std::string& name, const std::vector<request_spec>& specs, const truth& t,
-                   caps c = default_caps(), policy_options opts = {}) {
+                   caps c = default_caps(), policy_options opts = {}, std::optional<cost_prior> prior = {}) {
   if (name == "oracle") opts.truth = cost_model::fixed(t.cell_s, t.slope_s, t.bw);
   auto pol = make_policy(name, opts);
   harness h(t, c);
-  return h.run(*pol, specs);
+  cost_prior p;
+  p.bytes_per_s = t.bw;
+  return h.run(*pol, specs, cost_model(prior ? *prior : p));
 }
 
 std::vector<request_spec> one(std::uint32_t chunks, std::uint32_t cached, msg::tier tier) {
@@ -463,4 +468,197 @@ BOOST_AUTO_TEST_CASE(every_policy_restores_each_cell_once_under_the_caps) {
       }
     }
   }
+}
+
+// (3) Cake meets within one chunk of where compute of [0, m) takes as long
+// as loading [m, P).
+BOOST_AUTO_TEST_CASE(bidirectional_meets_at_the_balance_point) {
+  for (double link : {1.5e9, 10 * gbit, 25 * gbit, 40 * gbit}) {
+    for (std::uint32_t chunks : {16u, 32u, 64u}) {
+      truth t;
+      t.bw[static_cast<std::size_t>(msg::tier::remote)] = link;
+      std::uint32_t P = chunks - 1;
+      double load_chunk = double(chunk64mib) / link;
+      // Continuous balance: sum_{c<m} compute(c) = (P - m) * load_chunk.
+      double m_star = 0;
+      for (double m = 0; m <= P; m += 1e-3) {
+        double comp = 32 * (m * t.cell_s + t.slope_s * m * (m - 1) / 2);
+        if (comp >= (P - m) * load_chunk) {
+          m_star = m;
+          break;
+        }
+        m_star = m;
+      }
+      auto o = run_policy("bidirectional", one(chunks, P, msg::tier::remote), t);
+      double met = o.prefix_chunks_computed[0];
+      BOOST_TEST_MESSAGE("bidirectional " << chunks << " chunks at " << link / gbit << " Gbit/s: met at " << met
+                                          << ", balance " << m_star);
+      BOOST_CHECK_MESSAGE(std::fabs(met - m_star) <= 1.0, "met at chunk " << met << ", balance at " << m_star << " ("
+                                                                         << chunks << " chunks, " << link / gbit
+                                                                         << " Gbit/s)");
+    }
+  }
+}
+
+namespace {
+
+struct scenario {
+  std::string name;
+  truth t;
+  std::vector<request_spec> specs;
+};
+
+std::vector<scenario> batch_scenarios() {
+  std::vector<scenario> out;
+  truth ten;
+  ten.bw[static_cast<std::size_t>(msg::tier::remote)] = 10 * gbit;
+  {
+    scenario s{"equal 8 x 16k, 10 Gbit/s", ten, {}};
+    for (int i = 0; i < 8; ++i) s.specs.push_back(one(32, 31, msg::tier::remote)[0]);
+    out.push_back(s);
+  }
+  {
+    scenario s{"mixed 4k-32k, 10 Gbit/s", ten, {}};
+    for (std::uint32_t chunks : {8u, 64u, 16u, 48u, 24u, 32u, 40u, 56u}) s.specs.push_back(one(chunks, chunks - 1, msg::tier::remote)[0]);
+    out.push_back(s);
+  }
+  {
+    scenario s{"mixed tiers host/disk/10G", ten, {}};
+    const msg::tier tiers[] = {msg::tier::host, msg::tier::disk, msg::tier::remote};
+    std::uint32_t lens[] = {32, 16, 64, 24, 48, 8, 40, 32};
+    for (int i = 0; i < 8; ++i) s.specs.push_back(one(lens[i], lens[i] - 1, tiers[i % 3])[0]);
+    out.push_back(s);
+  }
+  {
+    scenario s{"mixed, 10G drops to 2.5G at 0.5 s", ten, {}};
+    s.t.change_at = 0.5;
+    s.t.change_bw = 2.5 * gbit;
+    for (std::uint32_t chunks : {8u, 64u, 16u, 48u, 24u, 32u, 40u, 56u}) s.specs.push_back(one(chunks, chunks - 1, msg::tier::remote)[0]);
+    out.push_back(s);
+  }
+  {
+    scenario s{"mixed suffixes 25%, disk", ten, {}};
+    for (std::uint32_t chunks : {8u, 64u, 16u, 48u, 24u, 32u, 40u, 56u}) s.specs.push_back(one(chunks, chunks * 3 / 4, msg::tier::disk)[0]);
+    out.push_back(s);
+  }
+  return out;
+}
+
+double p99(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v[static_cast<std::size_t>(std::ceil(0.99 * v.size())) - 1];
+}
+
+}  // namespace
+
+// (4) On every batch scenario two_pointer's mean TTFT is at or below
+// per-request bidirectional's; prints each policy's ratio.
+BOOST_AUTO_TEST_CASE(two_pointer_batch_mean_ttft_at_or_below_bidirectional) {
+  for (auto& s : batch_scenarios()) {
+    std::map<std::string, outcome> r;
+    for (auto& n : policy_names()) r[n] = run_policy(n, s.specs, s.t);
+    auto& tp = r["two_pointer"];
+    auto& bd = r["bidirectional"];
+    std::printf("batch %-36s mean TTFT two_pointer %.3f s; bidirectional/two_pointer %.2fx (p99 %.2fx), "
+                "compute_only %.2fx, load_only %.2fx, two_pointer/oracle %.2fx\n",
+                s.name.c_str(), tp.mean(), bd.mean() / tp.mean(), p99(bd.ttft) / p99(tp.ttft),
+                r["compute_only"].mean() / tp.mean(), r["load_only"].mean() / tp.mean(), tp.mean() / r["oracle"].mean());
+    BOOST_CHECK_MESSAGE(tp.mean() <= bd.mean(), s.name << ": two_pointer mean " << tp.mean() << " > bidirectional "
+                                                       << bd.mean());
+  }
+}
+
+// (5) A bandwidth drop mid-request moves the planned split towards compute
+// within a few ticks, and more of the prefix ends up computed.
+BOOST_AUTO_TEST_CASE(bandwidth_drop_shifts_work_to_compute) {
+  truth steady;
+  steady.bw[static_cast<std::size_t>(msg::tier::remote)] = 10 * gbit;
+  auto spec = one(64, 63, msg::tier::remote);
+  auto base = run_policy("two_pointer", spec, steady);
+  truth drop = steady;
+  drop.change_at = 0.4;
+  drop.change_bw = 2 * gbit;
+  auto pol = make_policy("two_pointer");
+  harness h(drop, default_caps());
+  auto o = h.run(*pol, spec);
+  // The planned split at the drop and the first tick after it that plans more compute.
+  std::uint64_t at_drop = 0;
+  std::size_t i = 0;
+  while (i < o.plan_trace.size() && o.plan_trace[i].first <= drop.change_at) at_drop = o.plan_trace[i++].second;
+  std::size_t ticks_after = 0;
+  bool shifted = false;
+  for (; i < o.plan_trace.size(); ++i) {
+    ++ticks_after;
+    if (o.plan_trace[i].second >= at_drop + 32) {
+      shifted = true;
+      break;
+    }
+  }
+  std::printf("rate drop 10 -> 2 Gbit/s at 0.4 s: split moved a chunk towards compute %zu ticks later; cells "
+              "computed %llu (steady %llu); TTFT %.3f s\n",
+              ticks_after, (unsigned long long)o.computed[0], (unsigned long long)base.computed[0], o.ttft[0]);
+  BOOST_CHECK(shifted);
+  BOOST_CHECK_LE(ticks_after, 5u);
+  BOOST_CHECK_GT(o.computed[0], base.computed[0] + 4 * 32);
+  // Against the same plan that never learns of the drop (oracle of the old rates).
+  policy_options frozen;
+  frozen.truth = cost_model::fixed(steady.cell_s, steady.slope_s, steady.bw);
+  auto stale = make_policy("oracle", frozen);
+  harness h2(drop, default_caps());
+  auto s = h2.run(*stale, spec);
+  std::printf("  stale plan TTFT %.3f s: adapting is %.2fx faster\n", s.ttft[0], s.ttft[0] / o.ttft[0]);
+  BOOST_CHECK_LT(o.ttft[0], s.ttft[0]);
+}
+
+// (6) At batch 1, two_pointer (learning its costs) within 1.10x of the
+// oracle (true costs in advance) over lengths and tiers.
+BOOST_AUTO_TEST_CASE(two_pointer_near_oracle_at_batch_one) {
+  struct tier_case {
+    const char* name;
+    msg::tier t;
+    double bw;
+  };
+  const tier_case tiers[] = {{"host", msg::tier::host, 55e9},         {"disk", msg::tier::disk, 1.5e9},
+                             {"1G", msg::tier::remote, 1 * gbit},     {"10G", msg::tier::remote, 10 * gbit},
+                             {"25G", msg::tier::remote, 25 * gbit},   {"40G", msg::tier::remote, 40 * gbit}};
+  double worst = 0;
+  for (auto& tc : tiers) {
+    std::printf("two_pointer/oracle %-5s", tc.name);
+    for (std::uint32_t chunks : {8u, 16u, 32u, 64u}) {
+      for (std::uint32_t suffix : {1u, chunks / 4}) {
+        // The prior says the nominal rate and the H100 costs; the run is
+        // slower on both (links deliver 80%, compute takes 10% longer).
+        cost_prior prior;
+        prior.bytes_per_s[static_cast<std::size_t>(tc.t)] = tc.bw;
+        truth t;
+        t.bw[static_cast<std::size_t>(tc.t)] = 0.8 * tc.bw;
+        t.cell_s *= 1.1;
+        t.slope_s *= 1.1;
+        auto spec = one(chunks, chunks - suffix, tc.t);
+        double ratio = run_policy("two_pointer", spec, t, default_caps(), {}, prior).ttft[0] /
+                       run_policy("oracle", spec, t).ttft[0];
+        worst = std::max(worst, ratio);
+        std::printf(" %2uk/%2u:%.3f", chunks / 2, suffix, ratio);
+        BOOST_CHECK_MESSAGE(ratio <= 1.10, tc.name << " " << chunks << " chunks, suffix " << suffix << ": " << ratio);
+      }
+    }
+    std::printf("\n");
+  }
+  std::printf("two_pointer/oracle worst %.3f\n", worst);
+}
+
+// (7) One request whose load time is about its compute time: using both
+// resources is >= 1.6x faster than the better single one.
+BOOST_AUTO_TEST_CASE(two_pointer_beats_the_better_single_resource) {
+  truth t;
+  t.bw[static_cast<std::size_t>(msg::tier::remote)] = 10 * gbit;  // 16k: 1.72 s load, 1.51 s compute
+  auto spec = one(32, 31, msg::tier::remote);
+  auto tp = run_policy("two_pointer", spec, t).ttft[0];
+  auto co = run_policy("compute_only", spec, t).ttft[0];
+  auto lo = run_policy("load_only", spec, t).ttft[0];
+  auto bd = run_policy("bidirectional", spec, t).ttft[0];
+  std::printf("16k at 10 Gbit/s: compute_only %.3f s, load_only %.3f s, bidirectional %.3f s, two_pointer %.3f s: "
+              "%.2fx over the better single resource\n",
+              co, lo, bd, tp, std::min(co, lo) / tp);
+  BOOST_CHECK_GE(std::min(co, lo) / tp, 1.6);
 }
