@@ -1,0 +1,202 @@
+// kvflow_prefill_bench: compute-only prefill time of the CUDA engine on the
+// large presets with weights made on the device, one shot and in chunks.
+// Writes JSON records (model, context_tokens, impl, chunk_tokens, seconds,
+// tflops, device); apps/bench/prefill_reference.py runs transformers on the
+// same shapes and merges both into results/prefill.json and prefill.md.
+
+#include <cuda_runtime_api.h>
+
+#include <CLI/CLI.hpp>
+#include <algorithm>
+#include <cstdio>
+#include <fstream>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "kernels/cuda/attention.cuh"
+#include "kernels/cuda/check.hpp"
+#include "kernels/cuda/random_init.cuh"
+#include "kernels/cuda/cuda_engine.hpp"
+#include "messages/error.hpp"
+
+namespace {
+
+using namespace kvflow;
+using namespace kvflow::model;
+
+// Model FLOPs of a causal prefill of s tokens (multiply-add = 2), the same
+// formula for every implementation: projections and MLP for every token,
+// attention over the causal half (QK^T and PV), the logits of one row.
+double prefill_flops(const config& c, double s) {
+  const double h = c.hidden, q = static_cast<double>(c.heads) * c.head_dim;
+  const double kv = static_cast<double>(c.kv_heads) * c.head_dim;
+  const double per_token = h * (q + 2 * kv) + q * h + 3.0 * h * c.intermediate;
+  const double linear = 2.0 * s * c.layers * per_token;
+  const double attention = 2.0 * 2.0 * c.layers * q * s * (s + 1) / 2.0;
+  return linear + attention + 2.0 * h * c.vocab_size;
+}
+
+struct chunk_buffers {
+  engine* e;
+  std::vector<kv_block> blocks;
+  void* hidden = nullptr;
+  int hidden_tokens = 0;
+  ~chunk_buffers() {
+    for (auto& b : blocks) e->release(b.data);
+    e->release(hidden);
+  }
+};
+
+// Seconds of the median of `reps` prefills of `tokens` in chunks of `chunk`
+// (0: one shot), timed with events on the engine's stream.
+double time_prefill(cuda_engine& e, const std::vector<std::int32_t>& tokens, int chunk, int warmup, int reps) {
+  const int total = static_cast<int>(tokens.size());
+  const int step = chunk > 0 ? chunk : total;
+  chunk_buffers buf{&e, {}, nullptr, 0};
+  for (int p = 0; p < total; p += step) {
+    const int n = std::min(step, total - p);
+    kv_block b;
+    b.shape = kv_shape::of(e.cfg(), n, dtype::bf16);
+    b.data = e.allocate(b.shape.bytes());
+    buf.blocks.push_back(b);
+  }
+  buf.hidden_tokens = std::min(step, total);
+  buf.hidden = e.allocate(static_cast<std::size_t>(buf.hidden_tokens) * e.cfg().hidden * sizeof(float));
+  cudaEvent_t start, stop;
+  KVFLOW_CUDA_CHECK(cudaEventCreate(&start));
+  KVFLOW_CUDA_CHECK(cudaEventCreate(&stop));
+  std::vector<double> times;
+  for (int r = 0; r < warmup + reps; ++r) {
+    KVFLOW_CUDA_CHECK(cudaEventRecord(start, e.stream()));
+    int i = 0;
+    for (int p = 0; p < total; p += step, ++i) {
+      const int n = std::min(step, total - p);
+      chunk_job job;
+      job.tokens = tokens.data() + p;
+      job.count = n;
+      job.pos0 = p;
+      job.layer_begin = 0;
+      job.layer_end = e.cfg().layers;
+      job.past = {buf.blocks.data(), i};
+      job.out = buf.blocks[static_cast<std::size_t>(i)];
+      job.hidden = {buf.hidden, n};
+      e.run(job);
+    }
+    KVFLOW_CUDA_CHECK(cudaEventRecord(stop, e.stream()));
+    KVFLOW_CUDA_CHECK(cudaEventSynchronize(stop));
+    float ms = 0;
+    KVFLOW_CUDA_CHECK(cudaEventElapsedTime(&ms, start, stop));
+    if (r >= warmup) times.push_back(ms / 1e3);
+  }
+  cudaEventDestroy(start);
+  cudaEventDestroy(stop);
+  std::sort(times.begin(), times.end());
+  return times[times.size() / 2];
+}
+
+// TFLOP/s of the attention kernel alone (one layer, one-shot causal) at
+// each length, for a breakdown of the model numbers.
+void time_attention(int heads, int kv_heads, int len) {
+  const int hd = 128;
+  __nv_bfloat16 *q = nullptr, *kv = nullptr, *out = nullptr;
+  cuda::attn_block* table = nullptr;
+  const std::size_t qn = static_cast<std::size_t>(len) * heads * hd;
+  const std::size_t kvn = static_cast<std::size_t>(2) * kv_heads * len * hd;
+  KVFLOW_CUDA_CHECK(cudaMalloc(reinterpret_cast<void**>(&q), qn * 2));
+  KVFLOW_CUDA_CHECK(cudaMalloc(reinterpret_cast<void**>(&out), qn * 2));
+  KVFLOW_CUDA_CHECK(cudaMalloc(reinterpret_cast<void**>(&kv), kvn * 2));
+  KVFLOW_CUDA_CHECK(cudaMalloc(reinterpret_cast<void**>(&table), sizeof(cuda::attn_block)));
+  KVFLOW_CUDA_CHECK(cuda::launch_fill_uniform(q, qn, 3, 0, 2.0f, nullptr));
+  KVFLOW_CUDA_CHECK(cuda::launch_fill_uniform(kv, kvn, 3, 1, 2.0f, nullptr));
+  cuda::attn_block b{kv, 0, len};
+  KVFLOW_CUDA_CHECK(cudaMemcpy(table, &b, sizeof(b), cudaMemcpyHostToDevice));
+  cudaEvent_t start, stop;
+  KVFLOW_CUDA_CHECK(cudaEventCreate(&start));
+  KVFLOW_CUDA_CHECK(cudaEventCreate(&stop));
+  std::vector<float> ms(5);
+  for (auto& m : ms) {
+    KVFLOW_CUDA_CHECK(cudaEventRecord(start, nullptr));
+    KVFLOW_CUDA_CHECK(cuda::launch_attention(q, len, 0, table, 1, 0, heads, kv_heads, hd, 0.088f, out, nullptr));
+    KVFLOW_CUDA_CHECK(cudaEventRecord(stop, nullptr));
+    KVFLOW_CUDA_CHECK(cudaEventSynchronize(stop));
+    KVFLOW_CUDA_CHECK(cudaEventElapsedTime(&m, start, stop));
+  }
+  std::sort(ms.begin(), ms.end());
+  const double flops = 4.0 * heads * hd * static_cast<double>(len) * (len + 1) / 2.0;
+  std::printf("attention heads %d/%d len %6d: %8.3f ms %7.1f TFLOP/s\n", heads, kv_heads, len, ms[2],
+              flops / (ms[2] / 1e3) / 1e12);
+  cudaEventDestroy(start);
+  cudaEventDestroy(stop);
+  cudaFree(q);
+  cudaFree(out);
+  cudaFree(kv);
+  cudaFree(table);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"kvflow_prefill_bench: compute-only prefill time of the CUDA engine (random weights on the device)"};
+  std::vector<std::string> models{"llama-3-8b", "llama-2-7b"};
+  std::vector<int> lengths{4096, 8192, 16384, 32768};
+  std::vector<int> chunks{0, 8192};
+  int warmup = 1, reps = 3;
+  std::uint64_t seed = 1;
+  std::string out_path;
+  app.add_option("--models", models, "model presets")->delimiter(',');
+  app.add_option("--lengths", lengths, "context lengths in tokens")->delimiter(',');
+  app.add_option("--chunks", chunks, "chunk sizes in tokens, 0 = one shot")->delimiter(',');
+  app.add_option("--warmup", warmup, "untimed runs first");
+  app.add_option("--reps", reps, "timed runs (the median is reported)");
+  app.add_option("--seed", seed, "weight seed");
+  app.add_option("--json", out_path, "write the records to this file");
+  bool attention_only = false;
+  app.add_flag("--attention", attention_only, "time the attention kernel alone (32/8 and 32/32 heads) and exit");
+  CLI11_PARSE(app, argc, argv);
+  if (reps < 1) reps = 1;
+  try {
+    if (cuda_device_count() == 0) {
+      std::fprintf(stderr, "no CUDA device found\n");
+      return 2;
+    }
+    cudaDeviceProp prop{};
+    KVFLOW_CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
+    if (attention_only) {
+      for (int len : lengths) {
+        time_attention(32, 8, len);
+        time_attention(32, 32, len);
+      }
+      return 0;
+    }
+    nlohmann::json records = nlohmann::json::array();
+    std::printf("%-12s %8s %8s %10s %8s\n", "model", "tokens", "chunk", "seconds", "TFLOP/s");
+    for (const auto& name : models) {
+      const config c = preset(name);
+      auto e = make_cuda_engine_random(c, seed);
+      std::vector<std::int32_t> tokens;
+      for (int len : lengths) {
+        tokens.resize(static_cast<std::size_t>(len));
+        for (int i = 0; i < len; ++i) tokens[i] = static_cast<std::int32_t>((i * 2654435761u + 7u) % c.vocab_size);
+        for (int chunk : chunks) {
+          if (chunk >= len) continue;  // same as one shot
+          const double s = time_prefill(*e, tokens, chunk, warmup, reps);
+          const double tf = prefill_flops(c, len) / s / 1e12;
+          std::printf("%-12s %8d %8d %10.4f %8.1f\n", name.c_str(), len, chunk, s, tf);
+          std::fflush(stdout);
+          records.push_back({{"model", name}, {"context_tokens", len}, {"impl", "kvflow"}, {"chunk_tokens", chunk},
+                             {"seconds", s}, {"tflops", tf}, {"device", prop.name}});
+        }
+      }
+    }
+    if (!out_path.empty()) {
+      std::ofstream f(out_path);
+      f << records.dump(1) << "\n";
+    }
+  } catch (const kvflow::error& ex) {
+    std::fprintf(stderr, "kvflow_prefill_bench: %s\n", ex.what());
+    return 1;
+  }
+  return 0;
+}

@@ -1,0 +1,44 @@
+#pragma once
+// Causal grouped-query attention of a chunk of queries over all earlier KV
+// (a list of chunk blocks) plus the chunk itself; decode is a chunk of one.
+//
+// FlashAttention-2 style: a block holds 64 query rows of one KV head (rows
+// are (token, query head of the group) pairs, so GQA heads share each K/V
+// tile), 4 warps of 16 rows, K/V tiles of 64 keys double-buffered in shared
+// memory by cp.async, S = QK^T and O += PV on mma.sync bf16 tensor cores with
+// fp32 accumulation, online softmax in fp32.
+//
+// Invariance rule (chunked prefill == one-shot prefill, bitwise): every query
+// row walks key tiles [64 t, 64 t + 64) aligned to ABSOLUTE positions, in
+// increasing t, with a fixed per-lane split of each tile, whatever the chunk
+// and block boundaries are (a tile may straddle blocks; rows are gathered per
+// key). A row's result depends only on its own query and the keys, never on
+// the other rows of its launch; tiles past a row's causal limit are exact
+// no-ops (scale 1, probabilities 0).
+
+#include <cuda_bf16.h>
+#include <cuda_runtime_api.h>
+
+namespace kvflow::cuda {
+
+/// One chunk block in the table the kernel reads (device memory).
+struct attn_block {
+  const __nv_bfloat16* data;  // [layers][2][kv_heads][tokens][head_dim]
+  int start;                  // position of its first token
+  int tokens;
+};
+
+/// Head dims with a kernel: 16, 32, 64, 128.
+bool attention_supports(int head_dim);
+
+/// Queries at positions [pos0, pos0 + count) attend causally to keys at
+/// [0, pos0 + count), found in `blocks` (position order, covering them all;
+/// the chunk's own block last). `layer` selects the layer inside each block.
+cudaError_t launch_attention(const __nv_bfloat16* q,  // [count][heads * head_dim]
+                             int count, int pos0,
+                             const attn_block* blocks,  // [num_blocks], device
+                             int num_blocks, int layer, int heads, int kv_heads, int head_dim, float scale,
+                             __nv_bfloat16* out,  // [count][heads * head_dim]
+                             cudaStream_t stream);
+
+}  // namespace kvflow::cuda

@@ -1,0 +1,44 @@
+#pragma once
+// Device helpers shared by the kernels: bf16 packing and fixed-order
+// reductions. Included by .cu files only.
+
+#include <cuda_bf16.h>
+
+#include <cstdint>
+
+namespace kvflow::cuda {
+
+using bf16 = __nv_bfloat16;
+
+/// Sum over a warp in a fixed butterfly order (same result on every lane).
+__device__ __forceinline__ float warp_sum(float v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+
+/// Sum over a block of blockDim.x (a multiple of 32, at most 1024) threads in
+/// a fixed order: warps first, then the warp sums by warp 0. `scratch` holds
+/// 32 floats. Every thread gets the total.
+__device__ __forceinline__ float block_sum(float v, float* scratch) {
+  const int lane = threadIdx.x & 31;
+  const int warp = threadIdx.x >> 5;
+  v = warp_sum(v);
+  if (lane == 0) scratch[warp] = v;
+  __syncthreads();
+  const int warps = blockDim.x >> 5;
+  float t = lane < warps ? scratch[lane] : 0.0f;
+  t = warp_sum(t);
+  __syncthreads();
+  return t;
+}
+
+/// splitmix64: the generator behind device-made weights.
+__host__ __device__ __forceinline__ std::uint64_t splitmix64(std::uint64_t x) {
+  x += 0x9E3779B97F4A7C15ull;
+  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
+  x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
+  return x ^ (x >> 31);
+}
+
+}  // namespace kvflow::cuda

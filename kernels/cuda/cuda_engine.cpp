@@ -1,0 +1,461 @@
+#include "kernels/cuda/cuda_engine.hpp"
+
+#include <cuda_bf16.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "kernels/cuda/attention.cuh"
+#include "kernels/cuda/check.hpp"
+#include "kernels/cuda/embedding.cuh"
+#include "kernels/cuda/gemm.hpp"
+#include "kernels/cuda/logits.cuh"
+#include "kernels/cuda/random_init.cuh"
+#include "kernels/cuda/rms_norm.cuh"
+#include "kernels/cuda/rope.cuh"
+#include "kernels/cuda/swiglu.cuh"
+#include "messages/digest.hpp"
+#include "messages/error.hpp"
+
+namespace kvflow::model {
+
+using cuda::attn_block;
+using bf16 = __nv_bfloat16;
+
+namespace {
+
+// A device allocation that frees itself.
+template <typename T>
+struct dev_buf {
+  T* ptr = nullptr;
+  std::size_t n = 0;
+  dev_buf() = default;
+  dev_buf(const dev_buf&) = delete;
+  dev_buf& operator=(const dev_buf&) = delete;
+  dev_buf(dev_buf&& o) noexcept : ptr(o.ptr), n(o.n) {
+    o.ptr = nullptr;
+    o.n = 0;
+  }
+  ~dev_buf() { reset(); }
+  void reset() {
+    if (ptr) cudaFree(ptr);
+    ptr = nullptr;
+    n = 0;
+  }
+  void alloc(std::size_t count) {
+    reset();
+    if (count == 0) return;
+    KVFLOW_CUDA_CHECK(cudaMalloc(reinterpret_cast<void**>(&ptr), count * sizeof(T)));
+    n = count;
+  }
+};
+
+struct layer_dev {
+  dev_buf<float> attn_norm;  // [hidden]
+  dev_buf<bf16> wqkv;        // [(heads + 2 kv_heads) * head_dim][hidden]: wq rows, wk rows, wv rows
+  dev_buf<bf16> wo;          // [hidden][heads * head_dim]
+  dev_buf<float> ffn_norm;   // [hidden]
+  dev_buf<bf16> w_gate_up;   // [2 * intermediate][hidden]: gate rows, then up rows
+  dev_buf<bf16> w_down;      // [hidden][intermediate]
+};
+
+// Host data of one run() (tokens, block table) goes through a ring of pinned
+// slots, so run() never waits for the device unless the ring wraps.
+struct upload_slot {
+  void* host = nullptr;  // pinned
+  void* dev = nullptr;
+  std::size_t bytes = 0;
+  cudaEvent_t copied = nullptr;
+};
+
+std::string config_text(const config& c) {
+  return c.name + "|" + std::to_string(c.vocab_size) + "|" + std::to_string(c.hidden) + "|" +
+         std::to_string(c.intermediate) + "|" + std::to_string(c.layers) + "|" + std::to_string(c.heads) + "|" +
+         std::to_string(c.kv_heads) + "|" + std::to_string(c.head_dim) + "|" + std::to_string(c.rms_eps) + "|" +
+         std::to_string(c.rope_theta) + "|" + std::to_string(c.scaling.enabled) + "|" +
+         std::to_string(c.scaling.factor) + "|" + std::to_string(c.scaling.low_freq_factor) + "|" +
+         std::to_string(c.scaling.high_freq_factor) + "|" + std::to_string(c.scaling.original_max_positions) + "|" +
+         std::to_string(c.tie_embeddings);
+}
+
+}  // namespace
+
+class cuda_engine_impl {
+ public:
+  cuda_engine_impl(const config& c, int device) : cfg_(c), device_(device) {
+    validate(c, "cuda_engine");
+    if (!cuda::attention_supports(c.head_dim))
+      throw error(errc::unsupported, "cuda_engine: head_dim " + std::to_string(c.head_dim) +
+                                         " has no attention kernel (16, 32, 64, 128)");
+    int n = 0;
+    if (cudaGetDeviceCount(&n) != cudaSuccess || device < 0 || device >= n)
+      throw error(errc::cuda_failure, "cuda_engine: no CUDA device " + std::to_string(device) + " (" +
+                                          std::to_string(n) + " visible)");
+    KVFLOW_CUDA_CHECK(cudaSetDevice(device_));
+    KVFLOW_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+    gemm_ = std::make_unique<cuda::gemm_runner>();
+    const std::vector<float> inv = cuda::rope_inv_freq(c);
+    inv_freq_.alloc(inv.size());
+    KVFLOW_CUDA_CHECK(cudaMemcpy(inv_freq_.ptr, inv.data(), inv.size() * sizeof(float), cudaMemcpyHostToDevice));
+    layers_.resize(static_cast<std::size_t>(c.layers));
+    norm_row_.alloc(static_cast<std::size_t>(c.hidden));
+    logits_.alloc(static_cast<std::size_t>(c.vocab_size));
+    for (auto& s : slots_) KVFLOW_CUDA_CHECK(cudaEventCreateWithFlags(&s.copied, cudaEventDisableTiming));
+  }
+
+  ~cuda_engine_impl() {
+    cudaSetDevice(device_);
+    if (stream_) cudaStreamSynchronize(stream_);
+    for (auto& s : slots_) {
+      if (s.host) cudaFreeHost(s.host);
+      if (s.dev) cudaFree(s.dev);
+      if (s.copied) cudaEventDestroy(s.copied);
+    }
+    gemm_.reset();
+    if (stream_) cudaStreamDestroy(stream_);
+  }
+
+  std::size_t q_width() const { return static_cast<std::size_t>(cfg_.heads) * cfg_.head_dim; }
+  std::size_t qkv_width() const { return static_cast<std::size_t>(cfg_.heads + 2 * cfg_.kv_heads) * cfg_.head_dim; }
+
+  void alloc_weights() {
+    const std::size_t h = static_cast<std::size_t>(cfg_.hidden);
+    const std::size_t inter = static_cast<std::size_t>(cfg_.intermediate);
+    embedding_.alloc(static_cast<std::size_t>(cfg_.vocab_size) * h);
+    final_norm_.alloc(h);
+    if (!cfg_.tie_embeddings) output_.alloc(static_cast<std::size_t>(cfg_.vocab_size) * h);
+    for (auto& l : layers_) {
+      l.attn_norm.alloc(h);
+      l.wqkv.alloc(qkv_width() * h);
+      l.wo.alloc(h * q_width());
+      l.ffn_norm.alloc(h);
+      l.w_gate_up.alloc(2 * inter * h);
+      l.w_down.alloc(h * inter);
+    }
+  }
+
+  const bf16* lm_head() const { return cfg_.tie_embeddings ? embedding_.ptr : output_.ptr; }
+
+  std::size_t weight_bytes() const {
+    std::size_t b = embedding_.n * 2 + final_norm_.n * 4 + output_.n * 2;
+    for (auto& l : layers_)
+      b += (l.attn_norm.n + l.ffn_norm.n) * 4 + (l.wqkv.n + l.wo.n + l.w_gate_up.n + l.w_down.n) * 2;
+    return b;
+  }
+
+  // Weights drawn on the device: every tensor gets its own generator stream.
+  void init_random(std::uint64_t seed) {
+    alloc_weights();
+    const float scale = 0.02f * std::sqrt(3.0f);  // uniform with std 0.02
+    std::uint64_t tensor = 0;
+    auto fill = [&](dev_buf<bf16>& b) {
+      KVFLOW_LAUNCH_CHECK(cuda::launch_fill_uniform(b.ptr, b.n, seed, tensor++, scale, stream_));
+    };
+    auto ones = [&](dev_buf<float>& b) { KVFLOW_LAUNCH_CHECK(cuda::launch_fill(b.ptr, b.n, 1.0f, stream_)); };
+    fill(embedding_);
+    ones(final_norm_);
+    if (!cfg_.tie_embeddings) fill(output_);
+    for (auto& l : layers_) {
+      ones(l.attn_norm);
+      fill(l.wqkv);
+      fill(l.wo);
+      ones(l.ffn_norm);
+      fill(l.w_gate_up);
+      fill(l.w_down);
+    }
+    KVFLOW_CUDA_CHECK(cudaStreamSynchronize(stream_));
+    sha256 h;
+    const std::string text = "kvflow-cuda-random-v1|" + config_text(cfg_) + "|" + std::to_string(seed);
+    h.update(text.data(), text.size());
+    fingerprint_ = h.finish();
+  }
+
+  // Upload through one fp32 staging buffer, converting to bf16 on the device.
+  void init_from(const weights& w) {
+    check_shapes(w, "cuda_engine upload");
+    alloc_weights();
+    std::size_t largest = 0;
+    auto note = [&](std::size_t n) { largest = std::max(largest, n); };
+    note(w.embedding.size());
+    note(w.output.size());
+    for (auto& l : w.layers) {
+      note(l.wq.size() + l.wk.size() + l.wv.size());
+      note(l.wo.size());
+      note(l.w_gate.size() + l.w_up.size());
+      note(l.w_down.size());
+    }
+    dev_buf<float> staging;
+    staging.alloc(largest);
+    auto put = [&](dev_buf<bf16>& dst, std::initializer_list<const std::vector<float>*> parts) {
+      std::size_t off = 0;
+      for (auto* v : parts) {
+        KVFLOW_CUDA_CHECK(cudaMemcpy(staging.ptr + off, v->data(), v->size() * sizeof(float),
+                                     cudaMemcpyHostToDevice));
+        off += v->size();
+      }
+      KVFLOW_LAUNCH_CHECK(cuda::launch_to_bf16(staging.ptr, dst.ptr, off, stream_));
+      KVFLOW_CUDA_CHECK(cudaStreamSynchronize(stream_));
+    };
+    auto put_f32 = [&](dev_buf<float>& dst, const std::vector<float>& v) {
+      KVFLOW_CUDA_CHECK(cudaMemcpy(dst.ptr, v.data(), v.size() * sizeof(float), cudaMemcpyHostToDevice));
+    };
+    put(embedding_, {&w.embedding});
+    put_f32(final_norm_, w.final_norm);
+    if (!cfg_.tie_embeddings) put(output_, {&w.output});
+    for (std::size_t i = 0; i < layers_.size(); ++i) {
+      auto& s = w.layers[i];
+      auto& d = layers_[i];
+      put_f32(d.attn_norm, s.attn_norm);
+      put(d.wqkv, {&s.wq, &s.wk, &s.wv});
+      put(d.wo, {&s.wo});
+      put_f32(d.ffn_norm, s.ffn_norm);
+      put(d.w_gate_up, {&s.w_gate, &s.w_up});
+      put(d.w_down, {&s.w_down});
+    }
+    fingerprint_ = w.fingerprint;
+  }
+
+  void ensure_scratch(int count) {
+    if (count <= scratch_tokens_) return;
+    KVFLOW_CUDA_CHECK(cudaStreamSynchronize(stream_));  // old buffers may be in use
+    const std::size_t t = static_cast<std::size_t>(count);
+    const std::size_t h = static_cast<std::size_t>(cfg_.hidden);
+    const std::size_t inter = static_cast<std::size_t>(cfg_.intermediate);
+    act_a_.alloc(t * std::max(h, q_width()));
+    act_q_.alloc(t * q_width());
+    act_big_.alloc(t * std::max(qkv_width(), 2 * inter));
+    act_ffn_.alloc(t * inter);
+    resid_.alloc(t * h);
+    scratch_tokens_ = count;
+  }
+
+  // Copies `bytes` of host data to device memory valid for this run's
+  // kernels (stream order) and returns the device pointer.
+  void* upload(const void* src, std::size_t bytes) {
+    upload_slot& s = slots_[next_slot_];
+    next_slot_ = (next_slot_ + 1) % slots_.size();
+    KVFLOW_CUDA_CHECK(cudaEventSynchronize(s.copied));  // the previous copy out of s.host is done
+    if (bytes > s.bytes) {
+      KVFLOW_CUDA_CHECK(cudaStreamSynchronize(stream_));
+      if (s.host) cudaFreeHost(s.host);
+      if (s.dev) cudaFree(s.dev);
+      s.host = s.dev = nullptr;
+      s.bytes = 0;
+      const std::size_t cap = std::max<std::size_t>(bytes, 4096);
+      KVFLOW_CUDA_CHECK(cudaMallocHost(&s.host, cap));
+      KVFLOW_CUDA_CHECK(cudaMalloc(&s.dev, cap));
+      s.bytes = cap;
+    }
+    std::memcpy(s.host, src, bytes);
+    KVFLOW_CUDA_CHECK(cudaMemcpyAsync(s.dev, s.host, bytes, cudaMemcpyHostToDevice, stream_));
+    KVFLOW_CUDA_CHECK(cudaEventRecord(s.copied, stream_));
+    return s.dev;
+  }
+
+  void check_block(const kv_block& b, const std::string& what) const {
+    const kv_shape& s = b.shape;
+    if (b.data == nullptr || s.type != dtype::bf16 || s.layers != cfg_.layers || s.kv_heads != cfg_.kv_heads ||
+        s.head_dim != cfg_.head_dim || s.tokens <= 0)
+      throw error(errc::invalid_argument,
+                  "cuda_engine::run: " + what + " is not a bf16 block of this model (layers " +
+                      std::to_string(s.layers) + ", kv_heads " + std::to_string(s.kv_heads) + ", head_dim " +
+                      std::to_string(s.head_dim) + ", tokens " + std::to_string(s.tokens) + ")");
+  }
+
+  void run(const chunk_job& job) {
+    KVFLOW_CUDA_CHECK(cudaSetDevice(device_));
+    const int count = job.count;
+    if (count <= 0) throw error(errc::invalid_argument, "cuda_engine::run: count " + std::to_string(count));
+    if (job.pos0 < 0) throw error(errc::invalid_argument, "cuda_engine::run: pos0 " + std::to_string(job.pos0));
+    if (job.layer_begin < 0 || job.layer_end > cfg_.layers || job.layer_begin >= job.layer_end)
+      throw error(errc::invalid_argument, "cuda_engine::run: layers [" + std::to_string(job.layer_begin) + ", " +
+                                              std::to_string(job.layer_end) + ")");
+    check_block(job.out, "out block");
+    if (job.out.shape.tokens != count)
+      throw error(errc::invalid_argument, "cuda_engine::run: out block holds " +
+                                              std::to_string(job.out.shape.tokens) + " tokens, job has " +
+                                              std::to_string(count));
+    if (job.past.count < 0 || (job.past.count > 0 && job.past.blocks == nullptr))
+      throw error(errc::invalid_argument, "cuda_engine::run: past view without blocks");
+    std::vector<attn_block> table;
+    table.reserve(static_cast<std::size_t>(job.past.count) + 1);
+    int pos = 0;
+    for (int i = 0; i < job.past.count; ++i) {
+      const kv_block& b = job.past.blocks[i];
+      check_block(b, "past block " + std::to_string(i));
+      table.push_back({static_cast<const bf16*>(b.data), pos, b.shape.tokens});
+      pos += b.shape.tokens;
+    }
+    if (pos != job.pos0)
+      throw error(errc::invalid_argument, "cuda_engine::run: past blocks hold " + std::to_string(pos) +
+                                              " tokens, pos0 is " + std::to_string(job.pos0));
+    table.push_back({static_cast<const bf16*>(job.out.data), pos, count});
+    if (job.layer_begin > 0 && (job.hidden.data == nullptr || job.hidden.tokens != count))
+      throw error(errc::invalid_argument, "cuda_engine::run: layers from " + std::to_string(job.layer_begin) +
+                                              " need the hidden state of " + std::to_string(count) + " tokens");
+    if (job.hidden.data != nullptr && job.hidden.tokens != count)
+      throw error(errc::invalid_argument, "cuda_engine::run: hidden state of " +
+                                              std::to_string(job.hidden.tokens) + " tokens for a chunk of " +
+                                              std::to_string(count));
+    if (job.layer_begin == 0) {
+      if (job.tokens == nullptr) throw error(errc::invalid_argument, "cuda_engine::run: no tokens");
+      for (int i = 0; i < count; ++i)
+        if (job.tokens[i] < 0 || job.tokens[i] >= cfg_.vocab_size)
+          throw error(errc::invalid_argument, "cuda_engine::run: token " + std::to_string(job.tokens[i]) +
+                                                  " at index " + std::to_string(i) + " outside the vocabulary of " +
+                                                  std::to_string(cfg_.vocab_size));
+    }
+
+    ensure_scratch(count);
+    // One upload: the block table, then the tokens.
+    const std::size_t table_bytes = table.size() * sizeof(attn_block);
+    const std::size_t tok_bytes = job.layer_begin == 0 ? static_cast<std::size_t>(count) * 4 : 0;
+    std::vector<unsigned char> host(table_bytes + tok_bytes);
+    std::memcpy(host.data(), table.data(), table_bytes);
+    if (tok_bytes) std::memcpy(host.data() + table_bytes, job.tokens, tok_bytes);
+    auto* dev = static_cast<unsigned char*>(upload(host.data(), host.size()));
+    const auto* d_table = reinterpret_cast<const attn_block*>(dev);
+    const auto* d_tokens = reinterpret_cast<const std::int32_t*>(dev + table_bytes);
+
+    float* resid = job.hidden.data ? static_cast<float*>(job.hidden.data) : resid_.ptr;
+    const int hidden = cfg_.hidden;
+    const int hd = cfg_.head_dim;
+    if (job.layer_begin == 0)
+      KVFLOW_LAUNCH_CHECK(
+          cuda::launch_embedding(d_tokens, count, embedding_.ptr, cfg_.vocab_size, hidden, resid, stream_));
+    const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+    const std::size_t half_layer = static_cast<std::size_t>(cfg_.kv_heads) * count * hd;
+    for (int li = job.layer_begin; li < job.layer_end; ++li) {
+      const layer_dev& L = layers_[static_cast<std::size_t>(li)];
+      bf16* k_out = static_cast<bf16*>(job.out.data) + static_cast<std::size_t>(li) * 2 * half_layer;
+      bf16* v_out = k_out + half_layer;
+      KVFLOW_LAUNCH_CHECK(
+          cuda::launch_rms_norm(resid, L.attn_norm.ptr, cfg_.rms_eps, count, hidden, act_a_.ptr, stream_));
+      gemm_->run(act_a_.ptr, L.wqkv.ptr, act_big_.ptr, count, static_cast<int>(qkv_width()), hidden, false, false,
+                 stream_);
+      KVFLOW_LAUNCH_CHECK(cuda::launch_qkv_rope(act_big_.ptr, count, job.pos0, inv_freq_.ptr, cfg_.heads,
+                                                cfg_.kv_heads, hd, act_q_.ptr, k_out, v_out, stream_));
+      KVFLOW_LAUNCH_CHECK(cuda::launch_attention(act_q_.ptr, count, job.pos0, d_table,
+                                                 static_cast<int>(table.size()), li, cfg_.heads, cfg_.kv_heads, hd,
+                                                 scale, act_a_.ptr, stream_));
+      gemm_->run(act_a_.ptr, L.wo.ptr, resid, count, hidden, static_cast<int>(q_width()), true, true, stream_);
+      KVFLOW_LAUNCH_CHECK(
+          cuda::launch_rms_norm(resid, L.ffn_norm.ptr, cfg_.rms_eps, count, hidden, act_a_.ptr, stream_));
+      gemm_->run(act_a_.ptr, L.w_gate_up.ptr, act_big_.ptr, count, 2 * cfg_.intermediate, hidden, false, false,
+                 stream_);
+      KVFLOW_LAUNCH_CHECK(cuda::launch_swiglu(act_big_.ptr, count, cfg_.intermediate, act_ffn_.ptr, stream_));
+      gemm_->run(act_ffn_.ptr, L.w_down.ptr, resid, count, hidden, cfg_.intermediate, true, true, stream_);
+    }
+  }
+
+  void logits(const hidden_state& h, std::vector<float>& out) {
+    KVFLOW_CUDA_CHECK(cudaSetDevice(device_));
+    if (h.data == nullptr || h.tokens <= 0)
+      throw error(errc::invalid_argument, "cuda_engine::logits: empty hidden state");
+    const float* last = static_cast<const float*>(h.data) + static_cast<std::size_t>(h.tokens - 1) * cfg_.hidden;
+    KVFLOW_LAUNCH_CHECK(
+        cuda::launch_rms_norm_f32(last, final_norm_.ptr, cfg_.rms_eps, 1, cfg_.hidden, norm_row_.ptr, stream_));
+    KVFLOW_LAUNCH_CHECK(
+        cuda::launch_logits(norm_row_.ptr, lm_head(), cfg_.vocab_size, cfg_.hidden, logits_.ptr, stream_));
+    out.resize(static_cast<std::size_t>(cfg_.vocab_size));
+    KVFLOW_CUDA_CHECK(
+        cudaMemcpyAsync(out.data(), logits_.ptr, out.size() * sizeof(float), cudaMemcpyDeviceToHost, stream_));
+    KVFLOW_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  }
+
+  config cfg_;
+  int device_;
+  cudaStream_t stream_ = nullptr;
+  std::array<std::uint8_t, 32> fingerprint_{};
+  std::unique_ptr<cuda::gemm_runner> gemm_;
+  dev_buf<float> inv_freq_;
+  dev_buf<bf16> embedding_;
+  dev_buf<float> final_norm_;
+  dev_buf<bf16> output_;
+  std::vector<layer_dev> layers_;
+  dev_buf<float> norm_row_;
+  dev_buf<float> logits_;
+  int scratch_tokens_ = 0;
+  dev_buf<bf16> act_a_;    // [tokens][max(hidden, heads*hd)]: normed input, then attention output
+  dev_buf<bf16> act_q_;    // [tokens][heads*hd]: roped queries
+  dev_buf<bf16> act_big_;  // [tokens][max(qkv width, 2*intermediate)]
+  dev_buf<bf16> act_ffn_;  // [tokens][intermediate]
+  dev_buf<float> resid_;   // [tokens][hidden] when the job brings no hidden state
+  std::array<upload_slot, 8> slots_{};
+  std::size_t next_slot_ = 0;
+};
+
+cuda_engine::cuda_engine(std::unique_ptr<cuda_engine_impl> impl) : impl_(std::move(impl)) {}
+cuda_engine::~cuda_engine() = default;
+
+const config& cuda_engine::cfg() const { return impl_->cfg_; }
+const std::array<std::uint8_t, 32>& cuda_engine::fingerprint() const { return impl_->fingerprint_; }
+
+void* cuda_engine::allocate(std::size_t bytes) {
+  KVFLOW_CUDA_CHECK(cudaSetDevice(impl_->device_));
+  void* p = nullptr;
+  const cudaError_t e = cudaMalloc(&p, std::max<std::size_t>(bytes, 1));
+  if (e != cudaSuccess) {
+    cudaGetLastError();
+    throw error(errc::capacity_exceeded, "cuda_engine::allocate: " + std::to_string(bytes) + " bytes: " +
+                                             cudaGetErrorString(e));
+  }
+  return p;
+}
+
+void cuda_engine::release(void* p) {
+  if (p == nullptr) return;
+  KVFLOW_CUDA_CHECK(cudaSetDevice(impl_->device_));
+  KVFLOW_CUDA_CHECK(cudaStreamSynchronize(impl_->stream_));
+  KVFLOW_CUDA_CHECK(cudaFree(p));
+}
+
+void cuda_engine::to_backend(void* dst, const void* src, std::size_t bytes) {
+  KVFLOW_CUDA_CHECK(cudaSetDevice(impl_->device_));
+  KVFLOW_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, impl_->stream_));
+  KVFLOW_CUDA_CHECK(cudaStreamSynchronize(impl_->stream_));
+}
+
+void cuda_engine::to_host(void* dst, const void* src, std::size_t bytes) {
+  KVFLOW_CUDA_CHECK(cudaSetDevice(impl_->device_));
+  KVFLOW_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, impl_->stream_));
+  KVFLOW_CUDA_CHECK(cudaStreamSynchronize(impl_->stream_));
+}
+
+void cuda_engine::run(const chunk_job& job) { impl_->run(job); }
+
+void cuda_engine::synchronize() {
+  KVFLOW_CUDA_CHECK(cudaSetDevice(impl_->device_));
+  KVFLOW_CUDA_CHECK(cudaStreamSynchronize(impl_->stream_));
+}
+
+void cuda_engine::logits(const hidden_state& h, std::vector<float>& out) { impl_->logits(h, out); }
+cudaStream_t cuda_engine::stream() const { return impl_->stream_; }
+int cuda_engine::device() const { return impl_->device_; }
+std::size_t cuda_engine::weight_bytes() const { return impl_->weight_bytes(); }
+
+std::unique_ptr<cuda_engine> make_cuda_engine(const weights& w, int device) {
+  auto impl = std::make_unique<cuda_engine_impl>(w.cfg, device);
+  impl->init_from(w);
+  return std::unique_ptr<cuda_engine>(new cuda_engine(std::move(impl)));
+}
+
+std::unique_ptr<cuda_engine> make_cuda_engine_random(const config& c, std::uint64_t seed, int device) {
+  auto impl = std::make_unique<cuda_engine_impl>(c, device);
+  impl->init_random(seed);
+  return std::unique_ptr<cuda_engine>(new cuda_engine(std::move(impl)));
+}
+
+int cuda_device_count() {
+  int n = 0;
+  if (cudaGetDeviceCount(&n) != cudaSuccess) {
+    cudaGetLastError();
+    return 0;
+  }
+  return n;
+}
+
+}  // namespace kvflow::model

@@ -1,0 +1,73 @@
+#pragma once
+// The CUDA backend of the forward API (kernels/model/engine.hpp).
+//
+// Storage: weights and KV blocks bf16 in device memory (KV layout
+// [layer][K|V][kv_head][token][head_dim]); norms fp32. Activations: the
+// residual stream (hidden_state) is fp32 [tokens][hidden], like the CPU
+// backend's; the inputs of the matrix products are bf16; every product and
+// reduction accumulates in fp32.
+//
+// Invariance: a token's KV and hidden state do not depend on how the prompt
+// is cut into chunks, bitwise (see gemm.hpp and attention.cuh for the rules).
+
+#include <cuda_runtime_api.h>
+
+#include <array>
+#include <cstdint>
+#include <memory>
+
+#include "kernels/model/engine.hpp"
+#include "kernels/model/weights.hpp"
+
+namespace kvflow::model {
+
+class cuda_engine_impl;
+
+/// A model on one CUDA device. run() enqueues on stream() and returns; the
+/// other calls are synchronous. Not thread-safe: one owner drives it.
+class cuda_engine : public engine {
+ public:
+  ~cuda_engine() override;
+
+  const config& cfg() const override;
+  dtype kv_type() const override { return dtype::bf16; }
+  const std::array<std::uint8_t, 32>& fingerprint() const override;
+
+  void* allocate(std::size_t bytes) override;
+  void release(void* p) override;
+  void to_backend(void* dst, const void* src, std::size_t bytes) override;
+  void to_host(void* dst, const void* src, std::size_t bytes) override;
+
+  void run(const chunk_job& job) override;
+  void synchronize() override;
+  void logits(const hidden_state& h, std::vector<float>& out) override;
+
+  /// The stream every run() is enqueued on (record events on it to learn
+  /// when a block is complete).
+  cudaStream_t stream() const;
+  /// The device ordinal the engine lives on.
+  int device() const;
+  /// Bytes of device memory held by the weights.
+  std::size_t weight_bytes() const;
+
+ private:
+  friend std::unique_ptr<cuda_engine> make_cuda_engine(const weights& w, int device);
+  friend std::unique_ptr<cuda_engine> make_cuda_engine_random(const config& c, std::uint64_t seed, int device);
+  explicit cuda_engine(std::unique_ptr<cuda_engine_impl> impl);
+  std::unique_ptr<cuda_engine_impl> impl_;
+};
+
+/// Uploads host weights (fp32, HF order) once, as bf16 (norms fp32).
+/// Throws kvflow::error(cuda_failure) when the device or memory is missing,
+/// (unsupported) for a head_dim without an attention kernel.
+std::unique_ptr<cuda_engine> make_cuda_engine(const weights& w, int device = 0);
+
+/// Weights drawn on the device from `seed` (uniform, std 0.02, norms 1): no
+/// host copy, for the large presets. Deterministic for (config, seed); the
+/// fingerprint hashes the config, the seed and the generator's name.
+std::unique_ptr<cuda_engine> make_cuda_engine_random(const config& c, std::uint64_t seed, int device = 0);
+
+/// CUDA devices visible, 0 when the runtime or driver is missing.
+int cuda_device_count();
+
+}  // namespace kvflow::model

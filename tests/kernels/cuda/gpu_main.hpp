@@ -1,0 +1,18 @@
+#pragma once
+// main() for the gpu suites: exits 77 (ctest: skipped) with a message when no
+// CUDA device is found, else runs Boost.Test. Include once per suite, after
+// defining BOOST_TEST_MODULE and BOOST_TEST_NO_MAIN.
+
+#include <cuda_runtime_api.h>
+
+#include <boost/test/unit_test.hpp>
+#include <cstdio>
+
+int main(int argc, char* argv[]) {
+  int n = 0;
+  if (cudaGetDeviceCount(&n) != cudaSuccess || n == 0) {
+    std::printf("no CUDA device found: skipping\n");
+    return 77;
+  }
+  return boost::unit_test::unit_test_main(&init_unit_test, argc, argv);
+}
