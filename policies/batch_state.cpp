@@ -32,9 +32,8 @@ request_state::request_state(const msg::register_request& reg, std::uint64_t arr
   if (std::uint64_t(chunks_) * layers_ > (1ull << 24))
     throw error(errc::invalid_argument, where() + ": more than 2^24 cells");
   if (tiers_.size() >= chunks_)
-    throw error(errc::invalid_argument, where() + ": " + std::to_string(tiers_.size()) +
-                                            " cached chunks of " + std::to_string(chunks_) +
-                                            " (the last chunk is always computed)");
+    throw error(errc::invalid_argument, where() + ": " + std::to_string(tiers_.size()) + " cached chunks of " +
+                                            std::to_string(chunks_) + " (the last chunk is always computed)");
   if (!tiers_.empty() && chunk_bytes_ < layers_)
     throw error(errc::invalid_argument, where() + ": chunk_bytes " + std::to_string(chunk_bytes_) + " too small");
   for (auto t : tiers_)

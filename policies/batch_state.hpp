@@ -79,8 +79,8 @@ class request_state {
   std::uint32_t chunks_, layers_;
   std::vector<msg::tier> tiers_;
   std::uint64_t chunk_bytes_;
-  std::vector<cell_state> cells_;  // [chunk][layer]
-  std::vector<std::uint32_t> ready_;  // [layer]
+  std::vector<cell_state> cells_;                               // [chunk][layer]
+  std::vector<std::uint32_t> ready_;                            // [layer]
   std::vector<std::uint32_t> top_, bottom_, claimed_, loaded_;  // [chunk]
   std::uint64_t computing_ = 0;
   std::uint64_t done_ = 0;

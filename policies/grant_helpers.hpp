@@ -23,8 +23,7 @@ std::uint64_t grant_head(batch_state& b, const request_state& r, std::uint64_t l
 /// Grants uncached-suffix compute cells in layer-major order (a layer row of
 /// [P, S), then the next), as far as the prefix's layers are available, at
 /// most `budget` cells. Returns cells granted.
-std::uint64_t grant_suffix(batch_state& b, const request_state& r, std::uint64_t budget,
-                           std::vector<msg::grant>& out);
+std::uint64_t grant_suffix(batch_state& b, const request_state& r, std::uint64_t budget, std::vector<msg::grant>& out);
 
 /// Grants load cells layer-major (lowest layer first, then highest chunk)
 /// among chunks [lo, P): a chunk already claimed continues upward from its

@@ -26,8 +26,7 @@ void emit(batch_state& b, const request_state& r, msg::action act, const msg::ce
 std::uint64_t head_position(const request_state& r) {
   const std::uint32_t L = r.layers();
   for (std::uint32_t c = 0; c < r.chunks(); ++c)
-    if (r.compute_top(c) < r.load_bottom(c))
-      return std::uint64_t(c) * L + r.compute_top(c);
+    if (r.compute_top(c) < r.load_bottom(c)) return std::uint64_t(c) * L + r.compute_top(c);
   return std::uint64_t(r.chunks()) * L;
 }
 
@@ -40,7 +39,8 @@ std::uint64_t grant_head(batch_state& b, const request_state& r, std::uint64_t l
     if (pos >= limit || pos >= std::uint64_t(S) * L) break;
     auto c = static_cast<std::uint32_t>(pos / L), top = static_cast<std::uint32_t>(pos % L);
     std::uint64_t left = budget - granted;
-    if (b.in_flight().compute_cells > 0) left = std::min(left, b.limits().compute_cells - std::min(b.limits().compute_cells, b.in_flight().compute_cells));
+    if (b.in_flight().compute_cells > 0)
+      left = std::min(left, b.limits().compute_cells - std::min(b.limits().compute_cells, b.in_flight().compute_cells));
     if (left == 0) break;
     // Whole free chunks, several at once when budget and limit allow.
     if (top == 0 && r.load_bottom(c) == L && r.load_claimed(c) == 0) {
@@ -73,7 +73,8 @@ std::uint64_t grant_suffix(batch_state& b, const request_state& r, std::uint64_t
   std::uint64_t granted = 0;
   while (granted < budget) {
     std::uint64_t left = budget - granted;
-    if (b.in_flight().compute_cells > 0) left = std::min(left, b.limits().compute_cells - std::min(b.limits().compute_cells, b.in_flight().compute_cells));
+    if (b.in_flight().compute_cells > 0)
+      left = std::min(left, b.limits().compute_cells - std::min(b.limits().compute_cells, b.in_flight().compute_cells));
     if (left == 0) break;
     // Layer-major: chunks [P, a) are one layer ahead of [a, S).
     std::uint32_t level = L;
@@ -137,7 +138,8 @@ class load_only final : public policy {
     for (auto& r : b.requests()) {
       if (r.restored()) continue;
       std::uint64_t queue = std::uint64_t(opts_.lookahead_chunks + 1) * r.chunk_bytes();
-      detail::grant_loads(b, r, 0, [](std::uint32_t) { return 0u; }, queue, grant_bytes(opts_, r), out);
+      detail::grant_loads(
+          b, r, 0, [](std::uint32_t) { return 0u; }, queue, grant_bytes(opts_, r), out);
       std::uint64_t room = b.limits().compute_cells - std::min(b.limits().compute_cells, b.in_flight().compute_cells);
       if (b.in_flight().compute_cells == 0) room = std::max<std::uint64_t>(room, 1);
       detail::grant_suffix(b, r, room, out);
@@ -217,7 +219,8 @@ std::unique_ptr<policy> make_policy(const std::string& name, policy_options opts
   if (name == "bidirectional") return std::make_unique<bidirectional>(std::move(opts));
   if (name == "two_pointer") return make_two_pointer(opts);
   if (name == "oracle") {
-    if (!opts.truth) throw error(errc::invalid_argument, "policy oracle: policy_options.truth (the run's true costs) is required");
+    if (!opts.truth)
+      throw error(errc::invalid_argument, "policy oracle: policy_options.truth (the run's true costs) is required");
     return make_oracle(opts);
   }
   std::string known;

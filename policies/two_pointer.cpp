@@ -22,7 +22,8 @@
 //      the GPU queue has room, and loads (committed cells, then the next
 //      chunk down towards z) while each link's queue has room;
 //   4. if the GPU would still idle, let compute run past z.
-// The oracle is the same with the run's true costs and an exhaustive search.
+// The oracle is the same with the run's true costs given in advance (and a
+// wider search around the crossing).
 
 #include <algorithm>
 #include <unordered_map>
@@ -141,7 +142,8 @@ class two_pointer final : public policy {
       while (lo > h && r.load_claimed(lo - 1) > 0) --lo;
       bool pending = false;
       for (std::uint32_t c = lo; c < P && !pending; ++c)
-        pending = detail::next_load_layer(r, c, L) < L && r.at(c, detail::next_load_layer(r, c, L)) == cell_state::pending;
+        pending =
+            detail::next_load_layer(r, c, L) < L && r.at(c, detail::next_load_layer(r, c, L)) == cell_state::pending;
       if (pending || lo == 0) return;
       std::uint32_t j = lo - 1;
       if (j < h) return;
@@ -150,7 +152,8 @@ class two_pointer final : public policy {
       if (j > h && from > std::uint64_t(j) * L) return;  // split inside a chunk compute has not reached
       auto s = static_cast<std::uint32_t>(from - std::uint64_t(j) * L);
       auto before = out.size();
-      detail::grant_loads(b, r, j, [&](std::uint32_t c) { return c == j ? s : L; }, queue, max_grant, out);
+      detail::grant_loads(
+          b, r, j, [&](std::uint32_t c) { return c == j ? s : L; }, queue, max_grant, out);
       if (out.size() == before) return;
     }
   }
@@ -197,7 +200,8 @@ class two_pointer final : public policy {
     cum_c_.assign(1, 0.0);
     cum_l_.assign(1, 0.0);
     for (std::uint32_t c = h; c < c_end; ++c) {
-      std::uint64_t f0 = std::max<std::uint64_t>(x, std::uint64_t(c) * L), f1 = std::min<std::uint64_t>(y, std::uint64_t(c + 1) * L);
+      std::uint64_t f0 = std::max<std::uint64_t>(x, std::uint64_t(c) * L),
+                    f1 = std::min<std::uint64_t>(y, std::uint64_t(c + 1) * L);
       double n = f1 > f0 ? double(f1 - f0) : 0;
       cum_c_.push_back(cum_c_.back() + n * costs.cell_s(c));
       cum_l_.push_back(cum_l_.back() + n * load_cell_s(c));
@@ -219,24 +223,26 @@ class two_pointer final : public policy {
     };
     std::uint64_t z = y;
     if (!forced && y > x) {
-      if (oracle_) {
-        double best = est(y);
-        for (std::uint64_t q = x; q < y; ++q)
-          if (est(q) < best) best = est(q), z = q;
-      } else {
-        // Compute's side grows with z, loads' side shrinks: find where they cross.
-        std::uint64_t lo = x, hi = y;
-        while (lo < hi) {
-          std::uint64_t mid = lo + (hi - lo) / 2;
-          double l = load_left(mid);
-          if (gpu_busy + compute_left(mid) >= (l > 0 ? link_busy + l + row : 0.0)) {
-            hi = mid;
-          } else {
-            lo = mid + 1;
-          }
+      // Compute's side grows with z, loads' side shrinks: find where they cross.
+      std::uint64_t lo = x, hi = y;
+      while (lo < hi) {
+        std::uint64_t mid = lo + (hi - lo) / 2;
+        double l = load_left(mid);
+        if (gpu_busy + compute_left(mid) >= (l > 0 ? link_busy + l + row : 0.0)) {
+          hi = mid;
+        } else {
+          lo = mid + 1;
         }
-        z = lo;
-        if (z > x && est(z - 1) <= est(z)) --z;
+      }
+      z = lo;
+      if (oracle_) {
+        // The oracle also searches a chunk either side of the crossing.
+        std::uint64_t from = z > x + L ? z - L : x, to = std::min(y, z + L);
+        double best = est(z);
+        for (std::uint64_t q = from; q <= to; ++q)
+          if (est(q) < best) best = est(q), z = q;
+      } else if (z > x && est(z - 1) <= est(z)) {
+        --z;
       }
     }
     p.z = z;
