@@ -13,39 +13,56 @@ namespace {
 
 using simd::v16;
 
-constexpr int key_tile = 64;  // keys per score tile: four v16
+constexpr int key_tile = 32;  // keys per score tile: two v16
+constexpr int vec_block = 4;  // query vectors that share each K load
 constexpr int row_block = 4;  // query rows per task
 
-// scores[v][j] = sum_d q_v[d] * kt[d][j] for the key tiles covering [0, keys):
-// each score is summed over d = 0, 1, ... from +0, whatever the tile.
-KVFLOW_CPU_CLONES
-void score_tiles(const float* const* qs, int nv, const float* kt, int kt_stride, int head_dim, int keys,
-                 float* scores, int scores_stride) {
-  for (int t = 0; t < keys; t += key_tile) {
-    for (int v = 0; v < nv; ++v) {
-      const float* qv = qs[v];
-      v16 a0{}, a1{}, a2{}, a3{};
+// scores[v][j] = sum_d q_v[d] * kt[d][j] for the key tiles covering [0, keys)
+// of vectors [0, nv) (nv a multiple of vec_block; qs padded by the caller).
+// Each score is summed over d = 0, 1, ... from +0, whatever the tile.
+inline __attribute__((always_inline)) void score_tiles(const float* const* qs, int nv, const int* keys_of,
+                                                       const float* kt, int kt_stride, int head_dim, float* scores,
+                                                       int scores_stride) {
+  for (int v0 = 0; v0 < nv; v0 += vec_block) {
+    int keys = 0;
+    for (int b = 0; b < vec_block; ++b) keys = std::max(keys, keys_of[v0 + b]);
+    const float* q0 = qs[v0];
+    const float* q1 = qs[v0 + 1];
+    const float* q2 = qs[v0 + 2];
+    const float* q3 = qs[v0 + 3];
+    for (int t = 0; t < keys; t += key_tile) {
+      v16 a00{}, a01{}, a10{}, a11{}, a20{}, a21{}, a30{}, a31{};
       for (int d = 0; d < head_dim; ++d) {
         const float* row = kt + static_cast<std::size_t>(d) * kt_stride + t;
-        float qd = qv[d];
-        a0 = a0 + qd * simd::load(row);
-        a1 = a1 + qd * simd::load(row + 16);
-        a2 = a2 + qd * simd::load(row + 32);
-        a3 = a3 + qd * simd::load(row + 48);
+        v16 k0 = simd::load(row), k1 = simd::load(row + 16);
+        a00 = a00 + q0[d] * k0;
+        a01 = a01 + q0[d] * k1;
+        a10 = a10 + q1[d] * k0;
+        a11 = a11 + q1[d] * k1;
+        a20 = a20 + q2[d] * k0;
+        a21 = a21 + q2[d] * k1;
+        a30 = a30 + q3[d] * k0;
+        a31 = a31 + q3[d] * k1;
       }
-      float* s = scores + static_cast<std::size_t>(v) * scores_stride + t;
-      simd::store(s, a0);
-      simd::store(s + 16, a1);
-      simd::store(s + 32, a2);
-      simd::store(s + 48, a3);
+      float* s = scores + static_cast<std::size_t>(v0) * scores_stride + t;
+      simd::store(s, a00);
+      simd::store(s + 16, a01);
+      s += scores_stride;
+      simd::store(s, a10);
+      simd::store(s + 16, a11);
+      s += scores_stride;
+      simd::store(s, a20);
+      simd::store(s + 16, a21);
+      s += scores_stride;
+      simd::store(s, a30);
+      simd::store(s + 16, a31);
     }
   }
 }
 
 // In place: s[j] = exp(s[j] * scale - max) for j < n; returns the sum, taken in
 // 16 lanes by j mod 16, then the lanes in order, then the tail.
-KVFLOW_CPU_CLONES
-float softmax_numerators(float* s, int n, float scale) {
+inline __attribute__((always_inline)) float softmax_numerators(float* s, int n, float scale) {
   float m = -INFINITY;
   for (int j = 0; j < n; ++j) {
     s[j] = s[j] * scale;
@@ -61,16 +78,90 @@ float softmax_numerators(float* s, int n, float scale) {
   return sum;
 }
 
-// o[d] += p * v[d]: keys are added one at a time, in position order.
+// o_v = sum_j p_v[j] * V[j] / sum_v over keys j < n, added one key at a time in
+// position order; V rows through v_rows. H16 = head_dim / 16, NV vectors
+// (of one query row, so the same n) share each V load.
+template <int H16, int NV>
+inline __attribute__((always_inline)) void weigh_values(const float* const* p, int n, const float* const* v_rows,
+                                                        const float* sums, float* const* outs) {
+  v16 acc[NV][H16];
+  for (int a = 0; a < NV; ++a)
+    for (int i = 0; i < H16; ++i) acc[a][i] = v16{};
+  for (int j = 0; j < n; ++j) {
+    const float* v = v_rows[j];
+    for (int i = 0; i < H16; ++i) {
+      v16 x = simd::load(v + 16 * i);
+      for (int a = 0; a < NV; ++a) acc[a][i] = acc[a][i] + p[a][j] * x;
+    }
+  }
+  for (int a = 0; a < NV; ++a)
+    for (int i = 0; i < H16; ++i) simd::store(outs[a] + 16 * i, acc[a][i] / sums[a]);
+}
+
+// Any head_dim: the same order, one vector at a time.
+inline __attribute__((always_inline)) void weigh_values_any(const float* p, int n, const float* const* v_rows,
+                                                            float sum, float* out, int head_dim) {
+  for (int d = 0; d < head_dim; ++d) out[d] = 0.0f;
+  for (int j = 0; j < n; ++j) {
+    const float* v = v_rows[j];
+    for (int d = 0; d < head_dim; ++d) out[d] = out[d] + p[j] * v[d];
+  }
+  for (int d = 0; d < head_dim; ++d) out[d] = out[d] / sum;
+}
+
+struct block_args {
+  const float* const* qs;  // [nv (padded)] query vectors; vector v is row v / group
+  const int* keys_of;      // [nv (padded)] keys each vector sees
+  int nv;                  // real vectors
+  int nv_padded;
+  int group;
+  const float* kt;  // [head_dim][kt_stride]
+  int kt_stride;
+  const float* const* v_rows;  // [keys]
+  int head_dim;
+  float scale;
+  float* scores;  // [nv_padded][scores_stride]
+  int scores_stride;
+  float* sums;          // [nv_padded]
+  float* const* outs;   // [nv]
+};
+
+// One task: the vectors of a few query rows of one kv head.
 KVFLOW_CPU_CLONES
-void accumulate_row(float* o, float p, const float* v, int head_dim) {
-  for (int d = 0; d < head_dim; ++d) o[d] = o[d] + p * v[d];
+void attend_block(const block_args& b) {
+  score_tiles(b.qs, b.nv_padded, b.keys_of, b.kt, b.kt_stride, b.head_dim, b.scores, b.scores_stride);
+  const float* rows[2];
+  for (int v = 0; v < b.nv; ++v) {
+    b.sums[v] = softmax_numerators(b.scores + static_cast<std::size_t>(v) * b.scores_stride, b.keys_of[v], b.scale);
+  }
+  for (int v = 0; v < b.nv;) {
+    // Pairs of vectors of the same row (same key count), else one.
+    int nv = (v + 1 < b.nv && (v + 1) / b.group == v / b.group) ? 2 : 1;
+    rows[0] = b.scores + static_cast<std::size_t>(v) * b.scores_stride;
+    rows[1] = rows[0] + b.scores_stride;
+    int n = b.keys_of[v];
+    if (b.head_dim == 64 && nv == 2) {
+      weigh_values<4, 2>(rows, n, b.v_rows, b.sums + v, b.outs + v);
+    } else if (b.head_dim == 64) {
+      weigh_values<4, 1>(rows, n, b.v_rows, b.sums + v, b.outs + v);
+    } else if (b.head_dim == 128 && nv == 2) {
+      weigh_values<8, 2>(rows, n, b.v_rows, b.sums + v, b.outs + v);
+    } else if (b.head_dim == 128) {
+      weigh_values<8, 1>(rows, n, b.v_rows, b.sums + v, b.outs + v);
+    } else {
+      nv = 1;
+      weigh_values_any(rows[0], n, b.v_rows, b.sums[v], b.outs[v], b.head_dim);
+    }
+    v += nv;
+  }
 }
 
 struct task_buffers {
   std::vector<float> scores;
-  std::vector<float> acc;
+  std::vector<float> sums;
   std::vector<const float*> qs;
+  std::vector<int> keys_of;
+  std::vector<float*> outs;
 };
 
 }  // namespace
@@ -123,37 +214,36 @@ void attention(thread_pool* pool, const float* q, int count, int q_stride, int p
     const int max_keys = pos0 + r1;
     const int stride = (max_keys + key_tile - 1) / key_tile * key_tile;
     thread_local task_buffers buf;
-    buf.scores.resize(static_cast<std::size_t>(nv) * stride);
-    buf.acc.assign(static_cast<std::size_t>(nv) * head_dim, 0.0f);
-    buf.qs.resize(nv);
-    for (int r = r0; r < r1; ++r) {
-      for (int h = 0; h < group; ++h) {
-        buf.qs[(r - r0) * group + h] =
-            q + static_cast<std::size_t>(r) * q_stride + static_cast<std::size_t>(g * group + h) * head_dim;
-      }
+    const int nv_padded = (nv + vec_block - 1) / vec_block * vec_block;
+    buf.scores.resize(static_cast<std::size_t>(nv_padded) * stride);
+    buf.sums.resize(nv_padded);
+    buf.qs.resize(nv_padded);
+    buf.keys_of.resize(nv_padded);
+    buf.outs.resize(nv);
+    for (int v = 0; v < nv_padded; ++v) {
+      // Padding vectors repeat the last real one; their scores are ignored.
+      int vv = std::min(v, nv - 1);
+      int r = r0 + vv / group, h = g * group + vv % group;
+      buf.qs[v] = q + static_cast<std::size_t>(r) * q_stride + static_cast<std::size_t>(h) * head_dim;
+      buf.keys_of[v] = pos0 + r + 1;
+      if (v < nv) buf.outs[v] = out + static_cast<std::size_t>(r) * out_stride + static_cast<std::size_t>(h) * head_dim;
     }
-    score_tiles(buf.qs.data(), nv, kt.data() + static_cast<std::size_t>(g) * head_dim * padded, padded, head_dim,
-                max_keys, buf.scores.data(), stride);
-    std::vector<float> sums(nv);
-    for (int v = 0; v < nv; ++v) {
-      int n = pos0 + r0 + v / group + 1;
-      sums[v] = softmax_numerators(buf.scores.data() + static_cast<std::size_t>(v) * stride, n, scale);
-    }
-    // Key-major so that each V row is loaded once for all vectors that see it.
-    const float* const* vr = v_rows.data() + static_cast<std::size_t>(g) * keys;
-    for (int j = 0; j < max_keys; ++j) {
-      int first = j < pos0 + r0 ? 0 : (j - pos0 - r0) * group;  // vectors whose row sees key j
-      for (int v = first; v < nv; ++v) {
-        accumulate_row(buf.acc.data() + static_cast<std::size_t>(v) * head_dim,
-                       buf.scores[static_cast<std::size_t>(v) * stride + j], vr[j], head_dim);
-      }
-    }
-    for (int v = 0; v < nv; ++v) {
-      int r = r0 + v / group, h = g * group + v % group;
-      float* o = out + static_cast<std::size_t>(r) * out_stride + static_cast<std::size_t>(h) * head_dim;
-      const float* a = buf.acc.data() + static_cast<std::size_t>(v) * head_dim;
-      for (int d = 0; d < head_dim; ++d) o[d] = a[d] / sums[v];
-    }
+    block_args a;
+    a.qs = buf.qs.data();
+    a.keys_of = buf.keys_of.data();
+    a.nv = nv;
+    a.nv_padded = nv_padded;
+    a.group = group;
+    a.kt = kt.data() + static_cast<std::size_t>(g) * head_dim * padded;
+    a.kt_stride = padded;
+    a.v_rows = v_rows.data() + static_cast<std::size_t>(g) * keys;
+    a.head_dim = head_dim;
+    a.scale = scale;
+    a.scores = buf.scores.data();
+    a.scores_stride = stride;
+    a.sums = buf.sums.data();
+    a.outs = buf.outs.data();
+    attend_block(a);
   });
 }
 

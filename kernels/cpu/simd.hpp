@@ -19,16 +19,16 @@ namespace kvflow::cpu::simd {
 typedef float v16 __attribute__((vector_size(64)));
 typedef std::int32_t i16 __attribute__((vector_size(64)));
 
-inline v16 load(const float* p) {
+inline __attribute__((always_inline)) v16 load(const float* p) {
   v16 v;
   std::memcpy(&v, p, sizeof v);
   return v;
 }
-inline void store(float* p, v16 v) { std::memcpy(p, &v, sizeof v); }
+inline __attribute__((always_inline)) void store(float* p, v16 v) { std::memcpy(p, &v, sizeof v); }
 
 /// exp(x) for x <= 0 (softmax) or any x in [-87, 88]; about 2 ulp. Pure
 /// arithmetic so that it vectorizes and gives the same bits everywhere.
-inline float exp_approx(float x) {
+inline __attribute__((always_inline)) float exp_approx(float x) {
   if (x < -87.0f) x = -87.0f;
   if (x > 88.0f) x = 88.0f;
   // x = n ln2 + r, |r| <= ln2 / 2; round-to-nearest by the 1.5 * 2^23 trick.
