@@ -120,6 +120,18 @@ config scaled_tied() {
   return c;
 }
 
+// Head sizes of the real models (64: SmolLM2, 128: llama) on a small width.
+config wide_heads(int head_dim, int heads, int kv_heads) {
+  config c = preset("tiny-test");
+  c.name = "tiny-test-hd" + std::to_string(head_dim);
+  c.layers = 2;
+  c.heads = heads;
+  c.kv_heads = kv_heads;
+  c.head_dim = head_dim;
+  c.hidden = heads * head_dim;
+  return c;
+}
+
 // HF's llama forward in double, straight from the weights: the logits of the
 // last token.
 std::vector<double> naive_forward(const weights& w, const std::vector<std::int32_t>& tokens) {
@@ -195,7 +207,7 @@ std::vector<double> naive_forward(const weights& w, const std::vector<std::int32
 }  // namespace
 
 BOOST_AUTO_TEST_CASE(matches_a_naive_double_forward) {
-  for (const config& c : {preset("tiny-test"), scaled_tied()}) {
+  for (const config& c : {preset("tiny-test"), scaled_tied(), wide_heads(64, 3, 1), wide_heads(128, 2, 1)}) {
     weights w = random_weights(c, 42);
     auto tokens = random_tokens(90, c.vocab_size, 1);
     auto want = naive_forward(w, tokens);
@@ -214,7 +226,7 @@ BOOST_AUTO_TEST_CASE(matches_a_naive_double_forward) {
 }
 
 BOOST_AUTO_TEST_CASE(chunked_prefill_is_bitwise_one_shot) {
-  for (const config& c : {preset("tiny-test"), scaled_tied()}) {
+  for (const config& c : {preset("tiny-test"), scaled_tied(), wide_heads(64, 3, 1), wide_heads(128, 2, 1)}) {
     auto e = make_cpu_engine(random_weights(c, 7), 2);
     const int n = 150;
     auto tokens = random_tokens(n, c.vocab_size, 2);
