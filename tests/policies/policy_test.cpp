@@ -546,6 +546,23 @@ std::vector<scenario> batch_scenarios() {
       s.specs.push_back(one(chunks, chunks * 3 / 4, msg::tier::disk)[0]);
     out.push_back(s);
   }
+  {
+    // 16 requests, 4k-32k, arriving as a Poisson stream at about 70% of what
+    // the GPU and the link restore together.
+    scenario s{"Poisson 70%, mixed, 10 Gbit/s", ten, {}};
+    std::mt19937_64 rng(7);
+    std::uniform_int_distribution<std::uint32_t> len(8, 64);
+    std::exponential_distribution<double> gap(1 / 1.2);
+    double at = 0;
+    for (int i = 0; i < 16; ++i) {
+      auto chunks = len(rng);
+      auto spec = one(chunks, chunks - 1, msg::tier::remote)[0];
+      spec.arrival = at;
+      s.specs.push_back(spec);
+      at += gap(rng);
+    }
+    out.push_back(s);
+  }
   return out;
 }
 
@@ -691,4 +708,30 @@ BOOST_AUTO_TEST_CASE(two_pointer_beats_the_better_single_resource) {
       "%.2fx over the better single resource\n",
       co, lo, bd, tp, std::min(co, lo) / tp);
   BOOST_CHECK_GE(std::min(co, lo) / tp, 1.6);
+}
+
+// The bench's single-request points, in the harness: disk and 25 Gbit/s at
+// 16k (issue 8 asks >= 1.3x and >= 1.6x over the better single resource on
+// the H100; here the costs are DESIGN.md's, so 25 Gbit/s loads take half the
+// compute time and the best possible gain is lower).
+BOOST_AUTO_TEST_CASE(single_request_gains_at_16k) {
+  struct point {
+    const char* name;
+    msg::tier tier;
+    double bw;
+  };
+  for (auto& pt : {point{"disk", msg::tier::disk, 1.5e9}, point{"25G", msg::tier::remote, 25 * gbit}}) {
+    truth t;
+    t.bw[static_cast<std::size_t>(pt.tier)] = pt.bw;
+    auto spec = one(32, 31, pt.tier);
+    auto tp = run_policy("two_pointer", spec, t).ttft[0];
+    auto co = run_policy("compute_only", spec, t).ttft[0];
+    auto lo = run_policy("load_only", spec, t).ttft[0];
+    double ideal = 1 / (1 / co + 1 / lo);  // both resources, perfectly shared
+    std::printf(
+        "16k %-4s: compute_only %.3f s, load_only %.3f s, two_pointer %.3f s: %.2fx over the better single "
+        "resource (perfect sharing would give %.2fx)\n",
+        pt.name, co, lo, tp, std::min(co, lo) / tp, std::min(co, lo) / ideal);
+    BOOST_CHECK_GE(std::min(co, lo) / tp, 0.9 * std::min(co, lo) / ideal);
+  }
 }
