@@ -154,12 +154,17 @@ request_state* batch_state::find_mut(std::uint64_t id) {
 }
 
 bool batch_state::fits_compute(std::uint64_t cells) const {
-  return used_.compute_cells == 0 || used_.compute_cells + cells <= caps_.compute_cells;
+  return used_.compute_cells + cells <= caps_.compute_cells || (used_.compute_cells == 0 && cells == 1);
 }
 
-bool batch_state::fits_load(msg::tier t, std::uint64_t bytes) const {
+bool batch_state::fits_load(msg::tier t, std::uint64_t bytes, std::uint64_t cells) const {
   auto i = static_cast<std::size_t>(t);
-  return used_.load_bytes[i] == 0 || used_.load_bytes[i] + bytes <= caps_.load_bytes[i];
+  return used_.load_bytes[i] + bytes <= caps_.load_bytes[i] || (used_.load_bytes[i] == 0 && cells == 1);
+}
+
+std::uint64_t batch_state::compute_room() const {
+  if (used_.compute_cells >= caps_.compute_cells) return used_.compute_cells == 0 ? 1 : 0;
+  return caps_.compute_cells - used_.compute_cells;
 }
 
 void batch_state::apply(msg::grant& g) {
@@ -177,7 +182,7 @@ void batch_state::apply(msg::grant& g) {
         throw error(errc::invalid_argument, "request " + std::to_string(g.request_id) + ": chunk " + std::to_string(c) +
                                                 " is not in tier " + msg::to_string(g.source));
     bytes = cells * r->cell_bytes();
-    if (!fits_load(g.source, bytes))
+    if (!fits_load(g.source, bytes, cells))
       throw error(errc::capacity_exceeded, "request " + std::to_string(g.request_id) + ": " + std::to_string(bytes) +
                                                " bytes over the " + msg::to_string(g.source) + " link cap");
   }

@@ -15,7 +15,7 @@ namespace kvflow::policies {
 /// A cell moves pending -> *_granted -> computed | loaded, never back.
 enum class cell_state : std::uint8_t { pending, compute_granted, load_granted, computed, loaded };
 
-/// Limits on work in flight. A single grant larger than a cap is admitted
+/// Limits on work in flight. A single cell larger than a cap is admitted
 /// only while nothing else is in flight on that resource.
 struct caps {
   std::uint64_t compute_cells = 64;  ///< cells granted to the GPU and not done
@@ -104,9 +104,12 @@ class batch_state {
   const caps& limits() const { return caps_; }
   void set_limits(const caps& c) { caps_ = c; }
   const usage& in_flight() const { return used_; }
-  /// Whether a grant of this size fits its resource's cap now.
+  /// Whether a grant of this size fits its resource's cap now (or is one
+  /// cell on an idle resource).
   bool fits_compute(std::uint64_t cells) const;
-  bool fits_load(msg::tier t, std::uint64_t bytes) const;
+  bool fits_load(msg::tier t, std::uint64_t bytes, std::uint64_t cells) const;
+  /// Compute cells that fit now: the cap's room, or 1 on an idle GPU.
+  std::uint64_t compute_room() const;
 
   /// Records a grant: checks caps and dependencies (throws
   /// kvflow::error(capacity_exceeded | invalid_argument | not_found)), marks

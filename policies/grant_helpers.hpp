@@ -60,7 +60,7 @@ std::uint64_t grant_loads(batch_state& b, const request_state& r, std::uint32_t 
       auto t = r.tier_of(c);
       auto used = b.in_flight().load_bytes[static_cast<std::size_t>(t)];
       if (used > 0 && used + cell > queue_bytes) continue;
-      if (!b.fits_load(t, cell)) continue;
+      if (!b.fits_load(t, cell, 1)) continue;
       if (l < best_l) best_c = c, best_l = l;
     }
     if (best_c == P) return granted;
@@ -70,7 +70,7 @@ std::uint64_t grant_loads(batch_state& b, const request_state& r, std::uint32_t 
     auto used = b.in_flight().load_bytes[static_cast<std::size_t>(t)];
     auto room = [&](std::uint32_t n) {
       std::uint64_t bytes = std::uint64_t(n) * cell;
-      return bytes <= max_grant_bytes && (used == 0 || used + bytes <= queue_bytes) && b.fits_load(t, bytes);
+      return bytes <= max_grant_bytes && (used == 0 || used + bytes <= queue_bytes) && b.fits_load(t, bytes, n);
     };
     while (begin > lo && r.tier_of(begin - 1) == t && next_load_layer(r, begin - 1, start(begin - 1)) == best_l &&
            r.at(begin - 1, best_l) == cell_state::pending && room(best_c + 1 - (begin - 1)))

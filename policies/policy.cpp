@@ -39,8 +39,7 @@ std::uint64_t grant_head(batch_state& b, const request_state& r, std::uint64_t l
     if (pos >= limit || pos >= std::uint64_t(S) * L) break;
     auto c = static_cast<std::uint32_t>(pos / L), top = static_cast<std::uint32_t>(pos % L);
     std::uint64_t left = budget - granted;
-    if (b.in_flight().compute_cells > 0)
-      left = std::min(left, b.limits().compute_cells - std::min(b.limits().compute_cells, b.in_flight().compute_cells));
+    left = std::min(left, b.compute_room());
     if (left == 0) break;
     // Whole free chunks, several at once when budget and limit allow.
     if (top == 0 && r.load_bottom(c) == L && r.load_claimed(c) == 0) {
@@ -73,8 +72,7 @@ std::uint64_t grant_suffix(batch_state& b, const request_state& r, std::uint64_t
   std::uint64_t granted = 0;
   while (granted < budget) {
     std::uint64_t left = budget - granted;
-    if (b.in_flight().compute_cells > 0)
-      left = std::min(left, b.limits().compute_cells - std::min(b.limits().compute_cells, b.in_flight().compute_cells));
+    left = std::min(left, b.compute_room());
     if (left == 0) break;
     // Layer-major: chunks [P, a) are one layer ahead of [a, S).
     std::uint32_t level = L;
@@ -119,9 +117,7 @@ class compute_only final : public policy {
     std::vector<msg::grant> out;
     for (auto& r : b.requests()) {
       if (r.restored()) continue;
-      std::uint64_t room = b.limits().compute_cells - std::min(b.limits().compute_cells, b.in_flight().compute_cells);
-      if (b.in_flight().compute_cells == 0) room = std::max<std::uint64_t>(room, 1);
-      detail::grant_head(b, r, std::uint64_t(r.chunks()) * r.layers(), room, out);
+      detail::grant_head(b, r, std::uint64_t(r.chunks()) * r.layers(), b.compute_room(), out);
     }
     return out;
   }
@@ -140,9 +136,7 @@ class load_only final : public policy {
       std::uint64_t queue = std::uint64_t(opts_.lookahead_chunks + 1) * r.chunk_bytes();
       detail::grant_loads(
           b, r, 0, [](std::uint32_t) { return 0u; }, queue, grant_bytes(opts_, r), out);
-      std::uint64_t room = b.limits().compute_cells - std::min(b.limits().compute_cells, b.in_flight().compute_cells);
-      if (b.in_flight().compute_cells == 0) room = std::max<std::uint64_t>(room, 1);
-      detail::grant_suffix(b, r, room, out);
+      detail::grant_suffix(b, r, b.compute_room(), out);
     }
     return out;
   }
@@ -184,18 +178,30 @@ class bidirectional final : public policy {
       std::uint64_t budget = std::min<std::uint64_t>(L, queue_cells - b.in_flight().compute_cells);
       any |= detail::grant_head(b, r, std::uint64_t(r.chunks()) * L, budget, out) > 0;
     }
-    // The load pointer: the chunk below the lowest claimed one, while compute
-    // has not reached it.
+    // The load pointer: finish the lowest claimed chunk, else take the chunk
+    // below it while compute has not reached it; as many of the chunk's
+    // layers as the link's queue and cap take (the whole chunk normally).
     std::uint32_t lo = P;
     while (lo > 0 && r.load_claimed(lo - 1) > 0) --lo;
-    if (lo == 0 || r.compute_top(lo - 1) > 0) return any;
-    std::uint32_t j = lo - 1;
+    std::uint32_t j = lo, from = 0;
+    if (lo < P && r.load_claimed(lo) < L - r.load_bottom(lo)) {
+      from = r.load_bottom(lo) + r.load_claimed(lo);
+    } else if (lo > 0 && r.compute_top(lo - 1) == 0) {
+      j = lo - 1;
+    } else {
+      return any;
+    }
     auto t = r.tier_of(j);
-    std::uint64_t bytes = std::uint64_t(L) * r.cell_bytes();
     std::uint64_t queue = std::uint64_t(opts_.lookahead_chunks + 1) * r.chunk_bytes();
     auto used = b.in_flight().load_bytes[static_cast<std::size_t>(t)];
-    if ((used == 0 || used + bytes <= queue) && b.fits_load(t, bytes)) {
-      emit(b, r, msg::action::load, msg::cell_range{j, j + 1, 0, L}, t, out);
+    std::uint32_t to = L;
+    auto fits = [&](std::uint32_t n) {
+      std::uint64_t bytes = std::uint64_t(n) * r.cell_bytes();
+      return (used == 0 || used + bytes <= queue) && b.fits_load(t, bytes, n);
+    };
+    while (to > from && !fits(to - from)) --to;
+    if (to > from) {
+      emit(b, r, msg::action::load, msg::cell_range{j, j + 1, from, to}, t, out);
       any = true;
     }
     return any;
