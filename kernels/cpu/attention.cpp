@@ -122,8 +122,8 @@ struct block_args {
   float scale;
   float* scores;  // [nv_padded][scores_stride]
   int scores_stride;
-  float* sums;          // [nv_padded]
-  float* const* outs;   // [nv]
+  float* sums;         // [nv_padded]
+  float* const* outs;  // [nv]
 };
 
 // One task: the vectors of a few query rows of one kv head.
@@ -178,8 +178,8 @@ void attention(thread_pool* pool, const float* q, int count, int q_stride, int p
   for (int s = 0; s < segment_count; ++s) available += segments[s].tokens;
   const int keys = pos0 + count;
   if (available < keys) {
-    throw error(errc::invalid_argument, "attention: " + std::to_string(available) + " keys for queries up to position " +
-                                            std::to_string(keys - 1));
+    throw error(errc::invalid_argument, "attention: " + std::to_string(available) +
+                                            " keys for queries up to position " + std::to_string(keys - 1));
   }
   const int group = heads / kv_heads;
   const int padded = (keys + key_tile - 1) / key_tile * key_tile;

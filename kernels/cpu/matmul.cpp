@@ -47,12 +47,24 @@ void panels_task(const float* x, int rows, int x_stride, const float* panels, in
       int width = std::min(panel_width, n - p * panel_width);
       float* out = yr + p * panel_width;
       switch (r_count) {
-        case 6: panel_kernel<6>(xr, x_stride, panel, k, out, y_stride, width); break;
-        case 5: panel_kernel<5>(xr, x_stride, panel, k, out, y_stride, width); break;
-        case 4: panel_kernel<4>(xr, x_stride, panel, k, out, y_stride, width); break;
-        case 3: panel_kernel<3>(xr, x_stride, panel, k, out, y_stride, width); break;
-        case 2: panel_kernel<2>(xr, x_stride, panel, k, out, y_stride, width); break;
-        default: panel_kernel<1>(xr, x_stride, panel, k, out, y_stride, width); break;
+        case 6:
+          panel_kernel<6>(xr, x_stride, panel, k, out, y_stride, width);
+          break;
+        case 5:
+          panel_kernel<5>(xr, x_stride, panel, k, out, y_stride, width);
+          break;
+        case 4:
+          panel_kernel<4>(xr, x_stride, panel, k, out, y_stride, width);
+          break;
+        case 3:
+          panel_kernel<3>(xr, x_stride, panel, k, out, y_stride, width);
+          break;
+        case 2:
+          panel_kernel<2>(xr, x_stride, panel, k, out, y_stride, width);
+          break;
+        default:
+          panel_kernel<1>(xr, x_stride, panel, k, out, y_stride, width);
+          break;
       }
     }
   }
@@ -77,15 +89,15 @@ void pack_rows(packed_matrix& m, const float* w, int n) {
 }
 
 packed_matrix pack_matrix(const float* w, int n, int k) {
-  if (k <= 0 || n <= 0) throw error(errc::invalid_argument, "pack_matrix: shape " + std::to_string(n) + "x" + std::to_string(k));
+  if (k <= 0 || n <= 0)
+    throw error(errc::invalid_argument, "pack_matrix: shape " + std::to_string(n) + "x" + std::to_string(k));
   packed_matrix m;
   m.k = k;
   pack_rows(m, w, n);
   return m;
 }
 
-void matmul(thread_pool* pool, const float* x, int rows, int x_stride, const packed_matrix& w, float* y,
-            int y_stride) {
+void matmul(thread_pool* pool, const float* x, int rows, int x_stride, const packed_matrix& w, float* y, int y_stride) {
   if (rows <= 0) return;
   int panels = (w.n + panel_width - 1) / panel_width;
   int tasks = (panels + panels_per_task - 1) / panels_per_task;

@@ -25,7 +25,6 @@ void pack_rows(packed_matrix& m, const float* w, int n);
 /// order i = 0, 1, ..., k-1 whatever rows, stride or pool, so a row's result
 /// is bitwise the same however the rows are batched (OpenBLAS's sgemm is not:
 /// its small-matrix path and edge kernels sum differently for small rows).
-void matmul(thread_pool* pool, const float* x, int rows, int x_stride, const packed_matrix& w, float* y,
-            int y_stride);
+void matmul(thread_pool* pool, const float* x, int rows, int x_stride, const packed_matrix& w, float* y, int y_stride);
 
 }  // namespace kvflow::cpu

@@ -20,8 +20,8 @@ std::vector<float> rope_inv_freq(int head_dim, float theta, const model::rope_sc
       double wavelen = 2 * pi / f;
       double scaled = wavelen > low_wavelen ? f / scaling.factor : f;
       if (!(wavelen < high_wavelen) && !(wavelen > low_wavelen)) {
-        double smooth = (old_len / wavelen - scaling.low_freq_factor) /
-                        (scaling.high_freq_factor - scaling.low_freq_factor);
+        double smooth =
+            (old_len / wavelen - scaling.low_freq_factor) / (scaling.high_freq_factor - scaling.low_freq_factor);
         scaled = (1 - smooth) * scaled / scaling.factor + smooth * scaled;
       }
       f = scaled;

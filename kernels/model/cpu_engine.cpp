@@ -20,7 +20,7 @@ namespace {
 constexpr std::align_val_t host_alignment{64};
 
 struct packed_layer {
-  cpu::packed_matrix qkv;      // [q | k | v] rows
+  cpu::packed_matrix qkv;  // [q | k | v] rows
   cpu::packed_matrix wo;
   cpu::packed_matrix gate_up;  // [gate | up] rows
   cpu::packed_matrix down;
@@ -112,8 +112,7 @@ void cpu_engine::check_job(const chunk_job& job) const {
   }
   if (job.layer_begin == 0 && !job.tokens) bad("has no tokens for layer 0");
   if (!job.hidden.data || job.hidden.tokens != job.count) {
-    bad("hidden state of " + std::to_string(job.hidden.tokens) + " tokens for a chunk of " +
-        std::to_string(job.count));
+    bad("hidden state of " + std::to_string(job.hidden.tokens) + " tokens for a chunk of " + std::to_string(job.count));
   }
   if (!job.out.data) bad("has no output block");
   check_block(job.out.shape, "output block");
@@ -147,11 +146,11 @@ void cpu_engine::run(const chunk_job& job) {
     return v.data();
   };
   const std::size_t rows = static_cast<std::size_t>(n);
-  float* h = static_cast<float*>(job.hidden.data);  // [n][hidden]
-  float* normed = sized(normed_, rows * hidden);    // [n][hidden]
-  float* qkv = sized(qkv_, rows * qkv_width);       // [n][q | k | v]
-  float* attn = sized(attn_, rows * q_width);       // [n][heads * head_dim]
-  float* proj = sized(proj_, rows * hidden);        // [n][hidden]
+  float* h = static_cast<float*>(job.hidden.data);              // [n][hidden]
+  float* normed = sized(normed_, rows * hidden);                // [n][hidden]
+  float* qkv = sized(qkv_, rows * qkv_width);                   // [n][q | k | v]
+  float* attn = sized(attn_, rows * q_width);                   // [n][heads * head_dim]
+  float* proj = sized(proj_, rows * hidden);                    // [n][hidden]
   float* gate_up = sized(gate_up_, rows * 2 * c.intermediate);  // [n][gate | up]
   float* act = sized(act_, rows * c.intermediate);              // [n][intermediate]
 
@@ -202,8 +201,8 @@ void cpu_engine::run(const chunk_job& job) {
 void cpu_engine::logits(const hidden_state& h, std::vector<float>& out) {
   const config& c = w_.cfg;
   if (!h.data || h.tokens <= 0) {
-    throw error(errc::invalid_argument, "cpu engine: logits of a hidden state with " + std::to_string(h.tokens) +
-                                            " tokens");
+    throw error(errc::invalid_argument,
+                "cpu engine: logits of a hidden state with " + std::to_string(h.tokens) + " tokens");
   }
   const float* last = static_cast<const float*>(h.data) + static_cast<std::size_t>(h.tokens - 1) * c.hidden;
   std::vector<float> normed(c.hidden);

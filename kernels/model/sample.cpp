@@ -38,7 +38,7 @@ std::int32_t sample(const std::vector<float>& logits, const sampling& s, std::ui
     if (best < 0 || logits[i] > logits[best]) best = static_cast<int>(i);
   }
   if (best < 0) throw error(errc::invalid_argument, "sample: every logit is NaN");
-  if (s.temperature == 0.0f || s.top_p <= 0.0f || std::isinf(logits[best]) && logits[best] > 0) return best;
+  if (s.temperature == 0.0f || s.top_p <= 0.0f || (std::isinf(logits[best]) && logits[best] > 0)) return best;
 
   // Softmax of logits / temperature in double; -inf and NaN get no mass.
   const double t = s.temperature;
@@ -58,7 +58,8 @@ std::int32_t sample(const std::vector<float>& logits, const sampling& s, std::ui
   if (ids.empty()) return best;
   // Nucleus: the most probable tokens (ties: lower id first) until their mass
   // reaches top_p; always at least one.
-  std::sort(ids.begin(), ids.end(), [&](std::int32_t a, std::int32_t b) { return p[a] > p[b] || (p[a] == p[b] && a < b); });
+  std::sort(ids.begin(), ids.end(),
+            [&](std::int32_t a, std::int32_t b) { return p[a] > p[b] || (p[a] == p[b] && a < b); });
   std::size_t keep = ids.size();
   if (s.top_p < 1.0f) {
     double need = static_cast<double>(s.top_p) * total, mass = 0.0;

@@ -107,47 +107,47 @@ BOOST_AUTO_TEST_CASE(first_position_returns_its_value) {
 BOOST_AUTO_TEST_CASE(bitwise_the_same_for_any_segments_chunks_and_threads) {
   for (auto shape : {std::vector<int>{6, 2, 16}, std::vector<int>{6, 2, 64}, std::vector<int>{4, 1, 128},
                      std::vector<int>{2, 2, 64}}) {
-  problem p(shape[0], shape[1], shape[2], 150, 5);
-  thread_pool pool(2);
-  auto whole = run_whole(p, &pool);
-  BOOST_TEST(std::memcmp(whole.data(), run_whole(p, nullptr).data(), whole.size() * 4) == 0);
+    problem p(shape[0], shape[1], shape[2], 150, 5);
+    thread_pool pool(2);
+    auto whole = run_whole(p, &pool);
+    BOOST_TEST(std::memcmp(whole.data(), run_whole(p, nullptr).data(), whole.size() * 4) == 0);
 
-  // Queries in uneven chunks; each chunk's keys are the earlier ones cut into
-  // uneven blocks plus its own block.
-  std::mt19937 g(9);
-  std::vector<float> out(whole.size(), NAN);
-  int pos0 = 0;
-  std::vector<std::pair<int, int>> blocks;  // [begin, end) of earlier chunks
-  for (int size : {1, 3, 7, 64, 2, 1, 40, 32}) {
-    BOOST_REQUIRE(pos0 + size <= p.keys);
-    std::vector<std::vector<float>> ks, vs;
-    std::vector<kv_segment> segs;
-    for (auto b : blocks) {
+    // Queries in uneven chunks; each chunk's keys are the earlier ones cut into
+    // uneven blocks plus its own block.
+    std::mt19937 g(9);
+    std::vector<float> out(whole.size(), NAN);
+    int pos0 = 0;
+    std::vector<std::pair<int, int>> blocks;  // [begin, end) of earlier chunks
+    for (int size : {1, 3, 7, 64, 2, 1, 40, 32}) {
+      BOOST_REQUIRE(pos0 + size <= p.keys);
+      std::vector<std::vector<float>> ks, vs;
+      std::vector<kv_segment> segs;
+      for (auto b : blocks) {
+        ks.emplace_back();
+        vs.emplace_back();
+        p.slice(b.first, b.second, ks.back(), vs.back());
+      }
       ks.emplace_back();
       vs.emplace_back();
-      p.slice(b.first, b.second, ks.back(), vs.back());
+      p.slice(pos0, pos0 + size, ks.back(), vs.back());
+      for (std::size_t i = 0; i < ks.size(); ++i) {
+        int n = i < blocks.size() ? blocks[i].second - blocks[i].first : size;
+        segs.push_back({ks[i].data(), vs[i].data(), n});
+      }
+      attention(g() % 2 ? &pool : nullptr, p.q.data() + static_cast<std::size_t>(pos0) * p.q_width(), size, p.q_width(),
+                pos0, segs.data(), static_cast<int>(segs.size()), p.heads, p.kv_heads, p.head_dim,
+                out.data() + static_cast<std::size_t>(pos0) * p.q_width(), p.q_width());
+      // Next time the earlier keys come as these blocks, this chunk's split in two.
+      if (size > 1) {
+        blocks.push_back({pos0, pos0 + size / 2});
+        blocks.push_back({pos0 + size / 2, pos0 + size});
+      } else {
+        blocks.push_back({pos0, pos0 + 1});
+      }
+      pos0 += size;
     }
-    ks.emplace_back();
-    vs.emplace_back();
-    p.slice(pos0, pos0 + size, ks.back(), vs.back());
-    for (std::size_t i = 0; i < ks.size(); ++i) {
-      int n = i < blocks.size() ? blocks[i].second - blocks[i].first : size;
-      segs.push_back({ks[i].data(), vs[i].data(), n});
-    }
-    attention(g() % 2 ? &pool : nullptr, p.q.data() + static_cast<std::size_t>(pos0) * p.q_width(), size,
-              p.q_width(), pos0, segs.data(), static_cast<int>(segs.size()), p.heads, p.kv_heads, p.head_dim,
-              out.data() + static_cast<std::size_t>(pos0) * p.q_width(), p.q_width());
-    // Next time the earlier keys come as these blocks, this chunk's split in two.
-    if (size > 1) {
-      blocks.push_back({pos0, pos0 + size / 2});
-      blocks.push_back({pos0 + size / 2, pos0 + size});
-    } else {
-      blocks.push_back({pos0, pos0 + 1});
-    }
-    pos0 += size;
-  }
-  BOOST_REQUIRE_EQUAL(pos0, p.keys);
-  BOOST_TEST(std::memcmp(out.data(), whole.data(), whole.size() * 4) == 0, "head_dim " << p.head_dim);
+    BOOST_REQUIRE_EQUAL(pos0, p.keys);
+    BOOST_TEST(std::memcmp(out.data(), whole.data(), whole.size() * 4) == 0, "head_dim " << p.head_dim);
   }
 }
 

@@ -95,8 +95,8 @@ BOOST_AUTO_TEST_CASE(matches_naive_and_is_chunk_invariant) {
         double a = double(pos0 + r) * inv[i];
         double x0 = x[r * stride + h * head_dim + i], x1 = x[r * stride + h * head_dim + i + head_dim / 2];
         BOOST_TEST(std::abs(whole[r * stride + h * head_dim + i] - (x0 * std::cos(a) - x1 * std::sin(a))) < 1e-5);
-        BOOST_TEST(std::abs(whole[r * stride + h * head_dim + i + head_dim / 2] - (x1 * std::cos(a) + x0 * std::sin(a))) <
-                   1e-5);
+        BOOST_TEST(std::abs(whole[r * stride + h * head_dim + i + head_dim / 2] -
+                            (x1 * std::cos(a) + x0 * std::sin(a))) < 1e-5);
       }
     }
     for (int j = heads * head_dim; j < stride; ++j) BOOST_TEST(whole[r * stride + j] == x[r * stride + j]);

@@ -23,7 +23,11 @@ BOOST_AUTO_TEST_CASE(runs_every_task_once_many_times) {
 
 BOOST_AUTO_TEST_CASE(rethrows_a_task_failure_and_stays_usable) {
   thread_pool pool(2);
-  BOOST_CHECK_THROW(pool.run(50, [](int t) { if (t == 7) throw std::runtime_error("task 7"); }), std::runtime_error);
+  BOOST_CHECK_THROW(pool.run(50,
+                             [](int t) {
+                               if (t == 7) throw std::runtime_error("task 7");
+                             }),
+                    std::runtime_error);
   std::atomic<int> sum{0};
   pool.run(10, [&](int t) { sum += t; });
   BOOST_TEST(sum.load() == 45);

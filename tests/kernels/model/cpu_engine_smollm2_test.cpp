@@ -4,11 +4,11 @@
 #define BOOST_TEST_MODULE kernels.model.cpu_engine_smollm2
 #include <boost/test/unit_test.hpp>
 
+#include <sys/stat.h>
 #include <algorithm>
 #include <chrono>
 #include <fstream>
 #include <nlohmann/json.hpp>
-#include <sys/stat.h>
 
 #include "kernels/model/chat_template.hpp"
 #include "kernels/model/cpu_engine.hpp"
@@ -162,7 +162,7 @@ BOOST_AUTO_TEST_CASE(teacher_forced_top1_agrees_with_llama_cpp) {
     }
   }
   BOOST_TEST_MESSAGE("teacher-forced top-1 equal to llama.cpp's: " << agree << " / 511 (" << 100.0 * agree / 511
-                                                                  << "%); equal to the next token: " << next);
+                                                                   << "%); equal to the next token: " << next);
   BOOST_TEST_MESSAGE("prefill of 512 tokens: " << prefill_s << " s, " << 512 / prefill_s << " tokens/s");
   BOOST_TEST(agree >= 0.97 * 511, "top-1 agreement " << agree << " / 511");
 }

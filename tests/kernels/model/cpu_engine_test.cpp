@@ -323,14 +323,16 @@ BOOST_AUTO_TEST_CASE(bad_jobs_are_errors) {
   };
   e->run(good());
   auto expect_error = [&](chunk_job j, const char* what) {
-    BOOST_CHECK_MESSAGE([&] {
-      try {
-        e->run(j);
-      } catch (const kvflow::error& err) {
-        return err.code() == kvflow::errc::invalid_argument;
-      }
-      return false;
-    }(), what);
+    BOOST_CHECK_MESSAGE(
+        [&] {
+          try {
+            e->run(j);
+          } catch (const kvflow::error& err) {
+            return err.code() == kvflow::errc::invalid_argument;
+          }
+          return false;
+        }(),
+        what);
   };
   auto j = good();
   j.count = 0;
