@@ -85,10 +85,14 @@ class two_pointer final : public policy {
       grant_compute(b, *e.r, e.p.z, out);
       grant_loads(b, *e.r, e.p, out);
     }
-    // Work conservation: a GPU that would idle computes past the split.
+    // Work conservation: a GPU that would idle computes past the split, where
+    // the request's loads will take longer than that compute (else its suffix
+    // would wait behind it).
     for (auto& e : order) {
       auto room = gpu_room(b, *e.r);
       if (room == 0) break;
+      auto head = std::min(e.r->chunks() - 1, static_cast<std::uint32_t>(e.p.x / e.r->layers()));
+      if (e.p.load_s < 2.0 * double(room) * costs.cell_s(head)) continue;
       detail::grant_head(b, *e.r, std::uint64_t(e.r->cached()) * e.r->layers(), room, out);
     }
     return out;
