@@ -21,7 +21,8 @@
 //   3. in that order, grant compute (head up to z, then suffix rows) while
 //      the GPU queue has room, and loads (committed cells, then the next
 //      chunk down towards z) while each link's queue has room;
-//   4. if the GPU would still idle, let compute run past z.
+//   4. if the GPU would still idle, let compute run past z where the
+//      request's loads outlast that compute.
 // The oracle is the same with the run's true costs given in advance (and a
 // wider search around the crossing).
 
@@ -37,7 +38,6 @@ namespace {
 struct plan_t {
   std::uint64_t x = 0, y = 0, z = 0;  // chunk-major positions
   double compute_s = 0, load_s = 0, est = 0;
-  msg::tier tier = msg::tier::host;  // the link most of its loads use
 };
 
 class two_pointer final : public policy {
@@ -72,10 +72,8 @@ class two_pointer final : public policy {
     std::array<double, 4> link_busy{};
     splits_.clear();
     for (auto& e : order) {
-      e.p = make_plan(*e.r, costs, gpu_busy, link_busy[static_cast<std::size_t>(e.p.tier)]);
-      // The tier is known only after planning: delay by the right link.
-      auto ti = static_cast<std::size_t>(e.p.tier);
-      if (link_busy[ti] > 0) e.p = make_plan(*e.r, costs, gpu_busy, link_busy[ti]);
+      auto ti = static_cast<std::size_t>(e.r->cached() > 0 ? e.r->tier_of(e.r->cached() - 1) : msg::tier::host);
+      e.p = make_plan(*e.r, costs, gpu_busy, link_busy[ti]);
       gpu_busy += e.p.compute_s;
       link_busy[ti] += e.p.load_s;
       auto L = e.r->layers();
@@ -167,7 +165,6 @@ class two_pointer final : public policy {
   plan_t make_plan(const request_state& r, const cost_model& costs, double gpu_busy, double link_busy) {
     const std::uint32_t L = r.layers(), P = r.cached(), S = r.chunks();
     plan_t p;
-    p.tier = P > 0 ? r.tier_of(P - 1) : msg::tier::host;
     const double cell_bytes = double(r.cell_bytes());
     auto load_cell_s = [&](std::uint32_t c) { return costs.load_s(r.tier_of(c), cell_bytes); };
 
