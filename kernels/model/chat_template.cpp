@@ -27,7 +27,8 @@ chat_style detect_chat_style(const std::string& tpl) {
   if (tpl.empty() || tpl.find("<|im_start|>") != std::string::npos) return chat_style::chatml;
   if (tpl.find("<|start_header_id|>") != std::string::npos) return chat_style::llama3;
   if (tpl.find("[INST]") != std::string::npos) return chat_style::llama2;
-  throw error(errc::unsupported, "chat template: none of the known markers (<|im_start|>, <|start_header_id|>, [INST])");
+  throw error(errc::unsupported,
+              "chat template: none of the known markers (<|im_start|>, <|start_header_id|>, [INST])");
 }
 
 std::string default_system_prompt(const std::string& tpl) {

@@ -11,7 +11,7 @@ namespace kvflow::model {
 class tokenizer;
 
 struct chat_message {
-  std::string role;     ///< "system", "user" or "assistant"
+  std::string role;  ///< "system", "user" or "assistant"
   std::string content;
 };
 

@@ -27,7 +27,8 @@ class cursor {
   }
 
   void need(std::uint64_t n, const std::string& field) const {
-    if (n > size_ - pos_) fail(field, "truncated at byte " + std::to_string(pos_) + " (need " + std::to_string(n) + ")");
+    if (n > size_ - pos_)
+      fail(field, "truncated at byte " + std::to_string(pos_) + " (need " + std::to_string(n) + ")");
   }
 
   template <class T>
@@ -62,16 +63,21 @@ std::uint64_t scalar_size(gguf_type t) {
   switch (t) {
     case gguf_type::uint8:
     case gguf_type::int8:
-    case gguf_type::boolean: return 1;
+    case gguf_type::boolean:
+      return 1;
     case gguf_type::uint16:
-    case gguf_type::int16: return 2;
+    case gguf_type::int16:
+      return 2;
     case gguf_type::uint32:
     case gguf_type::int32:
-    case gguf_type::float32: return 4;
+    case gguf_type::float32:
+      return 4;
     case gguf_type::uint64:
     case gguf_type::int64:
-    case gguf_type::float64: return 8;
-    default: return 0;
+    case gguf_type::float64:
+      return 8;
+    default:
+      return 0;
   }
 }
 
@@ -79,21 +85,42 @@ std::uint64_t scalar_size(gguf_type t) {
 // floats in f, bools in b and i.
 void read_scalar(cursor& c, gguf_type t, gguf_value& v, const std::string& field) {
   switch (t) {
-    case gguf_type::uint8: v.u = c.read<std::uint8_t>(field); v.i = static_cast<std::int64_t>(v.u); break;
-    case gguf_type::int8: v.i = c.read<std::int8_t>(field); break;
-    case gguf_type::uint16: v.u = c.read<std::uint16_t>(field); v.i = static_cast<std::int64_t>(v.u); break;
-    case gguf_type::int16: v.i = c.read<std::int16_t>(field); break;
-    case gguf_type::uint32: v.u = c.read<std::uint32_t>(field); v.i = static_cast<std::int64_t>(v.u); break;
-    case gguf_type::int32: v.i = c.read<std::int32_t>(field); break;
+    case gguf_type::uint8:
+      v.u = c.read<std::uint8_t>(field);
+      v.i = static_cast<std::int64_t>(v.u);
+      break;
+    case gguf_type::int8:
+      v.i = c.read<std::int8_t>(field);
+      break;
+    case gguf_type::uint16:
+      v.u = c.read<std::uint16_t>(field);
+      v.i = static_cast<std::int64_t>(v.u);
+      break;
+    case gguf_type::int16:
+      v.i = c.read<std::int16_t>(field);
+      break;
+    case gguf_type::uint32:
+      v.u = c.read<std::uint32_t>(field);
+      v.i = static_cast<std::int64_t>(v.u);
+      break;
+    case gguf_type::int32:
+      v.i = c.read<std::int32_t>(field);
+      break;
     case gguf_type::uint64:
       v.u = c.read<std::uint64_t>(field);
       v.i = v.u > static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max())
                 ? std::numeric_limits<std::int64_t>::max()
                 : static_cast<std::int64_t>(v.u);
       break;
-    case gguf_type::int64: v.i = c.read<std::int64_t>(field); break;
-    case gguf_type::float32: v.f = c.read<float>(field); break;
-    case gguf_type::float64: v.f = c.read<double>(field); break;
+    case gguf_type::int64:
+      v.i = c.read<std::int64_t>(field);
+      break;
+    case gguf_type::float32:
+      v.f = c.read<float>(field);
+      break;
+    case gguf_type::float64:
+      v.f = c.read<double>(field);
+      break;
     case gguf_type::boolean: {
       auto b = c.read<std::uint8_t>(field);
       if (b > 1) c.fail(field, "bool value " + std::to_string(b));
@@ -101,7 +128,8 @@ void read_scalar(cursor& c, gguf_type t, gguf_value& v, const std::string& field
       v.i = b;
       break;
     }
-    default: c.fail(field, "unknown value type " + std::to_string(static_cast<std::uint32_t>(t)));
+    default:
+      c.fail(field, "unknown value type " + std::to_string(static_cast<std::uint32_t>(t)));
   }
   if (v.i >= 0 && t != gguf_type::uint64) v.u = static_cast<std::uint64_t>(v.i);
 }
@@ -120,7 +148,8 @@ gguf_value read_value(cursor& c, gguf_type t, const std::string& field, const gg
   auto et_raw = c.read<std::uint32_t>(field + " (array type)");
   auto et = static_cast<gguf_type>(et_raw);
   auto n = c.read<std::uint64_t>(field + " (array length)");
-  if (n > lim.max_array) c.fail(field, "array length " + std::to_string(n) + " over limit " + std::to_string(lim.max_array));
+  if (n > lim.max_array)
+    c.fail(field, "array length " + std::to_string(n) + " over limit " + std::to_string(lim.max_array));
   v.array_type = et;
   if (et == gguf_type::string) {
     // Each string takes at least its 8-byte length: reject impossible counts
@@ -152,19 +181,32 @@ gguf_value read_value(cursor& c, gguf_type t, const std::string& field, const gg
 
 std::string type_name(gguf_type t) {
   switch (t) {
-    case gguf_type::uint8: return "uint8";
-    case gguf_type::int8: return "int8";
-    case gguf_type::uint16: return "uint16";
-    case gguf_type::int16: return "int16";
-    case gguf_type::uint32: return "uint32";
-    case gguf_type::int32: return "int32";
-    case gguf_type::float32: return "float32";
-    case gguf_type::boolean: return "bool";
-    case gguf_type::string: return "string";
-    case gguf_type::array: return "array";
-    case gguf_type::uint64: return "uint64";
-    case gguf_type::int64: return "int64";
-    case gguf_type::float64: return "float64";
+    case gguf_type::uint8:
+      return "uint8";
+    case gguf_type::int8:
+      return "int8";
+    case gguf_type::uint16:
+      return "uint16";
+    case gguf_type::int16:
+      return "int16";
+    case gguf_type::uint32:
+      return "uint32";
+    case gguf_type::int32:
+      return "int32";
+    case gguf_type::float32:
+      return "float32";
+    case gguf_type::boolean:
+      return "bool";
+    case gguf_type::string:
+      return "string";
+    case gguf_type::array:
+      return "array";
+    case gguf_type::uint64:
+      return "uint64";
+    case gguf_type::int64:
+      return "int64";
+    case gguf_type::float64:
+      return "float64";
   }
   return "type" + std::to_string(static_cast<std::uint32_t>(t));
 }
@@ -179,52 +221,132 @@ std::uint16_t load_u16(const std::uint8_t* p) {
 
 std::string to_string(ggml_type t) {
   switch (t) {
-    case ggml_type::f32: return "f32";
-    case ggml_type::f16: return "f16";
-    case ggml_type::q4_0: return "q4_0";
-    case ggml_type::q4_1: return "q4_1";
-    case ggml_type::q5_0: return "q5_0";
-    case ggml_type::q5_1: return "q5_1";
-    case ggml_type::q8_0: return "q8_0";
-    case ggml_type::q8_1: return "q8_1";
-    case ggml_type::q2_k: return "q2_k";
-    case ggml_type::q3_k: return "q3_k";
-    case ggml_type::q4_k: return "q4_k";
-    case ggml_type::q5_k: return "q5_k";
-    case ggml_type::q6_k: return "q6_k";
-    case ggml_type::q8_k: return "q8_k";
-    case ggml_type::i8: return "i8";
-    case ggml_type::i16: return "i16";
-    case ggml_type::i32: return "i32";
-    case ggml_type::i64: return "i64";
-    case ggml_type::f64: return "f64";
-    case ggml_type::bf16: return "bf16";
+    case ggml_type::f32:
+      return "f32";
+    case ggml_type::f16:
+      return "f16";
+    case ggml_type::q4_0:
+      return "q4_0";
+    case ggml_type::q4_1:
+      return "q4_1";
+    case ggml_type::q5_0:
+      return "q5_0";
+    case ggml_type::q5_1:
+      return "q5_1";
+    case ggml_type::q8_0:
+      return "q8_0";
+    case ggml_type::q8_1:
+      return "q8_1";
+    case ggml_type::q2_k:
+      return "q2_k";
+    case ggml_type::q3_k:
+      return "q3_k";
+    case ggml_type::q4_k:
+      return "q4_k";
+    case ggml_type::q5_k:
+      return "q5_k";
+    case ggml_type::q6_k:
+      return "q6_k";
+    case ggml_type::q8_k:
+      return "q8_k";
+    case ggml_type::i8:
+      return "i8";
+    case ggml_type::i16:
+      return "i16";
+    case ggml_type::i32:
+      return "i32";
+    case ggml_type::i64:
+      return "i64";
+    case ggml_type::f64:
+      return "f64";
+    case ggml_type::bf16:
+      return "bf16";
   }
   return "type" + std::to_string(static_cast<std::uint32_t>(t));
 }
 
 bool ggml_block_info(ggml_type t, std::uint64_t& be, std::uint64_t& bb) {
   switch (t) {
-    case ggml_type::f32: be = 1; bb = 4; return true;
-    case ggml_type::f16: be = 1; bb = 2; return true;
-    case ggml_type::bf16: be = 1; bb = 2; return true;
-    case ggml_type::q4_0: be = 32; bb = 18; return true;
-    case ggml_type::q4_1: be = 32; bb = 20; return true;
-    case ggml_type::q5_0: be = 32; bb = 22; return true;
-    case ggml_type::q5_1: be = 32; bb = 24; return true;
-    case ggml_type::q8_0: be = 32; bb = 34; return true;
-    case ggml_type::q8_1: be = 32; bb = 36; return true;
-    case ggml_type::q2_k: be = 256; bb = 84; return true;
-    case ggml_type::q3_k: be = 256; bb = 110; return true;
-    case ggml_type::q4_k: be = 256; bb = 144; return true;
-    case ggml_type::q5_k: be = 256; bb = 176; return true;
-    case ggml_type::q6_k: be = 256; bb = 210; return true;
-    case ggml_type::q8_k: be = 256; bb = 292; return true;
-    case ggml_type::i8: be = 1; bb = 1; return true;
-    case ggml_type::i16: be = 1; bb = 2; return true;
-    case ggml_type::i32: be = 1; bb = 4; return true;
-    case ggml_type::i64: be = 1; bb = 8; return true;
-    case ggml_type::f64: be = 1; bb = 8; return true;
+    case ggml_type::f32:
+      be = 1;
+      bb = 4;
+      return true;
+    case ggml_type::f16:
+      be = 1;
+      bb = 2;
+      return true;
+    case ggml_type::bf16:
+      be = 1;
+      bb = 2;
+      return true;
+    case ggml_type::q4_0:
+      be = 32;
+      bb = 18;
+      return true;
+    case ggml_type::q4_1:
+      be = 32;
+      bb = 20;
+      return true;
+    case ggml_type::q5_0:
+      be = 32;
+      bb = 22;
+      return true;
+    case ggml_type::q5_1:
+      be = 32;
+      bb = 24;
+      return true;
+    case ggml_type::q8_0:
+      be = 32;
+      bb = 34;
+      return true;
+    case ggml_type::q8_1:
+      be = 32;
+      bb = 36;
+      return true;
+    case ggml_type::q2_k:
+      be = 256;
+      bb = 84;
+      return true;
+    case ggml_type::q3_k:
+      be = 256;
+      bb = 110;
+      return true;
+    case ggml_type::q4_k:
+      be = 256;
+      bb = 144;
+      return true;
+    case ggml_type::q5_k:
+      be = 256;
+      bb = 176;
+      return true;
+    case ggml_type::q6_k:
+      be = 256;
+      bb = 210;
+      return true;
+    case ggml_type::q8_k:
+      be = 256;
+      bb = 292;
+      return true;
+    case ggml_type::i8:
+      be = 1;
+      bb = 1;
+      return true;
+    case ggml_type::i16:
+      be = 1;
+      bb = 2;
+      return true;
+    case ggml_type::i32:
+      be = 1;
+      bb = 4;
+      return true;
+    case ggml_type::i64:
+      be = 1;
+      bb = 8;
+      return true;
+    case ggml_type::f64:
+      be = 1;
+      bb = 8;
+      return true;
   }
   return false;
 }
@@ -266,7 +388,9 @@ float bf16_to_fp32(std::uint16_t h) {
 void dequantize_row(ggml_type t, const void* src_v, float* y, std::int64_t n) {
   const auto* src = static_cast<const std::uint8_t*>(src_v);
   switch (t) {
-    case ggml_type::f32: std::memcpy(y, src, static_cast<std::size_t>(n) * 4); return;
+    case ggml_type::f32:
+      std::memcpy(y, src, static_cast<std::size_t>(n) * 4);
+      return;
     case ggml_type::f16:
       for (std::int64_t k = 0; k < n; ++k) y[k] = fp16_to_fp32(load_u16(src + 2 * k));
       return;
@@ -305,7 +429,8 @@ void dequantize_row(ggml_type t, const void* src_v, float* y, std::int64_t n) {
         }
       }
       return;
-    default: break;
+    default:
+      break;
   }
   throw error(errc::unsupported, "dequantize: tensor type " + to_string(t) + " has no dequantizer");
 }
@@ -319,8 +444,10 @@ bool gguf_value::is_integer() const {
     case gguf_type::uint32:
     case gguf_type::int32:
     case gguf_type::uint64:
-    case gguf_type::int64: return true;
-    default: return false;
+    case gguf_type::int64:
+      return true;
+    default:
+      return false;
   }
 }
 
@@ -433,8 +560,8 @@ void gguf_file::parse(const gguf_limits& lim) {
     std::uint64_t be = 0, bb = 0;
     if (!ggml_block_info(t.type, be, bb)) c.fail(field, "unknown tensor type " + std::to_string(tt));
     if (static_cast<std::uint64_t>(t.dims[0]) % be != 0)
-      c.fail(field, "row of " + std::to_string(t.dims[0]) + " not a multiple of the " + to_string(t.type) +
-                        " block (" + std::to_string(be) + ")");
+      c.fail(field, "row of " + std::to_string(t.dims[0]) + " not a multiple of the " + to_string(t.type) + " block (" +
+                        std::to_string(be) + ")");
     t.bytes = elems / be * bb;
     t.offset = c.read<std::uint64_t>(field + " offset");
     if (t.offset % alignment_ != 0) c.fail(field, "offset " + std::to_string(t.offset) + " not aligned");
@@ -468,7 +595,8 @@ const gguf_tensor* gguf_file::find_tensor(const std::string& name) const {
 std::string gguf_file::get_string(const std::string& key) const {
   auto* v = find(key);
   if (!v) throw error(errc::bad_file, path_ + ": " + key + ": missing");
-  if (v->type != gguf_type::string) throw error(errc::bad_file, path_ + ": " + key + ": expected string, got " + type_name(v->type));
+  if (v->type != gguf_type::string)
+    throw error(errc::bad_file, path_ + ": " + key + ": expected string, got " + type_name(v->type));
   return v->s;
 }
 
@@ -479,7 +607,8 @@ std::string gguf_file::get_string(const std::string& key, const std::string& fal
 std::int64_t gguf_file::get_int(const std::string& key) const {
   auto* v = find(key);
   if (!v) throw error(errc::bad_file, path_ + ": " + key + ": missing");
-  if (!v->is_integer()) throw error(errc::bad_file, path_ + ": " + key + ": expected integer, got " + type_name(v->type));
+  if (!v->is_integer())
+    throw error(errc::bad_file, path_ + ": " + key + ": expected integer, got " + type_name(v->type));
   return v->i;
 }
 
@@ -502,7 +631,8 @@ double gguf_file::get_float(const std::string& key, double fallback) const {
 bool gguf_file::get_bool(const std::string& key, bool fallback) const {
   auto* v = find(key);
   if (!v) return fallback;
-  if (v->type != gguf_type::boolean) throw error(errc::bad_file, path_ + ": " + key + ": expected bool, got " + type_name(v->type));
+  if (v->type != gguf_type::boolean)
+    throw error(errc::bad_file, path_ + ": " + key + ": expected bool, got " + type_name(v->type));
   return v->b;
 }
 

@@ -81,7 +81,7 @@ struct gguf_tensor {
   std::string name;
   std::vector<std::int64_t> dims;  ///< ggml order: dims[0] is the innermost (contiguous) axis
   ggml_type type = ggml_type::f32;
-  std::uint64_t offset = 0;        ///< from the start of the data section
+  std::uint64_t offset = 0;  ///< from the start of the data section
   std::uint64_t bytes = 0;
   const std::uint8_t* data = nullptr;
 
@@ -93,8 +93,8 @@ struct gguf_tensor {
 struct gguf_limits {
   std::uint64_t max_kv = 1u << 16;
   std::uint64_t max_tensors = 1u << 20;
-  std::uint64_t max_string = 1u << 24;        ///< bytes in one string
-  std::uint64_t max_array = 1u << 24;         ///< elements in one array
+  std::uint64_t max_string = 1u << 24;  ///< bytes in one string
+  std::uint64_t max_array = 1u << 24;   ///< elements in one array
   std::uint64_t max_dims = 4;
 };
 

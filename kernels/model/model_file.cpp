@@ -3,12 +3,12 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <dirent.h>
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
-#include <dirent.h>
 #include <fstream>
-#include <algorithm>
 #include <limits>
 #include <nlohmann/json.hpp>
 
@@ -47,7 +47,8 @@ std::string stem_of(const std::string& p) {
 }
 
 int to_int(std::int64_t v, const std::string& where, const std::string& key) {
-  if (v <= 0 || v > (1 << 30)) throw error(errc::bad_file, where + ": " + key + ": value " + std::to_string(v) + " out of range");
+  if (v <= 0 || v > (1 << 30))
+    throw error(errc::bad_file, where + ": " + key + ": value " + std::to_string(v) + " out of range");
   return static_cast<int>(v);
 }
 
@@ -73,7 +74,8 @@ std::vector<float> rope_permute_rows(const std::vector<float>& w, int n_head, in
   // HF row h*hd + j*half + i goes to GGUF row h*hd + 2*i + j
   // (reshape(n_head, 2, half, cols).swapaxes(1, 2)).
   if (n_head <= 0 || cols <= 0 || w.size() % (static_cast<std::size_t>(n_head) * cols) != 0)
-    throw error(errc::invalid_argument, "rope_permute_rows: size " + std::to_string(w.size()) + " not heads x rows x cols");
+    throw error(errc::invalid_argument,
+                "rope_permute_rows: size " + std::to_string(w.size()) + " not heads x rows x cols");
   std::size_t hd = w.size() / cols / n_head;
   if (hd % 2 != 0) throw error(errc::invalid_argument, "rope_permute_rows: odd head_dim " + std::to_string(hd));
   std::size_t half = hd / 2;
@@ -87,7 +89,8 @@ std::vector<float> rope_permute_rows(const std::vector<float>& w, int n_head, in
 
 std::vector<float> rope_unpermute_rows(const std::vector<float>& w, int n_head, int cols) {
   if (n_head <= 0 || cols <= 0 || w.size() % (static_cast<std::size_t>(n_head) * cols) != 0)
-    throw error(errc::invalid_argument, "rope_unpermute_rows: size " + std::to_string(w.size()) + " not heads x rows x cols");
+    throw error(errc::invalid_argument,
+                "rope_unpermute_rows: size " + std::to_string(w.size()) + " not heads x rows x cols");
   std::size_t hd = w.size() / cols / n_head;
   if (hd % 2 != 0) throw error(errc::invalid_argument, "rope_unpermute_rows: odd head_dim " + std::to_string(hd));
   std::size_t half = hd / 2;
@@ -127,13 +130,16 @@ config gguf_config(const gguf_file& f, const std::string& name) {
   c.rope_theta = static_cast<float>(f.get_float("llama.rope.freq_base", 10000.0));
   if (!(c.rms_eps > 0) || !std::isfinite(c.rms_eps))
     throw error(errc::bad_file, p + ": llama.attention.layer_norm_rms_epsilon: not a positive number");
-  if (!(c.rope_theta > 0) || !std::isfinite(c.rope_theta)) throw error(errc::bad_file, p + ": llama.rope.freq_base: not a positive number");
+  if (!(c.rope_theta > 0) || !std::isfinite(c.rope_theta))
+    throw error(errc::bad_file, p + ": llama.rope.freq_base: not a positive number");
   c.max_positions = to_int(f.get_int("llama.context_length", 4096), p, "llama.context_length");
 
   auto* embd = f.find_tensor("token_embd.weight");
-  if (!embd || embd->dims.size() != 2) throw error(errc::bad_file, p + ": tensor 'token_embd.weight': missing or not 2-d");
+  if (!embd || embd->dims.size() != 2)
+    throw error(errc::bad_file, p + ": tensor 'token_embd.weight': missing or not 2-d");
   if (f.find("tokenizer.ggml.tokens"))
-    c.vocab_size = to_int(static_cast<std::int64_t>(f.get_strings("tokenizer.ggml.tokens").size()), p, "tokenizer.ggml.tokens");
+    c.vocab_size =
+        to_int(static_cast<std::int64_t>(f.get_strings("tokenizer.ggml.tokens").size()), p, "tokenizer.ggml.tokens");
   else
     c.vocab_size = to_int(f.get_int("llama.vocab_size", embd->dims[1]), p, "llama.vocab_size");
   if (embd->dims[1] != c.vocab_size)
@@ -150,8 +156,8 @@ config gguf_config(const gguf_file& f, const std::string& name) {
     c.scaling.factor = static_cast<float>(f.get_float("llama.rope.scaling.factor", 8.0));
     c.scaling.low_freq_factor = static_cast<float>(f.get_float("llama.rope.scaling.low_freq_factor", 1.0));
     c.scaling.high_freq_factor = static_cast<float>(f.get_float("llama.rope.scaling.high_freq_factor", 4.0));
-    c.scaling.original_max_positions =
-        to_int(f.get_int("llama.rope.scaling.original_context_length", 8192), p, "llama.rope.scaling.original_context_length");
+    c.scaling.original_max_positions = to_int(f.get_int("llama.rope.scaling.original_context_length", 8192), p,
+                                              "llama.rope.scaling.original_context_length");
   } else if (stype != "none" && f.get_float("llama.rope.scaling.factor", 1.0) != 1.0) {
     throw error(errc::unsupported, p + ": llama.rope.scaling.type: '" + stype + "' scaling is not supported");
   }
@@ -224,7 +230,8 @@ config config_from_json(const std::string& json_path, const std::string& name) {
   c.head_dim = c.hidden / c.heads;
   auto hd = get_int("head_dim", c.head_dim, false);
   if (hd != c.head_dim)
-    throw error(errc::unsupported, json_path + ": head_dim: " + std::to_string(hd) + " differs from hidden_size / heads");
+    throw error(errc::unsupported,
+                json_path + ": head_dim: " + std::to_string(hd) + " differs from hidden_size / heads");
   c.rms_eps = static_cast<float>(get_num(j, "rms_norm_eps", 1e-6));
   c.rope_theta = static_cast<float>(get_num(j, "rope_theta", 10000.0));
   c.max_positions = to_int(get_int("max_position_embeddings", 4096, false), json_path, "max_position_embeddings");
@@ -241,8 +248,7 @@ config config_from_json(const std::string& json_path, const std::string& name) {
       c.scaling.factor = static_cast<float>(get_num(*rs, "factor", 8.0));
       c.scaling.low_freq_factor = static_cast<float>(get_num(*rs, "low_freq_factor", 1.0));
       c.scaling.high_freq_factor = static_cast<float>(get_num(*rs, "high_freq_factor", 4.0));
-      c.scaling.original_max_positions =
-          static_cast<int>(get_num(*rs, "original_max_position_embeddings", 8192.0));
+      c.scaling.original_max_positions = static_cast<int>(get_num(*rs, "original_max_position_embeddings", 8192.0));
     } else if (type != "default" && !type.empty()) {
       throw error(errc::unsupported, json_path + ": rope_scaling: type '" + type + "' is not supported");
     }
@@ -286,7 +292,8 @@ weights safetensors_weights(const std::string& path) {
                             : (t->shape.size() == 2 && t->shape[0] == rows && t->shape[1] == cols);
         if (!ok)
           throw error(errc::bad_file, s.path() + ": tensor '" + name + "': shape does not match config (expected [" +
-                                          (rows ? std::to_string(rows) + ", " : std::string()) + std::to_string(cols) + "])");
+                                          (rows ? std::to_string(rows) + ", " : std::string()) + std::to_string(cols) +
+                                          "])");
         return s.to_fp32(*t);
       }
     }

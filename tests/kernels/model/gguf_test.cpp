@@ -130,7 +130,7 @@ BOOST_AUTO_TEST_CASE(dequantize_q4_1_blocks) {
   for (int j = 0; j < 16; ++j) {
     BOOST_TEST(y[j] == 0.25f * j - 1.0f);
     BOOST_TEST(y[j + 16] == 0.25f * j - 1.0f);
-    BOOST_TEST(y[32 + j] == 3.0f);       // 1 * 1 + 2
+    BOOST_TEST(y[32 + j] == 3.0f);        // 1 * 1 + 2
     BOOST_TEST(y[32 + j + 16] == 17.0f);  // 1 * 15 + 2
   }
 }

@@ -144,8 +144,12 @@ void write_safetensors(const weights& w, const std::string& dir) {
                       {"rope_theta", c.rope_theta},
                       {"max_position_embeddings", c.max_positions},
                       {"tie_word_embeddings", c.tie_embeddings},
-                      {"rope_scaling", {{"rope_type", "llama3"}, {"factor", 32.0}, {"low_freq_factor", 1.0},
-                                        {"high_freq_factor", 4.0}, {"original_max_position_embeddings", 64}}}};
+                      {"rope_scaling",
+                       {{"rope_type", "llama3"},
+                        {"factor", 32.0},
+                        {"low_freq_factor", 1.0},
+                        {"high_freq_factor", 4.0},
+                        {"original_max_position_embeddings", 64}}}};
   kvflow::test::save_text(dir + "/config.json", j.dump());
 }
 

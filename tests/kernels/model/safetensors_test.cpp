@@ -29,7 +29,7 @@ struct temp_file {
 safetensors_writer sample() {
   safetensors_writer w;
   w.add_f32("a", {2, 3}, {1, 2, 3, 4, 5, 6});
-  w.add("h", "F16", {2}, {0x00, 0x3C, 0x00, 0xC4});   // 1, -4
+  w.add("h", "F16", {2}, {0x00, 0x3C, 0x00, 0xC4});      // 1, -4
   w.add("b", "BF16", {1, 2}, {0x40, 0x40, 0x00, 0xBF});  // 3, -0.5
   w.add("i", "I32", {1}, {1, 0, 0, 0});
   w.header()["__metadata__"] = {{"format", "pt"}};

@@ -4,12 +4,12 @@
 #define BOOST_TEST_MODULE kernels_model_tokenizer_smollm2
 #include <boost/test/unit_test.hpp>
 
+#include <sys/stat.h>
 #include <chrono>
 #include <cmath>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <random>
-#include <sys/stat.h>
 
 #include "kernels/model/chat_template.hpp"
 #include "kernels/model/gguf.hpp"
@@ -48,10 +48,10 @@ const loaded_model& smol() {
   return m;
 }
 
-#define REQUIRE_MODEL()                                                               \
-  if (!exists(model_path())) {                                                        \
+#define REQUIRE_MODEL()                                                                  \
+  if (!exists(model_path())) {                                                           \
     BOOST_WARN_MESSAGE(false, "skipped: " + model_path() + " not found (KVFLOW_MODEL)"); \
-    return;                                                                           \
+    return;                                                                              \
   }
 
 std::vector<std::int32_t> ids_of(const nlohmann::json& a) { return a.get<std::vector<std::int32_t>>(); }
@@ -131,7 +131,8 @@ BOOST_AUTO_TEST_CASE(chat_prompt_matches_llama_cpp) {
   const auto& m = smol();
   const auto& chat = reference()["chat"];
   std::vector<chat_message> msgs;
-  for (const auto& x : chat["messages"]) msgs.push_back({x["role"].get<std::string>(), x["content"].get<std::string>()});
+  for (const auto& x : chat["messages"])
+    msgs.push_back({x["role"].get<std::string>(), x["content"].get<std::string>()});
   auto prompt = apply_chat_template(m.chat_template, msgs, true);
   BOOST_TEST(prompt == chat["prompt_text"].get<std::string>());
   auto ids = m.tok->encode(prompt, true);

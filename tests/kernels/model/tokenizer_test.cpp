@@ -53,7 +53,8 @@ BOOST_AUTO_TEST_CASE(merges_apply_by_rank) {
 
 BOOST_AUTO_TEST_CASE(digits_are_split_for_smollm_but_not_gpt2) {
   auto smol = make("smollm");
-  BOOST_TEST(smol.encode("12") == (std::vector<std::int32_t>{byte_id('1'), byte_id('2')}), boost::test_tools::per_element());
+  BOOST_TEST(smol.encode("12") == (std::vector<std::int32_t>{byte_id('1'), byte_id('2')}),
+             boost::test_tools::per_element());
   auto gpt2 = make("gpt-2");
   BOOST_TEST(gpt2.encode("12") == (std::vector<std::int32_t>{gpt2.find("12")}), boost::test_tools::per_element());
   BOOST_CHECK_THROW(make("no-such-pre"), kvflow::error);
@@ -120,7 +121,10 @@ BOOST_AUTO_TEST_CASE(arbitrary_bytes_round_trip) {
   std::string mixed = "Grüße, 世界! Привет 👋 x² ٣ \t\n\r\n  code(){}; 3.14 <|im_end|>";
   BOOST_TEST(t.decode(t.encode(mixed)) == mixed);
   // Invalid UTF-8 becomes U+FFFD per bad byte, as in llama.cpp; never a crash.
-  BOOST_TEST(t.decode(t.encode("a\xff\xe4\xb8" "b")) == "a\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD" "b");
+  BOOST_TEST(t.decode(t.encode("a\xff\xe4\xb8"
+                               "b")) ==
+             "a\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD"
+             "b");
   for (int k = 0; k < 300; ++k) {
     std::string s(rng() % 40, '\0');
     for (auto& c : s) c = static_cast<char>(rng());
@@ -202,7 +206,8 @@ BOOST_AUTO_TEST_CASE(chat_templates) {
              "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n"
              "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n");
   p = apply_chat_template(smol, {{"system", "S"}, {"user", "U"}, {"assistant", "A"}}, false);
-  BOOST_TEST(p == "<|im_start|>system\nS<|im_end|>\n<|im_start|>user\nU<|im_end|>\n<|im_start|>assistant\nA<|im_end|>\n");
+  BOOST_TEST(p ==
+             "<|im_start|>system\nS<|im_end|>\n<|im_start|>user\nU<|im_end|>\n<|im_start|>assistant\nA<|im_end|>\n");
   BOOST_TEST(apply_chat_template(smol, {}, false).empty());
   BOOST_CHECK_THROW(apply_chat_template(smol, {{"robot", "x"}}, true), kvflow::error);
 
@@ -215,5 +220,6 @@ BOOST_AUTO_TEST_CASE(chat_templates) {
   BOOST_TEST(apply_chat_template(l2, {{"system", "S"}, {"user", "U"}, {"assistant", "A"}, {"user", "V"}}, true) ==
              "<s>[INST] <<SYS>>\nS\n<</SYS>>\n\nU [/INST] A </s><s>[INST] V [/INST]");
   BOOST_CHECK_THROW(detect_chat_style("{{ nothing known }}"), kvflow::error);
-  BOOST_TEST(apply_chat_template("", {{"user", "x"}}, true) == "<|im_start|>user\nx<|im_end|>\n<|im_start|>assistant\n");
+  BOOST_TEST(apply_chat_template("", {{"user", "x"}}, true) ==
+             "<|im_start|>user\nx<|im_end|>\n<|im_start|>assistant\n");
 }
