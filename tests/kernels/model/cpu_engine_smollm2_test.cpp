@@ -7,9 +7,12 @@
 #include <sys/stat.h>
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "kernels/cpu/matmul.hpp"
+#include "kernels/cpu/rmsnorm.hpp"
 #include "kernels/model/chat_template.hpp"
 #include "kernels/model/cpu_engine.hpp"
 #include "kernels/model/model_file.hpp"
@@ -43,16 +46,26 @@ const nlohmann::json& reference() {
 struct model_under_test {
   std::shared_ptr<const tokenizer> tok;
   std::string chat_template;
+  // For the logits of every row at once (the engine gives the last row's).
+  kvflow::cpu::packed_matrix lm_head;
+  std::vector<float> final_norm;
   std::unique_ptr<engine> e;
 };
 
 model_under_test& smol() {
   static model_under_test m = [] {
+    auto t0 = std::chrono::steady_clock::now();
     loaded_model lm = load_model_file(model_path());
+    auto t1 = std::chrono::steady_clock::now();
     model_under_test r;
     r.tok = lm.tok;
     r.chat_template = lm.chat_template;
+    const config& c = lm.w.cfg;
+    r.lm_head = kvflow::cpu::pack_matrix(lm.w.lm_head().data(), c.vocab_size, c.hidden);
+    r.final_norm = lm.w.final_norm;
     r.e = make_cpu_engine(std::move(lm.w));
+    BOOST_TEST_MESSAGE("load " << std::chrono::duration<double>(t1 - t0).count() << " s, engine "
+                               << std::chrono::duration<double>(std::chrono::steady_clock::now() - t1).count() << " s");
     return r;
   }();
   return m;
@@ -96,10 +109,6 @@ struct sequence {
     return out;
   }
 };
-
-std::int32_t argmax(const std::vector<float>& v) {
-  return static_cast<std::int32_t>(std::max_element(v.begin(), v.end()) - v.begin());
-}
 
 }  // namespace
 
@@ -154,9 +163,17 @@ BOOST_AUTO_TEST_CASE(teacher_forced_top1_agrees_with_llama_cpp) {
     auto t0 = std::chrono::steady_clock::now();
     s.run(ids.data() + s.length, chunk);
     prefill_s += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    // Logits of every row: the engine's final norm and lm_head, batched.
+    const config& c = m.e->cfg();
+    std::vector<float> normed(s.hidden.size()), logits(static_cast<std::size_t>(chunk) * c.vocab_size);
+    kvflow::cpu::rmsnorm(s.hidden.data(), m.final_norm.data(), chunk, c.hidden, c.rms_eps, normed.data());
+    kvflow::cpu::matmul(nullptr, normed.data(), chunk, c.hidden, m.lm_head, logits.data(), c.vocab_size);
+    BOOST_TEST(std::equal(logits.end() - c.vocab_size, logits.end(), s.logits_of_row(chunk - 1).begin(),
+                          [](float a, float b) { return std::abs(a - b) <= 1e-4f * (1 + std::abs(b)); }));
     for (int r = 0; r < chunk; ++r, ++row) {
       if (row >= 511) break;
-      auto t = argmax(s.logits_of_row(r));
+      auto first = logits.begin() + static_cast<std::ptrdiff_t>(r) * c.vocab_size;
+      auto t = static_cast<std::int32_t>(std::max_element(first, first + c.vocab_size) - first);
       agree += t == top1[row];
       next += t == ids[row + 1];
     }
