@@ -1,0 +1,128 @@
+#pragma once
+// The disk tier: one chunk file per key in a cache directory (chunk_file.hpp),
+// read with O_DIRECT through io_engine into pinned staging buffers, written
+// behind on a background thread (temporary name, fsync, rename).
+
+#include <condition_variable>
+#include <cstddef>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+#include "devices/disk/chunk_file.hpp"
+#include "devices/disk/io_engine.hpp"
+#include "devices/host/pinned_buffer.hpp"
+#include "devices/rate_limiter.hpp"
+
+namespace kvflow::devices {
+
+struct disk_options {
+  std::string directory;            ///< created if missing
+  model_fingerprint fingerprint{};  ///< files of another model are misses (and removed)
+  model::kv_shape shape;            ///< whole-chunk shape of this model
+  std::size_t write_queue_cap = 8;  ///< pending write-behinds; the oldest is dropped beyond
+  unsigned io_depth = 4;            ///< reads in flight
+  bool use_io_uring = true;         ///< else a pread pool
+  bool direct_io = true;            ///< O_DIRECT reads (where the file system allows)
+  /// Paces reads / writes (may be the same object, or null for unlimited).
+  std::shared_ptr<rate_limiter> read_limiter, write_limiter;
+};
+
+/// Thread-safe. A file that fails a check (truncated, flipped bits, another
+/// model's fingerprint, a foreign version) is a miss: logged and removed.
+class disk_store {
+ public:
+  /// Called once per read with the span (inside the staging buffer) or, on a
+  /// miss, ok = false and data = nullptr. Runs on an I/O thread.
+  using read_fn = std::function<void(bool ok, const std::uint8_t* data, std::size_t bytes)>;
+
+  /// Opens (scanning and checking every chunk file's header) or creates the
+  /// directory. Throws kvflow::error(io_failure) when it cannot be created.
+  explicit disk_store(disk_options options);
+  /// Finishes the queued writes.
+  ~disk_store();
+  disk_store(const disk_store&) = delete;
+  disk_store& operator=(const disk_store&) = delete;
+
+  /// Which of `keys` have a valid file (layers held per key).
+  tier_lookup lookup(const std::vector<msg::chunk_key>& keys) const;
+  bool contains(const msg::chunk_key& key) const;
+  /// The layers stored for key (empty when absent).
+  layer_range layers_of(const msg::chunk_key& key) const;
+
+  /// Writes layers of `block` (whole-chunk layout) now, on the calling thread:
+  /// temporary file, fsync, rename. A key already stored with these layers is
+  /// skipped (keys are content addresses). Throws kvflow::error(io_failure).
+  void write(const msg::chunk_key& key, layer_range layers, const void* block);
+  /// Queues the same write for the background thread; `keep_alive` owns
+  /// `block` until it is written or dropped. Never blocks on I/O; when the
+  /// queue is full the oldest queued write is dropped with a log line.
+  void write_behind(const msg::chunk_key& key, layer_range layers, const void* block,
+                    std::shared_ptr<void> keep_alive);
+  /// Waits until every queued write is on disk (or dropped).
+  void flush();
+  /// Writes dropped because the queue was full.
+  std::uint64_t dropped_writes() const;
+
+  /// Bytes a staging buffer needs to read `layers` of a chunk.
+  std::size_t staging_bytes(layer_range layers) const;
+  /// Reads `layers` (within the stored ones) as one read into `staging`
+  /// (at least staging_bytes(layers), 4 KiB-aligned, alive until `done`),
+  /// checks each layer's XXH3 and calls done. Blocks only while io_depth
+  /// reads are in flight; a miss (absent, short, corrupt) calls done(false).
+  void read_async(const msg::chunk_key& key, layer_range layers, std::uint8_t* staging, read_fn done);
+  /// Synchronous read_async (with a staging buffer of its own, allocated per
+  /// call: hot paths use read_async) that copies the span to dst (at the span's offset
+  /// in a whole-chunk block when `dst_is_block`, else at dst). False on a miss.
+  bool read(const msg::chunk_key& key, layer_range layers, void* dst, bool dst_is_block = true);
+
+  /// Removes key's file. False when absent.
+  bool erase(const msg::chunk_key& key);
+  std::size_t entries() const;
+  /// Bytes of the chunk files held.
+  std::uint64_t used_bytes() const;
+  const disk_options& options() const { return options_; }
+  /// Name of the read engine ("io_uring" or "pread").
+  const char* engine_name() const { return engine_->name(); }
+
+ private:
+  struct entry {
+    layer_range layers;
+    std::vector<std::uint64_t> layer_checksums;
+    std::uint64_t file_bytes = 0;
+  };
+  struct write_job {
+    msg::chunk_key key;
+    layer_range layers;
+    const void* block;
+    std::shared_ptr<void> keep_alive;
+  };
+
+  std::string path_of(const msg::chunk_key& key) const;
+  void scan();
+  void discard(const msg::chunk_key& key, const std::string& why);
+  void writer_loop();
+
+  disk_options options_;
+  std::unique_ptr<io_engine> engine_;
+  mutable std::mutex mutex_;
+  std::unordered_map<msg::chunk_key, entry, chunk_key_hash> directory_;
+  std::uint64_t used_bytes_ = 0;
+
+  mutable std::mutex queue_mutex_;
+  std::condition_variable queue_cv_, idle_cv_;
+  std::deque<write_job> queue_;
+  bool writing_ = false;
+  bool stopping_ = false;
+  std::uint64_t dropped_ = 0;
+  std::uint64_t tmp_counter_ = 0;
+  std::thread writer_;
+};
+
+}  // namespace kvflow::devices
