@@ -80,9 +80,10 @@ std::string apply_chat_template(const std::string& tpl, const std::vector<chat_m
           continue;
         }
         std::string content = trim(m.content);
-        if (first_user && !system.empty()) content = "<<SYS>>\n" + system + "\n<</SYS>>\n\n" + content;
+        out += "<s>[INST] ";
+        if (first_user && !system.empty()) out.append("<<SYS>>\n").append(system).append("\n<</SYS>>\n\n");
         first_user = false;
-        out += "<s>[INST] " + content + " [/INST]";
+        out.append(content).append(" [/INST]");
       }
       return out;
     }

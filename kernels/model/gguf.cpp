@@ -89,9 +89,11 @@ void read_scalar(cursor& c, gguf_type t, gguf_value& v, const std::string& field
       v.u = c.read<std::uint8_t>(field);
       v.i = static_cast<std::int64_t>(v.u);
       break;
-    case gguf_type::int8:
-      v.i = c.read<std::int8_t>(field);
+    case gguf_type::int8: {
+      auto raw = c.read<std::uint8_t>(field);  // two's complement by hand
+      v.i = raw < 128 ? static_cast<std::int64_t>(raw) : static_cast<std::int64_t>(raw) - 256;
       break;
+    }
     case gguf_type::uint16:
       v.u = c.read<std::uint16_t>(field);
       v.i = static_cast<std::int64_t>(v.u);
@@ -272,9 +274,6 @@ bool ggml_block_info(ggml_type t, std::uint64_t& be, std::uint64_t& bb) {
       bb = 4;
       return true;
     case ggml_type::f16:
-      be = 1;
-      bb = 2;
-      return true;
     case ggml_type::bf16:
       be = 1;
       bb = 2;
@@ -340,9 +339,6 @@ bool ggml_block_info(ggml_type t, std::uint64_t& be, std::uint64_t& bb) {
       bb = 4;
       return true;
     case ggml_type::i64:
-      be = 1;
-      bb = 8;
-      return true;
     case ggml_type::f64:
       be = 1;
       bb = 8;

@@ -176,17 +176,17 @@ weights gguf_weights(const gguf_file& f, const std::string& name) {
   if (!c.tie_embeddings) w.output = take(f, "output.weight", c.vocab_size, c.hidden);
   w.layers.resize(static_cast<std::size_t>(c.layers));
   for (int l = 0; l < c.layers; ++l) {
-    auto& L = w.layers[static_cast<std::size_t>(l)];
+    auto& lw = w.layers[static_cast<std::size_t>(l)];
     std::string b = "blk." + std::to_string(l) + ".";
-    L.attn_norm = take(f, b + "attn_norm.weight", 0, c.hidden);
-    L.wq = rope_unpermute_rows(take(f, b + "attn_q.weight", q_rows, c.hidden), c.heads, c.hidden);
-    L.wk = rope_unpermute_rows(take(f, b + "attn_k.weight", kv_rows, c.hidden), c.kv_heads, c.hidden);
-    L.wv = take(f, b + "attn_v.weight", kv_rows, c.hidden);
-    L.wo = take(f, b + "attn_output.weight", c.hidden, q_rows);
-    L.ffn_norm = take(f, b + "ffn_norm.weight", 0, c.hidden);
-    L.w_gate = take(f, b + "ffn_gate.weight", c.intermediate, c.hidden);
-    L.w_up = take(f, b + "ffn_up.weight", c.intermediate, c.hidden);
-    L.w_down = take(f, b + "ffn_down.weight", c.hidden, c.intermediate);
+    lw.attn_norm = take(f, b + "attn_norm.weight", 0, c.hidden);
+    lw.wq = rope_unpermute_rows(take(f, b + "attn_q.weight", q_rows, c.hidden), c.heads, c.hidden);
+    lw.wk = rope_unpermute_rows(take(f, b + "attn_k.weight", kv_rows, c.hidden), c.kv_heads, c.hidden);
+    lw.wv = take(f, b + "attn_v.weight", kv_rows, c.hidden);
+    lw.wo = take(f, b + "attn_output.weight", c.hidden, q_rows);
+    lw.ffn_norm = take(f, b + "ffn_norm.weight", 0, c.hidden);
+    lw.w_gate = take(f, b + "ffn_gate.weight", c.intermediate, c.hidden);
+    lw.w_up = take(f, b + "ffn_up.weight", c.intermediate, c.hidden);
+    lw.w_down = take(f, b + "ffn_down.weight", c.hidden, c.intermediate);
   }
   check_shapes(w, f.path());
   compute_fingerprint(w);
@@ -268,7 +268,10 @@ weights safetensors_weights(const std::string& path) {
     if (!d) throw error(errc::io_failure, path + ": cannot list folder");
     while (auto* e = ::readdir(d)) {
       std::string n = e->d_name;
-      if (n.size() > 12 && n.compare(n.size() - 12, 12, ".safetensors") == 0) files.push_back(path + "/" + n);
+      if (n.size() > 12 && n.compare(n.size() - 12, 12, ".safetensors") == 0) {
+        std::string full = path;
+        files.push_back(full.append("/").append(n));
+      }
     }
     ::closedir(d);
     std::sort(files.begin(), files.end());
@@ -284,6 +287,7 @@ weights safetensors_weights(const std::string& path) {
   const config& c = w.cfg;
 
   std::vector<safetensors_file> shards;
+  shards.reserve(files.size());
   for (auto& fp : files) shards.push_back(safetensors_file::open(fp));
   auto take_st = [&](const std::string& name, std::int64_t rows, std::int64_t cols, bool required) {
     for (auto& s : shards) {
@@ -311,17 +315,17 @@ weights safetensors_weights(const std::string& path) {
   }
   w.layers.resize(static_cast<std::size_t>(c.layers));
   for (int l = 0; l < c.layers; ++l) {
-    auto& L = w.layers[static_cast<std::size_t>(l)];
+    auto& lw = w.layers[static_cast<std::size_t>(l)];
     std::string b = "model.layers." + std::to_string(l) + ".";
-    L.attn_norm = take_st(b + "input_layernorm.weight", 0, c.hidden, true);
-    L.wq = take_st(b + "self_attn.q_proj.weight", q_rows, c.hidden, true);
-    L.wk = take_st(b + "self_attn.k_proj.weight", kv_rows, c.hidden, true);
-    L.wv = take_st(b + "self_attn.v_proj.weight", kv_rows, c.hidden, true);
-    L.wo = take_st(b + "self_attn.o_proj.weight", c.hidden, q_rows, true);
-    L.ffn_norm = take_st(b + "post_attention_layernorm.weight", 0, c.hidden, true);
-    L.w_gate = take_st(b + "mlp.gate_proj.weight", c.intermediate, c.hidden, true);
-    L.w_up = take_st(b + "mlp.up_proj.weight", c.intermediate, c.hidden, true);
-    L.w_down = take_st(b + "mlp.down_proj.weight", c.hidden, c.intermediate, true);
+    lw.attn_norm = take_st(b + "input_layernorm.weight", 0, c.hidden, true);
+    lw.wq = take_st(b + "self_attn.q_proj.weight", q_rows, c.hidden, true);
+    lw.wk = take_st(b + "self_attn.k_proj.weight", kv_rows, c.hidden, true);
+    lw.wv = take_st(b + "self_attn.v_proj.weight", kv_rows, c.hidden, true);
+    lw.wo = take_st(b + "self_attn.o_proj.weight", c.hidden, q_rows, true);
+    lw.ffn_norm = take_st(b + "post_attention_layernorm.weight", 0, c.hidden, true);
+    lw.w_gate = take_st(b + "mlp.gate_proj.weight", c.intermediate, c.hidden, true);
+    lw.w_up = take_st(b + "mlp.up_proj.weight", c.intermediate, c.hidden, true);
+    lw.w_down = take_st(b + "mlp.down_proj.weight", c.hidden, c.intermediate, true);
   }
   check_shapes(w, path);
   compute_fingerprint(w);
@@ -357,7 +361,7 @@ loaded_model load_model_file(const std::string& path) {
 
 std::string default_model_path() {
   if (const char* env = std::getenv("KVFLOW_MODEL"); env && *env) return env;
-  const std::string rel = "models/SmolLM2-135M-Instruct.Q4_1.gguf";
+  std::string rel = "models/SmolLM2-135M-Instruct.Q4_1.gguf";
   // The current folder and its parents (build folders sit inside the
   // checkout), then the executable's folder and its parents.
   std::vector<std::string> bases;
@@ -370,7 +374,8 @@ std::string default_model_path() {
   }
   for (auto base : bases) {
     for (int up = 0; up < 5 && !base.empty(); ++up) {
-      std::string cand = base + "/" + rel;
+      std::string cand = base;
+      cand.append("/").append(rel);
       if (is_file(cand)) return cand;
       if (base == "/") break;
       base = dir_of(base);
