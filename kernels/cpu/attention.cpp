@@ -17,11 +17,11 @@ constexpr int key_tile = 32;  // keys per score tile: two v16
 constexpr int vec_block = 4;  // query vectors that share each K load
 constexpr int row_block = 4;  // query rows per task
 
-// scores[v][j] = sum_d q_v[d] * kt[d][j] for the key tiles covering [0, keys)
+// scores[v][j] = sum_d q_v[d] * k_j[d] for the key tiles covering [0, keys)
 // of vectors [0, nv) (nv a multiple of vec_block; qs padded by the caller).
 // Each score is summed over d = 0, 1, ... from +0, whatever the tile.
 inline __attribute__((always_inline)) void score_tiles(const float* const* qs, int nv, const int* keys_of,
-                                                       const float* kt, int kt_stride, int head_dim, float* scores,
+                                                       const float* kt, int head_dim, float* scores,
                                                        int scores_stride) {
   for (int v0 = 0; v0 < nv; v0 += vec_block) {
     int keys = 0;
@@ -33,7 +33,7 @@ inline __attribute__((always_inline)) void score_tiles(const float* const* qs, i
     for (int t = 0; t < keys; t += key_tile) {
       v16 a00{}, a01{}, a10{}, a11{}, a20{}, a21{}, a30{}, a31{};
       for (int d = 0; d < head_dim; ++d) {
-        const float* row = kt + static_cast<std::size_t>(d) * kt_stride + t;
+        const float* row = kt + (static_cast<std::size_t>(t) * head_dim + static_cast<std::size_t>(d) * key_tile);
         v16 k0 = simd::load(row), k1 = simd::load(row + 16);
         a00 = a00 + q0[d] * k0;
         a01 = a01 + q0[d] * k1;
@@ -115,8 +115,7 @@ struct block_args {
   int nv;                  // real vectors
   int nv_padded;
   int group;
-  const float* kt;  // [head_dim][kt_stride]
-  int kt_stride;
+  const float* kt;             // [tiles][head_dim][key_tile]
   const float* const* v_rows;  // [keys]
   int head_dim;
   float scale;
@@ -129,7 +128,7 @@ struct block_args {
 // One task: the vectors of a few query rows of one kv head.
 KVFLOW_CPU_CLONES
 void attend_block(const block_args& b) {
-  score_tiles(b.qs, b.nv_padded, b.keys_of, b.kt, b.kt_stride, b.head_dim, b.scores, b.scores_stride);
+  score_tiles(b.qs, b.nv_padded, b.keys_of, b.kt, b.head_dim, b.scores, b.scores_stride);
   const float* rows[2];
   for (int v = 0; v < b.nv; ++v) {
     b.sums[v] = softmax_numerators(b.scores + static_cast<std::size_t>(v) * b.scores_stride, b.keys_of[v], b.scale);
@@ -185,8 +184,9 @@ void attention(thread_pool* pool, const float* q, int count, int q_stride, int p
   const int padded = (keys + key_tile - 1) / key_tile * key_tile;
   const float scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
 
-  // K transposed per kv head, [kv_head][head_dim][padded], so that scores
-  // vectorize over keys; V rows are read in place.
+  // K transposed per kv head in tiles of 32 keys, [kv_head][tile][head_dim][32],
+  // so that scores vectorize over keys and a tile is contiguous; V rows are
+  // read in place.
   thread_local std::vector<float> kt_storage;
   std::vector<float>& kt = kt_storage;  // the caller's, also inside the tasks
   kt.assign(static_cast<std::size_t>(kv_heads) * head_dim * padded, 0.0f);
@@ -199,7 +199,8 @@ void attention(thread_pool* pool, const float* q, int count, int q_stride, int p
       std::size_t base = static_cast<std::size_t>(g) * seg.tokens * head_dim;
       for (int t = 0; t < seg.tokens && j < keys; ++t, ++j) {
         const float* k = seg.k + base + static_cast<std::size_t>(t) * head_dim;
-        for (int d = 0; d < head_dim; ++d) dst[static_cast<std::size_t>(d) * padded + j] = k[d];
+        float* tile = dst + static_cast<std::size_t>(j / key_tile) * head_dim * key_tile + j % key_tile;
+        for (int d = 0; d < head_dim; ++d) tile[static_cast<std::size_t>(d) * key_tile] = k[d];
         v_rows[static_cast<std::size_t>(g) * keys + j] = seg.v + base + static_cast<std::size_t>(t) * head_dim;
       }
     }
@@ -235,7 +236,6 @@ void attention(thread_pool* pool, const float* q, int count, int q_stride, int p
     a.nv_padded = nv_padded;
     a.group = group;
     a.kt = kt.data() + static_cast<std::size_t>(g) * head_dim * padded;
-    a.kt_stride = padded;
     a.v_rows = v_rows.data() + static_cast<std::size_t>(g) * keys;
     a.head_dim = head_dim;
     a.scale = scale;
