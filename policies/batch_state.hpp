@@ -65,13 +65,15 @@ class request_state {
   std::uint64_t cells_total() const { return std::uint64_t(chunks_) * layers_; }
   bool restored() const { return done_ == cells_total(); }
 
-  /// Marks a rectangle; checks each cell's dependencies in chunk order
-  /// (compute) and throws kvflow::error(invalid_argument) on a violation.
+ private:
+  friend class batch_state;
+  // Marks a rectangle; checks each cell's dependencies in chunk order
+  // (compute) and throws kvflow::error(invalid_argument) on a violation,
+  // leaving the request as it was.
   void grant(msg::action act, const msg::cell_range& cells);
-  /// Marks a granted rectangle done.
+  // Marks a granted rectangle done.
   void complete(msg::action act, const msg::cell_range& cells);
 
- private:
   void advance_ready(std::uint32_t layer);
   std::string where() const;
 

@@ -106,7 +106,7 @@ class harness {
     auto tick = [&] {
       auto grants = pol.decide(batch, costs);
       ++out.ticks;
-      for (auto& g : grants) accept(batch, g, out);
+      for (auto& g : grants) accept(g, out);
       BOOST_REQUIRE(used_.compute_cells == batch.in_flight().compute_cells);
       BOOST_REQUIRE(used_.load_bytes == batch.in_flight().load_bytes);
       if (!specs.empty()) {
@@ -212,7 +212,7 @@ class harness {
   }
 
   // Every grant: cells never granted before, within the request, caps held.
-  void accept(const batch_state& batch, const msg::grant& g, outcome& out) {
+  void accept(const msg::grant& g, outcome& out) {
     ++out.grants;
     auto i = static_cast<std::size_t>(g.request_id);
     BOOST_REQUIRE(i < specs_->size());
