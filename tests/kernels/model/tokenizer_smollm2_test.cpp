@@ -7,6 +7,7 @@
 #include <sys/stat.h>
 #include <chrono>
 #include <cmath>
+#include <cstdio>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <random>
@@ -16,6 +17,7 @@
 #include "kernels/model/model_file.hpp"
 #include "kernels/model/tokenizer.hpp"
 #include "messages/error.hpp"
+#include "tests/kernels/model/fixtures/gguf_writer.hpp"
 
 using namespace kvflow;
 using namespace kvflow::model;
@@ -160,4 +162,32 @@ BOOST_AUTO_TEST_CASE(every_id_decodes_and_text_round_trips) {
     BOOST_TEST(tok.decode(tok.encode(s, true)) == s);
     BOOST_TEST(tok.decode(tok.encode(s, false)) == s);
   }
+}
+
+BOOST_AUTO_TEST_CASE(truncated_real_file_is_a_clean_error) {
+  REQUIRE_MODEL();
+  std::ifstream in(model_path(), std::ios::binary);
+  std::vector<char> head(2u << 20);  // header, metadata and tensor infos end near 1.8 MB
+  in.read(head.data(), static_cast<std::streamsize>(head.size()));
+  std::string dir = kvflow::test::scratch_dir("smol");
+  std::string path = dir + "/cut.gguf";
+  std::mt19937 rng(9);
+  for (int k = 0; k < 60; ++k) {
+    std::size_t n = k < 30 ? rng() % 4096 : rng() % head.size();
+    {
+      std::ofstream out(path, std::ios::binary | std::ios::trunc);
+      out.write(head.data(), static_cast<std::streamsize>(n));
+    }
+    BOOST_TEST_CONTEXT("cut at " << n) {
+      try {
+        load_model_file(path);
+        BOOST_FAIL("a truncated file loaded");
+      } catch (const kvflow::error& e) {
+        BOOST_TEST(e.code() == errc::bad_file);
+        BOOST_TEST(std::string(e.what()).find(path) != std::string::npos, e.what());
+      }
+    }
+  }
+  std::remove(path.c_str());
+  std::remove(dir.c_str());
 }
