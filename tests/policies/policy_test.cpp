@@ -494,7 +494,7 @@ BOOST_AUTO_TEST_CASE(bidirectional_meets_at_the_balance_point) {
       }
       auto o = run_policy("bidirectional", one(chunks, P, msg::tier::remote), t);
       double met = o.prefix_chunks_computed[0];
-      BOOST_TEST_MESSAGE("bidirectional " << chunks << " chunks at " << link / gbit << " Gbit/s: met at " << met
+      BOOST_TEST_MESSAGE("bidirectional " << chunks << " chunks at " << link / 1e9 << " GB/s: met at " << met
                                           << ", balance " << m_star);
       BOOST_CHECK_MESSAGE(std::fabs(met - m_star) <= 1.0, "met at chunk " << met << ", balance at " << m_star << " ("
                                                                           << chunks << " chunks, " << link / gbit
