@@ -185,7 +185,7 @@ void disk_store::write(const msg::chunk_key& key, layer_range layers, const void
     if (it != directory_.end() && it->second.layers == layers) return;
   }
   const chunk_header h = make_chunk_header(options_.fingerprint, key, options_.shape, layers, block);
-  pinned_buffer head(chunk_header_bytes);
+  std::vector<std::uint8_t> head(chunk_header_bytes);  // buffered write: no alignment needed
   encode_chunk_header(h, head.data());
   const std::string path = path_of(key);
   std::string tmp;
