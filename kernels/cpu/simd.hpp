@@ -19,12 +19,12 @@ namespace kvflow::cpu::simd {
 typedef float v16 __attribute__((vector_size(64)));
 typedef std::int32_t i16 __attribute__((vector_size(64)));
 
-inline __attribute__((always_inline)) v16 load(const float* p) {
-  v16 v;
-  std::memcpy(&v, p, sizeof v);
-  return v;
-}
-inline __attribute__((always_inline)) void store(float* p, v16 v) { std::memcpy(p, &v, sizeof v); }
+// Unaligned views of 16 floats. Vectors cross these helpers by reference
+// only: a vector passed by value would change the ABI between clones.
+typedef float v16u __attribute__((vector_size(64), aligned(4)));
+
+inline __attribute__((always_inline)) const v16u& load(const float* p) { return *reinterpret_cast<const v16u*>(p); }
+inline __attribute__((always_inline)) void store(float* p, const v16& v) { *reinterpret_cast<v16u*>(p) = v; }
 
 /// exp(x) for x <= 0 (softmax) or any x in [-87, 88]; about 2 ulp. Pure
 /// arithmetic so that it vectorizes and gives the same bits everywhere.
