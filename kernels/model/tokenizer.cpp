@@ -524,6 +524,7 @@ tokenizer tokenizer::from_gguf(const gguf_file& f) {
   };
   t.bos_ = id_key("tokenizer.ggml.bos_token_id", -1);
   t.eos_ = id_key("tokenizer.ggml.eos_token_id", -1);
+  t.add_bos_ = f.get_bool("tokenizer.ggml.add_bos_token", false) && t.bos_ >= 0;
   std::int32_t eot = id_key("tokenizer.ggml.eot_token_id", -1);
   std::int32_t eom = id_key("tokenizer.ggml.eom_token_id", -1);
 

@@ -36,6 +36,9 @@ class tokenizer {
   std::int32_t bos() const { return bos_; }
   std::int32_t eos() const { return eos_; }
   int vocab_size() const { return static_cast<int>(tokens_.size()); }
+  /// Whether prompts of this model start with bos() (tokenizer.ggml.add_bos_token;
+  /// false when absent). encode() never adds it.
+  bool add_bos() const { return add_bos_; }
 
   /// True for the eos id and for end-of-turn markers (<|im_end|>,
   /// <|eot_id|>, <|endoftext|>, ...).
@@ -60,6 +63,7 @@ class tokenizer {
   std::vector<bool> end_of_turn_;
   std::int32_t bos_ = -1;
   std::int32_t eos_ = -1;
+  bool add_bos_ = false;
   std::string pre_;
   pre_kind kind_ = pre_kind::gpt2;
 };

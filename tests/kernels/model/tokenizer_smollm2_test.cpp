@@ -106,6 +106,7 @@ BOOST_AUTO_TEST_CASE(full_load) {
   BOOST_TEST(m.tok->bos() == 1);
   BOOST_TEST(m.tok->eos() == 2);
   BOOST_TEST(m.tok->pre() == "smollm");
+  BOOST_TEST(!m.tok->add_bos());
   BOOST_TEST(m.chat_template.find("<|im_start|>") != std::string::npos);
   BOOST_TEST(s < 20.0);
 }

@@ -39,6 +39,7 @@ BOOST_AUTO_TEST_CASE(merges_apply_by_rank) {
   BOOST_TEST(t.vocab_size() == 270);
   BOOST_TEST(t.bos() == 1);
   BOOST_TEST(t.eos() == 2);
+  BOOST_TEST(t.add_bos());
   auto hello = t.find("hello");
   auto world = t.find(byte_char(' ') + "world");
   BOOST_REQUIRE(hello >= 0);
