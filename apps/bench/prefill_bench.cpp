@@ -17,6 +17,7 @@
 
 #include "kernels/cuda/attention.cuh"
 #include "kernels/cuda/check.hpp"
+#include "kernels/cuda/gemm.hpp"
 #include "kernels/cuda/random_init.cuh"
 #include "kernels/cuda/cuda_engine.hpp"
 #include "messages/error.hpp"
@@ -135,6 +136,51 @@ void time_attention(int heads, int kv_heads, int len) {
   cudaFree(table);
 }
 
+// TFLOP/s of llama-3-8b's four products at m rows with the algorithm chosen
+// at several reference row counts (the engine fixes one for every m).
+void time_gemms(int m) {
+  struct shape {
+    const char* name;
+    int n, k;
+    bool f32;
+  };
+  const shape shapes[] = {{"qkv", 6144, 4096, false}, {"wo", 4096, 4096, true}, {"gate_up", 28672, 4096, false},
+                          {"down", 4096, 14336, true}};
+  __nv_bfloat16 *x = nullptr, *w = nullptr;
+  void* y = nullptr;
+  KVFLOW_CUDA_CHECK(cudaMalloc(reinterpret_cast<void**>(&x), static_cast<std::size_t>(m) * 14336 * 2));
+  KVFLOW_CUDA_CHECK(cudaMalloc(reinterpret_cast<void**>(&w), static_cast<std::size_t>(28672) * 4096 * 2));
+  KVFLOW_CUDA_CHECK(cudaMalloc(&y, static_cast<std::size_t>(m) * 28672 * 4));
+  KVFLOW_CUDA_CHECK(cuda::launch_fill_uniform(x, static_cast<std::size_t>(m) * 14336, 5, 0, 1.0f, nullptr));
+  KVFLOW_CUDA_CHECK(cuda::launch_fill_uniform(w, static_cast<std::size_t>(28672) * 4096, 5, 1, 0.02f, nullptr));
+  KVFLOW_CUDA_CHECK(cudaMemset(y, 0, static_cast<std::size_t>(m) * 28672 * 4));
+  cudaEvent_t start, stop;
+  KVFLOW_CUDA_CHECK(cudaEventCreate(&start));
+  KVFLOW_CUDA_CHECK(cudaEventCreate(&stop));
+  for (int ref : {4096, 8192, 16384, 32768}) {
+    cuda::gemm_runner g(ref);
+    for (const auto& sh : shapes) {
+      std::vector<float> ms(5);
+      for (auto& t : ms) {
+        KVFLOW_CUDA_CHECK(cudaEventRecord(start, nullptr));
+        g.run(x, w, y, m, sh.n, sh.k, sh.f32, sh.f32, nullptr);
+        KVFLOW_CUDA_CHECK(cudaEventRecord(stop, nullptr));
+        KVFLOW_CUDA_CHECK(cudaEventSynchronize(stop));
+        KVFLOW_CUDA_CHECK(cudaEventElapsedTime(&t, start, stop));
+      }
+      std::sort(ms.begin(), ms.end());
+      const double flops = 2.0 * m * static_cast<double>(sh.n) * sh.k;
+      std::printf("gemm m %d ref %5d %-8s %8.3f ms %6.1f TFLOP/s  %s\n", m, ref, sh.name, ms[2],
+                  flops / (ms[2] / 1e3) / 1e12, g.describe(sh.n, sh.k, sh.f32, sh.f32).c_str());
+    }
+  }
+  cudaEventDestroy(start);
+  cudaEventDestroy(stop);
+  cudaFree(x);
+  cudaFree(w);
+  cudaFree(y);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -153,6 +199,8 @@ int main(int argc, char** argv) {
   app.add_option("--seed", seed, "weight seed");
   app.add_option("--json", out_path, "write the records to this file");
   bool attention_only = false;
+  int gemm_rows = 0;
+  app.add_option("--gemm", gemm_rows, "time llama-3-8b's products at this many rows under several algorithm choices and exit");
   app.add_flag("--attention", attention_only, "time the attention kernel alone (32/8 and 32/32 heads) and exit");
   CLI11_PARSE(app, argc, argv);
   if (reps < 1) reps = 1;
@@ -163,6 +211,10 @@ int main(int argc, char** argv) {
     }
     cudaDeviceProp prop{};
     KVFLOW_CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
+    if (gemm_rows > 0) {
+      time_gemms(gemm_rows);
+      return 0;
+    }
     if (attention_only) {
       for (int len : lengths) {
         time_attention(32, 8, len);

@@ -45,6 +45,13 @@ __device__ __forceinline__ void mma_bf16(float (&d)[4], const unsigned (&a)[4], 
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
+// 2^x on the special function unit (one instruction, flush-to-zero).
+__device__ __forceinline__ float fast_exp2(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+}
+
 __device__ __forceinline__ unsigned pack_bf16(float lo, float hi) {
   __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
   return *reinterpret_cast<unsigned*>(&v);
@@ -119,6 +126,27 @@ __global__ void __launch_bounds__(threads, 2) attention_kernel(params p) {
   auto load_tile = [&](int t, int s) {
     bf16* ks = k_tile(s);
     bf16* vs = v_tile(s);
+    const int t0 = t * tile_keys;
+    // Fast path: the whole tile lies in the current block and is needed.
+    while (t0 >= cur.start + cur.tokens && bi + 1 < p.num_blocks) {
+      ++bi;
+      cur = p.blocks[bi];
+    }
+    if (t0 + tile_keys <= kv_end && t0 + tile_keys <= cur.start + cur.tokens) {
+      const int r0 = tid / chunks;  // rows r0 + i * (threads / chunks)
+      const int c = tid % chunks;
+      const std::size_t head_elems = static_cast<std::size_t>(cur.tokens) * HD;
+      const bf16* ksrc = cur.data + (static_cast<std::size_t>(p.layer) * 2 * p.kv_heads + kvh) * head_elems +
+                         static_cast<std::size_t>(t0 + r0 - cur.start) * HD + c * 8;
+      const bf16* vsrc = ksrc + static_cast<std::size_t>(p.kv_heads) * head_elems;
+#pragma unroll
+      for (int i = 0; i < kv_per_thread; ++i) {
+        const int r = r0 + i * (threads / chunks);
+        cp_async16(ks + swz<HD>(r, c), ksrc + static_cast<std::size_t>(i) * (threads / chunks) * HD, true);
+        cp_async16(vs + swz<HD>(r, c), vsrc + static_cast<std::size_t>(i) * (threads / chunks) * HD, true);
+      }
+      return;
+    }
 #pragma unroll
     for (int i = 0; i < kv_per_thread; ++i) {
       const int id = tid + i * threads;
@@ -228,21 +256,24 @@ __global__ void __launch_bounds__(threads, 2) attention_kernel(params p) {
         mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
         const float mn = fmaxf(m[mt][h], mx);
         const float mu = mn == -INFINITY ? 0.0f : mn;
-        const float alpha = exp2f((m[mt][h] - mu) * p.scale_log2);
+        const float alpha = fast_exp2((m[mt][h] - mu) * p.scale_log2);
         m[mt][h] = mn;
         const float mc = mu * p.scale_log2;
         float sum = 0.0f;
 #pragma unroll
         for (int j = 0; j < 8; ++j) {
-          sc[mt][j][2 * h] = exp2f(fmaf(sc[mt][j][2 * h], p.scale_log2, -mc));
-          sc[mt][j][2 * h + 1] = exp2f(fmaf(sc[mt][j][2 * h + 1], p.scale_log2, -mc));
+          sc[mt][j][2 * h] = fast_exp2(fmaf(sc[mt][j][2 * h], p.scale_log2, -mc));
+          sc[mt][j][2 * h + 1] = fast_exp2(fmaf(sc[mt][j][2 * h + 1], p.scale_log2, -mc));
           sum += sc[mt][j][2 * h] + sc[mt][j][2 * h + 1];
         }
         l[mt][h] = l[mt][h] * alpha + sum;
+        // x * 1 == x bitwise: skip when no row of the warp saw a new maximum.
+        if (!__all_sync(0xffffffffu, alpha == 1.0f)) {
 #pragma unroll
-        for (int j = 0; j < dtiles; ++j) {
-          o[mt][j][2 * h] *= alpha;
-          o[mt][j][2 * h + 1] *= alpha;
+          for (int j = 0; j < dtiles; ++j) {
+            o[mt][j][2 * h] *= alpha;
+            o[mt][j][2 * h + 1] *= alpha;
+          }
         }
       }
     }

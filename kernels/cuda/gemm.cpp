@@ -1,5 +1,6 @@
 #include "kernels/cuda/gemm.hpp"
 
+#include <cstring>
 #include <sstream>
 
 #include "kernels/cuda/check.hpp"
@@ -80,11 +81,16 @@ void gemm_runner::run(const __nv_bfloat16* x, const __nv_bfloat16* w, void* y, i
 
 std::string gemm_runner::describe(int n, int k, bool y_f32, bool accumulate) {
   plan& p = plan_for(n, k, y_f32, accumulate);
-  auto get = [&](cublasLtMatmulAlgoConfigAttributes_t attr) {
-    std::int64_t v = 0;  // every attribute read here fits
+  auto get = [&](cublasLtMatmulAlgoConfigAttributes_t attr) -> long long {
+    std::size_t size = 0;  // the attribute's own width (16, 32 or 64 bits)
+    cublasLtMatmulAlgoConfigGetAttribute(&p.algo, attr, nullptr, 0, &size);
+    unsigned char buf[8] = {};
+    if (size == 0 || size > sizeof(buf)) return -1;
     std::size_t written = 0;
-    cublasLtMatmulAlgoConfigGetAttribute(&p.algo, attr, &v, sizeof(v), &written);
-    return v & ((written >= 8) ? ~0ll : ((1ll << (8 * written)) - 1));
+    if (cublasLtMatmulAlgoConfigGetAttribute(&p.algo, attr, buf, size, &written) != CUBLAS_STATUS_SUCCESS) return -1;
+    unsigned long long v = 0;
+    std::memcpy(&v, buf, size);  // little-endian
+    return static_cast<long long>(v);
   };
   std::ostringstream os;
   os << "n=" << n << " k=" << k << " algo=" << get(CUBLASLT_ALGO_CONFIG_ID) << " tile=" << get(CUBLASLT_ALGO_CONFIG_TILE_ID)
