@@ -88,6 +88,9 @@ BOOST_AUTO_TEST_CASE(masked_and_bad_inputs) {
     auto t = sample(logits, with(2.0f, 1.0f, 5), step);
     BOOST_REQUIRE(t == 1 || t == 3);
   }
+  // A temperature so small that logits / t overflow acts as greedy.
+  BOOST_TEST(sample({1.0f, 3.0f, 2.0f}, with(1e-30f, 1.0f, 1), 0) == 1);
+  BOOST_TEST(sample({-5.0f, -3.0f, -4.0f}, with(1e-30f, 0.9f, 1), 0) == 1);
   BOOST_CHECK_THROW(sample({}, sampling{}, 0), kvflow::error);
   BOOST_CHECK_THROW(sample({1.0f}, with(-1.0f, 1.0f, 0), 0), kvflow::error);
   BOOST_CHECK_THROW(sample({1.0f}, with(NAN, 1.0f, 0), 0), kvflow::error);
