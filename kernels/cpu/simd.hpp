@@ -12,7 +12,10 @@
 #include <cstdint>
 #include <cstring>
 
+// Overridable (e.g. -DKVFLOW_CPU_CLONES=) to build one instance only.
+#ifndef KVFLOW_CPU_CLONES
 #define KVFLOW_CPU_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#endif
 
 namespace kvflow::cpu::simd {
 
