@@ -17,9 +17,9 @@
 
 #include "kernels/cuda/attention.cuh"
 #include "kernels/cuda/check.hpp"
+#include "kernels/cuda/cuda_engine.hpp"
 #include "kernels/cuda/gemm.hpp"
 #include "kernels/cuda/random_init.cuh"
-#include "kernels/cuda/cuda_engine.hpp"
 #include "messages/error.hpp"
 
 namespace {
@@ -144,7 +144,9 @@ void time_gemms(int m) {
     int n, k;
     bool f32;
   };
-  const shape shapes[] = {{"qkv", 6144, 4096, false}, {"wo", 4096, 4096, true}, {"gate_up", 28672, 4096, false},
+  const shape shapes[] = {{"qkv", 6144, 4096, false},
+                          {"wo", 4096, 4096, true},
+                          {"gate_up", 28672, 4096, false},
                           {"down", 4096, 14336, true}};
   __nv_bfloat16 *x = nullptr, *w = nullptr;
   void* y = nullptr;
@@ -200,7 +202,8 @@ int main(int argc, char** argv) {
   app.add_option("--json", out_path, "write the records to this file");
   bool attention_only = false;
   int gemm_rows = 0;
-  app.add_option("--gemm", gemm_rows, "time llama-3-8b's products at this many rows under several algorithm choices and exit");
+  app.add_option("--gemm", gemm_rows,
+                 "time llama-3-8b's products at this many rows under several algorithm choices and exit");
   app.add_flag("--attention", attention_only, "time the attention kernel alone (32/8 and 32/32 heads) and exit");
   CLI11_PARSE(app, argc, argv);
   if (reps < 1) reps = 1;
@@ -237,8 +240,13 @@ int main(int argc, char** argv) {
           const double tf = prefill_flops(c, len) / s / 1e12;
           std::printf("%-12s %8d %8d %10.4f %8.1f\n", name.c_str(), len, chunk, s, tf);
           std::fflush(stdout);
-          records.push_back({{"model", name}, {"context_tokens", len}, {"impl", "kvflow"}, {"chunk_tokens", chunk},
-                             {"seconds", s}, {"tflops", tf}, {"device", prop.name}});
+          records.push_back({{"model", name},
+                             {"context_tokens", len},
+                             {"impl", "kvflow"},
+                             {"chunk_tokens", chunk},
+                             {"seconds", s},
+                             {"tflops", tf},
+                             {"device", prop.name}});
         }
       }
     }

@@ -1,3 +1,4 @@
+#include <atomic>
 #include <climits>
 #include <cmath>
 
@@ -8,7 +9,7 @@ namespace kvflow::cuda {
 namespace {
 
 constexpr int block_rows = 128;  // query rows per block: 4 warps x 32
-constexpr int tile_keys = 64;   // keys per tile (absolute alignment)
+constexpr int tile_keys = 64;    // keys per tile (absolute alignment)
 constexpr int warps = 4;
 constexpr int threads = warps * 32;
 
@@ -17,14 +18,12 @@ __device__ __forceinline__ unsigned smem_u32(const void* p) {
 }
 
 __device__ __forceinline__ void cp_async16(void* dst, const void* src, bool valid) {
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_u32(dst)), "l"(src),
-               "r"(valid ? 16 : 0));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_u32(dst)), "l"(src), "r"(valid ? 16 : 0));
 }
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
 __device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_group 0;\n" ::); }
 
-__device__ __forceinline__ void ldmatrix_x4(unsigned& r0, unsigned& r1, unsigned& r2, unsigned& r3,
-                                            const void* p) {
+__device__ __forceinline__ void ldmatrix_x4(unsigned& r0, unsigned& r1, unsigned& r2, unsigned& r3, const void* p) {
   asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
                : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3)
                : "r"(smem_u32(p)));
@@ -82,7 +81,7 @@ __device__ __forceinline__ int swz(int r, int c) {
 
 template <int HD>
 __global__ void __launch_bounds__(threads, 2) attention_kernel(params p) {
-  constexpr int chunks = HD / 8;                              // 16-byte chunks per row
+  constexpr int chunks = HD / 8;                               // 16-byte chunks per row
   constexpr int kv_per_thread = tile_keys * chunks / threads;  // K (and V) chunks per thread per tile
   constexpr int q_per_thread = block_rows * chunks / threads;
   constexpr int ksteps = HD / 16;
@@ -326,12 +325,16 @@ __global__ void __launch_bounds__(threads, 2) attention_kernel(params p) {
 template <int HD>
 cudaError_t launch_hd(const params& p, cudaStream_t stream) {
   const int smem = (block_rows + 2 * 2 * tile_keys) * HD * static_cast<int>(sizeof(bf16));
-  static bool configured = false;  // per head dim; set once per process
-  if (!configured) {
-    const cudaError_t e =
-        cudaFuncSetAttribute(attention_kernel<HD>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+  // The shared-memory limit is a per-device attribute: raise it once on each
+  // device (a repeated call from another thread is harmless).
+  static std::atomic<bool> configured[64];
+  int dev = 0;
+  cudaError_t e = cudaGetDevice(&dev);
+  if (e != cudaSuccess) return e;
+  if (dev >= 64 || !configured[dev].load(std::memory_order_relaxed)) {
+    e = cudaFuncSetAttribute(attention_kernel<HD>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
     if (e != cudaSuccess) return e;
-    configured = true;
+    if (dev < 64) configured[dev].store(true, std::memory_order_relaxed);
   }
   const int rows = p.count * p.group;
   dim3 grid((rows + block_rows - 1) / block_rows, p.kv_heads);
@@ -341,9 +344,7 @@ cudaError_t launch_hd(const params& p, cudaStream_t stream) {
 
 }  // namespace
 
-bool attention_supports(int head_dim) {
-  return head_dim == 16 || head_dim == 32 || head_dim == 64 || head_dim == 128;
-}
+bool attention_supports(int head_dim) { return head_dim == 16 || head_dim == 32 || head_dim == 64 || head_dim == 128; }
 
 cudaError_t launch_attention(const bf16* q, int count, int pos0, const attn_block* blocks, int num_blocks, int layer,
                              int heads, int kv_heads, int head_dim, float scale, bf16* out, cudaStream_t stream) {
@@ -362,11 +363,16 @@ cudaError_t launch_attention(const bf16* q, int count, int pos0, const attn_bloc
   p.group = heads / kv_heads;
   p.scale_log2 = scale * 1.4426950408889634f;
   switch (head_dim) {
-    case 16: return launch_hd<16>(p, stream);
-    case 32: return launch_hd<32>(p, stream);
-    case 64: return launch_hd<64>(p, stream);
-    case 128: return launch_hd<128>(p, stream);
-    default: return cudaErrorInvalidValue;
+    case 16:
+      return launch_hd<16>(p, stream);
+    case 32:
+      return launch_hd<32>(p, stream);
+    case 64:
+      return launch_hd<64>(p, stream);
+    case 128:
+      return launch_hd<128>(p, stream);
+    default:
+      return cudaErrorInvalidValue;
   }
 }
 

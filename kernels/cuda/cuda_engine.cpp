@@ -88,12 +88,12 @@ class cuda_engine_impl {
   cuda_engine_impl(const config& c, int device) : cfg_(c), device_(device) {
     validate(c, "cuda_engine");
     if (!cuda::attention_supports(c.head_dim))
-      throw error(errc::unsupported, "cuda_engine: head_dim " + std::to_string(c.head_dim) +
-                                         " has no attention kernel (16, 32, 64, 128)");
+      throw error(errc::unsupported,
+                  "cuda_engine: head_dim " + std::to_string(c.head_dim) + " has no attention kernel (16, 32, 64, 128)");
     int n = 0;
     if (cudaGetDeviceCount(&n) != cudaSuccess || device < 0 || device >= n)
-      throw error(errc::cuda_failure, "cuda_engine: no CUDA device " + std::to_string(device) + " (" +
-                                          std::to_string(n) + " visible)");
+      throw error(errc::cuda_failure,
+                  "cuda_engine: no CUDA device " + std::to_string(device) + " (" + std::to_string(n) + " visible)");
     KVFLOW_CUDA_CHECK(cudaSetDevice(device_));
     KVFLOW_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
     gemm_ = std::make_unique<cuda::gemm_runner>();
@@ -192,8 +192,7 @@ class cuda_engine_impl {
     auto put = [&](dev_buf<bf16>& dst, std::initializer_list<const std::vector<float>*> parts) {
       std::size_t off = 0;
       for (auto* v : parts) {
-        KVFLOW_CUDA_CHECK(cudaMemcpy(staging.ptr + off, v->data(), v->size() * sizeof(float),
-                                     cudaMemcpyHostToDevice));
+        KVFLOW_CUDA_CHECK(cudaMemcpy(staging.ptr + off, v->data(), v->size() * sizeof(float), cudaMemcpyHostToDevice));
         off += v->size();
       }
       KVFLOW_LAUNCH_CHECK(cuda::launch_to_bf16(staging.ptr, dst.ptr, off, stream_));
@@ -259,10 +258,10 @@ class cuda_engine_impl {
     const kv_shape& s = b.shape;
     if (b.data == nullptr || s.type != dtype::bf16 || s.layers != cfg_.layers || s.kv_heads != cfg_.kv_heads ||
         s.head_dim != cfg_.head_dim || s.tokens <= 0)
-      throw error(errc::invalid_argument,
-                  "cuda_engine::run: " + what + " is not a bf16 block of this model (layers " +
-                      std::to_string(s.layers) + ", kv_heads " + std::to_string(s.kv_heads) + ", head_dim " +
-                      std::to_string(s.head_dim) + ", tokens " + std::to_string(s.tokens) + ")");
+      throw error(errc::invalid_argument, "cuda_engine::run: " + what + " is not a bf16 block of this model (layers " +
+                                              std::to_string(s.layers) + ", kv_heads " + std::to_string(s.kv_heads) +
+                                              ", head_dim " + std::to_string(s.head_dim) + ", tokens " +
+                                              std::to_string(s.tokens) + ")");
   }
 
   void run(const chunk_job& job) {
@@ -275,9 +274,8 @@ class cuda_engine_impl {
                                               std::to_string(job.layer_end) + ")");
     check_block(job.out, "out block");
     if (job.out.shape.tokens != count)
-      throw error(errc::invalid_argument, "cuda_engine::run: out block holds " +
-                                              std::to_string(job.out.shape.tokens) + " tokens, job has " +
-                                              std::to_string(count));
+      throw error(errc::invalid_argument, "cuda_engine::run: out block holds " + std::to_string(job.out.shape.tokens) +
+                                              " tokens, job has " + std::to_string(count));
     if (job.past.count < 0 || (job.past.count > 0 && job.past.blocks == nullptr))
       throw error(errc::invalid_argument, "cuda_engine::run: past view without blocks");
     std::vector<attn_block> table;
@@ -297,9 +295,8 @@ class cuda_engine_impl {
       throw error(errc::invalid_argument, "cuda_engine::run: layers from " + std::to_string(job.layer_begin) +
                                               " need the hidden state of " + std::to_string(count) + " tokens");
     if (job.hidden.data != nullptr && job.hidden.tokens != count)
-      throw error(errc::invalid_argument, "cuda_engine::run: hidden state of " +
-                                              std::to_string(job.hidden.tokens) + " tokens for a chunk of " +
-                                              std::to_string(count));
+      throw error(errc::invalid_argument, "cuda_engine::run: hidden state of " + std::to_string(job.hidden.tokens) +
+                                              " tokens for a chunk of " + std::to_string(count));
     if (job.layer_begin == 0) {
       if (job.tokens == nullptr) throw error(errc::invalid_argument, "cuda_engine::run: no tokens");
       for (int i = 0; i < count; ++i)
@@ -336,11 +333,10 @@ class cuda_engine_impl {
           cuda::launch_rms_norm(resid, L.attn_norm.ptr, cfg_.rms_eps, count, hidden, act_a_.ptr, stream_));
       gemm_->run(act_a_.ptr, L.wqkv.ptr, act_big_.ptr, count, static_cast<int>(qkv_width()), hidden, false, false,
                  stream_);
-      KVFLOW_LAUNCH_CHECK(cuda::launch_qkv_rope(act_big_.ptr, count, job.pos0, inv_freq_.ptr, cfg_.heads,
-                                                cfg_.kv_heads, hd, act_q_.ptr, k_out, v_out, stream_));
-      KVFLOW_LAUNCH_CHECK(cuda::launch_attention(act_q_.ptr, count, job.pos0, d_table,
-                                                 static_cast<int>(table.size()), li, cfg_.heads, cfg_.kv_heads, hd,
-                                                 scale, act_a_.ptr, stream_));
+      KVFLOW_LAUNCH_CHECK(cuda::launch_qkv_rope(act_big_.ptr, count, job.pos0, inv_freq_.ptr, cfg_.heads, cfg_.kv_heads,
+                                                hd, act_q_.ptr, k_out, v_out, stream_));
+      KVFLOW_LAUNCH_CHECK(cuda::launch_attention(act_q_.ptr, count, job.pos0, d_table, static_cast<int>(table.size()),
+                                                 li, cfg_.heads, cfg_.kv_heads, hd, scale, act_a_.ptr, stream_));
       gemm_->run(act_a_.ptr, L.wo.ptr, resid, count, hidden, static_cast<int>(q_width()), true, true, stream_);
       KVFLOW_LAUNCH_CHECK(
           cuda::launch_rms_norm(resid, L.ffn_norm.ptr, cfg_.rms_eps, count, hidden, act_a_.ptr, stream_));
@@ -400,8 +396,8 @@ void* cuda_engine::allocate(std::size_t bytes) {
   const cudaError_t e = cudaMalloc(&p, std::max<std::size_t>(bytes, 1));
   if (e != cudaSuccess) {
     cudaGetLastError();
-    throw error(errc::capacity_exceeded, "cuda_engine::allocate: " + std::to_string(bytes) + " bytes: " +
-                                             cudaGetErrorString(e));
+    throw error(errc::capacity_exceeded,
+                "cuda_engine::allocate: " + std::to_string(bytes) + " bytes: " + cudaGetErrorString(e));
   }
   return p;
 }

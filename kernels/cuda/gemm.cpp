@@ -61,8 +61,8 @@ gemm_runner::plan& gemm_runner::plan_for(int n, int k, bool y_f32, bool accumula
       cublasLtMatmulAlgoGetHeuristic(handle_, desc_, l.a, l.b, l.c, l.c, pref, 1, &result, &found);
   cublasLtMatmulPreferenceDestroy(pref);
   if (st != CUBLAS_STATUS_SUCCESS || found == 0)
-    throw error(errc::cuda_failure, "cuBLASLt has no algorithm for n=" + std::to_string(n) +
-                                        " k=" + std::to_string(k) + (y_f32 ? " (fp32 out)" : " (bf16 out)"));
+    throw error(errc::cuda_failure, "cuBLASLt has no algorithm for n=" + std::to_string(n) + " k=" + std::to_string(k) +
+                                        (y_f32 ? " (fp32 out)" : " (bf16 out)"));
   p.algo = result.algo;
   p.valid = true;
   return p;
@@ -75,8 +75,8 @@ void gemm_runner::run(const __nv_bfloat16* x, const __nv_bfloat16* w, void* y, i
   layouts l(m, n, k, y_f32);
   const float alpha = 1.0f;
   const float beta = accumulate ? 1.0f : 0.0f;
-  KVFLOW_CUBLAS_CHECK(cublasLtMatmul(handle_, desc_, &alpha, w, l.a, x, l.b, &beta, y, l.c, y, l.c, &p.algo,
-                                     workspace_, workspace_bytes_, stream));
+  KVFLOW_CUBLAS_CHECK(cublasLtMatmul(handle_, desc_, &alpha, w, l.a, x, l.b, &beta, y, l.c, y, l.c, &p.algo, workspace_,
+                                     workspace_bytes_, stream));
 }
 
 std::string gemm_runner::describe(int n, int k, bool y_f32, bool accumulate) {
@@ -93,8 +93,8 @@ std::string gemm_runner::describe(int n, int k, bool y_f32, bool accumulate) {
     return static_cast<long long>(v);
   };
   std::ostringstream os;
-  os << "n=" << n << " k=" << k << " algo=" << get(CUBLASLT_ALGO_CONFIG_ID) << " tile=" << get(CUBLASLT_ALGO_CONFIG_TILE_ID)
-     << " splitk=" << get(CUBLASLT_ALGO_CONFIG_SPLITK_NUM)
+  os << "n=" << n << " k=" << k << " algo=" << get(CUBLASLT_ALGO_CONFIG_ID)
+     << " tile=" << get(CUBLASLT_ALGO_CONFIG_TILE_ID) << " splitk=" << get(CUBLASLT_ALGO_CONFIG_SPLITK_NUM)
      << " reduction=" << get(CUBLASLT_ALGO_CONFIG_REDUCTION_SCHEME)
      << " swizzle=" << get(CUBLASLT_ALGO_CONFIG_CTA_SWIZZLING) << " custom=" << get(CUBLASLT_ALGO_CONFIG_CUSTOM_OPTION)
      << " stages=" << get(CUBLASLT_ALGO_CONFIG_STAGES_ID) << " cluster=" << get(CUBLASLT_ALGO_CONFIG_CLUSTER_SHAPE_ID);

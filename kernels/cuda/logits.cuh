@@ -7,7 +7,7 @@
 
 namespace kvflow::cuda {
 
-cudaError_t launch_logits(const float* x,  // [hidden]
+cudaError_t launch_logits(const float* x,          // [hidden]
                           const __nv_bfloat16* w,  // [vocab][hidden]
                           int vocab, int hidden,
                           float* out,  // [vocab]

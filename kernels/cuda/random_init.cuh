@@ -12,8 +12,8 @@
 namespace kvflow::cuda {
 
 /// p[i] = uniform in [-scale, scale), a function of (seed, tensor, i) only.
-cudaError_t launch_fill_uniform(__nv_bfloat16* p, std::size_t n, std::uint64_t seed, std::uint64_t tensor,
-                                float scale, cudaStream_t stream);
+cudaError_t launch_fill_uniform(__nv_bfloat16* p, std::size_t n, std::uint64_t seed, std::uint64_t tensor, float scale,
+                                cudaStream_t stream);
 /// p[i] = value.
 cudaError_t launch_fill(float* p, std::size_t n, float value, cudaStream_t stream);
 /// dst[i] = bf16(src[i]), round to nearest even.

@@ -36,8 +36,7 @@ cudaError_t launch(const float* x, const float* w, float eps, int rows, int n, T
 
 }  // namespace
 
-cudaError_t launch_rms_norm(const float* x, const float* w, float eps, int rows, int n, bf16* y,
-                            cudaStream_t stream) {
+cudaError_t launch_rms_norm(const float* x, const float* w, float eps, int rows, int n, bf16* y, cudaStream_t stream) {
   return launch<bf16>(x, w, eps, rows, n, y, stream);
 }
 

@@ -27,8 +27,8 @@ std::vector<float> rope_inv_freq(const model::config& c) {
     float scaled = wavelen > static_cast<float>(low_wavelen) ? inv / static_cast<float>(factor) : inv;
     const bool medium = !(wavelen < static_cast<float>(high_wavelen)) && !(wavelen > static_cast<float>(low_wavelen));
     if (medium) {
-      const float smooth = (static_cast<float>(old_len) / wavelen - static_cast<float>(low)) /
-                           static_cast<float>(high - low);
+      const float smooth =
+          (static_cast<float>(old_len) / wavelen - static_cast<float>(low)) / static_cast<float>(high - low);
       scaled = (1.0f - smooth) * scaled / static_cast<float>(factor) + smooth * scaled;
     }
     f[i] = scaled;
@@ -83,8 +83,8 @@ __global__ void qkv_rope_kernel(const bf16* qkv, int count, int pos0, const floa
 cudaError_t launch_qkv_rope(const bf16* qkv, int count, int pos0, const float* inv_freq, int heads, int kv_heads,
                             int head_dim, bf16* q_out, bf16* k_out, bf16* v_out, cudaStream_t stream) {
   if (count <= 0) return cudaSuccess;
-  qkv_rope_kernel<<<count, 256, head_dim * sizeof(float), stream>>>(qkv, count, pos0, inv_freq, heads, kv_heads, head_dim, q_out, k_out,
-                                             v_out);
+  qkv_rope_kernel<<<count, 256, head_dim * sizeof(float), stream>>>(qkv, count, pos0, inv_freq, heads, kv_heads,
+                                                                    head_dim, q_out, k_out, v_out);
   return cudaGetLastError();
 }
 

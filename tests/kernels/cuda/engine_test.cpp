@@ -53,7 +53,8 @@ struct chunk_mem {
 
 std::vector<std::int32_t> prompt(int n, int vocab) {
   std::vector<std::int32_t> t(static_cast<std::size_t>(n));
-  for (int i = 0; i < n; ++i) t[i] = static_cast<std::int32_t>((i * 2654435761u + 12345u) % static_cast<unsigned>(vocab));
+  for (int i = 0; i < n; ++i)
+    t[i] = static_cast<std::int32_t>((i * 2654435761u + 12345u) % static_cast<unsigned>(vocab));
   return t;
 }
 
@@ -291,7 +292,9 @@ BOOST_AUTO_TEST_CASE(matches_cpu_engine_on_smollm2_shape) {
             const std::vector<float> ta(gk.begin() + o, gk.begin() + o + sh.head_dim);
             const std::vector<float> tb(ck.begin() + o, ck.begin() + o + sh.head_dim);
             const double te = rel_err(ta, tb);
-            if (te > 5e-2) BOOST_TEST_MESSAGE("  layer " << l << (kv ? " V" : " K") << " head " << hh << " token " << t << " rel err " << te);
+            if (te > 5e-2)
+              BOOST_TEST_MESSAGE("  layer " << l << (kv ? " V" : " K") << " head " << hh << " token " << t
+                                            << " rel err " << te);
           }
     }
     if (l == 0) BOOST_TEST(e < 1e-2);

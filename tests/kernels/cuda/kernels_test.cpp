@@ -229,8 +229,8 @@ BOOST_AUTO_TEST_CASE(gemm_matches_reference_and_is_row_invariant) {
       gemm.run(x.p, w.p, full.p, m, s.n, s.k, f32, f32, nullptr);
       int r = 0;
       for (int len : {1, 63, 100, 256, 1000, 1, 2675}) {
-        gemm.run(x.p + static_cast<std::size_t>(r) * s.k, w.p, parts.p + static_cast<std::size_t>(r) * s.n * esz,
-                 len, s.n, s.k, f32, f32, nullptr);
+        gemm.run(x.p + static_cast<std::size_t>(r) * s.k, w.p, parts.p + static_cast<std::size_t>(r) * s.n * esz, len,
+                 s.n, s.k, f32, f32, nullptr);
         r += len;
       }
       BOOST_REQUIRE_EQUAL(r, m);
@@ -246,7 +246,8 @@ BOOST_AUTO_TEST_CASE(gemm_matches_reference_and_is_row_invariant) {
         for (int j = 0; j < s.n; j += 7) {
           double acc = 0;
           for (int i = 0; i < s.k; ++i)
-            acc += static_cast<double>(xh[static_cast<std::size_t>(row) * s.k + i]) * wh[static_cast<std::size_t>(j) * s.k + i];
+            acc += static_cast<double>(xh[static_cast<std::size_t>(row) * s.k + i]) *
+                   wh[static_cast<std::size_t>(j) * s.k + i];
           ref.push_back(static_cast<float>(acc));
           const std::size_t at = static_cast<std::size_t>(row) * s.n + j;
           float v;
@@ -332,8 +333,8 @@ BOOST_AUTO_TEST_CASE(attention_matches_cpu_and_is_invariant) {
     // CPU reference on the same (rounded) inputs.
     cpu::kv_segment seg{s.k.data(), s.v.data(), sh.total};
     std::vector<float> ref(w * sh.total);
-    cpu::attention(nullptr, q.data(), sh.total, static_cast<int>(w), 0, &seg, 1, sh.heads, sh.kvh, sh.hd,
-                   ref.data(), static_cast<int>(w));
+    cpu::attention(nullptr, q.data(), sh.total, static_cast<int>(w), 0, &seg, 1, sh.heads, sh.kvh, sh.hd, ref.data(),
+                   static_cast<int>(w));
     const double e = rel_err(to_f32(one), ref);
     BOOST_TEST_MESSAGE("attention heads " << sh.heads << "/" << sh.kvh << " hd " << sh.hd << " rel err " << e);
     BOOST_TEST(e < 1e-2);
