@@ -356,7 +356,9 @@ void disk_store::read_async(const msg::chunk_key& key, layer_range layers, std::
 }
 
 bool disk_store::read(const msg::chunk_key& key, layer_range layers, void* dst, bool dst_is_block) {
-  pinned_buffer staging(staging_bytes(layers));
+  // Only memcpy reads it: aligned memory, not page-locked (cudaHostAlloc per
+  // call would cost more than the read).
+  pinned_buffer staging(staging_bytes(layers), false);
   std::promise<bool> result;
   auto ready = result.get_future();
   const std::size_t offset = dst_is_block ? options_.shape.span_offset_bytes(static_cast<int>(layers.begin)) : 0;

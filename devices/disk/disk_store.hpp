@@ -77,8 +77,8 @@ class disk_store {
   /// checks each layer's XXH3 and calls done. Blocks only while io_depth
   /// reads are in flight; a miss (absent, short, corrupt) calls done(false).
   void read_async(const msg::chunk_key& key, layer_range layers, std::uint8_t* staging, read_fn done);
-  /// Synchronous read_async (with a staging buffer of its own, allocated per
-  /// call: hot paths use read_async) that copies the span to dst (at the span's offset
+  /// Synchronous read_async (with an aligned, unpinned staging buffer of its
+  /// own per call: GPU paths use read_async) that copies the span to dst (at the span's offset
   /// in a whole-chunk block when `dst_is_block`, else at dst). False on a miss.
   bool read(const msg::chunk_key& key, layer_range layers, void* dst, bool dst_is_block = true);
 

@@ -13,12 +13,13 @@
 
 namespace kvflow::devices {
 
-pinned_buffer::pinned_buffer(std::size_t bytes) : size_(bytes) {
+pinned_buffer::pinned_buffer(std::size_t bytes, bool page_lock) : size_(bytes) {
+  (void)page_lock;  // without CUDA there is nothing to lock with
   if (bytes == 0) return;
 #ifdef KVFLOW_HAVE_CUDA
   // No device is a normal state (CPU CI): aligned memory serves it.
   static const bool have_device = cuda_device_available();
-  if (have_device) {
+  if (page_lock && have_device) {
     void* p = nullptr;
     if (KVFLOW_CUDA_OK(cudaHostAlloc(&p, bytes, cudaHostAllocPortable))) {
       data_ = static_cast<std::uint8_t*>(p);

@@ -18,7 +18,9 @@ inline std::size_t align_down(std::size_t n, std::size_t a = io_alignment) { ret
 class pinned_buffer {
  public:
   pinned_buffer() = default;
-  explicit pinned_buffer(std::size_t bytes);
+  /// `page_lock` false skips cudaHostAlloc (slow to allocate) for buffers
+  /// that never feed a GPU copy: they are only 4 KiB-aligned.
+  explicit pinned_buffer(std::size_t bytes, bool page_lock = true);
   ~pinned_buffer();
   pinned_buffer(pinned_buffer&& other) noexcept;
   pinned_buffer& operator=(pinned_buffer&& other) noexcept;
