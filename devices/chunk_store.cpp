@@ -47,8 +47,15 @@ store_lookup chunk_store::lookup(const std::vector<msg::chunk_key>& keys) const 
 
 void chunk_store::store(const msg::chunk_key& key, layer_range layers, const void* block) {
   if (host_.put(key, layers, options_.disk.shape.layer_bytes(), block)) return;
-  logger("tiers")->debug("host tier full of pinned blocks: chunk {} goes straight to disk", key_hex(key));
-  disk_.write(key, layers, block);
+  // Every host block is pinned or still being demoted: the chunk goes to disk
+  // behind the request's back (a copy, since the caller keeps `block`).
+  logger("tiers")->debug("host tier full of pinned blocks: chunk {} goes to disk", key_hex(key));
+  const model::kv_shape& s = options_.disk.shape;
+  const std::size_t off = s.span_offset_bytes(static_cast<int>(layers.begin));
+  const std::size_t len = s.span_bytes(static_cast<int>(layers.begin), static_cast<int>(layers.end));
+  auto copy = std::make_shared<pinned_buffer>(s.bytes(), false);
+  std::memcpy(copy->data() + off, static_cast<const std::uint8_t*>(block) + off, len);
+  disk_.write_behind(key, layers, copy->data(), copy);
 }
 
 host_block chunk_store::acquire(const msg::chunk_key& key) {

@@ -51,8 +51,9 @@ class chunk_store {
   store_lookup lookup(const std::vector<msg::chunk_key>& keys) const;
 
   /// Stores layers of `block` (whole-chunk layout) in the host tier; its
-  /// evictions demote to disk. When every host block is pinned, writes to
-  /// disk on the calling thread instead.
+  /// evictions demote to disk. When every host block is pinned (or still
+  /// being demoted), queues a copy for the disk's write-behind instead; never
+  /// waits for I/O.
   void store(const msg::chunk_key& key, layer_range layers, const void* block);
 
   /// Pinned lease of the host copy; on a host miss that the disk holds,
