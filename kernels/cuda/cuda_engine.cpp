@@ -99,7 +99,12 @@ class cuda_engine_impl {
     gemm_ = std::make_unique<cuda::gemm_runner>();
     const std::vector<float> inv = cuda::rope_inv_freq(c);
     inv_freq_.alloc(inv.size());
-    KVFLOW_CUDA_CHECK(cudaMemcpy(inv_freq_.ptr, inv.data(), inv.size() * sizeof(float), cudaMemcpyHostToDevice));
+    // Uploads go on stream_, never through cudaMemcpy: a pageable
+    // host-to-device cudaMemcpy may return before the data lands, and
+    // stream_ does not wait for the legacy stream.
+    KVFLOW_CUDA_CHECK(
+        cudaMemcpyAsync(inv_freq_.ptr, inv.data(), inv.size() * sizeof(float), cudaMemcpyHostToDevice, stream_));
+    KVFLOW_CUDA_CHECK(cudaStreamSynchronize(stream_));
     layers_.resize(static_cast<std::size_t>(c.layers));
     norm_row_.alloc(static_cast<std::size_t>(c.hidden));
     logits_.alloc(static_cast<std::size_t>(c.vocab_size));
@@ -192,14 +197,15 @@ class cuda_engine_impl {
     auto put = [&](dev_buf<bf16>& dst, std::initializer_list<const std::vector<float>*> parts) {
       std::size_t off = 0;
       for (auto* v : parts) {
-        KVFLOW_CUDA_CHECK(cudaMemcpy(staging.ptr + off, v->data(), v->size() * sizeof(float), cudaMemcpyHostToDevice));
+        KVFLOW_CUDA_CHECK(
+            cudaMemcpyAsync(staging.ptr + off, v->data(), v->size() * sizeof(float), cudaMemcpyHostToDevice, stream_));
         off += v->size();
       }
       KVFLOW_LAUNCH_CHECK(cuda::launch_to_bf16(staging.ptr, dst.ptr, off, stream_));
       KVFLOW_CUDA_CHECK(cudaStreamSynchronize(stream_));
     };
     auto put_f32 = [&](dev_buf<float>& dst, const std::vector<float>& v) {
-      KVFLOW_CUDA_CHECK(cudaMemcpy(dst.ptr, v.data(), v.size() * sizeof(float), cudaMemcpyHostToDevice));
+      KVFLOW_CUDA_CHECK(cudaMemcpyAsync(dst.ptr, v.data(), v.size() * sizeof(float), cudaMemcpyHostToDevice, stream_));
     };
     put(embedding_, {&w.embedding});
     put_f32(final_norm_, w.final_norm);
@@ -214,6 +220,7 @@ class cuda_engine_impl {
       put(d.w_gate_up, {&s.w_gate, &s.w_up});
       put(d.w_down, {&s.w_down});
     }
+    KVFLOW_CUDA_CHECK(cudaStreamSynchronize(stream_));
     fingerprint_ = w.fingerprint;
   }
 
