@@ -385,7 +385,8 @@ void dequantize_row(ggml_type t, const void* src_v, float* y, std::int64_t n) {
   const auto* src = static_cast<const std::uint8_t*>(src_v);
   switch (t) {
     case ggml_type::f32:
-      std::memcpy(y, src, static_cast<std::size_t>(n) * 4);
+      // An empty tensor's buffers may be null, which memcpy must not see.
+      if (n > 0) std::memcpy(y, src, static_cast<std::size_t>(n) * 4);
       return;
     case ggml_type::f16:
       for (std::int64_t k = 0; k < n; ++k) y[k] = fp16_to_fp32(load_u16(src + 2 * k));

@@ -73,6 +73,20 @@ BOOST_AUTO_TEST_CASE(reads_tensors_and_dtypes) {
   BOOST_TEST(s.find("zz") == nullptr);
 }
 
+BOOST_AUTO_TEST_CASE(empty_tensors_load_as_empty) {
+  temp_file f;
+  safetensors_writer w;
+  w.add_f32("e", {0}, {});
+  w.add_f32("e2", {2, 0}, {});
+  w.add("h", "F16", {0, 3}, {});
+  safetensors_writer::save(f.path, w.bytes());
+  auto s = safetensors_file::open(f.path);
+  for (const auto& t : s.tensors()) {
+    BOOST_TEST(t.elements() == 0);
+    BOOST_TEST(s.to_fp32(t).empty());
+  }
+}
+
 BOOST_AUTO_TEST_CASE(every_truncation_and_flip_is_a_clean_error) {
   temp_file f;
   auto good = sample().bytes();
