@@ -4,8 +4,9 @@
 // bytes with or without special-token parsing.
 // Properties: ids outside the vocabulary are refused with out_of_range and
 // nothing else escapes; encode yields ids inside the vocabulary; for valid
-// UTF-8, decode(encode(text)) == text and decode -> encode -> decode is
-// stable.
+// UTF-8, decode(encode(text)) == text less the bytes that have no byte-level
+// token (SmolLM2's vocabulary lacks 04 06 13 14 16 1d f1 f2 ...; encode drops
+// them as llama.cpp does), and decode -> encode -> decode is stable.
 
 #include <cstddef>
 #include <cstdint>
@@ -59,6 +60,36 @@ bool valid_utf8(const std::string& s) {
   return true;
 }
 
+// Bytes without a byte-level token in the vocabulary (GPT-2's byte to code
+// point map: printable Latin-1 maps to itself, the rest to U+0100 onwards).
+const std::vector<bool>& unmapped_bytes() {
+  static const std::vector<bool> missing = [] {
+    std::vector<bool> m(256, false);
+    std::uint32_t next = 256;
+    for (int b = 0; b < 256; ++b) {
+      bool printable = (b >= 33 && b <= 126) || (b >= 161 && b <= 172) || (b >= 174 && b <= 255);
+      std::uint32_t cp = printable ? static_cast<std::uint32_t>(b) : next++;
+      std::string text;
+      if (cp < 0x80) {
+        text += static_cast<char>(cp);
+      } else {
+        text += static_cast<char>(0xC0 | (cp >> 6));
+        text += static_cast<char>(0x80 | (cp & 0x3F));
+      }
+      m[static_cast<std::size_t>(b)] = tok().find(text) < 0;
+    }
+    return m;
+  }();
+  return missing;
+}
+
+std::string without_unmapped(const std::string& s) {
+  std::string out;
+  for (unsigned char c : s)
+    if (!unmapped_bytes()[c]) out += static_cast<char>(c);
+  return out;
+}
+
 void check_ids(const std::vector<std::int32_t>& ids) {
   for (auto id : ids) KVFLOW_FUZZ_CHECK(id >= 0 && id < tok().vocab_size(), "encode produced an id outside the vocabulary");
 }
@@ -84,7 +115,7 @@ void decode_ids(const std::vector<std::int32_t>& ids) {
   if (!valid_utf8(text)) return;
   auto again = t.encode(text, true);
   check_ids(again);
-  KVFLOW_FUZZ_CHECK(t.decode(again) == text, "decode -> encode -> decode changed the text");
+  KVFLOW_FUZZ_CHECK(t.decode(again) == without_unmapped(text), "decode -> encode -> decode changed the text");
 }
 
 void encode_text(const std::string& text, bool special) {
@@ -92,7 +123,7 @@ void encode_text(const std::string& text, bool special) {
   auto ids = t.encode(text, special);
   check_ids(ids);
   auto back = t.decode(ids);
-  if (valid_utf8(text)) KVFLOW_FUZZ_CHECK(back == text, "decode(encode(text)) != text");
+  if (valid_utf8(text)) KVFLOW_FUZZ_CHECK(back == without_unmapped(text), "decode(encode(text)) != text");
 }
 
 }  // namespace
