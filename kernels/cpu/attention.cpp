@@ -90,12 +90,12 @@ inline __attribute__((always_inline)) void weigh_values(const float* const* p, i
   for (int j = 0; j < n; ++j) {
     const float* v = v_rows[j];
     for (int i = 0; i < H16; ++i) {
-      v16 x = simd::load(v + 16 * i);
+      v16 x = simd::load(v + static_cast<std::size_t>(16) * i);
       for (int a = 0; a < NV; ++a) acc[a][i] = acc[a][i] + p[a][j] * x;
     }
   }
   for (int a = 0; a < NV; ++a)
-    for (int i = 0; i < H16; ++i) simd::store(outs[a] + 16 * i, acc[a][i] / sums[a]);
+    for (int i = 0; i < H16; ++i) simd::store(outs[a] + static_cast<std::size_t>(16) * i, acc[a][i] / sums[a]);
 }
 
 // Any head_dim: the same order, one vector at a time.

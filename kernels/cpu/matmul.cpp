@@ -45,7 +45,7 @@ void panels_task(const float* x, int rows, int x_stride, const float* panels, in
     for (int p = p_begin; p < p_end; ++p) {
       const float* panel = panels + static_cast<std::size_t>(p) * k * panel_width;
       int width = std::min(panel_width, n - p * panel_width);
-      float* out = yr + p * panel_width;
+      float* out = yr + static_cast<std::size_t>(p) * panel_width;
       switch (r_count) {
         case 6:
           panel_kernel<6>(xr, x_stride, panel, k, out, y_stride, width);

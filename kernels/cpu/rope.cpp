@@ -40,14 +40,14 @@ void rope(float* x, int rows, int row_stride, int heads, int head_dim, int pos0,
     double pos = static_cast<double>(pos0) + r;
     for (int i = 0; i < half; ++i) {
       double a = pos * static_cast<double>(inv_freq[i]);
-      cs[2 * i] = static_cast<float>(std::cos(a));
-      cs[2 * i + 1] = static_cast<float>(std::sin(a));
+      cs[2 * static_cast<std::size_t>(i)] = static_cast<float>(std::cos(a));
+      cs[2 * static_cast<std::size_t>(i) + 1] = static_cast<float>(std::sin(a));
     }
     float* row = x + static_cast<std::size_t>(r) * row_stride;
     for (int h = 0; h < heads; ++h) {
       float* v = row + static_cast<std::size_t>(h) * head_dim;
       for (int i = 0; i < half; ++i) {
-        float c = cs[2 * i], s = cs[2 * i + 1];
+        float c = cs[2 * static_cast<std::size_t>(i)], s = cs[2 * static_cast<std::size_t>(i) + 1];
         float a = v[i], b = v[i + half];
         v[i] = a * c - b * s;
         v[i + half] = b * c + a * s;

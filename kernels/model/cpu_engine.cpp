@@ -172,7 +172,8 @@ void cpu_engine::run(const chunk_job& job) {
     for (int kv = 0; kv < 2; ++kv) {
       for (int g = 0; g < c.kv_heads; ++g) {
         float* dst = out_base + os.offset(l, kv, g, 0, 0);
-        const float* src = qkv + q_width + kv * kv_width + g * c.head_dim;
+        const float* src =
+            qkv + q_width + static_cast<std::size_t>(kv) * kv_width + static_cast<std::size_t>(g) * c.head_dim;
         for (int t = 0; t < n; ++t) {
           std::memcpy(dst + static_cast<std::size_t>(t) * c.head_dim, src + static_cast<std::size_t>(t) * qkv_width,
                       sizeof(float) * c.head_dim);
