@@ -20,7 +20,6 @@
 namespace kvflow::cpu::simd {
 
 typedef float v16 __attribute__((vector_size(64)));
-typedef std::int32_t i16 __attribute__((vector_size(64)));
 
 // Unaligned views of 16 floats. Vectors cross these helpers by reference
 // only: a vector passed by value would change the ABI between clones.
