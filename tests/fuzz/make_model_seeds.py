@@ -225,3 +225,25 @@ write("tokenizer", "encode_invalid_utf8", b"\x02" + b"ok \xff\xfe \xc0\x80 \xed\
 write("tokenizer", "decode_raw_ids", b"\x00" + struct.pack("<8i", 1, 9690, 28, 905, 2, -1, 49152, 2**31 - 1))
 write("tokenizer", "decode_in_vocab", b"\x01" + struct.pack("<10H", 1, 2, 3, 100, 1000, 9690, 28, 905, 49151, 49152))
 write("tokenizer", "decode_specials", b"\x01" + struct.pack("<6H", 0, 1, 2, 3, 4, 17))
+
+# ------------------------------------------------------------- chunk file
+# Byte 0 = 1: the target stamps the header checksum itself.
+
+def chunk_header(layers, kv_heads, tokens, head_dim, dtype, begin, end, count=None):
+    h = bytearray(4096)
+    struct.pack_into("<II", h, 0, 0x4346564B, 1)
+    h[8:40] = bytes(range(32))
+    h[40:72] = bytes(range(100, 132))
+    struct.pack_into("<IIB", h, 72, begin, end, dtype)
+    struct.pack_into("<IIII", h, 84, layers, kv_heads, tokens, head_dim)
+    layer_bytes = 2 * kv_heads * tokens * head_dim * (4 if dtype == 0 else 2)
+    struct.pack_into("<QQI", h, 104, layer_bytes * (end - begin), 0x1234567890ABCDEF, end - begin if count is None else count)
+    for i in range(end - begin):
+        struct.pack_into("<Q", h, 128 + 8 * i, 0x1000 + i)
+    return b"\x01" + bytes(h[:4088])
+
+write("chunk_file", "smollm2_bf16_all_layers", chunk_header(30, 3, 256, 64, 1, 0, 30))
+write("chunk_file", "tiny_f32_layers_1_3", chunk_header(4, 2, 16, 16, 0, 1, 3))
+write("chunk_file", "max_layers", chunk_header(495, 1, 1, 2, 0, 0, 495))
+write("chunk_file", "bad_count", chunk_header(4, 2, 16, 16, 0, 0, 4, count=3))
+write("chunk_file", "unstamped_zero", b"\x00" + bytes(64))
