@@ -109,8 +109,8 @@ void time_attention(int heads, int kv_heads, int len) {
   KVFLOW_CUDA_CHECK(cudaMalloc(reinterpret_cast<void**>(&out), qn * 2));
   KVFLOW_CUDA_CHECK(cudaMalloc(reinterpret_cast<void**>(&kv), kvn * 2));
   KVFLOW_CUDA_CHECK(cudaMalloc(reinterpret_cast<void**>(&table), sizeof(cuda::attn_block)));
-  KVFLOW_CUDA_CHECK(cuda::launch_fill_uniform(q, qn, 3, 0, 2.0f, nullptr));
-  KVFLOW_CUDA_CHECK(cuda::launch_fill_uniform(kv, kvn, 3, 1, 2.0f, nullptr));
+  KVFLOW_CUDA_CHECK(cuda::launch_fill_uniform(q, qn, 3, 0, 0.0f, 2.0f, nullptr));
+  KVFLOW_CUDA_CHECK(cuda::launch_fill_uniform(kv, kvn, 3, 1, 0.0f, 2.0f, nullptr));
   cuda::attn_block b{kv, 0, len};
   KVFLOW_CUDA_CHECK(cudaMemcpy(table, &b, sizeof(b), cudaMemcpyHostToDevice));
   cudaEvent_t start, stop;
@@ -153,8 +153,8 @@ void time_gemms(int m) {
   KVFLOW_CUDA_CHECK(cudaMalloc(reinterpret_cast<void**>(&x), static_cast<std::size_t>(m) * 14336 * 2));
   KVFLOW_CUDA_CHECK(cudaMalloc(reinterpret_cast<void**>(&w), static_cast<std::size_t>(28672) * 4096 * 2));
   KVFLOW_CUDA_CHECK(cudaMalloc(&y, static_cast<std::size_t>(m) * 28672 * 4));
-  KVFLOW_CUDA_CHECK(cuda::launch_fill_uniform(x, static_cast<std::size_t>(m) * 14336, 5, 0, 1.0f, nullptr));
-  KVFLOW_CUDA_CHECK(cuda::launch_fill_uniform(w, static_cast<std::size_t>(28672) * 4096, 5, 1, 0.02f, nullptr));
+  KVFLOW_CUDA_CHECK(cuda::launch_fill_uniform(x, static_cast<std::size_t>(m) * 14336, 5, 0, 0.0f, 1.0f, nullptr));
+  KVFLOW_CUDA_CHECK(cuda::launch_fill_uniform(w, static_cast<std::size_t>(28672) * 4096, 5, 1, 0.0f, 0.02f, nullptr));
   KVFLOW_CUDA_CHECK(cudaMemset(y, 0, static_cast<std::size_t>(m) * 28672 * 4));
   cudaEvent_t start, stop;
   KVFLOW_CUDA_CHECK(cudaEventCreate(&start));

@@ -151,29 +151,42 @@ class cuda_engine_impl {
     return b;
   }
 
-  // Weights drawn on the device: every tensor gets its own generator stream.
+  // Weights drawn on the device: the values of model::random_weights(cfg,
+  // seed) (same tensor ids, centers and scales), made in place.
   void init_random(std::uint64_t seed) {
     alloc_weights();
-    const float scale = 0.02f * std::sqrt(3.0f);  // uniform with std 0.02
-    std::uint64_t tensor = 0;
-    auto fill = [&](dev_buf<bf16>& b) {
-      KVFLOW_LAUNCH_CHECK(cuda::launch_fill_uniform(b.ptr, b.n, seed, tensor++, scale, stream_));
+    const config& c = cfg_;
+    auto amp = [](int fan_in) { return std::sqrt(3.0f / static_cast<float>(fan_in)); };
+    const float residual = 1.0f / std::sqrt(2.0f * static_cast<float>(c.layers));
+    const int q_w = c.heads * c.head_dim;
+    const std::size_t kv_rows = static_cast<std::size_t>(c.kv_heads) * c.head_dim;
+    const std::size_t hid = static_cast<std::size_t>(c.hidden);
+    std::uint64_t id = 0;
+    auto mat = [&](bf16* p, std::size_t n, float scale) {
+      KVFLOW_LAUNCH_CHECK(cuda::launch_fill_uniform(p, n, seed, id++, 0.0f, scale, stream_));
     };
-    auto ones = [&](dev_buf<float>& b) { KVFLOW_LAUNCH_CHECK(cuda::launch_fill(b.ptr, b.n, 1.0f, stream_)); };
-    fill(embedding_);
-    ones(final_norm_);
-    if (!cfg_.tie_embeddings) fill(output_);
+    auto norm = [&](dev_buf<float>& b) {
+      KVFLOW_LAUNCH_CHECK(cuda::launch_fill_uniform_f32(b.ptr, b.n, seed, id++, 1.0f, 0.1f, stream_));
+    };
+    mat(embedding_.ptr, embedding_.n, 1.0f);
+    norm(final_norm_);
+    if (!c.tie_embeddings) mat(output_.ptr, output_.n, amp(c.hidden));
     for (auto& l : layers_) {
-      ones(l.attn_norm);
-      fill(l.wqkv);
-      fill(l.wo);
-      ones(l.ffn_norm);
-      fill(l.w_gate_up);
-      fill(l.w_down);
+      norm(l.attn_norm);
+      // wqkv holds wq rows, then wk rows, then wv rows: three tensors.
+      mat(l.wqkv.ptr, static_cast<std::size_t>(q_w) * hid, amp(c.hidden));
+      mat(l.wqkv.ptr + static_cast<std::size_t>(q_w) * hid, kv_rows * hid, amp(c.hidden));
+      mat(l.wqkv.ptr + (static_cast<std::size_t>(q_w) + kv_rows) * hid, kv_rows * hid, amp(c.hidden));
+      mat(l.wo.ptr, l.wo.n, amp(q_w) * residual);
+      norm(l.ffn_norm);
+      const std::size_t inter = static_cast<std::size_t>(c.intermediate) * hid;
+      mat(l.w_gate_up.ptr, inter, amp(c.hidden));
+      mat(l.w_gate_up.ptr + inter, inter, amp(c.hidden));
+      mat(l.w_down.ptr, l.w_down.n, amp(c.intermediate) * residual);
     }
     KVFLOW_CUDA_CHECK(cudaStreamSynchronize(stream_));
     sha256 h;
-    const std::string text = "kvflow-cuda-random-v1|" + config_text(cfg_) + "|" + std::to_string(seed);
+    const std::string text = "kvflow-cuda-random-v2|" + config_text(cfg_) + "|" + std::to_string(seed);
     h.update(text.data(), text.size());
     fingerprint_ = h.finish();
   }

@@ -62,9 +62,12 @@ class cuda_engine : public engine {
 /// (unsupported) for a head_dim without an attention kernel.
 std::unique_ptr<cuda_engine> make_cuda_engine(const weights& w, int device = 0);
 
-/// Weights drawn on the device from `seed` (uniform, std 0.02, norms 1): no
-/// host copy, for the large presets. Deterministic for (config, seed); the
-/// fingerprint hashes the config, the seed and the generator's name.
+/// Weights drawn on the device from `seed`: the values of
+/// random_weights(c, seed) rounded to bf16 (norms fp32), with no host copy,
+/// for the large presets; the KV equals make_cuda_engine(random_weights(c,
+/// seed))'s bitwise. The fingerprint hashes the config, the seed and the
+/// generator's name (not the weight bytes, which never reach the host), so
+/// it differs from that engine's.
 std::unique_ptr<cuda_engine> make_cuda_engine_random(const config& c, std::uint64_t seed, int device = 0);
 
 /// CUDA devices visible, 0 when the runtime or driver is missing.

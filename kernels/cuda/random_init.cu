@@ -8,20 +8,21 @@ namespace {
 
 int grid_for(std::size_t n) { return static_cast<int>(std::min<std::size_t>((n + 255) / 256, 8192)); }
 
-__global__ void fill_uniform_kernel(bf16* p, std::size_t n, std::uint64_t key, float scale) {
+// splitmix64 is a counter generator: output number k of a stream whose state
+// starts at s0 is mix(s0 + k * golden), so every element is independent.
+template <typename T>
+__global__ void fill_uniform_kernel(T* p, std::size_t n, std::uint64_t s0, float center, float scale) {
   for (std::size_t i = blockIdx.x * static_cast<std::size_t>(blockDim.x) + threadIdx.x; i < n;
        i += static_cast<std::size_t>(gridDim.x) * blockDim.x) {
-    const std::uint64_t r = splitmix64(key ^ (i * 0xD1B54A32D192ED03ull));
-    // 24 high bits -> [0, 1) -> [-1, 1).
+    const std::uint64_t r = splitmix64(s0 + (i + 1) * 0x9E3779B97F4A7C15ull);  // output number i + 2
     const float u = static_cast<float>(r >> 40) * (1.0f / 16777216.0f);
-    p[i] = __float2bfloat16((2.0f * u - 1.0f) * scale);
+    const float v = __fadd_rn(center, __fmul_rn(scale, __fsub_rn(2.0f * u, 1.0f)));  // no FMA, as on the host
+    if constexpr (sizeof(T) == 4) {
+      p[i] = v;
+    } else {
+      p[i] = __float2bfloat16(v);
+    }
   }
-}
-
-__global__ void fill_kernel(float* p, std::size_t n, float value) {
-  for (std::size_t i = blockIdx.x * static_cast<std::size_t>(blockDim.x) + threadIdx.x; i < n;
-       i += static_cast<std::size_t>(gridDim.x) * blockDim.x)
-    p[i] = value;
 }
 
 __global__ void to_bf16_kernel(const float* src, bf16* dst, std::size_t n) {
@@ -32,17 +33,19 @@ __global__ void to_bf16_kernel(const float* src, bf16* dst, std::size_t n) {
 
 }  // namespace
 
-cudaError_t launch_fill_uniform(bf16* p, std::size_t n, std::uint64_t seed, std::uint64_t tensor, float scale,
-                                cudaStream_t stream) {
+cudaError_t launch_fill_uniform(bf16* p, std::size_t n, std::uint64_t seed, std::uint64_t tensor, float center,
+                                float scale, cudaStream_t stream) {
   if (n == 0) return cudaSuccess;
-  const std::uint64_t key = splitmix64(seed ^ splitmix64(tensor + 0x632BE59BD9B4E019ull));
-  fill_uniform_kernel<<<grid_for(n), 256, 0, stream>>>(p, n, key, scale);
+  fill_uniform_kernel<bf16>
+      <<<grid_for(n), 256, 0, stream>>>(p, n, seed ^ (tensor * 0xd1b54a32d192ed03ull), center, scale);
   return cudaGetLastError();
 }
 
-cudaError_t launch_fill(float* p, std::size_t n, float value, cudaStream_t stream) {
+cudaError_t launch_fill_uniform_f32(float* p, std::size_t n, std::uint64_t seed, std::uint64_t tensor, float center,
+                                    float scale, cudaStream_t stream) {
   if (n == 0) return cudaSuccess;
-  fill_kernel<<<grid_for(n), 256, 0, stream>>>(p, n, value);
+  fill_uniform_kernel<float>
+      <<<grid_for(n), 256, 0, stream>>>(p, n, seed ^ (tensor * 0xd1b54a32d192ed03ull), center, scale);
   return cudaGetLastError();
 }
 

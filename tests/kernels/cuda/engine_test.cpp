@@ -203,6 +203,24 @@ BOOST_AUTO_TEST_CASE(device_random_weights_are_deterministic) {
   BOOST_TEST(ma.kv_bytes() == mb.kv_bytes());
 }
 
+// make_cuda_engine_random(c, seed) makes random_weights(c, seed) on the
+// device: the same KV as uploading the host copy, bitwise.
+BOOST_AUTO_TEST_CASE(device_random_weights_equal_host_random_weights) {
+  for (const char* name : {"tiny-test", "smollm2-135m"}) {
+    const auto c = preset(name);
+    auto dev = make_cuda_engine_random(c, 5);
+    auto host = make_cuda_engine(random_weights(c, 5));
+    const auto toks = prompt(70, c.vocab_size);
+    chunk_mem a(*dev, 70), b(*host, 70);
+    run_chunk(*dev, toks, 0, 70, {}, a);
+    run_chunk(*host, toks, 0, 70, {}, b);
+    BOOST_TEST_INFO(name);
+    BOOST_TEST((a.kv_bytes() == b.kv_bytes()));
+    BOOST_TEST_INFO(name);
+    BOOST_TEST((a.hidden_rows() == b.hidden_rows()));
+  }
+}
+
 BOOST_AUTO_TEST_CASE(bad_jobs_throw) {
   auto e = make_cuda_engine_random(preset("tiny-test"), 3);
   const auto toks = prompt(8, 512);

@@ -217,8 +217,8 @@ BOOST_AUTO_TEST_CASE(gemm_matches_reference_and_is_row_invariant) {
   for (shape s : {shape{6144, 4096}, shape{4096, 14336}, shape{1728, 576}}) {
     const int m = 4096;
     dbuf<bf16> x(static_cast<std::size_t>(m) * s.k), w(static_cast<std::size_t>(s.n) * s.k);
-    KVFLOW_LAUNCH_CHECK(cuda::launch_fill_uniform(x.p, x.n, 11, 0, 1.0f, nullptr));
-    KVFLOW_LAUNCH_CHECK(cuda::launch_fill_uniform(w.p, w.n, 11, 1, 0.05f, nullptr));
+    KVFLOW_LAUNCH_CHECK(cuda::launch_fill_uniform(x.p, x.n, 11, 0, 0.0f, 1.0f, nullptr));
+    KVFLOW_LAUNCH_CHECK(cuda::launch_fill_uniform(w.p, w.n, 11, 1, 0.0f, 0.05f, nullptr));
     for (bool f32 : {false, true}) {
       BOOST_TEST_MESSAGE("gemm plan " << gemm.describe(s.n, s.k, f32, f32) << (f32 ? " fp32 accumulate" : " bf16"));
       const std::size_t esz = f32 ? 4 : 2;
