@@ -137,6 +137,8 @@ void disk_store::scan() {
     used_bytes_ += e.file_bytes;
     directory_[key] = std::move(e);
   }
+  // A smaller capacity than last time: trim (arbitrary order; no use is known yet).
+  for (const auto& p : evict_locked(msg::chunk_key{})) ::unlink(p.c_str());
 }
 
 void disk_store::discard(const msg::chunk_key& key, const std::string& why) {
@@ -223,13 +225,34 @@ void disk_store::write(const msg::chunk_key& key, layer_range layers, const void
     ::fsync(dfd);
     ::close(dfd);
   }
-  std::lock_guard<std::mutex> lock(mutex_);
-  entry& e = directory_[key];
-  used_bytes_ -= e.file_bytes;
-  e.layers = layers;
-  e.layer_checksums = h.layer_checksums;
-  e.file_bytes = file_bytes;
-  used_bytes_ += file_bytes;
+  std::vector<std::string> evicted;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    entry& e = directory_[key];
+    used_bytes_ -= e.file_bytes;
+    e.layers = layers;
+    e.layer_checksums = h.layer_checksums;
+    e.file_bytes = file_bytes;
+    e.last_use = ++use_clock_;
+    used_bytes_ += file_bytes;
+    evicted = evict_locked(key);
+  }
+  for (const auto& p : evicted) ::unlink(p.c_str());
+}
+
+std::vector<std::string> disk_store::evict_locked(const msg::chunk_key& keep) {
+  std::vector<std::string> paths;
+  while (options_.capacity_bytes != 0 && used_bytes_ > options_.capacity_bytes) {
+    auto victim = directory_.end();
+    for (auto it = directory_.begin(); it != directory_.end(); ++it)
+      if (it->first != keep && (victim == directory_.end() || it->second.last_use < victim->second.last_use))
+        victim = it;
+    if (victim == directory_.end()) break;  // one file larger than the capacity: keep it
+    used_bytes_ -= victim->second.file_bytes;
+    paths.push_back(path_of(victim->first));
+    directory_.erase(victim);
+  }
+  return paths;
 }
 
 void disk_store::write_behind(const msg::chunk_key& key, layer_range layers, const void* block,
@@ -303,7 +326,8 @@ void disk_store::read_async(const msg::chunk_key& key, layer_range layers, std::
       done(false, nullptr, 0);
       return;
     }
-    const entry& e = it->second;
+    entry& e = it->second;
+    e.last_use = ++use_clock_;
     const std::uint32_t first = layers.begin - e.layers.begin;
     sums.assign(e.layer_checksums.begin() + first, e.layer_checksums.begin() + first + layers.size());
     span_off = chunk_header_bytes + static_cast<std::uint64_t>(first) * options_.shape.layer_bytes();

@@ -26,6 +26,7 @@ struct disk_options {
   std::string directory;            ///< created if missing
   model_fingerprint fingerprint{};  ///< files of another model are misses (and removed)
   model::kv_shape shape;            ///< whole-chunk shape of this model
+  std::uint64_t capacity_bytes = 0;  ///< bytes of chunk files kept (0 = no limit); LRU files go beyond
   std::size_t write_queue_cap = 8;  ///< pending write-behinds; the oldest is dropped beyond
   unsigned io_depth = 4;            ///< reads in flight
   bool use_io_uring = true;         ///< else a pread pool
@@ -76,6 +77,8 @@ class disk_store {
   /// (at least staging_bytes(layers), 4 KiB-aligned, alive until `done`),
   /// checks each layer's XXH3 and calls done. Blocks only while io_depth
   /// reads are in flight; a miss (absent, short, corrupt) calls done(false).
+  /// `done` may enqueue a GPU copy but must not call read_async (it runs on
+  /// the thread that completes reads).
   void read_async(const msg::chunk_key& key, layer_range layers, std::uint8_t* staging, read_fn done);
   /// Synchronous read_async (with an aligned, unpinned staging buffer of its
   /// own per call: GPU paths use read_async) that copies the span to dst (at the span's offset
@@ -96,6 +99,7 @@ class disk_store {
     layer_range layers;
     std::vector<std::uint64_t> layer_checksums;
     std::uint64_t file_bytes = 0;
+    std::uint64_t last_use = 0;  // use_clock_ at the last write or read
   };
   struct write_job {
     msg::chunk_key key;
@@ -108,12 +112,16 @@ class disk_store {
   void scan();
   void discard(const msg::chunk_key& key, const std::string& why);
   void writer_loop();
+  /// Removes least recently used files until used_bytes_ fits the capacity,
+  /// sparing `keep`. Requires mutex_; returns the paths to unlink.
+  std::vector<std::string> evict_locked(const msg::chunk_key& keep);
 
   disk_options options_;
   std::unique_ptr<io_engine> engine_;
   mutable std::mutex mutex_;
   std::unordered_map<msg::chunk_key, entry, chunk_key_hash> directory_;
   std::uint64_t used_bytes_ = 0;
+  std::uint64_t use_clock_ = 0;
 
   mutable std::mutex queue_mutex_;
   std::condition_variable queue_cv_, idle_cv_;

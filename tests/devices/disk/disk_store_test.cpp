@@ -324,3 +324,25 @@ BOOST_AUTO_TEST_CASE(concurrent_readers_and_writers) {
   BOOST_TEST(bad.load() == 0);
   BOOST_TEST(hits.load() > 0);
 }
+
+BOOST_AUTO_TEST_CASE(capacity_evicts_least_recently_used_files) {
+  scratch_dir dir;
+  const auto s = small_shape();
+  auto o = opts(dir.path, s);
+  o.capacity_bytes = 3 * chunk_file_bytes(s.bytes());
+  disk_store d(o);
+  const layer_range all{0, 4};
+  for (std::uint32_t i = 0; i < 3; ++i) d.write(key_of(i), all, block_of(s, i).data());
+  BOOST_TEST(reads_back(d, 0, all));  // 0 is now more recent than 1
+  for (std::uint32_t i = 3; i < 6; ++i) {
+    d.write(key_of(i), all, block_of(s, i).data());
+    BOOST_REQUIRE(d.used_bytes() <= o.capacity_bytes);
+    BOOST_REQUIRE(d.entries() <= 3u);
+  }
+  BOOST_TEST(!d.contains(key_of(1)));
+  BOOST_TEST(!fs::exists(file_of(dir.path, 1)));
+  BOOST_TEST(d.contains(key_of(5)));
+  std::size_t files = 0;
+  for (const auto& e : fs::directory_iterator(dir.path)) files += e.path().extension() == ".kvc";
+  BOOST_TEST(files == d.entries());
+}
