@@ -79,6 +79,10 @@ class uring_engine final : public io_engine {
       auto* r = static_cast<request*>(io_uring_cqe_get_data(cqe));
       const int res = cqe->res;
       io_uring_cqe_seen(&ring_, cqe);
+      // The request was written under mutex_ before the kernel saw it; taking
+      // the lock once here makes that ordering visible to the C++ memory
+      // model (and to ThreadSanitizer, which cannot see through the ring).
+      { std::lock_guard<std::mutex> sync(mutex_); }
       if (r == nullptr) {
         std::lock_guard<std::mutex> lock(mutex_);
         if (stopping_) return;
