@@ -16,9 +16,9 @@
 namespace kvflow::devices {
 
 struct chunk_store_options {
-  std::size_t host_capacity_bytes = 0;   ///< host pool capacity; blocks are disk.shape.bytes()
-  disk_options disk;                     ///< the disk tier (its write queue bounds demotions)
-  std::size_t promotion_queue_cap = 8;   ///< pending promotions; the oldest is dropped beyond
+  std::size_t host_capacity_bytes = 0;  ///< host pool capacity; blocks are disk.shape.bytes()
+  disk_options disk;                    ///< the disk tier (its write queue bounds demotions)
+  std::size_t promotion_queue_cap = 8;  ///< pending promotions; the oldest is dropped beyond
   bool demote_on_evict = true;
   bool promote_on_hit = true;
 };
@@ -67,8 +67,8 @@ class chunk_store {
   /// Waits until the promotion queue is empty and demotions are written.
   void flush();
 
-  std::uint64_t promotions() const;   ///< promotions completed
-  std::uint64_t demotions() const;    ///< demotions queued to disk
+  std::uint64_t promotions() const;  ///< promotions completed
+  std::uint64_t demotions() const;   ///< demotions queued to disk
   std::uint64_t dropped_promotions() const;
 
  private:

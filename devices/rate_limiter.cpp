@@ -47,8 +47,8 @@ void rate_limiter::acquire(std::size_t bytes) {
           std::chrono::duration<double>(static_cast<double>(burst_) / rate_));
       next_ = now - credit;
     }
-    next_ += std::chrono::duration_cast<clock::duration>(
-        std::chrono::duration<double>(static_cast<double>(bytes) / rate_));
+    next_ +=
+        std::chrono::duration_cast<clock::duration>(std::chrono::duration<double>(static_cast<double>(bytes) / rate_));
     due = next_;
   }
   // Pacing a real transfer: the caller's bytes may not be counted as moved

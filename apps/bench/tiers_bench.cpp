@@ -85,8 +85,8 @@ double host_to_gpu(host_pool& pool, const std::vector<msg::chunk_key>& keys, gpu
   const auto t0 = bench_clock::now();
   for (std::size_t i = 0; i < keys.size(); ++i) {
     leases.push_back(pool.acquire(keys[i]));
-    tickets.push_back(copy_to_device(gpu.data(static_cast<std::int64_t>(i % gpu.block_count())),
-                                     leases.back().data(), pool.block_bytes(), s));
+    tickets.push_back(copy_to_device(gpu.data(static_cast<std::int64_t>(i % gpu.block_count())), leases.back().data(),
+                                     pool.block_bytes(), s));
   }
   for (auto& t : tickets) t.wait();
   return seconds_since(t0);
@@ -97,8 +97,8 @@ double plain_pinned_to_gpu(const std::uint8_t* pinned, std::size_t chunks, std::
                            cudaStream_t s) {
   const auto t0 = bench_clock::now();
   for (std::size_t i = 0; i < chunks; ++i)
-    KVFLOW_CUDA_CHECK(cudaMemcpyAsync(gpu.data(static_cast<std::int64_t>(i % gpu.block_count())),
-                                      pinned + i * bytes, bytes, cudaMemcpyHostToDevice, s));
+    KVFLOW_CUDA_CHECK(cudaMemcpyAsync(gpu.data(static_cast<std::int64_t>(i % gpu.block_count())), pinned + i * bytes,
+                                      bytes, cudaMemcpyHostToDevice, s));
   KVFLOW_CUDA_CHECK(cudaStreamSynchronize(s));
   return seconds_since(t0);
 }
@@ -185,8 +185,8 @@ double paced_host_to_gpu(host_pool& pool, const std::vector<msg::chunk_key>& key
     host_block b = pool.acquire(keys[i % keys.size()]);
     const std::size_t off = (i * piece) % pool.block_bytes();
     lim.acquire(piece);
-    tickets.push_back(copy_to_device(gpu.data(static_cast<std::int64_t>(i % gpu.block_count())) + off,
-                                     b.data() + off, piece, s));
+    tickets.push_back(
+        copy_to_device(gpu.data(static_cast<std::int64_t>(i % gpu.block_count())) + off, b.data() + off, piece, s));
     if (tickets.size() > 64) {
       tickets.front().wait();
       tickets.erase(tickets.begin());
@@ -345,8 +345,8 @@ int main(int argc, char** argv) {
     {
       std::vector<std::uint8_t> back(bytes);
       const std::size_t last = chunks - 1;
-      KVFLOW_CUDA_CHECK(cudaMemcpy(back.data(), gpu.data(static_cast<std::int64_t>(last % gpu.block_count())),
-                                   bytes, cudaMemcpyDeviceToHost));
+      KVFLOW_CUDA_CHECK(cudaMemcpy(back.data(), gpu.data(static_cast<std::int64_t>(last % gpu.block_count())), bytes,
+                                   cudaMemcpyDeviceToHost));
       host_block b = pool.acquire(keys[last]);
       if (std::memcmp(back.data(), b.data(), bytes) != 0) std::printf("ERROR: disk -> GPU copy differs\n");
     }

@@ -37,11 +37,10 @@ bool same_shape(const model::kv_shape& a, const model::kv_shape& b) {
 
 chunk_header make_chunk_header(const model_fingerprint& fingerprint, const msg::chunk_key& key,
                                const model::kv_shape& shape, layer_range layers, const void* block) {
-  if (layers.empty() || layers.end > static_cast<std::uint32_t>(shape.layers) ||
-      layers.size() > chunk_file_max_layers)
+  if (layers.empty() || layers.end > static_cast<std::uint32_t>(shape.layers) || layers.size() > chunk_file_max_layers)
     throw error(errc::invalid_argument, "chunk file: layer range [" + std::to_string(layers.begin) + ", " +
-                                            std::to_string(layers.end) + ") of a " +
-                                            std::to_string(shape.layers) + "-layer chunk");
+                                            std::to_string(layers.end) + ") of a " + std::to_string(shape.layers) +
+                                            "-layer chunk");
   chunk_header h;
   h.fingerprint = fingerprint;
   h.key = key;
@@ -102,8 +101,8 @@ bool decode_chunk_header(const std::uint8_t* in, chunk_header& h, std::string& w
   h.payload_bytes = get<std::uint64_t>(in, off_payload_bytes);
   // Each dim is at most 2^20 but the product can still be huge: bound it.
   const double bytes = 2.0 * dims[1] * dims[2] * dims[3] * model::dtype_size(h.shape.type) * dims[0];
-  if (bytes > 1e12 || h.payload_bytes != h.shape.span_bytes(static_cast<int>(h.layers.begin),
-                                                             static_cast<int>(h.layers.end)))
+  if (bytes > 1e12 ||
+      h.payload_bytes != h.shape.span_bytes(static_cast<int>(h.layers.begin), static_cast<int>(h.layers.end)))
     return why = "payload length does not match the shape", false;
   h.payload_checksum = get<std::uint64_t>(in, off_payload_checksum);
   const auto count = get<std::uint32_t>(in, off_layer_count);

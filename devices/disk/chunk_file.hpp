@@ -27,9 +27,9 @@ struct chunk_header {
   model_fingerprint fingerprint{};
   msg::chunk_key key{};
   layer_range layers;
-  model::kv_shape shape;                     // the whole chunk's shape (all model layers)
-  std::uint64_t payload_bytes = 0;           // shape.span_bytes(layers)
-  std::uint64_t payload_checksum = 0;        // XXH3-64 of the whole payload
+  model::kv_shape shape;                       // the whole chunk's shape (all model layers)
+  std::uint64_t payload_bytes = 0;             // shape.span_bytes(layers)
+  std::uint64_t payload_checksum = 0;          // XXH3-64 of the whole payload
   std::vector<std::uint64_t> layer_checksums;  // XXH3-64 of each stored layer
 };
 

@@ -23,14 +23,14 @@
 namespace kvflow::devices {
 
 struct disk_options {
-  std::string directory;            ///< created if missing
-  model_fingerprint fingerprint{};  ///< files of another model are misses (and removed)
-  model::kv_shape shape;            ///< whole-chunk shape of this model
+  std::string directory;             ///< created if missing
+  model_fingerprint fingerprint{};   ///< files of another model are misses (and removed)
+  model::kv_shape shape;             ///< whole-chunk shape of this model
   std::uint64_t capacity_bytes = 0;  ///< bytes of chunk files kept (0 = no limit); LRU files go beyond
-  std::size_t write_queue_cap = 8;  ///< pending write-behinds; the oldest is dropped beyond
-  unsigned io_depth = 4;            ///< reads in flight
-  bool use_io_uring = true;         ///< else a pread pool
-  bool direct_io = true;            ///< O_DIRECT reads (where the file system allows)
+  std::size_t write_queue_cap = 8;   ///< pending write-behinds; the oldest is dropped beyond
+  unsigned io_depth = 4;             ///< reads in flight
+  bool use_io_uring = true;          ///< else a pread pool
+  bool direct_io = true;             ///< O_DIRECT reads (where the file system allows)
   /// Paces reads / writes (may be the same object, or null for unlimited).
   std::shared_ptr<rate_limiter> read_limiter, write_limiter;
 };
@@ -64,8 +64,7 @@ class disk_store {
   /// Queues the same write for the background thread; `keep_alive` owns
   /// `block` until it is written or dropped. Never blocks on I/O; when the
   /// queue is full the oldest queued write is dropped with a log line.
-  void write_behind(const msg::chunk_key& key, layer_range layers, const void* block,
-                    std::shared_ptr<void> keep_alive);
+  void write_behind(const msg::chunk_key& key, layer_range layers, const void* block, std::shared_ptr<void> keep_alive);
   /// Waits until every queued write is on disk (or dropped).
   void flush();
   /// Writes dropped because the queue was full.

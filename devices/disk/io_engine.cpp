@@ -149,8 +149,8 @@ class pread_engine final : public io_engine {
       lock.unlock();
       long long result = 0;
       while (r.done_bytes < r.bytes) {
-        const ssize_t n = ::pread(r.fd, r.buf + r.done_bytes, r.bytes - r.done_bytes,
-                                  static_cast<off_t>(r.offset + r.done_bytes));
+        const ssize_t n =
+            ::pread(r.fd, r.buf + r.done_bytes, r.bytes - r.done_bytes, static_cast<off_t>(r.offset + r.done_bytes));
         if (n < 0 && errno == EINTR) continue;
         if (n < 0) {
           result = -errno;

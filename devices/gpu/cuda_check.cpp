@@ -9,9 +9,8 @@ namespace kvflow::devices {
 
 void cuda_check(cudaError_t status, const char* expr, const char* func, const char* file, int line) {
   if (status == cudaSuccess) return;
-  throw error(errc::cuda_failure, std::string(expr) + " failed in " + func + " (" + file + ":" +
-                                      std::to_string(line) + "): " + cudaGetErrorName(status) + ": " +
-                                      cudaGetErrorString(status));
+  throw error(errc::cuda_failure, std::string(expr) + " failed in " + func + " (" + file + ":" + std::to_string(line) +
+                                      "): " + cudaGetErrorName(status) + ": " + cudaGetErrorString(status));
 }
 
 bool cuda_ok(cudaError_t status, const char* expr, const char* func, const char* file, int line) noexcept {

@@ -9,8 +9,12 @@
 namespace kvflow::devices {
 
 host_block::host_block(host_block&& other) noexcept
-    : pool_(std::exchange(other.pool_, nullptr)), data_(other.data_), bytes_(other.bytes_), index_(other.index_),
-      key_(other.key_), layers_(other.layers_) {}
+    : pool_(std::exchange(other.pool_, nullptr)),
+      data_(other.data_),
+      bytes_(other.bytes_),
+      index_(other.index_),
+      key_(other.key_),
+      layers_(other.layers_) {}
 
 host_block& host_block::operator=(host_block&& other) noexcept {
   if (this != &other) {

@@ -112,7 +112,7 @@ class host_pool {
 
   host_block make_lease(std::uint32_t index);  // requires lock; pins
   void unpin(std::uint32_t index);
-  void drop_entry(std::uint32_t index);        // requires lock; live -> detached/free
+  void drop_entry(std::uint32_t index);  // requires lock; live -> detached/free
 
   std::size_t capacity_;
   std::size_t block_bytes_;

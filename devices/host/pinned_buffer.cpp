@@ -37,7 +37,8 @@ pinned_buffer::pinned_buffer(std::size_t bytes, bool page_lock) : size_(bytes) {
 pinned_buffer::~pinned_buffer() { release(); }
 
 pinned_buffer::pinned_buffer(pinned_buffer&& other) noexcept
-    : data_(std::exchange(other.data_, nullptr)), size_(std::exchange(other.size_, 0)),
+    : data_(std::exchange(other.data_, nullptr)),
+      size_(std::exchange(other.size_, 0)),
       pinned_(std::exchange(other.pinned_, false)) {}
 
 pinned_buffer& pinned_buffer::operator=(pinned_buffer&& other) noexcept {

@@ -124,7 +124,9 @@ BOOST_AUTO_TEST_CASE(concurrent_store_acquire_read) {
       for (int i = 0; i < 150; ++i) {
         const std::uint32_t k = rng() % 10;
         switch (rng() % 3) {
-          case 0: cs.store(key_of(k), all, block_of(shape, k).data()); break;
+          case 0:
+            cs.store(key_of(k), all, block_of(shape, k).data());
+            break;
           case 1:
             if (host_block b = cs.acquire(key_of(k)))
               if (!same(b.data(), k)) ++bad;

@@ -124,10 +124,7 @@ BOOST_AUTO_TEST_CASE(read_async_returns_span_in_staging) {
   std::atomic<int> state{0};
   d.read_async(key_of(5), layer_range{2, 4}, staging.data(), [&](bool ok, const std::uint8_t* data, std::size_t n) {
     const auto want = block_of(s, 5);
-    state = ok && n == s.span_bytes(2, 4) &&
-                    std::memcmp(data, want.data() + s.span_offset_bytes(2), n) == 0
-                ? 1
-                : 2;
+    state = ok && n == s.span_bytes(2, 4) && std::memcmp(data, want.data() + s.span_offset_bytes(2), n) == 0 ? 1 : 2;
   });
   while (state == 0) std::this_thread::yield();
   BOOST_TEST(state.load() == 1);
@@ -159,8 +156,18 @@ BOOST_AUTO_TEST_CASE(truncated_files_are_misses) {
   scratch_dir ref;
   const auto bytes = reference_file(ref.path, s);
   BOOST_REQUIRE(bytes.size() == chunk_file_bytes(s.bytes()));
-  std::vector<std::size_t> cuts = {0, 1, 8, 100, 4087, 4095, 4096, 4097, 4096 + s.layer_bytes() - 1,
-                                   4096 + s.layer_bytes(), 4096 + s.bytes() - 1, 4096 + s.bytes(),
+  std::vector<std::size_t> cuts = {0,
+                                   1,
+                                   8,
+                                   100,
+                                   4087,
+                                   4095,
+                                   4096,
+                                   4097,
+                                   4096 + s.layer_bytes() - 1,
+                                   4096 + s.layer_bytes(),
+                                   4096 + s.bytes() - 1,
+                                   4096 + s.bytes(),
                                    bytes.size() - 1};
   for (std::size_t c = 4200; c < bytes.size(); c += 3001) cuts.push_back(c);
   for (std::size_t cut : cuts) {
@@ -175,8 +182,25 @@ BOOST_AUTO_TEST_CASE(flipped_bits_are_misses) {
   const auto s = odd_shape();
   scratch_dir ref;
   const auto bytes = reference_file(ref.path, s);
-  std::vector<std::size_t> spots = {0, 5, 9, 45, 73, 81, 86, 100, 107, 115, 121, 130, 4000, 4090, 4095,
-                                    4096, 4097, 4096 + s.layer_bytes(), 4096 + s.bytes() - 1};
+  std::vector<std::size_t> spots = {0,
+                                    5,
+                                    9,
+                                    45,
+                                    73,
+                                    81,
+                                    86,
+                                    100,
+                                    107,
+                                    115,
+                                    121,
+                                    130,
+                                    4000,
+                                    4090,
+                                    4095,
+                                    4096,
+                                    4097,
+                                    4096 + s.layer_bytes(),
+                                    4096 + s.bytes() - 1};
   for (std::size_t p = 4300; p < 4096 + s.bytes(); p += 2777) spots.push_back(p);
   for (std::size_t spot : spots) {
     for (int bit : {0, 7}) {

@@ -31,7 +31,8 @@ bool holds(host_pool& p, std::uint32_t i) {
 BOOST_AUTO_TEST_CASE(store_lookup_load) {
   host_pool p(4 * shape.bytes(), shape.bytes());
   BOOST_TEST(p.block_count() == 4u);
-  for (std::uint32_t i = 0; i < 3; ++i) BOOST_TEST(p.put(key_of(i), all, shape.layer_bytes(), block_of(shape, i).data()));
+  for (std::uint32_t i = 0; i < 3; ++i)
+    BOOST_TEST(p.put(key_of(i), all, shape.layer_bytes(), block_of(shape, i).data()));
   const auto r = p.lookup({key_of(0), key_of(1), key_of(9), key_of(2)});
   BOOST_TEST(r.prefix == 2u);
   BOOST_TEST(r.held(0));
@@ -117,13 +118,17 @@ BOOST_AUTO_TEST_CASE(capacity_never_exceeded_random_ops) {
     const std::uint32_t k = rng() % 12;
     switch (rng() % 5) {
       case 0:
-      case 1: p.put(key_of(k), all, shape.layer_bytes(), block_of(shape, k).data()); break;
+      case 1:
+        p.put(key_of(k), all, shape.layer_bytes(), block_of(shape, k).data());
+        break;
       case 2: {
         host_block b = p.acquire(key_of(k));
         if (b && held.size() < 3) held.push_back(std::move(b));
         break;
       }
-      case 3: p.erase(key_of(k)); break;
+      case 3:
+        p.erase(key_of(k));
+        break;
       default:
         if (!held.empty()) held.erase(held.begin());
     }
