@@ -52,6 +52,11 @@ void validate(const config& c, const std::string& where) {
   auto bad = [&](const std::string& field, long long value) {
     throw error(errc::bad_file, where + ": " + field + " = " + std::to_string(value) + " is not a valid model shape");
   };
+  // Reals are printed as they are: casting an out-of-range float to an
+  // integer is undefined (found by the safetensors fuzz target).
+  auto bad_real = [&](const std::string& field, double value) {
+    throw error(errc::bad_file, where + ": " + field + " = " + std::to_string(value) + " is not a valid model shape");
+  };
   if (c.vocab_size <= 0 || c.vocab_size > (1 << 22)) bad("vocab_size", c.vocab_size);
   if (c.hidden <= 0 || c.hidden > (1 << 16)) bad("hidden", c.hidden);
   if (c.intermediate <= 0 || c.intermediate > (1 << 18)) bad("intermediate", c.intermediate);
@@ -60,8 +65,8 @@ void validate(const config& c, const std::string& where) {
   if (c.kv_heads <= 0 || c.heads % c.kv_heads != 0) bad("kv_heads", c.kv_heads);
   if (c.head_dim != c.hidden / c.heads || c.head_dim % 2 != 0) bad("head_dim", c.head_dim);
   if (c.max_positions <= 0) bad("max_positions", c.max_positions);
-  if (!(c.rms_eps > 0 && c.rms_eps < 1)) bad("rms_eps", static_cast<long long>(c.rms_eps * 1e9));
-  if (!(c.rope_theta > 1)) bad("rope_theta", static_cast<long long>(c.rope_theta));
+  if (!(c.rms_eps > 0 && c.rms_eps < 1)) bad_real("rms_eps", c.rms_eps);
+  if (!(c.rope_theta > 1)) bad_real("rope_theta", c.rope_theta);
 }
 
 }  // namespace kvflow::model

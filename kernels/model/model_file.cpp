@@ -248,7 +248,13 @@ config config_from_json(const std::string& json_path, const std::string& name) {
       c.scaling.factor = static_cast<float>(get_num(*rs, "factor", 8.0));
       c.scaling.low_freq_factor = static_cast<float>(get_num(*rs, "low_freq_factor", 1.0));
       c.scaling.high_freq_factor = static_cast<float>(get_num(*rs, "high_freq_factor", 4.0));
-      c.scaling.original_max_positions = static_cast<int>(get_num(*rs, "original_max_position_embeddings", 8192.0));
+      // Range-checked before the cast: a double outside int's range is
+      // undefined behaviour (found by the safetensors fuzz target).
+      const double original = get_num(*rs, "original_max_position_embeddings", 8192.0);
+      if (!(original >= 1 && original <= (1 << 30)))
+        throw error(errc::bad_file, json_path + ": rope_scaling.original_max_position_embeddings: " +
+                                        std::to_string(original) + " out of range");
+      c.scaling.original_max_positions = static_cast<int>(original);
     } else if (type != "default" && !type.empty()) {
       throw error(errc::unsupported, json_path + ": rope_scaling: type '" + type + "' is not supported");
     }
