@@ -13,6 +13,7 @@ using tick_atom = caf::atom_constant<caf::atom("tick")>;
 using done_atom = caf::atom_constant<caf::atom("done")>;
 using lookup_atom = caf::atom_constant<caf::atom("lookup")>;
 using store_atom = caf::atom_constant<caf::atom("store")>;
+using flush_atom = caf::atom_constant<caf::atom("flush")>;
 using stats_atom = caf::atom_constant<caf::atom("stats")>;
 
 }  // namespace kvflow

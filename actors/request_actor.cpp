@@ -5,6 +5,7 @@
 #include "actors/atoms.hpp"
 #include "actors/frame_type.hpp"
 #include "messages/caf_error.hpp"
+#include "messages/digest.hpp"
 #include "messages/log.hpp"
 
 namespace kvflow {
@@ -61,8 +62,23 @@ void decode_and_store(state_t* self) {
   self->become(caf::keep_behavior, [=](done_atom, std::uint64_t) { finish_up(); });
 }
 
+// SHA-256 over every prompt chunk's block, in host byte order.
+std::string digest_kv(workspace& ws) {
+  sha256 h;
+  std::vector<std::uint8_t> host;
+  for (auto& b : ws.blocks()) {
+    host.resize(b.shape.bytes());
+    ws.engine().to_host(host.data(), b.data, host.size());
+    h.update(host.data(), host.size());
+  }
+  return to_hex(h.finish());
+}
+
 void first_token(state_t* self) {
   auto& st = self->state;
+  // Every cell is computed or loaded (a load counts only once its copy is
+  // done): the KV is complete here, before decoding appends to it.
+  if (st.params.opts.digest_kv) st.report.kv_sha256 = digest_kv(*st.ws);
   model::sampling s{st.params.opts.temperature, st.params.opts.top_p, st.params.opts.seed};
   self->request(st.env.gpu, st.env.step_timeout, first_atom::value, st.ws, s)
       .then(

@@ -27,8 +27,10 @@ struct runtime_options {
   double disk_tier_gb = 32;
   double disk_gbps = 0;            ///< pace disk reads to this many Gbit/s; 0: unpaced
   std::string tenant_salt = "default";  ///< from the server's tenant, never from a client
-  std::size_t max_cells_in_flight = 2;  ///< per GPU
-  std::size_t max_load_bytes_in_flight = 1ull << 30;  ///< per tier link
+  std::size_t max_compute_cells = 0;   ///< cells in flight per GPU; 0: the policy default
+  /// Bytes of granted loads not yet done, per tier link; 0: two chunks'
+  /// worth. Small keeps the split adaptable: a granted load is never revoked.
+  std::size_t max_load_bytes_in_flight = 0;
 };
 
 struct submit_options {
@@ -38,6 +40,7 @@ struct submit_options {
   std::uint64_t seed = 0;
   std::string policy;              ///< empty: the runtime's policy
   bool store = true;               ///< store the prompt's new chunks to the tiers afterwards
+  bool digest_kv = false;          ///< report a SHA-256 of the restored prompt KV (tests, checks)
 };
 
 /// What one request did.
@@ -56,6 +59,7 @@ struct restore_report {
   std::uint64_t bytes_from_disk = 0;
   std::vector<std::int32_t> tokens;  ///< generated tokens, the first included
   std::string text;                  ///< decoded, when the model has a tokenizer
+  std::string kv_sha256;             ///< hex digest of every prompt chunk's block, when asked for
 };
 
 struct chat_turn {
@@ -90,6 +94,13 @@ class runtime {
 
   /// Drops every cached chunk from every tier (for cold runs).
   void clear_cache();
+
+  /// Waits until every chunk stored so far is in its tiers (write-behind done).
+  void flush();
+
+  /// Paces the disk tier's reads to `gbps` Gbit/s from now on (0: unpaced),
+  /// also in the middle of a request.
+  void set_disk_rate(double gbps);
 
   const runtime_options& options() const;
   std::string describe() const;  ///< model, backend, tiers: one line

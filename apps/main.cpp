@@ -20,6 +20,7 @@ int main(int argc, char** argv) {
     auto runner = adder(app);
     runners.emplace(app.get_subcommands({}).back(), std::move(runner));
   };
+  add(kvflow::app::add_demo_command);
   add(kvflow::app::add_node_command);
   add(kvflow::app::add_exchange_command);
   CLI11_PARSE(app, argc, argv);

@@ -12,7 +12,18 @@ namespace kvflow {
 namespace {
 
 std::mutex mutex;
-spdlog::level::level_enum current = spdlog::level::info;
+spdlog::level::level_enum parse(const std::string& name);
+
+// Loggers made before init_logging (libraries used without the kvflow
+// command) still follow KVFLOW_LOG_LEVEL.
+spdlog::level::level_enum initial_level() {
+  const char* env = std::getenv("KVFLOW_LOG_LEVEL");
+  if (!env || !*env) return spdlog::level::info;
+  auto lvl = spdlog::level::from_str(env);
+  return lvl == spdlog::level::off && std::string(env) != "off" ? spdlog::level::info : lvl;
+}
+
+spdlog::level::level_enum current = initial_level();
 
 spdlog::level::level_enum parse(const std::string& name) {
   auto lvl = spdlog::level::from_str(name);

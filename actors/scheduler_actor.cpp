@@ -1,0 +1,142 @@
+#include "actors/scheduler_actor.hpp"
+
+#include "actors/atoms.hpp"
+#include "actors/frame_type.hpp"
+#include "messages/error.hpp"
+#include "messages/log.hpp"
+
+namespace kvflow {
+namespace {
+
+using state_t = caf::stateful_actor<scheduler_state>;
+
+std::unique_ptr<policies::policy> make(const std::string& name, const policies::cost_model& learned) {
+  policies::policy_options opts;
+  // The oracle knows the rates measured in this run in advance: those the
+  // cost model has learned from every earlier request.
+  if (name == "oracle") opts.truth = learned;
+  return policies::make_policy(name, opts);
+}
+
+void refuse(state_t* self, const caf::actor& who, std::uint64_t id, const std::string& why) {
+  logger("actors")->error("scheduler: request {} refused: {}", id, why);
+  msg::error_report e{static_cast<std::uint16_t>(errc::invalid_argument), why, id};
+  self->send(who, msg::encode(e));
+}
+
+void tick(state_t* self) {
+  auto& st = self->state;
+  if (!st.active) return;
+  std::vector<msg::grant> grants;
+  try {
+    grants = st.active->decide(st.batch, st.costs);
+  } catch (const error& e) {
+    // A policy bug must not hang every request: fail the batch loudly.
+    logger("actors")->critical("scheduler: policy {} failed: {}", st.active_name, e.what());
+    for (auto& [id, who] : st.requests) refuse(self, who, id, std::string("policy failed: ") + e.what());
+    return;
+  }
+  for (auto& g : grants) {
+    auto it = st.requests.find(g.request_id);
+    if (it == st.requests.end()) continue;
+    ++st.grants_sent;
+    logger("actors")->debug("grant {} to request {}: {} chunks [{}, {}) layers [{}, {}) from {}", g.grant_id,
+                            g.request_id, msg::to_string(g.act), g.cells.chunk_begin, g.cells.chunk_end,
+                            g.cells.layer_begin, g.cells.layer_end, msg::to_string(g.source));
+    self->send(it->second, msg::encode(g));
+  }
+}
+
+void admit(state_t* self, const msg::register_request& reg, const std::string& policy, const caf::actor& who) {
+  auto& st = self->state;
+  try {
+    if (!st.active || st.active_name != policy) {
+      st.active = make(policy, st.costs);
+      st.active_name = policy;
+    }
+    st.batch.add(reg);
+    st.requests[reg.request_id] = who;
+  } catch (const error& e) {
+    refuse(self, who, reg.request_id, e.what());
+  }
+}
+
+// Admits waiting registrations of the front policy once the batch is empty.
+void drain_queue(state_t* self) {
+  auto& st = self->state;
+  if (!st.requests.empty() || st.queue.empty()) return;
+  auto policy = st.queue.front().policy;
+  while (!st.queue.empty() && st.queue.front().policy == policy) {
+    auto w = std::move(st.queue.front());
+    st.queue.pop_front();
+    admit(self, w.reg, w.policy, w.who);
+  }
+}
+
+}  // namespace
+
+caf::behavior scheduler_actor(state_t* self, std::string default_policy, policies::caps caps,
+                              policies::cost_prior prior) {
+  self->state.batch.set_limits(caps);
+  self->state.configured = caps;
+  self->state.costs = policies::cost_model(prior);
+  return {
+      [=](const msg::frame& f, std::string& policy, const caf::actor& who) {
+        auto& st = self->state;
+        auto decoded = msg::decode(f);
+        if (!decoded || !std::holds_alternative<msg::register_request>(*decoded))
+          return refuse(self, who, 0, "scheduler expects a register frame");
+        auto& reg = std::get<msg::register_request>(*decoded);
+        if (policy.empty()) policy = default_policy;
+        if (!st.requests.empty() && policy != st.active_name) {
+          st.queue.push_back({reg, policy, who});
+          return;
+        }
+        admit(self, reg, policy, who);
+        tick(self);
+      },
+      [=](const msg::frame& f) {
+        auto& st = self->state;
+        auto decoded = msg::decode(f);
+        if (!decoded) {
+          logger("actors")->warn("scheduler: dropped frame: {}", self->system().render(decoded.error()));
+          return;
+        }
+        // Loads in flight are capped to about `load_window_s` of the link's
+        // current rate: a granted load is never revoked, so after a rate drop
+        // only that much work stays committed to the slow link.
+        auto retune = [&](msg::tier t) {
+          auto caps = st.batch.limits();
+          auto i = static_cast<std::size_t>(t);
+          caps.load_bytes[i] = std::min<std::uint64_t>(
+              st.configured.load_bytes[i],
+              std::max<std::uint64_t>(1, static_cast<std::uint64_t>(st.costs.bytes_per_s(t) * st.load_window_s)));
+          st.batch.set_limits(caps);
+        };
+        if (auto* done = std::get_if<msg::cell_done>(&*decoded)) {
+          logger("actors")->debug("done {} of request {}: {} chunks [{}, {}) layers [{}, {}) in {:.1f} ms, {} bytes",
+                                  done->grant_id, done->request_id, msg::to_string(done->act), done->cells.chunk_begin,
+                                  done->cells.chunk_end, done->cells.layer_begin, done->cells.layer_end,
+                                  (done->finished_ns - done->started_ns) / 1e6, done->bytes);
+          if (auto sample = st.batch.apply(*done)) {
+            st.costs.observe(*sample);
+            retune(sample->source);
+          }
+          if (done->act == msg::action::compute) st.costs.observe(*done);
+        } else if (auto* rate = std::get_if<msg::rate_sample>(&*decoded)) {
+          st.costs.observe(*rate);
+          retune(rate->source);
+        } else if (auto* p = std::get_if<msg::progress>(&*decoded)) {
+          if (p->done) {
+            st.batch.remove(p->request_id);
+            st.requests.erase(p->request_id);
+            drain_queue(self);
+          }
+        }
+        tick(self);
+      },
+      [=](stats_atom) { return caf::make_message(self->state.grants_sent, self->state.costs.compute_samples()); },
+  };
+}
+
+}  // namespace kvflow

@@ -1,0 +1,52 @@
+#pragma once
+// The scheduler actor: the batch state, the caps and a policy object. Each
+// tick (a registration, a completion or a rate sample) it asks the policy for
+// grants and sends them to the request actors.
+
+#include <deque>
+#include <memory>
+#include <string>
+#include <unordered_map>
+
+#include <caf/actor.hpp>
+#include <caf/event_based_actor.hpp>
+#include <caf/stateful_actor.hpp>
+
+#include "messages/codec.hpp"
+#include "policies/batch_state.hpp"
+#include "policies/cost_model.hpp"
+#include "policies/policy.hpp"
+
+namespace kvflow {
+
+struct scheduler_state {
+  policies::batch_state batch;
+  policies::caps configured;   ///< caps as configured; load caps shrink to the window
+  double load_window_s = 0.1;  ///< seconds of a link's rate that may be in flight
+  policies::cost_model costs;
+  std::unique_ptr<policies::policy> active;
+  std::string active_name;
+  std::unordered_map<std::uint64_t, caf::actor> requests;
+  struct waiting {
+    msg::register_request reg;
+    std::string policy;
+    caf::actor who;
+  };
+  std::deque<waiting> queue;  ///< registrations for another policy than the active one
+  std::uint64_t grants_sent = 0;
+  static inline const char* name = "kvflow.scheduler";
+};
+
+/// Messages:
+///   (frame register, string policy, actor request): adds a request (an empty
+///       policy name means the default). Requests of one policy share a batch;
+///       a registration for another policy waits until the batch drains.
+///   frame cellDone | rateSample | progress{done}: updates the batch and the
+///       cost model, then ticks.
+///   (stats_atom) -> (uint64 grants_sent, uint64 compute_samples)
+/// Grants go to request actors as frames; a registration the batch refuses
+/// gets an error frame back.
+caf::behavior scheduler_actor(caf::stateful_actor<scheduler_state>* self, std::string default_policy,
+                              policies::caps caps, policies::cost_prior prior);
+
+}  // namespace kvflow

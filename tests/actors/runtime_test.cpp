@@ -1,0 +1,228 @@
+#define BOOST_TEST_MODULE actors.runtime
+#include <boost/test/unit_test.hpp>
+
+#include <chrono>
+#include <filesystem>
+#include <random>
+#include <thread>
+
+#include "actors/runtime.hpp"
+#include "kernels/model/cpu_engine.hpp"
+#include "kernels/model/weights.hpp"
+#include "messages/digest.hpp"
+#include "messages/error.hpp"
+
+using namespace kvflow;
+using namespace std::chrono_literals;
+
+namespace {
+
+struct reference {
+  std::string kv_sha256;
+  std::int32_t first_token = -1;
+};
+
+// A full chunked prefill on a fresh engine with the same weights: the KV and
+// first token every restore must reproduce exactly.
+reference full_prefill(const std::string& preset, std::uint64_t seed, const std::vector<std::int32_t>& tokens,
+                       int chunk_tokens) {
+  auto eng = model::make_cpu_engine(model::random_weights(model::preset(preset), seed));
+  auto& c = eng->cfg();
+  int chunks = static_cast<int>((tokens.size() + chunk_tokens - 1) / chunk_tokens);
+  std::vector<model::kv_block> blocks(chunks);
+  std::vector<float> hidden;
+  sha256 h;
+  for (int i = 0; i < chunks; ++i) {
+    int count = std::min<int>(chunk_tokens, static_cast<int>(tokens.size()) - i * chunk_tokens);
+    blocks[i].shape = model::kv_shape::of(c, count, eng->kv_type());
+    blocks[i].data = eng->allocate(blocks[i].shape.bytes());
+    hidden.assign(static_cast<std::size_t>(count) * c.hidden, 0.0f);
+    model::chunk_job job;
+    job.tokens = tokens.data() + static_cast<std::size_t>(i) * chunk_tokens;
+    job.count = count;
+    job.pos0 = i * chunk_tokens;
+    job.layer_begin = 0;
+    job.layer_end = c.layers;
+    job.past = {blocks.data(), i};
+    job.out = blocks[i];
+    job.hidden = {hidden.data(), count};
+    eng->run(job);
+    h.update(blocks[i].data, blocks[i].shape.bytes());
+  }
+  std::vector<float> logits;
+  eng->logits({hidden.data(), static_cast<int>(hidden.size() / c.hidden)}, logits);
+  reference r{to_hex(h.finish()), model::sample(logits, {}, 0)};
+  for (auto& b : blocks) eng->release(b.data);
+  return r;
+}
+
+std::vector<std::int32_t> random_tokens(std::mt19937& rng, int count, int vocab) {
+  std::uniform_int_distribution<int> pick(0, vocab - 1);
+  std::vector<std::int32_t> t(count);
+  for (auto& x : t) x = pick(rng);
+  return t;
+}
+
+// A cache folder removed when the test case ends (after its runtime).
+struct temp_dir {
+  std::string path;
+  explicit temp_dir(const std::string& name) : path(make(name)) {}
+  ~temp_dir() {
+    std::error_code ec;
+    std::filesystem::remove_all(path, ec);
+  }
+  static std::string make(const std::string& name);
+};
+
+std::string temp_dir::make(const std::string& name) {
+  auto p = std::filesystem::temp_directory_path() / ("kvflow-test-" + name + "-" + std::to_string(::getpid()));
+  std::filesystem::remove_all(p);
+  return p.string();
+}
+
+const std::vector<std::string> all_policies = {"compute_only", "load_only", "bidirectional", "two_pointer", "oracle"};
+
+// Stores a random-length prefix of `tokens` (computed), then restores all of
+// it with `policy`; checks the KV and the first token against `ref`.
+restore_report restore_and_check(runtime& rt, const std::vector<std::int32_t>& tokens, std::size_t prefix,
+                                 const std::string& policy, const reference& ref) {
+  submit_options warm;
+  warm.max_new_tokens = 1;
+  warm.policy = "compute_only";
+  std::vector<std::int32_t> head(tokens.begin(), tokens.begin() + prefix);
+  rt.submit(head, warm).get();
+  rt.flush();
+  submit_options so;
+  so.max_new_tokens = 1;
+  so.policy = policy;
+  so.digest_kv = true;
+  so.store = false;
+  auto r = rt.submit(tokens, so).get();
+  BOOST_TEST_CONTEXT(policy << ": " << tokens.size() << " tokens, " << prefix << " stored, " << r.cached_chunks
+                            << " of " << r.chunks << " chunks cached, " << r.cells_loaded << " cells loaded") {
+    BOOST_CHECK_EQUAL(r.kv_sha256, ref.kv_sha256);
+    BOOST_CHECK_EQUAL(r.first_token, ref.first_token);
+    BOOST_CHECK_EQUAL(r.cells_computed + r.cells_loaded, r.chunks * 4u);
+    if (policy == "compute_only") BOOST_CHECK_EQUAL(r.cells_loaded, 0u);
+    if (policy == "load_only") BOOST_CHECK_EQUAL(r.cells_computed, (r.chunks - r.cached_chunks) * 4u);
+  }
+  return r;
+}
+
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(every_policy_restores_the_full_prefill_bitwise) {
+  const int chunk = 16;
+  for (bool with_host : {true, false}) {
+    runtime_options o;
+    o.preset = "tiny-test";
+    o.seed = 7;
+    o.backend = "cpu";
+    o.chunk_tokens = chunk;
+    o.host_tier_gb = with_host ? 0.1 : 0;
+    temp_dir dir(with_host ? "host" : "disk");
+    o.disk_dir = dir.path;
+    runtime rt(o);
+    std::mt19937 rng(with_host ? 1 : 2);
+    for (auto& policy : all_policies) {
+      for (int trial = 0; trial < 2; ++trial) {
+        auto tokens = random_tokens(rng, std::uniform_int_distribution<int>(3 * chunk, 12 * chunk)(rng), 512);
+        auto prefix = std::uniform_int_distribution<std::size_t>(chunk, tokens.size())(rng);
+        auto ref = full_prefill("tiny-test", 7, tokens, chunk);
+        auto r = restore_and_check(rt, tokens, prefix, policy, ref);
+        BOOST_CHECK_GT(r.cached_chunks, 0u);
+        if (policy == "load_only") BOOST_CHECK_GT(with_host ? r.bytes_from_host : r.bytes_from_disk, 0u);
+      }
+    }
+  }
+}
+
+BOOST_AUTO_TEST_CASE(a_cold_request_computes_everything) {
+  runtime_options o;
+  o.preset = "tiny-test";
+  o.backend = "cpu";
+  o.chunk_tokens = 16;
+  temp_dir dir("cold");
+  o.disk_dir = dir.path;
+  runtime rt(o);
+  std::mt19937 rng(3);
+  auto tokens = random_tokens(rng, 100, 512);
+  submit_options so;
+  so.digest_kv = true;
+  so.max_new_tokens = 4;
+  auto r = rt.submit(tokens, so).get();
+  auto ref = full_prefill("tiny-test", o.seed, tokens, 16);
+  BOOST_CHECK_EQUAL(r.cached_chunks, 0u);
+  BOOST_CHECK_EQUAL(r.cells_loaded, 0u);
+  BOOST_CHECK_EQUAL(r.kv_sha256, ref.kv_sha256);
+  BOOST_CHECK_EQUAL(r.first_token, ref.first_token);
+  BOOST_CHECK_EQUAL(r.tokens.size(), 4u);
+  BOOST_CHECK_GT(r.ttft_s, 0.0);
+}
+
+BOOST_AUTO_TEST_CASE(bad_input_is_a_clear_error) {
+  runtime_options o;
+  o.preset = "tiny-test";
+  o.backend = "cpu";
+  temp_dir dir("bad");
+  o.disk_dir = dir.path;
+  runtime rt(o);
+  BOOST_CHECK_THROW(rt.submit(std::vector<std::int32_t>{1, 2, 99999}).get(), error);
+  BOOST_CHECK_THROW(rt.submit(std::vector<std::int32_t>{}).get(), error);
+  BOOST_CHECK_THROW(rt.tokenize("no tokenizer in a preset"), error);
+  submit_options so;
+  so.policy = "no_such_policy";
+  BOOST_CHECK_THROW(rt.submit(std::vector<std::int32_t>{1, 2, 3}, so).get(), error);
+  // The runtime still serves after refusals.
+  BOOST_CHECK_NO_THROW(rt.submit(std::vector<std::int32_t>{1, 2, 3}).get());
+  runtime_options bad = o;
+  bad.backend = "tpu";
+  BOOST_CHECK_THROW(runtime{bad}, error);
+}
+
+BOOST_AUTO_TEST_CASE(a_bandwidth_drop_mid_request_shifts_work_to_compute) {
+  // smollm2-135m's shape: a 64-token chunk computes in tens of ms on a CPU
+  // core and its KV (2.9 MB) loads in about as long at 0.5 Gbit/s.
+  runtime_options o;
+  o.preset = "smollm2-135m";
+  o.backend = "cpu";
+  o.chunk_tokens = 64;
+  o.host_tier_gb = 0;
+  o.disk_gbps = 0;
+  temp_dir dir("drop");
+  o.disk_dir = dir.path;
+  runtime rt(o);
+  std::mt19937 rng(4);
+  auto tokens = random_tokens(rng, 64 * 12, 49152);
+  submit_options prime;
+  prime.max_new_tokens = 1;
+  prime.policy = "compute_only";
+  auto cold = rt.submit(tokens, prime).get();
+  rt.flush();
+  // Measure one chunk's compute time, then pace the disk so that loading a
+  // chunk takes about as long: both resources matter.
+  double chunk_s = cold.ttft_s / cold.chunks;
+  double chunk_bytes = 30.0 * 2 * 3 * 64 * 64 * 4;
+  double balanced_gbps = chunk_bytes * 8 / chunk_s / 1e9;
+  rt.set_disk_rate(balanced_gbps);
+
+  submit_options so;
+  so.max_new_tokens = 1;
+  so.policy = "two_pointer";
+  so.digest_kv = true;
+  so.store = false;
+  auto steady = rt.submit(tokens, so).get();
+
+  auto pending = rt.submit(tokens, so);
+  std::this_thread::sleep_for(std::chrono::duration<double>(steady.ttft_s * 0.2));
+  rt.set_disk_rate(balanced_gbps / 5);
+  auto dropped = pending.get();
+  BOOST_TEST_MESSAGE("balanced rate " << balanced_gbps << " Gbit/s: steady computed " << steady.cells_computed
+                                      << " loaded " << steady.cells_loaded << " in " << steady.ttft_s
+                                      << " s; after the drop computed " << dropped.cells_computed << " loaded "
+                                      << dropped.cells_loaded << " in " << dropped.ttft_s << " s");
+  BOOST_CHECK_GT(steady.cells_loaded, 0u);
+  BOOST_CHECK_GT(dropped.cells_computed, steady.cells_computed);
+  BOOST_CHECK_EQUAL(dropped.kv_sha256, steady.kv_sha256);
+  BOOST_CHECK_EQUAL(dropped.first_token, steady.first_token);
+}
