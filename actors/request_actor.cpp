@@ -42,7 +42,13 @@ void decode_and_store(state_t* self) {
   auto finish_up = [self] {
     auto& st = self->state;
     st.report.tokens = st.ws->generated();
-    if (st.params.detokenize) st.report.text = st.params.detokenize(st.report.tokens);
+    if (st.params.detokenize) {
+      // The text leaves out the end-of-turn token that stopped decoding.
+      auto shown = st.report.tokens;
+      auto& stops = st.params.stop_tokens;
+      if (!shown.empty() && std::find(stops.begin(), stops.end(), shown.back()) != stops.end()) shown.pop_back();
+      st.report.text = st.params.detokenize(shown);
+    }
     if (st.params.opts.store && !st.env.tiers.empty()) {
       // New full chunks go to the fastest tier; the tier writes them behind
       // (and demotes to slower tiers) without holding this request up.
