@@ -82,9 +82,6 @@ std::string digest_kv(workspace& ws) {
 
 void first_token(state_t* self) {
   auto& st = self->state;
-  // Every cell is computed or loaded (a load counts only once its copy is
-  // done): the KV is complete here, before decoding appends to it.
-  if (st.params.opts.digest_kv) st.report.kv_sha256 = digest_kv(*st.ws);
   model::sampling s{st.params.opts.temperature, st.params.opts.top_p, st.params.opts.seed};
   self->request(st.env.gpu, st.env.step_timeout, first_atom::value, st.ws, s)
       .then(
@@ -92,6 +89,10 @@ void first_token(state_t* self) {
             auto& st = self->state;
             st.report.first_token = token;
             st.report.ttft_s = seconds_since(st.params.submitted);
+            // Every cell is computed or loaded (a load counts once its copy is
+            // done) and decoding has not appended yet: the prompt's KV, hashed
+            // outside the TTFT.
+            if (st.params.opts.digest_kv) st.report.kv_sha256 = digest_kv(*st.ws);
             decode_and_store(self);
           },
           [=](caf::error& e) { fail(self, e); });
