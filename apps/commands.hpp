@@ -13,5 +13,6 @@ using command_runner = std::function<int()>;
 command_runner add_node_command(CLI::App& app);
 command_runner add_exchange_command(CLI::App& app);
 command_runner add_demo_command(CLI::App& app);
+command_runner add_bench_command(CLI::App& app);
 
 }  // namespace kvflow::app
