@@ -42,6 +42,8 @@ struct bench_options {
   int repeats = 3;
   std::string out_dir;
   std::string device_name;  // e.g. the GPU's name, for the records
+  std::string disk_root;    // folder of the disk tier's chunk files; empty: the temp folder
+  std::string paced_root;   // same for paced tiers; empty: disk_root
 };
 
 // One tier configuration: "host" (pinned host pool), "disk" (unpaced,
@@ -165,8 +167,12 @@ class bench {
     ro.host_tier_gb = t.host ? tier_bytes_needed() * 1.25 / 1e9 + 0.5 : 0;
     ro.disk_gbps = t.gbps;
     ro.disk_tier_gb = std::max(32.0, tier_bytes_needed() * 1.25 / 1e9);
-    ro.disk_dir = (std::filesystem::temp_directory_path() /
-                   ("kvflow-bench-" + std::to_string(::getpid()) + "-" + t.name)).string();
+    // A paced tier stands for remote storage: its files may lie on a faster
+    // medium (tmpfs) than the pace, so that the pace is the bottleneck.
+    std::string root = t.gbps > 0 && !opt_.paced_root.empty() ? opt_.paced_root : opt_.disk_root;
+    if (root.empty()) root = std::filesystem::temp_directory_path().string();
+    tier_root_ = root;
+    ro.disk_dir = (std::filesystem::path(root) / ("kvflow-bench-" + std::to_string(::getpid()) + "-" + t.name)).string();
     std::filesystem::remove_all(ro.disk_dir);
     {
       runtime rt(ro);
@@ -264,6 +270,7 @@ class bench {
                             {"suffix_tokens", opt_.suffix_tokens},
                             {"chunk_tokens", opt_.chunk_tokens},
                             {"tier", tier},
+                            {"tier_dir", tier_root_},
                             {"batch", batch},
                             {"policy", policy},
                             {"repeats", opt_.repeats},
@@ -302,7 +309,7 @@ class bench {
     md << "\nTTFT: batch 1, the median of " << opt_.repeats << " repeats; batches, the mean over every request of "
        << "every repeat. vs X: this TTFT over X's in the same run (below 1: faster). best single: the better of "
           "compute_only and load_only. Tiers: host (pinned host pool), disk (O_DIRECT, no host tier), N (the disk "
-          "paced to N Gbit/s). "
+          "paced to N Gbit/s; its files under the record's tier_dir). "
        << (mismatches_ ? std::to_string(mismatches_) + " restores DIFFER from compute_only."
                        : "Every restore's KV digest and first token equal compute_only's.")
        << "\nDevice: " << device_ << "\n";
@@ -326,6 +333,7 @@ class bench {
   std::vector<tier_config> tiers_;
   std::vector<nlohmann::json> records_;
   std::string device_;
+  std::string tier_root_;  // where the current tier's chunk files lie
   std::size_t total_ = 0;
   int done_ = 0;
   int mismatches_ = 0;
@@ -364,6 +372,10 @@ command_runner add_bench_command(CLI::App& app) {
       ->delimiter(',');
   cmd->add_option("--repeats", opt->repeats, "Runs per policy (batch 1 reports the median)")->capture_default_str();
   cmd->add_option("--out", opt->out_dir, "Folder for restore.json and restore.md");
+  cmd->add_option("--disk-root", opt->disk_root, "Folder for the disk tier's chunk files (default: the temp folder)");
+  cmd->add_option("--paced-root", opt->paced_root,
+                  "Folder for paced tiers' chunk files (default: --disk-root); e.g. /dev/shm, so that a pace above "
+                  "the local disk's rate holds");
   cmd->add_option("--device-name", opt->device_name, "Name of the machine or GPU, prefixed to the records' device");
   return [opt] { return bench(*opt).run(); };
 }
