@@ -4,17 +4,13 @@
 #include <chrono>
 
 #include "actors/atoms.hpp"
+#include "actors/clock.hpp"
 #include "actors/frame_type.hpp"
 #include "messages/caf_error.hpp"
 #include "messages/log.hpp"
 
 namespace kvflow {
 namespace {
-
-std::uint64_t now_ns() {
-  return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch())
-      .count();
-}
 
 // Runs layers [layer_begin, layer_end) of chunks [chunk_begin, chunk_end).
 void run_cells(model::engine& eng, workspace& ws, const msg::cell_range& cells) {

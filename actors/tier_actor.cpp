@@ -4,6 +4,7 @@
 #include <cstring>
 
 #include "actors/atoms.hpp"
+#include "actors/clock.hpp"
 #include "actors/frame_type.hpp"
 #include "devices/keys.hpp"
 #include "messages/caf_error.hpp"
@@ -13,11 +14,6 @@ namespace kvflow {
 namespace {
 
 using state_t = caf::stateful_actor<tier_state>;
-
-std::uint64_t now_ns() {
-  return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch())
-      .count();
-}
 
 msg::frame lookup(state_t* self, const msg::lookup& q) {
   auto& st = self->state;
