@@ -256,6 +256,10 @@ struct decoder {
         if (tiers.size() > m.num_chunks) fail("register.chunkTiers: more entries than numChunks");
         for (auto t : tiers) m.chunk_tiers.push_back(get(t, "register.chunkTiers"));
         m.chunk_bytes = r.getChunkBytes();
+        if (m.num_chunks > 0 && (m.chunk_tokens == 0 || m.chunk_tokens > lim.max_tokens))
+          fail("register.chunkTokens: " + std::to_string(m.chunk_tokens) + " not in [1, " +
+               std::to_string(lim.max_tokens) + "]");
+        if (m.chunk_bytes > lim.max_chunk_bytes) fail("register.chunkBytes: over cap");
         return m;
       }
       case wire::Envelope::GRANT: {
@@ -269,6 +273,7 @@ struct decoder {
                     cells(r.getCells(), "cellDone.cells"), r.getStartedNs(), r.getFinishedNs(),
                     r.getBytes(), r.getDevice()};
         if (m.finished_ns < m.started_ns) fail("cellDone.finishedNs: before startedNs");
+        if (m.device >= lim.max_devices) fail("cellDone.device: " + std::to_string(m.device) + " over cap");
         return m;
       }
       case wire::Envelope::PROGRESS: {
@@ -292,6 +297,7 @@ struct decoder {
         size(r.getChunks(), lim.max_chunks, "chunkLocated.chunks");
         for (auto c : r.getChunks()) {
           if (c.getChunk() >= lim.max_chunks) fail("chunkLocated.chunks.chunk: over cap");
+          if (c.getBytes() > lim.max_chunk_bytes) fail("chunkLocated.chunks.bytes: over cap");
           m.chunks.push_back({key(c.getKey(), "chunkLocated.chunks.key"), c.getChunk(),
                               get(c.getTier(), "chunkLocated.chunks.tier"), c.getBytes()});
         }
@@ -320,6 +326,7 @@ struct decoder {
         result m;
         m.request_id = r.getRequestId();
         m.first_token = r.getFirstToken();
+        if (m.first_token < -1) fail("result.firstToken: " + std::to_string(m.first_token) + " is negative");
         m.ttft_ns = r.getTtftNs();
         m.cells_computed = r.getCellsComputed();
         m.cells_loaded = r.getCellsLoaded();
@@ -335,15 +342,17 @@ struct decoder {
         m.node_id = text(r.getNodeId(), "nodeInventory.nodeId");
         m.host = text(r.getHost(), "nodeInventory.host");
         m.port = r.getPort();
-        size(r.getGpus(), lim.max_list, "nodeInventory.gpus");
+        size(r.getGpus(), lim.max_devices, "nodeInventory.gpus");
         for (auto g : r.getGpus()) m.gpus.push_back({text(g.getName(), "nodeInventory.gpus.name"), g.getMemoryBytes()});
-        size(r.getTiers(), lim.max_list, "nodeInventory.tiers");
+        size(r.getTiers(), 16, "nodeInventory.tiers");
         for (auto t : r.getTiers())
           m.tiers.push_back({get(t.getTier(), "nodeInventory.tiers.tier"), t.getCapacityBytes(), t.getUsedBytes()});
         return m;
       }
       case wire::Envelope::ERROR: {
         auto r = env.getError();
+        if (r.getCode() > static_cast<std::uint16_t>(errc::unsupported))
+          fail("error.code: unknown code " + std::to_string(r.getCode()));
         return error_report{r.getCode(), text(r.getContext(), "error.context"), r.getRequestId()};
       }
     }
@@ -368,6 +377,13 @@ const char* to_string(action a) { return a == action::compute ? "compute" : "loa
 frame encode(const message& m) {
   capnp::MallocMessageBuilder builder;
   std::visit(encoder{builder.initRoot<wire::Envelope>()}, m);
+  // Read the built message back through the decoder's value checks: a frame
+  // this side would refuse is an error here, at the sender, not at the peer.
+  try {
+    decoder{limits{}}(builder.getRoot<wire::Envelope>().asReader());
+  } catch (const range_error& e) {
+    throw error(errc::out_of_range, "encode " + std::string(kind_name(m)) + ": " + e.what);
+  }
   auto words = capnp::messageToFlatArray(builder);
   auto bytes = words.asChars();
   return frame{std::vector<char>(bytes.begin(), bytes.end())};

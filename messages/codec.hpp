@@ -23,6 +23,8 @@ struct limits {
   std::size_t max_text = 1u << 24;             ///< bytes of one text field
   std::uint32_t max_layers = 1024;             ///< layer indices
   std::uint32_t max_chunks = 1u << 20;         ///< chunk indices
+  std::uint32_t max_devices = 1024;            ///< GPU indices and inventory entries
+  std::uint64_t max_chunk_bytes = 1ull << 36;  ///< bytes of one chunk's KV
 };
 
 /// One encoded Envelope: flat, unpacked Cap'n Proto bytes (a multiple of 8).
@@ -34,7 +36,8 @@ struct frame {
 bool same(const message& a, const message& b);
 
 /// Encodes any control message. Throws kvflow::error(out_of_range) for values
-/// that the decoder would reject, so a bad frame is never produced.
+/// that decode() with default limits would reject (the built message is read
+/// back through the same checks), so a bad frame is never produced.
 frame encode(const message& m);
 
 /// Decodes untrusted bytes. A malformed, truncated, oversized or too deeply

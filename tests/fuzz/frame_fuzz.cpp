@@ -10,6 +10,7 @@
 #include <caf/binary_deserializer.hpp>
 #include <caf/binary_serializer.hpp>
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 
@@ -32,8 +33,11 @@ kvflow::msg::limits limits_from(const std::uint8_t* h) {
   lim.max_tokens = h[6] * 16u;
   lim.max_list = h[7];
   lim.max_text = u16(h + 8);
-  lim.max_layers = u16(h + 10);
-  lim.max_chunks = u16(h + 12);
+  // Value caps stay at or below the defaults: encode() checks a message
+  // against the defaults, so a decode under wider caps could not round-trip.
+  lim.max_layers = std::min<std::uint32_t>(u16(h + 10), lim.max_layers);
+  lim.max_chunks = std::min<std::uint32_t>(u16(h + 12), lim.max_chunks);
+  lim.max_devices = std::min<std::uint32_t>(h[14] * 8u, lim.max_devices);
   return lim;
 }
 

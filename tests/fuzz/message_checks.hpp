@@ -8,6 +8,7 @@
 #include <variant>
 
 #include "messages/codec.hpp"
+#include "messages/error.hpp"
 #include "tests/fuzz/fuzz_check.hpp"
 
 namespace kvflow::fuzz {
@@ -47,6 +48,9 @@ inline void check_message(const msg::message& m, const msg::limits& lim) {
           KVFLOW_FUZZ_CHECK(x.num_layers <= lim.max_layers, "register.num_layers");
           KVFLOW_FUZZ_CHECK(x.chunk_tiers.size() <= x.num_chunks, "register.chunk_tiers");
           for (auto t : x.chunk_tiers) KVFLOW_FUZZ_CHECK(valid(t), "register.chunk_tiers tier");
+          KVFLOW_FUZZ_CHECK(x.num_chunks == 0 || (x.chunk_tokens >= 1 && x.chunk_tokens <= lim.max_tokens),
+                            "register.chunk_tokens");
+          KVFLOW_FUZZ_CHECK(x.chunk_bytes <= lim.max_chunk_bytes, "register.chunk_bytes");
         } else if constexpr (std::is_same_v<T, msg::grant>) {
           KVFLOW_FUZZ_CHECK(valid(x.act) && valid(x.source), "grant: enum");
           check_cells(x.cells, lim);
@@ -54,6 +58,7 @@ inline void check_message(const msg::message& m, const msg::limits& lim) {
           KVFLOW_FUZZ_CHECK(valid(x.act), "cell_done.act");
           check_cells(x.cells, lim);
           KVFLOW_FUZZ_CHECK(x.started_ns <= x.finished_ns, "cell_done: times");
+          KVFLOW_FUZZ_CHECK(x.device < lim.max_devices, "cell_done.device");
         } else if constexpr (std::is_same_v<T, msg::progress>) {
           KVFLOW_FUZZ_CHECK(x.compute_pointer <= lim.max_chunks && x.load_pointer <= lim.max_chunks, "progress");
         } else if constexpr (std::is_same_v<T, msg::lookup>) {
@@ -74,17 +79,19 @@ inline void check_message(const msg::message& m, const msg::limits& lim) {
           KVFLOW_FUZZ_CHECK(valid(x.source), "rate_sample.tier");
         } else if constexpr (std::is_same_v<T, msg::result>) {
           KVFLOW_FUZZ_CHECK(x.bytes_loaded.size() <= 16, "result.bytes_loaded");
+          KVFLOW_FUZZ_CHECK(x.first_token >= -1, "result.first_token");
           for (const auto& b : x.bytes_loaded) KVFLOW_FUZZ_CHECK(valid(b.where), "result.bytes_loaded.tier");
           check_tokens(x.tokens, lim);
           check_text(x.text, lim);
         } else if constexpr (std::is_same_v<T, msg::node_inventory>) {
           check_text(x.node_id, lim);
           check_text(x.host, lim);
-          KVFLOW_FUZZ_CHECK(x.gpus.size() <= lim.max_list && x.tiers.size() <= lim.max_list, "node_inventory lists");
+          KVFLOW_FUZZ_CHECK(x.gpus.size() <= lim.max_devices && x.tiers.size() <= 16, "node_inventory lists");
           for (const auto& g : x.gpus) check_text(g.name, lim);
           for (const auto& t : x.tiers) KVFLOW_FUZZ_CHECK(valid(t.where), "node_inventory.tiers.tier");
         } else if constexpr (std::is_same_v<T, msg::error_report>) {
           check_text(x.context, lim);
+          KVFLOW_FUZZ_CHECK(x.code <= static_cast<std::uint16_t>(errc::unsupported), "error.code");
         }
       },
       m);

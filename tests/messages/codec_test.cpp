@@ -188,3 +188,48 @@ BOOST_AUTO_TEST_CASE(out_of_range_values_name_the_field) {
   BOOST_REQUIRE(!r5);
   BOOST_CHECK_NE(context_of(r5.error()).find("unknown message kind"), std::string::npos);
 }
+
+BOOST_AUTO_TEST_CASE(counts_ids_and_codes_are_range_checked) {
+  auto zero_chunk_tokens = raw_frame([](wire::Envelope::Builder e) {
+    auto r = e.initRegister();
+    r.setNumChunks(4);
+    r.setChunkTokens(0);
+  });
+  auto r1 = decode(zero_chunk_tokens);
+  BOOST_REQUIRE(!r1);
+  BOOST_CHECK_NE(context_of(r1.error()).find("register.chunkTokens"), std::string::npos);
+
+  auto bad_device = raw_frame([](wire::Envelope::Builder e) { e.initCellDone().setDevice(1u << 20); });
+  auto r2 = decode(bad_device);
+  BOOST_REQUIRE(!r2);
+  BOOST_CHECK_NE(context_of(r2.error()).find("cellDone.device"), std::string::npos);
+
+  auto bad_first = raw_frame([](wire::Envelope::Builder e) { e.initResult().setFirstToken(-7); });
+  auto r3 = decode(bad_first);
+  BOOST_REQUIRE(!r3);
+  BOOST_CHECK_NE(context_of(r3.error()).find("result.firstToken"), std::string::npos);
+
+  auto bad_code = raw_frame([](wire::Envelope::Builder e) { e.initError().setCode(999); });
+  auto r4 = decode(bad_code);
+  BOOST_REQUIRE(!r4);
+  BOOST_CHECK_NE(context_of(r4.error()).find("error.code"), std::string::npos);
+
+  // Zero-size structs cost no bytes on the wire: the inventory's lists are
+  // capped by count so a small frame cannot expand into a large vector.
+  auto many_tiers = raw_frame([](wire::Envelope::Builder e) { e.initNodeInventory().initTiers(17); });
+  auto r5 = decode(many_tiers);
+  BOOST_REQUIRE(!r5);
+  BOOST_CHECK_NE(context_of(r5.error()).find("nodeInventory.tiers"), std::string::npos);
+}
+
+BOOST_AUTO_TEST_CASE(encode_refuses_what_decode_would_refuse) {
+  register_request zero{2, 0, 4, 32, {}, 0};
+  try {
+    encode(zero);
+    BOOST_FAIL("encode accepted chunkTokens 0");
+  } catch (const kvflow::error& e) {
+    BOOST_CHECK(e.code() == errc::out_of_range);
+    BOOST_CHECK_NE(std::string(e.what()).find("register.chunkTokens"), std::string::npos);
+  }
+  BOOST_CHECK_THROW(encode(submit{1, "", {1, -2}, "", 0, 0.f, 1.f, "", 0}), kvflow::error);
+}
