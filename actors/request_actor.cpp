@@ -98,7 +98,7 @@ void first_token(state_t* self) {
           [=](caf::error& e) { fail(self, e); });
 }
 
-void on_cell_done(state_t* self, const msg::frame& f) {
+void on_cell_done(state_t* self, const msg::frame& f, msg::tier source) {
   auto& st = self->state;
   auto decoded = msg::decode(f);
   if (!decoded) return fail(self, decoded.error());
@@ -107,6 +107,14 @@ void on_cell_done(state_t* self, const msg::frame& f) {
   auto cells = static_cast<std::uint64_t>(done->cells.chunk_end - done->cells.chunk_begin) *
                (done->cells.layer_end - done->cells.layer_begin);
   st.cells_done += cells;
+  if (st.params.opts.trace) {
+    auto submitted = static_cast<std::int64_t>(
+        std::chrono::duration_cast<std::chrono::nanoseconds>(st.params.submitted.time_since_epoch()).count());
+    auto rel = [&](std::uint64_t ns) { return (static_cast<std::int64_t>(ns) - submitted) / 1e9; };
+    const auto& c = done->cells;
+    st.report.spans.push_back({done->act == msg::action::compute, msg::to_string(source), c.chunk_begin, c.chunk_end,
+                               c.layer_begin, c.layer_end, rel(done->started_ns), rel(done->finished_ns)});
+  }
   if (done->act == msg::action::compute) {
     st.report.cells_computed += static_cast<std::uint32_t>(cells);
   } else {
@@ -133,7 +141,7 @@ void run_grant(state_t* self, const msg::grant& g, const msg::frame& f) {
               (g.source == msg::tier::disk ? self->state.report.bytes_from_disk : self->state.report.bytes_from_host) +=
                   bytes;
             }
-            on_cell_done(self, done);
+            on_cell_done(self, done, g.act == msg::action::load ? g.source : msg::tier::gpu);
           },
           [=](caf::error& e) { fail(self, e); });
 }

@@ -41,6 +41,18 @@ struct submit_options {
   std::string policy;              ///< empty: the runtime's policy
   bool store = true;               ///< store the prompt's new chunks to the tiers afterwards
   bool digest_kv = false;          ///< report a SHA-256 of the restored prompt KV (tests, checks)
+  bool trace = false;              ///< report every grant's span (restore_report::spans)
+};
+
+/// One grant a request carried out: compute cells on the GPU or a load of
+/// cells from a tier, chunks [chunk_begin, chunk_end) x layers [layer_begin,
+/// layer_end). Times are seconds after submit; a compute grant's start is
+/// when the GPU reached it (not when it was queued).
+struct cell_span {
+  bool compute = true;
+  std::string source;              ///< "gpu", "host" or "disk"
+  std::uint32_t chunk_begin = 0, chunk_end = 0, layer_begin = 0, layer_end = 0;
+  double start_s = 0, end_s = 0;
 };
 
 /// What one request did.
@@ -60,6 +72,7 @@ struct restore_report {
   std::vector<std::int32_t> tokens;  ///< generated tokens, the first included
   std::string text;                  ///< decoded, when the model has a tokenizer
   std::string kv_sha256;             ///< hex digest of every prompt chunk's block, when asked for
+  std::vector<cell_span> spans;      ///< every grant in completion order, when traced
 };
 
 struct chat_turn {
