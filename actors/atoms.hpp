@@ -14,6 +14,7 @@ using done_atom = caf::atom_constant<caf::atom("done")>;
 using lookup_atom = caf::atom_constant<caf::atom("lookup")>;
 using store_atom = caf::atom_constant<caf::atom("store")>;
 using flush_atom = caf::atom_constant<caf::atom("flush")>;
+using finished_atom = caf::atom_constant<caf::atom("finished")>;
 using stats_atom = caf::atom_constant<caf::atom("stats")>;
 
 }  // namespace kvflow

@@ -12,7 +12,7 @@
 namespace kvflow {
 namespace {
 
-// Runs layers [layer_begin, layer_end) of chunks [chunk_begin, chunk_end).
+// Enqueues layers [layer_begin, layer_end) of chunks [chunk_begin, chunk_end).
 void run_cells(model::engine& eng, workspace& ws, const msg::cell_range& cells) {
   for (auto c = cells.chunk_begin; c < cells.chunk_end; ++c) {
     model::chunk_job job;
@@ -27,7 +27,6 @@ void run_cells(model::engine& eng, workspace& ws, const msg::cell_range& cells) 
     job.hidden = ws.hidden(ci);
     eng.run(job);
   }
-  eng.synchronize();
 }
 
 // One decode step for `job`: feeds its last token, samples the next.
@@ -78,20 +77,45 @@ caf::behavior gpu_actor(caf::stateful_actor<gpu_state>* self, std::shared_ptr<mo
         if (g->cells.chunk_end > static_cast<std::uint32_t>(ws->num_chunks()) ||
             g->cells.layer_end > static_cast<std::uint32_t>(eng->cfg().layers))
           return make_error(errc::out_of_range, "grant cells outside request " + std::to_string(g->request_id));
-        msg::cell_done done;
-        done.request_id = g->request_id;
-        done.grant_id = g->grant_id;
-        done.act = msg::action::compute;
-        done.cells = g->cells;
-        done.device = self->state.device;
-        done.started_ns = now_ns();
+        pending_grant p{self->make_response_promise(), {}, now_ns()};
+        p.done.request_id = g->request_id;
+        p.done.grant_id = g->grant_id;
+        p.done.act = msg::action::compute;
+        p.done.cells = g->cells;
+        p.done.device = self->state.device;
+        auto reply = p.reply;
         try {
           run_cells(*eng, *ws, g->cells);
         } catch (const error& e) {
-          return make_error(e);
+          reply.deliver(make_error(e));
+          return reply;
         }
-        done.finished_ns = now_ns();
-        return msg::encode(done);
+        auto id = self->state.next_job++;
+        self->state.pending.emplace(id, std::move(p));
+        // The engine calls back from its driver thread when the device has
+        // finished this grant: hand that over as a message to this actor.
+        auto me = caf::actor_cast<caf::actor>(self);
+        try {
+          eng->when_done([me, id] { caf::anon_send(me, finished_atom::value, id, now_ns()); });
+        } catch (const error& e) {
+          self->state.pending.erase(id);
+          reply.deliver(make_error(e));
+        }
+        return reply;
+      },
+      [=](finished_atom, std::uint64_t id, std::uint64_t finished_ns) {
+        auto& st = self->state;
+        auto it = st.pending.find(id);
+        if (it == st.pending.end()) return;
+        auto& p = it->second;
+        // Grants run back to back on the device: this one started when it
+        // was enqueued or when the one before it finished, whichever is later
+        // (the cost model learns compute seconds per cell from these times).
+        p.done.started_ns = std::max(p.queued_ns, st.last_finished_ns);
+        p.done.finished_ns = std::max(finished_ns, p.done.started_ns);
+        st.last_finished_ns = p.done.finished_ns;
+        p.reply.deliver(msg::encode(p.done));
+        st.pending.erase(it);
       },
       [=](first_atom, workspace_ptr& ws, const model::sampling& s) -> caf::result<std::int32_t> {
         std::vector<float> logits;

@@ -2,6 +2,7 @@
 // The gpu actor: owns one device's engine (weights, streams, memory) and
 // runs compute cells and decode steps on it.
 
+#include <map>
 #include <memory>
 
 #include <caf/actor.hpp>
@@ -10,6 +11,7 @@
 
 #include "actors/workspace.hpp"
 #include "kernels/model/engine.hpp"
+#include "messages/types.hpp"
 
 namespace kvflow {
 
@@ -21,9 +23,19 @@ struct decode_job {
   caf::actor reply_to;  // receives (done_atom, request_id) when finished
 };
 
+/// A compute grant enqueued on the engine and not finished yet.
+struct pending_grant {
+  caf::response_promise reply;
+  msg::cell_done done;       // filled in but for the times
+  std::uint64_t queued_ns;   // when it was enqueued
+};
+
 struct gpu_state {
   std::shared_ptr<model::engine> engine;
   std::uint32_t device = 0;
+  std::map<std::uint64_t, pending_grant> pending;  // by enqueue order
+  std::uint64_t next_job = 0;
+  std::uint64_t last_finished_ns = 0;
   std::vector<decode_job> decoding;
   bool step_scheduled = false;
   static inline const char* name = "kvflow.gpu";
@@ -33,7 +45,9 @@ struct gpu_state {
 /// thread is the only one that ever drives its engine.
 ///
 ///   (frame grant, workspace_ptr) -> frame cell_done
-///       runs the granted compute cells in chunk order, layer range of the grant;
+///       enqueues the granted compute cells in chunk order, layer range of
+///       the grant, and answers when the device has finished them (grants
+///       queue on the device back to back; the actor does not wait);
 ///   (first_atom, workspace_ptr, sampling) -> int32 token
 ///       samples from the last prompt chunk's hidden state;
 ///   (decode_atom, workspace_ptr, int n, sampling, vector<int32> stop, actor reply_to)

@@ -16,9 +16,10 @@ std::uint64_t head_position(const request_state& r);
 
 /// Grants compute cells in chunk-major order from the first unclaimed cell,
 /// below chunk-major position `limit`, at most `budget` cells, stopping at
-/// the first cell whose inputs are not there yet. Returns cells granted.
+/// the first cell whose inputs are not there yet, each grant at most
+/// `max_grant` cells (0: no limit). Returns cells granted.
 std::uint64_t grant_head(batch_state& b, const request_state& r, std::uint64_t limit, std::uint64_t budget,
-                         std::vector<msg::grant>& out);
+                         std::vector<msg::grant>& out, std::uint64_t max_grant = 0);
 
 /// Grants uncached-suffix compute cells in layer-major order (a layer row of
 /// [P, S), then the next), as far as the prefix's layers are available, at

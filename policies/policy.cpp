@@ -31,7 +31,7 @@ std::uint64_t head_position(const request_state& r) {
 }
 
 std::uint64_t grant_head(batch_state& b, const request_state& r, std::uint64_t limit, std::uint64_t budget,
-                         std::vector<msg::grant>& out) {
+                         std::vector<msg::grant>& out, std::uint64_t max_grant) {
   const std::uint32_t L = r.layers(), S = r.chunks();
   std::uint64_t granted = 0;
   while (granted < budget) {
@@ -41,6 +41,7 @@ std::uint64_t grant_head(batch_state& b, const request_state& r, std::uint64_t l
     std::uint64_t left = budget - granted;
     left = std::min(left, b.compute_room());
     if (left == 0) break;
+    if (max_grant > 0) left = std::min(left, max_grant);
     // Whole free chunks, several at once when budget and limit allow.
     if (top == 0 && r.load_bottom(c) == L && r.load_claimed(c) == 0) {
       std::uint32_t n = 0;
@@ -117,7 +118,10 @@ class compute_only final : public policy {
     std::vector<msg::grant> out;
     for (auto& r : b.requests()) {
       if (r.restored()) continue;
-      detail::grant_head(b, r, std::uint64_t(r.chunks()) * r.layers(), b.compute_room(), out);
+      // Two grants of half the cap each: the device starts the second while
+      // the first one's completion travels back and the next is granted.
+      auto half = std::max<std::uint64_t>(r.layers(), b.limits().compute_cells / 2);
+      detail::grant_head(b, r, std::uint64_t(r.chunks()) * r.layers(), b.compute_room(), out, half);
     }
     return out;
   }
@@ -133,7 +137,7 @@ class load_only final : public policy {
     std::vector<msg::grant> out;
     for (auto& r : b.requests()) {
       if (r.restored()) continue;
-      std::uint64_t queue = std::uint64_t(opts_.lookahead_chunks + 1) * r.chunk_bytes();
+      std::uint64_t queue = std::uint64_t(opts_.load_queue_chunks) * r.chunk_bytes();
       detail::grant_loads(
           b, r, 0, [](std::uint32_t) { return 0u; }, queue, grant_bytes(opts_, r), out);
       detail::grant_suffix(b, r, b.compute_room(), out);
@@ -173,9 +177,13 @@ class bidirectional final : public policy {
   bool step(batch_state& b, const request_state& r, std::vector<msg::grant>& out) {
     const std::uint32_t L = r.layers(), P = r.cached();
     bool any = false;
-    std::uint64_t queue_cells = std::uint64_t(opts_.lookahead_chunks) * L;
+    // Compute in half chunks, lookahead of them in flight: the device has the
+    // next half queued while one finishes, and the pointers still meet
+    // within a chunk.
+    const std::uint64_t half = (L + 1) / 2;
+    std::uint64_t queue_cells = std::uint64_t(opts_.lookahead_chunks) * half;
     if (b.in_flight().compute_cells < queue_cells) {
-      std::uint64_t budget = std::min<std::uint64_t>(L, queue_cells - b.in_flight().compute_cells);
+      std::uint64_t budget = std::min<std::uint64_t>(half, queue_cells - b.in_flight().compute_cells);
       any |= detail::grant_head(b, r, std::uint64_t(r.chunks()) * L, budget, out) > 0;
     }
     // The load pointer: finish the lowest claimed chunk, else take the chunk
@@ -192,7 +200,7 @@ class bidirectional final : public policy {
       return any;
     }
     auto t = r.tier_of(j);
-    std::uint64_t queue = std::uint64_t(opts_.lookahead_chunks + 1) * r.chunk_bytes();
+    std::uint64_t queue = std::uint64_t(opts_.load_queue_chunks) * r.chunk_bytes();
     auto used = b.in_flight().load_bytes[static_cast<std::size_t>(t)];
     std::uint32_t to = L;
     auto fits = [&](std::uint32_t n) {
@@ -219,7 +227,7 @@ const std::vector<std::string>& policy_names() {
 }
 
 std::unique_ptr<policy> make_policy(const std::string& name, policy_options opts) {
-  if (opts.lookahead_chunks == 0) opts.lookahead_chunks = 1;
+  if (opts.lookahead_chunks == 0) opts.lookahead_chunks = 2;
   if (name == "compute_only") return std::make_unique<compute_only>();
   if (name == "load_only") return std::make_unique<load_only>(std::move(opts));
   if (name == "bidirectional") return std::make_unique<bidirectional>(std::move(opts));

@@ -15,10 +15,14 @@
 namespace kvflow::policies {
 
 struct policy_options {
-  /// Compute cells one request may have in flight, in chunks' worth
-  /// (two_pointer, bidirectional): small keeps the split adaptable and the
-  /// GPU queue short for higher-priority requests.
-  std::uint32_t lookahead_chunks = 1;
+  /// Compute in flight (two_pointer: in quarter chunks; bidirectional: in
+  /// half chunks): small keeps the split adaptable and the GPU queue short for
+  /// higher-priority requests; 2 keeps a second grant queued on the device
+  /// while the first one's completion travels back through the actors.
+  std::uint32_t lookahead_chunks = 2;
+  /// Loads in flight per link, in chunks' bytes (a granted load is never
+  /// revoked, so this is how much a wrong rate estimate can commit).
+  std::uint32_t load_queue_chunks = 2;
   /// Largest load grant; 0: one chunk's bytes.
   std::uint64_t max_load_grant_bytes = 0;
   /// The oracle's costs: the true per-cell line and bandwidths of the run.

@@ -113,15 +113,17 @@ class two_pointer final : public policy {
   void grant_compute(batch_state& b, const request_state& r, std::uint64_t z, std::vector<msg::grant>& out) {
     auto room = gpu_room(b, r);
     if (room == 0) return;
-    room -= detail::grant_head(b, r, z, room, out);
+    // Grants of half the target, so that one is queued behind the other.
+    auto half = std::max<std::uint64_t>(1, gpu_target(opts_, r) / 2);
+    room -= detail::grant_head(b, r, z, room, out, half);
     if (room > 0 && detail::head_position(r) >= z) detail::grant_suffix(b, r, room, out);
   }
 
   void grant_loads(batch_state& b, const request_state& r, const plan_t& p, std::vector<msg::grant>& out) {
     const std::uint32_t L = r.layers(), P = r.cached();
     if (P == 0) return;
-    // Loads granted commit their chunk: keep each link's queue lookahead + 1 chunks deep.
-    std::uint64_t queue = std::uint64_t(opts_.lookahead_chunks + 1) * r.chunk_bytes();
+    // Loads granted commit their chunk: keep each link's queue load_queue_chunks deep.
+    std::uint64_t queue = std::uint64_t(opts_.load_queue_chunks) * r.chunk_bytes();
     std::uint64_t max_grant = opts_.max_load_grant_bytes ? opts_.max_load_grant_bytes : r.chunk_bytes();
     auto x = detail::head_position(r);
     std::uint32_t h = static_cast<std::uint32_t>(std::min<std::uint64_t>(x / L, P));

@@ -400,7 +400,7 @@ class cuda_engine_impl {
   dev_buf<bf16> act_big_;  // [tokens][max(qkv width, 2*intermediate)]
   dev_buf<bf16> act_ffn_;  // [tokens][intermediate]
   dev_buf<float> resid_;   // [tokens][hidden] when the job brings no hidden state
-  std::array<upload_slot, 8> slots_{};
+  std::array<upload_slot, 32> slots_{};
   std::size_t next_slot_ = 0;
 };
 
@@ -429,16 +429,53 @@ void cuda_engine::release(void* p) {
   KVFLOW_CUDA_CHECK(cudaFree(p));
 }
 
+namespace {
+
+// One copy stream per (thread, device): a tier actor's loads run beside the
+// compute stream instead of queueing behind it.
+cudaStream_t copy_stream(int device) {
+  struct streams {
+    std::vector<std::pair<int, cudaStream_t>> by_device;
+    ~streams() {
+      for (auto& s : by_device) cudaStreamDestroy(s.second);  // may fail at exit: nothing left to do
+    }
+  };
+  thread_local streams mine;
+  for (auto& s : mine.by_device)
+    if (s.first == device) return s.second;
+  cudaStream_t s = nullptr;
+  KVFLOW_CUDA_CHECK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+  mine.by_device.emplace_back(device, s);
+  return s;
+}
+
+void host_trampoline(void* data) {
+  std::unique_ptr<std::function<void()>> fn(static_cast<std::function<void()>*>(data));
+  (*fn)();
+}
+
+}  // namespace
+
 void cuda_engine::to_backend(void* dst, const void* src, std::size_t bytes) {
   KVFLOW_CUDA_CHECK(cudaSetDevice(impl_->device_));
-  KVFLOW_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, impl_->stream_));
-  KVFLOW_CUDA_CHECK(cudaStreamSynchronize(impl_->stream_));
+  cudaStream_t s = copy_stream(impl_->device_);
+  KVFLOW_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, s));
+  KVFLOW_CUDA_CHECK(cudaStreamSynchronize(s));
 }
 
 void cuda_engine::to_host(void* dst, const void* src, std::size_t bytes) {
   KVFLOW_CUDA_CHECK(cudaSetDevice(impl_->device_));
-  KVFLOW_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, impl_->stream_));
-  KVFLOW_CUDA_CHECK(cudaStreamSynchronize(impl_->stream_));
+  cudaStream_t s = copy_stream(impl_->device_);
+  // Ordered after every job enqueued so far, without stopping the compute
+  // stream for the copy.
+  cudaEvent_t enqueued = nullptr;
+  KVFLOW_CUDA_CHECK(cudaEventCreateWithFlags(&enqueued, cudaEventDisableTiming));
+  cudaError_t e = cudaEventRecord(enqueued, impl_->stream_);
+  if (e == cudaSuccess) e = cudaStreamWaitEvent(s, enqueued, 0);
+  if (e == cudaSuccess) e = cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, s);
+  if (e == cudaSuccess) e = cudaStreamSynchronize(s);
+  cudaEventDestroy(enqueued);
+  KVFLOW_CUDA_CHECK(e);
 }
 
 void cuda_engine::run(const chunk_job& job) { impl_->run(job); }
@@ -446,6 +483,14 @@ void cuda_engine::run(const chunk_job& job) { impl_->run(job); }
 void cuda_engine::synchronize() {
   KVFLOW_CUDA_CHECK(cudaSetDevice(impl_->device_));
   KVFLOW_CUDA_CHECK(cudaStreamSynchronize(impl_->stream_));
+}
+
+void cuda_engine::when_done(std::function<void()> fn) {
+  KVFLOW_CUDA_CHECK(cudaSetDevice(impl_->device_));
+  auto* heap = new std::function<void()>(std::move(fn));
+  const cudaError_t e = cudaLaunchHostFunc(impl_->stream_, host_trampoline, heap);
+  if (e != cudaSuccess) delete heap;
+  KVFLOW_CUDA_CHECK(e);
 }
 
 void cuda_engine::logits(const hidden_state& h, std::vector<float>& out) { impl_->logits(h, out); }

@@ -24,7 +24,9 @@ namespace kvflow::model {
 class cuda_engine_impl;
 
 /// A model on one CUDA device. run() enqueues on stream() and returns; the
-/// other calls are synchronous. Not thread-safe: one owner drives it.
+/// other calls are synchronous. Not thread-safe: one owner drives it, except
+/// to_backend/to_host, which any thread may call (each thread copies on its
+/// own stream).
 class cuda_engine : public engine {
  public:
   ~cuda_engine() override;
@@ -40,6 +42,7 @@ class cuda_engine : public engine {
 
   void run(const chunk_job& job) override;
   void synchronize() override;
+  void when_done(std::function<void()> fn) override;
   void logits(const hidden_state& h, std::vector<float>& out) override;
 
   /// The stream every run() is enqueued on (record events on it to learn

@@ -72,6 +72,7 @@ class cpu_engine final : public engine {
     if (bytes) std::memcpy(dst, src, bytes);
   }
   void synchronize() override {}
+  void when_done(std::function<void()> fn) override { fn(); }
 
   void run(const chunk_job& job) override;
   void logits(const hidden_state& h, std::vector<float>& out) override;

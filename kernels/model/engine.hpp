@@ -6,6 +6,7 @@
 #include <array>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <vector>
 
@@ -71,7 +72,11 @@ class engine {
   /// Backend memory for blocks and hidden states; freed with release().
   virtual void* allocate(std::size_t bytes) = 0;
   virtual void release(void* p) = 0;
-  /// Copies between host memory and backend memory (synchronous).
+  /// Copies between host memory and backend memory (synchronous). Any
+  /// thread may call these while the owner runs jobs: to_backend is NOT
+  /// ordered after jobs already enqueued (CUDA copies on a stream of the
+  /// calling thread, so loads overlap compute: write only memory that no
+  /// enqueued job touches); to_host waits for every job enqueued before it.
   virtual void to_backend(void* dst, const void* src, std::size_t bytes) = 0;
   virtual void to_host(void* dst, const void* src, std::size_t bytes) = 0;
 
@@ -80,6 +85,11 @@ class engine {
   /// event before reading the results).
   virtual void run(const chunk_job& job) = 0;
   virtual void synchronize() = 0;
+  /// Calls `fn` once every job enqueued so far has finished: before
+  /// returning on the CPU backend, from a driver thread on CUDA (so `fn`
+  /// must be quick and must not call into the engine). Lets the owner keep
+  /// the device busy instead of synchronizing per job.
+  virtual void when_done(std::function<void()> fn) = 0;
 
   /// Logits [vocab] of the last row of `h` (after the final norm), to host.
   virtual void logits(const hidden_state& h, std::vector<float>& out) = 0;
