@@ -1,21 +1,42 @@
 #!/usr/bin/env bash
-# The restore acceptance sweep (issue 8) on one H100, in one device call:
-# llama-3-8b (random weights made on the GPU), 16k-token prompts with a 256-token
-# uncached suffix, chunks of 256 tokens; tiers disk (O_DIRECT, unpaced), the disk
-# paced to 25 and to 10 Gbit/s; every policy; batch 1 on every tier and batch 8
-# (mixed lengths 4k..16k) on the 10 Gbit/s tier; 2 repeats. Paced tiers read from
-# /dev/shm when it has 24 GB free (see below).
-# Usage: apps/bench/run_restore.sh OUT_DIR   (binary: $KVFLOW_BIN or .device/kvflow)
-# Writes OUT_DIR/restore.json, restore.md (also after every point, so a run cut
-# short keeps what it measured), bench.log (progress, stderr) and device.txt.
-# Estimate: ~2-3 min (3 runtime starts; batch 1 about 10 runs of 0.3-1.7 s per
-# tier plus priming; batch 8 at 10 Gbit/s about 10 GiB of KV per restore, ~9 s
-# load_only, ~45 s for all policies x 2 repeats plus ~10 s priming). The
-# timeout leaves the device call room to copy results back.
+# Restore benchmarks on one GPU machine, in one device call (10 minutes, of
+# which ~30 s copy the results back): the PyTorch/transformers prefill
+# reference first (apps/bench/prefill_reference.py, for the vs_transformers
+# ratio), then `kvflow bench` steps, each under `timeout` within a total budget.
+#
+# Usage: apps/bench/run_restore.sh PROFILE OUT_DIR
+#   acceptance  llama-3-8b, 16k prompts, 256-token uncached suffix; tiers disk
+#               (O_DIRECT), the disk paced to 25 and 10 Gbit/s; batch 1 on every
+#               tier, batch 8 (mixed lengths 4k..16k) and a Poisson stream of 16
+#               at 70% of the measured capacity on 10 Gbit/s; every policy; 2
+#               repeats; timelines of the batch of 8 (two_pointer,
+#               bidirectional); KV digests checked. ~6-7 min.
+#   sweep       batch 1 on host, disk, 1, 10, 25, 40 Gbit/s; batches 4 and 16
+#               at 10 Gbit/s; batch 8 on mixed:10 (half the prompts in host,
+#               half on the 10 Gbit/s disk); 1 repeat; first tokens checked
+#               (no KV digests: they cost seconds per restore). In priority
+#               order: smollm2-135m (4k, 8k), llama-3-8b (4k..32k) batch 1,
+#               llama-2-7b (4k) everything, llama-3-8b batches, llama-3-8b
+#               mixed; a step that no longer fits the budget is skipped and
+#               listed in steps.txt.
+# Environment: KVFLOW_BIN (default .device/kvflow), CHUNK (tokens per chunk,
+# default 1024), BUDGET_S (seconds for the whole script, default 540).
+# Context limits: the presets' windows are llama-2-7b 4096 and smollm2-135m
+# 8192 positions, so their "4k" and "8k" prompts are 4095 and 8191 tokens
+# (a prompt plus its first new token must fit).
+# Writes OUT_DIR/restore.json and restore.md (after every point, so a run cut
+# short keeps what it measured), restore_trace_<policy>.json (Chrome trace
+# format: open in https://ui.perfetto.dev), prefill_reference.{json,md,log},
+# bench.log (progress), steps.txt and device.txt.
 set -uo pipefail
-OUT=${1:?usage: $0 OUT_DIR}
+PROFILE=${1:?usage: $0 acceptance|sweep OUT_DIR}
+OUT=${2:?usage: $0 acceptance|sweep OUT_DIR}
 BIN=${KVFLOW_BIN:-.device/kvflow}
+CHUNK=${CHUNK:-1024}
+BUDGET_S=${BUDGET_S:-540}
+start=$SECONDS
 mkdir -p "$OUT"
+rm -f "$OUT/restore.json" "$OUT/restore.md" "$OUT/steps.txt"  # steps append to this run's records only
 if [ -f "$(dirname "$BIN")/env.sh" ]; then source "$(dirname "$BIN")/env.sh"; fi
 { nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader; df -h /tmp | tail -1; date -u; } \
   > "$OUT/device.txt" 2>&1
@@ -25,15 +46,77 @@ if [ -f "$(dirname "$BIN")/env.sh" ]; then source "$(dirname "$BIN")/env.sh"; fi
 # the real disk under /tmp.
 paced_root=/tmp
 if [ -d /dev/shm ] && [ "$(df -k --output=avail /dev/shm | tail -1)" -gt $((24 * 1024 * 1024)) ]; then paced_root=/dev/shm; fi
-echo "disk tier: /tmp; paced tiers: $paced_root" >> "$OUT/device.txt"
+echo "profile $PROFILE, chunks of $CHUNK tokens; disk tier: /tmp; paced tiers: $paced_root" >> "$OUT/device.txt"
 df -h /dev/shm >> "$OUT/device.txt" 2>&1
 gpu=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1)
-timeout 450 "$BIN" bench --device-name "${gpu:-unknown GPU}" --preset llama-3-8b --backend cuda \
-  --disk-root /tmp --paced-root "$paced_root" \
-  --contexts 16384 --suffix-tokens 256 --chunk-tokens 256 \
-  --tiers disk,25,10 --batch 1,8 --batch-tiers 10 \
-  --policies compute_only,load_only,bidirectional,two_pointer,oracle \
-  --repeats 2 --out "$OUT" 2> >(tee "$OUT/bench.log" >&2)
-rc=$?
-echo "kvflow bench exit code $rc" | tee -a "$OUT/bench.log"
-exit $rc
+
+left() { echo $((BUDGET_S - (SECONDS - start))); }
+note() { echo "$*" | tee -a "$OUT/steps.txt" >&2; }
+
+# prefill_reference.py for MODELS at LENGTHS into OUT/prefill_reference_NAME.json;
+# adds the file to refs. Skipped (noted) without torch/transformers or time.
+refs=""
+reference() {
+  local name=$1 models=$2 lengths=$3 cap=$4
+  local t=$(( $(left) - 60 < cap ? $(left) - 60 : cap ))
+  if [ "$t" -lt 30 ]; then note "skipped reference $name: ${t}s left"; return; fi
+  if ! python3 -c "import torch, transformers" 2>/dev/null; then note "skipped reference $name: no torch/transformers"; return; fi
+  local s=$SECONDS
+  timeout -k 10 "$t" python3 apps/bench/prefill_reference.py --models "$models" --lengths "$lengths" --warmup 1 \
+    --reps 2 --json "$OUT/prefill_reference_$name.json" --md "$OUT/prefill_reference_$name.md" \
+    >> "$OUT/prefill_reference.log" 2>&1
+  local rc=$?
+  note "reference $name ($models at $lengths): exit $rc, $((SECONDS - s)) s"
+  if [ "$rc" -eq 0 ] && [ -s "$OUT/prefill_reference_$name.json" ]; then refs=${refs:+$refs,}$OUT/prefill_reference_$name.json; fi
+}
+
+# One `kvflow bench` invocation, appending to OUT's records, under a timeout
+# of at most CAP seconds and what the budget leaves (minus a margin for the
+# later copy). Chunk files of a killed run are removed.
+rc_all=0
+step() {
+  local name=$1 cap=$2; shift 2
+  local t=$(( $(left) - 20 < cap ? $(left) - 20 : cap ))
+  if [ "$t" -lt 30 ]; then note "skipped $name: ${t}s left of the budget"; return; fi
+  local s=$SECONDS
+  timeout -k 10 "$t" "$BIN" bench --device-name "${gpu:-unknown GPU}" --backend cuda \
+    --disk-root /tmp --paced-root "$paced_root" --chunk-tokens "$CHUNK" --suffix-tokens 256 \
+    --policies compute_only,load_only,bidirectional,two_pointer,oracle \
+    ${refs:+--reference "$refs"} --append --out "$OUT" "$@" 2> >(tee -a "$OUT/bench.log" >&2)
+  local rc=$?
+  [ "$rc" -eq 0 ] || rc_all=$rc
+  note "$name: exit $rc$([ "$rc" -eq 124 ] && echo ' (timed out: kept the points done)'), $((SECONDS - s)) s"
+  rm -rf /tmp/kvflow-bench-* "$paced_root"/kvflow-bench-* 2>/dev/null
+}
+
+case "$PROFILE" in
+  acceptance)
+    reference l3 llama-3-8b 16384 120
+    step acceptance $(( $(left) - 20 )) --preset llama-3-8b --contexts 16384 \
+      --tiers disk,25,10 --batch 1,8 --batch-tiers 10 --poisson 16 --poisson-load 0.7 --repeats 2
+    ;;
+  sweep)
+    reference l3 llama-3-8b 4096,8192,16384,32768 100
+    reference l2 llama-2-7b 4095 50
+    # Batches and streams run on the tiers named by --batch-tiers; batch 1 on all.
+    common=(--repeats 1 --no-digest --trace-batch -1)
+    step smollm2-135m 60 --preset smollm2-135m --contexts 4096,8191 --tiers host,disk,1,10,25,40 \
+      --batch 1,4,16 --batch-tiers 10 "${common[@]}"
+    step smollm2-135m-mixed 30 --preset smollm2-135m --contexts 4096,8191 --tiers mixed:10 --batch 8 "${common[@]}"
+    step llama-3-8b 220 --preset llama-3-8b --contexts 4096,8192,16384,32768 --tiers host,disk,1,10,25,40 \
+      --batch 1 "${common[@]}"
+    step llama-2-7b 90 --preset llama-2-7b --contexts 4095 --tiers host,disk,1,10,25,40 --batch 1,4,16 \
+      --batch-tiers 10 "${common[@]}"
+    step llama-2-7b-mixed 30 --preset llama-2-7b --contexts 4095 --tiers mixed:10 --batch 8 "${common[@]}"
+    step llama-3-8b-batches 200 --preset llama-3-8b --contexts 4096,8192,16384,32768 --tiers 10 --batch 4,16 \
+      --repeats 1 --no-digest --trace-batch 16 --trace-context 16384
+    step llama-3-8b-mixed 120 --preset llama-3-8b --contexts 4096,8192,16384,32768 --tiers mixed:10 --batch 8 \
+      "${common[@]}"
+    ;;
+  *)
+    echo "unknown profile '$PROFILE' (acceptance or sweep)" >&2
+    exit 2
+    ;;
+esac
+echo "$PROFILE: $((SECONDS - start)) s in all; last failing exit code $rc_all" | tee -a "$OUT/steps.txt" "$OUT/bench.log"
+exit $rc_all
