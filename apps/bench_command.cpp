@@ -302,15 +302,25 @@ class bench {
   }
   double kv_bytes(int tokens) { return static_cast<double>(model::kv_shape::of(cfg_, tokens, kv_type()).bytes()); }
 
-  // Every prompt this tier restores at once, at the longest context.
-  double tier_bytes_needed(const tier_config& t) {
-    int max_ctx = *std::max_element(opt_.contexts.begin(), opt_.contexts.end());
-    int most = 1;
-    for (int b : opt_.batches)
-      if (batch_runs_on(b, t.name)) most = std::max(most, b);
-    if (poisson_on(t.name)) most = std::max(most, opt_.poisson);
-    return kv_bytes(max_ctx) * most;
+  // The cached prefixes of the prompts one point restores.
+  double prefix_bytes(const prompt_list& prompts) {
+    double sum = 0;
+    for (auto& p : prompts) sum += kv_bytes(static_cast<int>(p.size()) - opt_.suffix_tokens);
+    return sum;
   }
+  // The most any point of this tier restores (the prompts are drawn the same
+  // way again): the host pool holds it, the disk keeps it (and drops older
+  // points' files, least recently used first, beyond 1.25 times that).
+  double tier_bytes_needed(const tier_config& t) {
+    double most = 0;
+    for (int ctx : opt_.contexts) {
+      for (int b : opt_.batches)
+        if (batch_runs_on(b, t.name)) most = std::max(most, prefix_bytes(make_prompts(ctx, b, static_cast<std::uint64_t>(b))));
+      if (poisson_on(t.name)) most = std::max(most, prefix_bytes(make_prompts(ctx, opt_.poisson, poisson_key())));
+    }
+    return most;
+  }
+  std::uint64_t poisson_key() const { return 7919 + static_cast<std::uint64_t>(opt_.poisson); }
 
   // Distinct random prompts (no shared prefix). More than one mixes lengths
   // from 4k (a quarter of short contexts) to the context, in whole chunks.
@@ -336,7 +346,7 @@ class bench {
     ro.policy = "two_pointer";
     ro.host_tier_gb = host_bytes / 1e9;
     ro.disk_gbps = t.gbps;
-    ro.disk_tier_gb = std::max(32.0, tier_bytes_needed(t) * 1.25 / 1e9);
+    ro.disk_tier_gb = std::max(4.0, tier_bytes_needed(t) * 1.25 / 1e9);
     // A paced tier stands for remote storage: its files may lie on a faster
     // medium (tmpfs) than the pace, so that the pace is the bottleneck.
     std::string root = t.gbps > 0 && !opt_.paced_root.empty() ? opt_.paced_root : opt_.disk_root;
@@ -392,7 +402,7 @@ class bench {
         with_runtime(prompts, [&](runtime& rt, int blocks) { run_point(rt, ctx, t, prompts, blocks); });
       }
       if (poisson_on(t.name)) {
-        auto prompts = make_prompts(ctx, opt_.poisson, 7919 + static_cast<std::uint64_t>(opt_.poisson));
+        auto prompts = make_prompts(ctx, opt_.poisson, poisson_key());
         with_runtime(prompts, [&](runtime& rt, int blocks) { run_poisson(rt, ctx, t, prompts, blocks); });
       }
     }
@@ -769,7 +779,7 @@ class bench {
         records_ = j.get<std::vector<json>>();
       } else {
         records_ = j.value("records", json::array()).get<std::vector<json>>();
-        traces_ = j.value("traces", json::array()).get<std::vector<json>>();
+        traces_ = j.value("timelines", json::array()).get<std::vector<json>>();
         previous_notes_ = j.value("notes", json::array()).get<std::vector<std::string>>();
       }
     } catch (const json::exception& e) {
@@ -858,7 +868,12 @@ class bench {
     std::filesystem::create_directories(opt_.out_dir);
     auto json_path = std::filesystem::path(opt_.out_dir) / "restore.json";
     auto md_path = std::filesystem::path(opt_.out_dir) / "restore.md";
-    json doc = {{"records", records_}, {"traces", traces_}, {"notes", notes()}, {"device", device_}};
+    // "traces": the file names (plot_restore.py reads every key with "trace"
+    // in it as names); "timelines": what each shows.
+    json names = json::array();
+    for (auto& t : traces_) names.push_back(t["file"]);
+    json doc = {{"records", records_}, {"traces", names}, {"timelines", traces_}, {"notes", notes()},
+                {"device", device_}};
     if (!opt_.references.empty()) doc["reference"] = opt_.references;
     // Written aside and renamed, so that a run killed mid-write keeps the
     // previous complete file.

@@ -11,7 +11,7 @@
 #               at 70% of the measured capacity on 10 Gbit/s; every policy; 2
 #               repeats; timelines of the batch of 8 (two_pointer,
 #               bidirectional); KV digests checked. ~6-7 min.
-#   sweep       batch 1 on host, disk, 1, 10, 25, 40 Gbit/s; batches 4 and 16
+#   sweep       batch 1 on host, disk, 40, 25, 10, 1 Gbit/s (slowest last); batches 4 and 16
 #               at 10 Gbit/s; batch 8 on mixed:10 (half the prompts in host,
 #               half on the 10 Gbit/s disk); 1 repeat; first tokens checked
 #               (no KV digests: they cost seconds per restore). In priority
@@ -100,12 +100,12 @@ case "$PROFILE" in
     reference l2 llama-2-7b 4095 50
     # Batches and streams run on the tiers named by --batch-tiers; batch 1 on all.
     common=(--repeats 1 --no-digest --trace-batch -1)
-    step smollm2-135m 60 --preset smollm2-135m --contexts 4096,8191 --tiers host,disk,1,10,25,40 \
+    step smollm2-135m 60 --preset smollm2-135m --contexts 4096,8191 --tiers host,disk,40,25,10,1 \
       --batch 1,4,16 --batch-tiers 10 "${common[@]}"
     step smollm2-135m-mixed 30 --preset smollm2-135m --contexts 4096,8191 --tiers mixed:10 --batch 8 "${common[@]}"
-    step llama-3-8b 220 --preset llama-3-8b --contexts 4096,8192,16384,32768 --tiers host,disk,1,10,25,40 \
+    step llama-3-8b 220 --preset llama-3-8b --contexts 4096,8192,16384,32768 --tiers host,disk,40,25,10,1 \
       --batch 1 "${common[@]}"
-    step llama-2-7b 90 --preset llama-2-7b --contexts 4095 --tiers host,disk,1,10,25,40 --batch 1,4,16 \
+    step llama-2-7b 90 --preset llama-2-7b --contexts 4095 --tiers host,disk,40,25,10,1 --batch 1,4,16 \
       --batch-tiers 10 "${common[@]}"
     step llama-2-7b-mixed 30 --preset llama-2-7b --contexts 4095 --tiers mixed:10 --batch 8 "${common[@]}"
     step llama-3-8b-batches 200 --preset llama-3-8b --contexts 4096,8192,16384,32768 --tiers 10 --batch 4,16 \
