@@ -124,6 +124,7 @@ struct runtime::impl {
       remove_disk_dir = true;
     }
     so.disk.directory = disk_dir;
+    so.disk.capacity_bytes = opts.disk_tier_gb > 0 ? static_cast<std::uint64_t>(opts.disk_tier_gb * 1e9) : 0;
     // A request stores all its new chunks at once; the queue holds host
     // copies until they are written.
     so.disk.write_queue_cap = 256;

@@ -24,7 +24,7 @@ struct runtime_options {
   std::string policy = "two_pointer";
   double host_tier_gb = 4;         ///< pinned host pool capacity; 0 disables the tier
   std::string disk_dir;            ///< chunk file folder; empty: no disk tier
-  double disk_tier_gb = 32;
+  double disk_tier_gb = 32;         ///< chunk files kept (least recently used go first); 0: no limit
   double disk_gbps = 0;            ///< pace disk reads to this many Gbit/s; 0: unpaced
   std::string tenant_salt = "default";  ///< from the server's tenant, never from a client
   std::size_t max_compute_cells = 0;   ///< cells in flight per GPU; 0: the policy default

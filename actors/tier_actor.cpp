@@ -1,7 +1,10 @@
 #include "actors/tier_actor.hpp"
 
 #include <chrono>
+#include <condition_variable>
 #include <cstring>
+#include <mutex>
+#include <string>
 
 #include "actors/atoms.hpp"
 #include "actors/clock.hpp"
@@ -28,29 +31,80 @@ msg::frame lookup(state_t* self, const msg::lookup& q) {
   return msg::encode(out);
 }
 
-// Copies layers [lb, le) of chunk c from this tier into the workspace block.
-void load_chunk(state_t* self, workspace& ws, std::uint32_t c, devices::layer_range layers) {
-  auto& st = self->state;
+// Where layers of chunk c go in the workspace: device pointer, offset of the
+// span inside a whole-chunk block and its bytes.
+struct span_target {
+  std::uint8_t* dst;
+  std::size_t offset, bytes;
+};
+
+span_target target_of(workspace& ws, std::uint32_t c, devices::layer_range layers) {
   auto& block = ws.block(static_cast<int>(c));
   auto offset = block.shape.span_offset_bytes(static_cast<int>(layers.begin));
   auto bytes = block.shape.span_bytes(static_cast<int>(layers.begin), static_cast<int>(layers.end));
-  auto* dst = static_cast<std::uint8_t*>(block.data) + offset;
-  const auto& key = ws.keys().at(c);
-  if (st.which == msg::tier::host) {
+  return {static_cast<std::uint8_t*>(block.data) + offset, offset, bytes};
+}
+
+// Copies layers of chunks [begin, end) from the host tier into the workspace.
+void load_from_host(state_t* self, workspace& ws, std::uint32_t begin, std::uint32_t end,
+                    devices::layer_range layers) {
+  auto& st = self->state;
+  for (auto c = begin; c < end; ++c) {
+    auto t = target_of(ws, c, layers);
+    const auto& key = ws.keys().at(c);
     auto lease = st.store->host().acquire(key);
     if (!lease || !lease.layers().covers(layers))
       throw error(errc::not_found, "host tier lost chunk " + std::to_string(c) + " (" + devices::key_hex(key) + ")");
-    ws.engine().to_backend(dst, lease.data() + offset, bytes);
-  } else {
-    auto need = st.store->disk().staging_bytes(layers);
-    if (st.staging.size() < need) st.staging = devices::pinned_buffer(need);
-    if (!st.store->disk().read(key, layers, st.staging.data(), false))
-      throw error(errc::not_found, "disk tier lost chunk " + std::to_string(c) + " (" + devices::key_hex(key) + ")");
+    ws.engine().to_backend(t.dst, lease.data() + t.offset, t.bytes);
+    st.bytes_loaded += t.bytes;
+  }
+}
+
+// Reads layers of chunks [begin, end) from disk, all chunks at once (up to
+// the store's I/O depth in flight) into slices of the pinned staging buffer,
+// and copies each to the device as its read completes, on the completing
+// thread. Waits for every chunk before returning.
+void load_from_disk(state_t* self, workspace& ws, std::uint32_t begin, std::uint32_t end,
+                    devices::layer_range layers) {
+  auto& st = self->state;
+  auto& disk = st.store->disk();
+  const std::size_t slice = (disk.staging_bytes(layers) + 4095) / 4096 * 4096;
+  const std::size_t n = end - begin;
+  if (st.staging.size() < slice * n) st.staging = devices::pinned_buffer(slice * n);
+  std::mutex m;
+  std::condition_variable cv;
+  std::size_t left = n;
+  std::uint64_t moved = 0;
+  std::string failed;
+  for (auto c = begin; c < end; ++c) {
+    auto t = target_of(ws, c, layers);
+    auto* staging = st.staging.data() + (c - begin) * slice;
     // No promotion here: it would read the whole chunk again over the same
     // (paced) link while the restore still needs it.
-    ws.engine().to_backend(dst, st.staging.data(), bytes);
+    disk.read_async(ws.keys().at(c), layers, staging, [&, c, t](bool ok, const std::uint8_t* data, std::size_t bytes) {
+      std::string why;
+      if (!ok) {
+        why = "disk tier lost chunk " + std::to_string(c) + " (" + devices::key_hex(ws.keys().at(c)) + ")";
+      } else if (bytes != t.bytes) {
+        why = "disk tier read " + std::to_string(bytes) + " bytes of chunk " + std::to_string(c) + ", want " +
+              std::to_string(t.bytes);
+      } else {
+        try {
+          ws.engine().to_backend(t.dst, data, bytes);
+        } catch (const std::exception& e) {
+          why = e.what();
+        }
+      }
+      std::lock_guard<std::mutex> lock(m);
+      if (why.empty()) moved += bytes;
+      if (!why.empty() && failed.empty()) failed = why;
+      if (--left == 0) cv.notify_all();
+    });
   }
-  st.bytes_loaded += bytes;
+  std::unique_lock<std::mutex> lock(m);
+  cv.wait(lock, [&] { return left == 0; });
+  st.bytes_loaded += moved;
+  if (!failed.empty()) throw error(errc::not_found, failed);
 }
 
 }  // namespace
@@ -84,8 +138,11 @@ caf::behavior tier_actor(state_t* self, std::shared_ptr<devices::chunk_store> st
         done.started_ns = now_ns();
         auto before = self->state.bytes_loaded;
         try {
-          for (auto c = g->cells.chunk_begin; c < g->cells.chunk_end; ++c)
-            load_chunk(self, *ws, c, {g->cells.layer_begin, g->cells.layer_end});
+          devices::layer_range layers{g->cells.layer_begin, g->cells.layer_end};
+          if (self->state.which == msg::tier::host)
+            load_from_host(self, *ws, g->cells.chunk_begin, g->cells.chunk_end, layers);
+          else
+            load_from_disk(self, *ws, g->cells.chunk_begin, g->cells.chunk_end, layers);
         } catch (const error& e) {
           return make_error(e);
         }
