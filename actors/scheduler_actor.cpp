@@ -1,5 +1,7 @@
 #include "actors/scheduler_actor.hpp"
 
+#include <chrono>
+
 #include "actors/atoms.hpp"
 #include "actors/frame_type.hpp"
 #include "messages/error.hpp"
@@ -54,7 +56,7 @@ void admit(state_t* self, const msg::register_request& reg, const std::string& p
       st.active = make(policy, st.costs);
       st.active_name = policy;
     }
-    st.batch.add(reg);
+    st.batch.add(reg, std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count());
     st.requests[reg.request_id] = who;
   } catch (const error& e) {
     refuse(self, who, reg.request_id, e.what());

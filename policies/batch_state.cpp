@@ -20,9 +20,10 @@ std::string str(const msg::cell_range& r) {
 
 }  // namespace
 
-request_state::request_state(const msg::register_request& reg, std::uint64_t arrival)
+request_state::request_state(const msg::register_request& reg, std::uint64_t arrival, double registered_s)
     : id_(reg.request_id),
       arrival_(arrival),
+      registered_s_(registered_s),
       chunks_(reg.num_chunks),
       layers_(reg.num_layers),
       tiers_(reg.chunk_tiers),
@@ -117,10 +118,10 @@ void request_state::complete(msg::action act, const msg::cell_range& r) {
     for (auto l = r.layer_begin; l < r.layer_end; ++l) advance_ready(l);
 }
 
-const request_state& batch_state::add(const msg::register_request& reg) {
+const request_state& batch_state::add(const msg::register_request& reg, double now_s) {
   if (find(reg.request_id))
     throw error(errc::invalid_argument, "request " + std::to_string(reg.request_id) + " registered twice");
-  requests_.emplace_back(reg, next_arrival_++);
+  requests_.emplace_back(reg, next_arrival_++, now_s);
   return requests_.back();
 }
 

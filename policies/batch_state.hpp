@@ -33,10 +33,11 @@ struct usage {
 class request_state {
  public:
   /// Throws kvflow::error(invalid_argument) for an unusable registration.
-  request_state(const msg::register_request& reg, std::uint64_t arrival);
+  request_state(const msg::register_request& reg, std::uint64_t arrival, double registered_s = 0);
 
   std::uint64_t id() const { return id_; }
   std::uint64_t arrival() const { return arrival_; }  ///< registration order in the batch
+  double registered_s() const { return registered_s_; }  ///< registration time on the caller's clock
   std::uint32_t chunks() const { return chunks_; }    ///< S
   std::uint32_t layers() const { return layers_; }    ///< L
   std::uint32_t cached() const { return static_cast<std::uint32_t>(tiers_.size()); }  ///< P
@@ -78,6 +79,7 @@ class request_state {
   std::string where() const;
 
   std::uint64_t id_, arrival_;
+  double registered_s_;
   std::uint32_t chunks_, layers_;
   std::vector<msg::tier> tiers_;
   std::uint64_t chunk_bytes_;
@@ -94,9 +96,9 @@ class batch_state {
  public:
   explicit batch_state(caps c = {}) : caps_(c) {}
 
-  /// Adds a request; throws kvflow::error(invalid_argument) on a duplicate id
-  /// or a bad shape.
-  const request_state& add(const msg::register_request& reg);
+  /// Adds a request registered at `now_s` (seconds on the caller's clock);
+  /// throws kvflow::error(invalid_argument) on a duplicate id or a bad shape.
+  const request_state& add(const msg::register_request& reg, double now_s = 0);
   /// Forgets a request (restored or failed); its grants in flight stop counting.
   void remove(std::uint64_t request_id);
   const request_state* find(std::uint64_t request_id) const;

@@ -20,6 +20,11 @@ struct policy_options {
   /// higher-priority requests; 2 keeps a second grant queued on the device
   /// while the first one's completion travels back through the actors.
   std::uint32_t lookahead_chunks = 2;
+  /// two_pointer serves the request with the least estimated restore time
+  /// left first, less this weight times the time it has waited: 0 is
+  /// shortest-remaining-first (best mean TTFT, starves long prompts under a
+  /// stream), 1 orders by estimated finish counted from registration.
+  double age_weight = 0.5;
   /// Loads in flight per link, in chunks' bytes (a granted load is never
   /// revoked, so this is how much a wrong rate estimate can commit).
   std::uint32_t load_queue_chunks = 2;

@@ -64,7 +64,10 @@ class two_pointer final : public policy {
     for (auto& r : b.requests()) {
       if (r.restored()) continue;
       order.push_back(entry{0, r.arrival(), &r, {}});
-      order.back().est = make_plan(*order.back().r, costs, 0, 0).est;
+      // Aging: a request's key falls by age_weight per second it has
+      // waited (keys compare at one instant, so registration time stands
+      // in for the wait).
+      order.back().est = make_plan(*order.back().r, costs, 0, 0).est + opts_.age_weight * r.registered_s();
     }
     std::sort(order.begin(), order.end(),
               [](const entry& a, const entry& b) { return a.est != b.est ? a.est < b.est : a.arrival < b.arrival; });

@@ -121,7 +121,7 @@ class harness {
       bool arrived = false;
       for (std::size_t i = 0; i < specs.size(); ++i)
         if (!registered[i] && specs[i].arrival <= now_) {
-          batch.add(registration(i));
+          batch.add(registration(i), now_);
           registered[i] = true;
           arrived = true;
         }
