@@ -182,7 +182,10 @@ class bidirectional final : public policy {
     // within a chunk.
     const std::uint64_t half = (L + 1) / 2;
     std::uint64_t queue_cells = std::uint64_t(opts_.lookahead_chunks) * half;
-    if (b.in_flight().compute_cells < queue_cells) {
+    // A whole half chunk of room (or an idle GPU): slivers would split every
+    // later grant as small.
+    auto in_flight = b.in_flight().compute_cells;
+    if (in_flight == 0 || (in_flight < queue_cells && queue_cells - in_flight >= half)) {
       std::uint64_t budget = std::min<std::uint64_t>(half, queue_cells - b.in_flight().compute_cells);
       any |= detail::grant_head(b, r, std::uint64_t(r.chunks()) * L, budget, out) > 0;
     }

@@ -91,10 +91,10 @@ class two_pointer final : public policy {
     // would wait behind it).
     for (auto& e : order) {
       auto room = gpu_room(b, *e.r);
-      if (room == 0) break;
+      if (!whole_piece(b, *e.r, room)) break;
       auto head = std::min(e.r->chunks() - 1, static_cast<std::uint32_t>(e.p.x / e.r->layers()));
       if (e.p.load_s < 2.0 * double(room) * costs.cell_s(head)) continue;
-      detail::grant_head(b, *e.r, std::uint64_t(e.r->cached()) * e.r->layers(), room, out);
+      detail::grant_head(b, *e.r, std::uint64_t(e.r->cached()) * e.r->layers(), room, out, piece(*e.r));
     }
     return out;
   }
@@ -107,6 +107,17 @@ class two_pointer final : public policy {
     return std::uint64_t(o.lookahead_chunks) * std::max<std::uint32_t>(1, (r.layers() + 3) / 4);
   }
 
+  // Compute is granted in pieces of half the target, so that one is queued
+  // on the device behind the other.
+  std::uint64_t piece(const request_state& r) const { return std::max<std::uint64_t>(1, gpu_target(opts_, r) / 2); }
+
+  // Whether `room` takes a whole piece, or the GPU is idle. Granting a sliver
+  // of room would split every later grant as small (a completion frees only
+  // what it held), and one-cell grants run far slower than whole pieces.
+  bool whole_piece(const batch_state& b, const request_state& r, std::uint64_t room) const {
+    return room > 0 && (room >= piece(r) || b.in_flight().compute_cells == 0);
+  }
+
   std::uint64_t gpu_room(const batch_state& b, const request_state& r) const {
     std::uint64_t target = gpu_target(opts_, r);
     auto used = b.in_flight().compute_cells;
@@ -115,10 +126,8 @@ class two_pointer final : public policy {
 
   void grant_compute(batch_state& b, const request_state& r, std::uint64_t z, std::vector<msg::grant>& out) {
     auto room = gpu_room(b, r);
-    if (room == 0) return;
-    // Grants of half the target, so that one is queued behind the other.
-    auto half = std::max<std::uint64_t>(1, gpu_target(opts_, r) / 2);
-    room -= detail::grant_head(b, r, z, room, out, half);
+    if (!whole_piece(b, r, room)) return;
+    room -= detail::grant_head(b, r, z, room, out, piece(r));
     if (room > 0 && detail::head_position(r) >= z) detail::grant_suffix(b, r, room, out);
   }
 

@@ -20,6 +20,8 @@
 #               llama-2-7b (4k) everything, llama-3-8b batches, llama-3-8b
 #               mixed; a step that no longer fits the budget is skipped and
 #               listed in steps.txt.
+#   sweep-l3    llama-3-8b batch 1 at 4k, 8k, 32k on host, disk, 25, 10 Gbit/s
+#               (~3 min: fits one device call beside acceptance).
 # Environment: KVFLOW_BIN (default .device/kvflow), CHUNK (tokens per chunk,
 # default 1024), BUDGET_S (seconds for the whole script, default 540).
 # Context limits: the presets' windows are llama-2-7b 4096 and smollm2-135m
@@ -30,8 +32,8 @@
 # format: open in https://ui.perfetto.dev), prefill_reference.{json,md,log},
 # bench.log (progress), steps.txt and device.txt.
 set -uo pipefail
-PROFILE=${1:?usage: $0 acceptance|sweep OUT_DIR}
-OUT=${2:?usage: $0 acceptance|sweep OUT_DIR}
+PROFILE=${1:?usage: $0 acceptance|sweep|sweep-l3 OUT_DIR}
+OUT=${2:?usage: $0 acceptance|sweep|sweep-l3 OUT_DIR}
 BIN=${KVFLOW_BIN:-.device/kvflow}
 CHUNK=${CHUNK:-1024}
 BUDGET_S=${BUDGET_S:-540}
@@ -117,6 +119,13 @@ case "$PROFILE" in
       --repeats 1 --no-digest --trace-batch 16 --trace-context 16384
     step llama-3-8b-mixed 120 --preset llama-3-8b --contexts 4096,8192,16384,32768 --tiers mixed:10 --batch 8 \
       "${common[@]}"
+    ;;
+  sweep-l3)
+    # The llama-3-8b part of the sweep that fits beside the acceptance run in
+    # one device call: batch 1, 4k/8k/32k (16k is in acceptance), four tiers.
+    reference l3s llama-3-8b 4096,8192,32768 70
+    step llama-3-8b $(( $(left) - 20 )) --preset llama-3-8b --contexts 4096,8192,32768 --tiers host,disk,25,10 \
+      --batch 1 --repeats 1 --no-digest --trace-batch -1
     ;;
   *)
     echo "unknown profile '$PROFILE' (acceptance or sweep)" >&2
