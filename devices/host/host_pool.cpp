@@ -1,5 +1,6 @@
 #include "devices/host/host_pool.hpp"
 
+#include <chrono>
 #include <cstring>
 #include <string>
 #include <utility>
@@ -64,12 +65,15 @@ host_block host_pool::make_lease(std::uint32_t index) {
 }
 
 void host_pool::unpin(std::uint32_t index) {
-  std::lock_guard<std::mutex> lock(mutex_);
-  block_info& b = blocks_[index];
-  if (--b.pins == 0 && (b.st == state::detached || b.st == state::reserved)) {
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    block_info& b = blocks_[index];
+    if (--b.pins != 0 || (b.st != state::detached && b.st != state::reserved)) return;
+    if (b.st == state::detached) --detached_;
     b.st = state::free;
     free_.push_back(index);
   }
+  freed_.notify_all();
 }
 
 void host_pool::drop_entry(std::uint32_t index) {
@@ -81,6 +85,7 @@ void host_pool::drop_entry(std::uint32_t index) {
     free_.push_back(index);
   } else {
     b.st = state::detached;  // freed by the last unpin
+    ++detached_;
   }
 }
 
@@ -105,6 +110,11 @@ host_block host_pool::allocate(const msg::chunk_key& key, layer_range layers) {
       b.layers = layers;
       return make_lease(index);
     }
+    // A victim handed to the evict callback stays pinned while it is written
+    // to disk; evicting more meanwhile would empty the pool (each eviction
+    // frees nothing until written). Wait for a block to come back first (a
+    // bounded wait: a lease held for long falls back to evicting more).
+    if (detached_ > 0 && freed_.wait_for(lock, std::chrono::seconds(2), [this] { return !free_.empty(); })) continue;
     // Evict the least recently used unpinned entry.
     std::uint32_t victim = 0;
     bool found = false;

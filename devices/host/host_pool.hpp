@@ -2,6 +2,7 @@
 // The host tier: a pool of page-locked chunk blocks with a byte capacity, LRU
 // eviction, pin counts and an eviction callback (demotion to disk).
 
+#include <condition_variable>
 #include <cstddef>
 #include <cstdint>
 #include <functional>
@@ -119,6 +120,8 @@ class host_pool {
   std::size_t stride_;
   pinned_buffer arena_;
   mutable std::mutex mutex_;
+  std::condition_variable freed_;  // a block went back to free_
+  std::uint32_t detached_ = 0;     // blocks out of the directory, freed by their last unpin
   std::vector<block_info> blocks_;
   std::vector<std::uint32_t> free_;
   std::list<std::uint32_t> lru_;  // front = most recently used, live blocks only
