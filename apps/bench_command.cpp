@@ -503,19 +503,8 @@ class bench {
         so.trace = trace;
         progress_.start(label(ctx, t, batch, policy) + (trace ? " (traced)" : ""));
         auto run = restore(rt, prompts, so);
-        auto& pt = points[policy];
-        pt.context = ctx;
-        pt.tier = t.name;
-        pt.batch = batch;
-        pt.policy = policy;
-        double sum = 0;
-        for (int i = 0; i < batch; ++i) {
-          check(reference, run.reports[i], i, policy, t);
-          sum += run.reports[i].ttft_s;
-          pt.add(run.reports[i]);
-        }
-        pt.per_repeat_mean.push_back(sum / batch);
-        progress_.finish(fmt(sum / batch) + " s");
+        double mean = account(points[policy], run, reference, ctx, t, policy);
+        progress_.finish(fmt(mean) + " s");
         if (trace) {
           traced_.insert(policy);
           write_trace(ctx, t, policy, prompts, run);
@@ -523,6 +512,25 @@ class bench {
       }
     }
     add_records(points, prompts, {{"arrival", "together"}, {"rate_per_s", nullptr}});
+  }
+
+  // Adds one run of every prompt to its point (after checking each report
+  // against compute_only's); returns the run's mean TTFT.
+  double account(point& pt, const restore_run& run, std::vector<restore_report>& reference, int ctx, const tier_config& t,
+                 const std::string& policy) {
+    int n = static_cast<int>(run.reports.size());
+    pt.context = ctx;
+    pt.tier = t.name;
+    pt.batch = n;
+    pt.policy = policy;
+    double sum = 0;
+    for (int i = 0; i < n; ++i) {
+      check(reference, run.reports[i], i, policy, t);
+      sum += run.reports[i].ttft_s;
+      pt.add(run.reports[i]);
+    }
+    pt.per_repeat_mean.push_back(sum / n);
+    return sum / n;
   }
 
   // Mean serial TTFT of the stream's own prompts under a single-resource
@@ -558,19 +566,8 @@ class bench {
     for (auto& policy : policies_) {
       progress_.start(label(ctx, t, n, policy) + " poisson " + fmt(rate, "%.2f") + "/s");
       auto run = restore(rt, prompts, restore_options(policy), &arrivals);
-      auto& pt = points[policy];
-      pt.context = ctx;
-      pt.tier = t.name;
-      pt.batch = n;
-      pt.policy = policy;
-      double sum = 0;
-      for (int i = 0; i < n; ++i) {
-        check(reference, run.reports[i], i, policy, t);
-        sum += run.reports[i].ttft_s;
-        pt.add(run.reports[i]);
-      }
-      pt.per_repeat_mean.push_back(sum / n);
-      progress_.finish(fmt(sum / n) + " s mean, " + fmt(pt.p99()) + " s p99");
+      double mean = account(points[policy], run, reference, ctx, t, policy);
+      progress_.finish(fmt(mean) + " s mean, " + fmt(points[policy].p99()) + " s p99");
     }
     add_records(points, prompts,
                 {{"arrival", "poisson"},
