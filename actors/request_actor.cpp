@@ -34,7 +34,17 @@ void fail(state_t* self, const std::string& what) {
                                                                   ": " + what)));
 }
 
-void fail(state_t* self, const caf::error& e) { fail(self, self->system().render(e)); }
+void fail(state_t* self, const caf::error& e) {
+  // A chunk gone from its tier since the lookup (evicted, corrupt, deleted):
+  // say so with not_found, so that the runtime can restore again without it.
+  if (e.category() == error_category::value && static_cast<errc>(e.code()) == errc::not_found) {
+    auto what = self->system().render(e);
+    logger("actors")->warn("request {}: {}", self->state.ws->request_id(), what);
+    return finish(self, std::make_exception_ptr(error(
+                            errc::not_found, "request " + std::to_string(self->state.ws->request_id()) + ": " + what)));
+  }
+  fail(self, self->system().render(e));
+}
 
 // After the first token: decode, then store the prompt's new chunks.
 void decode_and_store(state_t* self) {

@@ -136,6 +136,48 @@ struct runtime::impl {
     store = std::make_shared<devices::chunk_store>(so);
   }
 
+  // Spawns the request actor. A restore that fails because a chunk left its
+  // tier after the lookup (not_found) starts again, up to `retries` times:
+  // the tier has dropped that chunk, so the new lookup computes it instead.
+  // TTFT still counts from the first submit.
+  void start(std::vector<std::int32_t> tokens, submit_options so, report_callback done,
+             std::chrono::steady_clock::time_point submitted, int retries) {
+    auto id = next_id++;
+    auto ws = std::make_shared<workspace>(id, tokens, opts.chunk_tokens, *engine);
+    auto salt = opts.tenant_salt + "#" + std::to_string(cache_epoch.load());
+    ws->keys() = devices::chunk_keys(engine->fingerprint(), salt, ws->tokens(), static_cast<std::size_t>(opts.chunk_tokens));
+    request_env env{scheduler, gpu, tiers};
+    request_params p;
+    p.policy = so.policy.empty() ? opts.policy : so.policy;
+    p.opts = so;
+    p.submitted = submitted;
+    p.stop_tokens = stop_tokens;
+    if (tok) {
+      auto t = tok;
+      p.detokenize = [t](const std::vector<std::int32_t>& ids) { return t->decode(ids); };
+    }
+    p.done = [this, tokens = std::move(tokens), so, done = std::move(done), submitted, retries](
+                 std::exception_ptr e, restore_report r) mutable {
+      if (e && retries > 0) {
+        try {
+          std::rethrow_exception(e);
+        } catch (const error& err) {
+          if (err.code() == errc::not_found) {
+            logger("actors")->warn("restoring again without the lost chunk: {}", err.what());
+            try {
+              return start(std::move(tokens), std::move(so), std::move(done), submitted, retries - 1);
+            } catch (...) {
+              e = std::current_exception();
+            }
+          }
+        } catch (...) {
+        }
+      }
+      done(e, std::move(r));
+    };
+    sys->spawn(request_actor, std::move(env), std::move(ws), std::move(p));
+  }
+
   void start_actors() {
     sys = std::make_unique<caf::actor_system>(cfg);
     policies::caps caps;
@@ -192,22 +234,7 @@ void runtime::submit(std::vector<std::int32_t> tokens, submit_options opts,
     throw error(errc::out_of_range, "prompt of " + std::to_string(tokens.size()) + " tokens plus " +
                                         std::to_string(opts.max_new_tokens) + " new ones exceeds the model's " +
                                         std::to_string(m.engine->cfg().max_positions) + " positions");
-  auto id = m.next_id++;
-  auto ws = std::make_shared<workspace>(id, std::move(tokens), m.opts.chunk_tokens, *m.engine);
-  auto salt = m.opts.tenant_salt + "#" + std::to_string(m.cache_epoch.load());
-  ws->keys() = devices::chunk_keys(m.engine->fingerprint(), salt, ws->tokens(), static_cast<std::size_t>(m.opts.chunk_tokens));
-  request_env env{m.scheduler, m.gpu, m.tiers};
-  request_params p;
-  p.policy = opts.policy.empty() ? m.opts.policy : opts.policy;
-  p.opts = opts;
-  p.submitted = std::chrono::steady_clock::now();
-  p.done = std::move(done);
-  p.stop_tokens = m.stop_tokens;
-  if (m.tok) {
-    auto tok = m.tok;
-    p.detokenize = [tok](const std::vector<std::int32_t>& ids) { return tok->decode(ids); };
-  }
-  m.sys->spawn(request_actor, std::move(env), std::move(ws), std::move(p));
+  m.start(std::move(tokens), std::move(opts), std::move(done), std::chrono::steady_clock::now(), 1);
 }
 
 std::future<restore_report> runtime::submit(std::vector<std::int32_t> tokens, submit_options opts) {

@@ -93,7 +93,9 @@ class runtime {
   runtime& operator=(const runtime&) = delete;
 
   /// Submits a token sequence; the future holds the report or throws
-  /// kvflow::error.
+  /// kvflow::error. A chunk that leaves its tier between lookup and load
+  /// (evicted, corrupt, deleted) does not fail the request: it restores
+  /// again once, computing what was lost (TTFT counts from this call).
   std::future<restore_report> submit(std::vector<std::int32_t> tokens, submit_options opts = {});
   /// Same with a callback, called on an actor thread exactly once.
   void submit(std::vector<std::int32_t> tokens, submit_options opts,

@@ -226,3 +226,40 @@ BOOST_AUTO_TEST_CASE(a_bandwidth_drop_mid_request_shifts_work_to_compute) {
   BOOST_CHECK_EQUAL(dropped.kv_sha256, steady.kv_sha256);
   BOOST_CHECK_EQUAL(dropped.first_token, steady.first_token);
 }
+
+// A chunk that leaves its tier between the lookup and its load (here: the
+// disk tier's files deleted behind its back) is not a failed request: the
+// restore starts again, the tier having dropped the lost chunks, and computes
+// them. The KV is still the full prefill's.
+BOOST_AUTO_TEST_CASE(a_chunk_lost_after_lookup_is_computed_instead) {
+  runtime_options o;
+  o.preset = "tiny-test";
+  o.seed = 5;
+  o.backend = "cpu";
+  o.chunk_tokens = 16;
+  o.host_tier_gb = 0;
+  temp_dir dir("lost");
+  o.disk_dir = dir.path;
+  runtime rt(o);
+  std::mt19937 rng(11);
+  auto tokens = random_tokens(rng, 8 * 16 + 5, 512);
+  submit_options warm;
+  warm.max_new_tokens = 1;
+  rt.submit(tokens, warm).get();
+  rt.flush();
+  std::size_t deleted = 0;
+  for (auto& f : std::filesystem::recursive_directory_iterator(dir.path))
+    if (f.is_regular_file()) deleted += std::filesystem::remove(f.path()) ? 1 : 0;
+  BOOST_REQUIRE_GT(deleted, 0u);
+  submit_options so;
+  so.max_new_tokens = 1;
+  so.policy = "load_only";
+  so.digest_kv = true;
+  so.store = false;
+  auto r = rt.submit(tokens, so).get();
+  auto ref = full_prefill("tiny-test", 5, tokens, 16);
+  BOOST_CHECK_EQUAL(r.cached_chunks, 0u);
+  BOOST_CHECK_EQUAL(r.cells_loaded, 0u);
+  BOOST_CHECK_EQUAL(r.kv_sha256, ref.kv_sha256);
+  BOOST_CHECK_EQUAL(r.first_token, ref.first_token);
+}
