@@ -69,7 +69,10 @@ void host_pool::unpin(std::uint32_t index) {
     std::lock_guard<std::mutex> lock(mutex_);
     block_info& b = blocks_[index];
     if (--b.pins != 0 || (b.st != state::detached && b.st != state::reserved)) return;
-    if (b.st == state::detached) --detached_;
+    if (b.demoting) {
+      b.demoting = false;
+      --demoting_;
+    }
     b.st = state::free;
     free_.push_back(index);
   }
@@ -85,7 +88,6 @@ void host_pool::drop_entry(std::uint32_t index) {
     free_.push_back(index);
   } else {
     b.st = state::detached;  // freed by the last unpin
-    ++detached_;
   }
 }
 
@@ -114,7 +116,7 @@ host_block host_pool::allocate(const msg::chunk_key& key, layer_range layers) {
     // to disk; evicting more meanwhile would empty the pool (each eviction
     // frees nothing until written). Wait for a block to come back first (a
     // bounded wait: a lease held for long falls back to evicting more).
-    if (detached_ > 0 && freed_.wait_for(lock, std::chrono::seconds(2), [this] { return !free_.empty(); })) continue;
+    if (demoting_ > 0 && freed_.wait_for(lock, std::chrono::seconds(1), [this] { return !free_.empty(); })) continue;
     // Evict the least recently used unpinned entry.
     std::uint32_t victim = 0;
     bool found = false;
@@ -142,6 +144,10 @@ host_block host_pool::allocate(const msg::chunk_key& key, layer_range layers) {
       fn(std::move(handed));
     }
     lock.lock();
+    if (blocks_[victim].st == state::detached && !blocks_[victim].demoting) {
+      blocks_[victim].demoting = true;
+      ++demoting_;
+    }
   }
 }
 

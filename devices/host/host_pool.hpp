@@ -106,6 +106,7 @@ class host_pool {
   struct block_info {
     state st = state::free;
     std::uint32_t pins = 0;
+    bool demoting = false;  // handed to the evict callback, which still holds it
     msg::chunk_key key{};
     layer_range layers;
     std::list<std::uint32_t>::iterator lru;
@@ -121,7 +122,7 @@ class host_pool {
   pinned_buffer arena_;
   mutable std::mutex mutex_;
   std::condition_variable freed_;  // a block went back to free_
-  std::uint32_t detached_ = 0;     // blocks out of the directory, freed by their last unpin
+  std::uint32_t demoting_ = 0;     // evicted blocks the evict callback still holds (being demoted)
   std::vector<block_info> blocks_;
   std::vector<std::uint32_t> free_;
   std::list<std::uint32_t> lru_;  // front = most recently used, live blocks only
