@@ -28,22 +28,21 @@ void finish(state_t* self, std::exception_ptr failure) {
   self->quit();
 }
 
-void fail(state_t* self, const std::string& what) {
-  logger("actors")->error("request {}: {}", self->state.ws->request_id(), what);
-  finish(self, std::make_exception_ptr(error(errc::peer_down, "request " + std::to_string(self->state.ws->request_id()) +
-                                                                  ": " + what)));
+// Ends the request with an error. not_found means a chunk left its tier
+// after the lookup (evicted, corrupt, deleted): the runtime restores again
+// without it, so it is a warning; anything else is peer_down.
+void fail(state_t* self, const std::string& what, errc code = errc::peer_down) {
+  auto id = self->state.ws->request_id();
+  if (code == errc::not_found)
+    logger("actors")->warn("request {}: {}", id, what);
+  else
+    logger("actors")->error("request {}: {}", id, what);
+  finish(self, std::make_exception_ptr(error(code, "request " + std::to_string(id) + ": " + what)));
 }
 
 void fail(state_t* self, const caf::error& e) {
-  // A chunk gone from its tier since the lookup (evicted, corrupt, deleted):
-  // say so with not_found, so that the runtime can restore again without it.
-  if (e.category() == error_category::value && static_cast<errc>(e.code()) == errc::not_found) {
-    auto what = self->system().render(e);
-    logger("actors")->warn("request {}: {}", self->state.ws->request_id(), what);
-    return finish(self, std::make_exception_ptr(error(
-                            errc::not_found, "request " + std::to_string(self->state.ws->request_id()) + ": " + what)));
-  }
-  fail(self, self->system().render(e));
+  bool lost = e.category() == error_category::value && static_cast<errc>(e.code()) == errc::not_found;
+  fail(self, self->system().render(e), lost ? errc::not_found : errc::peer_down);
 }
 
 // After the first token: decode, then store the prompt's new chunks.

@@ -136,6 +136,17 @@ struct runtime::impl {
     store = std::make_shared<devices::chunk_store>(so);
   }
 
+  static bool lost_chunk(const std::exception_ptr& e) {
+    if (!e) return false;
+    try {
+      std::rethrow_exception(e);
+    } catch (const error& err) {
+      return err.code() == errc::not_found;
+    } catch (...) {
+      return false;
+    }
+  }
+
   // Spawns the request actor. A restore that fails because a chunk left its
   // tier after the lookup (not_found) starts again, up to `retries` times:
   // the tier has dropped that chunk, so the new lookup computes it instead.
@@ -158,19 +169,11 @@ struct runtime::impl {
     }
     p.done = [this, tokens = std::move(tokens), so, done = std::move(done), submitted, retries](
                  std::exception_ptr e, restore_report r) mutable {
-      if (e && retries > 0) {
+      if (retries > 0 && lost_chunk(e)) {
         try {
-          std::rethrow_exception(e);
-        } catch (const error& err) {
-          if (err.code() == errc::not_found) {
-            logger("actors")->warn("restoring again without the lost chunk: {}", err.what());
-            try {
-              return start(std::move(tokens), std::move(so), std::move(done), submitted, retries - 1);
-            } catch (...) {
-              e = std::current_exception();
-            }
-          }
+          return start(std::move(tokens), std::move(so), std::move(done), submitted, retries - 1);
         } catch (...) {
+          e = std::current_exception();
         }
       }
       done(e, std::move(r));
