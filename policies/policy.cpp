@@ -185,8 +185,8 @@ class bidirectional final : public policy {
     // A whole half chunk of room (or an idle GPU): slivers would split every
     // later grant as small.
     auto in_flight = b.in_flight().compute_cells;
-    if (in_flight == 0 || (in_flight < queue_cells && queue_cells - in_flight >= half)) {
-      std::uint64_t budget = std::min<std::uint64_t>(half, queue_cells - b.in_flight().compute_cells);
+    if (in_flight == 0 || in_flight + half <= queue_cells) {
+      std::uint64_t budget = std::min<std::uint64_t>(half, queue_cells - in_flight);
       any |= detail::grant_head(b, r, std::uint64_t(r.chunks()) * L, budget, out) > 0;
     }
     // The load pointer: finish the lowest claimed chunk, else take the chunk
