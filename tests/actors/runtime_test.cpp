@@ -80,6 +80,18 @@ std::string temp_dir::make(const std::string& name) {
   return p.string();
 }
 
+// A CPU runtime of `preset` with its disk tier in `dir` and a host tier of
+// `host_gb` (0: none).
+runtime_options cpu_options(const std::string& preset, int chunk_tokens, const temp_dir& dir, double host_gb) {
+  runtime_options o;
+  o.preset = preset;
+  o.backend = "cpu";
+  o.chunk_tokens = chunk_tokens;
+  o.host_tier_gb = host_gb;
+  o.disk_dir = dir.path;
+  return o;
+}
+
 const std::vector<std::string> all_policies = {"compute_only", "load_only", "bidirectional", "two_pointer", "oracle"};
 
 // Stores a random-length prefix of `tokens` (computed), then restores all of
@@ -114,14 +126,9 @@ restore_report restore_and_check(runtime& rt, const std::vector<std::int32_t>& t
 BOOST_AUTO_TEST_CASE(every_policy_restores_the_full_prefill_bitwise) {
   const int chunk = 16;
   for (bool with_host : {true, false}) {
-    runtime_options o;
-    o.preset = "tiny-test";
-    o.seed = 7;
-    o.backend = "cpu";
-    o.chunk_tokens = chunk;
-    o.host_tier_gb = with_host ? 0.1 : 0;
     temp_dir dir(with_host ? "host" : "disk");
-    o.disk_dir = dir.path;
+    auto o = cpu_options("tiny-test", chunk, dir, with_host ? 0.1 : 0);
+    o.seed = 7;
     runtime rt(o);
     std::mt19937 rng(with_host ? 1 : 2);
     for (auto& policy : all_policies) {
@@ -138,12 +145,8 @@ BOOST_AUTO_TEST_CASE(every_policy_restores_the_full_prefill_bitwise) {
 }
 
 BOOST_AUTO_TEST_CASE(a_cold_request_computes_everything) {
-  runtime_options o;
-  o.preset = "tiny-test";
-  o.backend = "cpu";
-  o.chunk_tokens = 16;
   temp_dir dir("cold");
-  o.disk_dir = dir.path;
+  auto o = cpu_options("tiny-test", 16, dir, runtime_options{}.host_tier_gb);
   runtime rt(o);
   std::mt19937 rng(3);
   auto tokens = random_tokens(rng, 100, 512);
@@ -183,14 +186,8 @@ BOOST_AUTO_TEST_CASE(bad_input_is_a_clear_error) {
 BOOST_AUTO_TEST_CASE(a_bandwidth_drop_mid_request_shifts_work_to_compute) {
   // smollm2-135m's shape: a 64-token chunk computes in tens of ms on a CPU
   // core and its KV (2.9 MB) loads in about as long at 0.5 Gbit/s.
-  runtime_options o;
-  o.preset = "smollm2-135m";
-  o.backend = "cpu";
-  o.chunk_tokens = 64;
-  o.host_tier_gb = 0;
-  o.disk_gbps = 0;
   temp_dir dir("drop");
-  o.disk_dir = dir.path;
+  auto o = cpu_options("smollm2-135m", 64, dir, 0);
   runtime rt(o);
   std::mt19937 rng(4);
   auto tokens = random_tokens(rng, 64 * 12, 49152);
@@ -232,14 +229,9 @@ BOOST_AUTO_TEST_CASE(a_bandwidth_drop_mid_request_shifts_work_to_compute) {
 // restore starts again, the tier having dropped the lost chunks, and computes
 // them. The KV is still the full prefill's.
 BOOST_AUTO_TEST_CASE(a_chunk_lost_after_lookup_is_computed_instead) {
-  runtime_options o;
-  o.preset = "tiny-test";
-  o.seed = 5;
-  o.backend = "cpu";
-  o.chunk_tokens = 16;
-  o.host_tier_gb = 0;
   temp_dir dir("lost");
-  o.disk_dir = dir.path;
+  auto o = cpu_options("tiny-test", 16, dir, 0);
+  o.seed = 5;
   runtime rt(o);
   std::mt19937 rng(11);
   auto tokens = random_tokens(rng, 8 * 16 + 5, 512);
