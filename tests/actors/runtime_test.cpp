@@ -92,6 +92,17 @@ runtime_options cpu_options(const std::string& preset, int chunk_tokens, const t
   return o;
 }
 
+// One restore under `policy` that reports its KV digest, generates one token
+// and stores nothing (every policy then sees the same cache).
+submit_options checked_restore(const std::string& policy) {
+  submit_options so;
+  so.max_new_tokens = 1;
+  so.policy = policy;
+  so.digest_kv = true;
+  so.store = false;
+  return so;
+}
+
 const std::vector<std::string> all_policies = {"compute_only", "load_only", "bidirectional", "two_pointer", "oracle"};
 
 // Stores a random-length prefix of `tokens` (computed), then restores all of
@@ -104,11 +115,7 @@ restore_report restore_and_check(runtime& rt, const std::vector<std::int32_t>& t
   std::vector<std::int32_t> head(tokens.begin(), tokens.begin() + prefix);
   rt.submit(head, warm).get();
   rt.flush();
-  submit_options so;
-  so.max_new_tokens = 1;
-  so.policy = policy;
-  so.digest_kv = true;
-  so.store = false;
+  auto so = checked_restore(policy);
   auto r = rt.submit(tokens, so).get();
   BOOST_TEST_CONTEXT(policy << ": " << tokens.size() << " tokens, " << prefix << " stored, " << r.cached_chunks
                             << " of " << r.chunks << " chunks cached, " << r.cells_loaded << " cells loaded") {
@@ -203,11 +210,7 @@ BOOST_AUTO_TEST_CASE(a_bandwidth_drop_mid_request_shifts_work_to_compute) {
   double balanced_gbps = chunk_bytes * 8 / chunk_s / 1e9;
   rt.set_disk_rate(balanced_gbps);
 
-  submit_options so;
-  so.max_new_tokens = 1;
-  so.policy = "two_pointer";
-  so.digest_kv = true;
-  so.store = false;
+  auto so = checked_restore("two_pointer");
   auto steady = rt.submit(tokens, so).get();
 
   auto pending = rt.submit(tokens, so);
@@ -243,11 +246,7 @@ BOOST_AUTO_TEST_CASE(a_chunk_lost_after_lookup_is_computed_instead) {
   for (auto& f : std::filesystem::recursive_directory_iterator(dir.path))
     if (f.is_regular_file()) deleted += std::filesystem::remove(f.path()) ? 1 : 0;
   BOOST_REQUIRE_GT(deleted, 0u);
-  submit_options so;
-  so.max_new_tokens = 1;
-  so.policy = "load_only";
-  so.digest_kv = true;
-  so.store = false;
+  auto so = checked_restore("load_only");
   auto r = rt.submit(tokens, so).get();
   auto ref = full_prefill("tiny-test", 5, tokens, 16);
   BOOST_CHECK_EQUAL(r.cached_chunks, 0u);
