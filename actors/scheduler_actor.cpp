@@ -38,11 +38,22 @@ void tick(state_t* self) {
     for (auto& [id, who] : st.requests) refuse(self, who, id, std::string("policy failed: ") + e.what());
     return;
   }
+  auto log = logger("actors");
+  if (!grants.empty() && log->should_log(spdlog::level::debug)) {
+    // What the plan rests on: the learned costs and each request's split.
+    std::string splits;
+    for (auto& r : st.batch.requests())
+      if (auto sp = st.active->planned_split(r.id()))
+        splits += fmt::format(" {}:({},{})", r.id(), sp->chunk, sp->layer);
+    log->debug("plan: cell {:.3f} ms + {:.4f} ms per chunk, host {:.2f} GB/s, disk {:.2f} GB/s; splits{}",
+               st.costs.cell_s(0) * 1e3, (st.costs.cell_s(1) - st.costs.cell_s(0)) * 1e3,
+               st.costs.bytes_per_s(msg::tier::host) / 1e9, st.costs.bytes_per_s(msg::tier::disk) / 1e9, splits);
+  }
   for (auto& g : grants) {
     auto it = st.requests.find(g.request_id);
     if (it == st.requests.end()) continue;
     ++st.grants_sent;
-    logger("actors")->debug("grant {} to request {}: {} chunks [{}, {}) layers [{}, {}) from {}", g.grant_id,
+    log->debug("grant {} to request {}: {} chunks [{}, {}) layers [{}, {}) from {}", g.grant_id,
                             g.request_id, msg::to_string(g.act), g.cells.chunk_begin, g.cells.chunk_end,
                             g.cells.layer_begin, g.cells.layer_end, msg::to_string(g.source));
     self->send(it->second, msg::encode(g));

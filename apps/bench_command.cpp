@@ -256,7 +256,7 @@ class bench {
     for (auto& t : tiers_) {
       for (int b : opt_.batches)
         if (batch_runs_on(b, t.name)) total += opt_.contexts.size() * policies_.size() * opt_.repeats;
-      if (stream_runs_on(t.name)) total += opt_.contexts.size() * (policies_.size() + 2);
+      if (poisson_on(t.name)) total += opt_.contexts.size() * (policies_.size() + 2);
     }
     progress_.set_total(total);
   }

@@ -5,9 +5,10 @@
 
 namespace kvflow::devices {
 namespace {
-// Longer than any scheduling hiccup of a busy thread, shorter than a pause
-// between transfers.
-constexpr std::chrono::milliseconds idle_gap{50};
+// A caller that books its next transfer right after waking from the last one
+// is that much late without the link having idled (thread wake-up latency);
+// longer gaps are idle link time and give no credit.
+constexpr std::chrono::microseconds wake_slack{200};
 }  // namespace
 
 rate_limiter::rate_limiter(double bytes_per_second, std::size_t burst_bytes)
@@ -16,7 +17,6 @@ rate_limiter::rate_limiter(double bytes_per_second, std::size_t burst_bytes)
 void rate_limiter::set_rate(double bytes_per_second) {
   std::lock_guard<std::mutex> lock(mutex_);
   rate_ = bytes_per_second;
-  started_ = false;
 }
 
 double rate_limiter::rate() const {
@@ -29,31 +29,27 @@ std::uint64_t rate_limiter::total_bytes() const {
   return total_;
 }
 
+rate_limiter::clock::time_point rate_limiter::reserve(std::size_t bytes) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  total_ += bytes;
+  const auto now = clock::now();
+  if (rate_ <= 0) return now;
+  // Virtual clock: `next_` is when every byte booked so far will have
+  // crossed the link. A link that idled starts again from now, less the
+  // configured burst (or the wake-up slack): it never carries a backlog of
+  // credit, so every transfer measures at least bytes / rate.
+  const auto credit = std::max<clock::duration>(
+      std::chrono::duration_cast<clock::duration>(wake_slack),
+      std::chrono::duration_cast<clock::duration>(std::chrono::duration<double>(static_cast<double>(burst_) / rate_)));
+  next_ = std::max(next_, now - credit);
+  next_ += std::chrono::duration_cast<clock::duration>(std::chrono::duration<double>(static_cast<double>(bytes) / rate_));
+  return next_;
+}
+
 void rate_limiter::acquire(std::size_t bytes) {
-  clock::time_point due;
-  {
-    std::lock_guard<std::mutex> lock(mutex_);
-    total_ += bytes;
-    if (rate_ <= 0) return;
-    // Virtual clock: `next_` is when every byte granted so far would have
-    // finished at the set rate. A caller that wakes late or spends time
-    // between calls catches up (the limiter paces the sustained rate, not
-    // each call); only after an idle gap does it restart from now, keeping at
-    // most `burst_` credit, so a transfer measures bytes / rate.
-    const auto now = clock::now();
-    if (!started_ || now - next_ > idle_gap) {
-      started_ = true;
-      const auto credit = std::chrono::duration_cast<clock::duration>(
-          std::chrono::duration<double>(static_cast<double>(burst_) / rate_));
-      next_ = now - credit;
-    }
-    next_ +=
-        std::chrono::duration_cast<clock::duration>(std::chrono::duration<double>(static_cast<double>(bytes) / rate_));
-    due = next_;
-  }
   // Pacing a real transfer: the caller's bytes may not be counted as moved
   // before the link could have carried them.
-  std::this_thread::sleep_until(due);
+  std::this_thread::sleep_until(reserve(bytes));
 }
 
 }  // namespace kvflow::devices

@@ -51,8 +51,8 @@ class two_pointer final : public policy {
     return it->second;
   }
 
-  std::vector<msg::grant> decide(batch_state& b, const cost_model& measured) override {
-    const cost_model& costs = opts_.truth ? *opts_.truth : measured;
+  std::vector<msg::grant> decide(batch_state& b, const cost_model& measured_costs) override {
+    const cost_model& costs = opts_.truth ? *opts_.truth : measured_costs;
     std::vector<msg::grant> out;
     struct entry {
       double est;
@@ -84,7 +84,7 @@ class two_pointer final : public policy {
     }
     for (auto& e : order) {
       grant_compute(b, *e.r, e.p.z, out);
-      grant_loads(b, *e.r, e.p, out);
+      grant_loads(b, *e.r, e.p, costs, out);
     }
     // Work conservation: a GPU that would idle computes past the split, where
     // the request's loads will take longer than that compute (else its suffix
@@ -131,7 +131,8 @@ class two_pointer final : public policy {
     if (room > 0 && detail::head_position(r) >= z) detail::grant_suffix(b, r, room, out);
   }
 
-  void grant_loads(batch_state& b, const request_state& r, const plan_t& p, std::vector<msg::grant>& out) {
+  void grant_loads(batch_state& b, const request_state& r, const plan_t& p, const cost_model& costs,
+                   std::vector<msg::grant>& out) {
     const std::uint32_t L = r.layers(), P = r.cached();
     if (P == 0) return;
     // Loads granted commit their chunk: keep each link's queue load_queue_chunks deep.
@@ -165,13 +166,20 @@ class two_pointer final : public policy {
       if (j < h) return;
       std::uint64_t from = std::max<std::uint64_t>(z, std::uint64_t(j) * L + r.compute_top(j));
       if (from >= std::uint64_t(j + 1) * L) return;
-      if (j > h && from > std::uint64_t(j) * L) return;  // split inside a chunk compute has not reached
+      // A split inside a chunk compute has not reached commits the chunk's
+      // layers above it to loads before compute gets there: only on costs
+      // measured on this device and link (else the link waits for compute).
+      if (j > h && from > std::uint64_t(j) * L && !(opts_.truth || measured(costs, r.tier_of(j)))) return;
       auto s = static_cast<std::uint32_t>(from - std::uint64_t(j) * L);
       auto before = out.size();
       detail::grant_loads(
           b, r, j, [&](std::uint32_t c) { return c == j ? s : L; }, queue, max_grant, out);
       if (out.size() == before) return;
     }
+  }
+
+  static bool measured(const cost_model& costs, msg::tier t) {
+    return costs.compute_samples() > 0 && costs.rate_samples(t) > 0;
   }
 
   // Where compute and loads of r should meet, given that the GPU is busy

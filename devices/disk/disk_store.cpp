@@ -4,6 +4,7 @@
 #include <cstring>
 #include <future>
 #include <string>
+#include <thread>
 #include <utility>
 
 #include <dirent.h>
@@ -350,9 +351,12 @@ void disk_store::read_async(const msg::chunk_key& key, layer_range layers, std::
     done(false, nullptr, 0);
     return;
   }
+  // A paced tier books its link before the read, so that the read overlaps
+  // the link time; the bytes count as arrived when both are done.
+  const auto due = options_.read_limiter ? options_.read_limiter->reserve(span) : rate_limiter::clock::time_point{};
   engine_->read(
       fd, staging, read_len, read_off,
-      [this, key, fd, staging, lead, span, layer_bytes, sums = std::move(sums), done = std::move(done)](long long res) {
+      [this, key, fd, staging, lead, span, layer_bytes, due, sums = std::move(sums), done = std::move(done)](long long res) {
         ::close(fd);
         if (res < 0) {
           logger("tiers")->error("disk tier: read of chunk {} failed: {}", key_hex(key),
@@ -373,7 +377,7 @@ void disk_store::read_async(const msg::chunk_key& key, layer_range layers, std::
             return;
           }
         }
-        if (options_.read_limiter) options_.read_limiter->acquire(span);
+        if (options_.read_limiter) std::this_thread::sleep_until(due);
         done(true, data, span);
       });
 }

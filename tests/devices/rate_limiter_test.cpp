@@ -59,3 +59,33 @@ BOOST_AUTO_TEST_CASE(gbit_conversion_and_unlimited) {
   lim.set_rate(50e6);
   BOOST_TEST(lim.rate() == 50e6);
 }
+
+// A link that idled carries no backlog: the first transfer after a pause
+// still takes bytes / rate (an earlier version gave up to 50 ms of credit,
+// which made short restores on a paced tier look twice as fast).
+BOOST_AUTO_TEST_CASE(no_credit_after_an_idle_gap) {
+  const double rate = 100e6;
+  rate_limiter lim(rate);
+  lim.acquire(1'000'000);  // 10 ms
+  std::this_thread::sleep_for(std::chrono::milliseconds(30));
+  const auto start = clock_type::now();
+  lim.acquire(2'000'000);  // 20 ms at the rate
+  const double s = std::chrono::duration<double>(clock_type::now() - start).count();
+  BOOST_TEST(s > 0.019);
+}
+
+// Booked before the work, waited for after it: the work overlaps the link
+// time, so a transfer takes max(work, bytes / rate), not their sum.
+BOOST_AUTO_TEST_CASE(reserve_overlaps_the_work) {
+  const double rate = 100e6;
+  rate_limiter lim(rate);
+  const auto start = clock_type::now();
+  for (int i = 0; i < 10; ++i) {
+    auto due = lim.reserve(1'000'000);                          // 10 ms of link
+    std::this_thread::sleep_for(std::chrono::milliseconds(8));  // the read itself
+    std::this_thread::sleep_until(due);
+  }
+  const double s = std::chrono::duration<double>(clock_type::now() - start).count();
+  BOOST_TEST(s > 0.099);
+  BOOST_TEST(s < 0.125);  // not 10 x 18 ms
+}
