@@ -627,6 +627,15 @@ class bench {
       if (pt.tier.rfind("mixed", 0) == 0 && policy == "load_only" && (pt.host_bytes == 0 || pt.disk_bytes == 0))
         progress_.say("warning: tier " + pt.tier + ": load_only read " + fmt(pt.host_bytes / 1e9) +
                       " GB from host and " + fmt(pt.disk_bytes / 1e9) + " GB from disk: not a mixed restore");
+      // --append: a point measured again replaces the earlier record.
+      const char* key[] = {"model", "context_tokens", "suffix_tokens", "chunk_tokens", "tier", "batch", "arrival", "policy"};
+      records_.erase(std::remove_if(records_.begin(), records_.end(),
+                                    [&](const json& o) {
+                                      for (auto* k : key)
+                                        if (o.value(k, json()) != rec.value(k, json())) return false;
+                                      return true;
+                                    }),
+                     records_.end());
       records_.push_back(rec);
     }
     // Written after every point, so that a run cut short keeps what it measured.

@@ -45,6 +45,18 @@ void cost_model::observe(const msg::cell_done& done) {
   const auto& r = done.cells;
   if (r.chunk_end <= r.chunk_begin || r.layer_end <= r.layer_begin) return;
   double cells = double(r.chunk_end - r.chunk_begin) * (r.layer_end - r.layer_begin);
+  // The first grant a model runs pays one-time setup (CUDA modules, cuBLAS
+  // handles, allocator growth: 130-160 ms for a 26 ms chunk on the H100);
+  // it is not the steady cost, and its weight would take dozens of samples
+  // to decay.
+  if (!seen_first_compute_) {
+    seen_first_compute_ = true;
+    return;
+  }
+  // A one-cell grant (a suffix row of one chunk) costs about 30% more per
+  // cell than a piece: launch and completion latency dominate it. The plan
+  // prices pieces, so those are what it learns from.
+  if (cells < 2) return;
   double per_cell = (done.finished_ns - done.started_ns) * 1e-9 / cells;
   double x = (double(r.chunk_begin) + double(r.chunk_end) - 1) / 2;  // mean position
   double f = prior_.compute_forget;

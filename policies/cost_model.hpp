@@ -43,8 +43,9 @@ class cost_model {
   double bytes_per_s(msg::tier t) const { return rate_[static_cast<std::size_t>(t)]; }
   double load_s(msg::tier t, double bytes) const { return bytes / bytes_per_s(t); }
 
-  /// Learns from a finished compute grant (loads are ignored here: their
-  /// rate comes as a rate_sample, see batch_state::apply(cell_done)).
+  /// Learns from a finished compute grant of two cells or more, except the
+  /// first one ever (one-time setup). Loads are ignored here: their rate
+  /// comes as a rate_sample, see batch_state::apply(cell_done).
   void observe(const msg::cell_done& done);
   /// Learns a link's rate from `bytes` moved in `elapsed_ns`.
   void observe(const msg::rate_sample& sample);
@@ -62,6 +63,7 @@ class cost_model {
   // Decayed sums of the weighted per-cell regression y = a + b*x.
   double sw_ = 0, sx_ = 0, sxx_ = 0, sy_ = 0, sxy_ = 0;
   std::uint64_t compute_samples_ = 0;
+  bool seen_first_compute_ = false;
   std::array<std::uint64_t, 4> rate_samples_{};
 };
 

@@ -22,6 +22,16 @@
 #               listed in steps.txt.
 #   sweep-l3    llama-3-8b batch 1 at 4k, 8k, 32k on host, disk, 25, 10 Gbit/s
 #               (~3 min: fits one device call beside acceptance).
+#   fill        what one 10-minute call after acceptance and sweep adds: the
+#               acceptance batch-1 points again; batch 1 at 4k and 8k (whose
+#               0.1-0.3 s restores vary 10-15% run to run) with 3 repeats for
+#               llama-3-8b, llama-2-7b and smollm2-135m; llama-3-8b mixed:10
+#               batch 8, batch 16 at 32k, and 64k on disk. Set APPEND_FROM to
+#               the restore.json of the earlier calls (points measured again
+#               replace theirs) and REFS to their prefill_reference JSONs.
+# APPEND_FROM: start OUT_DIR/restore.json from this file instead of empty.
+# REFS: comma-separated prefill_reference JSONs to use instead of running
+# prefill_reference.py (references measured in an earlier call).
 # Environment: KVFLOW_BIN (default .device/kvflow), CHUNK (tokens per chunk,
 # default 1024), BUDGET_S (seconds for the whole script, default 540).
 # Context limits: the presets' windows are llama-2-7b 4096 and smollm2-135m
@@ -32,7 +42,7 @@
 # format: open in https://ui.perfetto.dev), prefill_reference.{json,md,log},
 # bench.log (progress), steps.txt and device.txt.
 set -uo pipefail
-PROFILE=${1:?usage: $0 acceptance|sweep|sweep-l3 OUT_DIR}
+PROFILE=${1:?usage: $0 acceptance|sweep|sweep-l3|fill OUT_DIR}
 OUT=${2:?usage: $0 acceptance|sweep|sweep-l3 OUT_DIR}
 BIN=${KVFLOW_BIN:-.device/kvflow}
 CHUNK=${CHUNK:-1024}
@@ -40,6 +50,7 @@ BUDGET_S=${BUDGET_S:-540}
 start=$SECONDS
 mkdir -p "$OUT"
 rm -f "$OUT/restore.json" "$OUT/restore.md" "$OUT/steps.txt"  # steps append to this run's records only
+if [ -n "${APPEND_FROM:-}" ]; then cp "$APPEND_FROM" "$OUT/restore.json"; fi
 if [ -f "$(dirname "$BIN")/env.sh" ]; then source "$(dirname "$BIN")/env.sh"; fi
 { nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader; df -h /tmp | tail -1; date -u; } \
   > "$OUT/device.txt" 2>&1
@@ -58,7 +69,7 @@ note() { echo "$*" | tee -a "$OUT/steps.txt" >&2; }
 
 # prefill_reference.py for MODELS at LENGTHS into OUT/prefill_reference_NAME.json;
 # adds the file to refs. Skipped (noted) without torch/transformers or time.
-refs=""
+refs="${REFS:-}"
 reference() {
   local name=$1 models=$2 lengths=$3 cap=$4
   local t=$(( $(left) - 60 < cap ? $(left) - 60 : cap ))
@@ -126,6 +137,20 @@ case "$PROFILE" in
     reference l3s llama-3-8b 4096,8192,32768 70
     step llama-3-8b $(( $(left) - 20 )) --preset llama-3-8b --contexts 4096,8192,32768 --tiers host,disk,25,10 \
       --batch 1 --repeats 1 --no-digest --trace-batch -1
+    ;;
+  fill)
+    b1=(--batch 1 --repeats 3 --no-digest --trace-batch -1)
+    step acceptance-batch1 120 --preset llama-3-8b --contexts 16384 --tiers disk,25,10 --batch 1 --repeats 2 \
+      --trace-batch -1
+    step llama-3-8b-short 90 --preset llama-3-8b --contexts 4096,8192 --tiers host,disk,40,25,10 "${b1[@]}"
+    step llama-2-7b-b1 60 --preset llama-2-7b --contexts 4095 --tiers host,disk,40,25,10 "${b1[@]}"
+    step smollm2-135m-b1 45 --preset smollm2-135m --contexts 4096,8191 --tiers host,disk,40,25,10,1 "${b1[@]}"
+    step llama-3-8b-mixed 120 --preset llama-3-8b --contexts 4096,8192,16384,32768 --tiers mixed:10 --batch 8 \
+      --repeats 1 --no-digest --trace-batch -1
+    step llama-3-8b-b16-32k 80 --preset llama-3-8b --contexts 32768 --tiers 10 --batch 16 --repeats 1 --no-digest \
+      --trace-batch -1
+    step llama-3-8b-64k 70 --preset llama-3-8b --contexts 65536 --tiers disk --batch 1 --repeats 1 --no-digest \
+      --trace-batch -1
     ;;
   *)
     echo "unknown profile '$PROFILE' (acceptance or sweep)" >&2

@@ -36,7 +36,22 @@ BOOST_AUTO_TEST_CASE(fits_a_different_line_from_completions) {
     for (std::uint32_t c = 0; c < 40; c += 3) m.observe(compute_done(c, c + 1, 8, 8 * truth(c)));
   BOOST_CHECK_CLOSE(m.cell_s(0), truth(0), 2.0);
   BOOST_CHECK_CLOSE(m.cell_s(60), truth(60), 2.0);
-  BOOST_CHECK_EQUAL(m.compute_samples(), 20u * 14u);
+  BOOST_CHECK_EQUAL(m.compute_samples(), 20u * 14u - 1);  // the first one is setup
+}
+
+// The first grant pays one-time setup and one-cell grants mostly latency:
+// neither moves the line.
+BOOST_AUTO_TEST_CASE(ignores_the_first_grant_and_single_cells) {
+  cost_model m;
+  const double prior = m.cell_s(0);
+  m.observe(compute_done(0, 1, 32, 32 * 5 * prior));  // setup: 5x the steady cost
+  BOOST_CHECK_EQUAL(m.compute_samples(), 0u);
+  BOOST_CHECK_CLOSE(m.cell_s(0), prior, 1e-9);
+  for (int i = 0; i < 20; ++i) m.observe(compute_done(3, 4, 1, 3 * prior));
+  BOOST_CHECK_EQUAL(m.compute_samples(), 0u);
+  m.observe(compute_done(0, 1, 8, 8 * 0.5 * prior));
+  BOOST_CHECK_EQUAL(m.compute_samples(), 1u);
+  BOOST_CHECK_LT(m.cell_s(0), prior);
 }
 
 BOOST_AUTO_TEST_CASE(slope_stays_near_prior_with_one_position) {

@@ -791,7 +791,7 @@ BOOST_AUTO_TEST_CASE(learns_from_a_wrong_prior) {
 // runtime's measured compute_only (23.2 ms a chunk at position 0, 2.2 ms
 // more per chunk of position), a 256-token suffix sharing the last chunk
 // (P = S - 1). The scheduler is warm, as in the bench (earlier restores
-// taught it): its cost model has seen a compute grant and a load, both 10%
+// taught it): its cost model has seen compute grants and a load, both 10%
 // slower than this run's.
 BOOST_AUTO_TEST_CASE(warm_two_pointer_near_oracle_at_h100_points) {
   struct tier_case {
@@ -818,6 +818,7 @@ BOOST_AUTO_TEST_CASE(warm_two_pointer_near_oracle_at_h100_points) {
       d.cells = msg::cell_range{0, 2, 0, 32};
       d.started_ns = 1;
       d.finished_ns = 1 + static_cast<std::uint64_t>(1.1 * 2 * 32 * (t.cell_s + 0.5 * t.slope_s) * 1e9);
+      warm.observe(d);  // setup, ignored
       warm.observe(d);
       warm.observe(msg::rate_sample{tc.t, 100u << 20, static_cast<std::uint64_t>(1.1 * (100u << 20) / tc.bw * 1e9)});
       auto spec = one(chunks, chunks - 1, tc.t);
