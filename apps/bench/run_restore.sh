@@ -30,6 +30,7 @@
 #               the restore.json of the earlier calls (points measured again
 #               replace theirs) and REFS to their prefill_reference JSONs.
 # APPEND_FROM: start OUT_DIR/restore.json from this file instead of empty.
+# ONLY: space-separated step names to run (the profile's others are skipped).
 # REFS: comma-separated prefill_reference JSONs to use instead of running
 # prefill_reference.py (references measured in an earlier call).
 # Environment: KVFLOW_BIN (default .device/kvflow), CHUNK (tokens per chunk,
@@ -90,6 +91,7 @@ reference() {
 rc_all=0
 step() {
   local name=$1 cap=$2; shift 2
+  if [ -n "${ONLY:-}" ] && [[ " $ONLY " != *" $name "* ]]; then return; fi
   local t=$(( $(left) - 20 < cap ? $(left) - 20 : cap ))
   if [ "$t" -lt 30 ]; then note "skipped $name: ${t}s left of the budget"; return; fi
   local s=$SECONDS
