@@ -6,11 +6,9 @@
 namespace kvflow::devices {
 namespace {
 // A caller that books its next transfer right after waking from the last one
-// is that much late without the link having idled (thread wake-up latency,
-// up to a millisecond on a loaded machine); longer gaps are idle link time
-// and give no credit. (1 ms is 3 MB at 25 Gbit/s, under one cell of a 7B
-// model's 1024-token chunk.)
-constexpr std::chrono::microseconds wake_slack{1000};
+// is that much late without the link having idled (thread wake-up latency);
+// longer gaps are idle link time and give no credit.
+constexpr std::chrono::microseconds wake_slack{200};
 }  // namespace
 
 rate_limiter::rate_limiter(double bytes_per_second, std::size_t burst_bytes)
