@@ -11,10 +11,11 @@ named in it) and writes into DIR (default: RESULTS_DIR):
                                where a model has a single context length)
   batch_<tier>.png             mean TTFT (solid) and p99 (light) per policy, for
                                batches > 1 and Poisson arrivals
-  timeline_<policy>.png        one batched restore: per request, its compute
+  timeline_<name>.png          one batched restore (name: the trace file's,
+                               restore_trace_<name>.json): per request, its compute
                                and load spans, its first token, where its
                                compute and load pointers met
-  timeline_<policy>_cells.png  chunk x layer grid of up to two requests: which
+  timeline_<name>_cells.png    chunk x layer grid of up to two requests: which
                                cells were computed and which loaded, and the
                                line where the two sides met
 
@@ -243,6 +244,10 @@ def plot_timeline(path, out):
         print(f"plot_restore: {path.name} has no spans; skipped", file=sys.stderr)
         return []
     policy = meta.get("policy") or path.stem.replace("restore_trace_", "")
+    # Named after the trace file, so that traces of several batches of one
+    # policy (restore_trace_b16_two_pointer.json) keep their own plots.
+    name = ("timeline_" + path.stem[len("restore_trace_"):] if path.stem.startswith("restore_trace_")
+            else f"timeline_{file_part(policy)}")
     t0 = min(r.get("submit_s") or 0 for r in reqs)
     fig, ax = plt.subplots(figsize=(11, 1.5 + 0.62 * len(reqs)))
     sources, right = set(), 0
@@ -287,15 +292,15 @@ def plot_timeline(path, out):
     ax.set_title(f"Batched restore, {policy}: {meta.get('model', '?')}, cached prefixes in "
                  f"{tier_label(meta.get('tier', '?'))}", fontsize=10)
     fig.tight_layout()
-    written = [save(fig, out / f"timeline_{file_part(policy)}.png")]
+    written = [save(fig, out / f"{name}.png")]
     if any("chunk_end" in a for sp in spans.values() for _, a, _, _ in sp):
-        written.append(plot_cells(meta, policy, reqs, spans, out))
+        written.append(plot_cells(meta, policy, reqs, spans, out, name))
     else:
         print(f"plot_restore: {path.name}: spans carry no chunk/layer args; no cells plot", file=sys.stderr)
     return written
 
 
-def plot_cells(meta, policy, reqs, spans, out):
+def plot_cells(meta, policy, reqs, spans, out, name):
     # The longest prompts whose pointers met show the split best; fall back to the longest.
     chosen = sorted(reqs, key=lambda r: (r.get("meet") is None, -(r.get("chunks") or 0), r["id"]))[:2]
     codes = {"compute": 1, "host": 2, "disk": 3}
@@ -345,7 +350,7 @@ def plot_cells(meta, policy, reqs, spans, out):
     fig.suptitle(f"Cells of one batched restore, {policy} ({meta.get('model', '?')}, "
                  f"{tier_label(meta.get('tier', '?'))})", fontsize=11)
     fig.tight_layout(rect=(0, 0.07, 1, 1))
-    return save(fig, out / f"timeline_{file_part(policy)}_cells.png")
+    return save(fig, out / f"{name}_cells.png")
 
 
 def save(fig, path):
