@@ -40,7 +40,8 @@ void tick(state_t* self) {
   }
   auto log = logger("actors");
   if (!grants.empty() && log->should_log(spdlog::level::debug)) {
-    // What the plan rests on: the learned costs and each request's split.
+    // What the plan rests on: the scheduler's learned costs (the oracle plans
+    // on a snapshot taken when its batch was admitted) and each split.
     std::string splits;
     for (auto& r : st.batch.requests())
       if (auto sp = st.active->planned_split(r.id()))
@@ -53,9 +54,9 @@ void tick(state_t* self) {
     auto it = st.requests.find(g.request_id);
     if (it == st.requests.end()) continue;
     ++st.grants_sent;
-    log->debug("grant {} to request {}: {} chunks [{}, {}) layers [{}, {}) from {}", g.grant_id,
-                            g.request_id, msg::to_string(g.act), g.cells.chunk_begin, g.cells.chunk_end,
-                            g.cells.layer_begin, g.cells.layer_end, msg::to_string(g.source));
+    log->debug("grant {} to request {}: {} chunks [{}, {}) layers [{}, {}) from {}", g.grant_id, g.request_id,
+               msg::to_string(g.act), g.cells.chunk_begin, g.cells.chunk_end, g.cells.layer_begin, g.cells.layer_end,
+               msg::to_string(g.source));
     self->send(it->second, msg::encode(g));
   }
 }

@@ -256,7 +256,7 @@ class bench {
     for (auto& t : tiers_) {
       for (int b : opt_.batches)
         if (batch_runs_on(b, t.name)) total += opt_.contexts.size() * policies_.size() * opt_.repeats;
-      if (poisson_on(t.name)) total += opt_.contexts.size() * (policies_.size() + 2);
+      if (poisson_on(t.name)) total += opt_.contexts.size() * (policies_.size() + 1);  // + the capacity run
     }
     progress_.set_total(total);
   }
@@ -627,15 +627,25 @@ class bench {
       if (pt.tier.rfind("mixed", 0) == 0 && policy == "load_only" && (pt.host_bytes == 0 || pt.disk_bytes == 0))
         progress_.say("warning: tier " + pt.tier + ": load_only read " + fmt(pt.host_bytes / 1e9) +
                       " GB from host and " + fmt(pt.disk_bytes / 1e9) + " GB from disk: not a mixed restore");
-      // --append: a point measured again replaces the earlier record.
-      const char* key[] = {"model", "context_tokens", "suffix_tokens", "chunk_tokens", "tier", "batch", "arrival", "policy"};
-      records_.erase(std::remove_if(records_.begin(), records_.end(),
-                                    [&](const json& o) {
-                                      for (auto* k : key)
-                                        if (o.value(k, json()) != rec.value(k, json())) return false;
-                                      return true;
-                                    }),
-                     records_.end());
+      // --append: a point measured again replaces the earlier record, in
+      // place (fields compared with the defaults the table shows).
+      auto same_point = [&](const json& o) {
+        static const char* keys[] = {"model", "context_tokens", "suffix_tokens", "chunk_tokens", "tier",
+                                     "batch", "policy",         "poisson_load",  "device"};
+        for (auto* k : keys)
+          if (o.value(k, json()) != rec.value(k, json())) return false;
+        auto arrival = [](const json& r) {
+          auto a = r.value("arrival", json());
+          return a.is_string() ? a.get<std::string>() : std::string("together");
+        };
+        return arrival(o) == arrival(rec);
+      };
+      auto old = std::find_if(records_.begin(), records_.end(), same_point);
+      if (old != records_.end()) {
+        *old = rec;
+        records_.erase(std::remove_if(std::next(old), records_.end(), same_point), records_.end());
+        continue;
+      }
       records_.push_back(rec);
     }
     // Written after every point, so that a run cut short keeps what it measured.

@@ -1,6 +1,5 @@
 #include "devices/rate_limiter.hpp"
 
-#include <algorithm>
 #include <thread>
 
 namespace kvflow::devices {
@@ -35,14 +34,15 @@ rate_limiter::clock::time_point rate_limiter::reserve(std::size_t bytes) {
   const auto now = clock::now();
   if (rate_ <= 0) return now;
   // Virtual clock: `next_` is when every byte booked so far will have
-  // crossed the link. A link that idled starts again from now, less the
-  // configured burst (or the wake-up slack): it never carries a backlog of
-  // credit, so every transfer measures at least bytes / rate.
-  const auto credit = std::max<clock::duration>(
-      std::chrono::duration_cast<clock::duration>(wake_slack),
-      std::chrono::duration_cast<clock::duration>(std::chrono::duration<double>(static_cast<double>(burst_) / rate_)));
-  next_ = std::max(next_, now - credit);
-  next_ += std::chrono::duration_cast<clock::duration>(std::chrono::duration<double>(static_cast<double>(bytes) / rate_));
+  // crossed the link. A caller up to wake_slack past it is one waking from
+  // its last transfer and catches up; later than that the link idled, and it
+  // starts again from now (less the configured burst, 0 by default): an idle
+  // link banks no credit, so the transfer measures at least bytes / rate.
+  if (now - next_ > wake_slack)
+    next_ = now - std::chrono::duration_cast<clock::duration>(
+                      std::chrono::duration<double>(static_cast<double>(burst_) / rate_));
+  next_ +=
+      std::chrono::duration_cast<clock::duration>(std::chrono::duration<double>(static_cast<double>(bytes) / rate_));
   return next_;
 }
 

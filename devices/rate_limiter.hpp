@@ -15,8 +15,8 @@ class rate_limiter {
  public:
   using clock = std::chrono::steady_clock;
 
-  /// `burst_bytes` is the credit an idle limiter may accumulate (0: none; a
-  /// real link carries no more than its rate however long it idled).
+  /// `burst_bytes` is the credit an idle link has when a transfer starts (0:
+  /// none; a real link carries no more than its rate however long it idled).
   explicit rate_limiter(double bytes_per_second = 0, std::size_t burst_bytes = 0);
 
   /// Bytes per second of a link of `gbit` Gbit/s (1 Gbit = 1e9 bits).
@@ -37,7 +37,7 @@ class rate_limiter {
   /// own threads.
   void acquire(std::size_t bytes);
 
-  /// Total bytes that went through acquire.
+  /// Total bytes booked (reserve() and acquire()).
   std::uint64_t total_bytes() const;
 
  private:

@@ -167,8 +167,9 @@ class two_pointer final : public policy {
       std::uint64_t from = std::max<std::uint64_t>(z, std::uint64_t(j) * L + r.compute_top(j));
       if (from >= std::uint64_t(j + 1) * L) return;
       // A split inside a chunk compute has not reached commits the chunk's
-      // layers above it to loads before compute gets there: only on costs
-      // measured on this device and link (else the link waits for compute).
+      // layers above it to loads before compute gets there: only once the
+      // costs rest on this device's compute and this link's rate (measured,
+      // or a paced link's rate set by the operator); else the link waits.
       if (j > h && from > std::uint64_t(j) * L && !(opts_.truth || measured(costs, r.tier_of(j)))) return;
       auto s = static_cast<std::uint32_t>(from - std::uint64_t(j) * L);
       auto before = out.size();

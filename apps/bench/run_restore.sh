@@ -44,14 +44,20 @@
 # bench.log (progress), steps.txt and device.txt.
 set -uo pipefail
 PROFILE=${1:?usage: $0 acceptance|sweep|sweep-l3|fill OUT_DIR}
-OUT=${2:?usage: $0 acceptance|sweep|sweep-l3 OUT_DIR}
+OUT=${2:?usage: $0 acceptance|sweep|sweep-l3|fill OUT_DIR}
 BIN=${KVFLOW_BIN:-.device/kvflow}
 CHUNK=${CHUNK:-1024}
 BUDGET_S=${BUDGET_S:-540}
 start=$SECONDS
 mkdir -p "$OUT"
-rm -f "$OUT/restore.json" "$OUT/restore.md" "$OUT/steps.txt"  # steps append to this run's records only
-if [ -n "${APPEND_FROM:-}" ]; then cp "$APPEND_FROM" "$OUT/restore.json"; fi
+# Steps append to this run's records only (or to APPEND_FROM's, copied first:
+# it may be OUT's own restore.json).
+seed=""
+if [ -n "${APPEND_FROM:-}" ]; then
+  seed=$(mktemp) && cp "$APPEND_FROM" "$seed" || { echo "APPEND_FROM: cannot read $APPEND_FROM" >&2; exit 2; }
+fi
+rm -f "$OUT/restore.json" "$OUT/restore.md" "$OUT/steps.txt"
+if [ -n "$seed" ]; then mv "$seed" "$OUT/restore.json"; fi
 if [ -f "$(dirname "$BIN")/env.sh" ]; then source "$(dirname "$BIN")/env.sh"; fi
 { nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader; df -h /tmp | tail -1; date -u; } \
   > "$OUT/device.txt" 2>&1
@@ -155,7 +161,7 @@ case "$PROFILE" in
       --trace-batch -1
     ;;
   *)
-    echo "unknown profile '$PROFILE' (acceptance or sweep)" >&2
+    echo "unknown profile '$PROFILE' (acceptance, sweep, sweep-l3 or fill)" >&2
     exit 2
     ;;
 esac

@@ -362,7 +362,7 @@ int main(int argc, char** argv) {
   }
   std::filesystem::remove_all(dir);
 
-  // Paced host tier: 4-layer spans (4 MiB) through a token bucket.
+  // Paced host tier: 4-layer spans (4 MiB) through the link's clock (devices/rate_limiter).
   for (double set : {1.0, 10.0, 25.0}) {
     rate_limiter lim(rate_limiter::gbit_per_s(set));
     const std::size_t piece = llama_shape.span_bytes(0, 4);
@@ -386,7 +386,7 @@ int main(int argc, char** argv) {
       "cudaMemcpyAsync of the same bytes from one plain cudaHostAlloc buffer. disk->gpu: chunk files written "
       "by the disk tier, each read as one O_DIRECT read into a pinned staging slot, XXH3 of every layer checked, "
       "then one cudaMemcpyAsync; baseline: O_DIRECT reads of the same payload bytes through the same engine and "
-      "depth with nothing else. Paced: 4 MiB layer spans through the tier's token bucket, measured from the "
+      "depth with nothing else. Paced: 4 MiB layer spans through the tier's link clock, measured from the "
       "first grant to the last copy's completion.";
   write_results(out, device, recs, notes);
   KVFLOW_CUDA_CHECK(cudaStreamDestroy(stream));

@@ -354,32 +354,32 @@ void disk_store::read_async(const msg::chunk_key& key, layer_range layers, std::
   // A paced tier books its link before the read, so that the read overlaps
   // the link time; the bytes count as arrived when both are done.
   const auto due = options_.read_limiter ? options_.read_limiter->reserve(span) : rate_limiter::clock::time_point{};
-  engine_->read(
-      fd, staging, read_len, read_off,
-      [this, key, fd, staging, lead, span, layer_bytes, due, sums = std::move(sums), done = std::move(done)](long long res) {
-        ::close(fd);
-        if (res < 0) {
-          logger("tiers")->error("disk tier: read of chunk {} failed: {}", key_hex(key),
-                                 errno_text(static_cast<int>(-res)));
-          done(false, nullptr, 0);
-          return;
-        }
-        if (static_cast<std::size_t>(res) < lead + span) {
-          discard(key, "truncated: read " + std::to_string(res) + " bytes of " + std::to_string(lead + span));
-          done(false, nullptr, 0);
-          return;
-        }
-        const std::uint8_t* data = staging + lead;
-        for (std::size_t l = 0; l < sums.size(); ++l) {
-          if (chunk_checksum(data + l * layer_bytes, layer_bytes) != sums[l]) {
-            discard(key, "payload checksum mismatch in stored layer " + std::to_string(l));
-            done(false, nullptr, 0);
-            return;
-          }
-        }
-        if (options_.read_limiter) std::this_thread::sleep_until(due);
-        done(true, data, span);
-      });
+  engine_->read(fd, staging, read_len, read_off,
+                [this, key, fd, staging, lead, span, layer_bytes, due, sums = std::move(sums),
+                 done = std::move(done)](long long res) {
+                  ::close(fd);
+                  if (res < 0) {
+                    logger("tiers")->error("disk tier: read of chunk {} failed: {}", key_hex(key),
+                                           errno_text(static_cast<int>(-res)));
+                    done(false, nullptr, 0);
+                    return;
+                  }
+                  if (static_cast<std::size_t>(res) < lead + span) {
+                    discard(key, "truncated: read " + std::to_string(res) + " bytes of " + std::to_string(lead + span));
+                    done(false, nullptr, 0);
+                    return;
+                  }
+                  const std::uint8_t* data = staging + lead;
+                  for (std::size_t l = 0; l < sums.size(); ++l) {
+                    if (chunk_checksum(data + l * layer_bytes, layer_bytes) != sums[l]) {
+                      discard(key, "payload checksum mismatch in stored layer " + std::to_string(l));
+                      done(false, nullptr, 0);
+                      return;
+                    }
+                  }
+                  if (options_.read_limiter) std::this_thread::sleep_until(due);
+                  done(true, data, span);
+                });
 }
 
 bool disk_store::read(const msg::chunk_key& key, layer_range layers, void* dst, bool dst_is_block) {

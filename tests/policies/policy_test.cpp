@@ -799,8 +799,10 @@ BOOST_AUTO_TEST_CASE(warm_two_pointer_near_oracle_at_h100_points) {
     msg::tier t;
     double bw;
   };
-  const tier_case tiers[] = {{"disk", msg::tier::disk, 1.34e9},   {"1G", msg::tier::remote, 1 * gbit},
-                             {"10G", msg::tier::remote, 10 * gbit}, {"25G", msg::tier::remote, 25 * gbit},
+  const tier_case tiers[] = {{"disk", msg::tier::disk, 1.34e9},
+                             {"1G", msg::tier::remote, 1 * gbit},
+                             {"10G", msg::tier::remote, 10 * gbit},
+                             {"25G", msg::tier::remote, 25 * gbit},
                              {"40G", msg::tier::remote, 40 * gbit}};
   double worst = 0;
   for (auto& tc : tiers) {
@@ -835,4 +837,48 @@ BOOST_AUTO_TEST_CASE(warm_two_pointer_near_oracle_at_h100_points) {
     std::printf("\n");
   }
   std::printf("warm H100 points: two_pointer/oracle worst %.3f\n", worst);
+}
+
+// The first tick of the H100's 4k restore at 10 Gbit/s (3 cached chunks, the
+// split inside the last): a warm scheduler (compute and the link measured)
+// claims that chunk's layers above the split at once; a cold one, on prior
+// costs only, claims no part of a chunk (whole chunks only: here the prior's
+// slower compute puts its split at chunk 2's start).
+BOOST_AUTO_TEST_CASE(claims_the_split_chunk_early_only_when_warm) {
+  msg::register_request reg;
+  reg.request_id = 1;
+  reg.chunk_tokens = 1024;
+  reg.num_chunks = 4;
+  reg.num_layers = layers32;
+  reg.chunk_tiers.assign(3, msg::tier::remote);
+  reg.chunk_bytes = 2 * chunk64mib;
+  const double cell = 23.2e-3 / 32, bw = 10 * gbit;
+  // The lowest layer of chunk 2 that the first tick loads (L: none).
+  auto first_load_layer = [&](bool warm) {
+    cost_prior prior;
+    prior.bytes_per_s[static_cast<std::size_t>(msg::tier::remote)] = bw;
+    cost_model m(prior);
+    if (warm) {
+      msg::cell_done d;
+      d.act = msg::action::compute;
+      d.cells = msg::cell_range{0, 1, 0, 32};
+      d.started_ns = 1;
+      d.finished_ns = 1 + static_cast<std::uint64_t>(32 * cell * 1e9);
+      m.observe(d);  // setup, ignored
+      m.observe(d);
+      m.observe(msg::rate_sample{msg::tier::remote, 100u << 20, static_cast<std::uint64_t>((100u << 20) / bw * 1e9)});
+    }
+    batch_state b(default_caps());
+    b.add(reg);
+    auto pol = make_policy("two_pointer", {});
+    std::uint32_t lowest = layers32;
+    for (auto& g : pol->decide(b, m))
+      if (g.act == msg::action::load && g.cells.chunk_begin <= 2 && g.cells.chunk_end > 2)
+        lowest = std::min(lowest, g.cells.layer_begin);
+    return lowest;
+  };
+  auto warm = first_load_layer(true), cold = first_load_layer(false);
+  BOOST_TEST(warm > 0u);
+  BOOST_TEST(warm < layers32);
+  BOOST_TEST((cold == 0u || cold == layers32));
 }
