@@ -31,6 +31,7 @@
 #               replace theirs) and REFS to their prefill_reference JSONs.
 # APPEND_FROM: start OUT_DIR/restore.json from this file instead of empty.
 # ONLY: space-separated step names to run (the profile's others are skipped).
+# DEBUG_LOG: set to log each step at debug level into OUT/STEP.debug.log.gz.
 # REFS: comma-separated prefill_reference JSONs to use instead of running
 # prefill_reference.py (references measured in an earlier call).
 # Environment: KVFLOW_BIN (default .device/kvflow), CHUNK (tokens per chunk,
@@ -101,11 +102,18 @@ step() {
   local t=$(( $(left) - 20 < cap ? $(left) - 20 : cap ))
   if [ "$t" -lt 30 ]; then note "skipped $name: ${t}s left of the budget"; return; fi
   local s=$SECONDS
-  timeout -k 10 "$t" "$BIN" bench --device-name "${gpu:-unknown GPU}" --backend cuda \
+  # DEBUG_LOG: the step's whole log at debug level (every grant, completion
+  # and plan) into OUT/NAME.debug.log.gz instead of bench.log; it slows short
+  # restores, so such a step's timings are for reading, not for the tables.
+  local level=${KVFLOW_LOG_LEVEL:-} debug_log=""
+  if [ -n "${DEBUG_LOG:-}" ]; then level=debug; debug_log="$OUT/$name.debug.log"; fi
+  KVFLOW_LOG_LEVEL=$level timeout -k 10 "$t" "$BIN" bench --device-name "${gpu:-unknown GPU}" --backend cuda \
     --disk-root /tmp --paced-root "$paced_root" --chunk-tokens "$CHUNK" --suffix-tokens 256 \
     --policies compute_only,load_only,bidirectional,two_pointer,oracle \
-    ${refs:+--reference "$refs"} --append --out "$OUT" "$@" 2> >(tee -a "$OUT/bench.log" >&2)
+    ${refs:+--reference "$refs"} --append --out "$OUT" "$@" \
+    2> >(if [ -n "$debug_log" ]; then cat > "$debug_log"; else tee -a "$OUT/bench.log" >&2; fi)
   local rc=$?
+  if [ -n "$debug_log" ]; then sleep 1; gzip -f "$debug_log"; fi
   [ "$rc" -eq 0 ] || rc_all=$rc
   note "$name: exit $rc$([ "$rc" -eq 124 ] && echo ' (timed out: kept the points done)'), $((SECONDS - s)) s"
   rm -rf /tmp/kvflow-bench-* "$paced_root"/kvflow-bench-* 2>/dev/null
