@@ -43,7 +43,7 @@ struct bench_options {
   int threads = 0;
   std::uint64_t seed = 1;
   std::vector<int> contexts{16384};
-  int suffix_tokens = 256;
+  std::vector<int> suffix_tokens{256};  // swept: each value is a full run of the other axes
   int chunk_tokens = 256;
   std::vector<std::string> tiers{"disk", "25", "10"};
   std::vector<std::string> policies{"compute_only", "load_only", "bidirectional", "two_pointer", "oracle"};
@@ -229,13 +229,16 @@ class progress {
 class bench {
  public:
   explicit bench(bench_options o) : opt_(std::move(o)), cfg_(model::preset(opt_.preset)) {
-    if (opt_.chunk_tokens <= 0 || opt_.suffix_tokens <= 0 || opt_.repeats <= 0)
+    if (opt_.suffix_tokens.empty()) throw error(errc::invalid_argument, "--suffix-tokens: no value");
+    const int longest_suffix = *std::max_element(opt_.suffix_tokens.begin(), opt_.suffix_tokens.end());
+    const int shortest_suffix = *std::min_element(opt_.suffix_tokens.begin(), opt_.suffix_tokens.end());
+    if (opt_.chunk_tokens <= 0 || shortest_suffix <= 0 || opt_.repeats <= 0)
       throw error(errc::invalid_argument, "--chunk-tokens, --suffix-tokens and --repeats must be positive");
     for (int c : opt_.contexts) {
-      if (c <= opt_.suffix_tokens + opt_.chunk_tokens)
+      if (c <= longest_suffix + opt_.chunk_tokens)
         throw error(errc::invalid_argument, "--contexts: " + std::to_string(c) +
                                                 " leaves no cached chunk after a suffix of " +
-                                                std::to_string(opt_.suffix_tokens) + " tokens");
+                                                std::to_string(longest_suffix) + " tokens");
       if (c + 1 > cfg_.max_positions)
         throw error(errc::invalid_argument, "--contexts: " + std::to_string(c) + " tokens plus the first new one exceed " +
                                                 opt_.preset + "'s " + std::to_string(cfg_.max_positions) +
@@ -258,11 +261,14 @@ class bench {
         if (batch_runs_on(b, t.name)) total += opt_.contexts.size() * policies_.size() * opt_.repeats;
       if (poisson_on(t.name)) total += opt_.contexts.size() * (policies_.size() + 1);  // + the capacity run
     }
-    progress_.set_total(total);
+    progress_.set_total(total * opt_.suffix_tokens.size());
   }
 
   int run() {
-    for (auto& t : tiers_) run_tier(t);
+    for (int suffix : opt_.suffix_tokens) {
+      suffix_ = suffix;
+      for (auto& t : tiers_) run_tier(t);
+    }
     progress_.close();
     auto table = markdown();
     std::cout << table;
@@ -306,7 +312,7 @@ class bench {
   // The cached prefixes of the prompts one point restores.
   double prefix_bytes(const prompt_list& prompts) {
     double sum = 0;
-    for (auto& p : prompts) sum += kv_bytes(static_cast<int>(p.size()) - opt_.suffix_tokens);
+    for (auto& p : prompts) sum += kv_bytes(static_cast<int>(p.size()) - suffix_);
     return sum;
   }
   // The most any point of this tier restores (the prompts are drawn the same
@@ -331,7 +337,7 @@ class bench {
     std::uniform_int_distribution<int> len(low / opt_.chunk_tokens, ctx / opt_.chunk_tokens);
     prompt_list prompts;
     for (int i = 0; i < count; ++i) {
-      int n = count == 1 ? ctx : std::max(len(rng) * opt_.chunk_tokens, opt_.suffix_tokens + opt_.chunk_tokens + 1);
+      int n = count == 1 ? ctx : std::max(len(rng) * opt_.chunk_tokens, suffix_ + opt_.chunk_tokens + 1);
       prompts.push_back(random_tokens(rng, n, cfg_.vocab_size));
     }
     return prompts;
@@ -378,7 +384,7 @@ class bench {
   // so that the LRU keeps the later prompts only.
   int mixed_host_blocks(const prompt_list& prompts) const {
     int chunks = 0;
-    for (auto& p : prompts) chunks += (static_cast<int>(p.size()) - opt_.suffix_tokens) / opt_.chunk_tokens;
+    for (auto& p : prompts) chunks += (static_cast<int>(p.size()) - suffix_) / opt_.chunk_tokens;
     return std::max(1, chunks / 2);
   }
 
@@ -427,7 +433,7 @@ class bench {
     };
     if (pool_blocks > 0) {
       for (auto& p : prompts) {
-        std::size_t cached = p.size() - opt_.suffix_tokens;
+        std::size_t cached = p.size() - suffix_;
         std::size_t step = static_cast<std::size_t>(pool_blocks) * opt_.chunk_tokens;
         for (std::size_t end = std::min(step, cached);; end = std::min(end + step, cached)) {
           rt.submit(prefix(p, end), so).get();
@@ -438,7 +444,7 @@ class bench {
       return;
     }
     std::vector<std::future<restore_report>> primed;
-    for (auto& p : prompts) primed.push_back(rt.submit(prefix(p, p.size() - opt_.suffix_tokens), so));
+    for (auto& p : prompts) primed.push_back(rt.submit(prefix(p, p.size() - suffix_), so));
     for (auto& f : primed) f.get();
     rt.flush();
   }
@@ -484,8 +490,9 @@ class bench {
   }
 
   std::string label(int ctx, const tier_config& t, int batch, const std::string& what) const {
-    return opt_.preset + " ctx " + std::to_string(ctx) + " tier " + t.name + " batch " + std::to_string(batch) + " " +
-           what;
+    std::string suffix = opt_.suffix_tokens.size() > 1 ? " suffix " + std::to_string(suffix_) : "";
+    return opt_.preset + " ctx " + std::to_string(ctx) + suffix + " tier " + t.name + " batch " +
+           std::to_string(batch) + " " + what;
   }
 
   void run_point(runtime& rt, int ctx, const tier_config& t, const prompt_list& prompts, int pool_blocks) {
@@ -597,7 +604,7 @@ class bench {
       double loaded_bytes = pt.host_bytes + pt.disk_bytes;
       json rec = {{"model", opt_.preset},
                   {"context_tokens", pt.context},
-                  {"suffix_tokens", opt_.suffix_tokens},
+                  {"suffix_tokens", suffix_},
                   {"chunk_tokens", opt_.chunk_tokens},
                   {"tier", pt.tier},
                   {"tier_dir", tier_root_},
@@ -744,7 +751,7 @@ class bench {
                   {"batch", prompts.size()},
                   {"layers", cfg_.layers},
                   {"chunk_tokens", opt_.chunk_tokens},
-                  {"suffix_tokens", opt_.suffix_tokens},
+                  {"suffix_tokens", suffix_},
                   {"device", device_},
                   {"requests", requests}}}};
     std::string file = "restore_trace_" + policy + ".json";
@@ -920,6 +927,7 @@ class bench {
   std::string tier_root_;  // where the current tier's chunk files lie
   std::string disk_dir_;   // the current runtime's chunk files
   int runtimes_ = 0;
+  int suffix_ = 256;  // the --suffix-tokens value being run
   bool kv_type_known_ = false;
   model::dtype kv_type_ = model::dtype::f32;
   progress progress_;
@@ -949,7 +957,9 @@ command_runner add_bench_command(CLI::App& app) {
                   "preset's positions minus one")
       ->delimiter(',')
       ->capture_default_str();
-  cmd->add_option("--suffix-tokens", opt->suffix_tokens, "Uncached tokens at the end of every prompt")
+  cmd->add_option("--suffix-tokens", opt->suffix_tokens,
+                  "Uncached tokens at the end of every prompt; several values sweep it (each a full run)")
+      ->delimiter(',')
       ->capture_default_str();
   cmd->add_option("--chunk-tokens", opt->chunk_tokens, "Tokens per chunk")->capture_default_str();
   cmd->add_option("--tiers", opt->tiers,

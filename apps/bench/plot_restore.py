@@ -6,9 +6,12 @@
 Reads RESULTS_DIR/restore.json (and every restore_trace_<policy>.json there or
 named in it) and writes into DIR (default: RESULTS_DIR):
 
-  ttft_vs_context_<tier>.png   batch-1 TTFT against context length, one line
+  ttft_vs_context_<tier>.png   batch-1 TTFT against context length (at the
+                               suffix length most records have), one line
                                per policy, one panel per model (bars per policy
                                where a model has a single context length)
+  ttft_vs_suffix_<tier>.png    batch-1 TTFT against the uncached suffix length,
+                               for each model and context measured at several
   batch_<tier>.png             mean TTFT (solid) and p99 (light) per policy, for
                                batches > 1 and Poisson arrivals
   timeline_<name>.png          one batched restore (name: the trace file's,
@@ -108,8 +111,18 @@ def batch(r):
     return r.get("batch") or 1
 
 
+def main_suffix(records):
+    """The suffix length most batch-1 records have: the context plots use it alone."""
+    counts = {}
+    for r in records:
+        counts[r.get("suffix_tokens")] = counts.get(r.get("suffix_tokens"), 0) + 1
+    return max(counts, key=lambda k: (counts[k], k is not None and k == 256)) if counts else None
+
+
 def plot_ttft_vs_context(records, out):
     single = [r for r in records if batch(r) == 1 and arrival(r) == "together" and r.get("ttft_s") is not None]
+    suffix = main_suffix(single)
+    single = [r for r in single if r.get("suffix_tokens") == suffix]
     written = []
     for tier in sorted({str(r.get("tier")) for r in single}):
         rs = [r for r in single if str(r.get("tier")) == tier]
@@ -141,9 +154,47 @@ def plot_ttft_vs_context(records, out):
             ax.set_ylim(bottom=0)
             ax.grid(axis="y", alpha=0.3)
             ax.set_title(model)
-        fig.suptitle(f"Batch-1 restore TTFT, cached prefix in {tier_label(tier)}\n{short_device(rs)}", fontsize=11)
+        fig.suptitle(f"Batch-1 restore TTFT, cached prefix in {tier_label(tier)}, {suffix}-token suffix\n"
+                     f"{short_device(rs)}", fontsize=11)
         fig.tight_layout()
         written.append(save(fig, out / f"ttft_vs_context_{file_part(tier)}.png"))
+    return written
+
+
+def plot_ttft_vs_suffix(records, out):
+    """Batch-1 TTFT against the uncached suffix length, per tier, for every
+    (model, context) measured at more than one suffix."""
+    single = [r for r in records if batch(r) == 1 and arrival(r) == "together" and r.get("ttft_s") is not None]
+    written = []
+    for tier in sorted({str(r.get("tier")) for r in single}):
+        rs = [r for r in single if str(r.get("tier")) == tier]
+        cases = sorted({(r.get("model", "?"), r.get("context_tokens") or 0) for r in rs})
+        cases = [c for c in cases
+                 if len({r.get("suffix_tokens") for r in rs if (r.get("model", "?"), r.get("context_tokens") or 0) == c}) > 1]
+        if not cases:
+            continue
+        fig, axes = plt.subplots(1, len(cases), figsize=(6.2 * len(cases), 4.6), squeeze=False)
+        for ax, (model, ctx) in zip(axes[0], cases):
+            pts = {(r["policy"], r["suffix_tokens"]): r["ttft_s"] for r in rs
+                   if r.get("model", "?") == model and (r.get("context_tokens") or 0) == ctx}
+            sufs = sorted({s for _, s in pts})
+            for p in policy_order(p for p, _ in pts):
+                xs = [x for x in sufs if (p, x) in pts]
+                ax.plot(xs, [pts[p, x] for x in xs], marker="o", color=policy_color(p), label=p,
+                        linestyle="--" if p == "oracle" else "-")
+            ax.set_xscale("log", base=2)
+            ax.set_xticks(sufs, [str(x) for x in sufs])
+            ax.minorticks_off()
+            ax.set_xlabel("uncached suffix (tokens, log scale)")
+            ax.set_ylabel("TTFT (s)")
+            ax.set_ylim(bottom=0)
+            ax.grid(axis="y", alpha=0.3)
+            ax.legend(fontsize=8, title="policy", title_fontsize=8)
+            ax.set_title(f"{model}, {ctx_label(ctx)} context")
+        fig.suptitle(f"Batch-1 restore TTFT against the uncached suffix, cached prefix in {tier_label(tier)}\n"
+                     f"{short_device(rs)}", fontsize=11)
+        fig.tight_layout()
+        written.append(save(fig, out / f"ttft_vs_suffix_{file_part(tier)}.png"))
     return written
 
 
@@ -367,7 +418,7 @@ def main():
     records, traces = load_results(args.results_dir)
     out = args.out or args.results_dir
     out.mkdir(parents=True, exist_ok=True)
-    written = plot_ttft_vs_context(records, out) + plot_batches(records, out)
+    written = plot_ttft_vs_context(records, out) + plot_ttft_vs_suffix(records, out) + plot_batches(records, out)
     for t in traces:
         try:
             written += plot_timeline(t, out)

@@ -26,7 +26,8 @@
 #               acceptance batch-1 points again; batch 1 at 4k and 8k (whose
 #               0.1-0.3 s restores vary 10-15% run to run) with 3 repeats for
 #               llama-3-8b, llama-2-7b and smollm2-135m; llama-3-8b mixed:10
-#               batch 8, batch 16 at 32k, and 64k on disk. Set APPEND_FROM to
+#               batch 8, batch 16 at 32k, 64k on disk, and the uncached suffix
+#               swept at 16k (64 to 4096 tokens). Set APPEND_FROM to
 #               the restore.json of the earlier calls (points measured again
 #               replace theirs) and REFS to their prefill_reference JSONs.
 # APPEND_FROM: start OUT_DIR/restore.json from this file instead of empty.
@@ -108,7 +109,7 @@ step() {
   local level=${KVFLOW_LOG_LEVEL:-} debug_log=""
   if [ -n "${DEBUG_LOG:-}" ]; then level=debug; debug_log="$OUT/$name.debug.log"; fi
   KVFLOW_LOG_LEVEL=$level timeout -k 10 "$t" "$BIN" bench --device-name "${gpu:-unknown GPU}" --backend cuda \
-    --disk-root /tmp --paced-root "$paced_root" --chunk-tokens "$CHUNK" --suffix-tokens 256 \
+    --disk-root /tmp --paced-root "$paced_root" --chunk-tokens "$CHUNK" --suffix-tokens "${SUFFIX:-256}" \
     --policies compute_only,load_only,bidirectional,two_pointer,oracle \
     ${refs:+--reference "$refs"} --append --out "$OUT" "$@" \
     2> >(if [ -n "$debug_log" ]; then cat > "$debug_log"; else tee -a "$OUT/bench.log" >&2; fi)
@@ -167,6 +168,9 @@ case "$PROFILE" in
       --trace-batch -1
     step llama-3-8b-64k 70 --preset llama-3-8b --contexts 65536 --tiers disk --batch 1 --repeats 1 --no-digest \
       --trace-batch -1
+    # The uncached suffix swept (a step's SUFFIX overrides the default 256).
+    SUFFIX=64,256,1024,4096 step llama-3-8b-suffix 90 --preset llama-3-8b --contexts 16384 --tiers disk,10 \
+      --batch 1 --repeats 1 --no-digest --trace-batch -1
     ;;
   *)
     echo "unknown profile '$PROFILE' (acceptance, sweep, sweep-l3 or fill)" >&2

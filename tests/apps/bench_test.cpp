@@ -1,0 +1,85 @@
+#define BOOST_TEST_MODULE apps.bench
+#include <boost/test/unit_test.hpp>
+
+// `kvflow bench` end to end on the CPU with the tiny preset: the records it
+// writes, a swept suffix, --append replacing a point, and bad input refused.
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <set>
+#include <sstream>
+#include <string>
+
+#include <nlohmann/json.hpp>
+#include <unistd.h>
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace {
+
+struct scratch {
+  fs::path dir = fs::temp_directory_path() / ("kvflow-bench-test-" + std::to_string(::getpid()));
+  scratch() { fs::create_directories(dir); }
+  ~scratch() {
+    std::error_code ec;
+    fs::remove_all(dir, ec);
+  }
+};
+
+// Runs `kvflow bench ARGS`, stderr into `log`; returns the exit status.
+int bench(const std::string& args, const fs::path& log) {
+  std::string cmd = std::string(KVFLOW_BIN) + " --log-level warn bench --preset tiny-test --backend cpu " +
+                    "--chunk-tokens 128 --tiers host --batch 1 --repeats 1 --policies compute_only,two_pointer " +
+                    args + " > /dev/null 2> " + log.string();
+  int rc = std::system(cmd.c_str());
+  return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
+}
+
+json records(const fs::path& dir) {
+  std::ifstream in(dir / "restore.json");
+  json j;
+  in >> j;
+  return j.at("records");
+}
+
+std::string text(const fs::path& p) {
+  std::ifstream in(p);
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(sweeps_the_suffix_and_appends_in_place) {
+  scratch s;
+  auto log = s.dir / "log.txt";
+  BOOST_REQUIRE_EQUAL(bench("--contexts 512 --suffix-tokens 16,64 --out " + (s.dir / "out").string(), log), 0);
+  auto rs = records(s.dir / "out");
+  BOOST_TEST(rs.size() == 4u);  // 2 suffixes x 2 policies
+  std::set<int> suffixes;
+  for (auto& r : rs) {
+    for (auto* k : {"model", "context_tokens", "suffix_tokens", "tier", "batch", "policy", "ttft_s", "ttft_p99_s",
+                    "device"})
+      BOOST_TEST(r.contains(k), "record lacks " << k);
+    BOOST_TEST(r.at("ttft_s").get<double>() > 0);
+    suffixes.insert(r.at("suffix_tokens").get<int>());
+  }
+  BOOST_TEST((suffixes == std::set<int>{16, 64}));
+  BOOST_TEST(fs::exists(s.dir / "out" / "restore.md"));
+
+  // Measured again: the two points of suffix 64 are replaced, not added.
+  BOOST_REQUIRE_EQUAL(bench("--contexts 512 --suffix-tokens 64 --append --out " + (s.dir / "out").string(), log), 0);
+  BOOST_TEST(records(s.dir / "out").size() == 4u);
+}
+
+BOOST_AUTO_TEST_CASE(refuses_bad_input_with_context) {
+  scratch s;
+  auto log = s.dir / "log.txt";
+  BOOST_TEST(bench("--contexts 512 --suffix-tokens 0", log) != 0);
+  BOOST_TEST(text(log).find("--suffix-tokens") != std::string::npos);
+  BOOST_TEST(bench("--contexts 256 --suffix-tokens 200", log) != 0);
+  BOOST_TEST(text(log).find("leaves no cached chunk") != std::string::npos);
+}
