@@ -119,6 +119,19 @@ def main_suffix(records):
     return max(counts, key=lambda k: (counts[k], k is not None and k == 256)) if counts else None
 
 
+def policy_lines(ax, pts, xs_all, labels, xlabel):
+    """One line per policy through pts[(policy, x)] over a log-2 x axis."""
+    for p in policy_order(p for p, _ in pts):
+        xs = [x for x in xs_all if (p, x) in pts]
+        ax.plot(xs, [pts[p, x] for x in xs], marker="o", color=policy_color(p), label=p,
+                linestyle="--" if p == "oracle" else "-")
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(xs_all, labels)
+    ax.minorticks_off()
+    ax.set_xlabel(xlabel)
+    ax.legend(fontsize=8, title="policy", title_fontsize=8)
+
+
 def plot_ttft_vs_context(records, out):
     single = [r for r in records if batch(r) == 1 and arrival(r) == "together" and r.get("ttft_s") is not None]
     suffix = main_suffix(single)
@@ -134,15 +147,7 @@ def plot_ttft_vs_context(records, out):
             pols = policy_order(p for p, _ in pts)
             ctxs = sorted({c for _, c in pts})
             if len(ctxs) > 1:
-                for p in pols:
-                    xs = [c for c in ctxs if (p, c) in pts]
-                    ax.plot(xs, [pts[p, c] for c in xs], marker="o", color=policy_color(p), label=p,
-                            linestyle="--" if p == "oracle" else "-")
-                ax.set_xscale("log", base=2)
-                ax.set_xticks(ctxs, [ctx_label(c) for c in ctxs])
-                ax.minorticks_off()
-                ax.set_xlabel("context (tokens, log scale)")
-                ax.legend(fontsize=8, title="policy", title_fontsize=8)
+                policy_lines(ax, pts, ctxs, [ctx_label(c) for c in ctxs], "context (tokens, log scale)")
             else:
                 ys = [pts[p, ctxs[0]] for p in pols]
                 bars = ax.bar(range(len(pols)), ys, color=[policy_color(p) for p in pols])
@@ -178,18 +183,10 @@ def plot_ttft_vs_suffix(records, out):
             pts = {(r["policy"], r["suffix_tokens"]): r["ttft_s"] for r in rs
                    if r.get("model", "?") == model and (r.get("context_tokens") or 0) == ctx}
             sufs = sorted({s for _, s in pts})
-            for p in policy_order(p for p, _ in pts):
-                xs = [x for x in sufs if (p, x) in pts]
-                ax.plot(xs, [pts[p, x] for x in xs], marker="o", color=policy_color(p), label=p,
-                        linestyle="--" if p == "oracle" else "-")
-            ax.set_xscale("log", base=2)
-            ax.set_xticks(sufs, [str(x) for x in sufs])
-            ax.minorticks_off()
-            ax.set_xlabel("uncached suffix (tokens, log scale)")
+            policy_lines(ax, pts, sufs, [str(x) for x in sufs], "uncached suffix (tokens, log scale)")
             ax.set_ylabel("TTFT (s)")
             ax.set_ylim(bottom=0)
             ax.grid(axis="y", alpha=0.3)
-            ax.legend(fontsize=8, title="policy", title_fontsize=8)
             ax.set_title(f"{model}, {ctx_label(ctx)} context")
         fig.suptitle(f"Batch-1 restore TTFT against the uncached suffix, cached prefix in {tier_label(tier)}\n"
                      f"{short_device(rs)}", fontsize=11)
