@@ -51,8 +51,8 @@ class two_pointer final : public policy {
     return it->second;
   }
 
-  std::vector<msg::grant> decide(batch_state& b, const cost_model& measured_costs) override {
-    const cost_model& costs = opts_.truth ? *opts_.truth : measured_costs;
+  std::vector<msg::grant> decide(batch_state& b, const cost_model& measured) override {
+    const cost_model& costs = opts_.truth ? *opts_.truth : measured;
     std::vector<msg::grant> out;
     struct entry {
       double est;
@@ -170,7 +170,7 @@ class two_pointer final : public policy {
       // layers above it to loads before compute gets there: only once the
       // costs rest on this device's compute and this link's rate (measured,
       // or a paced link's rate set by the operator); else the link waits.
-      if (j > h && from > std::uint64_t(j) * L && !(opts_.truth || measured(costs, r.tier_of(j)))) return;
+      if (j > h && from > std::uint64_t(j) * L && !(opts_.truth || learned(costs, r.tier_of(j)))) return;
       auto s = static_cast<std::uint32_t>(from - std::uint64_t(j) * L);
       auto before = out.size();
       detail::grant_loads(
@@ -179,7 +179,7 @@ class two_pointer final : public policy {
     }
   }
 
-  static bool measured(const cost_model& costs, msg::tier t) {
+  static bool learned(const cost_model& costs, msg::tier t) {
     return costs.compute_samples() > 0 && costs.rate_samples(t) > 0;
   }
 
