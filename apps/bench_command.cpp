@@ -648,12 +648,10 @@ class bench {
         return arrival(o) == arrival(rec);
       };
       auto old = std::find_if(records_.begin(), records_.end(), same_point);
-      if (old != records_.end()) {
+      if (old != records_.end())
         *old = rec;
-        records_.erase(std::remove_if(std::next(old), records_.end(), same_point), records_.end());
-        continue;
-      }
-      records_.push_back(rec);
+      else
+        records_.push_back(rec);
     }
     // Written after every point, so that a run cut short keeps what it measured.
     if (!opt_.out_dir.empty()) write_out(markdown(), false);
