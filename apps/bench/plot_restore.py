@@ -111,12 +111,15 @@ def batch(r):
     return r.get("batch") or 1
 
 
+def batch_one(records):
+    """Batch-1 records of prompts submitted together, with a TTFT."""
+    return [r for r in records if batch(r) == 1 and arrival(r) == "together" and r.get("ttft_s") is not None]
+
+
 def main_suffix(records):
-    """The suffix length most batch-1 records have: the context plots use it alone."""
-    counts = {}
-    for r in records:
-        counts[r.get("suffix_tokens")] = counts.get(r.get("suffix_tokens"), 0) + 1
-    return max(counts, key=lambda k: (counts[k], k is not None and k == 256)) if counts else None
+    """The suffix length most records have (256 on a tie): the context plots use it alone."""
+    counts = collections.Counter(r.get("suffix_tokens") for r in records)
+    return max(counts, key=lambda k: (counts[k], k == 256)) if counts else None
 
 
 def policy_lines(ax, pts, xs_all, labels, xlabel):
@@ -133,7 +136,7 @@ def policy_lines(ax, pts, xs_all, labels, xlabel):
 
 
 def plot_ttft_vs_context(records, out):
-    single = [r for r in records if batch(r) == 1 and arrival(r) == "together" and r.get("ttft_s") is not None]
+    single = batch_one(records)
     suffix = main_suffix(single)
     single = [r for r in single if r.get("suffix_tokens") == suffix]
     written = []
@@ -169,7 +172,7 @@ def plot_ttft_vs_context(records, out):
 def plot_ttft_vs_suffix(records, out):
     """Batch-1 TTFT against the uncached suffix length, per tier, for every
     (model, context) measured at more than one suffix."""
-    single = [r for r in records if batch(r) == 1 and arrival(r) == "together" and r.get("ttft_s") is not None]
+    single = batch_one(records)
     written = []
     for tier in sorted({str(r.get("tier")) for r in single}):
         rs = [r for r in single if str(r.get("tier")) == tier]
