@@ -17,12 +17,14 @@ constexpr double slope_scale = 8.0;
 cost_model::cost_model(cost_prior prior)
     : prior_(prior), a_(prior.cell_s), b_(prior.cell_slope_s), rate_(prior.bytes_per_s) {}
 
-cost_model cost_model::fixed(double cell_s, double cell_slope_s, const std::array<double, 4>& bytes_per_s) {
+cost_model cost_model::fixed(double cell_s, double cell_slope_s, const std::array<double, 4>& bytes_per_s,
+                             const std::array<double, 4>& latency_s) {
   cost_prior p;
   p.cell_s = cell_s;
   p.cell_slope_s = cell_slope_s;
   p.bytes_per_s = bytes_per_s;
   cost_model m(p);
+  m.latency_ = latency_s;
   m.frozen_ = true;
   return m;
 }
@@ -89,11 +91,48 @@ void cost_model::observe(const msg::rate_sample& s) {
   if (frozen_ || s.bytes == 0 || s.elapsed_ns == 0) return;
   auto i = static_cast<std::size_t>(s.source);
   if (i >= rate_.size()) return;
-  double sample = double(s.bytes) / (s.elapsed_ns * 1e-9);
-  // The first measurement replaces the prior (a configured nominal rate);
-  // later ones move an EWMA.
-  rate_[i] = rate_samples_[i] == 0 ? sample : prior_.rate_alpha * sample + (1 - prior_.rate_alpha) * rate_[i];
-  ++rate_samples_[i];
+  const double x = double(s.bytes), y = s.elapsed_ns * 1e-9;
+  auto& L = links_[i];
+  const double f = 1 - prior_.rate_alpha;
+  L.s0 = f * L.s0 + 1;
+  L.sx = f * L.sx + x;
+  L.sxx = f * L.sxx + x * x;
+  L.sy = f * L.sy + y;
+  L.sxy = f * L.sxy + x * y;
+  // The first measurement replaces the prior (a configured nominal rate).
+  if (rate_samples_[i]++ == 0) {
+    rate_[i] = x / y;
+    latency_[i] = 0;
+    return;
+  }
+  refit_link(i);
+}
+
+void cost_model::refit_link(std::size_t i) {
+  const auto& L = links_[i];
+  // Least squares of seconds = l + k * bytes, with ridges: l toward 0 (half
+  // a sample's weight) and k toward its last value (a twentieth, at the
+  // samples' mean size). Samples of one size cannot tell latency from
+  // bandwidth; the ridges then keep l near 0 and let k follow the rate.
+  const double mean_x = L.sx / L.s0;
+  const double rl = 0.5, rk = 0.05 * mean_x * mean_x;
+  const double k_prev = 1 / rate_[i];
+  double m00 = L.s0 + rl, m01 = L.sx, m11 = L.sxx + rk;
+  double v0 = L.sy, v1 = L.sxy + rk * k_prev;
+  double det = m00 * m11 - m01 * m01;
+  double l = 0, k = k_prev;
+  if (std::fabs(det) > 0) {
+    l = (v0 * m11 - m01 * v1) / det;
+    k = (m00 * v1 - m01 * v0) / det;
+  }
+  if (!(l >= 0) || !std::isfinite(k)) {
+    // No latency: the rate alone.
+    l = 0;
+    k = v1 / m11;
+  }
+  if (!(k > 0) || !std::isfinite(k) || !std::isfinite(l)) return;
+  rate_[i] = 1 / k;
+  latency_[i] = l;
 }
 
 }  // namespace kvflow::policies

@@ -1,6 +1,7 @@
 #pragma once
 // What restore work costs: per-cell compute time by chunk position and
-// per-tier bandwidth, from a prior until measured completions arrive.
+// per-tier bandwidth and per-grant latency, from a prior until measured
+// completions arrive.
 
 #include <array>
 #include <cstdint>
@@ -17,21 +18,24 @@ struct cost_prior {
   double cell_s = 37e-3 / 32;                                     ///< one cell (chunk x layer) at chunk 0
   double cell_slope_s = (78e-3 - 37e-3) / 32 / 63;                ///< added per chunk of position
   std::array<double, 4> bytes_per_s{400e9, 55e9, 1.5e9, 1.25e9};  ///< by msg::tier
-  double rate_alpha = 0.3;                                        ///< EWMA weight of a new rate sample
+  double rate_alpha = 0.3;                                        ///< weight of a new load sample (old ones decay by 1 - it)
   double compute_forget = 0.98;                                   ///< per-sample decay of old compute samples
 };
 
 /// Compute cost of cell (c, l) = a + b*c seconds (attention grows with the
 /// tokens before the chunk), fitted online by decayed least squares with a
-/// ridge toward the prior; bandwidth per tier is the first rate sample, then
-/// an EWMA of the samples.
+/// ridge toward the prior. A load grant of a tier takes latency + bytes /
+/// bandwidth: the first sample sets the bandwidth (no latency), later ones
+/// refit both by decayed least squares over the grants' sizes (a link that
+/// only ever sees one size keeps its latency near 0 and follows the rate).
 /// Not thread-safe; owned by the scheduler.
 class cost_model {
  public:
   explicit cost_model(cost_prior prior = {});
 
   /// A model that never learns: fixed per-cell line and bandwidths (the oracle's).
-  static cost_model fixed(double cell_s, double cell_slope_s, const std::array<double, 4>& bytes_per_s);
+  static cost_model fixed(double cell_s, double cell_slope_s, const std::array<double, 4>& bytes_per_s,
+                          const std::array<double, 4>& latency_s = {});
 
   /// Seconds to compute one cell of chunk `chunk`.
   double cell_s(std::uint32_t chunk) const { return a_ + b_ * chunk; }
@@ -41,13 +45,17 @@ class cost_model {
   double compute_s(std::uint32_t begin, std::uint32_t end, std::uint32_t layers) const;
   /// Bytes per second of a tier's link.
   double bytes_per_s(msg::tier t) const { return rate_[static_cast<std::size_t>(t)]; }
+  /// Transfer seconds of `bytes` over a tier's link (latency not included).
   double load_s(msg::tier t, double bytes) const { return bytes / bytes_per_s(t); }
+  /// Fixed seconds of one load grant of a tier, beyond its bytes' transfer
+  /// (an O_DIRECT read's or a request's round trip).
+  double latency_s(msg::tier t) const { return latency_[static_cast<std::size_t>(t)]; }
 
   /// Learns from a finished compute grant of two cells or more, except the
   /// first one ever (one-time setup). Loads are ignored here: their rate
   /// comes as a rate_sample, see batch_state::apply(cell_done).
   void observe(const msg::cell_done& done);
-  /// Learns a link's rate from `bytes` moved in `elapsed_ns`.
+  /// Learns a link's latency and rate from one grant's `bytes` moved in `elapsed_ns`.
   void observe(const msg::rate_sample& sample);
 
   std::uint64_t compute_samples() const { return compute_samples_; }
@@ -55,6 +63,7 @@ class cost_model {
 
  private:
   void refit();
+  void refit_link(std::size_t i);
 
   cost_prior prior_;
   bool frozen_ = false;
@@ -65,6 +74,12 @@ class cost_model {
   std::uint64_t compute_samples_ = 0;
   bool seen_first_compute_ = false;
   std::array<std::uint64_t, 4> rate_samples_{};
+  std::array<double, 4> latency_{};
+  // Decayed sums of each tier's per-grant regression seconds = latency + bytes / rate.
+  struct link_sums {
+    double s0 = 0, sx = 0, sxx = 0, sy = 0, sxy = 0;
+  };
+  std::array<link_sums, 4> links_{};
 };
 
 }  // namespace kvflow::policies

@@ -28,6 +28,11 @@ struct policy_options {
   /// Loads in flight per link, in chunks' bytes (a granted load is never
   /// revoked, so this is how much a wrong rate estimate can commit).
   std::uint32_t load_queue_chunks = 2;
+  /// two_pointer loads only where the plan expects that to shorten the
+  /// restore by at least this share: loads commit cells to a link, and on a
+  /// restore of tens of milliseconds the plan's own error (grant latencies,
+  /// suffix rows waiting for their layer) is of that order.
+  double min_load_gain = 0.05;
   /// Largest load grant; 0: one chunk's bytes.
   std::uint64_t max_load_grant_bytes = 0;
   /// The oracle's costs: the true per-cell line and bandwidths of the run.

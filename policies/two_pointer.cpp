@@ -240,7 +240,13 @@ class two_pointer final : public policy {
       return cum[i] + frac * (cum[i + 1] - cum[i]);
     };
     auto compute_left = [&](std::uint64_t z) { return in_flight + at(cum_c_, z) + suffix; };
-    auto load_left = [&](std::uint64_t z) { return committed + cum_l_.back() - at(cum_l_, z); };
+    // Loads are granted a layer row of the claimed chunks at a time: each
+    // layer of the region [z, y) is one more grant's latency.
+    const double grant_latency = y > 0 ? costs.latency_s(r.tier_of(static_cast<std::uint32_t>((y - 1) / L))) : 0.0;
+    auto load_left = [&](std::uint64_t z) {
+      double rows = z < y ? double(std::min<std::uint64_t>(L, y - z)) : 0.0;
+      return committed + cum_l_.back() - at(cum_l_, z) + grant_latency * rows;
+    };
     auto est = [&](std::uint64_t z) {
       double l = load_left(z);
       return std::max(gpu_busy + compute_left(z), l > 0 ? link_busy + l + row : 0.0);
@@ -268,6 +274,8 @@ class two_pointer final : public policy {
       } else if (z > x && est(z - 1) <= est(z)) {
         --z;
       }
+      // Compute everything still free unless loading pays for its risk.
+      if (z < y && est(z) > (1 - opts_.min_load_gain) * est(y)) z = y;
     }
     p.z = z;
     p.compute_s = compute_left(z);
