@@ -191,7 +191,8 @@ def plot_ttft_vs_suffix(records, out):
             ax.set_ylim(bottom=0)
             ax.grid(axis="y", alpha=0.3)
             ax.set_title(f"{model}, {ctx_label(ctx)} context")
-        fig.suptitle(f"Batch-1 restore TTFT against the uncached suffix, cached prefix in {tier_label(tier)}\n"
+        # Two title lines: one case is a narrow figure.
+        fig.suptitle(f"Batch-1 restore TTFT against the uncached suffix\ncached prefix in {tier_label(tier)}, "
                      f"{short_device(rs)}", fontsize=11)
         fig.tight_layout()
         written.append(save(fig, out / f"ttft_vs_suffix_{file_part(tier)}.png"))

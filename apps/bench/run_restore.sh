@@ -27,7 +27,9 @@
 #               0.1-0.3 s restores vary 10-15% run to run) with 3 repeats for
 #               llama-3-8b, llama-2-7b and smollm2-135m; llama-3-8b mixed:10
 #               batch 8, batch 16 at 32k, 64k on disk, and the uncached suffix
-#               swept at 16k (64 to 4096 tokens). Set APPEND_FROM to
+#               swept at 16k (64 to 4096 tokens); also 64k on host, 25 and
+#               10 Gbit/s and the 16k disk point with 5 repeats (B16_CAP:
+#               the batch-16 step's seconds, default 80). Set APPEND_FROM to
 #               the restore.json of the earlier calls (points measured again
 #               replace theirs) and REFS to their prefill_reference JSONs.
 # APPEND_FROM: start OUT_DIR/restore.json from this file instead of empty.
@@ -159,18 +161,26 @@ case "$PROFILE" in
     b1=(--batch 1 --repeats 3 --no-digest --trace-batch -1)
     step acceptance-batch1 120 --preset llama-3-8b --contexts 16384 --tiers disk,25,10 --batch 1 --repeats 2 \
       --trace-batch -1
+    # The O_DIRECT disk's rate drifts between runs on the VM (0.75-1.25 GB/s
+    # for 4 MiB reads within minutes): the disk point again, median of 5.
+    step acceptance-disk5 120 --preset llama-3-8b --contexts 16384 --tiers disk --batch 1 --repeats 5 \
+      --no-digest --trace-batch -1
     step llama-3-8b-short 90 --preset llama-3-8b --contexts 4096,8192 --tiers host,disk,40,25,10 "${b1[@]}"
     step llama-2-7b-b1 60 --preset llama-2-7b --contexts 4095 --tiers host,disk,40,25,10 "${b1[@]}"
     step smollm2-135m-b1 45 --preset smollm2-135m --contexts 4096,8191 --tiers host,disk,40,25,10,1 "${b1[@]}"
     step llama-3-8b-mixed 120 --preset llama-3-8b --contexts 4096,8192,16384,32768 --tiers mixed:10 --batch 8 \
       --repeats 1 --no-digest --trace-batch -1
-    step llama-3-8b-b16-32k 80 --preset llama-3-8b --contexts 32768 --tiers 10 --batch 16 --repeats 1 --no-digest \
-      --trace-batch -1
     step llama-3-8b-64k 70 --preset llama-3-8b --contexts 65536 --tiers disk --batch 1 --repeats 1 --no-digest \
       --trace-batch -1
-    # The uncached suffix swept (a step's SUFFIX overrides the default 256).
-    SUFFIX=64,256,1024,4096 step llama-3-8b-suffix 90 --preset llama-3-8b --contexts 16384 --tiers disk,10 \
+    step llama-3-8b-64k-links 150 --preset llama-3-8b --contexts 65536 --tiers host,25,10 --batch 1 --repeats 1 \
+      --no-digest --trace-batch -1
+    # The uncached suffix swept (a step's SUFFIX overrides the default 256;
+    # 256 itself is measured above, and a point measured again replaces its record).
+    SUFFIX=64,1024,4096 step llama-3-8b-suffix 90 --preset llama-3-8b --contexts 16384 --tiers disk,10 \
       --batch 1 --repeats 1 --no-digest --trace-batch -1
+    # Last: the longest step (its load_only alone moves 69 GB at 10 Gbit/s).
+    step llama-3-8b-b16-32k ${B16_CAP:-80} --preset llama-3-8b --contexts 32768 --tiers 10 --batch 16 --repeats 1 \
+      --no-digest --trace-batch -1
     ;;
   *)
     echo "unknown profile '$PROFILE' (acceptance, sweep, sweep-l3 or fill)" >&2
