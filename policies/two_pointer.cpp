@@ -240,8 +240,11 @@ class two_pointer final : public policy {
       return cum[i] + frac * (cum[i + 1] - cum[i]);
     };
     auto compute_left = [&](std::uint64_t z) { return in_flight + at(cum_c_, z) + suffix; };
-    // Loads are granted a layer row of the claimed chunks at a time: each
-    // layer of the region [z, y) is one more grant's latency.
+    // One grant's latency per layer of the region [z, y): after the pointers
+    // meet, loads go a layer row of adjacent chunks a grant. Before, a
+    // claimed chunk loads a layer a grant, so this undercounts there. The
+    // term matters where a layer's transfer is about as short as the
+    // latency (smollm2's 786 KB layers: 0.6 ms from the H100 machine's disk).
     const double grant_latency = y > 0 ? costs.latency_s(r.tier_of(static_cast<std::uint32_t>((y - 1) / L))) : 0.0;
     auto load_left = [&](std::uint64_t z) {
       double rows = z < y ? double(std::min<std::uint64_t>(L, y - z)) : 0.0;
