@@ -181,7 +181,8 @@ struct runtime::impl {
     auto id = next_id++;
     auto ws = std::make_shared<workspace>(id, tokens, opts.chunk_tokens, *engine);
     auto salt = opts.tenant_salt + "#" + std::to_string(cache_epoch.load());
-    ws->keys() = devices::chunk_keys(engine->fingerprint(), salt, ws->tokens(), static_cast<std::size_t>(opts.chunk_tokens));
+    ws->keys() =
+        devices::chunk_keys(engine->fingerprint(), salt, ws->tokens(), static_cast<std::size_t>(opts.chunk_tokens));
     request_env env{scheduler, gpu, tiers};
     request_params p;
     p.policy = so.policy.empty() ? opts.policy : so.policy;
@@ -217,8 +218,12 @@ struct runtime::impl {
     if (opts.disk_gbps > 0) prior.bytes_per_s[static_cast<std::size_t>(msg::tier::disk)] = opts.disk_gbps * 1e9 / 8;
     scheduler = sys->spawn(scheduler_actor, opts.policy, caps, prior);
     gpu = sys->spawn<caf::detached>(gpu_actor, engine, 0u);
-    if (opts.host_tier_gb > 0) tiers.emplace_back(msg::tier::host, sys->spawn<caf::detached>(tier_actor, store, msg::tier::host));
-    tiers.emplace_back(msg::tier::disk, sys->spawn<caf::detached>(tier_actor, store, msg::tier::disk));
+    if (opts.host_tier_gb > 0)
+      tiers.emplace_back(msg::tier::host,
+                         sys->spawn<caf::detached>(tier_actor, store, msg::tier::host, std::uint64_t{0}));
+    tiers.emplace_back(msg::tier::disk,
+                       sys->spawn<caf::detached>(tier_actor, store, msg::tier::disk,
+                                                 caps.load_bytes[static_cast<std::size_t>(msg::tier::disk)]));
   }
 };
 
@@ -307,9 +312,8 @@ void runtime::flush() {
   caf::scoped_actor self{*impl_->sys};
   for (auto& t : impl_->tiers)
     self->request(t.second, std::chrono::minutes(5), flush_atom::value)
-        .receive([](bool) {}, [&](caf::error& e) {
-          throw error(errc::io_failure, "tier flush: " + impl_->sys->render(e));
-        });
+        .receive([](bool) {},
+                 [&](caf::error& e) { throw error(errc::io_failure, "tier flush: " + impl_->sys->render(e)); });
 }
 
 void runtime::set_disk_rate(double gbps) {

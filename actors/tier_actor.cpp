@@ -1,7 +1,7 @@
 #include "actors/tier_actor.hpp"
 
+#include <algorithm>
 #include <chrono>
-#include <condition_variable>
 #include <cstring>
 #include <mutex>
 #include <string>
@@ -46,8 +46,7 @@ span_target target_of(workspace& ws, std::uint32_t c, devices::layer_range layer
 }
 
 // Copies layers of chunks [begin, end) from the host tier into the workspace.
-void load_from_host(state_t* self, workspace& ws, std::uint32_t begin, std::uint32_t end,
-                    devices::layer_range layers) {
+void load_from_host(state_t* self, workspace& ws, std::uint32_t begin, std::uint32_t end, devices::layer_range layers) {
   auto& st = self->state;
   for (auto c = begin; c < end; ++c) {
     auto t = target_of(ws, c, layers);
@@ -60,58 +59,123 @@ void load_from_host(state_t* self, workspace& ws, std::uint32_t begin, std::uint
   }
 }
 
-// Reads layers of chunks [begin, end) from disk, all chunks at once (up to
-// the store's I/O depth in flight) into slices of the pinned staging buffer,
-// and copies each to the device as its read completes, on the completing
-// thread. Waits for every chunk before returning.
-void load_from_disk(state_t* self, workspace& ws, std::uint32_t begin, std::uint32_t end,
-                    devices::layer_range layers) {
+// A staging buffer of at least `bytes`: the smallest spare that fits, else a
+// new one (page-locking is slow, so buffers are kept and reused).
+devices::pinned_buffer take_staging(tier_state& st, std::size_t bytes) {
+  auto it = st.spare.lower_bound(bytes);
+  if (it == st.spare.end()) return devices::pinned_buffer(bytes);
+  devices::pinned_buffer b = std::move(it->second);
+  st.spare.erase(it);
+  return b;
+}
+
+// Starts reading layers of chunks [begin, end) of grant `id` from disk, all
+// chunks at once (the store queues reads beyond its I/O depth), each into a
+// staging buffer of its own. Each read is
+// checked and copied to the device on the I/O thread as it completes; the
+// last one sends (landed_atom, id, finished_ns, bytes, failure) to the actor.
+// Not waiting here is the point: the next grant's reads are submitted while
+// this one's are still on the link, so the link does not idle through
+// checksums, copies and the round trip of a grant through the actors.
+void start_disk_load(state_t* self, std::uint64_t id, std::uint32_t begin, std::uint32_t end,
+                     devices::layer_range layers) {
   auto& st = self->state;
+  auto& p = st.pending.at(id);
   auto& disk = st.store->disk();
-  const std::size_t slice = (disk.staging_bytes(layers) + 4095) / 4096 * 4096;
+  const std::size_t slice = devices::align_up(disk.staging_bytes(layers));
   const std::size_t n = end - begin;
-  if (st.staging.size() < slice * n) st.staging = devices::pinned_buffer(slice * n);
-  std::mutex m;
-  std::condition_variable cv;
-  std::size_t left = n;
-  std::uint64_t moved = 0;
-  std::string failed;
+  for (std::size_t i = 0; i < n; ++i) p.staging.push_back(take_staging(st, slice));
+  struct progress {
+    std::mutex m;
+    std::size_t left;
+    std::uint64_t moved = 0;
+    std::string failed;
+  };
+  auto prog = std::make_shared<progress>();
+  prog->left = n;
+  auto me = caf::actor_cast<caf::actor>(self);
+  workspace_ptr ws = p.ws;
+  // Called once per chunk, by its read or by a submission that failed.
+  auto landed = [prog, me, id](const std::string& why, std::uint64_t bytes) {
+    std::lock_guard<std::mutex> lock(prog->m);
+    if (why.empty()) prog->moved += bytes;
+    if (!why.empty() && prog->failed.empty()) prog->failed = why;
+    if (--prog->left == 0) caf::anon_send(me, landed_atom::value, id, now_ns(), prog->moved, prog->failed);
+  };
   for (auto c = begin; c < end; ++c) {
-    auto t = target_of(ws, c, layers);
-    auto* staging = st.staging.data() + (c - begin) * slice;
-    // No promotion here: it would read the whole chunk again over the same
-    // (paced) link while the restore still needs it.
-    disk.read_async(ws.keys().at(c), layers, staging, [&, c, t](bool ok, const std::uint8_t* data, std::size_t bytes) {
-      std::string why;
-      if (!ok) {
-        why = "disk tier lost chunk " + std::to_string(c) + " (" + devices::key_hex(ws.keys().at(c)) + ")";
-      } else if (bytes != t.bytes) {
-        why = "disk tier read " + std::to_string(bytes) + " bytes of chunk " + std::to_string(c) + ", want " +
-              std::to_string(t.bytes);
-      } else {
-        try {
-          ws.engine().to_backend(t.dst, data, bytes);
-        } catch (const std::exception& e) {
-          why = e.what();
-        }
-      }
-      std::lock_guard<std::mutex> lock(m);
-      if (why.empty()) moved += bytes;
-      if (!why.empty() && failed.empty()) failed = why;
-      if (--left == 0) cv.notify_all();
-    });
+    auto t = target_of(*ws, c, layers);
+    auto* staging = p.staging[c - begin].data();
+    try {
+      // No promotion here: it would read the whole chunk again over the same
+      // (paced) link while the restore still needs it.
+      disk.read_async(
+          ws->keys().at(c), layers, staging, [landed, ws, c, t](bool ok, const std::uint8_t* data, std::size_t bytes) {
+            std::string why;
+            if (!ok) {
+              why = "disk tier lost chunk " + std::to_string(c) + " (" + devices::key_hex(ws->keys().at(c)) + ")";
+            } else if (bytes != t.bytes) {
+              why = "disk tier read " + std::to_string(bytes) + " bytes of chunk " + std::to_string(c) + ", want " +
+                    std::to_string(t.bytes);
+            } else {
+              try {
+                ws->engine().to_backend(t.dst, data, bytes);
+              } catch (const std::exception& e) {
+                why = e.what();
+              }
+            }
+            landed(why, bytes);
+          });
+    } catch (const std::exception& e) {
+      landed("disk read of chunk " + std::to_string(c) + " not started: " + e.what(), 0);
+    }
   }
-  std::unique_lock<std::mutex> lock(m);
-  cv.wait(lock, [&] { return left == 0; });
+}
+
+// Answers disk grant `id`, whose reads have all landed.
+void answer_disk_load(state_t* self, std::uint64_t id, std::uint64_t finished_ns, std::uint64_t moved,
+                      const std::string& failed) {
+  auto& st = self->state;
+  auto it = st.pending.find(id);
+  if (it == st.pending.end()) return;
+  auto& p = it->second;
+  for (auto& b : p.staging) {
+    auto size = b.size();
+    st.spare.emplace(size, std::move(b));
+  }
   st.bytes_loaded += moved;
-  if (!failed.empty()) throw error(errc::not_found, failed);
+  if (!failed.empty()) {
+    p.reply.deliver(make_error(errc::not_found, failed));
+  } else {
+    // The link works on queued grants back to back: this one had it from
+    // when it came in or when the one before it landed, whichever is later.
+    // The cost model learns each link's rate and per-grant latency from
+    // these times, so overlapping reads must not count twice.
+    p.done.started_ns = std::max(p.received_ns, st.last_finished_ns);
+    p.done.finished_ns = std::max(finished_ns, p.done.started_ns);
+    p.done.bytes = moved;
+    st.last_finished_ns = p.done.finished_ns;
+    p.reply.deliver(msg::encode(p.done));
+  }
+  st.pending.erase(it);
 }
 
 }  // namespace
 
-caf::behavior tier_actor(state_t* self, std::shared_ptr<devices::chunk_store> store, msg::tier which) {
+caf::behavior tier_actor(state_t* self, std::shared_ptr<devices::chunk_store> store, msg::tier which,
+                         std::uint64_t staging_bytes) {
   self->state.store = std::move(store);
   self->state.which = which;
+  if (which == msg::tier::disk && staging_bytes > 0) {
+    auto& disk = self->state.store->disk();
+    const std::size_t slice = devices::align_up(disk.staging_bytes({0, 1}));
+    try {
+      for (std::uint64_t made = 0; made < staging_bytes; made += slice)
+        self->state.spare.emplace(slice, devices::pinned_buffer(slice));
+    } catch (const std::exception& e) {
+      logger("tiers")->warn("disk tier: read buffers page-locked up to {} of {} bytes: {}",
+                            self->state.spare.size() * slice, staging_bytes, e.what());
+    }
+  }
   return {
       [=](const msg::frame& f) -> caf::result<msg::frame> {
         auto decoded = msg::decode(f);
@@ -128,27 +192,51 @@ caf::behavior tier_actor(state_t* self, std::shared_ptr<devices::chunk_store> st
           return make_error(errc::invalid_argument, std::string("tier ") + msg::to_string(self->state.which) +
                                                         " takes load grants for itself only");
         if (g->cells.chunk_end > ws->keys().size())
-          return make_error(errc::out_of_range, "load grant beyond the cached chunks of request " +
-                                                    std::to_string(g->request_id));
+          return make_error(errc::out_of_range,
+                            "load grant beyond the cached chunks of request " + std::to_string(g->request_id));
         msg::cell_done done;
         done.request_id = g->request_id;
         done.grant_id = g->grant_id;
         done.act = msg::action::load;
         done.cells = g->cells;
         done.started_ns = now_ns();
-        auto before = self->state.bytes_loaded;
+        devices::layer_range layers{g->cells.layer_begin, g->cells.layer_end};
+        auto& st = self->state;
+        if (st.which == msg::tier::disk) {
+          auto id = st.next_load++;
+          auto& p = st.pending[id];
+          p.reply = self->make_response_promise();
+          p.done = done;
+          p.received_ns = done.started_ns;
+          p.ws = ws;
+          auto reply = p.reply;
+          try {
+            start_disk_load(self, id, g->cells.chunk_begin, g->cells.chunk_end, layers);
+          } catch (const std::exception& e) {
+            // Only taking staging buffers throws (every read reports its
+            // own failure), so no read of this grant is in flight.
+            for (auto& b : st.pending.at(id).staging) {
+              auto size = b.size();
+              st.spare.emplace(size, std::move(b));
+            }
+            st.pending.erase(id);
+            reply.deliver(make_error(errc::io_failure, std::string("disk load of request ") +
+                                                           std::to_string(g->request_id) + ": " + e.what()));
+          }
+          return reply;
+        }
+        auto before = st.bytes_loaded;
         try {
-          devices::layer_range layers{g->cells.layer_begin, g->cells.layer_end};
-          if (self->state.which == msg::tier::host)
-            load_from_host(self, *ws, g->cells.chunk_begin, g->cells.chunk_end, layers);
-          else
-            load_from_disk(self, *ws, g->cells.chunk_begin, g->cells.chunk_end, layers);
+          load_from_host(self, *ws, g->cells.chunk_begin, g->cells.chunk_end, layers);
         } catch (const error& e) {
           return make_error(e);
         }
         done.finished_ns = now_ns();
-        done.bytes = self->state.bytes_loaded - before;
+        done.bytes = st.bytes_loaded - before;
         return msg::encode(done);
+      },
+      [=](landed_atom, std::uint64_t id, std::uint64_t finished_ns, std::uint64_t moved, const std::string& failed) {
+        answer_disk_load(self, id, finished_ns, moved, failed);
       },
       [=](flush_atom) {
         self->state.store->flush();

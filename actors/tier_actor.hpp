@@ -1,12 +1,17 @@
 #pragma once
 // A tier actor: one storage tier (host or disk) of a chunk store. Answers
 // lookups, carries out load grants into a request's workspace and stores a
-// request's new chunks. Spawn detached: reads and copies run on its thread.
+// request's new chunks. Spawn detached: host copies and page-locking run on
+// its thread.
 
+#include <cstdint>
+#include <map>
 #include <memory>
+#include <vector>
 
 #include <caf/actor.hpp>
 #include <caf/event_based_actor.hpp>
+#include <caf/response_promise.hpp>
 #include <caf/stateful_actor.hpp>
 
 #include "actors/workspace.hpp"
@@ -15,11 +20,23 @@
 
 namespace kvflow {
 
+/// A disk load grant whose reads are in flight.
+struct pending_load {
+  caf::response_promise reply;
+  msg::cell_done done;                          // filled in but for the times and bytes
+  std::uint64_t received_ns = 0;                // when the grant came in
+  std::vector<devices::pinned_buffer> staging;  // a chunk's read each; back to the spares when answered
+  workspace_ptr ws;                             // kept alive until its reads have landed
+};
+
 struct tier_state {
   std::shared_ptr<devices::chunk_store> store;
   msg::tier which = msg::tier::host;
-  devices::pinned_buffer staging;  ///< disk reads and device-to-host copies
   std::uint64_t bytes_loaded = 0;
+  std::map<std::uint64_t, pending_load> pending;             // disk grants by arrival
+  std::multimap<std::size_t, devices::pinned_buffer> spare;  // staging buffers free, by size
+  std::uint64_t next_load = 0;
+  std::uint64_t last_finished_ns = 0;
   static inline const char* name = "kvflow.tier";
 };
 
@@ -28,11 +45,17 @@ struct tier_state {
 ///   (frame grant{load}, workspace_ptr) -> frame cellDone: copies the granted
 ///       layer span of each chunk into the workspace's blocks (one copy per
 ///       chunk: a layer range is contiguous); a chunk gone since the lookup
-///       is an error naming it;
+///       is an error naming it. The disk tier does not wait for a grant's
+///       reads: the next grant's reads queue behind them, and each grant is
+///       answered when its last read has landed, checked and been copied;
 ///   (store_atom, workspace_ptr, uint32 first, uint32 end): stores the
 ///       workspace's chunks [first, end) in the host tier and writes them
 ///       behind to disk; never waits for the disk.
+///
+/// A disk tier page-locks `staging_bytes` of one-layer read buffers when it
+/// starts (the scheduler's cap on its loads in flight), so that no restore
+/// pays for it; more are made and kept when grants need them.
 caf::behavior tier_actor(caf::stateful_actor<tier_state>* self, std::shared_ptr<devices::chunk_store> store,
-                         msg::tier which);
+                         msg::tier which, std::uint64_t staging_bytes);
 
 }  // namespace kvflow

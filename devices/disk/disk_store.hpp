@@ -74,8 +74,9 @@ class disk_store {
   std::size_t staging_bytes(layer_range layers) const;
   /// Reads `layers` (within the stored ones) as one read into `staging`
   /// (at least staging_bytes(layers), 4 KiB-aligned, alive until `done`),
-  /// checks each layer's XXH3 and calls done. Blocks only while io_depth
-  /// reads are in flight; a miss (absent, short, corrupt) calls done(false).
+  /// checks each layer's XXH3 and calls done. Does not wait for I/O: reads
+  /// beyond io_depth in flight queue in order; a miss (absent, short,
+  /// corrupt) calls done(false).
   /// `done` may enqueue a GPU copy but must not call read_async (it runs on
   /// the thread that completes reads).
   void read_async(const msg::chunk_key& key, layer_range layers, std::uint8_t* staging, read_fn done);

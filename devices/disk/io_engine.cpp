@@ -52,8 +52,11 @@ class uring_engine final : public io_engine {
 
   void read(int fd, void* buf, std::size_t bytes, std::uint64_t offset, done_fn done) override {
     auto* r = new request{fd, static_cast<std::uint8_t*>(buf), bytes, offset, 0, std::move(done)};
-    std::unique_lock<std::mutex> lock(mutex_);
-    space_.wait(lock, [this] { return in_flight_ < depth_; });
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (in_flight_ == depth_) {
+      waiting_.push_back(r);
+      return;
+    }
     ++in_flight_;
     submit_locked(r);
   }
@@ -95,13 +98,20 @@ class uring_engine final : public io_engine {
         continue;
       }
       const long long result = res < 0 ? res : static_cast<long long>(r->done_bytes) + res;
-      r->done(result);
-      delete r;
+      // The next queued read takes the slot before this one's completion
+      // runs (checksums, copies), so the device is not left idle meanwhile.
       {
         std::lock_guard<std::mutex> lock(mutex_);
-        --in_flight_;
+        if (waiting_.empty()) {
+          --in_flight_;
+        } else {
+          submit_locked(waiting_.front());
+          waiting_.pop_front();
+        }
       }
       space_.notify_all();
+      r->done(result);
+      delete r;
     }
   }
 
@@ -110,6 +120,7 @@ class uring_engine final : public io_engine {
   std::mutex mutex_;
   std::condition_variable space_;
   unsigned in_flight_ = 0;
+  std::deque<request*> waiting_;  // beyond depth_, in submission order
   bool stopping_ = false;
   std::thread reaper_;
 };
@@ -130,10 +141,10 @@ class pread_engine final : public io_engine {
   const char* name() const override { return "pread"; }
 
   void read(int fd, void* buf, std::size_t bytes, std::uint64_t offset, done_fn done) override {
-    std::unique_lock<std::mutex> lock(mutex_);
-    space_.wait(lock, [this] { return queue_.size() + busy_ < depth_; });
-    queue_.push_back(request{fd, static_cast<std::uint8_t*>(buf), bytes, offset, 0, std::move(done)});
-    lock.unlock();
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      queue_.push_back(request{fd, static_cast<std::uint8_t*>(buf), bytes, offset, 0, std::move(done)});
+    }
     wake_.notify_one();
   }
 
@@ -145,7 +156,6 @@ class pread_engine final : public io_engine {
       if (queue_.empty()) return;
       request r = std::move(queue_.front());
       queue_.pop_front();
-      ++busy_;
       lock.unlock();
       long long result = 0;
       while (r.done_bytes < r.bytes) {
@@ -161,18 +171,13 @@ class pread_engine final : public io_engine {
       }
       if (result == 0) result = static_cast<long long>(r.done_bytes);
       r.done(result);
-      lock.lock();
-      --busy_;
-      lock.unlock();
-      space_.notify_all();
     }
   }
 
   unsigned depth_;
   std::mutex mutex_;
-  std::condition_variable wake_, space_;
-  std::deque<request> queue_;
-  unsigned busy_ = 0;
+  std::condition_variable wake_;
+  std::deque<request> queue_;  // not started yet, in submission order
   bool stopping_ = false;
   std::vector<std::thread> workers_;
 };

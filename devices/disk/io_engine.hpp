@@ -18,8 +18,9 @@ class io_engine {
 
   virtual ~io_engine() = default;
   /// Reads [offset, offset + bytes) of `fd` into `buf`. For an O_DIRECT fd,
-  /// buf, offset and bytes must be 4 KiB-aligned. Blocks only while `depth`
-  /// reads are already in flight. The fd must stay open until `done` runs.
+  /// buf, offset and bytes must be 4 KiB-aligned. Never waits: beyond `depth`
+  /// reads in flight, reads queue and start in submission order. The fd must
+  /// stay open until `done` runs.
   virtual void read(int fd, void* buf, std::size_t bytes, std::uint64_t offset, done_fn done) = 0;
   /// "io_uring" or "pread".
   virtual const char* name() const = 0;
