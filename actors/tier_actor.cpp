@@ -3,8 +3,10 @@
 #include <algorithm>
 #include <chrono>
 #include <cstring>
+#include <iterator>
 #include <mutex>
 #include <string>
+#include <vector>
 
 #include "actors/atoms.hpp"
 #include "actors/clock.hpp"
@@ -59,24 +61,54 @@ void load_from_host(state_t* self, workspace& ws, std::uint32_t begin, std::uint
   }
 }
 
+}  // namespace
+
+struct disk_reads {
+  std::mutex m;
+  std::size_t left = 0;
+  std::uint64_t moved = 0;
+  std::string failed;
+  // One per chunk; the I/O thread writes them until `left` is 0.
+  std::vector<devices::pinned_buffer> staging;
+  workspace_ptr ws;
+};
+
+namespace {
+
 // A staging buffer of at least `bytes`: the smallest spare that fits, else a
 // new one (page-locking is slow, so buffers are kept and reused).
 devices::pinned_buffer take_staging(tier_state& st, std::size_t bytes) {
   auto it = st.spare.lower_bound(bytes);
   if (it == st.spare.end()) return devices::pinned_buffer(bytes);
   devices::pinned_buffer b = std::move(it->second);
+  st.spare_bytes -= it->first;
   st.spare.erase(it);
   return b;
 }
 
+void keep_staging(tier_state& st, std::vector<devices::pinned_buffer>& buffers) {
+  for (auto& b : buffers) {
+    auto size = b.size();
+    st.spare.emplace(size, std::move(b));
+    st.spare_bytes += size;
+  }
+  buffers.clear();
+  while (st.spare_bytes > st.spare_cap && !st.spare.empty()) {
+    auto largest = std::prev(st.spare.end());
+    st.spare_bytes -= largest->first;
+    st.spare.erase(largest);
+  }
+}
+
 // Starts reading layers of chunks [begin, end) of grant `id` from disk, all
 // chunks at once (the store queues reads beyond its I/O depth), each into a
-// staging buffer of its own. Each read is
-// checked and copied to the device on the I/O thread as it completes; the
-// last one sends (landed_atom, id, finished_ns, bytes, failure) to the actor.
-// Not waiting here is the point: the next grant's reads are submitted while
-// this one's are still on the link, so the link does not idle through
-// checksums, copies and the round trip of a grant through the actors.
+// staging buffer of its own. Each read is checked and copied to the device on
+// the I/O thread as it completes; the last one sends (landed_atom, id,
+// finished_ns, bytes, failure) to the actor. Not waiting here is the point:
+// the next grant's reads are submitted while this one's are still on the
+// link, so the link does not idle through checksums, copies and the round
+// trip of a grant through the actors. Throws only before any read started
+// (no staging memory).
 void start_disk_load(state_t* self, std::uint64_t id, std::uint32_t begin, std::uint32_t end,
                      devices::layer_range layers) {
   auto& st = self->state;
@@ -84,27 +116,26 @@ void start_disk_load(state_t* self, std::uint64_t id, std::uint32_t begin, std::
   auto& disk = st.store->disk();
   const std::size_t slice = devices::align_up(disk.staging_bytes(layers));
   const std::size_t n = end - begin;
-  for (std::size_t i = 0; i < n; ++i) p.staging.push_back(take_staging(st, slice));
-  struct progress {
-    std::mutex m;
-    std::size_t left;
-    std::uint64_t moved = 0;
-    std::string failed;
-  };
-  auto prog = std::make_shared<progress>();
-  prog->left = n;
+  auto reads = p.reads;
+  try {
+    for (std::size_t i = 0; i < n; ++i) reads->staging.push_back(take_staging(st, slice));
+  } catch (...) {
+    keep_staging(st, reads->staging);
+    throw;
+  }
+  reads->left = n;
   auto me = caf::actor_cast<caf::actor>(self);
-  workspace_ptr ws = p.ws;
   // Called once per chunk, by its read or by a submission that failed.
-  auto landed = [prog, me, id](const std::string& why, std::uint64_t bytes) {
-    std::lock_guard<std::mutex> lock(prog->m);
-    if (why.empty()) prog->moved += bytes;
-    if (!why.empty() && prog->failed.empty()) prog->failed = why;
-    if (--prog->left == 0) caf::anon_send(me, landed_atom::value, id, now_ns(), prog->moved, prog->failed);
+  auto landed = [reads, me, id](const std::string& why, std::uint64_t bytes) {
+    std::lock_guard<std::mutex> lock(reads->m);
+    if (why.empty()) reads->moved += bytes;
+    if (!why.empty() && reads->failed.empty()) reads->failed = why;
+    if (--reads->left == 0) caf::anon_send(me, landed_atom::value, id, now_ns());
   };
+  const auto& ws = reads->ws;
   for (auto c = begin; c < end; ++c) {
     auto t = target_of(*ws, c, layers);
-    auto* staging = p.staging[c - begin].data();
+    auto* staging = reads->staging[c - begin].data();
     try {
       // No promotion here: it would read the whole chunk again over the same
       // (paced) link while the restore still needs it.
@@ -132,16 +163,20 @@ void start_disk_load(state_t* self, std::uint64_t id, std::uint32_t begin, std::
 }
 
 // Answers disk grant `id`, whose reads have all landed.
-void answer_disk_load(state_t* self, std::uint64_t id, std::uint64_t finished_ns, std::uint64_t moved,
-                      const std::string& failed) {
+void answer_disk_load(state_t* self, std::uint64_t id, std::uint64_t finished_ns) {
   auto& st = self->state;
   auto it = st.pending.find(id);
   if (it == st.pending.end()) return;
   auto& p = it->second;
-  for (auto& b : p.staging) {
-    auto size = b.size();
-    st.spare.emplace(size, std::move(b));
+  auto& reads = *p.reads;
+  std::uint64_t moved = 0;
+  std::string failed;
+  {
+    std::lock_guard<std::mutex> lock(reads.m);
+    moved = reads.moved;
+    failed = std::move(reads.failed);
   }
+  keep_staging(st, reads.staging);
   st.bytes_loaded += moved;
   if (!failed.empty()) {
     p.reply.deliver(make_error(errc::not_found, failed));
@@ -165,17 +200,33 @@ caf::behavior tier_actor(state_t* self, std::shared_ptr<devices::chunk_store> st
                          std::uint64_t staging_bytes) {
   self->state.store = std::move(store);
   self->state.which = which;
+  auto& st0 = self->state;
+  st0.spare_cap = 2 * staging_bytes;
   if (which == msg::tier::disk && staging_bytes > 0) {
-    auto& disk = self->state.store->disk();
+    auto& disk = st0.store->disk();
     const std::size_t slice = devices::align_up(disk.staging_bytes({0, 1}));
     try {
-      for (std::uint64_t made = 0; made < staging_bytes; made += slice)
-        self->state.spare.emplace(slice, devices::pinned_buffer(slice));
+      for (std::uint64_t made = 0; made < staging_bytes; made += slice) {
+        st0.spare.emplace(slice, devices::pinned_buffer(slice));
+        st0.spare_bytes += slice;
+      }
     } catch (const std::exception& e) {
-      logger("tiers")->warn("disk tier: read buffers page-locked up to {} of {} bytes: {}",
-                            self->state.spare.size() * slice, staging_bytes, e.what());
+      logger("tiers")->warn("disk tier: read buffers made up to {} of {} bytes: {}", st0.spare_bytes, staging_bytes,
+                            e.what());
     }
   }
+  // Reads in flight keep their buffers (disk_reads); their grants are
+  // answered now, or their requests would wait for their step timeout.
+  self->set_exit_handler([self](caf::exit_msg& m) {
+    if (!m.reason) return;  // a normal exit of a linked actor, as CAF's default handler
+    auto& st = self->state;
+    for (auto& [id, p] : st.pending)
+      p.reply.deliver(make_error(errc::peer_down, "disk tier stopped before the reads of grant " +
+                                                      std::to_string(p.done.grant_id) + " of request " +
+                                                      std::to_string(p.done.request_id) + " landed"));
+    st.pending.clear();
+    self->quit(m.reason);
+  });
   return {
       [=](const msg::frame& f) -> caf::result<msg::frame> {
         auto decoded = msg::decode(f);
@@ -208,20 +259,15 @@ caf::behavior tier_actor(state_t* self, std::shared_ptr<devices::chunk_store> st
           p.reply = self->make_response_promise();
           p.done = done;
           p.received_ns = done.started_ns;
-          p.ws = ws;
+          p.reads = std::make_shared<disk_reads>();
+          p.reads->ws = ws;
           auto reply = p.reply;
           try {
             start_disk_load(self, id, g->cells.chunk_begin, g->cells.chunk_end, layers);
           } catch (const std::exception& e) {
-            // Only taking staging buffers throws (every read reports its
-            // own failure), so no read of this grant is in flight.
-            for (auto& b : st.pending.at(id).staging) {
-              auto size = b.size();
-              st.spare.emplace(size, std::move(b));
-            }
             st.pending.erase(id);
-            reply.deliver(make_error(errc::io_failure, std::string("disk load of request ") +
-                                                           std::to_string(g->request_id) + ": " + e.what()));
+            reply.deliver(make_error(errc::io_failure, "disk load of request " + std::to_string(g->request_id) +
+                                                           ": no staging memory: " + e.what()));
           }
           return reply;
         }
@@ -235,9 +281,7 @@ caf::behavior tier_actor(state_t* self, std::shared_ptr<devices::chunk_store> st
         done.bytes = st.bytes_loaded - before;
         return msg::encode(done);
       },
-      [=](landed_atom, std::uint64_t id, std::uint64_t finished_ns, std::uint64_t moved, const std::string& failed) {
-        answer_disk_load(self, id, finished_ns, moved, failed);
-      },
+      [=](landed_atom, std::uint64_t id, std::uint64_t finished_ns) { answer_disk_load(self, id, finished_ns); },
       [=](flush_atom) {
         self->state.store->flush();
         return true;

@@ -20,13 +20,17 @@
 
 namespace kvflow {
 
+/// The reads of one disk grant (tier_actor.cpp): shared with the I/O
+/// thread's completions, so that its buffers and workspace outlive the actor
+/// if it stops first.
+struct disk_reads;
+
 /// A disk load grant whose reads are in flight.
 struct pending_load {
   caf::response_promise reply;
-  msg::cell_done done;                          // filled in but for the times and bytes
-  std::uint64_t received_ns = 0;                // when the grant came in
-  std::vector<devices::pinned_buffer> staging;  // a chunk's read each; back to the spares when answered
-  workspace_ptr ws;                             // kept alive until its reads have landed
+  msg::cell_done done;            // filled in but for the times and bytes
+  std::uint64_t received_ns = 0;  // when the grant came in
+  std::shared_ptr<disk_reads> reads;
 };
 
 struct tier_state {
@@ -35,6 +39,8 @@ struct tier_state {
   std::uint64_t bytes_loaded = 0;
   std::map<std::uint64_t, pending_load> pending;             // disk grants by arrival
   std::multimap<std::size_t, devices::pinned_buffer> spare;  // staging buffers free, by size
+  std::uint64_t spare_bytes = 0;
+  std::uint64_t spare_cap = 0;  // spares beyond it are freed, largest first
   std::uint64_t next_load = 0;
   std::uint64_t last_finished_ns = 0;
   static inline const char* name = "kvflow.tier";
@@ -53,8 +59,11 @@ struct tier_state {
 ///       behind to disk; never waits for the disk.
 ///
 /// A disk tier page-locks `staging_bytes` of one-layer read buffers when it
-/// starts (the scheduler's cap on its loads in flight), so that no restore
-/// pays for it; more are made and kept when grants need them.
+/// starts (the scheduler's cap on its loads in flight), so that restores of
+/// one-layer grants (two_pointer's, load_only's) do not pay for it; buffers
+/// of other sizes are made when grants need them and kept up to twice that.
+/// Grants still reading when the actor is told to exit are answered with an
+/// error (peer_down).
 caf::behavior tier_actor(caf::stateful_actor<tier_state>* self, std::shared_ptr<devices::chunk_store> store,
                          msg::tier which, std::uint64_t staging_bytes);
 

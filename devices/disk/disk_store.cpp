@@ -347,7 +347,13 @@ void disk_store::read_async(const msg::chunk_key& key, layer_range layers, std::
     fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   }
   if (fd < 0) {
-    discard(key, "cannot open: " + errno_text(errno));
+    const int err = errno;
+    // Out of descriptors or memory says nothing about the file: a miss this
+    // time, but the file stays.
+    if (err == EMFILE || err == ENFILE || err == ENOMEM)
+      logger("tiers")->error("disk tier: cannot open chunk file {}: {}", path, errno_text(err));
+    else
+      discard(key, "cannot open: " + errno_text(err));
     done(false, nullptr, 0);
     return;
   }

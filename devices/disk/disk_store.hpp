@@ -40,7 +40,9 @@ struct disk_options {
 class disk_store {
  public:
   /// Called once per read with the span (inside the staging buffer) or, on a
-  /// miss, ok = false and data = nullptr. Runs on an I/O thread.
+  /// miss, ok = false and data = nullptr. Runs on an I/O thread, or on the
+  /// caller's before read_async returns for a miss found before reading
+  /// (an unknown key, a file that will not open).
   using read_fn = std::function<void(bool ok, const std::uint8_t* data, std::size_t bytes)>;
 
   /// Opens (scanning and checking every chunk file's header) or creates the
@@ -77,8 +79,8 @@ class disk_store {
   /// checks each layer's XXH3 and calls done. Does not wait for I/O: reads
   /// beyond io_depth in flight queue in order; a miss (absent, short,
   /// corrupt) calls done(false).
-  /// `done` may enqueue a GPU copy but must not call read_async (it runs on
-  /// the thread that completes reads).
+  /// `done` may copy to the GPU or start another read; the completions behind
+  /// it wait for it (one thread completes reads), so it should be short.
   void read_async(const msg::chunk_key& key, layer_range layers, std::uint8_t* staging, read_fn done);
   /// Synchronous read_async (with an aligned, unpinned staging buffer of its
   /// own per call: GPU paths use read_async) that copies the span to dst (at the span's offset

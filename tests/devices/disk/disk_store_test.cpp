@@ -359,11 +359,13 @@ BOOST_AUTO_TEST_CASE(read_async_queues_beyond_the_io_depth) {
       const double submit_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
       // Waiting for a slot would take (n - 1) paced reads.
       BOOST_TEST(submit_s < 2 * per_read_s);
+      const auto deadline = start + std::chrono::seconds(10);
       for (;;) {
         {
           std::lock_guard<std::mutex> lock(m);
           if (order.size() == static_cast<std::size_t>(n)) break;
         }
+        BOOST_REQUIRE_MESSAGE(std::chrono::steady_clock::now() < deadline, "reads still missing after 10 s");
         std::this_thread::sleep_for(std::chrono::milliseconds(1));
       }
       BOOST_TEST(bad.load() == 0);
