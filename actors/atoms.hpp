@@ -15,7 +15,6 @@ using lookup_atom = caf::atom_constant<caf::atom("lookup")>;
 using store_atom = caf::atom_constant<caf::atom("store")>;
 using flush_atom = caf::atom_constant<caf::atom("flush")>;
 using finished_atom = caf::atom_constant<caf::atom("finished")>;
-using landed_atom = caf::atom_constant<caf::atom("landed")>;
 using stats_atom = caf::atom_constant<caf::atom("stats")>;
 
 }  // namespace kvflow

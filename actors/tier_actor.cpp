@@ -103,8 +103,8 @@ void keep_staging(tier_state& st, std::vector<devices::pinned_buffer>& buffers) 
 // Starts reading layers of chunks [begin, end) of grant `id` from disk, all
 // chunks at once (the store queues reads beyond its I/O depth), each into a
 // staging buffer of its own. Each read is checked and copied to the device on
-// the I/O thread as it completes; the last one sends (landed_atom, id,
-// finished_ns, bytes, failure) to the actor. Not waiting here is the point:
+// the I/O thread as it completes; the last one sends (finished_atom, id,
+// finished_ns) to the actor. Not waiting here is the point:
 // the next grant's reads are submitted while this one's are still on the
 // link, so the link does not idle through checksums, copies and the round
 // trip of a grant through the actors. Throws only before any read started
@@ -130,7 +130,7 @@ void start_disk_load(state_t* self, std::uint64_t id, std::uint32_t begin, std::
     std::lock_guard<std::mutex> lock(reads->m);
     if (why.empty()) reads->moved += bytes;
     if (!why.empty() && reads->failed.empty()) reads->failed = why;
-    if (--reads->left == 0) caf::anon_send(me, landed_atom::value, id, now_ns());
+    if (--reads->left == 0) caf::anon_send(me, finished_atom::value, id, now_ns());
   };
   const auto& ws = reads->ws;
   for (auto c = begin; c < end; ++c) {
@@ -185,7 +185,7 @@ void answer_disk_load(state_t* self, std::uint64_t id, std::uint64_t finished_ns
     // when it came in or when the one before it landed, whichever is later.
     // The cost model learns each link's rate and per-grant latency from
     // these times, so overlapping reads must not count twice.
-    p.done.started_ns = std::max(p.received_ns, st.last_finished_ns);
+    p.done.started_ns = std::max(p.done.started_ns, st.last_finished_ns);
     p.done.finished_ns = std::max(finished_ns, p.done.started_ns);
     p.done.bytes = moved;
     st.last_finished_ns = p.done.finished_ns;
@@ -258,7 +258,6 @@ caf::behavior tier_actor(state_t* self, std::shared_ptr<devices::chunk_store> st
           auto& p = st.pending[id];
           p.reply = self->make_response_promise();
           p.done = done;
-          p.received_ns = done.started_ns;
           p.reads = std::make_shared<disk_reads>();
           p.reads->ws = ws;
           auto reply = p.reply;
@@ -281,7 +280,7 @@ caf::behavior tier_actor(state_t* self, std::shared_ptr<devices::chunk_store> st
         done.bytes = st.bytes_loaded - before;
         return msg::encode(done);
       },
-      [=](landed_atom, std::uint64_t id, std::uint64_t finished_ns) { answer_disk_load(self, id, finished_ns); },
+      [=](finished_atom, std::uint64_t id, std::uint64_t finished_ns) { answer_disk_load(self, id, finished_ns); },
       [=](flush_atom) {
         self->state.store->flush();
         return true;

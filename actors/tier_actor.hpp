@@ -28,8 +28,7 @@ struct disk_reads;
 /// A disk load grant whose reads are in flight.
 struct pending_load {
   caf::response_promise reply;
-  msg::cell_done done;            // filled in but for the times and bytes
-  std::uint64_t received_ns = 0;  // when the grant came in
+  msg::cell_done done;  // started_ns: when the grant came in; finish time and bytes on landing
   std::shared_ptr<disk_reads> reads;
 };
 

@@ -127,7 +127,7 @@ class uring_engine final : public io_engine {
 
 class pread_engine final : public io_engine {
  public:
-  explicit pread_engine(unsigned threads) : depth_(threads) {
+  explicit pread_engine(unsigned threads) {
     for (unsigned i = 0; i < threads; ++i) workers_.emplace_back([this] { work(); });
   }
   ~pread_engine() override {
@@ -174,7 +174,6 @@ class pread_engine final : public io_engine {
     }
   }
 
-  unsigned depth_;
   std::mutex mutex_;
   std::condition_variable wake_;
   std::deque<request> queue_;  // not started yet, in submission order
