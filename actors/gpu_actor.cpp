@@ -112,12 +112,39 @@ caf::behavior gpu_actor(caf::stateful_actor<gpu_state>* self, std::shared_ptr<mo
             rows += grant_rows(*queued[j].ws, queued[j].grant.cells);
             ++j;
           }
-          pending_group group;
-          group.queued_ns = now_ns();
+          // A group that fails its checks (nothing was enqueued: the engine
+          // checks every job first) runs again one grant at a time, so that
+          // one request's bad grant fails only that request.
           std::vector<model::chunk_job> jobs;
-          for (std::size_t k = i; k < j; ++k) {
+          auto enqueue = [&](std::size_t from, std::size_t to) {
+            jobs.clear();
+            for (std::size_t k = from; k < to; ++k) add_jobs(*queued[k].ws, queued[k].grant.cells, jobs);
+            eng->run_fused(jobs);
+          };
+          // Taken before enqueuing: the CPU engine computes inside run_fused.
+          const std::uint64_t queued_ns = now_ns();
+          std::size_t to = j;
+          try {
+            enqueue(i, to);
+          } catch (const error& e) {
+            if (j - i == 1) {
+              queued[i].reply.deliver(make_error(e));
+              i = j;
+              continue;
+            }
+            to = i + 1;
+            try {
+              enqueue(i, to);
+            } catch (const error& e1) {
+              queued[i].reply.deliver(make_error(e1));
+              ++i;
+              continue;
+            }
+          }
+          pending_group group;
+          group.queued_ns = queued_ns;
+          for (std::size_t k = i; k < to; ++k) {
             auto& q = queued[k];
-            add_jobs(*q.ws, q.grant.cells, jobs);
             pending_grant p{q.reply, {}};
             p.done.request_id = q.grant.request_id;
             p.done.grant_id = q.grant.grant_id;
@@ -126,13 +153,7 @@ caf::behavior gpu_actor(caf::stateful_actor<gpu_state>* self, std::shared_ptr<mo
             p.done.device = st.device;
             group.grants.push_back(std::move(p));
           }
-          i = j;
-          try {
-            eng->run_fused(jobs);
-          } catch (const error& e) {
-            for (auto& p : group.grants) p.reply.deliver(make_error(e));
-            continue;
-          }
+          i = to;
           auto id = st.next_job++;
           auto it = st.pending.emplace(id, std::move(group)).first;
           // The engine calls back from its driver thread when the device has

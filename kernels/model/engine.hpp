@@ -93,8 +93,10 @@ class engine {
   /// is written for every job before that layer's attention. Every job's KV
   /// and hidden state equal those of run(job) alone, bitwise: a row never
   /// depends on the rows it is batched with. Throws kvflow::error
-  /// (invalid_argument) when the layer ranges differ. The default runs the
-  /// jobs one by one (the CPU reference; its kernels are row-independent).
+  /// (invalid_argument) when the layer ranges differ or a job is invalid,
+  /// having checked every job before running (enqueuing) any, so that a
+  /// refused call changed nothing. The default runs the jobs one by one
+  /// after checking the layer ranges only (backends override it).
   virtual void run_fused(const std::vector<chunk_job>& jobs) {
     check_fused(jobs);
     for (const auto& j : jobs) run(j);
