@@ -18,6 +18,7 @@
 #include "kernels/model/weights.hpp"
 #include "messages/codec.hpp"
 #include "messages/error.hpp"
+#include "tests/actors/grant_answer.hpp"
 
 // The gpu actor's compute path: grants that arrive together with one layer
 // range run as one engine::run_fused call (across requests), grants of
@@ -82,11 +83,7 @@ msg::frame grant_frame(std::uint64_t request, std::uint64_t id, std::uint32_t c0
   return msg::encode(g);
 }
 
-struct answer {
-  bool ok = false;
-  msg::cell_done done;
-  std::string error;
-};
+using answer = test::grant_answer;
 
 struct fixture {
   std::shared_ptr<recording_engine> engine;
@@ -126,18 +123,7 @@ struct fixture {
       }
       for (auto& [f, r] : grants) pending.push_back(self->request(gpu, timeout, f, ws[r]));
       open.set_value();
-      for (std::size_t i = 0; i < pending.size(); ++i)
-        pending[i].receive(
-            [&](const msg::frame& f) {
-              auto decoded = msg::decode(f);
-              if (decoded && std::holds_alternative<msg::cell_done>(*decoded)) {
-                out[i].ok = true;
-                out[i].done = std::get<msg::cell_done>(*decoded);
-              } else {
-                out[i].error = "not a cellDone frame";
-              }
-            },
-            [&](caf::error& e) { out[i].error = sys.render(e); });
+      for (std::size_t i = 0; i < pending.size(); ++i) test::receive_answer(sys, pending[i], out[i]);
     }
     caf::anon_send_exit(gpu, caf::exit_reason::user_shutdown);
     return out;
