@@ -31,10 +31,10 @@ admission::outcome admission::acquire() {
 }
 
 void admission::release() {
-  {
-    std::lock_guard<std::mutex> lock(m_);
-    if (running_ > 0) --running_;
-  }
+  // Notified under the lock: once wait_idle() sees 0 its caller may destroy
+  // this object, and release() touches nothing after unlocking.
+  std::lock_guard<std::mutex> lock(m_);
+  if (running_ > 0) --running_;
   cv_.notify_all();
 }
 

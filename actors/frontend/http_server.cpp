@@ -321,6 +321,8 @@ struct http_server::impl {
       std::rethrow_exception(e);
     } catch (const std::exception& x) {
       return api_error(500, "server_error", std::string("generation failed: ") + x.what());
+    } catch (...) {
+      return api_error(500, "server_error", "generation failed");
     }
   }
 
