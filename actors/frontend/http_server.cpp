@@ -193,6 +193,11 @@ struct http_server::impl {
   std::atomic<std::uint64_t> next_id{0};
   std::mutex active_m;
   std::set<std::shared_ptr<generation>> active;
+  // Streams whose response is still being written: stop() waits for them,
+  // since httplib ends a content provider as soon as the server stops.
+  std::mutex streams_m;
+  std::condition_variable streams_cv;
+  std::size_t streams = 0;
 
   impl(runtime& r, server_options o)
       : rt(r),
@@ -375,6 +380,10 @@ struct http_server::impl {
               std::int64_t created, httplib::Response& res) {
     auto first = std::make_shared<bool>(true);
     bool include_usage = r.include_usage;
+    {
+      std::lock_guard<std::mutex> lock(streams_m);
+      ++streams;
+    }
     res.set_header("Cache-Control", "no-cache");
     res.set_chunked_content_provider(
         "text/event-stream",
@@ -403,8 +412,12 @@ struct http_server::impl {
           if (d.done) sink.done();
           return true;
         },
-        [rp](bool success) {
+        // Called when the response goes away, whether or not it was written.
+        [this, rp](bool success) {
           if (!success) rp->gen().cancel->store(true);
+          std::lock_guard<std::mutex> lock(streams_m);
+          --streams;
+          streams_cv.notify_all();
         });
   }
 
@@ -502,6 +515,11 @@ void http_server::stop() {
       g->cancel->store(true);
     }
     m.adm.wait_idle(std::chrono::seconds(30));
+  }
+  {
+    // Streams write their last chunk and [DONE] after their request ended.
+    std::unique_lock<std::mutex> streams(m.streams_m);
+    m.streams_cv.wait_for(streams, std::chrono::seconds(10), [&] { return m.streams == 0; });
   }
   m.svr.stop();
   if (m.thread.joinable()) m.thread.join();
