@@ -282,17 +282,20 @@ struct http_server::impl {
         stats.finished(endpoint_name, rep, rep.prompt_tokens, static_cast<std::uint32_t>(rep.tokens.size()), reason,
                        seconds(clock_type::now() - arrival));
       {
+        std::lock_guard<std::mutex> lock(active_m);
+        active.erase(g);
+      }
+      // The slot is free before the reply is written, so a client never sees
+      // its own finished request still running; nothing below touches the
+      // server, which stop() may destroy once the slots are free.
+      adm.release();
+      {
         std::lock_guard<std::mutex> lock(g->m);
         g->done = true;
         g->failure = e;
         g->report = std::move(rep);
       }
       g->cv.notify_all();
-      {
-        std::lock_guard<std::mutex> lock(active_m);
-        active.erase(g);
-      }
-      adm.release();
     };
     try {
       rt.submit(std::move(prompt), std::move(so), done);
@@ -461,7 +464,9 @@ struct http_server::impl {
     svr.set_exception_handler([this](const httplib::Request&, httplib::Response& s, std::exception_ptr e) {
       send_error(s, failure_error(e));
     });
-    svr.set_logger([this](const httplib::Request& q, const httplib::Response& s) {
+    // Counted before the response is written (a logger runs after it, so a
+    // client could read /metrics before its own answer counted).
+    svr.set_post_routing_handler([this](const httplib::Request& q, httplib::Response& s) {
       if (q.path.compare(0, 4, "/v1/") == 0) stats.response(s.status);
     });
   }
