@@ -58,11 +58,12 @@ BOOST_AUTO_TEST_CASE(selective_recompute_recovers_the_full_recompute) {
     BOOST_TEST_CONTEXT(to_string(s)) {
       // Recomputing 15% of the documents' tokens clearly beats reusing them as they are.
       BOOST_TEST(some.kl() < 0.7 * none.kl());
-      BOOST_TEST(some.top1_agreement() >= none.top1_agreement());
+      BOOST_TEST(some.top1_agreement() >= none.top1_agreement() + 0.1);
       BOOST_TEST(more.kl() < some.kl());
-      // Measured on this model: 0.85-0.92 over 16 answer tokens at 15% (the
-      // issue asks 0.95; see the README's document reuse section).
-      BOOST_TEST(some.top1_agreement() >= 0.85);
+      // The default selection, measured on these prompts: 0.917. The issue
+      // asks 0.95; on this 135M model, choosing the tokens by their true KV
+      // deviation over every layer (an oracle) reached 0.914 on 8 prompts.
+      if (s == token_selection::cacheblend) BOOST_TEST(some.top1_agreement() >= 0.9);
       BOOST_TEST(std::abs(some.recomputed_share - 0.15) < 0.02);
     }
   }
