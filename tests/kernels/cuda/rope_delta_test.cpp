@@ -41,8 +41,8 @@ BOOST_AUTO_TEST_CASE(rope_delta_matches_the_cpu_reference) {
     for (std::size_t i = 0; i < ref.size(); ++i) host[i] = __float2bfloat16(ref[i]);
     __nv_bfloat16* d_block = nullptr;
     float* d_inv = nullptr;
-    KVFLOW_CUDA_CHECK(cudaMalloc(&d_block, host.size() * sizeof(__nv_bfloat16)));
-    KVFLOW_CUDA_CHECK(cudaMalloc(&d_inv, inv.size() * sizeof(float)));
+    KVFLOW_CUDA_CHECK(cudaMalloc(reinterpret_cast<void**>(&d_block), host.size() * sizeof(__nv_bfloat16)));
+    KVFLOW_CUDA_CHECK(cudaMalloc(reinterpret_cast<void**>(&d_inv), inv.size() * sizeof(float)));
     KVFLOW_CUDA_CHECK(cudaMemcpy(d_block, host.data(), host.size() * 2, cudaMemcpyHostToDevice));
     KVFLOW_CUDA_CHECK(cudaMemcpy(d_inv, inv.data(), inv.size() * 4, cudaMemcpyHostToDevice));
     KVFLOW_CUDA_CHECK(cuda::launch_rope_delta(d_block, s.layers, s.kv_heads, s.tokens, s.head_dim, begin, count, delta,
