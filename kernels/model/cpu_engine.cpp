@@ -81,6 +81,7 @@ class cpu_engine final : public engine {
  private:
   void check_job(const chunk_job& job) const;
   void check_block(const kv_shape& s, const std::string& what) const;
+  void layer_tail(int l, int n, float* h);
 
   weights w_;
   cpu::thread_pool pool_;
@@ -148,13 +149,14 @@ void cpu_engine::run(const chunk_job& job) {
     return v.data();
   };
   const std::size_t rows = static_cast<std::size_t>(n);
-  float* h = static_cast<float*>(job.hidden.data);              // [n][hidden]
-  float* normed = sized(normed_, rows * hidden);                // [n][hidden]
-  float* qkv = sized(qkv_, rows * qkv_width);                   // [n][q | k | v]
-  float* attn = sized(attn_, rows * q_width);                   // [n][heads * head_dim]
-  float* proj = sized(proj_, rows * hidden);                    // [n][hidden]
-  float* gate_up = sized(gate_up_, rows * 2 * c.intermediate);  // [n][gate | up]
-  float* act = sized(act_, rows * c.intermediate);              // [n][intermediate]
+  float* h = static_cast<float*>(job.hidden.data);  // [n][hidden]
+  float* normed = sized(normed_, rows * hidden);    // [n][hidden]
+  float* qkv = sized(qkv_, rows * qkv_width);       // [n][q | k | v]
+  float* attn = sized(attn_, rows * q_width);       // [n][heads * head_dim]
+  // layer_tail's scratch: proj [n][hidden], gate_up [n][gate | up], act [n][intermediate].
+  sized(proj_, rows * hidden);
+  sized(gate_up_, rows * 2 * c.intermediate);
+  sized(act_, rows * c.intermediate);
 
   if (job.layer_begin == 0) cpu::embedding(w_.embedding.data(), c.vocab_size, hidden, job.tokens, n, h);
 
@@ -190,14 +192,7 @@ void cpu_engine::run(const chunk_job& job) {
     segments[job.past.count] = {out_base + os.offset(l, 0, 0, 0, 0), out_base + os.offset(l, 1, 0, 0, 0), n};
     cpu::attention(&pool_, qkv, n, qkv_width, job.pos0, segments.data(), static_cast<int>(segments.size()), c.heads,
                    c.kv_heads, c.head_dim, attn, q_width);
-    cpu::matmul(&pool_, attn, n, q_width, pl.wo, proj, hidden);
-    for (std::size_t i = 0; i < rows * hidden; ++i) h[i] = h[i] + proj[i];
-
-    cpu::rmsnorm(h, lw.ffn_norm.data(), n, hidden, c.rms_eps, normed);
-    cpu::matmul(&pool_, normed, n, hidden, pl.gate_up, gate_up, 2 * c.intermediate);
-    cpu::swiglu(gate_up, gate_up + c.intermediate, n, c.intermediate, 2 * c.intermediate, act, c.intermediate);
-    cpu::matmul(&pool_, act, n, c.intermediate, pl.down, proj, hidden);
-    for (std::size_t i = 0; i < rows * hidden; ++i) h[i] = h[i] + proj[i];
+    layer_tail(l, n, h);
   }
 }
 
@@ -243,9 +238,9 @@ void cpu_engine::run_selected(const selected_job& job) {
   float* normed = sized(normed_, rows * hidden);
   float* qkv = sized(qkv_, rows * qkv_width);
   float* attn = sized(attn_, rows * q_width);
-  float* proj = sized(proj_, rows * hidden);
-  float* gate_up = sized(gate_up_, rows * 2 * c.intermediate);
-  float* act = sized(act_, rows * c.intermediate);
+  sized(proj_, rows * hidden);
+  sized(gate_up_, rows * 2 * c.intermediate);
+  sized(act_, rows * c.intermediate);
   if (job.layer_begin == 0) cpu::embedding(w_.embedding.data(), c.vocab_size, hidden, job.tokens, n, h);
   float* kv = static_cast<float*>(job.kv.data);  // [layers][2][kv_heads][tokens][head_dim]
   const kv_shape& ks = job.kv.shape;
@@ -272,14 +267,28 @@ void cpu_engine::run_selected(const selected_job& job) {
                      &all, 1, c.heads, c.kv_heads, c.head_dim, attn + static_cast<std::size_t>(r0) * q_width, q_width);
       r0 = r1;
     }
-    cpu::matmul(&pool_, attn, n, q_width, pl.wo, proj, hidden);
-    for (std::size_t i = 0; i < rows * hidden; ++i) h[i] = h[i] + proj[i];
-    cpu::rmsnorm(h, lw.ffn_norm.data(), n, hidden, c.rms_eps, normed);
-    cpu::matmul(&pool_, normed, n, hidden, pl.gate_up, gate_up, 2 * c.intermediate);
-    cpu::swiglu(gate_up, gate_up + c.intermediate, n, c.intermediate, 2 * c.intermediate, act, c.intermediate);
-    cpu::matmul(&pool_, act, n, c.intermediate, pl.down, proj, hidden);
-    for (std::size_t i = 0; i < rows * hidden; ++i) h[i] = h[i] + proj[i];
+    layer_tail(l, n, h);
   }
+}
+
+// After attention (attn_ holds its n rows): output projection, residual,
+// MLP, residual, on the scratch sized by the caller.
+void cpu_engine::layer_tail(int l, int n, float* h) {
+  const config& c = w_.cfg;
+  const layer_weights& lw = w_.layers[l];
+  const packed_layer& pl = layers_[l];
+  const int hidden = c.hidden, q_width = c.heads * c.head_dim;
+  const std::size_t elems = static_cast<std::size_t>(n) * hidden;
+  float *attn = attn_.data(), *proj = proj_.data(), *normed = normed_.data();
+  float *gate_up = gate_up_.data(), *act = act_.data();
+  cpu::matmul(&pool_, attn, n, q_width, pl.wo, proj, hidden);
+  for (std::size_t i = 0; i < elems; ++i) h[i] = h[i] + proj[i];
+
+  cpu::rmsnorm(h, lw.ffn_norm.data(), n, hidden, c.rms_eps, normed);
+  cpu::matmul(&pool_, normed, n, hidden, pl.gate_up, gate_up, 2 * c.intermediate);
+  cpu::swiglu(gate_up, gate_up + c.intermediate, n, c.intermediate, 2 * c.intermediate, act, c.intermediate);
+  cpu::matmul(&pool_, act, n, c.intermediate, pl.down, proj, hidden);
+  for (std::size_t i = 0; i < elems; ++i) h[i] = h[i] + proj[i];
 }
 
 }  // namespace

@@ -18,13 +18,7 @@ namespace {
 const model::kv_shape chunk = small_shape();  // 16-token chunks
 
 chunk_store_options opts(const std::string& dir, std::size_t host_blocks) {
-  chunk_store_options o;
-  o.host_capacity_bytes = host_blocks * chunk.bytes();
-  o.disk.directory = dir;
-  o.disk.fingerprint.fill(9);
-  o.disk.shape = chunk;
-  o.disk.write_queue_cap = 64;
-  return o;
+  return store_options(dir, host_blocks, chunk);
 }
 
 model::kv_shape doc_shape(int tokens) {
