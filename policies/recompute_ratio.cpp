@@ -34,6 +34,7 @@ recompute_plan choose_recompute_ratio(const recompute_inputs& in) {
   if (!(in.compute_share > 0 && in.compute_share <= 1)) bad("compute_share outside (0, 1]");
   if (in.kv_bytes_per_token_layer < 0 || in.load_bytes_per_s < 0 || in.load_latency_s < 0) bad("negative rate");
   if (!(in.min_ratio >= 0 && in.min_ratio <= in.max_ratio && in.max_ratio <= 1)) bad("ratio bounds");
+  if (!(in.min_speedup >= 1)) bad("min_speedup below 1");
 
   recompute_plan p;
   // Computing every token of every layer: the plan's alternative.
@@ -62,7 +63,7 @@ recompute_plan choose_recompute_ratio(const recompute_inputs& in) {
   const int check = check_of(in);
   p.load_bytes =
       in.document_tokens * ((check > 0 ? 1 : 0) + (1 - p.ratio) * (in.layers - check)) * in.kv_bytes_per_token_layer;
-  if (p.estimate_s >= p.full_recompute_s) return full();
+  if (p.estimate_s * in.min_speedup >= p.full_recompute_s) return full();
   return p;
 }
 

@@ -26,6 +26,10 @@ struct recompute_inputs {
   double load_latency_s = 0;            ///< fixed cost of the loads (a round trip)
   double min_ratio = 0.15;              ///< the quality floor (apps/bench/results/nonprefix_quality.json)
   double max_ratio = 1;
+  /// Reuse only where the plan is at least this much faster than a full
+  /// recompute: estimates carry error (per-job costs, a rate that moved),
+  /// and a reuse that turns out slower than computing loses quality for nothing.
+  double min_speedup = 1.1;
 };
 
 /// The plan: recompute `ratio` of the document tokens and load the rest.
@@ -48,7 +52,7 @@ double recompute_load_s(const recompute_inputs& in, double r);
 
 /// The ratio in [min_ratio, max_ratio] that minimises the planned time,
 /// preferring more recompute where it is free (load-bound), or a full
-/// recompute where reuse would not be faster. Throws
+/// recompute where reuse would not be min_speedup times faster. Throws
 /// kvflow::error(invalid_argument) for negative or empty inputs.
 recompute_plan choose_recompute_ratio(const recompute_inputs& in);
 

@@ -496,15 +496,16 @@ int main(int argc, char** argv) {
         std::printf("%-6s ratio %.3f (%s): ttft %.4f s, full %.4f s, %.2fx\n", t.c_str(), ratio, how.c_str(),
                     median(ttfts), full_s, full_s / median(ttfts));
         records.push_back(rec);
+        if (!out_path.empty()) {  // after every point, so that a cut-short run keeps what it measured
+          std::ofstream out(out_path);
+          out << records.dump(2) << "\n";
+          if (!out) throw error(errc::io_failure, "cannot write " + out_path);
+        }
+        std::fflush(stdout);
       }
     }
     disk.reset();
     if (remove_dir) std::filesystem::remove_all(disk_dir);
-    if (!out_path.empty()) {
-      std::ofstream out(out_path);
-      out << records.dump(2) << "\n";
-      if (!out) throw error(errc::io_failure, "cannot write " + out_path);
-    }
   } catch (const std::exception& ex) {
     std::fprintf(stderr, "kvflow_nonprefix_bench: %s\n", ex.what());
     return 1;

@@ -50,6 +50,11 @@ BOOST_AUTO_TEST_CASE(slow_links_recompute_more_and_never_plan_slower_than_full) 
   BOOST_TEST(std::abs(p.compute_s - p.load_s) < 1e-9);
   // At 10 MB/s the loads never pay off.
   BOOST_TEST(choose_recompute_ratio(llama(0.01)).full_recompute);
+  // Reuse is planned only where it beats a full recompute by min_speedup.
+  for (double gb : {50.0, 5.0, 2.0, 1.25, 0.5, 0.1}) {
+    auto p = choose_recompute_ratio(llama(gb));
+    BOOST_TEST((p.full_recompute || p.full_recompute_s >= 1.1 * p.estimate_s), gb << " GB/s");
+  }
 }
 
 BOOST_AUTO_TEST_CASE(a_busy_gpu_recomputes_less) {
@@ -97,5 +102,8 @@ BOOST_AUTO_TEST_CASE(bad_inputs_are_refused) {
   BOOST_CHECK_THROW(choose_recompute_ratio(in), kvflow::error);
   in = llama(1);
   in.token_layer_s = 0;
+  BOOST_CHECK_THROW(choose_recompute_ratio(in), kvflow::error);
+  in = llama(1);
+  in.min_speedup = 0.5;
   BOOST_CHECK_THROW(choose_recompute_ratio(in), kvflow::error);
 }
