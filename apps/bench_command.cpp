@@ -29,6 +29,7 @@
 #include "kernels/model/config.hpp"
 #include "kernels/model/kv_layout.hpp"
 #include "messages/error.hpp"
+#include "policies/restore_bound.hpp"
 
 namespace kvflow::app {
 namespace {
@@ -123,6 +124,35 @@ struct point {
     std::sort(v.begin(), v.end());
     auto rank = static_cast<std::size_t>(std::ceil(0.99 * v.size()));
     return v[std::max<std::size_t>(rank, 1) - 1];
+  }
+  // Batch 1: what the bound rests on, from the traced spans of compute_only
+  // (seconds per chunk, summed over its runs) and load_only (cells moved and
+  // the seconds from its first load's start to its last one's end).
+  std::vector<double> chunk_compute_s;
+  int compute_runs = 0;
+  double load_cells = 0, load_s = 0;
+  std::uint32_t cached = 0, layers = 0;
+  void add_costs(const restore_report& r) {
+    if (r.spans.empty()) return;
+    double first = 1e300, last = 0, cells = 0;
+    chunk_compute_s.resize(r.chunks, 0.0);
+    bool computed_any = false;
+    for (const auto& s : r.spans) {
+      const double n = double(s.chunk_end - s.chunk_begin) * (s.layer_end - s.layer_begin);
+      layers = std::max(layers, s.layer_end);
+      if (s.compute) {
+        for (auto c = s.chunk_begin; c < s.chunk_end && c < r.chunks; ++c)
+          chunk_compute_s[c] += (s.end_s - s.start_s) * (s.layer_end - s.layer_begin) / n;
+        computed_any = true;
+      } else {
+        cells += n;
+        first = std::min(first, s.start_s);
+        last = std::max(last, s.end_s);
+      }
+    }
+    cached = r.cached_chunks;
+    if (computed_any) ++compute_runs;
+    if (cells > 0) load_cells += cells, load_s += last - first;
   }
   void add(const restore_report& r) {
     all_ttft.push_back(r.ttft_s);
@@ -507,7 +537,8 @@ class bench {
                      (opt_.trace_context == 0 || opt_.trace_context == ctx) &&
                      std::find(opt_.trace_policies.begin(), opt_.trace_policies.end(), policy) !=
                          opt_.trace_policies.end();
-        so.trace = trace;
+        // Batch 1: compute_only's and load_only's spans give the bound's costs.
+        so.trace = trace || (batch == 1 && (policy == "compute_only" || policy == "load_only"));
         progress_.start(label(ctx, t, batch, policy) + (trace ? " (traced)" : ""));
         auto run = restore(rt, prompts, so);
         double mean = account(points[policy], run, reference, ctx, t, policy);
@@ -535,6 +566,7 @@ class bench {
       check(reference, run.reports[i], i, policy, t);
       sum += run.reports[i].ttft_s;
       pt.add(run.reports[i]);
+      if (n == 1 && (policy == "compute_only" || policy == "load_only")) pt.add_costs(run.reports[i]);
     }
     pt.per_repeat_mean.push_back(sum / n);
     return sum / n;
@@ -593,6 +625,22 @@ class bench {
     double bidi = ttft_of("bidirectional");
     double best = comp > 0 && load > 0 ? std::min(comp, load) : std::max(comp, load);
     double bidi_p99 = points.count("bidirectional") ? points["bidirectional"].p99() : 0.0;
+    // Batch 1: the lowest TTFT the point allows (policies/restore_bound.hpp)
+    // from compute_only's measured per-chunk costs and load_only's link time per cell.
+    double bound = 0;
+    if (points.count("compute_only") && points.count("load_only") && points["compute_only"].compute_runs > 0 &&
+        points["load_only"].load_cells > 0 && extra["arrival"] == "together") {
+      auto& pc = points["compute_only"];
+      auto& pl = points["load_only"];
+      policies::bound_inputs in;
+      for (double v : pc.chunk_compute_s) in.chunk_compute_s.push_back(v / pc.compute_runs);
+      in.cached = std::min<std::uint32_t>(pl.cached, static_cast<std::uint32_t>(in.chunk_compute_s.size()));
+      in.layers = std::max(pc.layers, pl.layers);
+      in.cell_load_s = pl.load_s / pl.load_cells;
+      bound = policies::lowest_ttft(in).ttft_s;
+      if (orac > 0 && orac < 0.99 * bound)
+        progress_.say("warning: oracle " + fmt(orac) + " s beats the bound " + fmt(bound) + " s");
+    }
     for (auto& policy : policies_) {
       auto& pt = points[policy];
       double n = static_cast<double>(pt.all_ttft.size());
@@ -618,6 +666,8 @@ class bench {
                   {"ttft_vs_best_single", ratio(best)},
                   {"ttft_vs_oracle", ratio(orac)},
                   {"ttft_vs_bidirectional", ratio(bidi)},
+                  {"bound_s", bound > 0 ? json(bound) : json(nullptr)},
+                  {"vs_bound", ratio(bound)},
                   {"p99_vs_bidirectional", bidi_p99 > 0 ? json(pt.p99() / bidi_p99) : json(nullptr)},
                   {"transformers_s", transformers},
                   {"vs_transformers", same_shape && !transformers.is_null() ? json(m / ref->second) : json(nullptr)},
