@@ -4,6 +4,7 @@
 #include <cstring>
 
 #include "actors/atoms.hpp"
+#include "actors/gpu_actor.hpp"
 #include "devices/document_store.hpp"
 #include "kernels/cpu/rope.hpp"
 #include "messages/caf_error.hpp"
@@ -132,11 +133,13 @@ caf::behavior document_request_actor(caf::stateful_actor<document_request_state>
             [=](std::int32_t token) {
               report->first_token = token;
               report->ttft_s = seconds_since(p->base.submitted);
+              if (p->base.opts.on_token) p->base.opts.on_token(token);
               if (p->base.opts.digest_kv) report->kv_sha256 = digest_kv(*ws);
               const auto& stops = p->base.stop_tokens;
               const int more = static_cast<int>(p->base.opts.max_new_tokens) - 1;
               if (more <= 0 || std::find(stops.begin(), stops.end(), token) != stops.end()) return end_decode();
-              self->send(gpu, decode_atom::value, ws, more, s, stops, caf::actor_cast<caf::actor>(self));
+              self->send(gpu, decode_atom::value, ws, more, s, stops, caf::actor_cast<caf::actor>(self),
+                         decode_hooks{p->base.opts.on_token, p->base.opts.cancel});
             },
             [=](caf::error& e) { fail(self->system().render(e)); });
   };

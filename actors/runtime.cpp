@@ -251,6 +251,7 @@ struct runtime::impl {
     dp.base.opts = so;
     dp.base.submitted = submitted;
     dp.base.stop_tokens = stop_tokens;
+    dp.base.stop_tokens.insert(dp.base.stop_tokens.end(), so.stop_token_ids.begin(), so.stop_token_ids.end());
     if (tok) {
       auto t = tok;
       dp.base.detokenize = [t](const std::vector<std::int32_t>& ids) { return t->decode(ids); };
