@@ -1,0 +1,331 @@
+#define BOOST_TEST_MODULE apps.load.load
+#include <boost/test/unit_test.hpp>
+
+// `kvflow load` end to end against a fake OpenAI server started in-process
+// on a loopback port: it streams a few SSE chunks after a set delay, so the
+// report's TTFT must be at least that delay; multi-turn histories must grow;
+// the trace must replay with its sessions; failures are counted; bad input
+// gets a clear error.
+
+#include <atomic>
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <mutex>
+#include <sstream>
+#include <thread>
+
+#include <arpa/inet.h>
+#include <httplib.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+#include <nlohmann/json.hpp>
+
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+
+namespace {
+
+constexpr int first_delay_ms = 60;  // before the first chunk
+constexpr int chunk_gap_ms = 5;     // between chunks
+const std::vector<std::string> reply_words{"alpha", " beta", " gamma", " delta"};
+
+std::int64_t words_in(const std::string& s) {
+  std::istringstream in(s);
+  std::string w;
+  std::int64_t n = 0;
+  while (in >> w) ++n;
+  return n;
+}
+
+// An OpenAI-compatible stand-in: /v1/models, /v1/completions and
+// /v1/chat/completions, streamed or not; `fail_every` > 0 answers every
+// n-th request with HTTP 500; `key` set requires that bearer key.
+class fake_server {
+ public:
+  explicit fake_server(int fail_every = 0, std::string key = "") : fail_every_(fail_every), key_(std::move(key)) {
+    srv_.Get("/v1/models", [](const httplib::Request&, httplib::Response& res) {
+      res.set_content(R"({"object":"list","data":[{"id":"fake-model","object":"model"}]})", "application/json");
+    });
+    srv_.Post("/v1/chat/completions", [this](const httplib::Request& q, httplib::Response& s) { answer(q, s, true); });
+    srv_.Post("/v1/completions", [this](const httplib::Request& q, httplib::Response& s) { answer(q, s, false); });
+    port_ = srv_.bind_to_any_port("127.0.0.1");
+    BOOST_REQUIRE(port_ > 0);
+    thread_ = std::thread([this] { srv_.listen_after_bind(); });
+    for (int i = 0; i < 500 && !srv_.is_running(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+  ~fake_server() {
+    srv_.stop();
+    thread_.join();
+  }
+  std::string url() const { return "http://127.0.0.1:" + std::to_string(port_); }
+  std::vector<json> bodies() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return bodies_;
+  }
+
+ private:
+  void answer(const httplib::Request& q, httplib::Response& s, bool chat) {
+    json body = json::parse(q.body);
+    int n = 0;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      bodies_.push_back(body);
+      n = static_cast<int>(bodies_.size());
+    }
+    if (!key_.empty() && q.get_header_value("Authorization") != "Bearer " + key_) {
+      s.status = 401;
+      s.set_content(R"({"error":{"message":"bad API key","type":"invalid_request_error"}})", "application/json");
+      return;
+    }
+    if (fail_every_ > 0 && n % fail_every_ == 0) {
+      s.status = 500;
+      s.set_content(R"({"error":{"message":"injected failure"}})", "application/json");
+      return;
+    }
+    std::int64_t prompt = 0;
+    if (chat)
+      for (const auto& m : body.at("messages")) prompt += words_in(m.at("content").get<std::string>());
+    else if (body.at("prompt").is_array())
+      prompt = static_cast<std::int64_t>(body.at("prompt").size());
+    else
+      prompt = words_in(body.at("prompt").get<std::string>());
+    auto n_out = static_cast<std::size_t>(std::min<std::int64_t>(body.value("max_tokens", 4), 4));
+    json usage = {{"prompt_tokens", prompt}, {"completion_tokens", n_out}, {"total_tokens", prompt + n_out}};
+    if (!body.value("stream", false)) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(first_delay_ms));
+      std::string text;
+      for (std::size_t i = 0; i < n_out; ++i) text += reply_words[i];
+      json choice = chat ? json{{"index", 0}, {"message", {{"role", "assistant"}, {"content", text}}}}
+                         : json{{"index", 0}, {"text", text}};
+      s.set_content(json{{"id", "x"}, {"choices", {choice}}, {"usage", usage}}.dump(), "application/json");
+      return;
+    }
+    bool want_usage = body.contains("stream_options") && body["stream_options"].value("include_usage", false);
+    s.set_chunked_content_provider("text/event-stream", [=](std::size_t, httplib::DataSink& sink) {
+      auto send = [&](const json& j) {
+        std::string ev = "data: " + j.dump() + "\n\n";
+        sink.write(ev.data(), ev.size());
+      };
+      if (chat) send({{"choices", {{{"index", 0}, {"delta", {{"role", "assistant"}}}}}}});  // no content yet
+      std::this_thread::sleep_for(std::chrono::milliseconds(first_delay_ms));
+      for (std::size_t i = 0; i < n_out; ++i) {
+        if (i) std::this_thread::sleep_for(std::chrono::milliseconds(chunk_gap_ms));
+        send(chat ? json{{"choices", {{{"index", 0}, {"delta", {{"content", reply_words[i]}}}}}}}
+                  : json{{"choices", {{{"index", 0}, {"text", reply_words[i]}}}}});
+      }
+      if (want_usage) send({{"choices", json::array()}, {"usage", usage}});
+      std::string done = "data: [DONE]\n\n";
+      sink.write(done.data(), done.size());
+      sink.done();
+      return true;
+    });
+  }
+
+  httplib::Server srv_;
+  int port_ = 0;
+  std::thread thread_;
+  std::mutex mu_;
+  std::vector<json> bodies_;
+  int fail_every_;
+  std::string key_;
+};
+
+struct scratch {
+  fs::path dir = fs::temp_directory_path() / ("kvflow-load-test-" + std::to_string(::getpid()));
+  scratch() { fs::create_directories(dir); }
+  ~scratch() {
+    std::error_code ec;
+    fs::remove_all(dir, ec);
+  }
+};
+
+// Runs `kvflow load ARGS`; stderr into `log`. Returns the exit status.
+int load(const std::string& args, const fs::path& log) {
+  std::string cmd = std::string(KVFLOW_BIN) + " --log-level warn load --no-plot " + args + " > " +
+                    (log.string() + ".out") + " 2> " + log.string();
+  int rc = std::system(cmd.c_str());
+  return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
+}
+
+std::string text(const fs::path& p) {
+  std::ifstream in(p);
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+json report(const fs::path& p) { return json::parse(text(p)); }
+
+// A loopback port that nothing listens on: bound, read, closed.
+int free_port() {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  BOOST_REQUIRE(fd >= 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof a;
+  BOOST_REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
+  BOOST_REQUIRE(::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) == 0);
+  ::close(fd);
+  return ntohs(a.sin_port);
+}
+
+const std::string shipped = std::string(KVFLOW_SOURCE_DIR) + "/apps/load/";
+
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(multi_turn_scenario_streams_and_grows_its_history) {
+  fake_server server;
+  scratch s;
+  auto out = s.dir / "chat.json";
+  int rc = load("--url " + server.url() + " --scenario " + shipped + "scenarios/multi_turn.lua" +
+                    " --arg sessions=3 --arg turns=3 --arg context=20 --arg question=5 --arg max_tokens=4" +
+                    " --concurrency 2 --goodput ttft:10000 --out " + out.string(),
+                s.dir / "log");
+  BOOST_REQUIRE_MESSAGE(rc == 0, text(s.dir / "log"));
+  auto j = report(out);
+  BOOST_CHECK_EQUAL(j.at("model_id"), "fake-model");
+  BOOST_CHECK_EQUAL(j.at("completed"), 9);
+  BOOST_CHECK_EQUAL(j.at("failed"), 0);
+  BOOST_CHECK_EQUAL(j.at("total_output_tokens"), 36);
+  BOOST_CHECK_EQUAL(j.at("max_concurrency"), 2);
+  BOOST_CHECK_CLOSE(j.at("request_goodput").get<double>(), j.at("request_throughput").get<double>(), 1e-9);
+  BOOST_CHECK_GE(j.at("median_ttft_ms").get<double>(), first_delay_ms);
+  for (const auto& r : j.at("requests")) {
+    BOOST_CHECK(r.at("ok").get<bool>());
+    BOOST_CHECK_GE(r.at("ttft_ms").get<double>(), first_delay_ms);  // the role-only chunk does not count
+    BOOST_CHECK_GE(r.at("e2el_ms").get<double>(), r.at("ttft_ms").get<double>() + 3 * chunk_gap_ms - 1);
+    BOOST_CHECK_EQUAL(r.at("itl_ms").size(), 3u);
+    BOOST_CHECK_EQUAL(r.at("output_tokens"), 4);
+  }
+  // Three turns, each prompt longer than the last (usage's prompt_tokens).
+  const auto& turns = j.at("by_turn");
+  BOOST_REQUIRE_EQUAL(turns.size(), 3u);
+  for (std::size_t t = 0; t < 3; ++t) BOOST_CHECK_EQUAL(turns[t].at("completed"), 3);
+  BOOST_CHECK_LT(turns[0].at("mean_prompt_tokens").get<double>(), turns[1].at("mean_prompt_tokens").get<double>());
+  BOOST_CHECK_LT(turns[1].at("mean_prompt_tokens").get<double>(), turns[2].at("mean_prompt_tokens").get<double>());
+  // The server saw each session's history grow by the answer and a question.
+  std::map<std::size_t, int> by_size;
+  for (const auto& b : server.bodies()) {
+    BOOST_CHECK_EQUAL(b.at("model"), "fake-model");
+    BOOST_CHECK(b.at("stream").get<bool>());
+    const auto& m = b.at("messages");
+    ++by_size[m.size()];
+    if (m.size() >= 4) BOOST_CHECK_EQUAL(m[2].at("content"), "alpha beta gamma delta");
+  }
+  BOOST_CHECK((by_size == std::map<std::size_t, int>{{2, 3}, {4, 3}, {6, 3}}));
+  // The table went to stdout.
+  BOOST_CHECK(text(s.dir / "log.out").find("Serving Benchmark Result") != std::string::npos);
+}
+
+BOOST_AUTO_TEST_CASE(trace_replays_with_sessions_and_shared_prefixes) {
+  fake_server server;
+  scratch s;
+  auto out = s.dir / "trace.json";
+  int rc = load("--url " + server.url() + " --trace " + shipped + "traces/small.jsonl" +
+                    " --token-ids --vocab 1000 --scale 0.05 --speedup 10 --out " + out.string(),
+                s.dir / "log");
+  BOOST_REQUIRE_MESSAGE(rc == 0, text(s.dir / "log"));
+  auto j = report(out);
+  BOOST_CHECK_EQUAL(j.at("completed"), 24);
+  BOOST_CHECK_EQUAL(j.at("failed"), 0);
+  // The trace spans about 6 s; at 10x its requests go out over about 0.6 s.
+  double last_start = 0;
+  std::map<std::string, std::vector<int>> turns;
+  for (const auto& r : j.at("requests")) {
+    last_start = std::max(last_start, r.at("start_ms").get<double>());
+    if (!r.at("session").is_null()) turns[r.at("session").get<std::string>()].push_back(r.at("turn").get<int>());
+  }
+  BOOST_CHECK_GT(last_start, 450.0);
+  BOOST_CHECK_LT(last_start, 1500.0);
+  BOOST_CHECK_EQUAL(turns.size(), 4u);
+  for (const auto& [sess, ts] : turns) BOOST_CHECK_MESSAGE((ts == std::vector<int>{0, 1, 2, 3}), sess);
+  // Prompts: token ids; the scaled block is 26 tokens, and the first block
+  // (hash id 0) is in every prompt.
+  auto bodies = server.bodies();
+  BOOST_REQUIRE_EQUAL(bodies.size(), 24u);
+  const auto& first = bodies[0].at("prompt");
+  BOOST_REQUIRE(first.is_array());
+  for (const auto& b : bodies) {
+    const auto& p = b.at("prompt");
+    BOOST_REQUIRE(p.is_array());
+    BOOST_REQUIRE_GE(p.size(), 26u);
+    BOOST_CHECK(std::equal(p.begin(), p.begin() + 26, first.begin()));
+    for (const auto& id : p) BOOST_CHECK(id.get<int>() >= 1 && id.get<int>() < 1000);
+  }
+}
+
+BOOST_AUTO_TEST_CASE(failures_are_counted_and_keys_are_sent) {
+  scratch s;
+  {
+    fake_server server(2);  // every second request fails
+    auto out = s.dir / "rag.json";
+    int rc = load("--url " + server.url() + " --scenario rag --arg docs=4 --arg doc_len=10 --num-requests 6" +
+                      " --request-rate 200 --seed 3 --out " + out.string(),
+                  s.dir / "log");
+    BOOST_REQUIRE_MESSAGE(rc == 0, text(s.dir / "log"));
+    auto j = report(out);
+    BOOST_CHECK_EQUAL(j.at("completed"), 3);
+    BOOST_CHECK_EQUAL(j.at("failed"), 3);
+    int with_error = 0;
+    for (const auto& r : j.at("requests"))
+      if (!r.at("ok").get<bool>()) {
+        BOOST_CHECK_EQUAL(r.at("status"), 500);
+        with_error += r.at("error").get<std::string>().find("injected failure") != std::string::npos;
+      }
+    BOOST_CHECK_EQUAL(with_error, 3);
+  }
+  {
+    fake_server server(0, "secret");
+    auto out = s.dir / "key.json";
+    BOOST_REQUIRE_EQUAL(load("--url " + server.url() + "/v1 --api-key secret --scenario long_doc --no-stream" +
+                                 " --arg doc_len=30 --num-requests 3 --out " + out.string(),
+                             s.dir / "log"),
+                        0);
+    auto j = report(out);
+    BOOST_CHECK_EQUAL(j.at("completed"), 3);
+    for (const auto& r : j.at("requests")) {
+      BOOST_CHECK_GE(r.at("ttft_ms").get<double>(), first_delay_ms);  // a whole answer: TTFT = E2EL
+      BOOST_CHECK_EQUAL(r.at("ttft_ms").get<double>(), r.at("e2el_ms").get<double>());
+    }
+    BOOST_REQUIRE_EQUAL(load("--url " + server.url() + " --api-key wrong --scenario long_doc --arg doc_len=30" +
+                                 " --num-requests 2 --out " + out.string(),
+                             s.dir / "log"),
+                        0);
+    j = report(out);
+    BOOST_CHECK_EQUAL(j.at("failed"), 2);
+    BOOST_CHECK(j.at("requests")[0].at("error").get<std::string>().find("bad API key") != std::string::npos);
+  }
+}
+
+BOOST_AUTO_TEST_CASE(bad_input_gets_clear_errors) {
+  scratch s;
+  auto log = s.dir / "log";
+  int closed_port = free_port();
+  BOOST_CHECK_EQUAL(load("--url http://127.0.0.1:" + std::to_string(closed_port) + " --scenario rag", log), 1);
+  BOOST_CHECK_MESSAGE(text(log).find("cannot reach") != std::string::npos, text(log));
+
+  fake_server server;
+  auto bad_lua = s.dir / "bad.lua";
+  std::ofstream(bad_lua) << "function request(ctx)\n  return {prompt = 'x' .. nil}\nend\n";
+  BOOST_CHECK_EQUAL(load("--url " + server.url() + " --scenario " + bad_lua.string(), log), 1);
+  BOOST_CHECK_MESSAGE(text(log).find(bad_lua.string() + ":2:") != std::string::npos, text(log));
+
+  auto bad_trace = s.dir / "bad.jsonl";
+  std::ofstream(bad_trace) << "{\"timestamp\": 0, \"input_length\": 4, \"output_length\": 1}\n{\"timestamp\": 1}\n";
+  BOOST_CHECK_EQUAL(load("--url " + server.url() + " --trace " + bad_trace.string(), log), 1);
+  BOOST_CHECK_MESSAGE(text(log).find(bad_trace.string() + ":2") != std::string::npos, text(log));
+
+  BOOST_CHECK_EQUAL(load("--url " + server.url() + " --scenario rag --goodput latency:5", log), 1);
+  BOOST_CHECK_MESSAGE(text(log).find("unknown metric") != std::string::npos, text(log));
+  BOOST_CHECK_EQUAL(load("--url ftp://x --scenario rag", log), 1);
+  BOOST_CHECK_MESSAGE(text(log).find("neither http nor https") != std::string::npos, text(log));
+  BOOST_CHECK_EQUAL(load("--url " + server.url(), log), 1);
+  BOOST_CHECK_MESSAGE(text(log).find("--scenario") != std::string::npos, text(log));
+  BOOST_CHECK_NE(load("--url " + server.url() + " --scenario rag --concurrency many", log), 0);
+  BOOST_CHECK(server.bodies().empty());  // nothing was sent for any of these
+}
