@@ -56,6 +56,7 @@ void decode_step(model::engine& eng, decode_job& job) {
   auto next = model::sample(logits, job.sampling, gen.size());
   gen.push_back(next);
   --job.remaining;
+  if (job.hooks.on_token) job.hooks.on_token(next);
   if (std::find(job.stop_tokens.begin(), job.stop_tokens.end(), next) != job.stop_tokens.end()) job.remaining = 0;
 }
 
@@ -129,8 +130,8 @@ caf::behavior gpu_actor(caf::stateful_actor<gpu_state>* self, std::shared_ptr<mo
         return token;
       },
       [=](decode_atom, workspace_ptr& ws, int n, const model::sampling& s, std::vector<std::int32_t>& stop,
-          const caf::actor& reply_to) {
-        self->state.decoding.push_back({ws, n, s, std::move(stop), reply_to});
+          const caf::actor& reply_to, decode_hooks& hooks) {
+        self->state.decoding.push_back({ws, n, s, std::move(stop), reply_to, std::move(hooks)});
         if (!self->state.step_scheduled) {
           self->state.step_scheduled = true;
           self->send(self, step_atom::value);
@@ -140,6 +141,8 @@ caf::behavior gpu_actor(caf::stateful_actor<gpu_state>* self, std::shared_ptr<mo
         self->state.step_scheduled = false;
         auto& active = self->state.decoding;
         for (auto& job : active) {
+          // A cancelled job (its client went away) frees its slot now.
+          if (job.hooks.cancel && job.hooks.cancel->load()) job.remaining = 0;
           try {
             if (job.remaining > 0) decode_step(*eng, job);
           } catch (const error& e) {

@@ -2,6 +2,8 @@
 // The gpu actor: owns one device's engine (weights, streams, memory) and
 // runs compute cells and decode steps on it.
 
+#include <atomic>
+#include <functional>
 #include <map>
 #include <memory>
 
@@ -15,12 +17,19 @@
 
 namespace kvflow {
 
+/// How a decode job reports as it goes and how it is stopped (in-process only).
+struct decode_hooks {
+  std::function<void(std::int32_t)> on_token;  ///< each decoded token, on the gpu actor's thread
+  std::shared_ptr<std::atomic<bool>> cancel;   ///< set: the job ends before its next step
+};
+
 struct decode_job {
   workspace_ptr ws;
   int remaining = 0;
   model::sampling sampling;
   std::vector<std::int32_t> stop_tokens;
   caf::actor reply_to;  // receives (done_atom, request_id) when finished
+  decode_hooks hooks;
 };
 
 /// A compute grant enqueued on the engine and not finished yet.
@@ -50,11 +59,15 @@ struct gpu_state {
 ///       queue on the device back to back; the actor does not wait);
 ///   (first_atom, workspace_ptr, sampling) -> int32 token
 ///       samples from the last prompt chunk's hidden state;
-///   (decode_atom, workspace_ptr, int n, sampling, vector<int32> stop, actor reply_to)
-///       decodes up to n tokens (fewer when one of `stop` comes), interleaved with every other request's decode
-///       steps and restore cells (continuous batching), then sends
-///       (done_atom, request_id) to reply_to.
+///   (decode_atom, workspace_ptr, int n, sampling, vector<int32> stop, actor reply_to, decode_hooks)
+///       decodes up to n tokens (fewer when one of `stop` comes or the
+///       hooks' cancel flag is set), interleaved with every other request's
+///       decode steps and restore cells (continuous batching: each step
+///       decodes one token of every active job), passes each token to the
+///       hooks' on_token, then sends (done_atom, request_id) to reply_to.
 caf::behavior gpu_actor(caf::stateful_actor<gpu_state>* self, std::shared_ptr<model::engine> engine,
                         std::uint32_t device);
 
 }  // namespace kvflow
+
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(kvflow::decode_hooks)

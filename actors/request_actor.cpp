@@ -4,6 +4,7 @@
 
 #include "actors/atoms.hpp"
 #include "actors/frame_type.hpp"
+#include "actors/gpu_actor.hpp"
 #include "messages/caf_error.hpp"
 #include "messages/digest.hpp"
 #include "messages/log.hpp"
@@ -15,6 +16,11 @@ using state_t = caf::stateful_actor<request_state>;
 
 double seconds_since(std::chrono::steady_clock::time_point t) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
+}
+
+bool cancelled(const state_t* self) {
+  auto& c = self->state.params.opts.cancel;
+  return c && c->load();
 }
 
 void finish(state_t* self, std::exception_ptr failure) {
@@ -51,11 +57,14 @@ void decode_and_store(state_t* self) {
   auto finish_up = [self] {
     auto& st = self->state;
     st.report.tokens = st.ws->generated();
+    auto& stops = st.params.stop_tokens;
+    bool stopped = !st.report.tokens.empty() &&
+                   std::find(stops.begin(), stops.end(), st.report.tokens.back()) != stops.end();
+    st.report.finish_reason = stopped ? "stop" : cancelled(self) ? "cancelled" : "length";
     if (st.params.detokenize) {
       // The text leaves out the end-of-turn token that stopped decoding.
       auto shown = st.report.tokens;
-      auto& stops = st.params.stop_tokens;
-      if (!shown.empty() && std::find(stops.begin(), stops.end(), shown.back()) != stops.end()) shown.pop_back();
+      if (stopped) shown.pop_back();
       st.report.text = st.params.detokenize(shown);
     }
     if (st.params.opts.store && !st.env.tiers.empty()) {
@@ -71,9 +80,11 @@ void decode_and_store(state_t* self) {
   auto first = st.ws->generated().front();
   bool stop = std::find(st.params.stop_tokens.begin(), st.params.stop_tokens.end(), first) != st.params.stop_tokens.end();
   int more = static_cast<int>(st.params.opts.max_new_tokens) - 1;
-  if (stop || more <= 0) return finish_up();
+  if (stop || more <= 0 || cancelled(self)) return finish_up();
   model::sampling s{st.params.opts.temperature, st.params.opts.top_p, st.params.opts.seed};
-  self->send(st.env.gpu, decode_atom::value, st.ws, more, s, st.params.stop_tokens, caf::actor_cast<caf::actor>(self));
+  decode_hooks hooks{st.params.opts.on_token, st.params.opts.cancel};
+  self->send(st.env.gpu, decode_atom::value, st.ws, more, s, st.params.stop_tokens, caf::actor_cast<caf::actor>(self),
+             std::move(hooks));
   self->become(caf::keep_behavior, [=](done_atom, std::uint64_t) { finish_up(); });
 }
 
@@ -98,6 +109,7 @@ void first_token(state_t* self) {
             auto& st = self->state;
             st.report.first_token = token;
             st.report.ttft_s = seconds_since(st.params.submitted);
+            if (st.params.opts.on_token) st.params.opts.on_token(token);
             // Every cell is computed or loaded (a load counts once its copy is
             // done) and decoding has not appended yet: the prompt's KV, hashed
             // outside the TTFT.
@@ -126,10 +138,17 @@ void on_cell_done(state_t* self, const msg::frame& f, msg::tier source) {
   }
   if (done->act == msg::action::compute) {
     st.report.cells_computed += static_cast<std::uint32_t>(cells);
+    ++st.report.grants_compute;
   } else {
     st.report.cells_loaded += static_cast<std::uint32_t>(cells);
+    ++st.report.grants_load;
   }
   self->send(st.env.scheduler, f);
+  // A cancelled restore ends here; the scheduler drops its other grants.
+  if (cancelled(self)) {
+    st.report.finish_reason = "cancelled";
+    return finish(self, nullptr);
+  }
   if (st.cells_done == st.cells_total) first_token(self);
 }
 
@@ -149,6 +168,8 @@ void run_grant(state_t* self, const msg::grant& g, const msg::frame& f) {
               auto bytes = std::get<msg::cell_done>(*decoded).bytes;
               (g.source == msg::tier::disk ? self->state.report.bytes_from_disk : self->state.report.bytes_from_host) +=
                   bytes;
+              for (auto& t : self->state.report.tiers)
+                if (t.tier == msg::to_string(g.source)) t.bytes_loaded += bytes;
             }
             on_cell_done(self, done, g.act == msg::action::load ? g.source : msg::tier::gpu);
           },
@@ -186,7 +207,11 @@ void lookup_then_register(state_t* self, std::size_t tier_index) {
             auto decoded = msg::decode(f);
             if (!decoded || !std::holds_alternative<msg::chunk_located>(*decoded))
               return fail(self, "tier answered a lookup with something else");
-            for (auto& loc : std::get<msg::chunk_located>(*decoded).chunks)
+            auto& found = std::get<msg::chunk_located>(*decoded).chunks;
+            st.report.tiers.push_back({msg::to_string(st.env.tiers[tier_index].first),
+                                       static_cast<std::uint32_t>(st.ws->keys().size()),
+                                       static_cast<std::uint32_t>(found.size()), 0});
+            for (auto& loc : found)
               if (loc.chunk < st.chunk_tier.size() && st.chunk_tier[loc.chunk] == msg::tier::gpu)
                 st.chunk_tier[loc.chunk] = loc.where;
             lookup_then_register(self, tier_index + 1);

@@ -180,7 +180,7 @@ struct runtime::impl {
              std::chrono::steady_clock::time_point submitted, int retries) {
     auto id = next_id++;
     auto ws = std::make_shared<workspace>(id, tokens, opts.chunk_tokens, *engine);
-    auto salt = opts.tenant_salt + "#" + std::to_string(cache_epoch.load());
+    auto salt = (so.tenant_salt.empty() ? opts.tenant_salt : so.tenant_salt) + "#" + std::to_string(cache_epoch.load());
     ws->keys() =
         devices::chunk_keys(engine->fingerprint(), salt, ws->tokens(), static_cast<std::size_t>(opts.chunk_tokens));
     request_env env{scheduler, gpu, tiers};
@@ -189,6 +189,7 @@ struct runtime::impl {
     p.opts = so;
     p.submitted = submitted;
     p.stop_tokens = stop_tokens;
+    p.stop_tokens.insert(p.stop_tokens.end(), so.stop_token_ids.begin(), so.stop_token_ids.end());
     if (tok) {
       auto t = tok;
       p.detokenize = [t](const std::vector<std::int32_t>& ids) { return t->decode(ids); };
@@ -284,10 +285,13 @@ std::future<restore_report> runtime::submit(std::vector<std::int32_t> tokens, su
 }
 
 std::future<restore_report> runtime::submit_chat(const std::vector<chat_turn>& turns, submit_options opts) {
+  return submit(chat_tokens(turns), std::move(opts));
+}
+
+std::vector<std::int32_t> runtime::chat_tokens(const std::vector<chat_turn>& turns) const {
   std::vector<model::chat_message> messages;
   for (auto& t : turns) messages.push_back({t.role, t.content});
-  auto text = model::apply_chat_template(impl_->chat_template, messages, true);
-  return submit(tokenize(text), std::move(opts));
+  return tokenize(model::apply_chat_template(impl_->chat_template, messages, true));
 }
 
 std::string runtime::detokenize(const std::vector<std::int32_t>& tokens) const {
@@ -328,6 +332,11 @@ void runtime::set_disk_rate(double gbps) {
 }
 
 const runtime_options& runtime::options() const { return impl_->opts; }
+
+model_info runtime::model() const {
+  auto& c = impl_->engine->cfg();
+  return {impl_->model_name, c.max_positions, c.vocab_size, impl_->tok != nullptr, impl_->stop_tokens};
+}
 
 std::string runtime::describe() const {
   auto& m = *impl_;

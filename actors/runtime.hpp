@@ -3,6 +3,7 @@
 // actor system in-process, submit prompts and get the first token, TTFT and
 // a restore breakdown back.
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <future>
@@ -42,6 +43,26 @@ struct submit_options {
   bool store = true;               ///< store the prompt's new chunks to the tiers afterwards
   bool digest_kv = false;          ///< report a SHA-256 of the restored prompt KV (tests, checks)
   bool trace = false;              ///< report every grant's span (restore_report::spans)
+  /// The tenant whose salt keys this request's chunks (empty: runtime_options::tenant_salt).
+  /// A server sets it from the API key, never from what a client sends:
+  /// requests of different tenants never share a cached chunk.
+  std::string tenant_salt;
+  std::vector<std::int32_t> stop_token_ids;  ///< end decoding, beside the model's end-of-turn tokens
+  /// Called with each generated token (the first included) as soon as it is
+  /// sampled, in order, on an actor thread: keep it quick and non-throwing.
+  std::function<void(std::int32_t token)> on_token;
+  /// Set from any thread to stop the request: restore stops at its next
+  /// finished grant, decoding at its next step; the request then frees its
+  /// memory and reports finish_reason "cancelled".
+  std::shared_ptr<std::atomic<bool>> cancel;
+};
+
+/// One tier's part in a request's lookup.
+struct tier_stats {
+  std::string tier;                ///< "host" or "disk"
+  std::uint32_t lookups = 0;       ///< chunk keys asked for
+  std::uint32_t hits = 0;          ///< of them, chunks the tier holds
+  std::uint64_t bytes_loaded = 0;  ///< bytes this request loaded from it
 };
 
 /// One grant a request carried out: compute cells on the GPU or a load of
@@ -73,6 +94,19 @@ struct restore_report {
   std::string text;                  ///< decoded, when the model has a tokenizer
   std::string kv_sha256;             ///< hex digest of every prompt chunk's block, when asked for
   std::vector<cell_span> spans;      ///< every grant in completion order, when traced
+  std::string finish_reason;         ///< "stop" (a stop token), "length" (max_new_tokens) or "cancelled"
+  std::uint32_t grants_compute = 0;  ///< compute grants carried out
+  std::uint32_t grants_load = 0;     ///< load grants carried out
+  std::vector<tier_stats> tiers;     ///< per tier, fastest first
+};
+
+/// What a server needs to know about the loaded model.
+struct model_info {
+  std::string name;            ///< file name or preset
+  int context_tokens = 0;      ///< positions: prompt plus generated tokens
+  int vocab_size = 0;
+  bool has_tokenizer = false;  ///< presets (random weights) have none: token ids only
+  std::vector<std::int32_t> stop_tokens;  ///< end-of-turn and end-of-sequence ids: decoding ends there
 };
 
 struct chat_turn {
@@ -102,6 +136,9 @@ class runtime {
               std::function<void(std::exception_ptr, restore_report)> done);
   /// Applies the model's chat template and submits.
   std::future<restore_report> submit_chat(const std::vector<chat_turn>& turns, submit_options opts = {});
+  /// The tokens submit_chat would submit: the chat template applied, then
+  /// tokenized (needs a tokenizer).
+  std::vector<std::int32_t> chat_tokens(const std::vector<chat_turn>& turns) const;
 
   /// Text of tokens (needs a tokenizer), and text to tokens.
   std::string detokenize(const std::vector<std::int32_t>& tokens) const;
@@ -118,6 +155,7 @@ class runtime {
   void set_disk_rate(double gbps);
 
   const runtime_options& options() const;
+  model_info model() const;
   std::string describe() const;  ///< model, backend, tiers: one line
 
  private:

@@ -24,6 +24,7 @@ int main(int argc, char** argv) {
   add(kvflow::app::add_node_command);
   add(kvflow::app::add_exchange_command);
   add(kvflow::app::add_bench_command);
+  add(kvflow::app::add_serve_command);
   add(kvflow::app::add_load_command);
   CLI11_PARSE(app, argc, argv);
   try {
