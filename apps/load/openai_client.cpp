@@ -42,6 +42,16 @@ std::string choice_text(const json& j, bool chat) {
   return {};
 }
 
+// Generated token ids of one choice ("token_ids", as vLLM's return_token_ids
+// and kvflow serve for models without a tokenizer); appended to `out`.
+void choice_token_ids(const json& j, std::vector<std::int32_t>& out) {
+  if (!j.is_object() || !j.contains("choices") || !j["choices"].is_array() || j["choices"].empty()) return;
+  const auto& c = j["choices"][0];
+  if (!c.is_object() || !c.contains("token_ids") || !c["token_ids"].is_array()) return;
+  for (const auto& id : c["token_ids"])
+    if (id.is_number_integer()) out.push_back(id.get<std::int32_t>());
+}
+
 void read_usage(const json& j, api_result& r) {
   if (!j.is_object() || !j.contains("usage") || !j["usage"].is_object()) return;
   const auto& u = j["usage"];
@@ -129,7 +139,10 @@ void sse_parser::event(const std::string& data, double now_s, api_result& r) {
   }
   read_usage(j, r);
   auto text = choice_text(j, chat_);
-  if (text.empty()) return;
+  auto ids_before = r.token_ids.size();
+  choice_token_ids(j, r.token_ids);
+  // Content is text, or token ids where a model has no tokenizer to detokenize.
+  if (text.empty() && r.token_ids.size() == ids_before) return;
   if (chunks_ == 0)
     r.ttft_s = now_s;
   else
@@ -229,6 +242,7 @@ api_result openai_client::send(const api_request& req) {
   try {
     auto j = json::parse(raw);
     r.text = choice_text(j, chat);
+    choice_token_ids(j, r.token_ids);
     read_usage(j, r);
     if (!j.is_object() || !j.contains("choices")) {
       r.error = "answer has no \"choices\": " + raw.substr(0, 120);
@@ -238,7 +252,8 @@ api_result openai_client::send(const api_request& req) {
     r.error = "answer is not JSON: " + raw.substr(0, 120);
     return r;
   }
-  if (r.output_tokens < 0) r.output_tokens = r.text.empty() ? 0 : 1;
+  if (r.output_tokens < 0)
+    r.output_tokens = !r.token_ids.empty() ? static_cast<std::int64_t>(r.token_ids.size()) : (r.text.empty() ? 0 : 1);
   r.ok = true;
   return r;
 }

@@ -52,8 +52,9 @@ struct api_result {
   double ttft_s = 0, e2el_s = 0;
   std::vector<double> itl_s;
   std::string text;
-  std::int64_t prompt_tokens = -1;  ///< from "usage"; -1 when the server sent none
-  std::int64_t output_tokens = -1;  ///< from "usage"; else the number of content chunks
+  std::vector<std::int32_t> token_ids;  ///< generated ids, where the server sends them (presets without a tokenizer)
+  std::int64_t prompt_tokens = -1;      ///< from "usage"; -1 when the server sent none
+  std::int64_t output_tokens = -1;      ///< from "usage"; else the number of content chunks
 };
 
 /// Folds one server-sent-events payload into `r`; used by the client and by

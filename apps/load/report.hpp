@@ -29,7 +29,8 @@ struct request_record {
   std::vector<double> itl_s;  ///< gaps between content chunks (streamed only)
   std::int64_t prompt_tokens = 0;
   std::int64_t output_tokens = 0;
-  std::string text;  ///< generated text (kept for scripts; not written to the report)
+  std::string text;                     ///< generated text (kept for scripts; not written to the report)
+  std::vector<std::int32_t> token_ids;  ///< generated ids where the server sent them (for scripts too)
 };
 
 /// Service-level objectives in ms; a request is good when it meets all set.

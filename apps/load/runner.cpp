@@ -208,6 +208,7 @@ class load_run {
       rec.e2el_s = res.e2el_s;
       rec.itl_s = std::move(res.itl_s);
       rec.text = std::move(res.text);
+      rec.token_ids = std::move(res.token_ids);
       if (res.prompt_tokens >= 0) rec.prompt_tokens = res.prompt_tokens;
       rec.output_tokens = std::max<std::int64_t>(res.output_tokens, 0);
       std::optional<double> again;
@@ -218,8 +219,8 @@ class load_run {
       } catch (...) {
         failure = std::current_exception();
       }
-      rec.text.clear();
-      rec.text.shrink_to_fit();
+      rec.text = std::string();
+      rec.token_ids = std::vector<std::int32_t>();
       lock.lock();
       last_answer_ = clock_type::now();
       if (failure && !fatal_) fatal_ = failure;

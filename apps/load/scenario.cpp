@@ -435,6 +435,14 @@ std::optional<double> lua_scenario::response(const scenario_context& ctx, const 
   set_field(L_, "status", static_cast<lua_Integer>(rec.status));
   if (!rec.error.empty()) set_field(L_, "error", rec.error);
   set_field(L_, "text", rec.text);
+  if (!rec.token_ids.empty()) {
+    lua_createtable(L_, static_cast<int>(rec.token_ids.size()), 0);
+    for (std::size_t i = 0; i < rec.token_ids.size(); ++i) {
+      lua_pushinteger(L_, rec.token_ids[i]);
+      lua_rawseti(L_, -2, static_cast<lua_Integer>(i + 1));
+    }
+    lua_setfield(L_, -2, "token_ids");
+  }
   set_field(L_, "ttft", rec.ttft_s);
   set_field(L_, "e2el", rec.e2el_s);
   set_field(L_, "output_tokens", static_cast<lua_Integer>(rec.output_tokens));

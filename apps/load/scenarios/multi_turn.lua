@@ -6,9 +6,10 @@
 --
 -- Text models: /v1/chat/completions with the growing message list.
 -- --token-ids (random-weight presets): /v1/completions with the growing list
--- of ids; with no tokenizer here the reply is stood in for by as many
--- deterministic ids as it had tokens (so the cached prefix reaches the end of
--- the previous prompt, not the end of the previous reply).
+-- of ids, the reply's ids appended where the server sends them (kvflow serve
+-- does for models without a tokenizer); otherwise as many deterministic ids
+-- stand in for it (then the cached prefix reaches the end of the previous
+-- prompt, not the end of the previous reply).
 --
 -- args: sessions=8 turns=4 context=400 question=24 max_tokens=32 think=0
 --       (lengths in words or token ids; think: mean seconds between turns)
@@ -71,7 +72,8 @@ function response(ctx, resp)
     return false
   end
   if kvflow.token_ids then
-    kvflow.append(s.ids, kvflow.tokens(math.max(resp.output_tokens, 1), s.id .. ":a" .. ctx.turn))
+    local reply = resp.token_ids or kvflow.tokens(math.max(resp.output_tokens, 1), s.id .. ":a" .. ctx.turn)
+    kvflow.append(s.ids, reply)
   else
     table.insert(s.messages, { role = "assistant", content = resp.text })
   end
