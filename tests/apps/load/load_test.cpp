@@ -23,8 +23,12 @@
 #include <sys/socket.h>
 #include <unistd.h>
 #include <nlohmann/json.hpp>
+#include "tests/apps/load/test_files.hpp"
 
 namespace fs = std::filesystem;
+using kvflow::load::testing::read_text;
+using kvflow::load::testing::run_load;
+using kvflow::load::testing::scratch;
 using json = nlohmann::json;
 
 namespace {
@@ -134,31 +138,8 @@ class fake_server {
   std::string key_;
 };
 
-struct scratch {
-  fs::path dir = fs::temp_directory_path() / ("kvflow-load-test-" + std::to_string(::getpid()));
-  scratch() { fs::create_directories(dir); }
-  ~scratch() {
-    std::error_code ec;
-    fs::remove_all(dir, ec);
-  }
-};
-
 // Runs `kvflow load ARGS`; stderr into `log`. Returns the exit status.
-int load(const std::string& args, const fs::path& log) {
-  std::string cmd = std::string(KVFLOW_BIN) + " --log-level warn load --no-plot " + args + " > " +
-                    (log.string() + ".out") + " 2> " + log.string();
-  int rc = std::system(cmd.c_str());
-  return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
-}
-
-std::string text(const fs::path& p) {
-  std::ifstream in(p);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
-
-json report(const fs::path& p) { return json::parse(text(p)); }
+json report(const fs::path& p) { return json::parse(read_text(p)); }
 
 // A loopback port that nothing listens on: bound, read, closed.
 int free_port() {
@@ -180,13 +161,13 @@ const std::string shipped = std::string(KVFLOW_SOURCE_DIR) + "/apps/load/";
 
 BOOST_AUTO_TEST_CASE(multi_turn_scenario_streams_and_grows_its_history) {
   fake_server server;
-  scratch s;
+  scratch s("load-test");
   auto out = s.dir / "chat.json";
-  int rc = load("--url " + server.url() + " --scenario " + shipped + "scenarios/multi_turn.lua" +
-                    " --arg sessions=3 --arg turns=3 --arg context=20 --arg question=5 --arg max_tokens=4" +
-                    " --concurrency 2 --goodput ttft:10000 --out " + out.string(),
-                s.dir / "log");
-  BOOST_REQUIRE_MESSAGE(rc == 0, text(s.dir / "log"));
+  int rc = run_load("--url " + server.url() + " --scenario " + shipped + "scenarios/multi_turn.lua" +
+                        " --arg sessions=3 --arg turns=3 --arg context=20 --arg question=5 --arg max_tokens=4" +
+                        " --concurrency 2 --goodput ttft:10000 --out " + out.string(),
+                    s.dir / "log");
+  BOOST_REQUIRE_MESSAGE(rc == 0, read_text(s.dir / "log"));
   auto j = report(out);
   BOOST_CHECK_EQUAL(j.at("model_id"), "fake-model");
   BOOST_CHECK_EQUAL(j.at("completed"), 9);
@@ -219,17 +200,17 @@ BOOST_AUTO_TEST_CASE(multi_turn_scenario_streams_and_grows_its_history) {
   }
   BOOST_CHECK((by_size == std::map<std::size_t, int>{{2, 3}, {4, 3}, {6, 3}}));
   // The table went to stdout.
-  BOOST_CHECK(text(s.dir / "log.out").find("Serving Benchmark Result") != std::string::npos);
+  BOOST_CHECK(read_text(s.dir / "log.out").find("Serving Benchmark Result") != std::string::npos);
 }
 
 BOOST_AUTO_TEST_CASE(trace_replays_with_sessions_and_shared_prefixes) {
   fake_server server;
-  scratch s;
+  scratch s("load-test");
   auto out = s.dir / "trace.json";
-  int rc = load("--url " + server.url() + " --trace " + shipped + "traces/small.jsonl" +
-                    " --token-ids --vocab 1000 --scale 0.05 --speedup 10 --out " + out.string(),
-                s.dir / "log");
-  BOOST_REQUIRE_MESSAGE(rc == 0, text(s.dir / "log"));
+  int rc = run_load("--url " + server.url() + " --trace " + shipped + "traces/small.jsonl" +
+                        " --token-ids --vocab 1000 --scale 0.05 --speedup 10 --out " + out.string(),
+                    s.dir / "log");
+  BOOST_REQUIRE_MESSAGE(rc == 0, read_text(s.dir / "log"));
   auto j = report(out);
   BOOST_CHECK_EQUAL(j.at("completed"), 24);
   BOOST_CHECK_EQUAL(j.at("failed"), 0);
@@ -260,14 +241,14 @@ BOOST_AUTO_TEST_CASE(trace_replays_with_sessions_and_shared_prefixes) {
 }
 
 BOOST_AUTO_TEST_CASE(failures_are_counted_and_keys_are_sent) {
-  scratch s;
+  scratch s("load-test");
   {
     fake_server server(2);  // every second request fails
     auto out = s.dir / "rag.json";
-    int rc = load("--url " + server.url() + " --scenario rag --arg docs=4 --arg doc_len=10 --num-requests 6" +
-                      " --request-rate 200 --seed 3 --out " + out.string(),
-                  s.dir / "log");
-    BOOST_REQUIRE_MESSAGE(rc == 0, text(s.dir / "log"));
+    int rc = run_load("--url " + server.url() + " --scenario rag --arg docs=4 --arg doc_len=10 --num-requests 6" +
+                          " --request-rate 200 --seed 3 --out " + out.string(),
+                      s.dir / "log");
+    BOOST_REQUIRE_MESSAGE(rc == 0, read_text(s.dir / "log"));
     auto j = report(out);
     BOOST_CHECK_EQUAL(j.at("completed"), 3);
     BOOST_CHECK_EQUAL(j.at("failed"), 3);
@@ -282,9 +263,9 @@ BOOST_AUTO_TEST_CASE(failures_are_counted_and_keys_are_sent) {
   {
     fake_server server(0, "secret");
     auto out = s.dir / "key.json";
-    BOOST_REQUIRE_EQUAL(load("--url " + server.url() + "/v1 --api-key secret --scenario long_doc --no-stream" +
-                                 " --arg doc_len=30 --num-requests 3 --out " + out.string(),
-                             s.dir / "log"),
+    BOOST_REQUIRE_EQUAL(run_load("--url " + server.url() + "/v1 --api-key secret --scenario long_doc --no-stream" +
+                                     " --arg doc_len=30 --num-requests 3 --out " + out.string(),
+                                 s.dir / "log"),
                         0);
     auto j = report(out);
     BOOST_CHECK_EQUAL(j.at("completed"), 3);
@@ -292,9 +273,9 @@ BOOST_AUTO_TEST_CASE(failures_are_counted_and_keys_are_sent) {
       BOOST_CHECK_GE(r.at("ttft_ms").get<double>(), first_delay_ms);  // a whole answer: TTFT = E2EL
       BOOST_CHECK_EQUAL(r.at("ttft_ms").get<double>(), r.at("e2el_ms").get<double>());
     }
-    BOOST_REQUIRE_EQUAL(load("--url " + server.url() + " --api-key wrong --scenario long_doc --arg doc_len=30" +
-                                 " --num-requests 2 --out " + out.string(),
-                             s.dir / "log"),
+    BOOST_REQUIRE_EQUAL(run_load("--url " + server.url() + " --api-key wrong --scenario long_doc --arg doc_len=30" +
+                                     " --num-requests 2 --out " + out.string(),
+                                 s.dir / "log"),
                         0);
     j = report(out);
     BOOST_CHECK_EQUAL(j.at("failed"), 2);
@@ -303,29 +284,29 @@ BOOST_AUTO_TEST_CASE(failures_are_counted_and_keys_are_sent) {
 }
 
 BOOST_AUTO_TEST_CASE(bad_input_gets_clear_errors) {
-  scratch s;
+  scratch s("load-test");
   auto log = s.dir / "log";
   int closed_port = free_port();
-  BOOST_CHECK_EQUAL(load("--url http://127.0.0.1:" + std::to_string(closed_port) + " --scenario rag", log), 1);
-  BOOST_CHECK_MESSAGE(text(log).find("cannot reach") != std::string::npos, text(log));
+  BOOST_CHECK_EQUAL(run_load("--url http://127.0.0.1:" + std::to_string(closed_port) + " --scenario rag", log), 1);
+  BOOST_CHECK_MESSAGE(read_text(log).find("cannot reach") != std::string::npos, read_text(log));
 
   fake_server server;
   auto bad_lua = s.dir / "bad.lua";
   std::ofstream(bad_lua) << "function request(ctx)\n  return {prompt = 'x' .. nil}\nend\n";
-  BOOST_CHECK_EQUAL(load("--url " + server.url() + " --scenario " + bad_lua.string(), log), 1);
-  BOOST_CHECK_MESSAGE(text(log).find(bad_lua.string() + ":2:") != std::string::npos, text(log));
+  BOOST_CHECK_EQUAL(run_load("--url " + server.url() + " --scenario " + bad_lua.string(), log), 1);
+  BOOST_CHECK_MESSAGE(read_text(log).find(bad_lua.string() + ":2:") != std::string::npos, read_text(log));
 
   auto bad_trace = s.dir / "bad.jsonl";
   std::ofstream(bad_trace) << "{\"timestamp\": 0, \"input_length\": 4, \"output_length\": 1}\n{\"timestamp\": 1}\n";
-  BOOST_CHECK_EQUAL(load("--url " + server.url() + " --trace " + bad_trace.string(), log), 1);
-  BOOST_CHECK_MESSAGE(text(log).find(bad_trace.string() + ":2") != std::string::npos, text(log));
+  BOOST_CHECK_EQUAL(run_load("--url " + server.url() + " --trace " + bad_trace.string(), log), 1);
+  BOOST_CHECK_MESSAGE(read_text(log).find(bad_trace.string() + ":2") != std::string::npos, read_text(log));
 
-  BOOST_CHECK_EQUAL(load("--url " + server.url() + " --scenario rag --goodput latency:5", log), 1);
-  BOOST_CHECK_MESSAGE(text(log).find("unknown metric") != std::string::npos, text(log));
-  BOOST_CHECK_EQUAL(load("--url ftp://x --scenario rag", log), 1);
-  BOOST_CHECK_MESSAGE(text(log).find("neither http nor https") != std::string::npos, text(log));
-  BOOST_CHECK_EQUAL(load("--url " + server.url(), log), 1);
-  BOOST_CHECK_MESSAGE(text(log).find("--scenario") != std::string::npos, text(log));
-  BOOST_CHECK_NE(load("--url " + server.url() + " --scenario rag --concurrency many", log), 0);
+  BOOST_CHECK_EQUAL(run_load("--url " + server.url() + " --scenario rag --goodput latency:5", log), 1);
+  BOOST_CHECK_MESSAGE(read_text(log).find("unknown metric") != std::string::npos, read_text(log));
+  BOOST_CHECK_EQUAL(run_load("--url ftp://x --scenario rag", log), 1);
+  BOOST_CHECK_MESSAGE(read_text(log).find("neither http nor https") != std::string::npos, read_text(log));
+  BOOST_CHECK_EQUAL(run_load("--url " + server.url(), log), 1);
+  BOOST_CHECK_MESSAGE(read_text(log).find("--scenario") != std::string::npos, read_text(log));
+  BOOST_CHECK_NE(run_load("--url " + server.url() + " --scenario rag --concurrency many", log), 0);
   BOOST_CHECK(server.bodies().empty());  // nothing was sent for any of these
 }

@@ -5,38 +5,20 @@
 // body, sessions continue through response(), the kvflow helpers are
 // deterministic, and script errors name the file and line.
 
-#include <filesystem>
-#include <fstream>
-
-#include <unistd.h>
-
 #include "apps/load/scenario.hpp"
 #include "messages/error.hpp"
+#include "tests/apps/load/test_files.hpp"
 
 using namespace kvflow::load;
+using kvflow::load::testing::error_message;
 namespace fs = std::filesystem;
 
 namespace {
 
-struct script_file {
-  fs::path path;
-  script_file(const std::string& name, const std::string& text)
-      : path(fs::temp_directory_path() / ("kvflow-scenario-test-" + std::to_string(::getpid()) + "-" + name)) {
-    std::ofstream(path) << text;
-  }
-  ~script_file() {
-    std::error_code ec;
-    fs::remove(path, ec);
-  }
-};
-
-std::string message_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const kvflow::error& e) {
-    return e.what();
-  }
-  return "(no error)";
+// One scratch folder for the whole suite.
+const kvflow::load::testing::scratch& dir() {
+  static kvflow::load::testing::scratch s("scenario-test");
+  return s;
 }
 
 scenario_options options(const fs::path& p) {
@@ -70,8 +52,8 @@ end
 }  // namespace
 
 BOOST_AUTO_TEST_CASE(builds_requests_and_continues_sessions) {
-  script_file f("chat.lua", chat_script);
-  lua_scenario s(options(f.path));
+  auto f = dir().write("chat.lua", chat_script);
+  lua_scenario s(options(f));
   scenario_context ctx;
   auto r = s.request(ctx);
   BOOST_REQUIRE(r);
@@ -107,7 +89,7 @@ BOOST_AUTO_TEST_CASE(builds_requests_and_continues_sessions) {
 }
 
 BOOST_AUTO_TEST_CASE(helpers_are_deterministic_and_follow_the_mode) {
-  script_file f("helpers.lua", R"lua(
+  auto f = dir().write("helpers.lua", R"lua(
 function request(ctx)
   local a = kvflow.tokens(6, "k")
   local b = kvflow.tokens(4, "k")
@@ -120,7 +102,7 @@ function request(ctx)
   return {prompt = kvflow.prompt(8, "p"), max_tokens = 2, stream = false}
 end
 )lua");
-  auto o = options(f.path);
+  auto o = options(f);
   o.token_ids = true;
   o.vocab = 50;
   lua_scenario s(o);
@@ -141,42 +123,42 @@ end
 
 BOOST_AUTO_TEST_CASE(script_errors_name_file_and_line) {
   {
-    script_file f("syntax.lua", "function request(ctx)\n  return {\nend\n");
-    auto msg = message_of([&] { lua_scenario s(options(f.path)); });
-    BOOST_CHECK_MESSAGE(msg.find(f.path.string() + ":") != std::string::npos, msg);
+    auto f = dir().write("syntax.lua", "function request(ctx)\n  return {\nend\n");
+    auto msg = error_message([&] { lua_scenario s(options(f)); });
+    BOOST_CHECK_MESSAGE(msg.find(f.string() + ":") != std::string::npos, msg);
   }
   {
-    script_file f("runtime.lua", "function request(ctx)\n  local x = nil\n  return x.field\nend\n");
-    lua_scenario s(options(f.path));
-    auto msg = message_of([&] { s.request({}); });
-    BOOST_CHECK_MESSAGE(msg.find(f.path.string() + ":3:") != std::string::npos, msg);
+    auto f = dir().write("runtime.lua", "function request(ctx)\n  local x = nil\n  return x.field\nend\n");
+    lua_scenario s(options(f));
+    auto msg = error_message([&] { s.request({}); });
+    BOOST_CHECK_MESSAGE(msg.find(f.string() + ":3:") != std::string::npos, msg);
     BOOST_CHECK_MESSAGE(msg.find("request()") != std::string::npos, msg);
   }
   {
-    script_file f("shape.lua", "\n\nfunction request(ctx)\n  return {max_tokens = 3}\nend\n");
-    lua_scenario s(options(f.path));
-    auto msg = message_of([&] { s.request({}); });
-    BOOST_CHECK_MESSAGE(msg.find(f.path.string() + ":3") != std::string::npos, msg);
+    auto f = dir().write("shape.lua", "\n\nfunction request(ctx)\n  return {max_tokens = 3}\nend\n");
+    lua_scenario s(options(f));
+    auto msg = error_message([&] { s.request({}); });
+    BOOST_CHECK_MESSAGE(msg.find(f.string() + ":3") != std::string::npos, msg);
     BOOST_CHECK_MESSAGE(msg.find("neither messages nor prompt") != std::string::npos, msg);
   }
   {
-    script_file f("init.lua", "function init(args)\n  error('need docs')\nend\nfunction request(ctx) end\n");
-    auto msg = message_of([&] { lua_scenario s(options(f.path)); });
-    BOOST_CHECK_MESSAGE(msg.find(f.path.string() + ":2: need docs") != std::string::npos, msg);
+    auto f = dir().write("init.lua", "function init(args)\n  error('need docs')\nend\nfunction request(ctx) end\n");
+    auto msg = error_message([&] { lua_scenario s(options(f)); });
+    BOOST_CHECK_MESSAGE(msg.find(f.string() + ":2: need docs") != std::string::npos, msg);
   }
   {
-    script_file f("none.lua", "x = 1\n");
-    auto msg = message_of([&] { lua_scenario s(options(f.path)); });
+    auto f = dir().write("none.lua", "x = 1\n");
+    auto msg = error_message([&] { lua_scenario s(options(f)); });
     BOOST_CHECK_MESSAGE(msg.find("no function request") != std::string::npos, msg);
   }
   {
-    script_file f("resp.lua",
-                  "function request(ctx) return {prompt = 'a'} end\nfunction response(c, r) return 'x' end\n");
-    lua_scenario s(options(f.path));
+    auto f = dir().write("resp.lua",
+                         "function request(ctx) return {prompt = 'a'} end\nfunction response(c, r) return 'x' end\n");
+    lua_scenario s(options(f));
     scenario_context ctx;
     ctx.session = "s";
-    auto msg = message_of([&] { s.response(ctx, {}); });
-    BOOST_CHECK_MESSAGE(msg.find(f.path.string() + ":2") != std::string::npos, msg);
+    auto msg = error_message([&] { s.response(ctx, {}); });
+    BOOST_CHECK_MESSAGE(msg.find(f.string() + ":2") != std::string::npos, msg);
   }
   BOOST_CHECK_THROW(lua_scenario(options("/nonexistent/x.lua")), kvflow::error);
 }

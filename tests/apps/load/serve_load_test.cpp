@@ -22,23 +22,18 @@
 #include <sys/wait.h>
 #include <unistd.h>
 #include <nlohmann/json.hpp>
+#include "tests/apps/load/test_files.hpp"
 
 namespace fs = std::filesystem;
+using kvflow::load::testing::read_text;
+using kvflow::load::testing::run_load;
+using kvflow::load::testing::scratch;
 using json = nlohmann::json;
 
 namespace {
 
 const std::string model = std::string(KVFLOW_SOURCE_DIR) + "/models/SmolLM2-135M-Instruct.Q4_1.gguf";
 const std::string shipped = std::string(KVFLOW_SOURCE_DIR) + "/apps/load/";
-
-struct scratch {
-  fs::path dir = fs::temp_directory_path() / ("kvflow-serve-load-test-" + std::to_string(::getpid()));
-  scratch() { fs::create_directories(dir); }
-  ~scratch() {
-    std::error_code ec;
-    fs::remove_all(dir, ec);
-  }
-};
 
 // `kvflow serve` as a child process; its URL read from the line it prints.
 class server_process {
@@ -91,20 +86,6 @@ class server_process {
   std::string url_;
 };
 
-std::string text(const fs::path& p) {
-  std::ifstream in(p);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
-
-int load(const std::string& args, const fs::path& log) {
-  std::string cmd = std::string(KVFLOW_BIN) + " --log-level warn load --no-plot --no-progress " + args + " > " +
-                    log.string() + ".out 2> " + log.string();
-  int rc = std::system(cmd.c_str());
-  return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
-}
-
 // The sum of a Prometheus counter's samples (every label set).
 double metric_sum(const std::string& metrics, const std::string& name) {
   double sum = 0;
@@ -126,18 +107,18 @@ BOOST_AUTO_TEST_CASE(multi_turn_and_trace_against_kvflow_serve) {
     std::cout << "skipped: " << model << " not found (bash .ci/setup fetches it)\n";
     return;
   }
-  scratch s;
+  scratch s("serve-load-test");
   server_process server(s.dir / "serve.log");
-  BOOST_REQUIRE_MESSAGE(!server.url().empty(), "kvflow serve did not start: " << text(s.dir / "serve.log"));
+  BOOST_REQUIRE_MESSAGE(!server.url().empty(), "kvflow serve did not start: " << read_text(s.dir / "serve.log"));
 
   // Multi-turn: one session at a time, so each turn's TTFT is its own prefill.
   auto chat = s.dir / "chat.json";
-  int rc = load("--url " + server.url() + " --scenario " + shipped + "scenarios/multi_turn.lua" +
-                    " --arg sessions=2 --arg turns=3 --arg context=200 --arg question=8 --arg max_tokens=6" +
-                    " --concurrency 1 --out " + chat.string(),
-                s.dir / "chat.log");
-  BOOST_REQUIRE_MESSAGE(rc == 0, text(s.dir / "chat.log"));
-  auto j = json::parse(text(chat));
+  int rc = run_load("--url " + server.url() + " --scenario " + shipped + "scenarios/multi_turn.lua" +
+                        " --arg sessions=2 --arg turns=3 --arg context=200 --arg question=8 --arg max_tokens=6" +
+                        " --concurrency 1 --out " + chat.string(),
+                    s.dir / "chat.log");
+  BOOST_REQUIRE_MESSAGE(rc == 0, read_text(s.dir / "chat.log"));
+  auto j = json::parse(read_text(chat));
   BOOST_CHECK_EQUAL(j.at("completed"), 6);
   BOOST_CHECK_EQUAL(j.at("failed"), 0);
   const auto& turns = j.at("by_turn");
@@ -153,11 +134,11 @@ BOOST_AUTO_TEST_CASE(multi_turn_and_trace_against_kvflow_serve) {
 
   // The shipped trace, scaled down for a small model on a CPU.
   auto trace = s.dir / "trace.json";
-  rc = load("--url " + server.url() + " --trace " + shipped + "traces/small.jsonl" +
-                " --scale 0.1 --max-output 3 --num-requests 8 --out " + trace.string(),
-            s.dir / "trace.log");
-  BOOST_REQUIRE_MESSAGE(rc == 0, text(s.dir / "trace.log"));
-  j = json::parse(text(trace));
+  rc = run_load("--url " + server.url() + " --trace " + shipped + "traces/small.jsonl" +
+                    " --scale 0.1 --max-output 3 --num-requests 8 --out " + trace.string(),
+                s.dir / "trace.log");
+  BOOST_REQUIRE_MESSAGE(rc == 0, read_text(s.dir / "trace.log"));
+  j = json::parse(read_text(trace));
   BOOST_CHECK_EQUAL(j.at("completed"), 8);
   BOOST_CHECK_EQUAL(j.at("failed"), 0);
   BOOST_CHECK_GT(j.at("total_output_tokens").get<int>(), 0);

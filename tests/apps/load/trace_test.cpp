@@ -4,36 +4,14 @@
 // The mooncake trace parser on good and bad lines, and prompts rebuilt from
 // hash ids: shared ids give a shared prefix, different ids do not.
 
-#include <filesystem>
-#include <fstream>
-
-#include <unistd.h>
-
 #include "apps/load/synthetic.hpp"
 #include "apps/load/trace.hpp"
 #include "messages/error.hpp"
+#include "tests/apps/load/test_files.hpp"
 
 using namespace kvflow::load;
-namespace fs = std::filesystem;
-
-namespace {
-
-std::string message_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const kvflow::error& e) {
-    return e.what();
-  }
-  return "(no error)";
-}
-
-fs::path write(const std::string& name, const std::string& text) {
-  auto p = fs::temp_directory_path() / ("kvflow-trace-test-" + std::to_string(::getpid()) + "-" + name);
-  std::ofstream(p) << text;
-  return p;
-}
-
-}  // namespace
+using kvflow::load::testing::error_message;
+using kvflow::load::testing::scratch;
 
 BOOST_AUTO_TEST_CASE(parses_a_mooncake_line) {
   auto e = parse_trace_line(
@@ -64,33 +42,31 @@ BOOST_AUTO_TEST_CASE(bad_lines_name_the_place_and_the_field) {
         bad_case{R"({"timestamp": 0, "input_length": 5, "output_length": 1, "hash_ids": [1, -2]})", "-2"},
         bad_case{R"({"timestamp": 0, "input_length": 5, "output_length": 1, "hash_ids": 3})", "not an array"},
         bad_case{R"({"timestamp": 0, "input_length": 5, "output_length": 1, "session_id": [1]})", "session_id"}}) {
-    auto msg = message_of([&] { parse_trace_line(c.line, "trace.jsonl:12"); });
+    auto msg = error_message([&] { parse_trace_line(c.line, "trace.jsonl:12"); });
     BOOST_CHECK_MESSAGE(msg.find("trace.jsonl:12") != std::string::npos, msg);
     BOOST_CHECK_MESSAGE(msg.find(c.says) != std::string::npos, c.line << " -> " << msg);
   }
 }
 
 BOOST_AUTO_TEST_CASE(reads_a_file_sorted_and_reports_the_bad_line) {
-  auto good = write("good.jsonl",
-                    "{\"timestamp\": 500, \"input_length\": 10, \"output_length\": 2, \"hash_ids\": [1]}\n"
-                    "\n# a comment\n"
-                    "{\"timestamp\": 100, \"input_length\": 20, \"output_length\": 3, \"hash_ids\": [1]}\n");
+  scratch s("trace-test");
+  auto good = s.write("good.jsonl",
+                      "{\"timestamp\": 500, \"input_length\": 10, \"output_length\": 2, \"hash_ids\": [1]}\n"
+                      "\n# a comment\n"
+                      "{\"timestamp\": 100, \"input_length\": 20, \"output_length\": 3, \"hash_ids\": [1]}\n");
   auto entries = read_trace(good.string());
   BOOST_REQUIRE_EQUAL(entries.size(), 2u);
   BOOST_CHECK_EQUAL(entries[0].timestamp_ms, 100.0);
   BOOST_CHECK_EQUAL(entries[0].line, 4);
-  auto bad = write("bad.jsonl",
-                   "{\"timestamp\": 0, \"input_length\": 10, \"output_length\": 2}\n"
-                   "{\"timestamp\": 1, \"input_length\": 10}\n");
-  auto msg = message_of([&] { read_trace(bad.string()); });
+  auto bad = s.write("bad.jsonl",
+                     "{\"timestamp\": 0, \"input_length\": 10, \"output_length\": 2}\n"
+                     "{\"timestamp\": 1, \"input_length\": 10}\n");
+  auto msg = error_message([&] { read_trace(bad.string()); });
   BOOST_CHECK_MESSAGE(msg.find(bad.string() + ":2") != std::string::npos, msg);
   BOOST_CHECK_MESSAGE(msg.find("output_length") != std::string::npos, msg);
-  auto empty = write("empty.jsonl", "\n");
+  auto empty = s.write("empty.jsonl", "\n");
   BOOST_CHECK_THROW(read_trace(empty.string()), kvflow::error);
   BOOST_CHECK_THROW(read_trace("/nonexistent/trace.jsonl"), kvflow::error);
-  fs::remove(good);
-  fs::remove(bad);
-  fs::remove(empty);
 }
 
 BOOST_AUTO_TEST_CASE(shared_hash_ids_give_shared_prefixes) {
