@@ -50,6 +50,7 @@ struct load_options {
   bool no_stream = false;
   bool ignore_eos = false;
   bool no_usage = false;
+  bool keep_alive = false;
   double request_rate = 0;
   int concurrency = 0;
   std::size_t num_requests = 0;
@@ -123,6 +124,7 @@ int run_load_command(const load_options& o) {
   ep.api_key = o.api_key;
   ep.timeout_s = o.timeout_s;
   ep.stream_usage = !o.no_usage;
+  ep.keep_alive = o.keep_alive;
   ep.model = o.model;
   {
     // Reach the server before anything else: an unreachable endpoint is one
@@ -282,6 +284,9 @@ command_runner add_load_command(CLI::App& app) {
   cmd->add_flag("--no-stream", o->no_stream, "Whole answers instead of server-sent events (TTFT = E2EL)");
   cmd->add_flag("--ignore-eos", o->ignore_eos, "Add \"ignore_eos\": true so answers run to max_tokens");
   cmd->add_flag("--no-usage", o->no_usage, "Do not ask for usage in streams (stream_options.include_usage)");
+  cmd->add_flag("--keep-alive", o->keep_alive,
+                "Reuse connections (off: a new one per request, so a server with a thread per connection "
+                "never waits on idle ones)");
   cmd->add_option("--request-rate", o->request_rate, "Poisson arrivals per second (default: none)");
   cmd->add_option("--concurrency", o->concurrency,
                   "At most this many requests in flight (default 1 for a scenario without --request-rate)");

@@ -178,7 +178,7 @@ openai_client::openai_client(const endpoint_config& cfg) : cfg_(cfg), url_(parse
   http_->set_connection_timeout(secs, usecs);
   http_->set_read_timeout(secs, usecs);
   http_->set_write_timeout(secs, usecs);
-  http_->set_keep_alive(true);
+  http_->set_keep_alive(cfg.keep_alive);
   http_->set_tcp_nodelay(true);
   if (!cfg.api_key.empty()) http_->set_bearer_token_auth(cfg.api_key);
 }

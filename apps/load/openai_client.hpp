@@ -26,6 +26,11 @@ struct endpoint_config {
   std::string model;         ///< the body's "model"
   double timeout_s = 600;    ///< connect and per-read timeout
   bool stream_usage = true;  ///< ask for usage in streams (stream_options.include_usage)
+  /// Reuse connections. Off by default: a server with a thread per connection
+  /// (cpp-httplib's, so kvflow serve's) holds a thread for every idle kept-alive
+  /// connection, and a burst with more connections than threads then stalls
+  /// until a keep-alive times out (5 s, measured against cpp-httplib).
+  bool keep_alive = false;
 };
 
 /// The base URL split into what httplib needs; throws kvflow::error
