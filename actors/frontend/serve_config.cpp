@@ -166,7 +166,10 @@ void apply_values(serve_config& c, const std::map<std::string, std::string>& val
     try {
       it->set(c, value);
     } catch (const error& e) {
-      throw error(errc::invalid_argument, source + ": " + key + ": " + e.what());
+      // The context without its code's prefix: the new error carries it.
+      std::string what = e.what(), prefix = std::string(to_string(e.code())) + ": ";
+      if (what.compare(0, prefix.size(), prefix) == 0) what.erase(0, prefix.size());
+      throw error(errc::invalid_argument, source + ": " + key + ": " + what);
     }
   }
 }
