@@ -217,10 +217,10 @@ struct http_server::impl {
       active.insert(g);
     }
     auto done = [this, g, endpoint_name, arrival](std::exception_ptr e, restore_report rep) {
-      std::string reason = e                ? "error"
-                           : g->stop_string ? "stop"
+      std::string reason = e                                                ? "error"
+                           : g->stop_string                                 ? "stop"
                            : g->aborted || rep.finish_reason == "cancelled" ? "abort"
-                                                                           : rep.finish_reason;
+                                                                            : rep.finish_reason;
       if (!e)
         stats.finished(endpoint_name, rep, rep.prompt_tokens, static_cast<std::uint32_t>(rep.tokens.size()), reason,
                        seconds(clock_type::now() - arrival));
@@ -356,8 +356,8 @@ struct http_server::impl {
 
   void routes() {
     svr.set_payload_max_length(opts.max_body_bytes);
-    auto threads = opts.http_threads > 0 ? static_cast<std::size_t>(opts.http_threads)
-                                         : opts.max_running + opts.max_waiting + 8;
+    auto threads =
+        opts.http_threads > 0 ? static_cast<std::size_t>(opts.http_threads) : opts.max_running + opts.max_waiting + 8;
     svr.new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
     svr.Post("/v1/completions",
              [this](const httplib::Request& q, httplib::Response& s) { generate(endpoint::completions, q, s); });
@@ -385,8 +385,8 @@ struct http_server::impl {
     // line) get an OpenAI-style body too.
     svr.set_error_handler([this](const httplib::Request&, httplib::Response& s) {
       if (!s.body.empty()) return;
-      std::string message = s.status == 413   ? "the request body is larger than " +
-                                                    std::to_string(opts.max_body_bytes) + " bytes"
+      std::string message = s.status == 413
+                                ? "the request body is larger than " + std::to_string(opts.max_body_bytes) + " bytes"
                             : s.status == 404 ? "no such endpoint"
                                               : "the request could not be read (HTTP " + std::to_string(s.status) + ")";
       s.set_content(dump(error_body(api_error(s.status, "invalid_request_error", message))), "application/json");

@@ -129,7 +129,9 @@ const std::vector<setting>& serve_settings() {
            &S::served_model_name),
       {"api_keys", "API keys and their tenants, KEY=TENANT,... (none: open, one tenant)",
        [](serve_config& c, const std::string& v) { c.server.api_keys = parse_api_keys(v); },
-       [](const serve_config& c) { return c.server.api_keys.empty() ? "" : std::to_string(c.server.api_keys.size()) + " keys"; }},
+       [](const serve_config& c) {
+         return c.server.api_keys.empty() ? "" : std::to_string(c.server.api_keys.size()) + " keys";
+       }},
       whole("max_running", "Requests decoding at once", &S::max_running, 1, 1 << 20),
       whole("max_waiting", "Requests queued for a slot; more get 429", &S::max_waiting, 0, 1 << 20),
       whole("max_body_bytes", "Largest request body (larger: 413)", &S::max_body_bytes, 1, 1ll << 32),

@@ -128,9 +128,10 @@ BOOST_FIXTURE_TEST_CASE(extra_stop_tokens_end_the_reply, fixture) {
 }
 
 BOOST_FIXTURE_TEST_CASE(requests_decode_together, fixture) {
-  // A decodes a long reply; B arrives while A is at its 5th token. B's
-  // tokens must come while A is still decoding (continuous batching), not
-  // after A's last one.
+  // A decodes a long reply; B, with the same prompt, arrives while A is at
+  // its 5th token. B's tokens must come while A is still decoding
+  // (continuous batching), not after A's last one; and B finds A's prompt
+  // chunks cached (stored at A's first token, not at its end).
   std::mutex m;
   std::vector<char> order;  // 'a' or 'b' per token, in arrival order
   auto started = std::make_shared<std::promise<void>>();
@@ -144,16 +145,18 @@ BOOST_FIXTURE_TEST_CASE(requests_decode_together, fixture) {
     }
     if (++na == 5) started->set_value();
   };
-  auto fa = rt->submit(prompt(30, 4), a);
+  auto fa = rt->submit(prompt(40, 4), a);
   started->get_future().wait();
+  rt->flush();
   submit_options b;
   b.max_new_tokens = 8;
   b.on_token = [&](std::int32_t) {
     std::lock_guard<std::mutex> l(m);
     order.push_back('b');
   };
-  auto rb = rt->submit(prompt(30, 5), b).get();
+  auto rb = rt->submit(prompt(40, 4), b).get();
   auto ra = fa.get();
+  BOOST_TEST(rb.cached_chunks == 2u);
   BOOST_TEST(ra.tokens.size() == 400u);
   BOOST_TEST(rb.tokens.size() == 8u);
   std::string s(order.begin(), order.end());
