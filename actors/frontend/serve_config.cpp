@@ -56,21 +56,21 @@ setting text(const char* key, const char* help, std::string server_options::*m) 
 template <typename T>
 setting whole(const char* key, const char* help, T runtime_options::*m, long long lo, long long hi) {
   return {key, help, [=](serve_config& c, const std::string& v) { c.rt.*m = static_cast<T>(to_integer(v, lo, hi)); },
-          [m](const serve_config& c) { return std::to_string(c.rt.*m); }};
+          [m](const serve_config& c) { return std::to_string(c.rt.*m); }, "INT"};
 }
 template <typename T>
 setting whole(const char* key, const char* help, T server_options::*m, long long lo, long long hi) {
   return {key, help,
           [=](serve_config& c, const std::string& v) { c.server.*m = static_cast<T>(to_integer(v, lo, hi)); },
-          [m](const serve_config& c) { return std::to_string(c.server.*m); }};
+          [m](const serve_config& c) { return std::to_string(c.server.*m); }, "INT"};
 }
 setting real(const char* key, const char* help, double runtime_options::*m) {
   return {key, help, [m](serve_config& c, const std::string& v) { c.rt.*m = to_number(v, 0); },
-          [m](const serve_config& c) { return number_text(c.rt.*m); }};
+          [m](const serve_config& c) { return number_text(c.rt.*m); }, "NUMBER"};
 }
 setting real(const char* key, const char* help, double server_options::*m) {
   return {key, help, [m](serve_config& c, const std::string& v) { c.server.*m = to_number(v, 0); },
-          [m](const serve_config& c) { return number_text(c.server.*m); }};
+          [m](const serve_config& c) { return number_text(c.server.*m); }, "NUMBER"};
 }
 
 std::string toml_text(const toml::node& n, const std::string& where) {
