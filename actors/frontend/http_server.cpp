@@ -120,6 +120,58 @@ class reply {
   std::size_t ids_sent_ = 0;
 };
 
+// httplib's own pool queues accepted connections without bound. This one
+// holds at most `max_pending` waiting for a thread; beyond that the accept
+// loop waits, and further connections wait in the kernel's listen backlog.
+class bounded_pool : public httplib::TaskQueue {
+ public:
+  bounded_pool(std::size_t threads, std::size_t max_pending) : max_pending_(max_pending) {
+    for (std::size_t i = 0; i < threads; ++i) threads_.emplace_back([this] { work(); });
+  }
+  ~bounded_pool() override = default;
+
+  void enqueue(std::function<void()> fn) override {
+    std::unique_lock<std::mutex> lock(m_);
+    room_.wait(lock, [&] { return jobs_.size() < max_pending_ || shutdown_; });
+    jobs_.push_back(std::move(fn));
+    lock.unlock();
+    ready_.notify_one();
+  }
+
+  void shutdown() override {
+    {
+      std::lock_guard<std::mutex> lock(m_);
+      shutdown_ = true;
+    }
+    ready_.notify_all();
+    room_.notify_all();
+    for (auto& t : threads_) t.join();
+  }
+
+ private:
+  void work() {
+    for (;;) {
+      std::function<void()> fn;
+      {
+        std::unique_lock<std::mutex> lock(m_);
+        ready_.wait(lock, [&] { return !jobs_.empty() || shutdown_; });
+        if (jobs_.empty()) return;  // shut down and drained
+        fn = std::move(jobs_.front());
+        jobs_.pop_front();
+      }
+      room_.notify_one();
+      fn();
+    }
+  }
+
+  const std::size_t max_pending_;
+  std::mutex m_;
+  std::condition_variable ready_, room_;
+  std::deque<std::function<void()>> jobs_;
+  std::vector<std::thread> threads_;
+  bool shutdown_ = false;
+};
+
 }  // namespace
 
 struct http_server::impl {
@@ -358,7 +410,7 @@ struct http_server::impl {
     svr.set_payload_max_length(opts.max_body_bytes);
     auto threads =
         opts.http_threads > 0 ? static_cast<std::size_t>(opts.http_threads) : opts.max_running + opts.max_waiting + 8;
-    svr.new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
+    svr.new_task_queue = [threads] { return new bounded_pool(threads, threads); };
     svr.Post("/v1/completions",
              [this](const httplib::Request& q, httplib::Response& s) { generate(endpoint::completions, q, s); });
     svr.Post("/v1/chat/completions",

@@ -27,7 +27,9 @@ struct server_options {
   std::uint32_t default_max_tokens = 256;       ///< when a request gives no max_tokens (clipped to the context)
   int retry_after_s = 1;                        ///< Retry-After of a 429
   double shutdown_grace_s = 30;                 ///< stop() lets requests in flight finish this long, then cancels them
-  int http_threads = 0;                         ///< connection threads; 0: max_running + max_waiting + 8
+  /// Connection threads; 0: max_running + max_waiting + 8. As many accepted
+  /// connections more may wait for a thread; the kernel's backlog holds the rest.
+  int http_threads = 0;
 };
 
 /// Serves one runtime. Thread-safe; the runtime must outlive the server.

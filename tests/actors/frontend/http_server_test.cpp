@@ -231,7 +231,8 @@ BOOST_AUTO_TEST_CASE(completion_equals_the_runtimes_greedy_reply) {
   BOOST_TEST(sum.done);
   BOOST_TEST(sum.text == want.text);
   BOOST_TEST(sum.ids == want.ids);
-  BOOST_TEST(r.events.size() >= want.ids.size() + 1);
+  // Tokens come as they are decoded (a slow reader may get two in one chunk).
+  BOOST_TEST(r.events.size() >= 4u);
   BOOST_TEST(!sum.finish_reason.empty());
 }
 
