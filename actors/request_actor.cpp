@@ -51,15 +51,15 @@ void fail(state_t* self, const caf::error& e) {
   fail(self, self->system().render(e), lost ? errc::not_found : errc::peer_down);
 }
 
-// After the first token: decode, then store the prompt's new chunks.
+// After the first token: store the prompt's new chunks, and decode.
 void decode_and_store(state_t* self) {
   auto& st = self->state;
   auto finish_up = [self] {
     auto& st = self->state;
     st.report.tokens = st.ws->generated();
     auto& stops = st.params.stop_tokens;
-    bool stopped = !st.report.tokens.empty() &&
-                   std::find(stops.begin(), stops.end(), st.report.tokens.back()) != stops.end();
+    bool stopped =
+        !st.report.tokens.empty() && std::find(stops.begin(), stops.end(), st.report.tokens.back()) != stops.end();
     st.report.finish_reason = stopped ? "stop" : cancelled(self) ? "cancelled" : "length";
     if (st.params.detokenize) {
       // The text leaves out the end-of-turn token that stopped decoding.
@@ -67,16 +67,18 @@ void decode_and_store(state_t* self) {
       if (stopped) shown.pop_back();
       st.report.text = st.params.detokenize(shown);
     }
-    if (st.params.opts.store && !st.env.tiers.empty()) {
-      // New full chunks go to the fastest tier; the tier writes them behind
-      // (and demotes to slower tiers) without holding this request up.
-      auto first_new = static_cast<std::uint32_t>(st.report.cached_chunks);
-      auto full = static_cast<std::uint32_t>(st.ws->keys().size());
-      if (first_new < full)
-        self->send(st.env.tiers.front().second, store_atom::value, st.ws, first_new, full);
-    }
     finish(self, nullptr);
   };
+  if (st.params.opts.store && !st.env.tiers.empty()) {
+    // The prompt's KV is final once the first token is out: new full chunks
+    // go to the fastest tier now, so that requests sharing the prefix hit
+    // it while this one decodes. The tier writes them behind (and demotes
+    // to slower tiers) without holding this request up; decoding touches
+    // only the decode blocks.
+    auto first_new = static_cast<std::uint32_t>(st.report.cached_chunks);
+    auto full = static_cast<std::uint32_t>(st.ws->keys().size());
+    if (first_new < full) self->send(st.env.tiers.front().second, store_atom::value, st.ws, first_new, full);
+  }
   auto first = st.ws->generated().front();
   bool stop = std::find(st.params.stop_tokens.begin(), st.params.stop_tokens.end(), first) != st.params.stop_tokens.end();
   int more = static_cast<int>(st.params.opts.max_new_tokens) - 1;

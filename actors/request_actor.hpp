@@ -2,7 +2,7 @@
 // The request actor: one per request. Finds which chunks of its prompt the
 // tiers hold, registers with the scheduler, carries out the grants it gets
 // (compute on the gpu actor, loads on tier actors), then takes the first
-// token, decodes, and stores the prompt's new chunks.
+// token, stores the prompt's new chunks and decodes.
 
 #include <chrono>
 #include <exception>

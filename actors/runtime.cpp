@@ -5,6 +5,7 @@
 #include <chrono>
 #include <filesystem>
 #include <mutex>
+#include <random>
 #include <sstream>
 
 #include <unistd.h>
@@ -306,8 +307,14 @@ std::vector<std::int32_t> runtime::tokenize(const std::string& text) const {
 
 void runtime::clear_cache() {
   // A new salt epoch: every earlier chunk key misses from now on, and the
-  // old entries age out of the tiers by LRU.
-  ++impl_->cache_epoch;
+  // old entries age out of the tiers by LRU. Random rather than counted, so
+  // that a cache folder kept from an earlier process (whose epochs counted
+  // the same way) cannot hit either; epoch 0, before any clear, is the same
+  // in every process, which is what lets a kept folder serve the next run.
+  std::random_device rd;
+  std::uint64_t epoch = 0;
+  while (epoch == 0) epoch = (static_cast<std::uint64_t>(rd()) << 32) ^ rd();
+  impl_->cache_epoch = epoch;
 }
 
 void runtime::flush() {

@@ -102,10 +102,10 @@ struct restore_report {
 
 /// What a server needs to know about the loaded model.
 struct model_info {
-  std::string name;            ///< file name or preset
-  int context_tokens = 0;      ///< positions: prompt plus generated tokens
+  std::string name;        ///< file name or preset
+  int context_tokens = 0;  ///< positions: prompt plus generated tokens
   int vocab_size = 0;
-  bool has_tokenizer = false;  ///< presets (random weights) have none: token ids only
+  bool has_tokenizer = false;             ///< presets (random weights) have none: token ids only
   std::vector<std::int32_t> stop_tokens;  ///< end-of-turn and end-of-sequence ids: decoding ends there
 };
 

@@ -71,8 +71,11 @@ command_runner add_serve_command(CLI::App& app) {
       "Settings: --config FILE (TOML, keys as below with underscores), then flags, then KVFLOW_<KEY> variables, "
       "each overriding the one before. Default: SmolLM2 on the CPU (CUDA where a GPU is found), 127.0.0.1:8000");
   cmd->add_option("--config", f->config, "TOML file of settings (env KVFLOW_CONFIG wins)");
+  const frontend::serve_config defaults;
   for (auto& s : frontend::serve_settings()) {
     auto* opt = cmd->add_option(s.flag(), f->values[s.key], s.help + " [env " + s.env() + "]");
+    opt->type_name(s.type);
+    if (auto shown = s.show(defaults); !shown.empty()) opt->default_str(shown);
     f->given.emplace_back(s.key, opt);
   }
   return [f] { return run_serve(*f); };

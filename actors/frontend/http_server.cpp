@@ -120,6 +120,58 @@ class reply {
   std::size_t ids_sent_ = 0;
 };
 
+// httplib's own pool queues accepted connections without bound. This one
+// holds at most `max_pending` waiting for a thread; beyond that the accept
+// loop waits, and further connections wait in the kernel's listen backlog.
+class bounded_pool : public httplib::TaskQueue {
+ public:
+  bounded_pool(std::size_t threads, std::size_t max_pending) : max_pending_(max_pending) {
+    for (std::size_t i = 0; i < threads; ++i) threads_.emplace_back([this] { work(); });
+  }
+  ~bounded_pool() override = default;
+
+  void enqueue(std::function<void()> fn) override {
+    std::unique_lock<std::mutex> lock(m_);
+    room_.wait(lock, [&] { return jobs_.size() < max_pending_ || shutdown_; });
+    jobs_.push_back(std::move(fn));
+    lock.unlock();
+    ready_.notify_one();
+  }
+
+  void shutdown() override {
+    {
+      std::lock_guard<std::mutex> lock(m_);
+      shutdown_ = true;
+    }
+    ready_.notify_all();
+    room_.notify_all();
+    for (auto& t : threads_) t.join();
+  }
+
+ private:
+  void work() {
+    for (;;) {
+      std::function<void()> fn;
+      {
+        std::unique_lock<std::mutex> lock(m_);
+        ready_.wait(lock, [&] { return !jobs_.empty() || shutdown_; });
+        if (jobs_.empty()) return;  // shut down and drained
+        fn = std::move(jobs_.front());
+        jobs_.pop_front();
+      }
+      room_.notify_one();
+      fn();
+    }
+  }
+
+  const std::size_t max_pending_;
+  std::mutex m_;
+  std::condition_variable ready_, room_;
+  std::deque<std::function<void()>> jobs_;
+  std::vector<std::thread> threads_;
+  bool shutdown_ = false;
+};
+
 }  // namespace
 
 struct http_server::impl {
@@ -217,10 +269,10 @@ struct http_server::impl {
       active.insert(g);
     }
     auto done = [this, g, endpoint_name, arrival](std::exception_ptr e, restore_report rep) {
-      std::string reason = e                ? "error"
-                           : g->stop_string ? "stop"
+      std::string reason = e                                                ? "error"
+                           : g->stop_string                                 ? "stop"
                            : g->aborted || rep.finish_reason == "cancelled" ? "abort"
-                                                                           : rep.finish_reason;
+                                                                            : rep.finish_reason;
       if (!e)
         stats.finished(endpoint_name, rep, rep.prompt_tokens, static_cast<std::uint32_t>(rep.tokens.size()), reason,
                        seconds(clock_type::now() - arrival));
@@ -356,9 +408,9 @@ struct http_server::impl {
 
   void routes() {
     svr.set_payload_max_length(opts.max_body_bytes);
-    auto threads = opts.http_threads > 0 ? static_cast<std::size_t>(opts.http_threads)
-                                         : opts.max_running + opts.max_waiting + 8;
-    svr.new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
+    auto threads =
+        opts.http_threads > 0 ? static_cast<std::size_t>(opts.http_threads) : opts.max_running + opts.max_waiting + 8;
+    svr.new_task_queue = [threads] { return new bounded_pool(threads, threads); };
     svr.Post("/v1/completions",
              [this](const httplib::Request& q, httplib::Response& s) { generate(endpoint::completions, q, s); });
     svr.Post("/v1/chat/completions",
@@ -385,8 +437,8 @@ struct http_server::impl {
     // line) get an OpenAI-style body too.
     svr.set_error_handler([this](const httplib::Request&, httplib::Response& s) {
       if (!s.body.empty()) return;
-      std::string message = s.status == 413   ? "the request body is larger than " +
-                                                    std::to_string(opts.max_body_bytes) + " bytes"
+      std::string message = s.status == 413
+                                ? "the request body is larger than " + std::to_string(opts.max_body_bytes) + " bytes"
                             : s.status == 404 ? "no such endpoint"
                                               : "the request could not be read (HTTP " + std::to_string(s.status) + ")";
       s.set_content(dump(error_body(api_error(s.status, "invalid_request_error", message))), "application/json");

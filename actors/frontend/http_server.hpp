@@ -18,16 +18,18 @@ class metrics;
 
 struct server_options {
   std::string host = "127.0.0.1";  ///< loopback unless asked otherwise
-  int port = 8000;                  ///< 0: any free port (see http_server::port)
-  std::string served_model_name;    ///< the name clients send as "model"; empty: the preset or model file's stem
+  int port = 8000;                 ///< 0: any free port (see http_server::port)
+  std::string served_model_name;   ///< the name clients send as "model"; empty: the preset or model file's stem
   std::map<std::string, std::string> api_keys;  ///< key -> tenant; empty: open, one tenant "default"
-  std::size_t max_running = 8;      ///< requests in the runtime at once
-  std::size_t max_waiting = 64;     ///< requests waiting for a slot; beyond: 429
-  std::size_t max_body_bytes = 1 << 20;  ///< larger bodies: 413
-  std::uint32_t default_max_tokens = 256;  ///< when a request gives no max_tokens (clipped to the context)
-  int retry_after_s = 1;            ///< Retry-After of a 429
-  double shutdown_grace_s = 30;     ///< stop() lets requests in flight finish this long, then cancels them
-  int http_threads = 0;             ///< connection threads; 0: max_running + max_waiting + 8
+  std::size_t max_running = 8;                  ///< requests in the runtime at once
+  std::size_t max_waiting = 64;                 ///< requests waiting for a slot; beyond: 429
+  std::size_t max_body_bytes = 1 << 20;         ///< larger bodies: 413
+  std::uint32_t default_max_tokens = 256;       ///< when a request gives no max_tokens (clipped to the context)
+  int retry_after_s = 1;                        ///< Retry-After of a 429
+  double shutdown_grace_s = 30;                 ///< stop() lets requests in flight finish this long, then cancels them
+  /// Connection threads; 0: max_running + max_waiting + 8. As many accepted
+  /// connections more may wait for a thread; the kernel's backlog holds the rest.
+  int http_threads = 0;
 };
 
 /// Serves one runtime. Thread-safe; the runtime must outlive the server.

@@ -14,8 +14,8 @@ using prometheus::BuildGauge;
 using prometheus::BuildHistogram;
 
 const std::vector<double>& latency_buckets() {
-  static const std::vector<double> b = {0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25,
-                                        0.5,   0.75,  1.0,  2.5,  5.0,  7.5,  10.0};
+  static const std::vector<double> b = {0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1,
+                                        0.25,  0.5,   0.75, 1.0,  2.5,  5.0,  7.5,  10.0};
   return b;
 }
 
@@ -29,13 +29,15 @@ metrics::metrics() : registry_(std::make_shared<prometheus::Registry>()) {
                     .Name("kvflow_http_responses_total")
                     .Help("Answered /v1 requests by HTTP status (429: admission queue full)")
                     .Register(r);
-  prompt_tokens_ =
-      &BuildCounter().Name("kvflow_prompt_tokens_total").Help("Prompt tokens of finished generations").Register(r).Add({});
+  prompt_tokens_ = &BuildCounter()
+                        .Name("kvflow_prompt_tokens_total")
+                        .Help("Prompt tokens of finished generations")
+                        .Register(r)
+                        .Add({});
   generation_tokens_ =
       &BuildCounter().Name("kvflow_generation_tokens_total").Help("Generated tokens").Register(r).Add({});
   running_ = &BuildGauge().Name("kvflow_requests_running").Help("Requests running in the runtime").Register(r).Add({});
-  waiting_ =
-      &BuildGauge().Name("kvflow_requests_waiting").Help("Requests waiting for admission").Register(r).Add({});
+  waiting_ = &BuildGauge().Name("kvflow_requests_waiting").Help("Requests waiting for admission").Register(r).Add({});
   ttft_ = &BuildHistogram()
                .Name("kvflow_time_to_first_token_seconds")
                .Help("Arrival to first token, admission wait included")
@@ -51,15 +53,10 @@ metrics::metrics() : registry_(std::make_shared<prometheus::Registry>()) {
               .Help("Arrival to last token")
               .Register(r)
               .Add({}, latency_buckets());
-  lookups_ = &BuildCounter()
-                  .Name("kvflow_cache_lookups_total")
-                  .Help("Prompt chunk keys looked up, per tier")
-                  .Register(r);
+  lookups_ =
+      &BuildCounter().Name("kvflow_cache_lookups_total").Help("Prompt chunk keys looked up, per tier").Register(r);
   hits_ = &BuildCounter().Name("kvflow_cache_hits_total").Help("Chunk keys a tier held, per tier").Register(r);
-  bytes_ = &BuildCounter()
-                .Name("kvflow_cache_loaded_bytes_total")
-                .Help("KV bytes loaded from each tier")
-                .Register(r);
+  bytes_ = &BuildCounter().Name("kvflow_cache_loaded_bytes_total").Help("KV bytes loaded from each tier").Register(r);
   chunks_ = &BuildCounter().Name("kvflow_prompt_chunks_total").Help("Prompt chunks restored").Register(r).Add({});
   cached_chunks_ = &BuildCounter()
                         .Name("kvflow_cached_chunks_total")
@@ -70,10 +67,8 @@ metrics::metrics() : registry_(std::make_shared<prometheus::Registry>()) {
                 .Name("kvflow_cells_total")
                 .Help("Restore cells (chunk x layer) by how they were restored: computed or loaded")
                 .Register(r);
-  grants_ = &BuildCounter()
-                 .Name("kvflow_grants_total")
-                 .Help("Grants carried out, by kind: compute or load")
-                 .Register(r);
+  grants_ =
+      &BuildCounter().Name("kvflow_grants_total").Help("Grants carried out, by kind: compute or load").Register(r);
 }
 
 metrics::~metrics() = default;

@@ -62,7 +62,8 @@ void parse_prompt(const json& body, generation_request& r, const parse_limits& l
   }
   if (p->is_array()) {
     // One prompt per request: ["text"] and [[ids]] are a batch of one.
-    if (p->size() == 1 && ((*p)[0].is_string() || (*p)[0].is_array())) return parse_prompt({{"prompt", (*p)[0]}}, r, limits);
+    if (p->size() == 1 && ((*p)[0].is_string() || (*p)[0].is_array()))
+      return parse_prompt({{"prompt", (*p)[0]}}, r, limits);
     if (!p->empty() && ((*p)[0].is_string() || (*p)[0].is_array()))
       throw bad_request("batched prompts are not supported: send one prompt per request", "prompt");
     r.prompt_ids = token_ids(*p, "prompt", limits);
@@ -95,8 +96,8 @@ void parse_messages(const json& body, generation_request& r, const parse_limits&
   if (!ms) throw bad_request("'messages' is required", "messages");
   if (!ms->is_array() || ms->empty()) throw bad_request("'messages' must be a non-empty array", "messages");
   if (!limits.has_tokenizer)
-    throw bad_request("model " + limits.model + " has no tokenizer or chat template: use /v1/completions with token ids",
-                      "messages");
+    throw bad_request(
+        "model " + limits.model + " has no tokenizer or chat template: use /v1/completions with token ids", "messages");
   for (auto& m : *ms) {
     if (!m.is_object() || !m.contains("role") || !m["role"].is_string())
       throw bad_request("each message needs a string 'role'", "messages");
@@ -171,9 +172,9 @@ generation_request parse_request(endpoint kind, const std::string& body, const p
     if (!m->is_string()) throw bad_request("'model' must be a string", "model");
     r.model = m->get<std::string>();
     if (r.model != limits.model)
-      throw api_error(404, "invalid_request_error", "the model '" + r.model + "' does not exist (this server has '" +
-                                                        limits.model + "')",
-                      "model", "model_not_found");
+      throw api_error(404, "invalid_request_error",
+                      "the model '" + r.model + "' does not exist (this server has '" + limits.model + "')", "model",
+                      "model_not_found");
   } else {
     r.model = limits.model;
   }
@@ -251,9 +252,12 @@ json restore_part(const restore_report& rep) {
   json tiers = json::array();
   for (auto& t : rep.tiers)
     tiers.push_back({{"tier", t.tier}, {"lookups", t.lookups}, {"hits", t.hits}, {"bytes_loaded", t.bytes_loaded}});
-  return {{"ttft_s", rep.ttft_s},         {"chunks", rep.chunks},
-          {"cached_chunks", rep.cached_chunks}, {"cells_computed", rep.cells_computed},
-          {"cells_loaded", rep.cells_loaded},   {"policy", rep.policy},
+  return {{"ttft_s", rep.ttft_s},
+          {"chunks", rep.chunks},
+          {"cached_chunks", rep.cached_chunks},
+          {"cells_computed", rep.cells_computed},
+          {"cells_loaded", rep.cells_loaded},
+          {"policy", rep.policy},
           {"tiers", tiers}};
 }
 
@@ -294,8 +298,12 @@ json chunk_body(endpoint kind, const std::string& id, std::int64_t created, cons
 }
 
 json usage_chunk(endpoint kind, const generation_result& r) {
-  return {{"id", r.id},           {"object", object_name(kind, true)}, {"created", r.created},
-          {"model", r.model},     {"choices", json::array()},          {"usage", usage(r)},
+  return {{"id", r.id},
+          {"object", object_name(kind, true)},
+          {"created", r.created},
+          {"model", r.model},
+          {"choices", json::array()},
+          {"usage", usage(r)},
           {"kvflow", restore_part(r.report)}};
 }
 
@@ -314,7 +322,10 @@ json error_body(const api_error& e) {
 }
 
 json models_body(const std::string& model, std::int64_t created, int context_tokens) {
-  json m = {{"id", model}, {"object", "model"}, {"created", created}, {"owned_by", "kvflow"},
+  json m = {{"id", model},
+            {"object", "model"},
+            {"created", created},
+            {"owned_by", "kvflow"},
             {"max_model_len", context_tokens}};
   return {{"object", "list"}, {"data", json::array({m})}};
 }

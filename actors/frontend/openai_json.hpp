@@ -48,18 +48,18 @@ struct parse_limits {
 struct generation_request {
   endpoint kind = endpoint::completions;
   std::string model;
-  std::string prompt_text;                ///< completions: a text prompt
-  std::vector<std::int32_t> prompt_ids;   ///< completions: a prompt of token ids (OpenAI allows it)
+  std::string prompt_text;               ///< completions: a text prompt
+  std::vector<std::int32_t> prompt_ids;  ///< completions: a prompt of token ids (OpenAI allows it)
   bool prompt_is_ids = false;
-  std::vector<chat_turn> messages;        ///< chat
+  std::vector<chat_turn> messages;          ///< chat
   std::optional<std::uint32_t> max_tokens;  ///< absent: the server's default, clipped to the context
-  float temperature = 1.0f;               ///< OpenAI's default; 0 is greedy
+  float temperature = 1.0f;                 ///< OpenAI's default; 0 is greedy
   float top_p = 1.0f;
-  std::optional<std::uint64_t> seed;      ///< absent: a fresh seed per request
-  std::vector<std::string> stop;          ///< stop strings, not shown in the reply
+  std::optional<std::uint64_t> seed;         ///< absent: a fresh seed per request
+  std::vector<std::string> stop;             ///< stop strings, not shown in the reply
   std::vector<std::int32_t> stop_token_ids;  ///< vLLM's extension: token ids that end the reply
   bool stream = false;
-  bool include_usage = false;             ///< stream_options.include_usage: a last chunk with usage
+  bool include_usage = false;  ///< stream_options.include_usage: a last chunk with usage
 };
 
 /// Parses and validates a request body; throws api_error (400 for bad JSON
@@ -74,7 +74,7 @@ std::uint32_t check_context(const generation_request& r, std::size_t prompt_toke
 
 /// One finished generation, as a non-streamed response reports it.
 struct generation_result {
-  std::string id;          ///< "cmpl-..." or "chatcmpl-..."
+  std::string id;            ///< "cmpl-..." or "chatcmpl-..."
   std::int64_t created = 0;  ///< Unix seconds
   std::string model;
   std::string text;

@@ -56,21 +56,21 @@ setting text(const char* key, const char* help, std::string server_options::*m) 
 template <typename T>
 setting whole(const char* key, const char* help, T runtime_options::*m, long long lo, long long hi) {
   return {key, help, [=](serve_config& c, const std::string& v) { c.rt.*m = static_cast<T>(to_integer(v, lo, hi)); },
-          [m](const serve_config& c) { return std::to_string(c.rt.*m); }};
+          [m](const serve_config& c) { return std::to_string(c.rt.*m); }, "INT"};
 }
 template <typename T>
 setting whole(const char* key, const char* help, T server_options::*m, long long lo, long long hi) {
   return {key, help,
           [=](serve_config& c, const std::string& v) { c.server.*m = static_cast<T>(to_integer(v, lo, hi)); },
-          [m](const serve_config& c) { return std::to_string(c.server.*m); }};
+          [m](const serve_config& c) { return std::to_string(c.server.*m); }, "INT"};
 }
 setting real(const char* key, const char* help, double runtime_options::*m) {
   return {key, help, [m](serve_config& c, const std::string& v) { c.rt.*m = to_number(v, 0); },
-          [m](const serve_config& c) { return number_text(c.rt.*m); }};
+          [m](const serve_config& c) { return number_text(c.rt.*m); }, "NUMBER"};
 }
 setting real(const char* key, const char* help, double server_options::*m) {
   return {key, help, [m](serve_config& c, const std::string& v) { c.server.*m = to_number(v, 0); },
-          [m](const serve_config& c) { return number_text(c.server.*m); }};
+          [m](const serve_config& c) { return number_text(c.server.*m); }, "NUMBER"};
 }
 
 std::string toml_text(const toml::node& n, const std::string& where) {
@@ -129,7 +129,9 @@ const std::vector<setting>& serve_settings() {
            &S::served_model_name),
       {"api_keys", "API keys and their tenants, KEY=TENANT,... (none: open, one tenant)",
        [](serve_config& c, const std::string& v) { c.server.api_keys = parse_api_keys(v); },
-       [](const serve_config& c) { return c.server.api_keys.empty() ? "" : std::to_string(c.server.api_keys.size()) + " keys"; }},
+       [](const serve_config& c) {
+         return c.server.api_keys.empty() ? "" : std::to_string(c.server.api_keys.size()) + " keys";
+       }},
       whole("max_running", "Requests decoding at once", &S::max_running, 1, 1 << 20),
       whole("max_waiting", "Requests queued for a slot; more get 429", &S::max_waiting, 0, 1 << 20),
       whole("max_body_bytes", "Largest request body (larger: 413)", &S::max_body_bytes, 1, 1ll << 32),
@@ -166,7 +168,10 @@ void apply_values(serve_config& c, const std::map<std::string, std::string>& val
     try {
       it->set(c, value);
     } catch (const error& e) {
-      throw error(errc::invalid_argument, source + ": " + key + ": " + e.what());
+      // The context without its code's prefix: the new error carries it.
+      std::string what = e.what(), prefix = std::string(to_string(e.code())) + ": ";
+      if (what.compare(0, prefix.size(), prefix) == 0) what.erase(0, prefix.size());
+      throw error(errc::invalid_argument, source + ": " + key + ": " + what);
     }
   }
 }

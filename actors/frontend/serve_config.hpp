@@ -26,8 +26,9 @@ struct setting {
   std::string help;
   std::function<void(serve_config&, const std::string&)> set;  ///< throws kvflow::error on a bad value
   std::function<std::string(const serve_config&)> show;
-  std::string flag() const;  ///< "--chunk-tokens"
-  std::string env() const;   ///< "KVFLOW_CHUNK_TOKENS"
+  std::string type = "TEXT";  ///< TEXT, INT or NUMBER, for --help
+  std::string flag() const;   ///< "--chunk-tokens"
+  std::string env() const;    ///< "KVFLOW_CHUNK_TOKENS"
 };
 
 /// Every setting of `kvflow serve`, runtime_options' included.

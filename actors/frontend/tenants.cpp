@@ -26,8 +26,8 @@ std::string tenants::authenticate(const std::string& authorization) const {
   if (keys_.empty()) return "default";
   static const std::string bearer = "Bearer ";
   if (authorization.compare(0, bearer.size(), bearer) != 0)
-    throw api_error(401, "invalid_request_error",
-                    "missing API key: send the header 'Authorization: Bearer YOUR_KEY'", {}, "invalid_api_key");
+    throw api_error(401, "invalid_request_error", "missing API key: send the header 'Authorization: Bearer YOUR_KEY'",
+                    {}, "invalid_api_key");
   auto key = authorization.substr(bearer.size());
   const std::string* tenant = nullptr;
   for (auto& [k, t] : keys_)

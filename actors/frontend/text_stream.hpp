@@ -39,7 +39,7 @@ class text_stream {
   std::vector<std::string> stop_;
   std::vector<std::int32_t> hidden_;
   std::vector<std::int32_t> ids_;
-  std::string full_;   // decode of ids_
+  std::string full_;  // decode of ids_
   std::string shown_;
   bool stopped_ = false;
   bool ended_ = false;

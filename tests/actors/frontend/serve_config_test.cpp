@@ -76,8 +76,9 @@ BOOST_AUTO_TEST_CASE(bad_values_name_their_source) {
     }
     return std::string("no error");
   };
-  BOOST_TEST(message([&] { apply_values(c, {{"port", "80x"}}, "command line"); }).find("command line: port") !=
-             std::string::npos);
+  BOOST_TEST(message([&] {
+               apply_values(c, {{"port", "80x"}}, "command line");
+             }).find("command line: port") != std::string::npos);
   BOOST_TEST(message([&] { apply_values(c, {{"port", "70000"}}, "x"); }).find("outside") != std::string::npos);
   BOOST_TEST(message([&] { apply_values(c, {{"max_running", "0"}}, "x"); }).find("max_running") != std::string::npos);
   std::map<std::string, std::string> env = {{"KVFLOW_DISK_GBPS", "fast"}};
