@@ -103,7 +103,12 @@ void plot(const std::string& json_path, const std::string& png_path) {
     std::cerr << "load: plot skipped: python3 with matplotlib not found (pip install matplotlib)\n";
     return;
   }
-  std::string cmd = "python3 '" + script.string() + "' '" + json_path + "' --out '" + png_path + "'";
+  auto quote = [](const std::string& s) {
+    std::string q = "'";
+    for (char c : s) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
+    return q + "'";
+  };
+  std::string cmd = "python3 " + quote(script.string()) + " " + quote(json_path) + " --out " + quote(png_path);
   if (std::system(cmd.c_str()) != 0)
     std::cerr << "load: plot_load.py failed; the JSON report is still at " << json_path << "\n";
   else
@@ -126,24 +131,6 @@ int run_load_command(const load_options& o) {
   ep.stream_usage = !o.no_usage;
   ep.keep_alive = o.keep_alive;
   ep.model = o.model;
-  {
-    // Reach the server before anything else: an unreachable endpoint is one
-    // clear error, not a run of failed requests.
-    endpoint_config probe_cfg = ep;
-    probe_cfg.timeout_s = std::min(o.timeout_s, 10.0);
-    openai_client probe(probe_cfg);
-    try {
-      auto ids = probe.models();
-      if (ep.model.empty()) {
-        if (ids.empty()) throw error(errc::not_found, o.url + " lists no models; name one with --model");
-        ep.model = ids.front();
-      }
-    } catch (const error& e) {
-      if (e.code() == errc::peer_down || ep.model.empty()) throw;
-      std::cerr << "load: warning: " << e.what() << " (going on with --model " << ep.model << ")\n";
-    }
-  }
-
   std::unique_ptr<request_source> source;
   std::string workload;
   run_options ro;
@@ -181,6 +168,25 @@ int run_load_command(const load_options& o) {
     if (ro.num_requests == 0 || ro.num_requests > entries.size()) ro.num_requests = entries.size();
     source = std::make_unique<trace_source>(std::move(entries), to);
   }
+  {
+    // Reach the server before sending: an unreachable endpoint is one clear
+    // error, not a run of failed requests. (Scripts and traces are read first,
+    // so their errors show without a server.)
+    endpoint_config probe_cfg = ep;
+    probe_cfg.timeout_s = std::min(o.timeout_s, 10.0);
+    openai_client probe(probe_cfg);
+    try {
+      auto ids = probe.models();
+      if (ep.model.empty()) {
+        if (ids.empty()) throw error(errc::not_found, o.url + " lists no models; name one with --model");
+        ep.model = ids.front();
+      }
+    } catch (const error& e) {
+      if (e.code() == errc::peer_down || ep.model.empty()) throw;
+      std::cerr << "load: warning: " << e.what() << " (going on with --model " << ep.model << ")\n";
+    }
+  }
+
   // --ignore-eos applies to every request, whatever built it.
   struct eos_source : request_source {
     request_source& inner;
