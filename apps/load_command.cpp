@@ -5,13 +5,16 @@
 // writes the same keys as JSON (plus per-request records and TTFT by turn)
 // and a PNG plot through apps/load/plot_load.py when matplotlib is there.
 
+#include <atomic>
 #include <chrono>
+#include <csignal>
 #include <cstdlib>
 #include <ctime>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <map>
+#include <sstream>
 
 #include <nlohmann/json.hpp>
 
@@ -32,6 +35,14 @@ namespace {
 
 namespace fs = std::filesystem;
 using json = nlohmann::json;
+
+// Set by the first Ctrl-C: the run stops sending and reports what it has.
+std::atomic<bool> interrupted{false};
+
+extern "C" void on_interrupt(int) {
+  interrupted.store(true);
+  std::signal(SIGINT, SIG_DFL);  // a second Ctrl-C ends the process at once
+}
 
 struct load_options {
   std::string url = "http://127.0.0.1:8000";
@@ -209,11 +220,18 @@ int run_load_command(const load_options& o) {
     src = wrapped.get();
   }
 
-  std::cerr << "load: " << workload << " -> " << o.url << " (model " << ep.model << "), "
-            << (ro.request_rate > 0 ? std::to_string(ro.request_rate) + " req/s Poisson"
-                                    : (!o.trace.empty() ? "trace timestamps" : "no rate"))
-            << (ro.concurrency > 0 ? ", at most " + std::to_string(ro.concurrency) + " in flight" : "") << "\n";
+  std::ostringstream how;
+  if (ro.request_rate > 0)
+    how << ro.request_rate << " req/s Poisson";
+  else
+    how << (!o.trace.empty() ? "trace timestamps" : "no rate");
+  if (ro.concurrency > 0) how << ", at most " << ro.concurrency << " in flight";
+  std::cerr << "load: " << workload << " -> " << o.url << " (model " << ep.model << "), " << how.str() << "\n";
+  ro.stop = &interrupted;
+  auto previous = std::signal(SIGINT, on_interrupt);
   auto result = run_load(*src, ep, ro);
+  std::signal(SIGINT, previous);
+  if (interrupted) std::cerr << "load: interrupted: reporting the requests sent so far\n";
   auto rep = make_report(result.records, result.duration_s, slos);
   std::cout << report_table(rep) << std::flush;
 
@@ -230,7 +248,8 @@ int run_load_command(const load_options& o) {
                  {"num_prompts", result.records.size()},
                  {"seed", o.seed},
                  {"token_ids", o.token_ids},
-                 {"stream", !o.no_stream}};
+                 {"stream", !o.no_stream},
+                 {"interrupted", interrupted.load()}};
     if (!o.trace.empty()) {
       meta["speedup"] = o.speedup;
       meta["scale"] = o.scale;

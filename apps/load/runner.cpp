@@ -69,13 +69,23 @@ class load_run {
 
  private:
   double elapsed() const { return std::chrono::duration<double>(clock_type::now() - start_).count(); }
+  // A fatal error, or the caller's stop flag (Ctrl-C): send nothing more.
+  bool halted() const { return fatal_ != nullptr || (opt_.stop && opt_.stop->load()); }
+
+  // Waits on cv_ until `pred` or `deadline`, waking every 100 ms so that a
+  // stop flag set from a signal handler (which cannot notify) is seen.
+  template <typename Pred>
+  void wait(std::unique_lock<std::mutex>& lock, clock_type::time_point deadline, Pred pred) {
+    while (!pred() && !halted() && clock_type::now() < deadline)
+      cv_.wait_until(lock, std::min(deadline, clock_type::now() + std::chrono::milliseconds(100)));
+  }
   bool over_time() const { return opt_.duration_s > 0 && elapsed() >= opt_.duration_s; }
 
   // Sleeps until `t` unless a fatal error comes first; false when it did.
   bool wait_until(clock_type::time_point t) {
     std::unique_lock<std::mutex> lock(mu_);
-    cv_.wait_until(lock, t, [&] { return fatal_ != nullptr; });
-    return fatal_ == nullptr;
+    wait(lock, t, [] { return false; });
+    return !halted();
   }
 
   void dispatch() {
@@ -104,10 +114,9 @@ class load_run {
       // A slot under the cap.
       {
         std::unique_lock<std::mutex> lock(mu_);
-        cv_.wait(lock, [&] {
-          return fatal_ || opt_.concurrency <= 0 || in_flight_ < static_cast<std::size_t>(opt_.concurrency);
-        });
-        if (fatal_) return;
+        wait(lock, clock_type::time_point::max(),
+             [&] { return opt_.concurrency <= 0 || in_flight_ < static_cast<std::size_t>(opt_.concurrency); });
+        if (halted()) return;
       }
       // What: a session's next turn when one is ready, else new work.
       std::optional<job> j;
@@ -117,7 +126,7 @@ class load_run {
         {
           std::unique_lock<std::mutex> lock(mu_);
           for (;;) {
-            if (fatal_) return;
+            if (halted()) return;
             auto now = clock_type::now();
             auto ready =
                 std::min_element(pending_.begin(), pending_.end(),
@@ -132,10 +141,10 @@ class load_run {
               break;
             }
             if (in_flight_ == 0 && pending_.empty()) return;  // nothing more will come
-            if (ready != pending_.end())
-              cv_.wait_until(lock, ready->ready);
-            else
-              cv_.wait(lock);
+            // Until an answer comes in (notify) or the next turn is due.
+            auto until = clock_type::now() + std::chrono::milliseconds(100);
+            if (ready != pending_.end()) until = std::min(until, ready->ready);
+            cv_.wait_until(lock, until);
             if (over_time()) return;
           }
           ctx.index = sent;

@@ -4,6 +4,7 @@
 // to the number of requests in flight, sessions whose next turn waits for
 // the previous answer, and a progress line on stderr.
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -84,6 +85,9 @@ struct run_options {
   std::uint64_t seed = 1;          ///< the Poisson arrivals' seed
   bool progress = true;            ///< a progress line on stderr
   std::size_t max_threads = 4096;  ///< refuses to grow the client pool past this
+  /// When set and true, nothing more is sent and the run ends once the
+  /// requests in flight are answered (Ctrl-C); polled every 100 ms.
+  const std::atomic<bool>* stop = nullptr;
 };
 
 struct run_result {

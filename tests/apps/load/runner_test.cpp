@@ -5,7 +5,10 @@
 // flight holds, Poisson arrivals overlap, a session's turns go one after the
 // other, a failing source stops the run cleanly, and the progress line.
 
+#include <atomic>
+#include <chrono>
 #include <map>
+#include <thread>
 
 #include "apps/load/runner.hpp"
 #include "messages/error.hpp"
@@ -112,6 +115,29 @@ BOOST_AUTO_TEST_CASE(a_failing_source_stops_the_run_after_its_requests_finish) {
     return std::string(e.what()).find("source broke") != std::string::npos;
   });
   BOOST_CHECK_EQUAL(server.bodies().size(), 3u);
+}
+
+BOOST_AUTO_TEST_CASE(a_stop_flag_ends_the_run_early) {
+  fake_server server;
+  test_source src(1000);
+  std::atomic<bool> stop{false};
+  run_options o;
+  o.request_rate = 100;
+  o.duration_s = 30;
+  o.progress = false;
+  o.stop = &stop;
+  std::thread flip([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    stop = true;
+  });
+  auto t0 = std::chrono::steady_clock::now();
+  auto r = run_load(src, endpoint(server), o);
+  flip.join();
+  double took = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  BOOST_CHECK_LT(took, 2.0);  // not the 30 s asked for
+  BOOST_CHECK_GE(r.records.size(), 1u);
+  BOOST_CHECK_LT(r.records.size(), 200u);
+  for (const auto& rec : r.records) BOOST_CHECK(rec.ok);  // those in flight were answered
 }
 
 BOOST_AUTO_TEST_CASE(progress_lines) {
