@@ -114,7 +114,7 @@ BOOST_AUTO_TEST_CASE(multi_turn_and_trace_against_kvflow_serve) {
   // Multi-turn: one session at a time, so each turn's TTFT is its own prefill.
   auto chat = s.dir / "chat.json";
   int rc = run_load("--url " + server.url() + " --scenario " + shipped + "scenarios/multi_turn.lua" +
-                        " --arg sessions=2 --arg turns=3 --arg context=200 --arg question=8 --arg max_tokens=6" +
+                        " --arg sessions=2 --arg turns=3 --arg context=150 --arg question=8 --arg max_tokens=4" +
                         " --concurrency 1 --out " + chat.string(),
                     s.dir / "chat.log");
   BOOST_REQUIRE_MESSAGE(rc == 0, read_text(s.dir / "chat.log"));
@@ -135,11 +135,11 @@ BOOST_AUTO_TEST_CASE(multi_turn_and_trace_against_kvflow_serve) {
   // The shipped trace, scaled down for a small model on a CPU.
   auto trace = s.dir / "trace.json";
   rc = run_load("--url " + server.url() + " --trace " + shipped + "traces/small.jsonl" +
-                    " --scale 0.1 --max-output 3 --num-requests 8 --out " + trace.string(),
+                    " --scale 0.08 --max-output 2 --num-requests 6 --out " + trace.string(),
                 s.dir / "trace.log");
   BOOST_REQUIRE_MESSAGE(rc == 0, read_text(s.dir / "trace.log"));
   j = json::parse(read_text(trace));
-  BOOST_CHECK_EQUAL(j.at("completed"), 8);
+  BOOST_CHECK_EQUAL(j.at("completed"), 6);
   BOOST_CHECK_EQUAL(j.at("failed"), 0);
   BOOST_CHECK_GT(j.at("total_output_tokens").get<int>(), 0);
 
