@@ -3,8 +3,8 @@
 #include <algorithm>
 
 #include "actors/atoms.hpp"
+#include "actors/caf_error.hpp"
 #include "actors/frame_type.hpp"
-#include "messages/caf_error.hpp"
 #include "messages/digest.hpp"
 #include "messages/log.hpp"
 
@@ -110,7 +110,7 @@ void first_token(state_t* self) {
 void on_cell_done(state_t* self, const msg::frame& f, msg::tier source) {
   auto& st = self->state;
   auto decoded = msg::decode(f);
-  if (!decoded) return fail(self, decoded.error());
+  if (!decoded) return fail(self, make_error(decoded.error()));
   auto* done = std::get_if<msg::cell_done>(&*decoded);
   if (!done) return fail(self, "expected cellDone, got " + std::string(msg::kind_name(*decoded)));
   auto cells = static_cast<std::uint64_t>(done->cells.chunk_end - done->cells.chunk_begin) *
@@ -215,7 +215,7 @@ caf::behavior request_actor(state_t* self, request_env env, workspace_ptr ws, re
   return {
       [=](const msg::frame& f) {
         auto decoded = msg::decode(f);
-        if (!decoded) return fail(self, decoded.error());
+        if (!decoded) return fail(self, make_error(decoded.error()));
         if (auto* g = std::get_if<msg::grant>(&*decoded)) return run_grant(self, *g, f);
         if (auto* e = std::get_if<msg::error_report>(&*decoded)) return fail(self, "scheduler: " + e->context);
         fail(self, std::string("unexpected ") + msg::kind_name(*decoded));

@@ -139,7 +139,7 @@ struct runtime::impl {
   void make_tiers() {
     if (opts.chunk_tokens <= 0) throw error(errc::invalid_argument, "chunk_tokens must be positive");
     devices::chunk_store_options so;
-    auto shape = model::kv_shape::of(engine->cfg(), opts.chunk_tokens, engine->kv_type());
+    auto shape = model::kv_shape_of(engine->cfg(), opts.chunk_tokens, engine->kv_type());
     // The host tier holds at least one chunk: it is also the staging area
     // of stores and promotions.
     so.host_capacity_bytes = std::max<std::size_t>(static_cast<std::size_t>(opts.host_tier_gb * 1e9), shape.bytes());
@@ -211,7 +211,7 @@ struct runtime::impl {
     sys = std::make_unique<caf::actor_system>(cfg);
     policies::caps caps;
     if (opts.max_compute_cells) caps.compute_cells = opts.max_compute_cells;
-    auto chunk_bytes = model::kv_shape::of(engine->cfg(), opts.chunk_tokens, engine->kv_type()).bytes();
+    auto chunk_bytes = model::kv_shape_of(engine->cfg(), opts.chunk_tokens, engine->kv_type()).bytes();
     for (auto& b : caps.load_bytes) b = opts.max_load_bytes_in_flight ? opts.max_load_bytes_in_flight : 2 * chunk_bytes;
     policies::cost_prior prior;
     // A paced disk tells its rate up front; measured samples refine it.

@@ -114,7 +114,7 @@ caf::behavior scheduler_actor(state_t* self, std::string default_policy, policie
         auto& st = self->state;
         auto decoded = msg::decode(f);
         if (!decoded) {
-          logger("actors")->warn("scheduler: dropped frame: {}", self->system().render(decoded.error()));
+          logger("actors")->warn("scheduler: dropped frame: {}", decoded.error().what());
           return;
         }
         // Loads in flight are capped to about `load_window_s` of the link's

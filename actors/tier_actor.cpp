@@ -9,10 +9,10 @@
 #include <vector>
 
 #include "actors/atoms.hpp"
+#include "actors/caf_error.hpp"
 #include "actors/clock.hpp"
 #include "actors/frame_type.hpp"
 #include "devices/keys.hpp"
-#include "messages/caf_error.hpp"
 #include "messages/log.hpp"
 
 namespace kvflow {
@@ -230,14 +230,14 @@ caf::behavior tier_actor(state_t* self, std::shared_ptr<devices::chunk_store> st
   return {
       [=](const msg::frame& f) -> caf::result<msg::frame> {
         auto decoded = msg::decode(f);
-        if (!decoded) return decoded.error();
+        if (!decoded) return make_error(decoded.error());
         auto* q = std::get_if<msg::lookup>(&*decoded);
         if (!q) return make_error(errc::invalid_argument, "tier actor expects a lookup frame");
         return lookup(self, *q);
       },
       [=](const msg::frame& f, workspace_ptr& ws) -> caf::result<msg::frame> {
         auto decoded = msg::decode(f);
-        if (!decoded) return decoded.error();
+        if (!decoded) return make_error(decoded.error());
         auto* g = std::get_if<msg::grant>(&*decoded);
         if (!g || g->act != msg::action::load || g->source != self->state.which)
           return make_error(errc::invalid_argument, std::string("tier ") + msg::to_string(self->state.which) +

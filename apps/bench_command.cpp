@@ -307,7 +307,7 @@ class bench {
     }
     return kv_type_;
   }
-  double kv_bytes(int tokens) { return static_cast<double>(model::kv_shape::of(cfg_, tokens, kv_type()).bytes()); }
+  double kv_bytes(int tokens) { return static_cast<double>(model::kv_shape_of(cfg_, tokens, kv_type()).bytes()); }
 
   // The cached prefixes of the prompts one point restores.
   double prefix_bytes(const prompt_list& prompts) {

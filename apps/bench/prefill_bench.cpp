@@ -59,7 +59,7 @@ double time_prefill(cuda_engine& e, const std::vector<std::int32_t>& tokens, int
   for (int p = 0; p < total; p += step) {
     const int n = std::min(step, total - p);
     kv_block b;
-    b.shape = kv_shape::of(e.cfg(), n, dtype::bf16);
+    b.shape = kv_shape_of(e.cfg(), n, dtype::bf16);
     b.data = e.allocate(b.shape.bytes());
     buf.blocks.push_back(b);
   }

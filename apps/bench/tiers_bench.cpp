@@ -24,7 +24,7 @@
 #include "devices/host/host_pool.hpp"
 #include "devices/keys.hpp"
 #include "devices/rate_limiter.hpp"
-#include "kernels/model/kv_layout.hpp"
+#include "messages/kv_shape.hpp"
 #include "messages/log.hpp"
 
 #ifdef KVFLOW_HAVE_CUDA

@@ -12,7 +12,7 @@
 
 #include "devices/keys.hpp"
 #include "devices/tier.hpp"
-#include "kernels/model/kv_layout.hpp"
+#include "messages/kv_shape.hpp"
 
 namespace kvflow::devices {
 

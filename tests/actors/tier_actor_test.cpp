@@ -77,7 +77,7 @@ struct fixture {
     std::filesystem::remove_all(dir);
     engine = model::make_cpu_engine(model::random_weights(model::preset("tiny-test"), 3));
     if (copy_s > 0) engine = std::make_shared<slow_copy_engine>(engine, copy_s);
-    shape = model::kv_shape::of(engine->cfg(), chunk_tokens, engine->kv_type());
+    shape = model::kv_shape_of(engine->cfg(), chunk_tokens, engine->kv_type());
     devices::chunk_store_options o;
     o.host_capacity_bytes = shape.bytes();
     o.disk.directory = dir;

@@ -7,7 +7,7 @@
 #include <string>
 #include <vector>
 
-#include "kernels/model/kv_layout.hpp"
+#include "messages/kv_shape.hpp"
 #include "messages/types.hpp"
 
 namespace kvflow::devices::test {

@@ -1,4 +1,4 @@
-#include "messages/caf_error.hpp"
+#include "actors/caf_error.hpp"
 
 #include <caf/make_message.hpp>
 
