@@ -27,32 +27,23 @@
 #include "messages/error.hpp"
 #include "messages/log.hpp"
 
-#ifdef KVFLOW_WITH_CUDA
-#include <cuda_runtime_api.h>
+#include "platform/cuda.hpp"
 
+#ifdef KVFLOW_HAVE_CUDA
 #include "kernels/cuda/cuda_engine.hpp"
 #endif
 
 namespace kvflow {
 namespace {
 
-bool cuda_available() {
-#ifdef KVFLOW_WITH_CUDA
-  int n = 0;
-  return cudaGetDeviceCount(&n) == cudaSuccess && n > 0;
-#else
-  return false;
-#endif
-}
-
 std::string choose_backend(const std::string& wanted) {
   if (wanted == "cpu") return "cpu";
   if (wanted == "cuda") {
-    if (!cuda_available())
+    if (!platform::cuda_device_available())
       throw error(errc::unsupported, "backend cuda asked for, but this build has no CUDA or no GPU was found");
     return "cuda";
   }
-  if (wanted == "auto") return cuda_available() ? "cuda" : "cpu";
+  if (wanted == "auto") return platform::cuda_device_available() ? "cuda" : "cpu";
   throw error(errc::invalid_argument, "backend '" + wanted + "' (use cpu, cuda or auto)");
 }
 
@@ -83,7 +74,7 @@ struct runtime::impl {
     if (!opts.preset.empty()) {
       auto c = model::preset(opts.preset);
       model_name = opts.preset + " (random weights, seed " + std::to_string(opts.seed) + ")";
-#ifdef KVFLOW_WITH_CUDA
+#ifdef KVFLOW_HAVE_CUDA
       if (backend == "cuda") {
         // Large presets are made on the device: no host copy of their weights.
         engine = model::make_cuda_engine_random(c, opts.seed);
@@ -99,7 +90,7 @@ struct runtime::impl {
       chat_template = loaded.chat_template;
       w = std::move(loaded.w);
     }
-#ifdef KVFLOW_WITH_CUDA
+#ifdef KVFLOW_HAVE_CUDA
     if (backend == "cuda") {
       engine = model::make_cuda_engine(w);
       return;

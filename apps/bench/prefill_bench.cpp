@@ -21,6 +21,7 @@
 #include "kernels/cuda/gemm.hpp"
 #include "kernels/cuda/random_init.cuh"
 #include "messages/error.hpp"
+#include "platform/cuda.hpp"
 
 namespace {
 
@@ -208,7 +209,7 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
   if (reps < 1) reps = 1;
   try {
-    if (cuda_device_count() == 0) {
+    if (!platform::cuda_device_available()) {
       std::fprintf(stderr, "no CUDA device found\n");
       return 2;
     }

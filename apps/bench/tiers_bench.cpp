@@ -29,8 +29,9 @@
 
 #ifdef KVFLOW_HAVE_CUDA
 #include "devices/gpu/copy.hpp"
-#include "devices/gpu/cuda_check.hpp"
 #include "devices/gpu/gpu_pool.hpp"
+#include "platform/cuda.hpp"
+#include "platform/cuda_check.hpp"
 #endif
 
 using namespace kvflow;
@@ -253,7 +254,7 @@ int main(int argc, char** argv) {
   std::printf("kvflow_tiers_bench: built without CUDA, nothing to measure\n");
   return 77;
 #else
-  if (!cuda_device_available()) {
+  if (!platform::cuda_device_available()) {
     std::printf("kvflow_tiers_bench: no CUDA device found, nothing to measure\n");
     return 77;
   }
