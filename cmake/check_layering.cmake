@@ -59,6 +59,21 @@ foreach(rule IN LISTS rules)
   endforeach()
 endforeach()
 
+# The installed headers (cmake/install.cmake) include the standard library
+# only: an embedding service sees no CAF, CUDA or Cap'n Proto type.
+foreach(f actors/runtime.hpp messages/error.hpp)
+  if(NOT EXISTS "${ROOT}/${f}")
+    continue()
+  endif()
+  includes_of("${ROOT}/${f}" includes)
+  foreach(inc IN LISTS includes)
+    if(inc MATCHES "[/.]")
+      message(STATUS "layering: ${f}: a public header may include the standard library only, not <${inc}>")
+      math(EXPR violations "${violations} + 1")
+    endif()
+  endforeach()
+endforeach()
+
 message(STATUS "layering: ${violations} violation(s)")
 if(violations GREATER 0)
   message(FATAL_ERROR "layering: ${violations} include(s) cross the layers above (see cmake/check_layering.cmake)")
