@@ -22,8 +22,8 @@ struct runtime_options {
   int threads = 0;                 ///< CPU backend threads; 0: all cores
   int chunk_tokens = 256;          ///< tokens per chunk
   std::string policy = "two_pointer";
-  double host_tier_gb = 4;         ///< pinned host pool capacity; 0 disables the tier
-  std::string disk_dir;            ///< chunk file folder; empty: no disk tier
+  double host_tier_gb = 4;          ///< pinned host pool capacity; at least one chunk (it stages stores)
+  std::string disk_dir;             ///< chunk file folder; empty: a temporary one, removed at the end
   double disk_tier_gb = 32;         ///< chunk files kept (least recently used go first); 0: no limit
   double disk_gbps = 0;            ///< pace disk reads to this many Gbit/s; 0: unpaced
   std::string tenant_salt = "default";  ///< from the server's tenant, never from a client

@@ -17,7 +17,10 @@ enum class action : std::uint8_t { compute, load };
 const char* to_string(tier t);
 const char* to_string(action a);
 
-/// A 32-byte SHA-256 chunk key (see DESIGN.md, "Chunk key").
+/// A 32-byte SHA-256 chunk key, chained like a prefix tree over the model
+/// fingerprint, the tenant salt, the previous chunk's key and the chunk's
+/// tokens (devices/keys.hpp). Cryptographic, because a collision would serve
+/// one prompt another's KV.
 using chunk_key = std::array<std::uint8_t, 32>;
 
 /// Half-open chunk x layer rectangle: the unit of planned restore work.

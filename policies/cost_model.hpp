@@ -11,9 +11,10 @@
 namespace kvflow::policies {
 
 /// Starting values of the cost model. The defaults are llama-3-8b on an H100
-/// with 512-token chunks (DESIGN.md): a chunk computes in 37 ms at position 0
-/// and 78 ms at chunk 63, over 32 layers; host 55 GB/s, disk 1.5 GB/s,
-/// remote 10 Gbit/s.
+/// with 512-token chunks, as measured when the design was laid out: a chunk
+/// computes in 37 ms at position 0 and 78 ms at chunk 63 (attention grows
+/// with position), over 32 layers; host 55 GB/s, disk 1.5 GB/s, remote 10
+/// Gbit/s. The model learns the real rates from samples as requests run.
 struct cost_prior {
   double cell_s = 37e-3 / 32;                                     ///< one cell (chunk x layer) at chunk 0
   double cell_slope_s = (78e-3 - 37e-3) / 32 / 63;                ///< added per chunk of position
