@@ -34,24 +34,24 @@
 #endif
 
 namespace kvflow {
-namespace {
+namespace {}  // namespace
 
-std::string choose_backend(const std::string& wanted) {
-  if (wanted == "cpu") return "cpu";
-  if (wanted == "cuda") {
+const char* to_string(backend_kind b) { return b == backend_kind::cuda ? "cuda" : "cpu"; }
+
+backend_kind resolve_backend(const std::string& name) {
+  if (name == "cpu") return backend_kind::cpu;
+  if (name == "cuda") {
     if (!platform::cuda_device_available())
       throw error(errc::unsupported, "backend cuda asked for, but this build has no CUDA or no GPU was found");
-    return "cuda";
+    return backend_kind::cuda;
   }
-  if (wanted == "auto") return platform::cuda_device_available() ? "cuda" : "cpu";
-  throw error(errc::invalid_argument, "backend '" + wanted + "' (use cpu, cuda or auto)");
+  if (name == "auto") return platform::cuda_device_available() ? backend_kind::cuda : backend_kind::cpu;
+  throw error(errc::invalid_argument, "backend '" + name + "' (use cpu, cuda or auto)");
 }
-
-}  // namespace
 
 struct runtime::impl {
   runtime_options opts;
-  std::string backend;
+  backend_kind backend = backend_kind::cpu;
   std::string model_name;
   std::shared_ptr<const model::tokenizer> tok;
   std::string chat_template;
@@ -75,7 +75,7 @@ struct runtime::impl {
       auto c = model::preset(opts.preset);
       model_name = opts.preset + " (random weights, seed " + std::to_string(opts.seed) + ")";
 #ifdef KVFLOW_HAVE_CUDA
-      if (backend == "cuda") {
+      if (backend == backend_kind::cuda) {
         // Large presets are made on the device: no host copy of their weights.
         engine = model::make_cuda_engine_random(c, opts.seed);
         return;
@@ -91,7 +91,7 @@ struct runtime::impl {
       w = std::move(loaded.w);
     }
 #ifdef KVFLOW_HAVE_CUDA
-    if (backend == "cuda") {
+    if (backend == backend_kind::cuda) {
       engine = model::make_cuda_engine(w);
       return;
     }
@@ -111,7 +111,7 @@ struct runtime::impl {
   // out of the scheduler's first compute sample).
   void warm_up() {
     // The CPU kernels have no one-time setup; bad chunk sizes are refused later, with context.
-    if (backend != "cuda" || opts.chunk_tokens <= 0) return;
+    if (backend != backend_kind::cuda || opts.chunk_tokens <= 0) return;
     auto start = std::chrono::steady_clock::now();
     int n = std::min(opts.chunk_tokens, engine->cfg().max_positions);
     workspace ws(0, std::vector<std::int32_t>(static_cast<std::size_t>(n), 0), n, *engine);
@@ -221,7 +221,7 @@ struct runtime::impl {
 runtime::runtime(runtime_options opts) : impl_(std::make_unique<impl>()) {
   auto& m = *impl_;
   m.opts = std::move(opts);
-  m.backend = choose_backend(m.opts.backend);
+  m.backend = resolve_backend(m.opts.backend);
   m.load_model();
   m.warm_up();
   m.find_stop_tokens();
@@ -320,12 +320,22 @@ void runtime::set_disk_rate(double gbps) {
 
 const runtime_options& runtime::options() const { return impl_->opts; }
 
+backend_kind runtime::backend() const { return impl_->backend; }
+
+std::string runtime::describe_engine() const {
+  auto& m = *impl_;
+  auto& c = m.engine->cfg();
+  std::ostringstream out;
+  out << "kvflow: " << m.model_name << " (" << c.layers << " layers, hidden " << c.hidden << ") on "
+      << to_string(m.backend);
+  return out.str();
+}
+
 std::string runtime::describe() const {
   auto& m = *impl_;
   std::ostringstream out;
-  auto& c = m.engine->cfg();
-  out << "kvflow: " << m.model_name << " (" << c.layers << " layers, hidden " << c.hidden << ") on " << m.backend
-      << ", chunks of " << m.opts.chunk_tokens << " tokens, policy " << m.opts.policy << ", tiers:";
+  out << describe_engine() << ", chunks of " << m.opts.chunk_tokens << " tokens, policy " << m.opts.policy
+      << ", tiers:";
   for (auto& t : m.tiers) out << " " << msg::to_string(t.first);
   out << " (disk " << m.disk_dir;
   if (m.opts.disk_gbps > 0) out << " paced to " << m.opts.disk_gbps << " Gbit/s";

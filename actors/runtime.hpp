@@ -12,6 +12,18 @@
 
 namespace kvflow {
 
+/// The engine a runtime computes with.
+enum class backend_kind { cpu, cuda };
+
+/// "cpu" or "cuda".
+const char* to_string(backend_kind b);
+
+/// The backend runtime_options::backend names: "cpu", "cuda", or "auto"
+/// (cuda where this build has CUDA and a GPU is found, else cpu). Throws
+/// kvflow::error(invalid_argument) for another name and (unsupported) for
+/// "cuda" without CUDA or a GPU.
+backend_kind resolve_backend(const std::string& name);
+
 /// Where the model comes from and how restores are scheduled. Defaults run
 /// SmolLM2-135M-Instruct on the CPU with a host and a disk tier.
 struct runtime_options {
@@ -118,7 +130,10 @@ class runtime {
   void set_disk_rate(double gbps);
 
   const runtime_options& options() const;
-  std::string describe() const;  ///< model, backend, tiers: one line
+  backend_kind backend() const;
+  /// "kvflow: <model> (<layers> layers, hidden <n>) on <backend>".
+  std::string describe_engine() const;
+  std::string describe() const;  ///< describe_engine(), chunks, policy, tiers: one line
 
  private:
   struct impl;

@@ -29,6 +29,7 @@
 #include "kernels/model/config.hpp"
 #include "kernels/model/kv_layout.hpp"
 #include "messages/error.hpp"
+#include "policies/policy.hpp"
 
 namespace kvflow::app {
 namespace {
@@ -36,6 +37,11 @@ namespace {
 using clock_type = std::chrono::steady_clock;
 using json = nlohmann::json;
 using prompt_list = std::vector<std::vector<std::int32_t>>;
+using policies::policy_kind;
+
+// The name of a policy, as runtime_options and submit_options take it.
+std::string name_of(policy_kind k) { return policies::to_string(k); }
+bool is(const std::string& name, policy_kind k) { return policies::policy_from_name(name) == k; }
 
 struct bench_options {
   std::string preset = "llama-3-8b";
@@ -46,15 +52,15 @@ struct bench_options {
   std::vector<int> suffix_tokens{256};  // swept: each value is a full run of the other axes
   int chunk_tokens = 256;
   std::vector<std::string> tiers{"disk", "25", "10"};
-  std::vector<std::string> policies{"compute_only", "load_only", "bidirectional", "two_pointer", "oracle"};
+  std::vector<std::string> policies = kvflow::policies::policy_names();
   std::vector<int> batches{1};
   std::vector<std::string> batch_tiers;  // tiers that run batches > 1 and streams; empty: all
   int repeats = 3;
   int poisson = 0;            // requests of the Poisson stream; 0: none
   double poisson_load = 0.7;  // arrival rate over the measured capacity
-  std::string capacity_policy = "two_pointer";  // restores the stream serially to measure capacity
+  std::string capacity_policy = name_of(policy_kind::two_pointer);  // restores the stream serially to measure capacity
   int trace_batch = 0;        // 0: the largest batch; negative: no trace
-  std::vector<std::string> trace_policies{"two_pointer", "bidirectional"};
+  std::vector<std::string> trace_policies{name_of(policy_kind::two_pointer), name_of(policy_kind::bidirectional)};
   int trace_context = 0;      // 0: the first context where the batch runs
   std::vector<std::string> references;  // prefill_reference.py's JSON files
   bool no_digest = false;
@@ -150,7 +156,12 @@ std::vector<std::int32_t> random_tokens(std::mt19937_64& rng, int count, int voc
 // compute_only and load_only first, oracle last: the oracle reads the rates
 // the runtime's cost model observed in the earlier runs.
 std::vector<std::string> run_order(std::vector<std::string> p) {
-  auto rank = [](const std::string& s) { return s == "compute_only" ? 0 : s == "load_only" ? 1 : s == "oracle" ? 3 : 2; };
+  auto rank = [](const std::string& s) {
+    return is(s, policy_kind::compute_only) ? 0
+           : is(s, policy_kind::load_only)  ? 1
+           : is(s, policy_kind::oracle)     ? 3
+                                            : 2;
+  };
   std::stable_sort(p.begin(), p.end(), [&](auto& a, auto& b) { return rank(a) < rank(b); });
   return p;
 }
@@ -286,26 +297,9 @@ class bench {
   bool poisson_on(const std::string& tier) const { return opt_.poisson > 0 && stream_runs_on(tier); }
 
   // The KV element type of the engine the runtime picks: f32 on the CPU,
-  // bf16 on CUDA; for "auto", asked of a probe runtime once.
-  model::dtype kv_type() {
-    if (!kv_type_known_) {
-      std::string backend = opt_.backend;
-      if (backend == "auto") {
-        runtime_options ro;
-        ro.preset = opt_.preset;
-        ro.seed = opt_.seed;
-        ro.backend = opt_.backend;
-        ro.threads = opt_.threads;
-        ro.chunk_tokens = opt_.chunk_tokens;
-        ro.host_tier_gb = 0;
-        progress_.clear_line();
-        runtime probe(ro);
-        backend = probe.describe().find(" on cuda") != std::string::npos ? "cuda" : "cpu";
-      }
-      kv_type_ = backend == "cuda" ? model::dtype::bf16 : model::dtype::f32;
-      kv_type_known_ = true;
-    }
-    return kv_type_;
+  // bf16 on CUDA.
+  model::dtype kv_type() const {
+    return resolve_backend(opt_.backend) == backend_kind::cuda ? model::dtype::bf16 : model::dtype::f32;
   }
   double kv_bytes(int tokens) { return static_cast<double>(model::kv_shape_of(cfg_, tokens, kv_type()).bytes()); }
 
@@ -350,7 +344,7 @@ class bench {
     ro.backend = opt_.backend;
     ro.threads = opt_.threads;
     ro.chunk_tokens = opt_.chunk_tokens;
-    ro.policy = "two_pointer";
+    ro.policy = name_of(policy_kind::two_pointer);
     ro.host_tier_gb = host_bytes / 1e9;
     ro.disk_gbps = t.gbps;
     ro.disk_tier_gb = std::max(4.0, tier_bytes_needed(t) * 1.25 / 1e9);
@@ -367,9 +361,7 @@ class bench {
     progress_.clear_line();
     auto rt = std::make_unique<runtime>(ro);
     if (device_.empty()) {
-      // "kvflow: <model> (...) on <backend>", without the tier details.
-      auto d = rt->describe();
-      device_ = d.substr(0, d.find(", chunks of"));
+      device_ = rt->describe_engine();
       if (!opt_.device_name.empty()) device_ = opt_.device_name + ", " + device_;
     }
     return rt;
@@ -425,7 +417,7 @@ class bench {
   // it.) Stores are write-through: the disk holds every chunk.
   void prime(runtime& rt, const prompt_list& prompts, int pool_blocks) {
     submit_options so;
-    so.policy = "compute_only";
+    so.policy = name_of(policy_kind::compute_only);
     so.max_new_tokens = 1;
     so.store = true;
     auto prefix = [&](const std::vector<std::int32_t>& p, std::size_t n) {
@@ -485,7 +477,7 @@ class bench {
                     ", " + reference[i].policy + " has kv " + reference[i].kv_sha256.substr(0, 12) +
                     " first token " + std::to_string(reference[i].first_token));
     }
-    if (policy == "load_only" && t.host && r.bytes_from_disk > 0)
+    if (is(policy, policy_kind::load_only) && t.host && r.bytes_from_disk > 0)
       progress_.say("warning: host tier: load_only read " + std::to_string(r.bytes_from_disk) + " bytes from disk");
   }
 
@@ -588,11 +580,12 @@ class bench {
   // One record per policy, ratios within this point's run: TTFT over the
   // baseline's (below 1: faster than the baseline).
   void add_records(std::map<std::string, point>& points, const prompt_list& prompts, const json& extra) {
-    auto ttft_of = [&](const char* p) { return points.count(p) ? points[p].mean() : 0.0; };
-    double comp = ttft_of("compute_only"), load = ttft_of("load_only"), orac = ttft_of("oracle");
-    double bidi = ttft_of("bidirectional");
+    auto ttft_of = [&](policy_kind k) { return points.count(name_of(k)) ? points[name_of(k)].mean() : 0.0; };
+    double comp = ttft_of(policy_kind::compute_only), load = ttft_of(policy_kind::load_only);
+    double orac = ttft_of(policy_kind::oracle), bidi = ttft_of(policy_kind::bidirectional);
     double best = comp > 0 && load > 0 ? std::min(comp, load) : std::max(comp, load);
-    double bidi_p99 = points.count("bidirectional") ? points["bidirectional"].p99() : 0.0;
+    const auto bidi_name = name_of(policy_kind::bidirectional);
+    double bidi_p99 = points.count(bidi_name) ? points[bidi_name].p99() : 0.0;
     for (auto& policy : policies_) {
       auto& pt = points[policy];
       double n = static_cast<double>(pt.all_ttft.size());
@@ -600,7 +593,7 @@ class bench {
       auto ratio = [&](double base) { return base > 0 ? json(m / base) : json(nullptr); };
       auto ref = reference_.find({opt_.preset, pt.context});
       json transformers = ref == reference_.end() ? json(nullptr) : json(ref->second);
-      bool same_shape = policy == "compute_only" && pt.batch == 1 && extra["arrival"] == "together";
+      bool same_shape = is(policy, policy_kind::compute_only) && pt.batch == 1 && extra["arrival"] == "together";
       double loaded_bytes = pt.host_bytes + pt.disk_bytes;
       json rec = {{"model", opt_.preset},
                   {"context_tokens", pt.context},
@@ -631,7 +624,8 @@ class bench {
                   {"device", device_}};
       rec.update(extra);
       for (auto& p : prompts) rec["prompt_tokens"].push_back(p.size());
-      if (pt.tier.rfind("mixed", 0) == 0 && policy == "load_only" && (pt.host_bytes == 0 || pt.disk_bytes == 0))
+      if (pt.tier.rfind("mixed", 0) == 0 && is(policy, policy_kind::load_only) &&
+          (pt.host_bytes == 0 || pt.disk_bytes == 0))
         progress_.say("warning: tier " + pt.tier + ": load_only read " + fmt(pt.host_bytes / 1e9) +
                       " GB from host and " + fmt(pt.disk_bytes / 1e9) + " GB from disk: not a mixed restore");
       // --append: a point measured again replaces the earlier record, in
@@ -926,8 +920,6 @@ class bench {
   std::string disk_dir_;   // the current runtime's chunk files
   int runtimes_ = 0;
   int suffix_ = 256;  // the --suffix-tokens value being run
-  bool kv_type_known_ = false;
-  model::dtype kv_type_ = model::dtype::f32;
   progress progress_;
   int mismatches_ = 0;
 };

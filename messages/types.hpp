@@ -3,6 +3,7 @@
 // work on these; the codec converts them to and from Cap'n Proto frames.
 
 #include <array>
+#include <cstddef>
 #include <cstdint>
 #include <string>
 #include <variant>
@@ -11,6 +12,9 @@
 namespace kvflow::msg {
 
 enum class tier : std::uint8_t { gpu, host, disk, remote };
+/// Number of tiers: the size of every per-tier array, indexed by tier.
+constexpr std::size_t tier_count = 4;
+static_assert(tier_count == static_cast<std::size_t>(tier::remote) + 1);
 enum class action : std::uint8_t { compute, load };
 
 /// Name of a tier as used in flags, logs and results ("gpu", "host", ...).

@@ -19,13 +19,14 @@ enum class cell_state : std::uint8_t { pending, compute_granted, load_granted, c
 /// only while nothing else is in flight on that resource.
 struct caps {
   std::uint64_t compute_cells = 64;  ///< cells granted to the GPU and not done
-  std::array<std::uint64_t, 4> load_bytes{1ull << 30, 1ull << 30, 1ull << 30, 1ull << 30};  ///< by msg::tier
+  std::array<std::uint64_t, msg::tier_count> load_bytes{1ull << 30, 1ull << 30, 1ull << 30,
+                                                        1ull << 30};  ///< by msg::tier
 };
 
 /// Work in flight now: granted and not yet done.
 struct usage {
   std::uint64_t compute_cells = 0;
-  std::array<std::uint64_t, 4> load_bytes{};
+  std::array<std::uint64_t, msg::tier_count> load_bytes{};
 };
 
 /// One request: chunks [0, P) cached (a tier each), [P, S) new; L layers.

@@ -38,11 +38,11 @@ constexpr double gbit = 1e9 / 8;
 struct truth {
   double cell_s = 37e-3 / 32;
   double slope_s = (78e-3 - 37e-3) / 32 / 63;
-  std::array<double, 4> bw{400e9, 55e9, 1.5e9, 10 * gbit};
+  std::array<double, msg::tier_count> bw{400e9, 55e9, 1.5e9, 10 * gbit};
   double change_at = inf;  // from then on, change_tier moves at change_bw
   msg::tier change_tier = msg::tier::remote;
   double change_bw = 0;
-  std::array<double, 4> latency{};  // per load grant, before its bytes move
+  std::array<double, msg::tier_count> latency{};  // per load grant, before its bytes move
 
   double rate(msg::tier t, double now) const {
     return t == change_tier && now >= change_at ? change_bw : bw[static_cast<std::size_t>(t)];
@@ -312,8 +312,8 @@ class harness {
   double now_ = 0;
   std::deque<job> gpu_;
   double gpu_busy_until_ = 0;
-  std::array<std::deque<job>, 4> links_;
-  std::array<double, 4> links_busy_until_{};
+  std::array<std::deque<job>, msg::tier_count> links_;
+  std::array<double, msg::tier_count> links_busy_until_{};
   usage used_;
 };
 
