@@ -154,22 +154,22 @@ double raw_direct_read(const disk_store& disk, const std::vector<msg::chunk_key>
   std::vector<pinned_buffer> bufs;
   for (unsigned i = 0; i < depth; ++i) bufs.emplace_back(align_up(bytes));
   std::vector<std::future<long long>> pending(depth);
-  std::vector<int> fds(depth, -1);
+  std::vector<platform::unique_fd> fds(depth);
   auto settle = [&](unsigned k) {
     if (!pending[k].valid()) return;
     if (pending[k].get() < static_cast<long long>(bytes)) std::fprintf(stderr, "raw read short\n");
-    ::close(fds[k]);
+    fds[k].reset();
   };
   const auto t0 = bench_clock::now();
   for (std::size_t i = 0; i < keys.size(); ++i) {
     const unsigned k = static_cast<unsigned>(i % depth);
     settle(k);
     const std::string path = disk.options().directory + "/" + key_hex(keys[i]) + ".kvc";
-    fds[k] = ::open(path.c_str(), O_RDONLY | O_DIRECT | O_CLOEXEC);
-    if (fds[k] < 0) fds[k] = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    fds[k] = open_for_read(path, true);
     auto p = std::make_shared<std::promise<long long>>();
     pending[k] = p->get_future();
-    engine->read(fds[k], bufs[k].data(), align_up(bytes), chunk_header_bytes, [p](long long r) { p->set_value(r); });
+    engine->read(fds[k].get(), bufs[k].data(), align_up(bytes), chunk_header_bytes,
+                 [p](long long r) { p->set_value(r); });
   }
   for (unsigned k = 0; k < depth; ++k) settle(k);
   return seconds_since(t0);

@@ -15,6 +15,7 @@
 #include "messages/digest.hpp"
 #include "messages/error.hpp"
 #include "messages/log.hpp"
+#include "platform/unique_fd.hpp"
 
 namespace kvflow::devices {
 namespace {
@@ -106,12 +107,12 @@ void disk_store::scan() {
     if (!parse_hex_key(name.substr(0, name.size() - suffix), key)) continue;
     std::string why;
     chunk_header h;
-    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    const platform::unique_fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
     struct stat st {};
-    if (fd < 0 || ::fstat(fd, &st) != 0) {
+    if (!fd || ::fstat(fd.get(), &st) != 0) {
       why = "cannot open: " + errno_text(errno);
     } else if (static_cast<std::size_t>(st.st_size) < chunk_header_bytes ||
-               ::pread(fd, buf.data(), chunk_header_bytes, 0) != static_cast<ssize_t>(chunk_header_bytes)) {
+               ::pread(fd.get(), buf.data(), chunk_header_bytes, 0) != static_cast<ssize_t>(chunk_header_bytes)) {
       why = "truncated header (" + std::to_string(st.st_size) + " bytes)";
     } else if (!decode_chunk_header(buf.data(), h, why)) {
       // why set
@@ -125,7 +126,6 @@ void disk_store::scan() {
       why = "length " + std::to_string(st.st_size) + " instead of " +
             std::to_string(chunk_file_bytes(h.payload_bytes)) + " (truncated or padded)";
     }
-    if (fd >= 0) ::close(fd);
     if (!why.empty()) {
       log->warn("disk tier: chunk file {} is a miss and is removed: {}", path, why);
       ::unlink(path.c_str());
@@ -196,24 +196,23 @@ void disk_store::write(const msg::chunk_key& key, layer_range layers, const void
     std::lock_guard<std::mutex> lock(queue_mutex_);
     tmp = path + ".tmp." + std::to_string(::getpid()) + "." + std::to_string(tmp_counter_++);
   }
-  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) throw error(errc::io_failure, "chunk file " + tmp + ": open: " + errno_text(errno));
+  platform::unique_fd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
+  if (!fd) throw error(errc::io_failure, "chunk file " + tmp + ": open: " + errno_text(errno));
   const std::uint64_t file_bytes = chunk_file_bytes(h.payload_bytes);
   try {
-    write_all(fd, head.data(), chunk_header_bytes, 0, tmp, nullptr);
+    write_all(fd.get(), head.data(), chunk_header_bytes, 0, tmp, nullptr);
     const auto* payload =
         static_cast<const std::uint8_t*>(block) + options_.shape.span_offset_bytes(static_cast<int>(layers.begin));
-    write_all(fd, payload, h.payload_bytes, chunk_header_bytes, tmp, options_.write_limiter.get());
+    write_all(fd.get(), payload, h.payload_bytes, chunk_header_bytes, tmp, options_.write_limiter.get());
     // Zero padding to a 4 KiB multiple keeps O_DIRECT reads of the tail whole.
-    if (::ftruncate(fd, static_cast<off_t>(file_bytes)) != 0)
+    if (::ftruncate(fd.get(), static_cast<off_t>(file_bytes)) != 0)
       throw error(errc::io_failure, "chunk file " + tmp + ": ftruncate: " + errno_text(errno));
-    if (::fsync(fd) != 0) throw error(errc::io_failure, "chunk file " + tmp + ": fsync: " + errno_text(errno));
+    if (::fsync(fd.get()) != 0) throw error(errc::io_failure, "chunk file " + tmp + ": fsync: " + errno_text(errno));
   } catch (...) {
-    ::close(fd);
     ::unlink(tmp.c_str());
     throw;
   }
-  ::close(fd);
+  fd.reset();
   // The rename is the commit: before it no file has the final name, after it
   // the file is complete and synced.
   if (::rename(tmp.c_str(), path.c_str()) != 0) {
@@ -221,11 +220,8 @@ void disk_store::write(const msg::chunk_key& key, layer_range layers, const void
     ::unlink(tmp.c_str());
     throw error(errc::io_failure, "chunk file " + path + ": rename: " + errno_text(e));
   }
-  const int dfd = ::open(options_.directory.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dfd >= 0) {
-    ::fsync(dfd);
-    ::close(dfd);
-  }
+  if (const platform::unique_fd dir(::open(options_.directory.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC)); dir)
+    ::fsync(dir.get());
   std::vector<std::string> evicted;
   {
     std::lock_guard<std::mutex> lock(mutex_);
@@ -339,14 +335,10 @@ void disk_store::read_async(const msg::chunk_key& key, layer_range layers, std::
   const std::size_t lead = static_cast<std::size_t>(span_off - read_off);
   const std::size_t read_len = align_up(lead + span);
   const std::string path = path_of(key);
-  int fd = -1;
-  if (options_.direct_io) {
-    fd = ::open(path.c_str(), O_RDONLY | O_DIRECT | O_CLOEXEC);
-    if (fd < 0 && errno == EINVAL) fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);  // e.g. tmpfs
-  } else {
-    fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  }
-  if (fd < 0) {
+  // Shared with the completion: the descriptor closes when the read is done
+  // (or the engine drops it), whichever path that takes.
+  auto file = std::make_shared<platform::unique_fd>(open_for_read(path, options_.direct_io));
+  if (!*file) {
     const int err = errno;
     // Out of descriptors or memory says nothing about the file: a miss this
     // time, but the file stays.
@@ -360,10 +352,11 @@ void disk_store::read_async(const msg::chunk_key& key, layer_range layers, std::
   // A paced tier books its link before the read, so that the read overlaps
   // the link time; the bytes count as arrived when both are done.
   const auto due = options_.read_limiter ? options_.read_limiter->reserve(span) : rate_limiter::clock::time_point{};
+  const int fd = file->get();
   engine_->read(fd, staging, read_len, read_off,
-                [this, key, fd, staging, lead, span, layer_bytes, due, sums = std::move(sums),
-                 done = std::move(done)](long long res) {
-                  ::close(fd);
+                [this, key, file = std::move(file), staging, lead, span, layer_bytes, due, sums = std::move(sums),
+                 done = std::move(done)](long long res) mutable {
+                  file.reset();
                   if (res < 0) {
                     logger("tiers")->error("disk tier: read of chunk {} failed: {}", key_hex(key),
                                            errno_text(static_cast<int>(-res)));

@@ -10,6 +10,7 @@
 #include <limits>
 
 #include "messages/error.hpp"
+#include "platform/unique_fd.hpp"
 
 namespace kvflow::model {
 namespace {
@@ -483,26 +484,16 @@ gguf_file::~gguf_file() {
 gguf_file gguf_file::open(const std::string& path, const gguf_limits& limits) {
   gguf_file g;
   g.path_ = path;
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) throw error(errc::io_failure, path + ": open: " + std::strerror(errno));
+  const platform::unique_fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd) throw error(errc::io_failure, path + ": open: " + std::strerror(errno));
   struct stat st {};
-  if (::fstat(fd, &st) != 0) {
-    int e = errno;
-    ::close(fd);
-    throw error(errc::io_failure, path + ": fstat: " + std::strerror(e));
-  }
-  if (!S_ISREG(st.st_mode)) {
-    ::close(fd);
-    throw error(errc::bad_file, path + ": not a regular file");
-  }
+  if (::fstat(fd.get(), &st) != 0) throw error(errc::io_failure, path + ": fstat: " + std::strerror(errno));
+  if (!S_ISREG(st.st_mode)) throw error(errc::bad_file, path + ": not a regular file");
   g.size_ = static_cast<std::uint64_t>(st.st_size);
-  if (g.size_ == 0) {
-    ::close(fd);
-    throw error(errc::bad_file, path + ": header: empty file");
-  }
-  void* m = ::mmap(nullptr, static_cast<std::size_t>(g.size_), PROT_READ, MAP_PRIVATE, fd, 0);
-  int e = errno;
-  ::close(fd);
+  if (g.size_ == 0) throw error(errc::bad_file, path + ": header: empty file");
+  // The mapping outlives the descriptor.
+  void* m = ::mmap(nullptr, static_cast<std::size_t>(g.size_), PROT_READ, MAP_PRIVATE, fd.get(), 0);
+  const int e = errno;
   if (m == MAP_FAILED) throw error(errc::io_failure, path + ": mmap: " + std::strerror(e));
   g.map_ = static_cast<const std::uint8_t*>(m);
   g.parse(limits);

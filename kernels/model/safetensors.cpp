@@ -12,6 +12,7 @@
 
 #include "kernels/model/gguf.hpp"
 #include "messages/error.hpp"
+#include "platform/unique_fd.hpp"
 
 namespace kvflow::model {
 namespace {
@@ -56,21 +57,17 @@ safetensors_file::~safetensors_file() {
 safetensors_file safetensors_file::open(const std::string& path, std::uint64_t max_header) {
   safetensors_file f;
   f.path_ = path;
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) throw error(errc::io_failure, path + ": open: " + std::strerror(errno));
+  const platform::unique_fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd) throw error(errc::io_failure, path + ": open: " + std::strerror(errno));
   struct stat st {};
-  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-    ::close(fd);
+  if (::fstat(fd.get(), &st) != 0 || !S_ISREG(st.st_mode))
     throw error(errc::bad_file, path + ": not a readable regular file");
-  }
   f.size_ = static_cast<std::uint64_t>(st.st_size);
-  if (f.size_ < 8) {
-    ::close(fd);
+  if (f.size_ < 8)
     throw error(errc::bad_file, path + ": header length: file of " + std::to_string(f.size_) + " bytes is truncated");
-  }
-  void* m = ::mmap(nullptr, static_cast<std::size_t>(f.size_), PROT_READ, MAP_PRIVATE, fd, 0);
-  int e = errno;
-  ::close(fd);
+  // The mapping outlives the descriptor.
+  void* m = ::mmap(nullptr, static_cast<std::size_t>(f.size_), PROT_READ, MAP_PRIVATE, fd.get(), 0);
+  const int e = errno;
   if (m == MAP_FAILED) throw error(errc::io_failure, path + ": mmap: " + std::strerror(e));
   f.map_ = static_cast<const std::uint8_t*>(m);
   f.parse(max_header);
