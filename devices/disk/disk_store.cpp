@@ -131,12 +131,11 @@ void disk_store::scan() {
       ::unlink(path.c_str());
       continue;
     }
-    entry e;
+    entry& e = use_locked(key);
     e.layers = h.layers;
     e.layer_checksums = std::move(h.layer_checksums);
     e.file_bytes = static_cast<std::uint64_t>(st.st_size);
     used_bytes_ += e.file_bytes;
-    directory_[key] = std::move(e);
   }
   // A smaller capacity than last time: trim (arbitrary order; no use is known yet).
   for (const auto& p : evict_locked(msg::chunk_key{})) ::unlink(p.c_str());
@@ -147,11 +146,23 @@ void disk_store::discard(const msg::chunk_key& key, const std::string& why) {
   logger("tiers")->warn("disk tier: chunk file {} is a miss and is removed: {}", path, why);
   std::lock_guard<std::mutex> lock(mutex_);
   auto it = directory_.find(key);
-  if (it != directory_.end()) {
-    used_bytes_ -= it->second.file_bytes;
-    directory_.erase(it);
-  }
+  if (it != directory_.end()) forget_locked(it);
   ::unlink(path.c_str());
+}
+
+disk_store::entry& disk_store::use_locked(const msg::chunk_key& key) {
+  auto [it, fresh] = directory_.try_emplace(key);
+  if (fresh)
+    it->second.lru_pos = lru_.insert(lru_.end(), key);
+  else
+    lru_.splice(lru_.end(), lru_, it->second.lru_pos);
+  return it->second;
+}
+
+void disk_store::forget_locked(std::unordered_map<msg::chunk_key, entry, chunk_key_hash>::iterator it) {
+  used_bytes_ -= it->second.file_bytes;
+  lru_.erase(it->second.lru_pos);
+  directory_.erase(it);
 }
 
 tier_lookup disk_store::lookup(const std::vector<msg::chunk_key>& keys) const {
@@ -225,12 +236,11 @@ void disk_store::write(const msg::chunk_key& key, layer_range layers, const void
   std::vector<std::string> evicted;
   {
     std::lock_guard<std::mutex> lock(mutex_);
-    entry& e = directory_[key];
+    entry& e = use_locked(key);
     used_bytes_ -= e.file_bytes;
     e.layers = layers;
     e.layer_checksums = h.layer_checksums;
     e.file_bytes = file_bytes;
-    e.last_use = ++use_clock_;
     used_bytes_ += file_bytes;
     evicted = evict_locked(key);
   }
@@ -239,15 +249,13 @@ void disk_store::write(const msg::chunk_key& key, layer_range layers, const void
 
 std::vector<std::string> disk_store::evict_locked(const msg::chunk_key& keep) {
   std::vector<std::string> paths;
+  auto next = lru_.begin();
   while (options_.capacity_bytes != 0 && used_bytes_ > options_.capacity_bytes) {
-    auto victim = directory_.end();
-    for (auto it = directory_.begin(); it != directory_.end(); ++it)
-      if (it->first != keep && (victim == directory_.end() || it->second.last_use < victim->second.last_use))
-        victim = it;
-    if (victim == directory_.end()) break;  // one file larger than the capacity: keep it
-    used_bytes_ -= victim->second.file_bytes;
-    paths.push_back(path_of(victim->first));
-    directory_.erase(victim);
+    if (next != lru_.end() && *next == keep) ++next;
+    if (next == lru_.end()) break;  // one file larger than the capacity: keep it
+    const msg::chunk_key victim = *next++;
+    paths.push_back(path_of(victim));
+    forget_locked(directory_.find(victim));
   }
   return paths;
 }
@@ -323,8 +331,7 @@ void disk_store::read_async(const msg::chunk_key& key, layer_range layers, std::
       done(false, nullptr, 0);
       return;
     }
-    entry& e = it->second;
-    e.last_use = ++use_clock_;
+    entry& e = use_locked(key);
     const std::uint32_t first = layers.begin - e.layers.begin;
     sums.assign(e.layer_checksums.begin() + first, e.layer_checksums.begin() + first + layers.size());
     span_off = chunk_header_bytes + static_cast<std::uint64_t>(first) * options_.shape.layer_bytes();
@@ -399,8 +406,7 @@ bool disk_store::erase(const msg::chunk_key& key) {
   std::lock_guard<std::mutex> lock(mutex_);
   auto it = directory_.find(key);
   if (it == directory_.end()) return false;
-  used_bytes_ -= it->second.file_bytes;
-  directory_.erase(it);
+  forget_locked(it);
   ::unlink(path_of(key).c_str());
   return true;
 }
