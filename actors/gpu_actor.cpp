@@ -8,12 +8,13 @@
 #include "actors/clock.hpp"
 #include "actors/frame_type.hpp"
 #include "messages/log.hpp"
+#include "policies/batch_state.hpp"
 
 namespace kvflow {
 namespace {
 
-// Enqueues layers [layer_begin, layer_end) of chunks [chunk_begin, chunk_end).
-void run_cells(model::engine& eng, workspace& ws, const msg::cell_range& cells) {
+// The jobs of layers [layer_begin, layer_end) of chunks [chunk_begin, chunk_end), in chunk order.
+void add_jobs(workspace& ws, const msg::cell_range& cells, std::vector<model::chunk_job>& jobs) {
   for (auto c = cells.chunk_begin; c < cells.chunk_end; ++c) {
     model::chunk_job job;
     int ci = static_cast<int>(c);
@@ -25,8 +26,14 @@ void run_cells(model::engine& eng, workspace& ws, const msg::cell_range& cells) 
     job.past = {ws.blocks().data(), ci};
     job.out = ws.block(ci);
     job.hidden = ws.hidden(ci);
-    eng.run(job);
+    jobs.push_back(job);
   }
+}
+
+int grant_rows(workspace& ws, const msg::cell_range& cells) {
+  int rows = 0;
+  for (auto c = cells.chunk_begin; c < cells.chunk_end; ++c) rows += ws.chunk_count(static_cast<int>(c));
+  return rows;
 }
 
 // One decode step for `job`: feeds its last token, samples the next.
@@ -77,44 +84,110 @@ caf::behavior gpu_actor(caf::stateful_actor<gpu_state>* self, std::shared_ptr<mo
         if (g->cells.chunk_end > static_cast<std::uint32_t>(ws->num_chunks()) ||
             g->cells.layer_end > static_cast<std::uint32_t>(eng->cfg().layers))
           return make_error(errc::out_of_range, "grant cells outside request " + std::to_string(g->request_id));
-        pending_grant p{self->make_response_promise(), {}, now_ns()};
-        p.done.request_id = g->request_id;
-        p.done.grant_id = g->grant_id;
-        p.done.act = msg::action::compute;
-        p.done.cells = g->cells;
-        p.done.device = self->state.device;
-        auto reply = p.reply;
-        try {
-          run_cells(*eng, *ws, g->cells);
-        } catch (const error& e) {
-          reply.deliver(make_error(e));
-          return reply;
-        }
-        auto id = self->state.next_job++;
-        self->state.pending.emplace(id, std::move(p));
-        // The engine calls back from its driver thread when the device has
-        // finished this grant: hand that over as a message to this actor.
-        auto me = caf::actor_cast<caf::actor>(self);
-        try {
-          eng->when_done([me, id] { caf::anon_send(me, finished_atom::value, id, now_ns()); });
-        } catch (const error& e) {
-          self->state.pending.erase(id);
-          reply.deliver(make_error(e));
+        // Queued until the fuse message this sends itself comes back: grants
+        // already in the mailbox behind this one join the same forward.
+        auto reply = self->make_response_promise();
+        self->state.queued.push_back({*g, ws, reply});
+        if (!self->state.fuse_scheduled) {
+          self->state.fuse_scheduled = true;
+          self->send(self, fuse_atom::value);
         }
         return reply;
+      },
+      [=](fuse_atom) {
+        auto& st = self->state;
+        st.fuse_scheduled = false;
+        auto queued = std::move(st.queued);
+        st.queued.clear();
+        // Consecutive grants of one layer range form a group (a request's
+        // grants stay in arrival order: a group never jumps over a grant of
+        // another layer range).
+        for (std::size_t i = 0; i < queued.size();) {
+          const auto& first = queued[i].grant.cells;
+          std::size_t j = i + 1;
+          int rows = grant_rows(*queued[i].ws, first);
+          while (j < queued.size() && queued[j].grant.cells.layer_begin == first.layer_begin &&
+                 queued[j].grant.cells.layer_end == first.layer_end &&
+                 rows + grant_rows(*queued[j].ws, queued[j].grant.cells) <= gpu_fuse_rows) {
+            rows += grant_rows(*queued[j].ws, queued[j].grant.cells);
+            ++j;
+          }
+          // A group that fails its checks (nothing was enqueued: the engine
+          // checks every job first) runs again one grant at a time, so that
+          // one request's bad grant fails only that request.
+          std::vector<model::chunk_job> jobs;
+          auto enqueue = [&](std::size_t from, std::size_t to) {
+            jobs.clear();
+            for (std::size_t k = from; k < to; ++k) add_jobs(*queued[k].ws, queued[k].grant.cells, jobs);
+            eng->run_fused(jobs);
+          };
+          // Taken before enqueuing: the CPU engine computes inside run_fused.
+          const std::uint64_t queued_ns = now_ns();
+          std::size_t to = j;
+          try {
+            enqueue(i, to);
+          } catch (const error& e) {
+            if (j - i == 1) {
+              queued[i].reply.deliver(make_error(e));
+              i = j;
+              continue;
+            }
+            to = i + 1;
+            try {
+              enqueue(i, to);
+            } catch (const error& e1) {
+              queued[i].reply.deliver(make_error(e1));
+              ++i;
+              continue;
+            }
+          }
+          pending_group group;
+          group.queued_ns = queued_ns;
+          for (std::size_t k = i; k < to; ++k) {
+            auto& q = queued[k];
+            pending_grant p{q.reply, {}};
+            p.done.request_id = q.grant.request_id;
+            p.done.grant_id = q.grant.grant_id;
+            p.done.act = msg::action::compute;
+            p.done.cells = q.grant.cells;
+            p.done.device = st.device;
+            group.grants.push_back(std::move(p));
+          }
+          i = to;
+          auto id = st.next_job++;
+          auto it = st.pending.emplace(id, std::move(group)).first;
+          // The engine calls back from its driver thread when the device has
+          // finished this group: hand that over as a message to this actor.
+          auto me = caf::actor_cast<caf::actor>(self);
+          try {
+            eng->when_done([me, id] { caf::anon_send(me, finished_atom::value, id, now_ns()); });
+          } catch (const error& e) {
+            for (auto& p : it->second.grants) p.reply.deliver(make_error(e));
+            st.pending.erase(it);
+          }
+        }
       },
       [=](finished_atom, std::uint64_t id, std::uint64_t finished_ns) {
         auto& st = self->state;
         auto it = st.pending.find(id);
         if (it == st.pending.end()) return;
-        auto& p = it->second;
-        // Grants run back to back on the device: this one started when it
-        // was enqueued or when the one before it finished, whichever is later
+        auto& group = it->second;
+        // Groups run back to back on the device: this one started when it
+        // was enqueued or when the one before it finished, whichever is
+        // later. Its grants share that time in proportion to their cells
         // (the cost model learns compute seconds per cell from these times).
-        p.done.started_ns = std::max(p.queued_ns, st.last_finished_ns);
-        p.done.finished_ns = std::max(finished_ns, p.done.started_ns);
-        st.last_finished_ns = p.done.finished_ns;
-        p.reply.deliver(msg::encode(p.done));
+        const std::uint64_t start = std::max(group.queued_ns, st.last_finished_ns);
+        const std::uint64_t end = std::max(finished_ns, start);
+        st.last_finished_ns = end;
+        std::uint64_t cells = 0, before = 0;
+        for (auto& p : group.grants) cells += policies::cell_count(p.done.cells);
+        for (auto& p : group.grants) {
+          const std::uint64_t n = policies::cell_count(p.done.cells);
+          p.done.started_ns = start + (end - start) * before / std::max<std::uint64_t>(cells, 1);
+          before += n;
+          p.done.finished_ns = start + (end - start) * before / std::max<std::uint64_t>(cells, 1);
+          p.reply.deliver(msg::encode(p.done));
+        }
         st.pending.erase(it);
       },
       [=](first_atom, workspace_ptr& ws, const model::sampling& s) -> caf::result<std::int32_t> {

@@ -4,6 +4,7 @@
 
 #include <map>
 #include <memory>
+#include <vector>
 
 #include <caf/actor.hpp>
 #include <caf/event_based_actor.hpp>
@@ -26,14 +27,30 @@ struct decode_job {
 /// A compute grant enqueued on the engine and not finished yet.
 struct pending_grant {
   caf::response_promise reply;
-  msg::cell_done done;       // filled in but for the times
-  std::uint64_t queued_ns;   // when it was enqueued
+  msg::cell_done done;  // filled in but for the times
+};
+
+/// Grants enqueued as one fused forward (engine::run_fused); they finish
+/// together and share its device time in proportion to their cells.
+struct pending_group {
+  std::vector<pending_grant> grants;
+  std::uint64_t queued_ns = 0;  // when it was enqueued
+};
+
+/// A compute grant received and not yet enqueued: grants that arrive
+/// together are fused before they go to the engine.
+struct queued_grant {
+  msg::grant grant;
+  workspace_ptr ws;
+  caf::response_promise reply;
 };
 
 struct gpu_state {
   std::shared_ptr<model::engine> engine;
   std::uint32_t device = 0;
-  std::map<std::uint64_t, pending_grant> pending;  // by enqueue order
+  std::map<std::uint64_t, pending_group> pending;  // by enqueue order
+  std::vector<queued_grant> queued;                // arrived, not enqueued yet
+  bool fuse_scheduled = false;
   std::uint64_t next_job = 0;
   std::uint64_t last_finished_ns = 0;
   std::vector<decode_job> decoding;
@@ -41,13 +58,22 @@ struct gpu_state {
   static inline const char* name = "kvflow.gpu";
 };
 
+/// Most rows a fused forward gathers from grants that arrived together (a
+/// grant larger than this runs alone): 1024 rows fill the products of an
+/// 8B model on an H200; gathering more would make queued grants finish
+/// together and leave the device idle while their completions travel.
+constexpr int gpu_fuse_rows = 1024;
+
 /// Spawn detached: compute is the actor's own work, and a detached actor's
 /// thread is the only one that ever drives its engine.
 ///
 ///   (frame grant, workspace_ptr) -> frame cell_done
-///       enqueues the granted compute cells in chunk order, layer range of
-///       the grant, and answers when the device has finished them (grants
-///       queue on the device back to back; the actor does not wait);
+///       enqueues the granted compute cells and answers when the device has
+///       finished them (grants queue on the device back to back; the actor
+///       does not wait). Grants that arrive together (in the mailbox before
+///       the actor's own fuse message) with the same layer range run as one
+///       forward over all their chunks' rows, of any requests, up to
+///       gpu_fuse_rows rows (bitwise the same KV as one grant at a time);
 ///   (first_atom, workspace_ptr, sampling) -> int32 token
 ///       samples from the last prompt chunk's hidden state;
 ///   (decode_atom, workspace_ptr, int n, sampling, vector<int32> stop, actor reply_to)

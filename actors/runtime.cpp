@@ -5,6 +5,7 @@
 #include <chrono>
 #include <filesystem>
 #include <mutex>
+#include <random>
 #include <sstream>
 
 #include <unistd.h>
@@ -201,9 +202,18 @@ struct runtime::impl {
   void start_actors() {
     sys = std::make_unique<caf::actor_system>(cfg);
     policies::caps caps;
+    // Compute grants span chunks of about compute_group_tokens together (the
+    // gpu actor runs them as one forward): the default caps scale with it.
+    const int group_tokens = opts.compute_group_tokens > 0   ? opts.compute_group_tokens
+                             : backend == backend_kind::cuda ? 1024
+                                                             : 0;
+    caps.compute_group =
+        static_cast<std::uint32_t>(std::max(1, (group_tokens + opts.chunk_tokens - 1) / opts.chunk_tokens));
+    caps.compute_cells *= caps.compute_group;
     if (opts.max_compute_cells) caps.compute_cells = opts.max_compute_cells;
     auto chunk_bytes = model::kv_shape_of(engine->cfg(), opts.chunk_tokens, engine->kv_type()).bytes();
-    for (auto& b : caps.load_bytes) b = opts.max_load_bytes_in_flight ? opts.max_load_bytes_in_flight : 2 * chunk_bytes;
+    for (auto& b : caps.load_bytes)
+      b = opts.max_load_bytes_in_flight ? opts.max_load_bytes_in_flight : 2 * chunk_bytes * caps.compute_group;
     policies::cost_prior prior;
     // A paced disk tells its rate up front; measured samples refine it.
     if (opts.disk_gbps > 0) prior.bytes_per_s[static_cast<std::size_t>(msg::tier::disk)] = opts.disk_gbps * 1e9 / 8;
@@ -293,8 +303,14 @@ std::vector<std::int32_t> runtime::tokenize(const std::string& text) const {
 
 void runtime::clear_cache() {
   // A new salt epoch: every earlier chunk key misses from now on, and the
-  // old entries age out of the tiers by LRU.
-  ++impl_->cache_epoch;
+  // old entries age out of the tiers by LRU. Random rather than counted, so
+  // that a cache folder kept from an earlier process (whose epochs counted
+  // the same way) cannot hit either; epoch 0, before any clear, is the same
+  // in every process, which is what lets a kept folder serve the next run.
+  std::random_device rd;
+  std::uint64_t epoch = 0;
+  while (epoch == 0) epoch = (static_cast<std::uint64_t>(rd()) << 32) ^ rd();
+  impl_->cache_epoch = epoch;
 }
 
 void runtime::flush() {

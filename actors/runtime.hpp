@@ -33,6 +33,11 @@ struct runtime_options {
   std::string backend = "auto";    ///< "cpu", "cuda" or "auto" (cuda where a GPU is found)
   int threads = 0;                 ///< CPU backend threads; 0: all cores
   int chunk_tokens = 256;          ///< tokens per chunk
+  /// Tokens of adjacent chunks that one compute grant spans where it can
+  /// (the gpu actor runs them as one forward, so small chunks compute as
+  /// fast as large ones); 0: 1024 on CUDA, one chunk on the CPU (whose
+  /// products gain nothing from more rows).
+  int compute_group_tokens = 0;
   std::string policy = "two_pointer";
   double host_tier_gb = 4;          ///< pinned host pool capacity; at least one chunk (it stages stores)
   std::string disk_dir;             ///< chunk file folder; empty: a temporary one, removed at the end

@@ -452,7 +452,9 @@ class bench {
                      (opt_.trace_context == 0 || opt_.trace_context == ctx) &&
                      std::find(opt_.trace_policies.begin(), opt_.trace_policies.end(), policy) !=
                          opt_.trace_policies.end();
-        so.trace = trace;
+        // Batch 1: compute_only's and load_only's spans give the bound's costs.
+        so.trace =
+            trace || (batch == 1 && (is(policy, policy_kind::compute_only) || is(policy, policy_kind::load_only)));
         progress_.start(label(ctx, t, batch, policy) + (trace ? " (traced)" : ""));
         auto run = restore(rt, prompts, so);
         double mean = account(points[policy], run, reference, ctx, t, policy);
@@ -480,6 +482,8 @@ class bench {
       check(reference, run.reports[i], i, policy, t);
       sum += run.reports[i].ttft_s;
       pt.add(run.reports[i]);
+      if (n == 1 && (is(policy, policy_kind::compute_only) || is(policy, policy_kind::load_only)))
+        pt.add_costs(run.reports[i]);
     }
     pt.per_repeat_mean.push_back(sum / n);
     return sum / n;

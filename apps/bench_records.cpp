@@ -9,6 +9,7 @@
 #include <sstream>
 
 #include "messages/error.hpp"
+#include "policies/restore_bound.hpp"
 
 namespace kvflow::app {
 
@@ -33,6 +34,23 @@ void bench_records::add(std::map<std::string, point>& points, const std::vector<
   double best = comp > 0 && load > 0 ? std::min(comp, load) : std::max(comp, load);
   const auto bidi_name = name_of(policy_kind::bidirectional);
   double bidi_p99 = points.count(bidi_name) ? points[bidi_name].p99() : 0.0;
+  // Batch 1: the lowest TTFT the point allows (policies/restore_bound.hpp)
+  // from compute_only's measured per-chunk costs and load_only's link time per cell.
+  double bound = 0;
+  const auto comp_name = name_of(policy_kind::compute_only), load_name = name_of(policy_kind::load_only);
+  if (points.count(comp_name) && points.count(load_name) && points[comp_name].compute_runs > 0 &&
+      points[load_name].load_cells > 0 && extra["arrival"] == "together") {
+    auto& pc = points[comp_name];
+    auto& pl = points[load_name];
+    policies::bound_inputs in;
+    for (double v : pc.chunk_compute_s) in.chunk_compute_s.push_back(v / pc.compute_runs);
+    in.cached = std::min<std::uint32_t>(pl.cached, static_cast<std::uint32_t>(in.chunk_compute_s.size()));
+    in.layers = std::max(pc.layers, pl.layers);
+    in.cell_load_s = pl.load_s / pl.load_cells;
+    bound = policies::lowest_ttft(in).ttft_s;
+    if (orac > 0 && orac < 0.99 * bound)
+      warn("warning: oracle " + fmt(orac) + " s beats the bound " + fmt(bound) + " s");
+  }
   for (auto& policy : policies) {
     auto& pt = points[policy];
     double n = static_cast<double>(pt.all_ttft.size());
@@ -58,6 +76,8 @@ void bench_records::add(std::map<std::string, point>& points, const std::vector<
                 {"ttft_vs_best_single", ratio(best)},
                 {"ttft_vs_oracle", ratio(orac)},
                 {"ttft_vs_bidirectional", ratio(bidi)},
+                {"bound_s", bound > 0 ? json(bound) : json(nullptr)},
+                {"vs_bound", ratio(bound)},
                 {"p99_vs_bidirectional", bidi_p99 > 0 ? json(pt.p99() / bidi_p99) : json(nullptr)},
                 {"transformers_s", transformers},
                 {"vs_transformers", same_shape && !transformers.is_null() ? json(m / ref->second) : json(nullptr)},

@@ -57,7 +57,10 @@ void print_row(const char* run, int turn, const restore_report& r, const restore
 }
 
 int run_demo(demo_options opt) {
-  if (opt.rt.disk_dir.empty())
+  // Only a folder the demo made is removed at the end: a folder the user
+  // names is their cache, and its chunks serve the next run.
+  bool own_dir = opt.rt.disk_dir.empty();
+  if (own_dir)
     opt.rt.disk_dir = (std::filesystem::temp_directory_path() / ("kvflow-demo-" + std::to_string(::getpid()))).string();
   runtime rt(opt.rt);
   std::cout << "kvflow demo: a conversation over a shared document, run cold (empty cache) and warm, per policy\n";
@@ -95,8 +98,10 @@ int run_demo(demo_options opt) {
       }
     }
   }
-  std::error_code ec;
-  std::filesystem::remove_all(opt.rt.disk_dir, ec);
+  if (own_dir) {
+    std::error_code ec;
+    std::filesystem::remove_all(opt.rt.disk_dir, ec);
+  }
   std::printf("ttft_ms: submit to first token; vs_comp: TTFT of a full recompute (compute_only) of the same prompt "
               "over this row's; same: generated tokens equal the full recompute's\n");
   if (mismatches) std::printf("%d turns differ from the full recompute\n", mismatches);
@@ -114,7 +119,7 @@ command_runner add_demo_command(CLI::App& app) {
   cmd->add_option("--backend", opt->rt.backend, "cpu, cuda or auto")->capture_default_str();
   cmd->add_option("--chunk-tokens", opt->rt.chunk_tokens, "Tokens per chunk")->capture_default_str();
   cmd->add_option("--threads", opt->rt.threads, "CPU threads (0: all cores)")->capture_default_str();
-  cmd->add_option("--disk-dir", opt->rt.disk_dir, "Chunk file folder (default: a temporary one)");
+  cmd->add_option("--disk-dir", opt->rt.disk_dir, "Chunk file folder, created if missing and kept afterwards (default: a temporary one, removed)");
   cmd->add_option("--disk-gbps", opt->rt.disk_gbps, "Pace the disk tier to this many Gbit/s (0: unpaced)")
       ->capture_default_str();
   cmd->add_option("--host-gb", opt->rt.host_tier_gb, "Host tier capacity in GB (0: no host tier)")->capture_default_str();

@@ -19,6 +19,11 @@ enum class cell_state : std::uint8_t { pending, compute_granted, load_granted, c
 /// only while nothing else is in flight on that resource.
 struct caps {
   std::uint64_t compute_cells = 64;  ///< cells granted to the GPU and not done
+  /// Adjacent chunks a compute grant spans where it can (the GPU runs a
+  /// grant's chunks as one forward, so small chunks compute as fast as
+  /// large ones): policies grant this many chunks a few layers deep rather
+  /// than one chunk many layers deep. 1: one chunk, chunk-major.
+  std::uint32_t compute_group = 1;
   std::array<std::uint64_t, msg::tier_count> load_bytes{1ull << 30, 1ull << 30, 1ull << 30,
                                                         1ull << 30};  ///< by msg::tier
 };

@@ -17,7 +17,10 @@ std::uint64_t head_position(const request_state& r);
 /// Grants compute cells in chunk-major order from the first unclaimed cell,
 /// below chunk-major position `limit`, at most `budget` cells, stopping at
 /// the first cell whose inputs are not there yet, each grant at most
-/// `max_grant` cells (0: no limit). Returns cells granted.
+/// `max_grant` cells (0: no limit). With limits().compute_group G > 1, a
+/// grant spans up to G adjacent chunks at the same computed height, as many
+/// layers deep as the budget allows over all of them (wide, not deep: the
+/// GPU runs them as one forward). Returns cells granted.
 std::uint64_t grant_head(batch_state& b, const request_state& r, std::uint64_t limit, std::uint64_t budget,
                          std::vector<msg::grant>& out, std::uint64_t max_grant = 0);
 

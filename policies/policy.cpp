@@ -31,6 +31,36 @@ std::uint64_t head_position(const request_state& r) {
   return std::uint64_t(r.chunks()) * L;
 }
 
+namespace {
+
+// One grant from head cell (c, top): chunks [c, c + w) that all have `top`
+// layers computed, layers [top, e), as wide as compute_group and as deep as
+// `left` cells allow over that width, below chunk-major `limit`, under
+// every chunk's load claims and where layer l's inputs are there
+// (ready_prefix(l) >= c; chunk c + i's own inputs come from this grant).
+// Returns cells granted (0: none possible).
+std::uint64_t grant_wide(batch_state& b, const request_state& r, std::uint32_t c, std::uint32_t top,
+                         std::uint64_t limit, std::uint64_t left, std::vector<msg::grant>& out) {
+  const std::uint32_t L = r.layers(), S = r.chunks(), G = b.limits().compute_group;
+  // Chunk c + i may compute layers below min(L, its load claims, its share of the limit).
+  auto cap = [&](std::uint32_t ci) {
+    std::uint64_t e = std::min<std::uint32_t>(L, r.load_bottom(ci));
+    std::uint64_t base = std::uint64_t(ci) * L;
+    return limit <= base ? std::uint64_t(0) : std::min<std::uint64_t>(e, limit - base);
+  };
+  std::uint32_t w = 1;
+  while (w < G && c + w < S && std::uint64_t(w + 1) <= left && r.compute_top(c + w) == top && cap(c + w) > top) ++w;
+  std::uint64_t e = std::min<std::uint64_t>(cap(c), top + std::max<std::uint64_t>(1, left / w));
+  for (std::uint32_t i = 1; i < w; ++i) e = std::min(e, cap(c + i));
+  std::uint32_t end = top;
+  while (end < e && r.ready_prefix(end) >= c) ++end;
+  if (end == top) return 0;
+  emit(b, r, msg::action::compute, msg::cell_range{c, c + w, top, end}, msg::tier::gpu, out);
+  return std::uint64_t(w) * (end - top);
+}
+
+}  // namespace
+
 std::uint64_t grant_head(batch_state& b, const request_state& r, std::uint64_t limit, std::uint64_t budget,
                          std::vector<msg::grant>& out, std::uint64_t max_grant) {
   const std::uint32_t L = r.layers(), S = r.chunks();
@@ -43,6 +73,12 @@ std::uint64_t grant_head(batch_state& b, const request_state& r, std::uint64_t l
     left = std::min(left, b.compute_room());
     if (left == 0) break;
     if (max_grant > 0) left = std::min(left, max_grant);
+    if (b.limits().compute_group > 1) {
+      auto n = grant_wide(b, r, c, top, limit, left, out);
+      if (n == 0) break;
+      granted += n;
+      continue;
+    }
     // Whole free chunks, several at once when budget and limit allow.
     if (top == 0 && r.load_bottom(c) == L && r.load_claimed(c) == 0) {
       std::uint32_t n = 0;
@@ -181,7 +217,9 @@ class bidirectional final : public policy {
     // Compute in half chunks, lookahead of them in flight: the device has the
     // next half queued while one finishes, and the pointers still meet
     // within a chunk.
-    const std::uint64_t half = (L + 1) / 2;
+    // (With compute_group G, G chunks wide: run as one forward.)
+    const std::uint64_t G = b.limits().compute_group;
+    const std::uint64_t half = (L + 1) / 2 * G;
     std::uint64_t queue_cells = std::uint64_t(opts_.lookahead_chunks) * half;
     // A whole half chunk of room (or an idle GPU): slivers would split every
     // later grant as small.
@@ -204,7 +242,7 @@ class bidirectional final : public policy {
       return any;
     }
     auto t = r.tier_of(j);
-    std::uint64_t queue = std::uint64_t(opts_.load_queue_chunks) * r.chunk_bytes();
+    std::uint64_t queue = std::uint64_t(opts_.load_queue_chunks) * r.chunk_bytes() * G;
     auto used = b.in_flight().load_bytes[static_cast<std::size_t>(t)];
     std::uint32_t to = L;
     auto fits = [&](std::uint32_t n) {

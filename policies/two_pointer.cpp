@@ -94,7 +94,7 @@ class two_pointer final : public policy {
       if (!whole_piece(b, *e.r, room)) break;
       auto head = std::min(e.r->chunks() - 1, static_cast<std::uint32_t>(e.p.x / e.r->layers()));
       if (e.p.load_s < 2.0 * double(room) * costs.cell_s(head)) continue;
-      detail::grant_head(b, *e.r, std::uint64_t(e.r->cached()) * e.r->layers(), room, out, piece(*e.r));
+      detail::grant_head(b, *e.r, std::uint64_t(e.r->cached()) * e.r->layers(), room, out, piece(b, *e.r));
     }
     return out;
   }
@@ -103,23 +103,28 @@ class two_pointer final : public policy {
   // The GPU queue is kept a quarter chunk deep per lookahead chunk: compute
   // granted is compute committed, and a shallow queue lets a new rate or a
   // new request change the plan within a few milliseconds of GPU time.
-  static std::uint64_t gpu_target(const policy_options& o, const request_state& r) {
-    return std::uint64_t(o.lookahead_chunks) * std::max<std::uint32_t>(1, (r.layers() + 3) / 4);
+  // With compute_group G the quarter chunk is G chunks wide (a grant spans
+  // G chunks a quarter of the layers deep, run as one forward).
+  static std::uint64_t gpu_target(const batch_state& b, const policy_options& o, const request_state& r) {
+    return std::uint64_t(o.lookahead_chunks) * std::max<std::uint32_t>(1, (r.layers() + 3) / 4) *
+           b.limits().compute_group;
   }
 
   // Compute is granted in pieces of half the target, so that one is queued
   // on the device behind the other.
-  std::uint64_t piece(const request_state& r) const { return std::max<std::uint64_t>(1, gpu_target(opts_, r) / 2); }
+  std::uint64_t piece(const batch_state& b, const request_state& r) const {
+    return std::max<std::uint64_t>(1, gpu_target(b, opts_, r) / 2);
+  }
 
   // Whether `room` takes a whole piece, or the GPU is idle. Granting a sliver
   // of room would split every later grant as small (a completion frees only
   // what it held), and one-cell grants run far slower than whole pieces.
   bool whole_piece(const batch_state& b, const request_state& r, std::uint64_t room) const {
-    return room > 0 && (room >= piece(r) || b.in_flight().compute_cells == 0);
+    return room > 0 && (room >= piece(b, r) || b.in_flight().compute_cells == 0);
   }
 
   std::uint64_t gpu_room(const batch_state& b, const request_state& r) const {
-    std::uint64_t target = gpu_target(opts_, r);
+    std::uint64_t target = gpu_target(b, opts_, r);
     auto used = b.in_flight().compute_cells;
     return used >= target ? 0 : target - used;
   }
@@ -127,7 +132,7 @@ class two_pointer final : public policy {
   void grant_compute(batch_state& b, const request_state& r, std::uint64_t z, std::vector<msg::grant>& out) {
     auto room = gpu_room(b, r);
     if (!whole_piece(b, r, room)) return;
-    room -= detail::grant_head(b, r, z, room, out, piece(r));
+    room -= detail::grant_head(b, r, z, room, out, piece(b, r));
     if (room > 0 && detail::head_position(r) >= z) detail::grant_suffix(b, r, room, out);
   }
 
@@ -135,9 +140,11 @@ class two_pointer final : public policy {
                    std::vector<msg::grant>& out) {
     const std::uint32_t L = r.layers(), P = r.cached();
     if (P == 0) return;
-    // Loads granted commit their chunk: keep each link's queue load_queue_chunks deep.
-    std::uint64_t queue = std::uint64_t(opts_.load_queue_chunks) * r.chunk_bytes();
-    std::uint64_t max_grant = opts_.max_load_grant_bytes ? opts_.max_load_grant_bytes : r.chunk_bytes();
+    // Loads granted commit their chunk: keep each link's queue load_queue_chunks
+    // deep (in compute groups of chunks, so the queue does not shrink with the chunk).
+    const std::uint64_t G = b.limits().compute_group;
+    std::uint64_t queue = std::uint64_t(opts_.load_queue_chunks) * r.chunk_bytes() * G;
+    std::uint64_t max_grant = opts_.max_load_grant_bytes ? opts_.max_load_grant_bytes : r.chunk_bytes() * G;
     auto x = detail::head_position(r);
     std::uint32_t h = static_cast<std::uint32_t>(std::min<std::uint64_t>(x / L, P));
     auto z = p.z;

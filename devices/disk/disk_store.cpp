@@ -2,6 +2,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <filesystem>
 #include <future>
 #include <string>
 #include <thread>
@@ -62,8 +63,10 @@ void write_all(int fd, const std::uint8_t* p, std::size_t n, std::uint64_t off, 
 
 disk_store::disk_store(disk_options options) : options_(std::move(options)) {
   if (options_.directory.empty()) throw error(errc::invalid_argument, "disk_store: empty directory");
-  if (::mkdir(options_.directory.c_str(), 0755) != 0 && errno != EEXIST)
-    throw error(errc::io_failure, "disk_store: mkdir " + options_.directory + ": " + errno_text(errno));
+  // Parents too: a cache folder named in a config may not exist yet.
+  std::error_code ec;
+  std::filesystem::create_directories(options_.directory, ec);
+  if (ec) throw error(errc::io_failure, "disk_store: create folder " + options_.directory + ": " + ec.message());
   if (options_.shape.bytes() == 0) throw error(errc::invalid_argument, "disk_store: empty kv shape");
   scan();
   engine_ = io_engine::create(options_.use_io_uring, options_.io_depth);
@@ -95,8 +98,11 @@ void disk_store::scan() {
   std::vector<std::uint8_t> buf(chunk_header_bytes);
   for (const std::string& name : names) {
     const std::string path = options_.directory + "/" + name;
-    if (name.find(".tmp") != std::string::npos) {
-      // A write that never reached its rename (crash): never valid.
+    const std::size_t tmp_at = name.find(std::string(file_suffix) + ".tmp.");
+    msg::chunk_key tmp_key{};
+    if (tmp_at != std::string::npos && parse_hex_key(name.substr(0, tmp_at), tmp_key)) {
+      // A write that never reached its rename (crash): never valid. Only
+      // kvflow's own names: other files in the folder are not ours to remove.
       log->info("disk tier: removing unfinished write {}", path);
       ::unlink(path.c_str());
       continue;

@@ -285,8 +285,9 @@ class cuda_engine_impl {
                                               std::to_string(s.tokens) + ")");
   }
 
-  void run(const chunk_job& job) {
-    KVFLOW_CUDA_CHECK(cudaSetDevice(device_));
+  // Checks a job against the model and returns its attention block table:
+  // the past blocks, then its own out block.
+  std::vector<attn_block> prepare(const chunk_job& job) const {
     const int count = job.count;
     if (count <= 0) throw error(errc::invalid_argument, "cuda_engine::run: count " + std::to_string(count));
     if (job.pos0 < 0) throw error(errc::invalid_argument, "cuda_engine::run: pos0 " + std::to_string(job.pos0));
@@ -326,7 +327,13 @@ class cuda_engine_impl {
                                                   " at index " + std::to_string(i) + " outside the vocabulary of " +
                                                   std::to_string(cfg_.vocab_size));
     }
+    return table;
+  }
 
+  void run(const chunk_job& job) {
+    KVFLOW_CUDA_CHECK(cudaSetDevice(device_));
+    const int count = job.count;
+    const std::vector<attn_block> table = prepare(job);
     ensure_scratch(count);
     // One upload: the block table, then the tokens.
     const std::size_t table_bytes = table.size() * sizeof(attn_block);
@@ -366,6 +373,117 @@ class cuda_engine_impl {
       KVFLOW_LAUNCH_CHECK(cuda::launch_swiglu(act_big_.ptr, count, cfg_.intermediate, act_ffn_.ptr, stream_));
       gemm_->run(act_ffn_.ptr, L.w_down.ptr, resid, count, hidden, cfg_.intermediate, true, true, stream_);
     }
+  }
+
+  // Whether job b is the chunk right after job a of the same request: it
+  // starts where a ends and its past is a's past followed by a's block.
+  static bool continues(const chunk_job& a, const chunk_job& b) {
+    if (b.pos0 != a.pos0 + a.count || b.past.count != a.past.count + 1) return false;
+    for (int i = 0; i < a.past.count; ++i)
+      if (b.past.blocks[i].data != a.past.blocks[i].data) return false;
+    return b.past.blocks[a.past.count].data == a.out.data;
+  }
+
+  // Rows of all jobs in one forward (engine::run_fused). Products, norms and
+  // the activation run once over every row; RoPE and the KV writes per job
+  // (own positions and block); attention once per run of consecutive chunks
+  // of one request (a segment: its queries are consecutive positions over
+  // one block table). Each kernel computes a row from that row alone
+  // (gemm.hpp, attention.cuh), so a job's bits equal run(job)'s.
+  void run_fused(const std::vector<chunk_job>& jobs) {
+    if (jobs.empty()) return;
+    if (jobs.size() == 1) return run(jobs[0]);
+    KVFLOW_CUDA_CHECK(cudaSetDevice(device_));
+    const int lb = jobs[0].layer_begin, le = jobs[0].layer_end;
+    std::vector<std::vector<attn_block>> tables;
+    std::vector<int> row0;
+    int rows = 0;
+    for (const auto& j : jobs) {
+      if (j.layer_begin != lb || j.layer_end != le)
+        throw error(errc::invalid_argument, "cuda_engine::run_fused: jobs of layers [" + std::to_string(lb) + ", " +
+                                                std::to_string(le) + ") and [" + std::to_string(j.layer_begin) + ", " +
+                                                std::to_string(j.layer_end) + ")");
+      tables.push_back(prepare(j));
+      row0.push_back(rows);
+      rows += j.count;
+    }
+    struct segment {
+      std::size_t first, last;
+      std::size_t table_offset = 0;  // bytes into the upload
+    };
+    std::vector<segment> segs;
+    for (std::size_t i = 0; i < jobs.size(); ++i) {
+      if (i > 0 && segs.back().last == i - 1 && continues(jobs[i - 1], jobs[i]))
+        segs.back().last = i;
+      else
+        segs.push_back({i, i});
+    }
+    ensure_scratch(rows);
+    // One upload: each segment's block table (its last job's: every earlier
+    // chunk of the segment is in that job's past), then every job's tokens.
+    std::vector<unsigned char> host;
+    for (auto& sg : segs) {
+      const auto& t = tables[sg.last];
+      sg.table_offset = host.size();
+      const auto* p = reinterpret_cast<const unsigned char*>(t.data());
+      host.insert(host.end(), p, p + t.size() * sizeof(attn_block));
+    }
+    const std::size_t tok_offset = host.size();
+    if (lb == 0)
+      for (const auto& j : jobs) {
+        const auto* p = reinterpret_cast<const unsigned char*>(j.tokens);
+        host.insert(host.end(), p, p + static_cast<std::size_t>(j.count) * 4);
+      }
+    auto* dev = static_cast<unsigned char*>(upload(host.data(), host.size()));
+
+    const int hidden = cfg_.hidden;
+    const int hd = cfg_.head_dim;
+    const std::size_t hrow = static_cast<std::size_t>(hidden);
+    float* resid = resid_.ptr;
+    if (lb == 0) {
+      KVFLOW_LAUNCH_CHECK(cuda::launch_embedding(reinterpret_cast<const std::int32_t*>(dev + tok_offset), rows,
+                                                 embedding_.ptr, cfg_.vocab_size, hidden, resid, stream_));
+    } else {
+      for (std::size_t i = 0; i < jobs.size(); ++i)
+        KVFLOW_CUDA_CHECK(cudaMemcpyAsync(resid + row0[i] * hrow, jobs[i].hidden.data,
+                                          static_cast<std::size_t>(jobs[i].count) * hrow * sizeof(float),
+                                          cudaMemcpyDeviceToDevice, stream_));
+    }
+    const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+    const std::size_t qkv_w = qkv_width(), q_w = q_width();
+    for (int li = lb; li < le; ++li) {
+      const layer_dev& L = layers_[static_cast<std::size_t>(li)];
+      KVFLOW_LAUNCH_CHECK(
+          cuda::launch_rms_norm(resid, L.attn_norm.ptr, cfg_.rms_eps, rows, hidden, act_a_.ptr, stream_));
+      gemm_->run(act_a_.ptr, L.wqkv.ptr, act_big_.ptr, rows, static_cast<int>(qkv_w), hidden, false, false, stream_);
+      for (std::size_t i = 0; i < jobs.size(); ++i) {
+        const auto& j = jobs[i];
+        const std::size_t half_layer = static_cast<std::size_t>(cfg_.kv_heads) * j.count * hd;
+        bf16* k_out = static_cast<bf16*>(j.out.data) + static_cast<std::size_t>(li) * 2 * half_layer;
+        KVFLOW_LAUNCH_CHECK(cuda::launch_qkv_rope(act_big_.ptr + row0[i] * qkv_w, j.count, j.pos0, inv_freq_.ptr,
+                                                  cfg_.heads, cfg_.kv_heads, hd, act_q_.ptr + row0[i] * q_w, k_out,
+                                                  k_out + half_layer, stream_));
+      }
+      for (const auto& sg : segs) {
+        const int r0 = row0[sg.first];
+        const int n = row0[sg.last] + jobs[sg.last].count - r0;
+        KVFLOW_LAUNCH_CHECK(cuda::launch_attention(act_q_.ptr + r0 * q_w, n, jobs[sg.first].pos0,
+                                                   reinterpret_cast<const attn_block*>(dev + sg.table_offset),
+                                                   static_cast<int>(tables[sg.last].size()), li, cfg_.heads,
+                                                   cfg_.kv_heads, hd, scale, act_a_.ptr + r0 * q_w, stream_));
+      }
+      gemm_->run(act_a_.ptr, L.wo.ptr, resid, rows, hidden, static_cast<int>(q_w), true, true, stream_);
+      KVFLOW_LAUNCH_CHECK(
+          cuda::launch_rms_norm(resid, L.ffn_norm.ptr, cfg_.rms_eps, rows, hidden, act_a_.ptr, stream_));
+      gemm_->run(act_a_.ptr, L.w_gate_up.ptr, act_big_.ptr, rows, 2 * cfg_.intermediate, hidden, false, false, stream_);
+      KVFLOW_LAUNCH_CHECK(cuda::launch_swiglu(act_big_.ptr, rows, cfg_.intermediate, act_ffn_.ptr, stream_));
+      gemm_->run(act_ffn_.ptr, L.w_down.ptr, resid, rows, hidden, cfg_.intermediate, true, true, stream_);
+    }
+    for (std::size_t i = 0; i < jobs.size(); ++i)
+      if (jobs[i].hidden.data)
+        KVFLOW_CUDA_CHECK(cudaMemcpyAsync(jobs[i].hidden.data, resid + row0[i] * hrow,
+                                          static_cast<std::size_t>(jobs[i].count) * hrow * sizeof(float),
+                                          cudaMemcpyDeviceToDevice, stream_));
   }
 
   void logits(const hidden_state& h, std::vector<float>& out) {
@@ -480,6 +598,7 @@ void cuda_engine::to_host(void* dst, const void* src, std::size_t bytes) {
 }
 
 void cuda_engine::run(const chunk_job& job) { impl_->run(job); }
+void cuda_engine::run_fused(const std::vector<chunk_job>& jobs) { impl_->run_fused(jobs); }
 
 void cuda_engine::synchronize() {
   KVFLOW_CUDA_CHECK(cudaSetDevice(impl_->device_));

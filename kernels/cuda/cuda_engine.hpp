@@ -41,6 +41,8 @@ class cuda_engine : public engine {
   void to_host(void* dst, const void* src, std::size_t bytes) override;
 
   void run(const chunk_job& job) override;
+  /// One forward over every job's rows (engine::run_fused), enqueued like run().
+  void run_fused(const std::vector<chunk_job>& jobs) override;
   void synchronize() override;
   void when_done(std::function<void()> fn) override;
   void logits(const hidden_state& h, std::vector<float>& out) override;

@@ -75,6 +75,13 @@ class cpu_engine final : public engine {
   void when_done(std::function<void()> fn) override { fn(); }
 
   void run(const chunk_job& job) override;
+  // The reference: every job checked before any runs, then one after
+  // another (the CPU kernels compute each row alone, so fusing gains nothing).
+  void run_fused(const std::vector<chunk_job>& jobs) override {
+    check_fused(jobs);
+    for (const auto& j : jobs) check_job(j);
+    for (const auto& j : jobs) run(j);
+  }
   void logits(const hidden_state& h, std::vector<float>& out) override;
 
  private:

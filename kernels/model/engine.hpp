@@ -84,6 +84,23 @@ class engine {
   /// enqueues on its stream and returns (call synchronize() or wait on an
   /// event before reading the results).
   virtual void run(const chunk_job& job) = 0;
+  /// Runs jobs of one layer range as one forward: layer by layer, every
+  /// job's rows go through each weight's product together (one product per
+  /// weight, so 256-token chunks run as fast as one long prefill), and
+  /// attention runs per request over its own prefix. Jobs may belong to
+  /// different requests; a job may attend to the out block of an earlier job
+  /// of the list (the next chunk of the same request), since each layer's KV
+  /// is written for every job before that layer's attention. Every job's KV
+  /// and hidden state equal those of run(job) alone, bitwise: a row never
+  /// depends on the rows it is batched with. Throws kvflow::error
+  /// (invalid_argument) when the layer ranges differ or a job is invalid,
+  /// having checked every job before running (enqueuing) any, so that a
+  /// refused call changed nothing. The default runs the jobs one by one
+  /// after checking the layer ranges only (backends override it).
+  virtual void run_fused(const std::vector<chunk_job>& jobs) {
+    check_fused(jobs);
+    for (const auto& j : jobs) run(j);
+  }
   virtual void synchronize() = 0;
   /// Calls `fn` once every job enqueued so far has finished: before
   /// returning on the CPU backend, from a driver thread on CUDA (so `fn`
@@ -93,6 +110,10 @@ class engine {
 
   /// Logits [vocab] of the last row of `h` (after the final norm), to host.
   virtual void logits(const hidden_state& h, std::vector<float>& out) = 0;
+
+ protected:
+  /// Throws kvflow::error(invalid_argument) unless every job has the first one's layer range.
+  static void check_fused(const std::vector<chunk_job>& jobs);
 };
 
 /// Picks the next token from logits: argmax when s.temperature == 0, else

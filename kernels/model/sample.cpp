@@ -82,3 +82,17 @@ std::int32_t sample(const std::vector<float>& logits, const sampling& s, std::ui
 }
 
 }  // namespace kvflow::model
+
+namespace kvflow::model {
+
+void engine::check_fused(const std::vector<chunk_job>& jobs) {
+  for (std::size_t i = 1; i < jobs.size(); ++i)
+    if (jobs[i].layer_begin != jobs[0].layer_begin || jobs[i].layer_end != jobs[0].layer_end)
+      throw error(errc::invalid_argument, "engine::run_fused: job " + std::to_string(i) + " has layers [" +
+                                              std::to_string(jobs[i].layer_begin) + ", " +
+                                              std::to_string(jobs[i].layer_end) + "), job 0 has [" +
+                                              std::to_string(jobs[0].layer_begin) + ", " +
+                                              std::to_string(jobs[0].layer_end) + ")");
+}
+
+}  // namespace kvflow::model

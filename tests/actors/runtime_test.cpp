@@ -151,6 +151,34 @@ BOOST_AUTO_TEST_CASE(every_policy_restores_the_full_prefill_bitwise) {
   }
 }
 
+// Compute grants four chunks wide (compute_group_tokens): every policy
+// still restores the full prefill's KV bitwise, and grants do span chunks.
+BOOST_AUTO_TEST_CASE(wide_compute_grants_restore_the_full_prefill_bitwise) {
+  const int chunk = 16;
+  temp_dir dir("wide");
+  auto o = cpu_options("tiny-test", chunk, dir, 0);
+  o.seed = 7;
+  o.compute_group_tokens = 4 * chunk;
+  runtime rt(o);
+  std::mt19937 rng(3);
+  for (auto& policy : all_policies) {
+    bool wide = false;
+    for (int trial = 0; trial < 2; ++trial) {
+      auto tokens = random_tokens(rng, std::uniform_int_distribution<int>(6 * chunk, 14 * chunk)(rng), 512);
+      auto prefix = std::uniform_int_distribution<std::size_t>(chunk, tokens.size() - 2 * chunk)(rng);
+      auto ref = full_prefill("tiny-test", 7, tokens, chunk);
+      auto r = restore_and_check(rt, tokens, prefix, policy, ref);
+      auto so = checked_restore(policy);
+      so.trace = true;
+      auto again = rt.submit(tokens, so).get();
+      BOOST_CHECK_EQUAL(again.kv_sha256, ref.kv_sha256);
+      for (auto& sp : again.spans) wide = wide || (sp.compute && sp.chunk_end - sp.chunk_begin > 1);
+    }
+    BOOST_TEST_INFO(policy);
+    BOOST_TEST(wide);
+  }
+}
+
 BOOST_AUTO_TEST_CASE(a_cold_request_computes_everything) {
   temp_dir dir("cold");
   auto o = cpu_options("tiny-test", 16, dir, runtime_options{}.host_tier_gb);

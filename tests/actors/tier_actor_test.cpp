@@ -25,6 +25,7 @@
 #include "kernels/model/cpu_engine.hpp"
 #include "kernels/model/weights.hpp"
 #include "messages/codec.hpp"
+#include "tests/actors/grant_answer.hpp"
 
 using namespace kvflow;
 
@@ -116,12 +117,7 @@ struct fixture {
   }
 };
 
-struct answer {
-  std::uint32_t chunk;
-  bool ok = false;
-  msg::cell_done done;
-  std::string error;
-};
+using answer = test::grant_answer;
 
 // Sends a grant for each of `which` at once and collects every answer (an
 // answer missing after 10 s is an error); with `exit_after_s`, tells the
@@ -144,17 +140,7 @@ std::vector<answer> load_all(fixture& fx, const std::vector<std::uint32_t>& whic
     }
     for (std::size_t i = 0; i < which.size(); ++i) {
       out[i].chunk = which[i];
-      pending[i].receive(
-          [&](const msg::frame& f) {
-            auto decoded = msg::decode(f);
-            if (decoded && std::holds_alternative<msg::cell_done>(*decoded)) {
-              out[i].ok = true;
-              out[i].done = std::get<msg::cell_done>(*decoded);
-            } else {
-              out[i].error = "not a cellDone frame";
-            }
-          },
-          [&](caf::error& e) { out[i].error = sys.render(e); });
+      test::receive_answer(sys, pending[i], out[i]);
     }
   }
   caf::anon_send_exit(tier, caf::exit_reason::user_shutdown);

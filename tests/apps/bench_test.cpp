@@ -83,3 +83,17 @@ BOOST_AUTO_TEST_CASE(refuses_bad_input_with_context) {
   BOOST_TEST(bench("--contexts 256 --suffix-tokens 200", log) != 0);
   BOOST_TEST(text(log).find("leaves no cached chunk") != std::string::npos);
 }
+
+BOOST_AUTO_TEST_CASE(makes_a_missing_disk_root) {
+  scratch s;
+  auto log = s.dir / "log.txt";
+  auto root = s.dir / "not" / "there";
+  BOOST_REQUIRE_EQUAL(bench("--contexts 512 --suffix-tokens 64 --tiers disk --disk-root " + root.string() +
+                                " --out " + (s.dir / "out").string(),
+                            log),
+                      0);
+  BOOST_TEST(fs::is_directory(root));
+  int disk = 0;
+  for (auto& r : records(s.dir / "out")) disk += r.at("tier") == "disk";
+  BOOST_TEST(disk == 2);  // compute_only and two_pointer (the helper also names the host tier)
+}

@@ -436,6 +436,38 @@ BOOST_AUTO_TEST_CASE(batch_state_refuses_bad_grants) {
 // (1) and (2): every policy restores every cell exactly once, runs compute
 // only on present inputs and never exceeds a cap, on random shapes, tiers,
 // caps (some below one grant), arrivals and rate changes.
+// compute_group 4: compute grants span four chunks, a few layers deep
+// (compute_only: all layers; two_pointer: a quarter of them), not one chunk.
+BOOST_AUTO_TEST_CASE(compute_grants_span_the_compute_group) {
+  for (const char* name : {"compute_only", "two_pointer", "bidirectional"}) {
+    caps c;
+    c.compute_cells = 64 * 4;
+    c.compute_group = 4;
+    c.load_bytes.fill(1ull << 30);
+    batch_state b(c);
+    msg::register_request reg;
+    reg.request_id = 1;
+    reg.num_chunks = 16;
+    reg.num_layers = 32;
+    reg.chunk_tiers.assign(15, msg::tier::remote);
+    reg.chunk_bytes = 32ull << 20;
+    b.add(reg);
+    auto pol = make_policy(name);
+    auto grants = pol->decide(b, cost_model());
+    bool found = false;
+    for (auto& g : grants) {
+      if (g.act != msg::action::compute) continue;
+      found = true;
+      BOOST_TEST_INFO(name << ": chunks [" << g.cells.chunk_begin << ", " << g.cells.chunk_end << ") layers ["
+                           << g.cells.layer_begin << ", " << g.cells.layer_end << ")");
+      BOOST_TEST(g.cells.chunk_end - g.cells.chunk_begin == 4u);
+      break;
+    }
+    BOOST_TEST_INFO(name);
+    BOOST_TEST(found);
+  }
+}
+
 BOOST_AUTO_TEST_CASE(every_policy_restores_each_cell_once_under_the_caps) {
   std::mt19937_64 rng(42);
   auto pick = [&](auto... v) {
@@ -455,6 +487,7 @@ BOOST_AUTO_TEST_CASE(every_policy_restores_each_cell_once_under_the_caps) {
     std::uint32_t layers = pick(1u, 4u, 8u, 32u);
     c.compute_cells = pick(std::uint64_t(1), std::uint64_t(3), std::uint64_t(layers), std::uint64_t(64));
     c.load_bytes.fill(pick(1ull << 20, 8ull << 20, 256ull << 20, 1ull << 30));
+    c.compute_group = pick(1u, 1u, 2u, 4u);
     std::vector<request_spec> specs(std::uniform_int_distribution<int>(1, 4)(rng));
     for (auto& s : specs) {
       s.layers = layers;

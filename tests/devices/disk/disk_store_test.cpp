@@ -152,6 +152,22 @@ BOOST_AUTO_TEST_CASE(reopen_finds_files_and_removes_unfinished_writes) {
   BOOST_TEST(reads_back(d, 1, layer_range{0, 4}));
 }
 
+BOOST_AUTO_TEST_CASE(missing_folders_are_made_and_foreign_files_stay) {
+  scratch_dir dir;
+  const auto s = small_shape();
+  const std::string nested = dir.path + "/not/there/yet";
+  {
+    disk_store d(opts(nested, s));
+    d.write(key_of(1), layer_range{0, 4}, block_of(s, 1).data());
+  }
+  // Files kvflow did not write, even ones that look temporary, survive a reopen.
+  for (const char* name : {"notes.tmp.txt", "readme", "x.kvc.tmp.1.2"}) spit(nested + "/" + name, {1, 2, 3});
+  disk_store d(opts(nested, s));
+  BOOST_TEST(reads_back(d, 1, layer_range{0, 4}));
+  for (const char* name : {"notes.tmp.txt", "readme", "x.kvc.tmp.1.2"})
+    BOOST_TEST(fs::exists(nested + "/" + name), name << " was removed");
+}
+
 BOOST_AUTO_TEST_CASE(truncated_files_are_misses) {
   const auto s = odd_shape();
   scratch_dir ref;

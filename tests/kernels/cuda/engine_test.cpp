@@ -190,6 +190,90 @@ BOOST_AUTO_TEST_CASE(chunked_prefill_is_bitwise_one_shot) {
   check_chunking(*smol, 300);
 }
 
+// engine::run_fused: chunks of one request fused into one forward (groups
+// of 1 to 5 chunks, and over a layer split), and chunks of two requests
+// fused together, give each chunk the KV and hidden state of one-shot
+// prefill bitwise, whatever rows they were batched with.
+static void check_fused_jobs(engine& e, int total, int chunk) {
+  const int L = e.cfg().layers, hidden = e.cfg().hidden;
+  const auto toks_a = prompt(total, e.cfg().vocab_size);
+  auto toks_b = toks_a;
+  std::reverse(toks_b.begin(), toks_b.end());
+  chunk_mem one_a(e, total), one_b(e, total);
+  run_chunk(e, toks_a, 0, total, {}, one_a);
+  run_chunk(e, toks_b, 0, total, {}, one_b);
+  const auto kv_a = one_a.kv_bytes(), kv_b = one_b.kv_bytes();
+  const auto h_a = one_a.hidden_rows(), h_b = one_b.hidden_rows();
+
+  struct request {
+    const std::vector<std::int32_t>* toks;
+    std::vector<std::unique_ptr<chunk_mem>> mems;
+    std::vector<kv_block> blocks;
+    int next = 0;  // next chunk to run
+  };
+  request ra{&toks_a, {}, {}, 0}, rb{&toks_b, {}, {}, 0};
+  for (auto* r : {&ra, &rb})
+    for (int p = 0; p < total; p += chunk) {
+      r->mems.push_back(std::make_unique<chunk_mem>(e, std::min(chunk, total - p)));
+      r->blocks.push_back(r->mems.back()->block);
+    }
+  const int chunks = static_cast<int>(ra.mems.size());
+  auto job_of = [&](request& r, int c, int lb, int le) {
+    chunk_job j;
+    j.tokens = r.toks->data() + c * chunk;
+    j.count = r.mems[c]->block.shape.tokens;
+    j.pos0 = c * chunk;
+    j.layer_begin = lb;
+    j.layer_end = le;
+    j.past = {r.blocks.data(), c};
+    j.out = r.mems[c]->block;
+    j.hidden = r.mems[c]->hidden;
+    return j;
+  };
+  // Groups of growing size; request a in one piece, request b split at a
+  // layer (both halves fused), and the two requests' chunks interleaved.
+  const int mid = L / 2;
+  for (int group = 1; ra.next < chunks || rb.next < chunks; group = group % 5 + 1) {
+    std::vector<chunk_job> first, second;
+    const int a_end = std::min(chunks, ra.next + group), b_end = std::min(chunks, rb.next + (group + 1) / 2);
+    for (int c = ra.next; c < a_end; ++c) first.push_back(job_of(ra, c, 0, mid));
+    for (int c = rb.next; c < b_end; ++c) first.push_back(job_of(rb, c, 0, mid));
+    for (int c = ra.next; c < a_end; ++c) second.push_back(job_of(ra, c, mid, L));
+    for (int c = rb.next; c < b_end; ++c) second.push_back(job_of(rb, c, mid, L));
+    e.run_fused(first);
+    e.run_fused(second);
+    ra.next = a_end;
+    rb.next = b_end;
+  }
+  for (auto* r : {&ra, &rb}) {
+    const auto& kv = r == &ra ? kv_a : kv_b;
+    const auto& h1 = r == &ra ? h_a : h_b;
+    const auto& shape = r == &ra ? one_a.block.shape : one_b.block.shape;
+    bool kv_same = true, hidden_same = true;
+    for (int c = 0; c < chunks; ++c) {
+      const int n = r->mems[c]->block.shape.tokens;
+      kv_same = kv_same && r->mems[c]->kv_bytes() == slice(kv, shape, c * chunk, n);
+      const auto h = r->mems[c]->hidden_rows();
+      hidden_same = hidden_same && std::memcmp(h.data(), h1.data() + static_cast<std::size_t>(c) * chunk * hidden,
+                                               h.size() * sizeof(float)) == 0;
+    }
+    BOOST_TEST_INFO(e.cfg().name << " chunk " << chunk << (r == &ra ? " request a" : " request b"));
+    BOOST_TEST(kv_same);
+    BOOST_TEST_INFO(e.cfg().name << " chunk " << chunk << (r == &ra ? " request a" : " request b"));
+    BOOST_TEST(hidden_same);
+  }
+  // Mixed layer ranges are refused.
+  std::vector<chunk_job> mixed{job_of(ra, 0, 0, mid), job_of(ra, 1, 0, L)};
+  BOOST_CHECK_THROW(e.run_fused(mixed), kvflow::error);
+}
+
+BOOST_AUTO_TEST_CASE(fused_jobs_are_bitwise_one_shot) {
+  auto tiny = make_cuda_engine_random(preset("tiny-test"), 7);
+  check_fused_jobs(*tiny, 300, 37);
+  auto smol = make_cuda_engine_random(preset("smollm2-135m"), 7);
+  check_fused_jobs(*smol, 700, 64);
+}
+
 BOOST_AUTO_TEST_CASE(device_random_weights_are_deterministic) {
   auto a = make_cuda_engine_random(preset("tiny-test"), 1);
   auto b = make_cuda_engine_random(preset("tiny-test"), 1);

@@ -214,7 +214,7 @@ BOOST_AUTO_TEST_CASE(gemm_matches_reference_and_is_row_invariant) {
   struct shape {
     int n, k;
   };
-  for (shape s : {shape{6144, 4096}, shape{4096, 14336}, shape{1728, 576}}) {
+  for (shape s : {shape{6144, 4096}, shape{4096, 4096}, shape{28672, 4096}, shape{4096, 14336}, shape{1728, 576}}) {
     const int m = 4096;
     dbuf<bf16> x(static_cast<std::size_t>(m) * s.k), w(static_cast<std::size_t>(s.n) * s.k);
     KVFLOW_LAUNCH_CHECK(cuda::launch_fill_uniform(x.p, x.n, 11, 0, 0.0f, 1.0f, nullptr));

@@ -265,6 +265,47 @@ BOOST_AUTO_TEST_CASE(layer_split_is_bitwise_all_layers) {
   }
 }
 
+// run_fused (the reference: one job after another) over chunks of one
+// request, a layer range at a time: the KV of one-shot prefill; jobs of
+// different layer ranges are refused.
+BOOST_AUTO_TEST_CASE(fused_jobs_are_bitwise_one_shot) {
+  const config c = preset("tiny-test");
+  auto e = make_cpu_engine(random_weights(c, 8), 2);
+  auto tokens = random_tokens(40, c.vocab_size, 4);
+  auto whole = prefill(*e, tokens, {40});
+  prefill_result fused;
+  fused.blocks.reserve(4);
+  std::vector<std::vector<float>> hidden(4, std::vector<float>(static_cast<std::size_t>(10) * c.hidden, NAN));
+  std::vector<kv_block> views;
+  for (int i = 0; i < 4; ++i) {
+    fused.blocks.emplace_back(c, 10);
+    fused.starts.push_back(10 * i);
+    views.push_back(fused.blocks.back().view);
+  }
+  const int mid = c.layers / 2;
+  for (auto range : {std::pair<int, int>{0, mid}, std::pair<int, int>{mid, c.layers}}) {
+    std::vector<chunk_job> jobs;
+    for (int i = 0; i < 4; ++i) {
+      chunk_job j;
+      j.tokens = tokens.data() + 10 * i;
+      j.count = 10;
+      j.pos0 = 10 * i;
+      j.layer_begin = range.first;
+      j.layer_end = range.second;
+      j.past = {views.data(), i};
+      j.out = views[i];
+      j.hidden = {hidden[i].data(), 10};
+      jobs.push_back(j);
+    }
+    e->run_fused(jobs);
+  }
+  BOOST_TEST(same_kv(c, whole, fused));
+  std::vector<chunk_job> mixed(2);
+  mixed[0].layer_end = 1;
+  mixed[1].layer_end = 2;
+  BOOST_CHECK_THROW(e->run_fused(mixed), kvflow::error);
+}
+
 BOOST_AUTO_TEST_CASE(decode_equals_last_row_of_prefill) {
   const config c = scaled_tied();
   auto e = make_cpu_engine(random_weights(c, 9), 1);

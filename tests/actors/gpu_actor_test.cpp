@@ -1,0 +1,174 @@
+#define BOOST_TEST_MODULE actors.gpu_actor
+#include <boost/test/unit_test.hpp>
+
+#include <chrono>
+#include <future>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include <caf/all.hpp>
+
+#include "actors/frame_type.hpp"
+#include "actors/gpu_actor.hpp"
+#include "actors/system_config.hpp"
+#include "actors/workspace.hpp"
+#include "kernels/model/cpu_engine.hpp"
+#include "kernels/model/weights.hpp"
+#include "messages/codec.hpp"
+#include "messages/error.hpp"
+#include "tests/actors/grant_answer.hpp"
+
+// The gpu actor's compute path: grants that arrive together with one layer
+// range run as one engine::run_fused call (across requests), grants of
+// another layer range do not join it, the group's time is shared by cells,
+// and a grant that fails its checks fails alone.
+
+using namespace kvflow;
+
+namespace {
+
+constexpr int chunk_tokens = 16;
+
+// The CPU engine, recording every run_fused call (its jobs' layer ranges and
+// out blocks); the first call waits for `gate` (so that later grants queue
+// in the mailbox meanwhile); a job whose out block is `poisoned` is refused
+// before any job runs.
+class recording_engine final : public model::engine {
+ public:
+  explicit recording_engine(std::shared_ptr<model::engine> inner) : inner_(std::move(inner)) {}
+  const model::config& cfg() const override { return inner_->cfg(); }
+  model::dtype kv_type() const override { return inner_->kv_type(); }
+  const std::array<std::uint8_t, 32>& fingerprint() const override { return inner_->fingerprint(); }
+  void* allocate(std::size_t bytes) override { return inner_->allocate(bytes); }
+  void release(void* p) override { inner_->release(p); }
+  void to_backend(void* dst, const void* src, std::size_t bytes) override { inner_->to_backend(dst, src, bytes); }
+  void to_host(void* dst, const void* src, std::size_t bytes) override { inner_->to_host(dst, src, bytes); }
+  void run(const model::chunk_job& job) override { inner_->run(job); }
+  void run_fused(const std::vector<model::chunk_job>& jobs) override {
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      for (auto& j : jobs)
+        if (j.out.data == poisoned) throw error(errc::invalid_argument, "poisoned block");
+      calls.push_back(jobs);
+    }
+    if (first_call) {
+      first_call = false;
+      gate.wait();
+    }
+    inner_->run_fused(jobs);
+  }
+  void synchronize() override { inner_->synchronize(); }
+  void when_done(std::function<void()> fn) override { inner_->when_done(std::move(fn)); }
+  void logits(const model::hidden_state& h, std::vector<float>& out) override { inner_->logits(h, out); }
+
+  std::mutex mu;
+  std::vector<std::vector<model::chunk_job>> calls;
+  std::shared_future<void> gate;
+  bool first_call = true;
+  const void* poisoned = nullptr;
+
+ private:
+  std::shared_ptr<model::engine> inner_;
+};
+
+msg::frame grant_frame(std::uint64_t request, std::uint64_t id, std::uint32_t c0, std::uint32_t c1, std::uint32_t l0,
+                       std::uint32_t l1) {
+  msg::grant g;
+  g.request_id = request;
+  g.grant_id = id;
+  g.act = msg::action::compute;
+  g.cells = msg::cell_range{c0, c1, l0, l1};
+  return msg::encode(g);
+}
+
+using answer = test::grant_answer;
+
+struct fixture {
+  std::shared_ptr<recording_engine> engine;
+  std::promise<void> open;
+  std::vector<workspace_ptr> ws;
+  fixture() {
+    engine = std::make_shared<recording_engine>(
+        model::make_cpu_engine(model::random_weights(model::preset("tiny-test"), 3), 1));
+    engine->gate = open.get_future().share();
+    for (std::uint64_t r = 1; r <= 3; ++r) {
+      std::vector<std::int32_t> tokens(4 * chunk_tokens);
+      for (std::size_t i = 0; i < tokens.size(); ++i) tokens[i] = static_cast<std::int32_t>((i * 7 + r) % 512);
+      ws.push_back(std::make_shared<workspace>(r, std::move(tokens), chunk_tokens, *engine));
+    }
+  }
+
+  // Sends the first grant, then `grants` while the engine holds the first
+  // one back, then lets it go; returns every answer in sending order.
+  std::vector<answer> run(const msg::frame& first, const std::vector<std::pair<msg::frame, int>>& grants) {
+    system_config cfg;
+    caf::actor_system sys{cfg};
+    auto gpu = sys.spawn<caf::detached>(gpu_actor, std::static_pointer_cast<model::engine>(engine), 0u);
+    std::vector<answer> out(grants.size() + 1);
+    {
+      caf::scoped_actor self{sys};
+      const auto timeout = std::chrono::seconds(20);
+      using handle = decltype(self->request(gpu, timeout, first, ws[0]));
+      std::vector<handle> pending;
+      pending.push_back(self->request(gpu, timeout, first, ws[0]));
+      // The first grant is in the engine before the others are sent.
+      for (int i = 0; i < 2000; ++i) {
+        {
+          std::lock_guard<std::mutex> lock(engine->mu);
+          if (!engine->calls.empty()) break;
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
+      }
+      for (auto& [f, r] : grants) pending.push_back(self->request(gpu, timeout, f, ws[r]));
+      open.set_value();
+      for (std::size_t i = 0; i < pending.size(); ++i) test::receive_answer(sys, pending[i], out[i]);
+    }
+    caf::anon_send_exit(gpu, caf::exit_reason::user_shutdown);
+    return out;
+  }
+};
+
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(grants_that_arrive_together_run_as_one_forward) {
+  fixture fx;
+  // While request 1's first grant runs: request 2's chunks 0-1 and request
+  // 3's chunk 0 (layers [0, 2)), then request 1's chunk 1 (all layers).
+  auto answers = fx.run(
+      grant_frame(1, 1, 0, 1, 0, 4),
+      {{grant_frame(2, 2, 0, 2, 0, 2), 1}, {grant_frame(3, 3, 0, 1, 0, 2), 2}, {grant_frame(1, 4, 1, 2, 0, 4), 0}});
+  for (auto& a : answers) BOOST_TEST(a.ok, a.error);
+  std::lock_guard<std::mutex> lock(fx.engine->mu);
+  BOOST_TEST_REQUIRE(fx.engine->calls.size() == 3u);
+  BOOST_TEST(fx.engine->calls[0].size() == 1u);
+  // Requests 2 and 3 in one forward: 3 chunks, request 2's in position order.
+  BOOST_TEST_REQUIRE(fx.engine->calls[1].size() == 3u);
+  BOOST_TEST(fx.engine->calls[1][0].out.data == fx.ws[1]->block(0).data);
+  BOOST_TEST(fx.engine->calls[1][1].out.data == fx.ws[1]->block(1).data);
+  BOOST_TEST(fx.engine->calls[1][2].out.data == fx.ws[2]->block(0).data);
+  // Another layer range does not join them.
+  BOOST_TEST(fx.engine->calls[2].size() == 1u);
+  // The group's time is shared by cells: request 2's grant (4 cells) ends
+  // where request 3's (2 cells) starts, and takes twice as long.
+  const auto& d2 = answers[1].done;
+  const auto& d3 = answers[2].done;
+  BOOST_TEST(d2.finished_ns == d3.started_ns);
+  const double t2 = double(d2.finished_ns - d2.started_ns), t3 = double(d3.finished_ns - d3.started_ns);
+  BOOST_TEST(t3 > 0);
+  BOOST_TEST(t2 == 2 * t3, boost::test_tools::tolerance(0.01));
+  BOOST_TEST(answers[3].done.started_ns >= d3.finished_ns);
+}
+
+BOOST_AUTO_TEST_CASE(a_refused_grant_fails_alone) {
+  fixture fx;
+  fx.engine->poisoned = fx.ws[2]->block(0).data;
+  auto answers =
+      fx.run(grant_frame(1, 1, 0, 1, 0, 4), {{grant_frame(3, 2, 0, 1, 0, 2), 2}, {grant_frame(2, 3, 0, 2, 0, 2), 1}});
+  BOOST_TEST(answers[0].ok);
+  BOOST_TEST(!answers[1].ok);
+  BOOST_TEST(answers[1].error.find("poisoned") != std::string::npos, answers[1].error);
+  BOOST_TEST(answers[2].ok, answers[2].error);
+  BOOST_TEST(answers[2].done.request_id == 2u);
+}
