@@ -163,16 +163,15 @@ void lookup_then_register(state_t* self, std::size_t tier_index) {
     // The cached prefix: chunks found somewhere, up to the first gap. The last
     // chunk is always computed: its last row gives the first token.
     std::size_t prefix = 0;
-    while (prefix < st.chunk_tier.size() && prefix < full && st.chunk_tier[prefix] != msg::tier::gpu) ++prefix;
+    while (prefix < st.chunk_tier.size() && prefix < full && st.chunk_tier[prefix]) ++prefix;
     prefix = std::min<std::size_t>(prefix, static_cast<std::size_t>(st.ws->num_chunks() - 1));
-    st.chunk_tier.resize(prefix);
     st.report.cached_chunks = static_cast<std::uint32_t>(prefix);
     msg::register_request reg;
     reg.request_id = st.ws->request_id();
     reg.chunk_tokens = static_cast<std::uint32_t>(st.ws->chunk_tokens());
     reg.num_chunks = static_cast<std::uint32_t>(st.ws->num_chunks());
     reg.num_layers = static_cast<std::uint32_t>(st.ws->engine().cfg().layers);
-    reg.chunk_tiers = st.chunk_tier;
+    for (std::size_t c = 0; c < prefix; ++c) reg.chunk_tiers.push_back(*st.chunk_tier[c]);
     reg.chunk_bytes = st.ws->block(0).shape.bytes();
     st.cells_total = static_cast<std::uint64_t>(reg.num_chunks) * reg.num_layers;
     self->send(st.env.scheduler, msg::encode(reg), st.params.policy, caf::actor_cast<caf::actor>(self));
@@ -187,8 +186,7 @@ void lookup_then_register(state_t* self, std::size_t tier_index) {
             if (!decoded || !std::holds_alternative<msg::chunk_located>(*decoded))
               return fail(self, "tier answered a lookup with something else");
             for (auto& loc : std::get<msg::chunk_located>(*decoded).chunks)
-              if (loc.chunk < st.chunk_tier.size() && st.chunk_tier[loc.chunk] == msg::tier::gpu)
-                st.chunk_tier[loc.chunk] = loc.where;
+              if (loc.chunk < st.chunk_tier.size() && !st.chunk_tier[loc.chunk]) st.chunk_tier[loc.chunk] = loc.where;
             lookup_then_register(self, tier_index + 1);
           },
           [=](caf::error& e) { fail(self, e); });
@@ -205,8 +203,7 @@ caf::behavior request_actor(state_t* self, request_env env, workspace_ptr ws, re
   st.report.policy = st.params.policy;
   st.report.prompt_tokens = static_cast<std::uint32_t>(st.ws->tokens().size());
   st.report.chunks = static_cast<std::uint32_t>(st.ws->num_chunks());
-  // gpu marks "not cached" in this table: nothing is looked up on the GPU.
-  st.chunk_tier.assign(st.ws->keys().size(), msg::tier::gpu);
+  st.chunk_tier.assign(st.ws->keys().size(), std::nullopt);
   self->set_down_handler([=](const caf::down_msg& dm) { fail(self, "a runtime actor went down: " + to_string(dm.reason)); });
   self->monitor(st.env.scheduler);
   self->monitor(st.env.gpu);
