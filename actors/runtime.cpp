@@ -219,12 +219,10 @@ struct runtime::impl {
     if (opts.disk_gbps > 0) prior.bytes_per_s[static_cast<std::size_t>(msg::tier::disk)] = opts.disk_gbps * 1e9 / 8;
     scheduler = sys->spawn(scheduler_actor, opts.policy, caps, prior);
     gpu = sys->spawn<caf::detached>(gpu_actor, engine, 0u);
-    if (opts.host_tier_gb > 0)
-      tiers.emplace_back(msg::tier::host,
-                         sys->spawn<caf::detached>(tier_actor, store, msg::tier::host, std::uint64_t{0}));
-    tiers.emplace_back(msg::tier::disk,
-                       sys->spawn<caf::detached>(tier_actor, store, msg::tier::disk,
-                                                 caps.load_bytes[static_cast<std::size_t>(msg::tier::disk)]));
+    if (opts.host_tier_gb > 0) tiers.emplace_back(msg::tier::host, sys->spawn<caf::detached>(host_tier_actor, store));
+    tiers.emplace_back(
+        msg::tier::disk,
+        sys->spawn<caf::detached>(disk_tier_actor, store, caps.load_bytes[static_cast<std::size_t>(msg::tier::disk)]));
   }
 };
 

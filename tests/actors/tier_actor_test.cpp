@@ -125,7 +125,7 @@ using answer = test::grant_answer;
 std::vector<answer> load_all(fixture& fx, const std::vector<std::uint32_t>& which, double exit_after_s = -1) {
   system_config cfg;
   caf::actor_system sys{cfg};
-  auto tier = sys.spawn<caf::detached>(tier_actor, fx.store, msg::tier::disk, std::uint64_t{2 * fx.shape.bytes()});
+  auto tier = sys.spawn<caf::detached>(disk_tier_actor, fx.store, std::uint64_t{2 * fx.shape.bytes()});
   std::vector<answer> out(which.size());
   {
     caf::scoped_actor self{sys};
