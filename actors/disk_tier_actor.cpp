@@ -180,12 +180,7 @@ caf::behavior disk_tier_actor(state_t* self, std::shared_ptr<devices::chunk_stor
     st.pending.clear();
     self->quit(m.reason);
   });
-  return {
-      [=](const msg::frame& f) -> caf::result<msg::frame> {
-        auto out = tier_detail::lookup(*self->state.store, msg::tier::disk, f);
-        if (!out) return std::move(out.error());
-        return std::move(*out);
-      },
+  return caf::message_handler{
       [=](const msg::frame& f, workspace_ptr& ws) -> caf::result<msg::frame> {
         auto g = tier_detail::load_grant_of(f, msg::tier::disk, *ws);
         if (!g) return std::move(g.error());
@@ -207,14 +202,8 @@ caf::behavior disk_tier_actor(state_t* self, std::shared_ptr<devices::chunk_stor
         return reply;
       },
       [=](finished_atom, std::uint64_t id, std::uint64_t finished_ns) { answer_disk_load(self, id, finished_ns); },
-      [=](flush_atom) {
-        self->state.store->flush();
-        return true;
-      },
-      [=](store_atom, workspace_ptr& ws, std::uint32_t first, std::uint32_t end) {
-        tier_detail::store_chunks(*self->state.store, msg::tier::disk, *ws, first, end);
-      },
-  };
+  }
+      .or_else(tier_detail::shared_handlers(self->state.store, msg::tier::disk));
 }
 
 }  // namespace kvflow

@@ -31,12 +31,7 @@ void load_from_host(state_t* self, workspace& ws, std::uint32_t begin, std::uint
 
 caf::behavior host_tier_actor(state_t* self, std::shared_ptr<devices::chunk_store> store) {
   self->state.store = std::move(store);
-  return {
-      [=](const msg::frame& f) -> caf::result<msg::frame> {
-        auto out = tier_detail::lookup(*self->state.store, msg::tier::host, f);
-        if (!out) return std::move(out.error());
-        return std::move(*out);
-      },
+  return caf::message_handler{
       [=](const msg::frame& f, workspace_ptr& ws) -> caf::result<msg::frame> {
         auto g = tier_detail::load_grant_of(f, msg::tier::host, *ws);
         if (!g) return std::move(g.error());
@@ -51,14 +46,8 @@ caf::behavior host_tier_actor(state_t* self, std::shared_ptr<devices::chunk_stor
         g->done.bytes = st.bytes_loaded - before;
         return msg::encode(g->done);
       },
-      [=](flush_atom) {
-        self->state.store->flush();
-        return true;
-      },
-      [=](store_atom, workspace_ptr& ws, std::uint32_t first, std::uint32_t end) {
-        tier_detail::store_chunks(*self->state.store, msg::tier::host, *ws, first, end);
-      },
-  };
+  }
+      .or_else(tier_detail::shared_handlers(self->state.store, msg::tier::host));
 }
 
 }  // namespace kvflow

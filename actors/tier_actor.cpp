@@ -3,6 +3,7 @@
 #include <memory>
 #include <string>
 
+#include "actors/atoms.hpp"
 #include "actors/caf_error.hpp"
 #include "actors/clock.hpp"
 #include "actors/frame_type.hpp"
@@ -68,6 +69,23 @@ void store_chunks(devices::chunk_store& store, msg::tier which, workspace& ws, s
       logger("tiers")->warn("store of chunk {} of request {} failed: {}", c, ws.request_id(), e.what());
     }
   }
+}
+
+caf::message_handler shared_handlers(std::shared_ptr<devices::chunk_store> store, msg::tier which) {
+  return {
+      [=](const msg::frame& f) -> caf::result<msg::frame> {
+        auto out = lookup(*store, which, f);
+        if (!out) return std::move(out.error());
+        return std::move(*out);
+      },
+      [=](flush_atom) {
+        store->flush();
+        return true;
+      },
+      [=](store_atom, workspace_ptr& ws, std::uint32_t first, std::uint32_t end) {
+        store_chunks(*store, which, *ws, first, end);
+      },
+  };
 }
 
 }  // namespace kvflow::tier_detail

@@ -12,6 +12,7 @@
 #include <caf/actor.hpp>
 #include <caf/event_based_actor.hpp>
 #include <caf/expected.hpp>
+#include <caf/message_handler.hpp>
 #include <caf/response_promise.hpp>
 #include <caf/stateful_actor.hpp>
 
@@ -81,6 +82,10 @@ caf::behavior disk_tier_actor(caf::stateful_actor<disk_tier_state>* self, std::s
 
 /// What both tier actors share (tier_actor.cpp).
 namespace tier_detail {
+
+/// The handlers both tiers answer alike: lookup, flush_atom and store_atom
+/// of the interface above, for tier `which` of `store`.
+caf::message_handler shared_handlers(std::shared_ptr<devices::chunk_store> store, msg::tier which);
 
 /// The chunkLocated answer of tier `which` to a lookup frame.
 caf::expected<msg::frame> lookup(devices::chunk_store& store, msg::tier which, const msg::frame& f);
