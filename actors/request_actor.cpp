@@ -77,18 +77,6 @@ void decode_and_store(state_t* self) {
   self->become(caf::keep_behavior, [=](done_atom, std::uint64_t) { finish_up(); });
 }
 
-// SHA-256 over every prompt chunk's block, in host byte order.
-std::string digest_kv(workspace& ws) {
-  sha256 h;
-  std::vector<std::uint8_t> host;
-  for (auto& b : ws.blocks()) {
-    host.resize(b.shape.bytes());
-    ws.engine().to_host(host.data(), b.data, host.size());
-    h.update(host.data(), host.size());
-  }
-  return to_hex(h.finish());
-}
-
 void first_token(state_t* self) {
   auto& st = self->state;
   model::sampling s{st.params.opts.temperature, st.params.opts.top_p, st.params.opts.seed};

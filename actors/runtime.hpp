@@ -50,6 +50,14 @@ struct runtime_options {
   std::size_t max_load_bytes_in_flight = 0;
 };
 
+/// Tokens [begin, begin + count) of a prompt that are a reusable document
+/// (a RAG passage, a tool result): its KV is kept on its own, keyed by its
+/// tokens, and reused wherever it appears (see README, "Document reuse").
+struct document_span {
+  std::uint32_t begin = 0;
+  std::uint32_t count = 0;
+};
+
 struct submit_options {
   std::uint32_t max_new_tokens = 32;
   float temperature = 0;           ///< 0: greedy
@@ -59,6 +67,15 @@ struct submit_options {
   bool store = true;               ///< store the prompt's new chunks to the tiers afterwards
   bool digest_kv = false;          ///< report a SHA-256 of the restored prompt KV (tests, checks)
   bool trace = false;              ///< report every grant's span (restore_report::spans)
+  /// Non-prefix reuse: document segments of the prompt, ascending and
+  /// disjoint. Where the prefix chain misses them, each is loaded from its
+  /// document entry (or computed alone and stored), rotated to its place,
+  /// and a share of its tokens recomputed; the rest of the prompt is
+  /// computed. The prompt's KV is then approximate, so it is not stored
+  /// under prefix keys. CPU backend; elsewhere the prompt restores as usual.
+  std::vector<document_span> documents;
+  std::string document_selection = "cacheblend";  ///< "cacheblend" or "epic"
+  double recompute_ratio = -1;     ///< share of document tokens recomputed; < 0: from the cost model
 };
 
 /// One grant a request carried out: compute cells on the GPU or a load of
@@ -90,6 +107,10 @@ struct restore_report {
   std::string text;                  ///< decoded, when the model has a tokenizer
   std::string kv_sha256;             ///< hex digest of every prompt chunk's block, when asked for
   std::vector<cell_span> spans;      ///< every grant in completion order, when traced
+  std::uint32_t documents_reused = 0;    ///< document entries loaded from a tier
+  std::uint32_t documents_computed = 0;  ///< document entries computed alone (and stored)
+  std::uint32_t document_tokens_recomputed = 0;  ///< selected document tokens, above the check layers
+  double recompute_ratio = 0;            ///< the ratio the document path used
 };
 
 struct chat_turn {

@@ -1,11 +1,11 @@
 #include "actors/workspace.hpp"
 
+#include "messages/digest.hpp"
 #include "messages/error.hpp"
 
 namespace kvflow {
 
-workspace::workspace(std::uint64_t request_id, std::vector<std::int32_t> tokens, int chunk_tokens,
-                     model::engine& eng)
+workspace::workspace(std::uint64_t request_id, std::vector<std::int32_t> tokens, int chunk_tokens, model::engine& eng)
     : request_id_(request_id), tokens_(std::move(tokens)), chunk_tokens_(chunk_tokens), engine_(eng) {
   if (chunk_tokens_ <= 0) throw error(errc::invalid_argument, "chunk_tokens must be positive");
   if (tokens_.empty()) throw error(errc::invalid_argument, "request " + std::to_string(request_id) + " has no tokens");
@@ -53,6 +53,17 @@ std::vector<model::kv_block> workspace::all_blocks() const {
   std::vector<model::kv_block> all = blocks_;
   all.insert(all.end(), decode_blocks_.begin(), decode_blocks_.end());
   return all;
+}
+
+std::string digest_kv(workspace& ws) {
+  sha256 h;
+  std::vector<std::uint8_t> host;
+  for (auto& b : ws.blocks()) {
+    host.resize(b.shape.bytes());
+    ws.engine().to_host(host.data(), b.data, host.size());
+    h.update(host.data(), host.size());
+  }
+  return to_hex(h.finish());
 }
 
 }  // namespace kvflow
