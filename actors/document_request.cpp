@@ -5,9 +5,9 @@
 
 #include "actors/atoms.hpp"
 #include "actors/gpu_actor.hpp"
+#include "actors/caf_error.hpp"
 #include "devices/document_store.hpp"
 #include "kernels/cpu/rope.hpp"
-#include "messages/caf_error.hpp"
 #include "messages/error.hpp"
 #include "messages/log.hpp"
 #include "policies/recompute_ratio.hpp"
@@ -41,13 +41,13 @@ void run_document_work(model::engine& e, document_work& w) {
   workspace& ws = *w.ws;
   const auto& tokens = ws.tokens();
   const int n = static_cast<int>(tokens.size());
-  const auto ps = model::kv_shape::of(c, n, model::dtype::f32);
+  const auto ps = model::kv_shape_of(c, n, model::dtype::f32);
   std::vector<float> prompt(ps.bytes() / sizeof(float), 0.0f);
   const auto inv = cpu::rope_inv_freq(c.head_dim, c.rope_theta, c.scaling);
   std::size_t d = 0;
   for (const auto& s : w.segments) {
     if (!s.document) continue;
-    const auto ds = model::kv_shape::of(c, s.count, model::dtype::f32);
+    const auto ds = model::kv_shape_of(c, s.count, model::dtype::f32);
     if (!w.loaded[d])
       model::document_kv(e, std::vector<std::int32_t>(tokens.begin() + s.begin, tokens.begin() + s.begin + s.count),
                          {w.documents[d].data(), ds});
@@ -160,7 +160,7 @@ caf::behavior document_request_actor(caf::stateful_actor<document_request_state>
         std::size_t d = 0;
         for (const auto& s : p->segments) {
           if (!s.document) continue;
-          const auto shape = model::kv_shape::of(c, s.count, model::dtype::f32);
+          const auto shape = model::kv_shape_of(c, s.count, model::dtype::f32);
           std::vector<float> kv(shape.bytes() / sizeof(float));
           bool ok = false;
           try {
@@ -204,7 +204,7 @@ caf::behavior document_request_actor(caf::stateful_actor<document_request_state>
                       ++report->documents_computed;
                       if (p->store && p->base.opts.store)
                         devices::store_document(*p->store, p->keys[d], work->documents[d].data(),
-                                                model::kv_shape::of(c, s.count, model::dtype::f32));
+                                                model::kv_shape_of(c, s.count, model::dtype::f32));
                     }
                     ++d;
                   }

@@ -4,10 +4,10 @@
 #include <chrono>
 
 #include "actors/atoms.hpp"
+#include "actors/caf_error.hpp"
 #include "actors/clock.hpp"
 #include "actors/document_request.hpp"
 #include "actors/frame_type.hpp"
-#include "messages/caf_error.hpp"
 #include "messages/log.hpp"
 #include "policies/batch_state.hpp"
 
@@ -79,7 +79,7 @@ caf::behavior gpu_actor(caf::stateful_actor<gpu_state>* self, std::shared_ptr<mo
   return {
       [=](const msg::frame& f, workspace_ptr& ws) -> caf::result<msg::frame> {
         auto decoded = msg::decode(f);
-        if (!decoded) return decoded.error();
+        if (!decoded) return make_error(decoded.error());
         auto* g = std::get_if<msg::grant>(&*decoded);
         if (!g || g->act != msg::action::compute)
           return make_error(errc::invalid_argument, "gpu actor takes compute grants only");

@@ -3,6 +3,7 @@
 #include <caf/stateful_actor.hpp>
 
 #include "actors/atoms.hpp"
+#include "actors/caf_error.hpp"
 #include "actors/frame_type.hpp"
 #include "messages/log.hpp"
 
@@ -16,8 +17,8 @@ caf::behavior node_actor(caf::stateful_actor<node_state>* self, msg::node_invent
         auto decoded = msg::decode(in);
         if (!decoded) {
           logger("actors")->warn("node {}: refused frame of {} bytes: {}", self->state.inventory.node_id,
-                                 in.bytes.size(), self->system().render(decoded.error()));
-          return decoded.error();
+                                 in.bytes.size(), decoded.error().what());
+          return make_error(decoded.error());
         }
         return msg::encode(*decoded);
       },

@@ -3,9 +3,9 @@
 #include <algorithm>
 
 #include "actors/atoms.hpp"
+#include "actors/caf_error.hpp"
 #include "actors/frame_type.hpp"
 #include "actors/gpu_actor.hpp"
-#include "messages/caf_error.hpp"
 #include "messages/digest.hpp"
 #include "messages/log.hpp"
 
@@ -112,7 +112,7 @@ void first_token(state_t* self) {
 void on_cell_done(state_t* self, const msg::frame& f, msg::tier source) {
   auto& st = self->state;
   auto decoded = msg::decode(f);
-  if (!decoded) return fail(self, decoded.error());
+  if (!decoded) return fail(self, make_error(decoded.error()));
   auto* done = std::get_if<msg::cell_done>(&*decoded);
   if (!done) return fail(self, "expected cellDone, got " + std::string(msg::kind_name(*decoded)));
   auto cells = static_cast<std::uint64_t>(done->cells.chunk_end - done->cells.chunk_begin) *
@@ -174,16 +174,15 @@ void lookup_then_register(state_t* self, std::size_t tier_index) {
     // The cached prefix: chunks found somewhere, up to the first gap. The last
     // chunk is always computed: its last row gives the first token.
     std::size_t prefix = 0;
-    while (prefix < st.chunk_tier.size() && prefix < full && st.chunk_tier[prefix] != msg::tier::gpu) ++prefix;
+    while (prefix < st.chunk_tier.size() && prefix < full && st.chunk_tier[prefix]) ++prefix;
     prefix = std::min<std::size_t>(prefix, static_cast<std::size_t>(st.ws->num_chunks() - 1));
-    st.chunk_tier.resize(prefix);
     st.report.cached_chunks = static_cast<std::uint32_t>(prefix);
     msg::register_request reg;
     reg.request_id = st.ws->request_id();
     reg.chunk_tokens = static_cast<std::uint32_t>(st.ws->chunk_tokens());
     reg.num_chunks = static_cast<std::uint32_t>(st.ws->num_chunks());
     reg.num_layers = static_cast<std::uint32_t>(st.ws->engine().cfg().layers);
-    reg.chunk_tiers = st.chunk_tier;
+    for (std::size_t c = 0; c < prefix; ++c) reg.chunk_tiers.push_back(*st.chunk_tier[c]);
     reg.chunk_bytes = st.ws->block(0).shape.bytes();
     st.cells_total = static_cast<std::uint64_t>(reg.num_chunks) * reg.num_layers;
     self->send(st.env.scheduler, msg::encode(reg), st.params.policy, caf::actor_cast<caf::actor>(self));
@@ -202,7 +201,7 @@ void lookup_then_register(state_t* self, std::size_t tier_index) {
                                        static_cast<std::uint32_t>(st.ws->keys().size()),
                                        static_cast<std::uint32_t>(found.size()), 0});
             for (auto& loc : found)
-              if (loc.chunk < st.chunk_tier.size() && st.chunk_tier[loc.chunk] == msg::tier::gpu)
+              if (loc.chunk < st.chunk_tier.size() && !st.chunk_tier[loc.chunk])
                 st.chunk_tier[loc.chunk] = loc.where;
             lookup_then_register(self, tier_index + 1);
           },
@@ -220,8 +219,7 @@ caf::behavior request_actor(state_t* self, request_env env, workspace_ptr ws, re
   st.report.policy = st.params.policy;
   st.report.prompt_tokens = static_cast<std::uint32_t>(st.ws->tokens().size());
   st.report.chunks = static_cast<std::uint32_t>(st.ws->num_chunks());
-  // gpu marks "not cached" in this table: nothing is looked up on the GPU.
-  st.chunk_tier.assign(st.ws->keys().size(), msg::tier::gpu);
+  st.chunk_tier.assign(st.ws->keys().size(), std::nullopt);
   self->set_down_handler([=](const caf::down_msg& dm) { fail(self, "a runtime actor went down: " + to_string(dm.reason)); });
   self->monitor(st.env.scheduler);
   self->monitor(st.env.gpu);
@@ -230,7 +228,7 @@ caf::behavior request_actor(state_t* self, request_env env, workspace_ptr ws, re
   return {
       [=](const msg::frame& f) {
         auto decoded = msg::decode(f);
-        if (!decoded) return fail(self, decoded.error());
+        if (!decoded) return fail(self, make_error(decoded.error()));
         if (auto* g = std::get_if<msg::grant>(&*decoded)) return run_grant(self, *g, f);
         if (auto* e = std::get_if<msg::error_report>(&*decoded)) return fail(self, "scheduler: " + e->context);
         fail(self, std::string("unexpected ") + msg::kind_name(*decoded));

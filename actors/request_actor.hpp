@@ -7,6 +7,7 @@
 #include <chrono>
 #include <exception>
 #include <functional>
+#include <optional>
 #include <vector>
 
 #include <caf/actor.hpp>
@@ -46,7 +47,8 @@ struct request_state {
   restore_report report;
   std::uint64_t cells_total = 0;
   std::uint64_t cells_done = 0;
-  std::vector<msg::tier> chunk_tier;  ///< tier of each cached prefix chunk
+  /// The fastest tier holding each full prompt chunk; nullopt: none does.
+  std::vector<std::optional<msg::tier>> chunk_tier;
   bool finished = false;
   static inline const char* name = "kvflow.request";
 };

@@ -30,40 +30,29 @@
 #include "messages/error.hpp"
 #include "messages/log.hpp"
 
-#ifdef KVFLOW_WITH_CUDA
-#include <cuda_runtime_api.h>
+#include "platform/cuda.hpp"
 
+#ifdef KVFLOW_HAVE_CUDA
 #include "kernels/cuda/cuda_engine.hpp"
 #endif
 
 namespace kvflow {
-namespace {
+const char* to_string(backend_kind b) { return b == backend_kind::cuda ? "cuda" : "cpu"; }
 
-bool cuda_available() {
-#ifdef KVFLOW_WITH_CUDA
-  int n = 0;
-  return cudaGetDeviceCount(&n) == cudaSuccess && n > 0;
-#else
-  return false;
-#endif
-}
-
-std::string choose_backend(const std::string& wanted) {
-  if (wanted == "cpu") return "cpu";
-  if (wanted == "cuda") {
-    if (!cuda_available())
+backend_kind resolve_backend(const std::string& name) {
+  if (name == "cpu") return backend_kind::cpu;
+  if (name == "cuda") {
+    if (!platform::cuda_device_available())
       throw error(errc::unsupported, "backend cuda asked for, but this build has no CUDA or no GPU was found");
-    return "cuda";
+    return backend_kind::cuda;
   }
-  if (wanted == "auto") return cuda_available() ? "cuda" : "cpu";
-  throw error(errc::invalid_argument, "backend '" + wanted + "' (use cpu, cuda or auto)");
+  if (name == "auto") return platform::cuda_device_available() ? backend_kind::cuda : backend_kind::cpu;
+  throw error(errc::invalid_argument, "backend '" + name + "' (use cpu, cuda or auto)");
 }
-
-}  // namespace
 
 struct runtime::impl {
   runtime_options opts;
-  std::string backend;
+  backend_kind backend = backend_kind::cpu;
   std::string model_name;
   std::shared_ptr<const model::tokenizer> tok;
   std::string chat_template;
@@ -87,8 +76,8 @@ struct runtime::impl {
     if (!opts.preset.empty()) {
       auto c = model::preset(opts.preset);
       model_name = opts.preset + " (random weights, seed " + std::to_string(opts.seed) + ")";
-#ifdef KVFLOW_WITH_CUDA
-      if (backend == "cuda") {
+#ifdef KVFLOW_HAVE_CUDA
+      if (backend == backend_kind::cuda) {
         // Large presets are made on the device: no host copy of their weights.
         engine = model::make_cuda_engine_random(c, opts.seed);
         return;
@@ -103,8 +92,8 @@ struct runtime::impl {
       chat_template = loaded.chat_template;
       w = std::move(loaded.w);
     }
-#ifdef KVFLOW_WITH_CUDA
-    if (backend == "cuda") {
+#ifdef KVFLOW_HAVE_CUDA
+    if (backend == backend_kind::cuda) {
       engine = model::make_cuda_engine(w);
       return;
     }
@@ -124,7 +113,7 @@ struct runtime::impl {
   // out of the scheduler's first compute sample).
   void warm_up() {
     // The CPU kernels have no one-time setup; bad chunk sizes are refused later, with context.
-    if (backend != "cuda" || opts.chunk_tokens <= 0) return;
+    if (backend != backend_kind::cuda || opts.chunk_tokens <= 0) return;
     auto start = std::chrono::steady_clock::now();
     int n = std::min(opts.chunk_tokens, engine->cfg().max_positions);
     workspace ws(0, std::vector<std::int32_t>(static_cast<std::size_t>(n), 0), n, *engine);
@@ -143,7 +132,7 @@ struct runtime::impl {
   void make_tiers() {
     if (opts.chunk_tokens <= 0) throw error(errc::invalid_argument, "chunk_tokens must be positive");
     devices::chunk_store_options so;
-    auto shape = model::kv_shape::of(engine->cfg(), opts.chunk_tokens, engine->kv_type());
+    auto shape = model::kv_shape_of(engine->cfg(), opts.chunk_tokens, engine->kv_type());
     // The host tier holds at least one chunk: it is also the staging area
     // of stores and promotions.
     so.host_capacity_bytes = std::max<std::size_t>(static_cast<std::size_t>(opts.host_tier_gb * 1e9), shape.bytes());
@@ -220,8 +209,8 @@ struct runtime::impl {
   // prefix hit stays bit-exact. True when the document path took it.
   bool start_documents(const std::shared_ptr<workspace>& ws, const submit_options& so, const std::string& salt,
                        report_callback done, std::chrono::steady_clock::time_point submitted) {
-    if (backend != "cpu") {
-      logger("actors")->debug("documents marked, but the {} backend has no selective recompute", backend);
+    if (backend != backend_kind::cpu) {
+      logger("actors")->debug("documents marked, but the {} backend has no selective recompute", to_string(backend));
       return false;
     }
     const int n = static_cast<int>(ws->tokens().size());
@@ -272,12 +261,14 @@ struct runtime::impl {
     policies::caps caps;
     // Compute grants span chunks of about compute_group_tokens together (the
     // gpu actor runs them as one forward): the default caps scale with it.
-    const int group_tokens = opts.compute_group_tokens > 0 ? opts.compute_group_tokens : backend == "cuda" ? 1024 : 0;
+    const int group_tokens = opts.compute_group_tokens > 0   ? opts.compute_group_tokens
+                             : backend == backend_kind::cuda ? 1024
+                                                             : 0;
     caps.compute_group =
         static_cast<std::uint32_t>(std::max(1, (group_tokens + opts.chunk_tokens - 1) / opts.chunk_tokens));
     caps.compute_cells *= caps.compute_group;
     if (opts.max_compute_cells) caps.compute_cells = opts.max_compute_cells;
-    auto chunk_bytes = model::kv_shape::of(engine->cfg(), opts.chunk_tokens, engine->kv_type()).bytes();
+    auto chunk_bytes = model::kv_shape_of(engine->cfg(), opts.chunk_tokens, engine->kv_type()).bytes();
     for (auto& b : caps.load_bytes)
       b = opts.max_load_bytes_in_flight ? opts.max_load_bytes_in_flight : 2 * chunk_bytes * caps.compute_group;
     policies::cost_prior prior;
@@ -285,19 +276,17 @@ struct runtime::impl {
     if (opts.disk_gbps > 0) prior.bytes_per_s[static_cast<std::size_t>(msg::tier::disk)] = opts.disk_gbps * 1e9 / 8;
     scheduler = sys->spawn(scheduler_actor, opts.policy, caps, prior);
     gpu = sys->spawn<caf::detached>(gpu_actor, engine, 0u);
-    if (opts.host_tier_gb > 0)
-      tiers.emplace_back(msg::tier::host,
-                         sys->spawn<caf::detached>(tier_actor, store, msg::tier::host, std::uint64_t{0}));
-    tiers.emplace_back(msg::tier::disk,
-                       sys->spawn<caf::detached>(tier_actor, store, msg::tier::disk,
-                                                 caps.load_bytes[static_cast<std::size_t>(msg::tier::disk)]));
+    if (opts.host_tier_gb > 0) tiers.emplace_back(msg::tier::host, sys->spawn<caf::detached>(host_tier_actor, store));
+    tiers.emplace_back(
+        msg::tier::disk,
+        sys->spawn<caf::detached>(disk_tier_actor, store, caps.load_bytes[static_cast<std::size_t>(msg::tier::disk)]));
   }
 };
 
 runtime::runtime(runtime_options opts) : impl_(std::make_unique<impl>()) {
   auto& m = *impl_;
   m.opts = std::move(opts);
-  m.backend = choose_backend(m.opts.backend);
+  m.backend = resolve_backend(m.opts.backend);
   m.load_model();
   m.warm_up();
   m.find_stop_tokens();
@@ -410,12 +399,22 @@ model_info runtime::model() const {
   return {impl_->model_name, c.max_positions, c.vocab_size, impl_->tok != nullptr, impl_->stop_tokens};
 }
 
+backend_kind runtime::backend() const { return impl_->backend; }
+
+std::string runtime::describe_engine() const {
+  auto& m = *impl_;
+  auto& c = m.engine->cfg();
+  std::ostringstream out;
+  out << "kvflow: " << m.model_name << " (" << c.layers << " layers, hidden " << c.hidden << ") on "
+      << to_string(m.backend);
+  return out.str();
+}
+
 std::string runtime::describe() const {
   auto& m = *impl_;
   std::ostringstream out;
-  auto& c = m.engine->cfg();
-  out << "kvflow: " << m.model_name << " (" << c.layers << " layers, hidden " << c.hidden << ") on " << m.backend
-      << ", chunks of " << m.opts.chunk_tokens << " tokens, policy " << m.opts.policy << ", tiers:";
+  out << describe_engine() << ", chunks of " << m.opts.chunk_tokens << " tokens, policy " << m.opts.policy
+      << ", tiers:";
   for (auto& t : m.tiers) out << " " << msg::to_string(t.first);
   out << " (disk " << m.disk_dir;
   if (m.opts.disk_gbps > 0) out << " paced to " << m.opts.disk_gbps << " Gbit/s";

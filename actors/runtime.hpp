@@ -13,6 +13,18 @@
 
 namespace kvflow {
 
+/// The engine a runtime computes with.
+enum class backend_kind { cpu, cuda };
+
+/// "cpu" or "cuda".
+const char* to_string(backend_kind b);
+
+/// The backend runtime_options::backend names: "cpu", "cuda", or "auto"
+/// (cuda where this build has CUDA and a GPU is found, else cpu). Throws
+/// kvflow::error(invalid_argument) for another name and (unsupported) for
+/// "cuda" without CUDA or a GPU.
+backend_kind resolve_backend(const std::string& name);
+
 /// Where the model comes from and how restores are scheduled. Defaults run
 /// SmolLM2-135M-Instruct on the CPU with a host and a disk tier.
 struct runtime_options {
@@ -28,8 +40,8 @@ struct runtime_options {
   /// products gain nothing from more rows).
   int compute_group_tokens = 0;
   std::string policy = "two_pointer";
-  double host_tier_gb = 4;         ///< pinned host pool capacity; 0 disables the tier
-  std::string disk_dir;            ///< chunk file folder; empty: no disk tier
+  double host_tier_gb = 4;          ///< pinned host pool capacity; at least one chunk (it stages stores)
+  std::string disk_dir;             ///< chunk file folder; empty: a temporary one, removed at the end
   double disk_tier_gb = 32;         ///< chunk files kept (least recently used go first); 0: no limit
   double disk_gbps = 0;            ///< pace disk reads to this many Gbit/s; 0: unpaced
   std::string tenant_salt = "default";  ///< from the server's tenant, never from a client
@@ -182,7 +194,10 @@ class runtime {
 
   const runtime_options& options() const;
   model_info model() const;
-  std::string describe() const;  ///< model, backend, tiers: one line
+  backend_kind backend() const;
+  /// "kvflow: <model> (<layers> layers, hidden <n>) on <backend>".
+  std::string describe_engine() const;
+  std::string describe() const;  ///< describe_engine(), chunks, policy, tiers: one line
 
  private:
   struct impl;

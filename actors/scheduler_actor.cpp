@@ -16,7 +16,7 @@ std::unique_ptr<policies::policy> make(const std::string& name, const policies::
   policies::policy_options opts;
   // The oracle knows the rates measured in this run in advance: those the
   // cost model has learned from every earlier request.
-  if (name == "oracle") opts.truth = learned;
+  if (policies::policy_from_name(name) == policies::policy_kind::oracle) opts.truth = learned;
   return policies::make_policy(name, opts);
 }
 
@@ -114,7 +114,7 @@ caf::behavior scheduler_actor(state_t* self, std::string default_policy, policie
         auto& st = self->state;
         auto decoded = msg::decode(f);
         if (!decoded) {
-          logger("actors")->warn("scheduler: dropped frame: {}", self->system().render(decoded.error()));
+          logger("actors")->warn("scheduler: dropped frame: {}", decoded.error().what());
           return;
         }
         // Loads in flight are capped to about `load_window_s` of the link's

@@ -2,8 +2,8 @@
 
 #include <caf/io/middleman.hpp>
 
+#include "actors/caf_error.hpp"
 #include "actors/frame_type.hpp"
-#include "messages/caf_error.hpp"
 
 namespace kvflow {
 

@@ -13,7 +13,7 @@ workspace::workspace(std::uint64_t request_id, std::vector<std::int32_t> tokens,
   blocks_.resize(chunks);
   hidden_.resize(chunks);
   for (int c = 0; c < chunks; ++c) {
-    blocks_[c].shape = model::kv_shape::of(engine_.cfg(), chunk_count(c), engine_.kv_type());
+    blocks_[c].shape = model::kv_shape_of(engine_.cfg(), chunk_count(c), engine_.kv_type());
     blocks_[c].data = engine_.allocate(blocks_[c].shape.bytes());
   }
 }
@@ -43,7 +43,7 @@ model::hidden_state& workspace::hidden(int c) {
 
 model::kv_block& workspace::append_decode_block() {
   model::kv_block b;
-  b.shape = model::kv_shape::of(engine_.cfg(), 1, engine_.kv_type());
+  b.shape = model::kv_shape_of(engine_.cfg(), 1, engine_.kv_type());
   b.data = engine_.allocate(b.shape.bytes());
   decode_blocks_.push_back(b);
   return decode_blocks_.back();

@@ -45,7 +45,7 @@ class workspace {
   std::vector<model::kv_block> all_blocks() const;
   std::vector<std::int32_t>& generated() { return generated_; }
 
-  /// Chunk keys of the full chunks of the prompt (DESIGN.md, "Chunk key").
+  /// Chunk keys of the full chunks of the prompt (devices/keys.hpp).
   std::vector<msg::chunk_key>& keys() { return keys_; }
 
  private:

@@ -25,18 +25,18 @@
 #include <nlohmann/json.hpp>
 
 #include "actors/runtime.hpp"
+#include "apps/bench_records.hpp"
+#include "apps/bench_trace.hpp"
 #include "apps/commands.hpp"
 #include "kernels/model/config.hpp"
 #include "kernels/model/kv_layout.hpp"
 #include "messages/error.hpp"
-#include "policies/restore_bound.hpp"
 
 namespace kvflow::app {
 namespace {
 
 using clock_type = std::chrono::steady_clock;
 using json = nlohmann::json;
-using prompt_list = std::vector<std::vector<std::int32_t>>;
 
 struct bench_options {
   std::string preset = "llama-3-8b";
@@ -47,15 +47,15 @@ struct bench_options {
   std::vector<int> suffix_tokens{256};  // swept: each value is a full run of the other axes
   int chunk_tokens = 256;
   std::vector<std::string> tiers{"disk", "25", "10"};
-  std::vector<std::string> policies{"compute_only", "load_only", "bidirectional", "two_pointer", "oracle"};
+  std::vector<std::string> policies = kvflow::policies::policy_names();
   std::vector<int> batches{1};
   std::vector<std::string> batch_tiers;  // tiers that run batches > 1 and streams; empty: all
   int repeats = 3;
   int poisson = 0;            // requests of the Poisson stream; 0: none
   double poisson_load = 0.7;  // arrival rate over the measured capacity
-  std::string capacity_policy = "two_pointer";  // restores the stream serially to measure capacity
+  std::string capacity_policy = name_of(policy_kind::two_pointer);  // restores the stream serially to measure capacity
   int trace_batch = 0;        // 0: the largest batch; negative: no trace
-  std::vector<std::string> trace_policies{"two_pointer", "bidirectional"};
+  std::vector<std::string> trace_policies{name_of(policy_kind::two_pointer), name_of(policy_kind::bidirectional)};
   int trace_context = 0;      // 0: the first context where the batch runs
   std::vector<std::string> references;  // prefill_reference.py's JSON files
   bool no_digest = false;
@@ -100,76 +100,6 @@ tier_config parse_tier(const std::string& s) {
               "--tiers: '" + s + "' is not host, disk, a positive Gbit/s rate, mixed or mixed:<Gbit/s>");
 }
 
-// The measurements of one (context, tier, batch or stream, policy) point.
-struct point {
-  int context = 0;
-  std::string tier;
-  int batch = 0;
-  std::string policy;
-  std::vector<double> per_repeat_mean;  // mean TTFT of the batch, per repeat
-  std::vector<double> all_ttft;         // every request of every repeat
-  double computed = 0, loaded = 0, host_bytes = 0, disk_bytes = 0;  // sums over requests
-  double mean() const {  // batch 1: median of repeats; batches, streams: mean of all requests
-    if (batch == 1) {
-      auto v = per_repeat_mean;
-      std::sort(v.begin(), v.end());
-      return v.size() % 2 ? v[v.size() / 2] : (v[v.size() / 2 - 1] + v[v.size() / 2]) / 2;
-    }
-    double s = 0;
-    for (double t : all_ttft) s += t;
-    return s / all_ttft.size();
-  }
-  double p99() const {  // nearest rank
-    auto v = all_ttft;
-    std::sort(v.begin(), v.end());
-    auto rank = static_cast<std::size_t>(std::ceil(0.99 * v.size()));
-    return v[std::max<std::size_t>(rank, 1) - 1];
-  }
-  // Batch 1: what the bound rests on, from the traced spans of compute_only
-  // (seconds per chunk, summed over its runs) and load_only (cells moved and
-  // the seconds from its first load's start to its last one's end).
-  std::vector<double> chunk_compute_s;
-  int compute_runs = 0;
-  double load_cells = 0, load_s = 0;
-  std::uint32_t cached = 0, layers = 0;
-  void add_costs(const restore_report& r) {
-    if (r.spans.empty()) return;
-    double first = 1e300, last = 0, cells = 0;
-    chunk_compute_s.resize(r.chunks, 0.0);
-    bool computed_any = false;
-    for (const auto& s : r.spans) {
-      const double n = double(s.chunk_end - s.chunk_begin) * (s.layer_end - s.layer_begin);
-      layers = std::max(layers, s.layer_end);
-      if (s.compute) {
-        for (auto c = s.chunk_begin; c < s.chunk_end && c < r.chunks; ++c)
-          chunk_compute_s[c] += (s.end_s - s.start_s) * (s.layer_end - s.layer_begin) / n;
-        computed_any = true;
-      } else {
-        cells += n;
-        first = std::min(first, s.start_s);
-        last = std::max(last, s.end_s);
-      }
-    }
-    cached = r.cached_chunks;
-    if (computed_any) ++compute_runs;
-    if (cells > 0) load_cells += cells, load_s += last - first;
-  }
-  void add(const restore_report& r) {
-    all_ttft.push_back(r.ttft_s);
-    computed += r.cells_computed;
-    loaded += r.cells_loaded;
-    host_bytes += r.bytes_from_host;
-    disk_bytes += r.bytes_from_disk;
-  }
-};
-
-// One restore of a prompt list: the reports and each submit's offset from
-// the first submit, in seconds.
-struct restore_run {
-  std::vector<restore_report> reports;
-  std::vector<double> submit_s;
-};
-
 std::vector<std::int32_t> random_tokens(std::mt19937_64& rng, int count, int vocab) {
   std::uniform_int_distribution<int> pick(0, vocab - 1);
   std::vector<std::int32_t> t(count);
@@ -180,15 +110,14 @@ std::vector<std::int32_t> random_tokens(std::mt19937_64& rng, int count, int voc
 // compute_only and load_only first, oracle last: the oracle reads the rates
 // the runtime's cost model observed in the earlier runs.
 std::vector<std::string> run_order(std::vector<std::string> p) {
-  auto rank = [](const std::string& s) { return s == "compute_only" ? 0 : s == "load_only" ? 1 : s == "oracle" ? 3 : 2; };
+  auto rank = [](const std::string& s) {
+    return is(s, policy_kind::compute_only) ? 0
+           : is(s, policy_kind::load_only)  ? 1
+           : is(s, policy_kind::oracle)     ? 3
+                                            : 2;
+  };
   std::stable_sort(p.begin(), p.end(), [&](auto& a, auto& b) { return rank(a) < rank(b); });
   return p;
-}
-
-std::string fmt(double v, const char* f = "%.3f") {
-  char buf[32];
-  std::snprintf(buf, sizeof buf, f, v);
-  return buf;
 }
 
 std::string clock_text(double s) {
@@ -283,8 +212,13 @@ class bench {
     for (auto& t : opt_.tiers) tiers_.push_back(parse_tier(t));
     trace_batch_ = opt_.trace_batch;
     if (trace_batch_ == 0) trace_batch_ = *std::max_element(opt_.batches.begin(), opt_.batches.end());
-    for (auto& f : opt_.references) read_reference(f);
-    if (opt_.append && !opt_.out_dir.empty()) read_previous();
+    facts_.preset = opt_.preset;
+    facts_.chunk_tokens = opt_.chunk_tokens;
+    facts_.kv_digest_checked = !opt_.no_digest;
+    facts_.tiers = opt_.tiers;
+    facts_.reference_files = opt_.references;
+    for (auto& f : opt_.references) records_.read_reference(f);
+    if (opt_.append && !opt_.out_dir.empty()) records_.read_previous(opt_.out_dir);
     std::size_t total = 0;
     for (auto& t : tiers_) {
       for (int b : opt_.batches)
@@ -296,15 +230,15 @@ class bench {
 
   int run() {
     for (int suffix : opt_.suffix_tokens) {
-      suffix_ = suffix;
+      facts_.suffix_tokens = suffix;
       for (auto& t : tiers_) run_tier(t);
     }
     progress_.close();
-    auto table = markdown();
+    auto table = records_.markdown();
     std::cout << table;
-    if (!opt_.out_dir.empty()) write_out(table, true);
-    if (mismatches_) std::cerr << "kvflow bench: " << mismatches_ << " restores differ from compute_only\n";
-    return mismatches_ ? 1 : 0;
+    if (!opt_.out_dir.empty()) records_.write(opt_.out_dir, table, true);
+    if (facts_.mismatches) std::cerr << "kvflow bench: " << facts_.mismatches << " restores differ from compute_only\n";
+    return facts_.mismatches ? 1 : 0;
   }
 
  private:
@@ -316,33 +250,16 @@ class bench {
   bool poisson_on(const std::string& tier) const { return opt_.poisson > 0 && stream_runs_on(tier); }
 
   // The KV element type of the engine the runtime picks: f32 on the CPU,
-  // bf16 on CUDA; for "auto", asked of a probe runtime once.
-  model::dtype kv_type() {
-    if (!kv_type_known_) {
-      std::string backend = opt_.backend;
-      if (backend == "auto") {
-        runtime_options ro;
-        ro.preset = opt_.preset;
-        ro.seed = opt_.seed;
-        ro.backend = opt_.backend;
-        ro.threads = opt_.threads;
-        ro.chunk_tokens = opt_.chunk_tokens;
-        ro.host_tier_gb = 0;
-        progress_.clear_line();
-        runtime probe(ro);
-        backend = probe.describe().find(" on cuda") != std::string::npos ? "cuda" : "cpu";
-      }
-      kv_type_ = backend == "cuda" ? model::dtype::bf16 : model::dtype::f32;
-      kv_type_known_ = true;
-    }
-    return kv_type_;
+  // bf16 on CUDA.
+  model::dtype kv_type() const {
+    return resolve_backend(opt_.backend) == backend_kind::cuda ? model::dtype::bf16 : model::dtype::f32;
   }
-  double kv_bytes(int tokens) { return static_cast<double>(model::kv_shape::of(cfg_, tokens, kv_type()).bytes()); }
+  double kv_bytes(int tokens) { return static_cast<double>(model::kv_shape_of(cfg_, tokens, kv_type()).bytes()); }
 
   // The cached prefixes of the prompts one point restores.
   double prefix_bytes(const prompt_list& prompts) {
     double sum = 0;
-    for (auto& p : prompts) sum += kv_bytes(static_cast<int>(p.size()) - suffix_);
+    for (auto& p : prompts) sum += kv_bytes(static_cast<int>(p.size()) - facts_.suffix_tokens);
     return sum;
   }
   // The most any point of this tier restores (the prompts are drawn the same
@@ -367,7 +284,7 @@ class bench {
     std::uniform_int_distribution<int> len(low / opt_.chunk_tokens, ctx / opt_.chunk_tokens);
     prompt_list prompts;
     for (int i = 0; i < count; ++i) {
-      int n = count == 1 ? ctx : std::max(len(rng) * opt_.chunk_tokens, suffix_ + opt_.chunk_tokens + 1);
+      int n = count == 1 ? ctx : std::max(len(rng) * opt_.chunk_tokens, facts_.suffix_tokens + opt_.chunk_tokens + 1);
       prompts.push_back(random_tokens(rng, n, cfg_.vocab_size));
     }
     return prompts;
@@ -380,7 +297,7 @@ class bench {
     ro.backend = opt_.backend;
     ro.threads = opt_.threads;
     ro.chunk_tokens = opt_.chunk_tokens;
-    ro.policy = "two_pointer";
+    ro.policy = name_of(policy_kind::two_pointer);
     ro.host_tier_gb = host_bytes / 1e9;
     ro.disk_gbps = t.gbps;
     ro.disk_tier_gb = std::max(4.0, tier_bytes_needed(t) * 1.25 / 1e9);
@@ -388,7 +305,7 @@ class bench {
     // medium (tmpfs) than the pace, so that the pace is the bottleneck.
     std::string root = t.gbps > 0 && !opt_.paced_root.empty() ? opt_.paced_root : opt_.disk_root;
     if (root.empty()) root = std::filesystem::temp_directory_path().string();
-    tier_root_ = root;
+    facts_.tier_root = root;
     disk_dir_ = (std::filesystem::path(root) /
                  ("kvflow-bench-" + std::to_string(::getpid()) + "-" + std::to_string(runtimes_++)))
                     .string();
@@ -396,11 +313,9 @@ class bench {
     ro.disk_dir = disk_dir_;
     progress_.clear_line();
     auto rt = std::make_unique<runtime>(ro);
-    if (device_.empty()) {
-      // "kvflow: <model> (...) on <backend>", without the tier details.
-      auto d = rt->describe();
-      device_ = d.substr(0, d.find(", chunks of"));
-      if (!opt_.device_name.empty()) device_ = opt_.device_name + ", " + device_;
+    if (facts_.device.empty()) {
+      facts_.device = rt->describe_engine();
+      if (!opt_.device_name.empty()) facts_.device = opt_.device_name + ", " + facts_.device;
     }
     return rt;
   }
@@ -414,7 +329,7 @@ class bench {
   // so that the LRU keeps the later prompts only.
   int mixed_host_blocks(const prompt_list& prompts) const {
     int chunks = 0;
-    for (auto& p : prompts) chunks += (static_cast<int>(p.size()) - suffix_) / opt_.chunk_tokens;
+    for (auto& p : prompts) chunks += (static_cast<int>(p.size()) - facts_.suffix_tokens) / opt_.chunk_tokens;
     return std::max(1, chunks / 2);
   }
 
@@ -455,7 +370,7 @@ class bench {
   // it.) Stores are write-through: the disk holds every chunk.
   void prime(runtime& rt, const prompt_list& prompts, int pool_blocks) {
     submit_options so;
-    so.policy = "compute_only";
+    so.policy = name_of(policy_kind::compute_only);
     so.max_new_tokens = 1;
     so.store = true;
     auto prefix = [&](const std::vector<std::int32_t>& p, std::size_t n) {
@@ -463,7 +378,7 @@ class bench {
     };
     if (pool_blocks > 0) {
       for (auto& p : prompts) {
-        std::size_t cached = p.size() - suffix_;
+        std::size_t cached = p.size() - facts_.suffix_tokens;
         std::size_t step = static_cast<std::size_t>(pool_blocks) * opt_.chunk_tokens;
         for (std::size_t end = std::min(step, cached);; end = std::min(end + step, cached)) {
           rt.submit(prefix(p, end), so).get();
@@ -474,7 +389,7 @@ class bench {
       return;
     }
     std::vector<std::future<restore_report>> primed;
-    for (auto& p : prompts) primed.push_back(rt.submit(prefix(p, p.size() - suffix_), so));
+    for (auto& p : prompts) primed.push_back(rt.submit(prefix(p, p.size() - facts_.suffix_tokens), so));
     for (auto& f : primed) f.get();
     rt.flush();
   }
@@ -509,18 +424,18 @@ class bench {
              const std::string& policy, const tier_config& t) {
     if (reference[i].first_token < 0) reference[i] = r;
     if (r.kv_sha256 != reference[i].kv_sha256 || r.first_token != reference[i].first_token) {
-      mismatches_++;
+      facts_.mismatches++;
       progress_.say("MISMATCH: " + policy + " prompt " + std::to_string(i) + " (" + std::to_string(r.prompt_tokens) +
                     " tokens): kv " + r.kv_sha256.substr(0, 12) + " first token " + std::to_string(r.first_token) +
                     ", " + reference[i].policy + " has kv " + reference[i].kv_sha256.substr(0, 12) +
                     " first token " + std::to_string(reference[i].first_token));
     }
-    if (policy == "load_only" && t.host && r.bytes_from_disk > 0)
+    if (is(policy, policy_kind::load_only) && t.host && r.bytes_from_disk > 0)
       progress_.say("warning: host tier: load_only read " + std::to_string(r.bytes_from_disk) + " bytes from disk");
   }
 
   std::string label(int ctx, const tier_config& t, int batch, const std::string& what) const {
-    std::string suffix = opt_.suffix_tokens.size() > 1 ? " suffix " + std::to_string(suffix_) : "";
+    std::string suffix = opt_.suffix_tokens.size() > 1 ? " suffix " + std::to_string(facts_.suffix_tokens) : "";
     return opt_.preset + " ctx " + std::to_string(ctx) + suffix + " tier " + t.name + " batch " +
            std::to_string(batch) + " " + what;
   }
@@ -538,14 +453,15 @@ class bench {
                      std::find(opt_.trace_policies.begin(), opt_.trace_policies.end(), policy) !=
                          opt_.trace_policies.end();
         // Batch 1: compute_only's and load_only's spans give the bound's costs.
-        so.trace = trace || (batch == 1 && (policy == "compute_only" || policy == "load_only"));
+        so.trace =
+            trace || (batch == 1 && (is(policy, policy_kind::compute_only) || is(policy, policy_kind::load_only)));
         progress_.start(label(ctx, t, batch, policy) + (trace ? " (traced)" : ""));
         auto run = restore(rt, prompts, so);
         double mean = account(points[policy], run, reference, ctx, t, policy);
         progress_.finish(fmt(mean) + " s");
         if (trace) {
           traced_.insert(policy);
-          write_trace(ctx, t, policy, prompts, run);
+          write_trace(ctx, t, policy, run);
         }
       }
     }
@@ -566,7 +482,8 @@ class bench {
       check(reference, run.reports[i], i, policy, t);
       sum += run.reports[i].ttft_s;
       pt.add(run.reports[i]);
-      if (n == 1 && (policy == "compute_only" || policy == "load_only")) pt.add_costs(run.reports[i]);
+      if (n == 1 && (is(policy, policy_kind::compute_only) || is(policy, policy_kind::load_only)))
+        pt.add_costs(run.reports[i]);
     }
     pt.per_repeat_mean.push_back(sum / n);
     return sum / n;
@@ -617,369 +534,49 @@ class bench {
                  {"arrival_s", arrivals}});
   }
 
-  // One record per policy, ratios within this point's run: TTFT over the
-  // baseline's (below 1: faster than the baseline).
   void add_records(std::map<std::string, point>& points, const prompt_list& prompts, const json& extra) {
-    auto ttft_of = [&](const char* p) { return points.count(p) ? points[p].mean() : 0.0; };
-    double comp = ttft_of("compute_only"), load = ttft_of("load_only"), orac = ttft_of("oracle");
-    double bidi = ttft_of("bidirectional");
-    double best = comp > 0 && load > 0 ? std::min(comp, load) : std::max(comp, load);
-    double bidi_p99 = points.count("bidirectional") ? points["bidirectional"].p99() : 0.0;
-    // Batch 1: the lowest TTFT the point allows (policies/restore_bound.hpp)
-    // from compute_only's measured per-chunk costs and load_only's link time per cell.
-    double bound = 0;
-    if (points.count("compute_only") && points.count("load_only") && points["compute_only"].compute_runs > 0 &&
-        points["load_only"].load_cells > 0 && extra["arrival"] == "together") {
-      auto& pc = points["compute_only"];
-      auto& pl = points["load_only"];
-      policies::bound_inputs in;
-      for (double v : pc.chunk_compute_s) in.chunk_compute_s.push_back(v / pc.compute_runs);
-      in.cached = std::min<std::uint32_t>(pl.cached, static_cast<std::uint32_t>(in.chunk_compute_s.size()));
-      in.layers = std::max(pc.layers, pl.layers);
-      in.cell_load_s = pl.load_s / pl.load_cells;
-      bound = policies::lowest_ttft(in).ttft_s;
-      if (orac > 0 && orac < 0.99 * bound)
-        progress_.say("warning: oracle " + fmt(orac) + " s beats the bound " + fmt(bound) + " s");
-    }
-    for (auto& policy : policies_) {
-      auto& pt = points[policy];
-      double n = static_cast<double>(pt.all_ttft.size());
-      double m = pt.mean();
-      auto ratio = [&](double base) { return base > 0 ? json(m / base) : json(nullptr); };
-      auto ref = reference_.find({opt_.preset, pt.context});
-      json transformers = ref == reference_.end() ? json(nullptr) : json(ref->second);
-      bool same_shape = policy == "compute_only" && pt.batch == 1 && extra["arrival"] == "together";
-      double loaded_bytes = pt.host_bytes + pt.disk_bytes;
-      json rec = {{"model", opt_.preset},
-                  {"context_tokens", pt.context},
-                  {"suffix_tokens", suffix_},
-                  {"chunk_tokens", opt_.chunk_tokens},
-                  {"tier", pt.tier},
-                  {"tier_dir", tier_root_},
-                  {"batch", pt.batch},
-                  {"policy", policy},
-                  {"repeats", static_cast<int>(pt.per_repeat_mean.size())},
-                  {"ttft_s", m},
-                  {"ttft_p99_s", pt.p99()},
-                  {"ttft_vs_compute_only", ratio(comp)},
-                  {"ttft_vs_load_only", ratio(load)},
-                  {"ttft_vs_best_single", ratio(best)},
-                  {"ttft_vs_oracle", ratio(orac)},
-                  {"ttft_vs_bidirectional", ratio(bidi)},
-                  {"bound_s", bound > 0 ? json(bound) : json(nullptr)},
-                  {"vs_bound", ratio(bound)},
-                  {"p99_vs_bidirectional", bidi_p99 > 0 ? json(pt.p99() / bidi_p99) : json(nullptr)},
-                  {"transformers_s", transformers},
-                  {"vs_transformers", same_shape && !transformers.is_null() ? json(m / ref->second) : json(nullptr)},
-                  {"cells_computed", std::lround(pt.computed / n)},
-                  {"cells_loaded", std::lround(pt.loaded / n)},
-                  {"gb_from_host", pt.host_bytes / n / 1e9},
-                  {"gb_from_disk", pt.disk_bytes / n / 1e9},
-                  {"host_share", loaded_bytes > 0 ? json(pt.host_bytes / loaded_bytes) : json(nullptr)},
-                  {"kv_digest_checked", !opt_.no_digest},
-                  {"prompt_tokens", json::array()},
-                  {"device", device_}};
-      rec.update(extra);
-      for (auto& p : prompts) rec["prompt_tokens"].push_back(p.size());
-      if (pt.tier.rfind("mixed", 0) == 0 && policy == "load_only" && (pt.host_bytes == 0 || pt.disk_bytes == 0))
-        progress_.say("warning: tier " + pt.tier + ": load_only read " + fmt(pt.host_bytes / 1e9) +
-                      " GB from host and " + fmt(pt.disk_bytes / 1e9) + " GB from disk: not a mixed restore");
-      // --append: a point measured again replaces the earlier record, in
-      // place (fields compared with the defaults the table shows).
-      auto same_point = [&](const json& o) {
-        static const char* keys[] = {"model", "context_tokens", "suffix_tokens", "chunk_tokens", "tier",
-                                     "batch", "policy",         "poisson_load",  "device"};
-        for (auto* k : keys)
-          if (o.value(k, json()) != rec.value(k, json())) return false;
-        auto arrival = [](const json& r) {
-          auto a = r.value("arrival", json());
-          return a.is_string() ? a.get<std::string>() : std::string("together");
-        };
-        return arrival(o) == arrival(rec);
-      };
-      auto old = std::find_if(records_.begin(), records_.end(), same_point);
-      if (old != records_.end())
-        *old = rec;
-      else
-        records_.push_back(rec);
-    }
+    records_.add(points, policies_, prompts, extra, [this](const std::string& s) { progress_.say(s); });
     // Written after every point, so that a run cut short keeps what it measured.
-    if (!opt_.out_dir.empty()) write_out(markdown(), false);
+    if (!opt_.out_dir.empty()) records_.write(opt_.out_dir, records_.markdown(), false);
   }
-
-  // Chrome trace event format (Perfetto and chrome://tracing open it): one
-  // complete event per grant, compute on thread 2i and loads on 2i+1 of
-  // request i, times in microseconds from the batch's first submit.
-  void write_trace(int ctx, const tier_config& t, const std::string& policy, const prompt_list& prompts,
-                   const restore_run& run) {
+  // One file per traced policy, listed in the records.
+  void write_trace(int ctx, const tier_config& t, const std::string& policy, const restore_run& run) {
     if (opt_.out_dir.empty()) return;
-    auto range = [](const char* what, std::uint32_t b, std::uint32_t e) {
-      return std::string(what) + std::to_string(b) + (e - b > 1 ? "-" + std::to_string(e - 1) : "");
-    };
-    json events = json::array();
-    json requests = json::array();
-    events.push_back({{"name", "process_name"}, {"ph", "M"}, {"pid", 1},
-                      {"args", {{"name", "kvflow " + opt_.preset + " tier " + t.name + " " + policy}}}});
-    for (std::size_t i = 0; i < run.reports.size(); ++i) {
-      const auto& r = run.reports[i];
-      double base_us = run.submit_s[i] * 1e6;
-      int tid_c = 2 * static_cast<int>(i), tid_l = tid_c + 1;
-      for (int k = 0; k < 2; ++k) {
-        int tid = k ? tid_l : tid_c;
-        std::string name = "req " + std::to_string(i) + " (" + std::to_string(r.prompt_tokens) + " tok) " +
-                           (k ? "load" : "compute");
-        events.push_back({{"name", "thread_name"}, {"ph", "M"}, {"pid", 1}, {"tid", tid}, {"args", {{"name", name}}}});
-        events.push_back(
-            {{"name", "thread_sort_index"}, {"ph", "M"}, {"pid", 1}, {"tid", tid}, {"args", {{"sort_index", tid}}}});
-      }
-      // The meeting point: the highest computed cell inside the cached
-      // prefix, chunk-major; loads took the cells above it.
-      bool met = false;
-      std::uint32_t meet_chunk = 0, meet_layer = 0;
-      for (auto& s : r.spans) {
-        std::string rect = range("c", s.chunk_begin, s.chunk_end) + " " + range("l", s.layer_begin, s.layer_end);
-        events.push_back({{"name", (s.compute ? "compute " : "load " + s.source + " ") + rect},
-                          {"cat", s.compute ? "compute" : "load"},
-                          {"ph", "X"},
-                          {"pid", 1},
-                          {"tid", s.compute ? tid_c : tid_l},
-                          {"ts", base_us + s.start_s * 1e6},
-                          {"dur", std::max(0.0, (s.end_s - s.start_s) * 1e6)},
-                          {"args",
-                           {{"request", i},
-                            {"source", s.source},
-                            {"chunk_begin", s.chunk_begin},
-                            {"chunk_end", s.chunk_end},
-                            {"layer_begin", s.layer_begin},
-                            {"layer_end", s.layer_end}}}});
-        if (s.compute && s.chunk_begin < r.cached_chunks) {
-          std::uint32_t c = std::min(s.chunk_end, r.cached_chunks) - 1, l = s.layer_end - 1;
-          if (!met || std::make_pair(c, l) > std::make_pair(meet_chunk, meet_layer)) {
-            meet_chunk = c;
-            meet_layer = l;
-          }
-          met = true;
-        }
-      }
-      json meet = nullptr;
-      if (met) {
-        double at = 0;
-        for (auto& s : r.spans)
-          if (s.chunk_begin <= meet_chunk && meet_chunk < s.chunk_end) at = std::max(at, s.end_s);
-        meet = {{"chunk", meet_chunk}, {"layer", meet_layer}, {"at_s", at}};
-        events.push_back({{"name", "meet c" + std::to_string(meet_chunk) + " l" + std::to_string(meet_layer)},
-                          {"cat", "meet"},
-                          {"ph", "i"},
-                          {"s", "t"},
-                          {"pid", 1},
-                          {"tid", tid_c},
-                          {"ts", base_us + at * 1e6},
-                          {"args", {{"request", i}, {"chunk", meet_chunk}, {"layer", meet_layer}}}});
-      }
-      events.push_back({{"name", "first token"}, {"cat", "ttft"}, {"ph", "i"}, {"s", "t"}, {"pid", 1}, {"tid", tid_c},
-                        {"ts", base_us + r.ttft_s * 1e6}, {"args", {{"request", i}, {"ttft_s", r.ttft_s}}}});
-      requests.push_back({{"id", i},
-                          {"request_id", r.request_id},
-                          {"prompt_tokens", r.prompt_tokens},
-                          {"chunks", r.chunks},
-                          {"cached_chunks", r.cached_chunks},
-                          {"cells_computed", r.cells_computed},
-                          {"cells_loaded", r.cells_loaded},
-                          {"ttft_s", r.ttft_s},
-                          {"submit_s", run.submit_s[i]},
-                          {"meet", meet}});
-    }
-    json doc = {{"traceEvents", events},
-                {"displayTimeUnit", "ms"},
-                {"kvflow",
-                 {{"model", opt_.preset},
-                  {"context_tokens", ctx},
-                  {"tier", t.name},
-                  {"policy", policy},
-                  {"batch", prompts.size()},
-                  {"layers", cfg_.layers},
-                  {"chunk_tokens", opt_.chunk_tokens},
-                  {"suffix_tokens", suffix_},
-                  {"device", device_},
-                  {"requests", requests}}}};
+    trace_facts f;
+    f.preset = opt_.preset;
+    f.tier = t.name;
+    f.policy = policy;
+    f.device = facts_.device;
+    f.context_tokens = ctx;
+    f.layers = cfg_.layers;
+    f.chunk_tokens = opt_.chunk_tokens;
+    f.suffix_tokens = facts_.suffix_tokens;
+    json doc = chrome_trace(f, run);
     std::string file = "restore_trace_" + policy + ".json";
     std::filesystem::create_directories(opt_.out_dir);
     auto path = std::filesystem::path(opt_.out_dir) / file;
     std::ofstream out(path);
     out << doc.dump() << "\n";
     if (!out) throw error(errc::io_failure, "cannot write " + path.string());
-    traces_.erase(std::remove_if(traces_.begin(), traces_.end(), [&](const json& j) { return j["file"] == file; }),
-                  traces_.end());
-    traces_.push_back({{"file", file},
-                       {"model", opt_.preset},
-                       {"policy", policy},
-                       {"tier", t.name},
-                       {"context_tokens", ctx},
-                       {"batch", prompts.size()},
-                       {"chunk_tokens", opt_.chunk_tokens}});
+    records_.add_trace({{"file", file},
+                        {"model", opt_.preset},
+                        {"policy", policy},
+                        {"tier", t.name},
+                        {"context_tokens", ctx},
+                        {"batch", run.reports.size()},
+                        {"chunk_tokens", opt_.chunk_tokens}});
   }
-
-  // prefill_reference.py's records: a list of {model, context_tokens, impl,
-  // seconds, ...}; the transformers ones are the outside peer.
-  void read_reference(const std::string& file) {
-    std::ifstream in(file);
-    if (!in) throw error(errc::not_found, "--reference: cannot read " + file);
-    json j;
-    try {
-      in >> j;
-      for (auto& r : j)
-        if (r.value("impl", "") == "transformers")
-          reference_[{r.at("model").get<std::string>(), r.at("context_tokens").get<int>()}] = r.at("seconds").get<double>();
-    } catch (const json::exception& e) {
-      throw error(errc::invalid_argument, "--reference " + file + ": not prefill_reference.py's JSON (" +
-                                              e.what() + ")");
-    }
-    for (auto& r : j)
-      if (r.value("impl", "") == "transformers") reference_device_ = r.value("device", "");
-  }
-
-  // --append: keep an earlier run's records, traces and notes in --out.
-  void read_previous() {
-    auto path = std::filesystem::path(opt_.out_dir) / "restore.json";
-    std::ifstream in(path);
-    if (!in) return;
-    try {
-      json j;
-      in >> j;
-      if (j.is_array()) {
-        records_ = j.get<std::vector<json>>();
-      } else {
-        records_ = j.value("records", json::array()).get<std::vector<json>>();
-        traces_ = j.value("timelines", json::array()).get<std::vector<json>>();
-        previous_notes_ = j.value("notes", json::array()).get<std::vector<std::string>>();
-      }
-    } catch (const json::exception& e) {
-      throw error(errc::invalid_argument, "--append: " + path.string() + " is not a restore.json (" + e.what() + ")");
-    }
-  }
-
-  // Notes of this run merged into the earlier ones (--append): a note
-  // replaces an earlier one with the same text before its first colon.
-  std::vector<std::string> notes() const {
-    std::vector<std::string> n = previous_notes_;
-    auto add = [&](const std::string& s) {
-      auto key = s.substr(0, s.find(':'));
-      auto same = std::find_if(n.begin(), n.end(), [&](auto& o) { return o.substr(0, o.find(':')) == key; });
-      if (same == n.end())
-        n.push_back(s);
-      else
-        *same = s;
-    };
-    add("TTFT: batch 1, the median of the repeats; batches and streams, the mean over every request (of every "
-        "repeat), each from its own submit. vs X: this TTFT over X's in the same run and point (below 1: faster). "
-        "best single: the better of compute_only and load_only.");
-    add("Tiers: host (pinned host pool), disk (O_DIRECT, no host tier), N (the disk paced to N Gbit/s; its files "
-        "under the record's tier_dir), mixed[:N] (a host pool for half of the point's cached chunks in front of the "
-        "disk, paced to N Gbit/s if given: prompts primed one after another, so the LRU keeps the later chunks in "
-        "host and the disk holds every chunk; restores do not promote, so every policy sees the same split; "
-        "host_share = bytes loaded from host over all loaded bytes).");
-    add("Arrival: together, every prompt of the batch submitted at once; poisson, the batch column is the stream's "
-        "request count, arrivals at exponential gaps (seeded, the same for every policy) at rate_per_s = "
-        "poisson_load / service_s, where service_s is the mean TTFT of service_policy (kvflow's scheduler, "
-        "two_pointer, unless --capacity-policy says otherwise) restoring the stream's own prompts one at a time, "
-        "measured in this run just before the stream: the system's capacity, not a baseline's.");
-    std::string tiers;
-    for (auto& t : opt_.tiers) tiers += (tiers.empty() ? "" : ",") + t;
-    if (!reference_.empty()) {
-      std::string s = opt_.preset + " vs transformers: compute_only's batch-1 TTFT (the whole prompt recomputed in "
-                      "chunks through the runtime) over PyTorch/transformers prefill of the same model and length "
-                      "(prefill_reference.py" + (reference_device_.empty() ? "" : ", " + reference_device_) + "):";
-      bool any = false;
-      for (auto& j : records_)
-        if (j["model"] == opt_.preset && !j.value("vs_transformers", json()).is_null()) {
-          s += " " + std::to_string(j["context_tokens"].get<int>()) + " tok " + j["tier"].get<std::string>() + " " +
-               fmt(j["vs_transformers"].get<double>(), "%.2fx") + ";";
-          any = true;
-        }
-      if (any) add(s);
-    }
-    add(opt_.preset + " on " + tiers + ": " +
-        (mismatches_ ? std::to_string(mismatches_) + " restores DIFFER from compute_only."
-                     : std::string("every restore's ") + (opt_.no_digest ? "" : "KV digest and ") +
-                           "first token equal compute_only's" +
-                           (opt_.no_digest ? " (KV digests not checked: --no-digest)." : ".")));
-    add("Device (" + opt_.preset + "): " + device_);
-    return n;
-  }
-
-  std::string markdown() const {
-    std::ostringstream md;
-    md << "| model | context | suffix | chunk | tier | batch | arrival | policy | TTFT s | p99 s | vs compute_only | "
-          "vs load_only | vs best single | vs oracle | vs bidirectional | vs transformers | computed | loaded | "
-          "host GB | disk GB |\n";
-    md << "|---|---:|---:|---:|---|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n";
-    auto r = [](const json& v) { return v.is_null() ? std::string("-") : fmt(v.get<double>(), "%.2fx"); };
-    for (auto& j : records_)
-      md << "| " << j["model"].get<std::string>() << " | " << j["context_tokens"] << " | " << j["suffix_tokens"]
-         << " | " << j.value("chunk_tokens", 0) << " | " << j["tier"].get<std::string>() << " | " << j["batch"] << " | "
-         << j.value("arrival", "together") << " | " << j["policy"].get<std::string>() << " | " << fmt(j["ttft_s"])
-         << " | " << fmt(j["ttft_p99_s"]) << " | " << r(j["ttft_vs_compute_only"]) << " | "
-         << r(j.value("ttft_vs_load_only", json())) << " | " << r(j["ttft_vs_best_single"]) << " | "
-         << r(j["ttft_vs_oracle"]) << " | " << r(j["ttft_vs_bidirectional"]) << " | "
-         << r(j.value("vs_transformers", json())) << " | " << j["cells_computed"] << " | " << j["cells_loaded"]
-         << " | " << fmt(j.value("gb_from_host", 0.0), "%.2f") << " | " << fmt(j.value("gb_from_disk", 0.0), "%.2f")
-         << " |\n";
-    md << "\n";
-    for (auto& n : notes()) md << n << "\n\n";
-    if (!traces_.empty()) {
-      md << "Timelines (Chrome trace format; open in https://ui.perfetto.dev):";
-      for (auto& t : traces_)
-        md << " " << t["file"].get<std::string>() << " (" << t["model"].get<std::string>() << " "
-           << t["context_tokens"] << " tok, tier " << t["tier"].get<std::string>() << ", batch " << t["batch"] << ");";
-      md << "\n";
-    }
-    return md.str();
-  }
-
-  void write_out(const std::string& table, bool say) const {
-    std::filesystem::create_directories(opt_.out_dir);
-    auto json_path = std::filesystem::path(opt_.out_dir) / "restore.json";
-    auto md_path = std::filesystem::path(opt_.out_dir) / "restore.md";
-    // "traces": the file names (plot_restore.py reads every key with "trace"
-    // in it as names); "timelines": what each shows.
-    json names = json::array();
-    for (auto& t : traces_) names.push_back(t["file"]);
-    json doc = {{"records", records_}, {"traces", names}, {"timelines", traces_}, {"notes", notes()},
-                {"device", device_}};
-    if (!opt_.references.empty()) doc["reference"] = opt_.references;
-    // Written aside and renamed, so that a run killed mid-write keeps the
-    // previous complete file.
-    auto tmp_json = json_path.string() + ".tmp", tmp_md = md_path.string() + ".tmp";
-    {
-      std::ofstream js(tmp_json), md(tmp_md);
-      js << doc.dump(1) << "\n";
-      md << table;
-      if (!js || !md) throw error(errc::io_failure, "cannot write " + tmp_json + " or " + tmp_md);
-    }
-    std::filesystem::rename(tmp_json, json_path);
-    std::filesystem::rename(tmp_md, md_path);
-    if (say) std::cerr << "wrote " << json_path.string() << " and " << md_path.string() << "\n";
-  }
-
   bench_options opt_;
   model::config cfg_;
   std::vector<std::string> policies_;
   std::vector<tier_config> tiers_;
-  std::vector<json> records_, traces_;
-  std::vector<std::string> previous_notes_;
-  std::map<std::pair<std::string, int>, double> reference_;  // (model, tokens) -> transformers prefill s
-  std::string reference_device_;
+  run_facts facts_;
+  bench_records records_{facts_};
   std::set<std::string> traced_;
   int trace_batch_ = 0;
-  std::string device_;
-  std::string tier_root_;  // where the current tier's chunk files lie
-  std::string disk_dir_;   // the current runtime's chunk files
+  std::string disk_dir_;  // the current runtime's chunk files
   int runtimes_ = 0;
-  int suffix_ = 256;  // the --suffix-tokens value being run
-  bool kv_type_known_ = false;
-  model::dtype kv_type_ = model::dtype::f32;
   progress progress_;
-  int mismatches_ = 0;
 };
 
 }  // namespace

@@ -2,22 +2,31 @@
 // conversation over a long document runs twice, cold (empty cache) and warm
 // (its chunks in the tiers), and prints TTFT per turn for every policy.
 
+#include <unistd.h>
+#include <algorithm>
 #include <cstdio>
 #include <filesystem>
 #include <iostream>
-#include <unistd.h>
 
 #include "actors/runtime.hpp"
 #include "apps/commands.hpp"
 #include "messages/error.hpp"
+#include "policies/policy.hpp"
 
 namespace kvflow::app {
 namespace {
 
+// Every policy but the oracle (it reads the costs measured by earlier runs).
+std::vector<std::string> policies_but_oracle() {
+  auto names = policies::policy_names();
+  names.erase(std::remove(names.begin(), names.end(), policies::to_string(policies::policy_kind::oracle)), names.end());
+  return names;
+}
+
 struct demo_options {
   demo_options() { rt.chunk_tokens = 128; }
   runtime_options rt;
-  std::vector<std::string> policies{"compute_only", "load_only", "bidirectional", "two_pointer"};
+  std::vector<std::string> policies = policies_but_oracle();
   int document_repeats = 6;
   std::uint32_t reply_tokens = 24;
 };
@@ -76,7 +85,7 @@ int run_demo(demo_options opt) {
         submit_options so;
         so.max_new_tokens = opt.reply_tokens;
         if (baseline.size() <= t) {
-          so.policy = "compute_only";
+          so.policy = policies::to_string(policies::policy_kind::compute_only);
           so.store = false;
           baseline.push_back(rt.submit_chat(history, so).get());
         }

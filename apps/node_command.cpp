@@ -8,10 +8,10 @@
 #include <iostream>
 #include <unistd.h>
 
+#include "actors/caf_error.hpp"
 #include "actors/node.hpp"
 #include "actors/system_config.hpp"
 #include "apps/commands.hpp"
-#include "messages/caf_error.hpp"
 #include "messages/log.hpp"
 
 namespace kvflow::app {

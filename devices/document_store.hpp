@@ -11,7 +11,7 @@
 
 #include "devices/chunk_store.hpp"
 #include "devices/keys.hpp"
-#include "kernels/model/kv_layout.hpp"
+#include "messages/kv_shape.hpp"
 
 namespace kvflow::devices {
 

@@ -1,7 +1,9 @@
 #pragma once
-// Chunk keys (DESIGN.md, "Chunk key"): a SHA-256 chain over token chunks,
+// Chunk keys: a SHA-256 chain over token chunks,
 //   key(c) = SHA-256(model fingerprint, tenant salt, key(c-1), tokens of c),
-// and document keys for position-independent reuse.
+// and document keys for position-independent reuse. A cryptographic hash,
+// because a collision would serve one prompt another's KV; the salt keeps
+// tenants apart in every tier.
 
 #include <array>
 #include <cstddef>

@@ -28,6 +28,17 @@ struct tier_lookup {
   std::size_t prefix = 0;
 
   bool held(std::size_t i) const { return i < chunks.size() && !chunks[i].empty(); }
+
+  /// The answer for `keys` of a tier that holds `layers_of(key)` of each
+  /// (an empty range: not held).
+  template <class LayersOf>
+  static tier_lookup of(const std::vector<msg::chunk_key>& keys, LayersOf&& layers_of) {
+    tier_lookup r;
+    r.chunks.reserve(keys.size());
+    for (const auto& k : keys) r.chunks.push_back(layers_of(k));
+    while (r.held(r.prefix)) ++r.prefix;
+    return r;
+  }
   /// Number of leading keys whose held layers cover `need`.
   std::size_t prefix_covering(const layer_range& need) const {
     std::size_t n = 0;

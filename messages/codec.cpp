@@ -8,7 +8,6 @@
 #include <string>
 #include <type_traits>
 
-#include "messages/caf_error.hpp"
 #include "messages/kvflow.capnp.h"
 
 namespace kvflow::msg {
@@ -168,7 +167,7 @@ struct encoder {
 
 // ---------------------------------------------------------------- decoding
 
-// Thrown inside decode and turned into caf::error at its boundary.
+// Thrown inside decode and turned into an error value at its boundary.
 struct range_error {
   std::string what;
 };
@@ -389,12 +388,12 @@ frame encode(const message& m) {
   return frame{std::vector<char>(bytes.begin(), bytes.end())};
 }
 
-caf::expected<message> decode(const char* data, std::size_t size, const limits& lim) {
+expected<message> decode(const char* data, std::size_t size, const limits& lim) {
   if (size > lim.max_frame_bytes)
-    return make_error(errc::frame_too_large, "frame of " + std::to_string(size) + " bytes over cap of " +
-                                                 std::to_string(lim.max_frame_bytes));
+    return error(errc::frame_too_large,
+                 "frame of " + std::to_string(size) + " bytes over cap of " + std::to_string(lim.max_frame_bytes));
   if (size == 0 || size % sizeof(capnp::word) != 0)
-    return make_error(errc::malformed_frame, "frame of " + std::to_string(size) + " bytes is not a whole number of words");
+    return error(errc::malformed_frame, "frame of " + std::to_string(size) + " bytes is not a whole number of words");
   // Cap'n Proto reads word-aligned memory only: copy into word storage.
   auto words = kj::heapArray<capnp::word>(size / sizeof(capnp::word));
   std::memcpy(words.begin(), data, size);
@@ -404,14 +403,14 @@ caf::expected<message> decode(const char* data, std::size_t size, const limits& 
     options.nestingLimit = lim.nesting;
     capnp::FlatArrayMessageReader reader(words, options);
     if (reader.getEnd() != words.end())
-      return make_error(errc::malformed_frame, "frame has " +
-                                                   std::to_string((words.end() - reader.getEnd()) * sizeof(capnp::word)) +
-                                                   " trailing bytes");
+      return error(
+          errc::malformed_frame,
+          "frame has " + std::to_string((words.end() - reader.getEnd()) * sizeof(capnp::word)) + " trailing bytes");
     return decoder{lim}(reader.getRoot<wire::Envelope>());
   } catch (const range_error& e) {
-    return make_error(errc::out_of_range, e.what);
+    return error(errc::out_of_range, e.what);
   } catch (const kj::Exception& e) {
-    return make_error(errc::malformed_frame, std::string("capnp: ") + e.getDescription().cStr());
+    return error(errc::malformed_frame, std::string("capnp: ") + e.getDescription().cStr());
   }
 }
 

@@ -7,8 +7,7 @@
 #include <cstdint>
 #include <vector>
 
-#include <caf/expected.hpp>
-
+#include "messages/expected.hpp"
 #include "messages/types.hpp"
 
 namespace kvflow::msg {
@@ -42,8 +41,8 @@ frame encode(const message& m);
 
 /// Decodes untrusted bytes. A malformed, truncated, oversized or too deeply
 /// nested frame, or a value out of range, is an error naming what failed.
-caf::expected<message> decode(const char* data, std::size_t size, const limits& lim = {});
-inline caf::expected<message> decode(const frame& f, const limits& lim = {}) {
+expected<message> decode(const char* data, std::size_t size, const limits& lim = {});
+inline expected<message> decode(const frame& f, const limits& lim = {}) {
   return decode(f.bytes.data(), f.bytes.size(), lim);
 }
 

@@ -1,7 +1,7 @@
 #pragma once
 // The one error enum of kvflow. Library code throws kvflow::error (or returns
-// it inside caf::expected where CAF is in reach); actors turn it into a
-// caf::error of category "kvflow" (see actors/errors.hpp).
+// it inside kvflow::expected, messages/expected.hpp); actors turn it into a
+// caf::error of category "kvflow" (actors/caf_error.hpp).
 
 #include <cstdint>
 #include <stdexcept>

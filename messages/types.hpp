@@ -3,6 +3,7 @@
 // work on these; the codec converts them to and from Cap'n Proto frames.
 
 #include <array>
+#include <cstddef>
 #include <cstdint>
 #include <string>
 #include <variant>
@@ -11,13 +12,19 @@
 namespace kvflow::msg {
 
 enum class tier : std::uint8_t { gpu, host, disk, remote };
+/// Number of tiers: the size of every per-tier array, indexed by tier.
+constexpr std::size_t tier_count = 4;
+static_assert(tier_count == static_cast<std::size_t>(tier::remote) + 1);
 enum class action : std::uint8_t { compute, load };
 
 /// Name of a tier as used in flags, logs and results ("gpu", "host", ...).
 const char* to_string(tier t);
 const char* to_string(action a);
 
-/// A 32-byte SHA-256 chunk key (see DESIGN.md, "Chunk key").
+/// A 32-byte SHA-256 chunk key, chained like a prefix tree over the model
+/// fingerprint, the tenant salt, the previous chunk's key and the chunk's
+/// tokens (devices/keys.hpp). Cryptographic, because a collision would serve
+/// one prompt another's KV.
 using chunk_key = std::array<std::uint8_t, 32>;
 
 /// Half-open chunk x layer rectangle: the unit of planned restore work.

@@ -24,13 +24,14 @@ struct caps {
   /// large ones): policies grant this many chunks a few layers deep rather
   /// than one chunk many layers deep. 1: one chunk, chunk-major.
   std::uint32_t compute_group = 1;
-  std::array<std::uint64_t, 4> load_bytes{1ull << 30, 1ull << 30, 1ull << 30, 1ull << 30};  ///< by msg::tier
+  std::array<std::uint64_t, msg::tier_count> load_bytes{1ull << 30, 1ull << 30, 1ull << 30,
+                                                        1ull << 30};  ///< by msg::tier
 };
 
 /// Work in flight now: granted and not yet done.
 struct usage {
   std::uint64_t compute_cells = 0;
-  std::array<std::uint64_t, 4> load_bytes{};
+  std::array<std::uint64_t, msg::tier_count> load_bytes{};
 };
 
 /// One request: chunks [0, P) cached (a tier each), [P, S) new; L layers.

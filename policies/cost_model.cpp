@@ -17,8 +17,8 @@ constexpr double slope_scale = 8.0;
 cost_model::cost_model(cost_prior prior)
     : prior_(prior), a_(prior.cell_s), b_(prior.cell_slope_s), rate_(prior.bytes_per_s) {}
 
-cost_model cost_model::fixed(double cell_s, double cell_slope_s, const std::array<double, 4>& bytes_per_s,
-                             const std::array<double, 4>& latency_s) {
+cost_model cost_model::fixed(double cell_s, double cell_slope_s, const std::array<double, msg::tier_count>& bytes_per_s,
+                             const std::array<double, msg::tier_count>& latency_s) {
   cost_prior p;
   p.cell_s = cell_s;
   p.cell_slope_s = cell_slope_s;

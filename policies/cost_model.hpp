@@ -11,13 +11,14 @@
 namespace kvflow::policies {
 
 /// Starting values of the cost model. The defaults are llama-3-8b on an H100
-/// with 512-token chunks (DESIGN.md): a chunk computes in 37 ms at position 0
-/// and 78 ms at chunk 63, over 32 layers; host 55 GB/s, disk 1.5 GB/s,
-/// remote 10 Gbit/s.
+/// with 512-token chunks, as measured when the design was laid out: a chunk
+/// computes in 37 ms at position 0 and 78 ms at chunk 63 (attention grows
+/// with position), over 32 layers; host 55 GB/s, disk 1.5 GB/s, remote 10
+/// Gbit/s. The model learns the real rates from samples as requests run.
 struct cost_prior {
   double cell_s = 37e-3 / 32;                                     ///< one cell (chunk x layer) at chunk 0
   double cell_slope_s = (78e-3 - 37e-3) / 32 / 63;                ///< added per chunk of position
-  std::array<double, 4> bytes_per_s{400e9, 55e9, 1.5e9, 1.25e9};  ///< by msg::tier
+  std::array<double, msg::tier_count> bytes_per_s{400e9, 55e9, 1.5e9, 1.25e9};  ///< by msg::tier
   double rate_alpha = 0.3;                                        ///< weight of a new load sample (old ones decay by 1 - it)
   double compute_forget = 0.98;                                   ///< per-sample decay of old compute samples
 };
@@ -34,8 +35,8 @@ class cost_model {
   explicit cost_model(cost_prior prior = {});
 
   /// A model that never learns: fixed per-cell line and bandwidths (the oracle's).
-  static cost_model fixed(double cell_s, double cell_slope_s, const std::array<double, 4>& bytes_per_s,
-                          const std::array<double, 4>& latency_s = {});
+  static cost_model fixed(double cell_s, double cell_slope_s, const std::array<double, msg::tier_count>& bytes_per_s,
+                          const std::array<double, msg::tier_count>& latency_s = {});
 
   /// Seconds to compute one cell of chunk `chunk`.
   double cell_s(std::uint32_t chunk) const { return a_ + b_ * chunk; }
@@ -68,18 +69,18 @@ class cost_model {
   cost_prior prior_;
   bool frozen_ = false;
   double a_, b_;
-  std::array<double, 4> rate_;
+  std::array<double, msg::tier_count> rate_;
   // Decayed sums of the weighted per-cell regression y = a + b*x.
   double sw_ = 0, sx_ = 0, sxx_ = 0, sy_ = 0, sxy_ = 0;
   std::uint64_t compute_samples_ = 0;
   bool seen_first_compute_ = false;
-  std::array<std::uint64_t, 4> rate_samples_{};
-  std::array<double, 4> latency_{};
+  std::array<std::uint64_t, msg::tier_count> rate_samples_{};
+  std::array<double, msg::tier_count> latency_{};
   // Decayed sums of each tier's per-grant regression seconds = latency + bytes / rate.
   struct link_sums {
     double s0 = 0, sx = 0, sxx = 0, sy = 0, sxy = 0;
   };
-  std::array<link_sums, 4> links_{};
+  std::array<link_sums, msg::tier_count> links_{};
 };
 
 }  // namespace kvflow::policies

@@ -1,6 +1,7 @@
 #include "policies/policy.hpp"
 
 #include <algorithm>
+#include <iterator>
 
 #include "messages/error.hpp"
 #include "policies/grant_helpers.hpp"
@@ -149,7 +150,7 @@ std::uint64_t grant_bytes(const policy_options& o, const request_state& r) {
 // Every chunk computed, first come first served, the largest grants the cap allows.
 class compute_only final : public policy {
  public:
-  const char* name() const override { return "compute_only"; }
+  const char* name() const override { return to_string(policy_kind::compute_only); }
   std::vector<msg::grant> decide(batch_state& b, const cost_model&) override {
     std::vector<msg::grant> out;
     for (auto& r : b.requests()) {
@@ -168,7 +169,7 @@ class compute_only final : public policy {
 class load_only final : public policy {
  public:
   explicit load_only(policy_options o) : opts_(std::move(o)) {}
-  const char* name() const override { return "load_only"; }
+  const char* name() const override { return to_string(policy_kind::load_only); }
   std::vector<msg::grant> decide(batch_state& b, const cost_model&) override {
     std::vector<msg::grant> out;
     for (auto& r : b.requests()) {
@@ -191,7 +192,7 @@ class load_only final : public policy {
 class bidirectional final : public policy {
  public:
   explicit bidirectional(policy_options o) : opts_(std::move(o)) {}
-  const char* name() const override { return "bidirectional"; }
+  const char* name() const override { return to_string(policy_kind::bidirectional); }
   std::vector<msg::grant> decide(batch_state& b, const cost_model&) override {
     std::vector<msg::grant> out;
     auto& rs = b.requests();
@@ -262,22 +263,44 @@ class bidirectional final : public policy {
 
 }  // namespace
 
+// The one table of policy names, in policy_kind's order.
+constexpr const char* kind_names[] = {"compute_only", "load_only", "bidirectional", "two_pointer", "oracle"};
+static_assert(std::size(kind_names) == static_cast<std::size_t>(policy_kind::oracle) + 1);
+
+const char* to_string(policy_kind kind) { return kind_names[static_cast<std::size_t>(kind)]; }
+
+std::optional<policy_kind> policy_from_name(const std::string& name) {
+  for (std::size_t i = 0; i < std::size(kind_names); ++i)
+    if (name == kind_names[i]) return static_cast<policy_kind>(i);
+  return std::nullopt;
+}
+
 const std::vector<std::string>& policy_names() {
-  static const std::vector<std::string> names{"compute_only", "load_only", "bidirectional", "two_pointer", "oracle"};
+  static const std::vector<std::string> names(std::begin(kind_names), std::end(kind_names));
   return names;
 }
 
-std::unique_ptr<policy> make_policy(const std::string& name, policy_options opts) {
+std::unique_ptr<policy> make_policy(policy_kind kind, policy_options opts) {
   if (opts.lookahead_chunks == 0) opts.lookahead_chunks = 2;
-  if (name == "compute_only") return std::make_unique<compute_only>();
-  if (name == "load_only") return std::make_unique<load_only>(std::move(opts));
-  if (name == "bidirectional") return std::make_unique<bidirectional>(std::move(opts));
-  if (name == "two_pointer") return make_two_pointer(opts);
-  if (name == "oracle") {
-    if (!opts.truth)
-      throw error(errc::invalid_argument, "policy oracle: policy_options.truth (the run's true costs) is required");
-    return make_oracle(opts);
+  switch (kind) {
+    case policy_kind::compute_only:
+      return std::make_unique<compute_only>();
+    case policy_kind::load_only:
+      return std::make_unique<load_only>(std::move(opts));
+    case policy_kind::bidirectional:
+      return std::make_unique<bidirectional>(std::move(opts));
+    case policy_kind::two_pointer:
+      return make_two_pointer(opts);
+    case policy_kind::oracle:
+      if (!opts.truth)
+        throw error(errc::invalid_argument, "policy oracle: policy_options.truth (the run's true costs) is required");
+      return make_oracle(opts);
   }
+  throw error(errc::invalid_argument, "policy kind " + std::to_string(static_cast<int>(kind)) + " does not exist");
+}
+
+std::unique_ptr<policy> make_policy(const std::string& name, policy_options opts) {
+  if (auto kind = policy_from_name(name)) return make_policy(*kind, std::move(opts));
   std::string known;
   for (auto& n : policy_names()) known += (known.empty() ? "" : ", ") + n;
   throw error(errc::not_found, "unknown policy '" + name + "' (known: " + known + ")");

@@ -14,6 +14,15 @@
 
 namespace kvflow::policies {
 
+/// The restore policies, in the order policy_names() lists them.
+enum class policy_kind : std::uint8_t { compute_only, load_only, bidirectional, two_pointer, oracle };
+
+/// Name of a policy in flags, messages, logs and results ("two_pointer", ...).
+const char* to_string(policy_kind kind);
+
+/// The policy called `name`; nullopt when no policy is.
+std::optional<policy_kind> policy_from_name(const std::string& name);
+
 struct policy_options {
   /// Compute in flight (two_pointer: in quarter chunks; bidirectional: in
   /// half chunks): small keeps the split adaptable and the GPU queue short for
@@ -72,12 +81,14 @@ class policy {
   }
 };
 
-/// Names make_policy knows, in a fixed order.
+/// Names make_policy knows, in policy_kind's order.
 const std::vector<std::string>& policy_names();
 
-/// "compute_only", "load_only", "bidirectional", "two_pointer" or "oracle"
-/// (which needs opts.truth); throws kvflow::error(not_found) listing the
-/// known names, or kvflow::error(invalid_argument) for an oracle without truth.
+/// A policy of `kind`; the oracle needs opts.truth: throws
+/// kvflow::error(invalid_argument) without it.
+std::unique_ptr<policy> make_policy(policy_kind kind, policy_options opts = {});
+
+/// The same by name; throws kvflow::error(not_found) listing the known names.
 std::unique_ptr<policy> make_policy(const std::string& name, policy_options opts = {});
 
 }  // namespace kvflow::policies

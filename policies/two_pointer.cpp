@@ -43,7 +43,7 @@ struct plan_t {
 class two_pointer final : public policy {
  public:
   two_pointer(policy_options o, bool oracle) : opts_(std::move(o)), oracle_(oracle) {}
-  const char* name() const override { return oracle_ ? "oracle" : "two_pointer"; }
+  const char* name() const override { return to_string(oracle_ ? policy_kind::oracle : policy_kind::two_pointer); }
 
   std::optional<split_point> planned_split(std::uint64_t id) const override {
     auto it = splits_.find(id);
@@ -72,7 +72,7 @@ class two_pointer final : public policy {
     std::sort(order.begin(), order.end(),
               [](const entry& a, const entry& b) { return a.est != b.est ? a.est < b.est : a.arrival < b.arrival; });
     double gpu_busy = 0;
-    std::array<double, 4> link_busy{};
+    std::array<double, msg::tier_count> link_busy{};
     splits_.clear();
     for (auto& e : order) {
       auto ti = static_cast<std::size_t>(e.r->cached() > 0 ? e.r->tier_of(e.r->cached() - 1) : msg::tier::host);

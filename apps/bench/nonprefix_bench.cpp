@@ -38,7 +38,7 @@
 #include "kernels/model/cpu_engine.hpp"
 #include "messages/error.hpp"
 #include "policies/recompute_ratio.hpp"
-#ifdef KVFLOW_BENCH_CUDA
+#ifdef KVFLOW_HAVE_CUDA
 #include <cuda_runtime_api.h>
 
 #include "kernels/cuda/check.hpp"
@@ -62,7 +62,7 @@ struct backend_ops {
   bool cuda = false;
   std::vector<float> inv_freq;  // host
   void* inv_freq_dev = nullptr;
-#ifdef KVFLOW_BENCH_CUDA
+#ifdef KVFLOW_HAVE_CUDA
   cudaStream_t stream = nullptr;  // the loader's
 #endif
 
@@ -76,7 +76,7 @@ struct backend_ops {
     const std::uint8_t* from = src + r0 * row;
     std::uint8_t* to = static_cast<std::uint8_t*>(dst) + d0 * row;
     if (width == 0) return;
-#ifdef KVFLOW_BENCH_CUDA
+#ifdef KVFLOW_HAVE_CUDA
     if (cuda) {
       KVFLOW_CUDA_CHECK(
           cudaMemcpy2DAsync(to, dst_pitch, from, src_pitch, width, height, cudaMemcpyHostToDevice, stream));
@@ -86,7 +86,7 @@ struct backend_ops {
     for (std::size_t r = 0; r < height; ++r) std::memcpy(to + r * dst_pitch, from + r * src_pitch, width);
   }
   void rotate(void* block, const kv_shape& s, int delta) {
-#ifdef KVFLOW_BENCH_CUDA
+#ifdef KVFLOW_HAVE_CUDA
     if (cuda) {
       KVFLOW_CUDA_CHECK(cuda::launch_rope_delta(static_cast<__nv_bfloat16*>(block), s.layers, s.kv_heads, s.tokens,
                                                 s.head_dim, 0, s.tokens, delta, static_cast<float*>(inv_freq_dev),
@@ -97,7 +97,7 @@ struct backend_ops {
     cpu::rope_delta_block(block, s, 0, s.tokens, delta, inv_freq.data());
   }
   void finish_loads() {
-#ifdef KVFLOW_BENCH_CUDA
+#ifdef KVFLOW_HAVE_CUDA
     if (cuda) KVFLOW_CUDA_CHECK(cudaStreamSynchronize(stream));
 #endif
   }
@@ -148,7 +148,7 @@ class bench {
     int last = 0;
     for (int p = 0; p < n; p += chunk) {
       const int count = std::min(chunk, n - p);
-      blocks.push_back(std::make_unique<device_block>(e_, kv_shape::of(c, count, e_.kv_type())));
+      blocks.push_back(std::make_unique<device_block>(e_, kv_shape_of(c, count, e_.kv_type())));
       chunk_job job;
       job.tokens = s_.prompt.data() + p;
       job.count = count;
@@ -178,13 +178,13 @@ class bench {
     const config& c = e_.cfg();
     const int docs = s_.docs, n = s_.doc_tokens;
     const int k = std::clamp(static_cast<int>(std::lround(ratio * n)), 0, n);
-    const kv_shape doc_shape = kv_shape::of(c, n, e_.kv_type());
-    device_block sys(e_, kv_shape::of(c, s_.system_tokens, e_.kv_type()));
-    device_block question(e_, kv_shape::of(c, s_.question_tokens, e_.kv_type()));
+    const kv_shape doc_shape = kv_shape_of(c, n, e_.kv_type());
+    device_block sys(e_, kv_shape_of(c, s_.system_tokens, e_.kv_type()));
+    device_block question(e_, kv_shape_of(c, s_.question_tokens, e_.kv_type()));
     std::vector<std::unique_ptr<device_block>> runs, rests;
     for (int d = 0; d < docs; ++d) {
-      runs.push_back(std::make_unique<device_block>(e_, kv_shape::of(c, k, e_.kv_type())));
-      rests.push_back(std::make_unique<device_block>(e_, kv_shape::of(c, n - k, e_.kv_type())));
+      runs.push_back(std::make_unique<device_block>(e_, kv_shape_of(c, k, e_.kv_type())));
+      rests.push_back(std::make_unique<device_block>(e_, kv_shape_of(c, n - k, e_.kv_type())));
     }
     const int hidden_rows = std::max({s_.system_tokens, s_.question_tokens, k, 1});
     void* h = e_.allocate(static_cast<std::size_t>(hidden_rows) * c.hidden * sizeof(float));
@@ -321,7 +321,7 @@ int main(int argc, char** argv) {
     backend_ops ops;
     ops.inv_freq = cpu::rope_inv_freq(c.head_dim, c.rope_theta, c.scaling);
     if (backend == "cuda") {
-#ifdef KVFLOW_BENCH_CUDA
+#ifdef KVFLOW_HAVE_CUDA
       e = make_cuda_engine_random(c, 1);
       ops.cuda = true;
       const auto inv = cuda::rope_inv_freq(c);
@@ -349,7 +349,7 @@ int main(int argc, char** argv) {
     if (n > c.max_positions) throw error(errc::out_of_range, "prompt of " + std::to_string(n) + " tokens");
 
     // Document entries: each computed alone, kept in pinned host memory and on disk.
-    const kv_shape doc_shape = kv_shape::of(c, s.doc_tokens, e->kv_type());
+    const kv_shape doc_shape = kv_shape_of(c, s.doc_tokens, e->kv_type());
     std::vector<devices::pinned_buffer> host;
     {
       device_block kv(*e, doc_shape);
@@ -369,7 +369,7 @@ int main(int argc, char** argv) {
     devices::disk_options dopt;
     dopt.directory = disk_dir;
     dopt.fingerprint = e->fingerprint();
-    const kv_shape sub_shape = kv_shape::of(c, sub, e->kv_type());
+    const kv_shape sub_shape = kv_shape_of(c, sub, e->kv_type());
     dopt.shape = sub_shape;
     dopt.read_limiter = limiter;
     auto disk = std::make_unique<devices::disk_store>(dopt);
@@ -480,7 +480,7 @@ int main(int argc, char** argv) {
         }
         if (check && how != "adaptive (full recompute)") {
           // The same restore through blend_prefill (run_selected): equal first token and hidden state.
-          const kv_shape ps = kv_shape::of(c, n, dtype::f32);
+          const kv_shape ps = kv_shape_of(c, n, dtype::f32);
           std::vector<float> kv(ps.bytes() / sizeof(float), 0.0f);
           for (int d = 0; d < s.docs; ++d)
             place_document({host[d].data(), doc_shape}, s.segments[1 + d].begin, {kv.data(), ps}, ops.inv_freq);

@@ -21,6 +21,7 @@
 #include "kernels/cuda/gemm.hpp"
 #include "kernels/cuda/random_init.cuh"
 #include "messages/error.hpp"
+#include "platform/cuda.hpp"
 
 namespace {
 
@@ -59,7 +60,7 @@ double time_prefill(cuda_engine& e, const std::vector<std::int32_t>& tokens, int
   for (int p = 0; p < total; p += step) {
     const int n = std::min(step, total - p);
     kv_block b;
-    b.shape = kv_shape::of(e.cfg(), n, dtype::bf16);
+    b.shape = kv_shape_of(e.cfg(), n, dtype::bf16);
     b.data = e.allocate(b.shape.bytes());
     buf.blocks.push_back(b);
   }
@@ -208,7 +209,7 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
   if (reps < 1) reps = 1;
   try {
-    if (cuda_device_count() == 0) {
+    if (!platform::cuda_device_available()) {
       std::fprintf(stderr, "no CUDA device found\n");
       return 2;
     }

@@ -24,13 +24,14 @@
 #include "devices/host/host_pool.hpp"
 #include "devices/keys.hpp"
 #include "devices/rate_limiter.hpp"
-#include "kernels/model/kv_layout.hpp"
+#include "messages/kv_shape.hpp"
 #include "messages/log.hpp"
 
 #ifdef KVFLOW_HAVE_CUDA
 #include "devices/gpu/copy.hpp"
-#include "devices/gpu/cuda_check.hpp"
 #include "devices/gpu/gpu_pool.hpp"
+#include "platform/cuda.hpp"
+#include "platform/cuda_check.hpp"
 #endif
 
 using namespace kvflow;
@@ -153,22 +154,22 @@ double raw_direct_read(const disk_store& disk, const std::vector<msg::chunk_key>
   std::vector<pinned_buffer> bufs;
   for (unsigned i = 0; i < depth; ++i) bufs.emplace_back(align_up(bytes));
   std::vector<std::future<long long>> pending(depth);
-  std::vector<int> fds(depth, -1);
+  std::vector<platform::unique_fd> fds(depth);
   auto settle = [&](unsigned k) {
     if (!pending[k].valid()) return;
     if (pending[k].get() < static_cast<long long>(bytes)) std::fprintf(stderr, "raw read short\n");
-    ::close(fds[k]);
+    fds[k].reset();
   };
   const auto t0 = bench_clock::now();
   for (std::size_t i = 0; i < keys.size(); ++i) {
     const unsigned k = static_cast<unsigned>(i % depth);
     settle(k);
     const std::string path = disk.options().directory + "/" + key_hex(keys[i]) + ".kvc";
-    fds[k] = ::open(path.c_str(), O_RDONLY | O_DIRECT | O_CLOEXEC);
-    if (fds[k] < 0) fds[k] = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    fds[k] = open_for_read(path, true);
     auto p = std::make_shared<std::promise<long long>>();
     pending[k] = p->get_future();
-    engine->read(fds[k], bufs[k].data(), align_up(bytes), chunk_header_bytes, [p](long long r) { p->set_value(r); });
+    engine->read(fds[k].get(), bufs[k].data(), align_up(bytes), chunk_header_bytes,
+                 [p](long long r) { p->set_value(r); });
   }
   for (unsigned k = 0; k < depth; ++k) settle(k);
   return seconds_since(t0);
@@ -253,7 +254,7 @@ int main(int argc, char** argv) {
   std::printf("kvflow_tiers_bench: built without CUDA, nothing to measure\n");
   return 77;
 #else
-  if (!cuda_device_available()) {
+  if (!platform::cuda_device_available()) {
     std::printf("kvflow_tiers_bench: no CUDA device found, nothing to measure\n");
     return 77;
   }

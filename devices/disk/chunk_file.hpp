@@ -1,5 +1,6 @@
 #pragma once
-// The chunk file format of the disk tier (DESIGN.md, "Chunk file"):
+// The chunk file format of the disk tier; a header or checksum mismatch is a
+// miss, never a crash and never wrong output:
 //   [0, 4096)            header, little-endian, ends with its own XXH3-64
 //   [4096, 4096 + len)   the block's layers [layer_begin, layer_end), laid out
 //                        [layer][K|V][kv_head][token][head_dim]
@@ -12,7 +13,7 @@
 
 #include "devices/keys.hpp"
 #include "devices/tier.hpp"
-#include "kernels/model/kv_layout.hpp"
+#include "messages/kv_shape.hpp"
 
 namespace kvflow::devices {
 

@@ -16,6 +16,7 @@
 #include "messages/digest.hpp"
 #include "messages/error.hpp"
 #include "messages/log.hpp"
+#include "platform/unique_fd.hpp"
 
 namespace kvflow::devices {
 namespace {
@@ -112,12 +113,12 @@ void disk_store::scan() {
     if (!parse_hex_key(name.substr(0, name.size() - suffix), key)) continue;
     std::string why;
     chunk_header h;
-    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    const platform::unique_fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
     struct stat st {};
-    if (fd < 0 || ::fstat(fd, &st) != 0) {
+    if (!fd || ::fstat(fd.get(), &st) != 0) {
       why = "cannot open: " + errno_text(errno);
     } else if (static_cast<std::size_t>(st.st_size) < chunk_header_bytes ||
-               ::pread(fd, buf.data(), chunk_header_bytes, 0) != static_cast<ssize_t>(chunk_header_bytes)) {
+               ::pread(fd.get(), buf.data(), chunk_header_bytes, 0) != static_cast<ssize_t>(chunk_header_bytes)) {
       why = "truncated header (" + std::to_string(st.st_size) + " bytes)";
     } else if (!decode_chunk_header(buf.data(), h, why)) {
       // why set
@@ -131,18 +132,16 @@ void disk_store::scan() {
       why = "length " + std::to_string(st.st_size) + " instead of " +
             std::to_string(chunk_file_bytes(h.payload_bytes)) + " (truncated or padded)";
     }
-    if (fd >= 0) ::close(fd);
     if (!why.empty()) {
       log->warn("disk tier: chunk file {} is a miss and is removed: {}", path, why);
       ::unlink(path.c_str());
       continue;
     }
-    entry e;
+    entry& e = use_locked(key);
     e.layers = h.layers;
     e.layer_checksums = std::move(h.layer_checksums);
     e.file_bytes = static_cast<std::uint64_t>(st.st_size);
     used_bytes_ += e.file_bytes;
-    directory_[key] = std::move(e);
   }
   // A smaller capacity than last time: trim (arbitrary order; no use is known yet).
   for (const auto& p : evict_locked(msg::chunk_key{})) ::unlink(p.c_str());
@@ -153,27 +152,31 @@ void disk_store::discard(const msg::chunk_key& key, const std::string& why) {
   logger("tiers")->warn("disk tier: chunk file {} is a miss and is removed: {}", path, why);
   std::lock_guard<std::mutex> lock(mutex_);
   auto it = directory_.find(key);
-  if (it != directory_.end()) {
-    used_bytes_ -= it->second.file_bytes;
-    directory_.erase(it);
-  }
+  if (it != directory_.end()) forget_locked(it);
   ::unlink(path.c_str());
 }
 
+disk_store::entry& disk_store::use_locked(const msg::chunk_key& key) {
+  auto [it, fresh] = directory_.try_emplace(key);
+  if (fresh)
+    it->second.lru_pos = lru_.insert(lru_.end(), key);
+  else
+    lru_.splice(lru_.end(), lru_, it->second.lru_pos);
+  return it->second;
+}
+
+void disk_store::forget_locked(std::unordered_map<msg::chunk_key, entry, chunk_key_hash>::iterator it) {
+  used_bytes_ -= it->second.file_bytes;
+  lru_.erase(it->second.lru_pos);
+  directory_.erase(it);
+}
+
 tier_lookup disk_store::lookup(const std::vector<msg::chunk_key>& keys) const {
-  tier_lookup r;
-  r.chunks.resize(keys.size());
   std::lock_guard<std::mutex> lock(mutex_);
-  bool prefix = true;
-  for (std::size_t i = 0; i < keys.size(); ++i) {
-    auto it = directory_.find(keys[i]);
-    if (it != directory_.end()) r.chunks[i] = it->second.layers;
-    if (prefix && r.held(i))
-      ++r.prefix;
-    else
-      prefix = false;
-  }
-  return r;
+  return tier_lookup::of(keys, [&](const msg::chunk_key& k) {
+    auto it = directory_.find(k);
+    return it == directory_.end() ? layer_range{} : it->second.layers;
+  });
 }
 
 bool disk_store::contains(const msg::chunk_key& key) const {
@@ -202,24 +205,23 @@ void disk_store::write(const msg::chunk_key& key, layer_range layers, const void
     std::lock_guard<std::mutex> lock(queue_mutex_);
     tmp = path + ".tmp." + std::to_string(::getpid()) + "." + std::to_string(tmp_counter_++);
   }
-  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) throw error(errc::io_failure, "chunk file " + tmp + ": open: " + errno_text(errno));
+  platform::unique_fd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
+  if (!fd) throw error(errc::io_failure, "chunk file " + tmp + ": open: " + errno_text(errno));
   const std::uint64_t file_bytes = chunk_file_bytes(h.payload_bytes);
   try {
-    write_all(fd, head.data(), chunk_header_bytes, 0, tmp, nullptr);
+    write_all(fd.get(), head.data(), chunk_header_bytes, 0, tmp, nullptr);
     const auto* payload =
         static_cast<const std::uint8_t*>(block) + options_.shape.span_offset_bytes(static_cast<int>(layers.begin));
-    write_all(fd, payload, h.payload_bytes, chunk_header_bytes, tmp, options_.write_limiter.get());
+    write_all(fd.get(), payload, h.payload_bytes, chunk_header_bytes, tmp, options_.write_limiter.get());
     // Zero padding to a 4 KiB multiple keeps O_DIRECT reads of the tail whole.
-    if (::ftruncate(fd, static_cast<off_t>(file_bytes)) != 0)
+    if (::ftruncate(fd.get(), static_cast<off_t>(file_bytes)) != 0)
       throw error(errc::io_failure, "chunk file " + tmp + ": ftruncate: " + errno_text(errno));
-    if (::fsync(fd) != 0) throw error(errc::io_failure, "chunk file " + tmp + ": fsync: " + errno_text(errno));
+    if (::fsync(fd.get()) != 0) throw error(errc::io_failure, "chunk file " + tmp + ": fsync: " + errno_text(errno));
   } catch (...) {
-    ::close(fd);
     ::unlink(tmp.c_str());
     throw;
   }
-  ::close(fd);
+  fd.reset();
   // The rename is the commit: before it no file has the final name, after it
   // the file is complete and synced.
   if (::rename(tmp.c_str(), path.c_str()) != 0) {
@@ -227,20 +229,16 @@ void disk_store::write(const msg::chunk_key& key, layer_range layers, const void
     ::unlink(tmp.c_str());
     throw error(errc::io_failure, "chunk file " + path + ": rename: " + errno_text(e));
   }
-  const int dfd = ::open(options_.directory.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dfd >= 0) {
-    ::fsync(dfd);
-    ::close(dfd);
-  }
+  if (const platform::unique_fd dir(::open(options_.directory.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC)); dir)
+    ::fsync(dir.get());
   std::vector<std::string> evicted;
   {
     std::lock_guard<std::mutex> lock(mutex_);
-    entry& e = directory_[key];
+    entry& e = use_locked(key);
     used_bytes_ -= e.file_bytes;
     e.layers = layers;
     e.layer_checksums = h.layer_checksums;
     e.file_bytes = file_bytes;
-    e.last_use = ++use_clock_;
     used_bytes_ += file_bytes;
     evicted = evict_locked(key);
   }
@@ -249,15 +247,13 @@ void disk_store::write(const msg::chunk_key& key, layer_range layers, const void
 
 std::vector<std::string> disk_store::evict_locked(const msg::chunk_key& keep) {
   std::vector<std::string> paths;
+  auto next = lru_.begin();
   while (options_.capacity_bytes != 0 && used_bytes_ > options_.capacity_bytes) {
-    auto victim = directory_.end();
-    for (auto it = directory_.begin(); it != directory_.end(); ++it)
-      if (it->first != keep && (victim == directory_.end() || it->second.last_use < victim->second.last_use))
-        victim = it;
-    if (victim == directory_.end()) break;  // one file larger than the capacity: keep it
-    used_bytes_ -= victim->second.file_bytes;
-    paths.push_back(path_of(victim->first));
-    directory_.erase(victim);
+    if (next != lru_.end() && *next == keep) ++next;
+    if (next == lru_.end()) break;  // one file larger than the capacity: keep it
+    const msg::chunk_key victim = *next++;
+    paths.push_back(path_of(victim));
+    forget_locked(directory_.find(victim));
   }
   return paths;
 }
@@ -333,8 +329,7 @@ void disk_store::read_async(const msg::chunk_key& key, layer_range layers, std::
       done(false, nullptr, 0);
       return;
     }
-    entry& e = it->second;
-    e.last_use = ++use_clock_;
+    entry& e = use_locked(key);
     const std::uint32_t first = layers.begin - e.layers.begin;
     sums.assign(e.layer_checksums.begin() + first, e.layer_checksums.begin() + first + layers.size());
     span_off = chunk_header_bytes + static_cast<std::uint64_t>(first) * options_.shape.layer_bytes();
@@ -345,14 +340,10 @@ void disk_store::read_async(const msg::chunk_key& key, layer_range layers, std::
   const std::size_t lead = static_cast<std::size_t>(span_off - read_off);
   const std::size_t read_len = align_up(lead + span);
   const std::string path = path_of(key);
-  int fd = -1;
-  if (options_.direct_io) {
-    fd = ::open(path.c_str(), O_RDONLY | O_DIRECT | O_CLOEXEC);
-    if (fd < 0 && errno == EINVAL) fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);  // e.g. tmpfs
-  } else {
-    fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  }
-  if (fd < 0) {
+  // Shared with the completion: the descriptor closes when the read is done
+  // (or the engine drops it), whichever path that takes.
+  auto file = std::make_shared<platform::unique_fd>(open_for_read(path, options_.direct_io));
+  if (!*file) {
     const int err = errno;
     // Out of descriptors or memory says nothing about the file: a miss this
     // time, but the file stays.
@@ -366,10 +357,11 @@ void disk_store::read_async(const msg::chunk_key& key, layer_range layers, std::
   // A paced tier books its link before the read, so that the read overlaps
   // the link time; the bytes count as arrived when both are done.
   const auto due = options_.read_limiter ? options_.read_limiter->reserve(span) : rate_limiter::clock::time_point{};
+  const int fd = file->get();
   engine_->read(fd, staging, read_len, read_off,
-                [this, key, fd, staging, lead, span, layer_bytes, due, sums = std::move(sums),
-                 done = std::move(done)](long long res) {
-                  ::close(fd);
+                [this, key, file = std::move(file), staging, lead, span, layer_bytes, due, sums = std::move(sums),
+                 done = std::move(done)](long long res) mutable {
+                  file.reset();
                   if (res < 0) {
                     logger("tiers")->error("disk tier: read of chunk {} failed: {}", key_hex(key),
                                            errno_text(static_cast<int>(-res)));
@@ -412,8 +404,7 @@ bool disk_store::erase(const msg::chunk_key& key) {
   std::lock_guard<std::mutex> lock(mutex_);
   auto it = directory_.find(key);
   if (it == directory_.end()) return false;
-  used_bytes_ -= it->second.file_bytes;
-  directory_.erase(it);
+  forget_locked(it);
   ::unlink(path_of(key).c_str());
   return true;
 }

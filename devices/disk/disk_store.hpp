@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <deque>
 #include <functional>
+#include <list>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -101,7 +102,7 @@ class disk_store {
     layer_range layers;
     std::vector<std::uint64_t> layer_checksums;
     std::uint64_t file_bytes = 0;
-    std::uint64_t last_use = 0;  // use_clock_ at the last write or read
+    std::list<msg::chunk_key>::iterator lru_pos;  // its place in lru_
   };
   struct write_job {
     msg::chunk_key key;
@@ -117,13 +118,20 @@ class disk_store {
   /// Removes least recently used files until used_bytes_ fits the capacity,
   /// sparing `keep`. Requires mutex_; returns the paths to unlink.
   std::vector<std::string> evict_locked(const msg::chunk_key& keep);
+  /// The entry of `key`, made the most recently used (a new one if absent).
+  /// Requires mutex_.
+  entry& use_locked(const msg::chunk_key& key);
+  /// Drops `it` from the directory and the LRU order. Requires mutex_.
+  void forget_locked(std::unordered_map<msg::chunk_key, entry, chunk_key_hash>::iterator it);
 
   disk_options options_;
   std::unique_ptr<io_engine> engine_;
   mutable std::mutex mutex_;
   std::unordered_map<msg::chunk_key, entry, chunk_key_hash> directory_;
+  // Keys from least to most recently written or read: eviction takes the
+  // front without looking at the other files.
+  std::list<msg::chunk_key> lru_;
   std::uint64_t used_bytes_ = 0;
-  std::uint64_t use_clock_ = 0;
 
   mutable std::mutex queue_mutex_;
   std::condition_variable queue_cv_, idle_cv_;

@@ -7,6 +7,7 @@
 #include <thread>
 #include <vector>
 
+#include <fcntl.h>
 #include <liburing.h>
 #include <unistd.h>
 
@@ -182,6 +183,14 @@ class pread_engine final : public io_engine {
 };
 
 }  // namespace
+
+platform::unique_fd open_for_read(const std::string& path, bool direct) {
+  if (direct) {
+    platform::unique_fd fd(::open(path.c_str(), O_RDONLY | O_DIRECT | O_CLOEXEC));
+    if (fd || errno != EINVAL) return fd;
+  }
+  return platform::unique_fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+}
 
 std::unique_ptr<io_engine> io_engine::create(bool prefer_uring, unsigned depth) {
   if (depth == 0) depth = 1;

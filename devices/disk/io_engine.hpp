@@ -6,8 +6,16 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <string>
+
+#include "platform/unique_fd.hpp"
 
 namespace kvflow::devices {
+
+/// Opens `path` read-only, with O_DIRECT when `direct` and the file system
+/// takes it (tmpfs refuses it with EINVAL: buffered then). Holds nothing
+/// (errno says why) when the file cannot be opened.
+platform::unique_fd open_for_read(const std::string& path, bool direct);
 
 /// Reads whole ranges of files. Thread-safe; completions run on the engine's
 /// own threads (never on the submitting one) and must not block long.

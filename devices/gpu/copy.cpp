@@ -2,7 +2,7 @@
 
 #include <utility>
 
-#include "devices/gpu/cuda_check.hpp"
+#include "platform/cuda_check.hpp"
 
 namespace kvflow::devices {
 namespace {

@@ -9,7 +9,8 @@
 namespace kvflow::devices {
 
 /// Completion of one enqueued copy. Move-only; owns its event. A block counts
-/// as loaded only once ready() is true (DESIGN.md, "Scheduling").
+/// as loaded only once ready() is true: a block read before its copy's
+/// stream finished is garbled output.
 class copy_ticket {
  public:
   copy_ticket() = default;

@@ -2,8 +2,8 @@
 
 #include <string>
 
-#include "devices/gpu/cuda_check.hpp"
 #include "messages/error.hpp"
+#include "platform/cuda_check.hpp"
 
 namespace kvflow::devices {
 

@@ -186,19 +186,11 @@ bool host_pool::erase(const msg::chunk_key& key) {
 }
 
 tier_lookup host_pool::lookup(const std::vector<msg::chunk_key>& keys) const {
-  tier_lookup r;
-  r.chunks.resize(keys.size());
   std::lock_guard<std::mutex> lock(mutex_);
-  bool prefix = true;
-  for (std::size_t i = 0; i < keys.size(); ++i) {
-    auto it = directory_.find(keys[i]);
-    if (it != directory_.end()) r.chunks[i] = blocks_[it->second].layers;
-    if (prefix && r.held(i))
-      ++r.prefix;
-    else
-      prefix = false;
-  }
-  return r;
+  return tier_lookup::of(keys, [&](const msg::chunk_key& k) {
+    auto it = directory_.find(k);
+    return it == directory_.end() ? layer_range{} : blocks_[it->second].layers;
+  });
 }
 
 bool host_pool::contains(const msg::chunk_key& key) const {

@@ -8,7 +8,8 @@
 #include "messages/log.hpp"
 
 #ifdef KVFLOW_HAVE_CUDA
-#include "devices/gpu/cuda_check.hpp"
+#include "platform/cuda.hpp"
+#include "platform/cuda_check.hpp"
 #endif
 
 namespace kvflow::devices {
@@ -18,7 +19,7 @@ pinned_buffer::pinned_buffer(std::size_t bytes, bool page_lock) : size_(bytes) {
   if (bytes == 0) return;
 #ifdef KVFLOW_HAVE_CUDA
   // No device is a normal state (CPU CI): aligned memory serves it.
-  static const bool have_device = cuda_device_available();
+  static const bool have_device = platform::cuda_device_available();
   if (page_lock && have_device) {
     void* p = nullptr;
     if (KVFLOW_CUDA_OK(cudaHostAlloc(&p, bytes, cudaHostAllocPortable))) {

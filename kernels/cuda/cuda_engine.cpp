@@ -19,6 +19,7 @@
 #include "kernels/cuda/swiglu.cuh"
 #include "messages/digest.hpp"
 #include "messages/error.hpp"
+#include "platform/cuda.hpp"
 
 namespace kvflow::model {
 
@@ -90,8 +91,8 @@ class cuda_engine_impl {
     if (!cuda::attention_supports(c.head_dim))
       throw error(errc::unsupported,
                   "cuda_engine: head_dim " + std::to_string(c.head_dim) + " has no attention kernel (16, 32, 64, 128)");
-    int n = 0;
-    if (cudaGetDeviceCount(&n) != cudaSuccess || device < 0 || device >= n)
+    const int n = platform::cuda_device_count();
+    if (device < 0 || device >= n)
       throw error(errc::cuda_failure,
                   "cuda_engine: no CUDA device " + std::to_string(device) + " (" + std::to_string(n) + " visible)");
     KVFLOW_CUDA_CHECK(cudaSetDevice(device_));
@@ -627,15 +628,6 @@ std::unique_ptr<cuda_engine> make_cuda_engine_random(const config& c, std::uint6
   auto impl = std::make_unique<cuda_engine_impl>(c, device);
   impl->init_random(seed);
   return std::unique_ptr<cuda_engine>(new cuda_engine(std::move(impl)));
-}
-
-int cuda_device_count() {
-  int n = 0;
-  if (cudaGetDeviceCount(&n) != cudaSuccess) {
-    cudaGetLastError();
-    return 0;
-  }
-  return n;
 }
 
 }  // namespace kvflow::model

@@ -75,7 +75,4 @@ std::unique_ptr<cuda_engine> make_cuda_engine(const weights& w, int device = 0);
 /// it differs from that engine's.
 std::unique_ptr<cuda_engine> make_cuda_engine_random(const config& c, std::uint64_t seed, int device = 0);
 
-/// CUDA devices visible, 0 when the runtime or driver is missing.
-int cuda_device_count();
-
 }  // namespace kvflow::model

@@ -14,9 +14,9 @@ namespace {
 struct host_kv {
   std::vector<float> data;
   kv_block view;
-  host_kv(const config& c, int tokens) : data(kv_shape::of(c, tokens, dtype::f32).bytes() / sizeof(float), 0.0f) {
+  host_kv(const config& c, int tokens) : data(kv_shape_of(c, tokens, dtype::f32).bytes() / sizeof(float), 0.0f) {
     view.data = data.data();
-    view.shape = kv_shape::of(c, tokens, dtype::f32);
+    view.shape = kv_shape_of(c, tokens, dtype::f32);
   }
 };
 

@@ -1,15 +1,10 @@
 #include "kernels/model/gguf.hpp"
 
-#include <fcntl.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
-#include <unistd.h>
-
-#include <cerrno>
 #include <cstring>
 #include <limits>
 
 #include "messages/error.hpp"
+#include "platform/mapped_file.hpp"
 
 namespace kvflow::model {
 namespace {
@@ -456,55 +451,17 @@ std::int64_t gguf_tensor::elements() const {
   return n;
 }
 
-gguf_file::gguf_file(gguf_file&& o) noexcept { *this = std::move(o); }
-
-gguf_file& gguf_file::operator=(gguf_file&& o) noexcept {
-  if (this != &o) {
-    if (map_) ::munmap(const_cast<std::uint8_t*>(map_), size_);
-    path_ = std::move(o.path_);
-    map_ = o.map_;
-    size_ = o.size_;
-    version_ = o.version_;
-    alignment_ = o.alignment_;
-    data_offset_ = o.data_offset_;
-    kv_ = std::move(o.kv_);
-    tensors_ = std::move(o.tensors_);
-    tensor_index_ = std::move(o.tensor_index_);
-    o.map_ = nullptr;
-    o.size_ = 0;
-  }
-  return *this;
-}
-
-gguf_file::~gguf_file() {
-  if (map_) ::munmap(const_cast<std::uint8_t*>(map_), size_);
-}
+gguf_file::gguf_file(gguf_file&& o) noexcept = default;
+gguf_file& gguf_file::operator=(gguf_file&& o) noexcept = default;
+gguf_file::~gguf_file() = default;
 
 gguf_file gguf_file::open(const std::string& path, const gguf_limits& limits) {
   gguf_file g;
   g.path_ = path;
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) throw error(errc::io_failure, path + ": open: " + std::strerror(errno));
-  struct stat st {};
-  if (::fstat(fd, &st) != 0) {
-    int e = errno;
-    ::close(fd);
-    throw error(errc::io_failure, path + ": fstat: " + std::strerror(e));
-  }
-  if (!S_ISREG(st.st_mode)) {
-    ::close(fd);
-    throw error(errc::bad_file, path + ": not a regular file");
-  }
-  g.size_ = static_cast<std::uint64_t>(st.st_size);
-  if (g.size_ == 0) {
-    ::close(fd);
-    throw error(errc::bad_file, path + ": header: empty file");
-  }
-  void* m = ::mmap(nullptr, static_cast<std::size_t>(g.size_), PROT_READ, MAP_PRIVATE, fd, 0);
-  int e = errno;
-  ::close(fd);
-  if (m == MAP_FAILED) throw error(errc::io_failure, path + ": mmap: " + std::strerror(e));
-  g.map_ = static_cast<const std::uint8_t*>(m);
+  g.file_ = platform::mapped_file::open(path);
+  if (g.file_.size() == 0) throw error(errc::bad_file, path + ": header: empty file");
+  g.map_ = g.file_.data();
+  g.size_ = g.file_.size();
   g.parse(limits);
   return g;
 }

@@ -11,6 +11,8 @@
 #include <string>
 #include <vector>
 
+#include "platform/mapped_file.hpp"
+
 namespace kvflow::model {
 
 /// GGUF metadata value types (the numbers are the file's).
@@ -147,7 +149,8 @@ class gguf_file {
   void parse(const gguf_limits& limits);
 
   std::string path_;
-  const std::uint8_t* map_ = nullptr;
+  platform::mapped_file file_;
+  const std::uint8_t* map_ = nullptr;  // file_'s bytes
   std::uint64_t size_ = 0;
   std::uint32_t version_ = 0;
   std::uint64_t alignment_ = 32;

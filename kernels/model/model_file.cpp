@@ -70,36 +70,36 @@ std::vector<float> take(const gguf_file& f, const std::string& name, std::int64_
 
 }  // namespace
 
-std::vector<float> rope_permute_rows(const std::vector<float>& w, int n_head, int cols) {
-  // HF row h*hd + j*half + i goes to GGUF row h*hd + 2*i + j
-  // (reshape(n_head, 2, half, cols).swapaxes(1, 2)).
+namespace {
+
+// HF row h*hd + j*half + i is GGUF row h*hd + 2*i + j
+// (reshape(n_head, 2, half, cols).swapaxes(1, 2)); `to_gguf` moves rows from
+// the first order to the second, else back.
+std::vector<float> move_rope_rows(const std::vector<float>& w, int n_head, int cols, bool to_gguf, const char* what) {
   if (n_head <= 0 || cols <= 0 || w.size() % (static_cast<std::size_t>(n_head) * cols) != 0)
     throw error(errc::invalid_argument,
-                "rope_permute_rows: size " + std::to_string(w.size()) + " not heads x rows x cols");
+                std::string(what) + ": size " + std::to_string(w.size()) + " not heads x rows x cols");
   std::size_t hd = w.size() / cols / n_head;
-  if (hd % 2 != 0) throw error(errc::invalid_argument, "rope_permute_rows: odd head_dim " + std::to_string(hd));
+  if (hd % 2 != 0) throw error(errc::invalid_argument, std::string(what) + ": odd head_dim " + std::to_string(hd));
   std::size_t half = hd / 2;
   std::vector<float> out(w.size());
   for (std::size_t h = 0; h < static_cast<std::size_t>(n_head); ++h)
     for (std::size_t j = 0; j < 2; ++j)
-      for (std::size_t i = 0; i < half; ++i)
-        std::memcpy(&out[(h * hd + 2 * i + j) * cols], &w[(h * hd + j * half + i) * cols], sizeof(float) * cols);
+      for (std::size_t i = 0; i < half; ++i) {
+        const std::size_t hf = (h * hd + j * half + i) * cols, gguf = (h * hd + 2 * i + j) * cols;
+        std::memcpy(&out[to_gguf ? gguf : hf], &w[to_gguf ? hf : gguf], sizeof(float) * cols);
+      }
   return out;
 }
 
+}  // namespace
+
+std::vector<float> rope_permute_rows(const std::vector<float>& w, int n_head, int cols) {
+  return move_rope_rows(w, n_head, cols, true, "rope_permute_rows");
+}
+
 std::vector<float> rope_unpermute_rows(const std::vector<float>& w, int n_head, int cols) {
-  if (n_head <= 0 || cols <= 0 || w.size() % (static_cast<std::size_t>(n_head) * cols) != 0)
-    throw error(errc::invalid_argument,
-                "rope_unpermute_rows: size " + std::to_string(w.size()) + " not heads x rows x cols");
-  std::size_t hd = w.size() / cols / n_head;
-  if (hd % 2 != 0) throw error(errc::invalid_argument, "rope_unpermute_rows: odd head_dim " + std::to_string(hd));
-  std::size_t half = hd / 2;
-  std::vector<float> out(w.size());
-  for (std::size_t h = 0; h < static_cast<std::size_t>(n_head); ++h)
-    for (std::size_t j = 0; j < 2; ++j)
-      for (std::size_t i = 0; i < half; ++i)
-        std::memcpy(&out[(h * hd + j * half + i) * cols], &w[(h * hd + 2 * i + j) * cols], sizeof(float) * cols);
-  return out;
+  return move_rope_rows(w, n_head, cols, false, "rope_unpermute_rows");
 }
 
 config gguf_config(const gguf_file& f, const std::string& name) {

@@ -1,17 +1,12 @@
 #include "kernels/model/safetensors.hpp"
 
-#include <fcntl.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
-#include <unistd.h>
-
-#include <cerrno>
 #include <cstring>
 #include <limits>
 #include <nlohmann/json.hpp>
 
 #include "kernels/model/gguf.hpp"
 #include "messages/error.hpp"
+#include "platform/mapped_file.hpp"
 
 namespace kvflow::model {
 namespace {
@@ -32,47 +27,18 @@ std::int64_t safetensors_tensor::elements() const {
   return n;
 }
 
-safetensors_file::safetensors_file(safetensors_file&& o) noexcept { *this = std::move(o); }
-
-safetensors_file& safetensors_file::operator=(safetensors_file&& o) noexcept {
-  if (this != &o) {
-    if (map_) ::munmap(const_cast<std::uint8_t*>(map_), size_);
-    path_ = std::move(o.path_);
-    map_ = o.map_;
-    size_ = o.size_;
-    tensors_ = std::move(o.tensors_);
-    index_ = std::move(o.index_);
-    meta_ = std::move(o.meta_);
-    o.map_ = nullptr;
-    o.size_ = 0;
-  }
-  return *this;
-}
-
-safetensors_file::~safetensors_file() {
-  if (map_) ::munmap(const_cast<std::uint8_t*>(map_), size_);
-}
+safetensors_file::safetensors_file(safetensors_file&& o) noexcept = default;
+safetensors_file& safetensors_file::operator=(safetensors_file&& o) noexcept = default;
+safetensors_file::~safetensors_file() = default;
 
 safetensors_file safetensors_file::open(const std::string& path, std::uint64_t max_header) {
   safetensors_file f;
   f.path_ = path;
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) throw error(errc::io_failure, path + ": open: " + std::strerror(errno));
-  struct stat st {};
-  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-    ::close(fd);
-    throw error(errc::bad_file, path + ": not a readable regular file");
-  }
-  f.size_ = static_cast<std::uint64_t>(st.st_size);
-  if (f.size_ < 8) {
-    ::close(fd);
+  f.file_ = platform::mapped_file::open(path);
+  f.map_ = f.file_.data();
+  f.size_ = f.file_.size();
+  if (f.size_ < 8)
     throw error(errc::bad_file, path + ": header length: file of " + std::to_string(f.size_) + " bytes is truncated");
-  }
-  void* m = ::mmap(nullptr, static_cast<std::size_t>(f.size_), PROT_READ, MAP_PRIVATE, fd, 0);
-  int e = errno;
-  ::close(fd);
-  if (m == MAP_FAILED) throw error(errc::io_failure, path + ": mmap: " + std::strerror(e));
-  f.map_ = static_cast<const std::uint8_t*>(m);
   f.parse(max_header);
   return f;
 }

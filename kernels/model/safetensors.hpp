@@ -8,6 +8,8 @@
 #include <string>
 #include <vector>
 
+#include "platform/mapped_file.hpp"
+
 namespace kvflow::model {
 
 struct safetensors_tensor {
@@ -49,7 +51,8 @@ class safetensors_file {
   void parse(std::uint64_t max_header);
 
   std::string path_;
-  const std::uint8_t* map_ = nullptr;
+  platform::mapped_file file_;
+  const std::uint8_t* map_ = nullptr;  // file_'s bytes
   std::uint64_t size_ = 0;
   std::vector<safetensors_tensor> tensors_;
   std::map<std::string, std::size_t> index_;

@@ -309,158 +309,144 @@ constexpr std::int32_t type_control = 3;
 constexpr std::int32_t type_user_defined = 4;
 constexpr std::int32_t type_byte = 6;
 
-// Splitters: each returns the end offsets (in code points) of the pieces of
-// t.cpts[0..n), following llama.cpp's unicode_regex_split_custom_*.
-void split_gpt2(const cpt_text& t, std::size_t ini, std::size_t end, std::vector<std::size_t>& cuts) {
-  auto cpt = [&](std::size_t p) -> std::uint32_t { return p < end ? t.cpts[p] : 0xFFFFFFFFu; };
-  auto flags = [&](std::size_t p) { return p < end ? classify(t.cpts[p]) : cpt_flags{}; };
-  std::size_t prev = ini;
-  auto add = [&](std::size_t e) {
+std::uint32_t ascii_lower(std::uint32_t c) { return (c >= 'A' && c <= 'Z') ? c + 32 : c; }
+
+// What both splitters share: the code points of [ini, end) of a text, the
+// cuts made so far and the pieces every pre-tokenizer regex here starts and
+// ends with.
+struct splitter {
+  const cpt_text& t;
+  std::size_t end;
+  std::vector<std::size_t>& cuts;
+  std::size_t prev;  // where the current piece starts
+
+  std::uint32_t cpt(std::size_t p) const { return p < end ? t.cpts[p] : 0xFFFFFFFFu; }
+  cpt_flags flags(std::size_t p) const { return p < end ? classify(t.cpts[p]) : cpt_flags{}; }
+  // Ends the current piece at e (an empty piece is no cut); its length.
+  std::size_t add(std::size_t e) {
     std::size_t len = e - prev;
     if (len > 0) cuts.push_back(e);
     prev = e;
     return len;
-  };
-  for (std::size_t pos = ini; pos < end;) {
-    std::uint32_t c = cpt(pos);
-    auto f = flags(pos);
-    // 's|'t|'re|'ve|'m|'ll|'d
-    if (c == '\'' && pos + 1 < end) {
-      std::uint32_t n1 = cpt(pos + 1);
-      if (n1 == 's' || n1 == 't' || n1 == 'm' || n1 == 'd') {
-        pos += add(pos + 2);
-        continue;
-      }
-      if (pos + 2 < end) {
-        std::uint32_t n2 = cpt(pos + 2);
-        if ((n1 == 'r' && n2 == 'e') || (n1 == 'v' && n2 == 'e') || (n1 == 'l' && n2 == 'l')) {
-          pos += add(pos + 3);
-          continue;
-        }
-      }
+  }
+  // 's|'t|'re|'ve|'m|'ll|'d at pos (any case with `fold`): cut after it and
+  // move pos there; false when there is none.
+  bool contraction(std::size_t& pos, bool fold) {
+    auto at = [&](std::size_t p) { return fold ? ascii_lower(cpt(p)) : cpt(p); };
+    if (cpt(pos) != '\'' || pos + 1 >= end) return false;
+    std::uint32_t n1 = at(pos + 1);
+    if (n1 == 's' || n1 == 't' || n1 == 'm' || n1 == 'd') {
+      pos += add(pos + 2);
+      return true;
     }
-    auto f2 = c == ' ' ? flags(pos + 1) : f;
+    if (pos + 2 >= end) return false;
+    std::uint32_t n2 = at(pos + 2);
+    if ((n1 == 'r' && n2 == 'e') || (n1 == 'v' && n2 == 'e') || (n1 == 'l' && n2 == 'l')) {
+      pos += add(pos + 3);
+      return true;
+    }
+    return false;
+  }
+  // The `ws` spaces at pos ('\s+(?!\S)': the last space is left for the next
+  // word), or else one code point alone.
+  void spaces(std::size_t& pos, std::size_t ws) {
+    if (ws > 1 && pos + ws < end)
+      pos += ws - 1;
+    else if (ws > 0)
+      pos += ws;
+    else
+      ++pos;
+    add(pos);
+  }
+};
+
+// Splitters: each returns the end offsets (in code points) of the pieces of
+// t.cpts[0..n), following llama.cpp's unicode_regex_split_custom_*.
+void split_gpt2(const cpt_text& t, std::size_t ini, std::size_t end, std::vector<std::size_t>& cuts) {
+  splitter s{t, end, cuts, ini};
+  for (std::size_t pos = ini; pos < end;) {
+    std::uint32_t c = s.cpt(pos);
+    auto f = s.flags(pos);
+    // 's|'t|'re|'ve|'m|'ll|'d
+    if (s.contraction(pos, false)) continue;
+    auto f2 = c == ' ' ? s.flags(pos + 1) : f;
     // ' ?\p{L}+'
     if (f2.letter) {
       pos += c == ' ';
-      while (f2.letter) f2 = flags(++pos);
-      add(pos);
+      while (f2.letter) f2 = s.flags(++pos);
+      s.add(pos);
       continue;
     }
     // ' ?\p{N}+'
     if (f2.number) {
       pos += c == ' ';
-      while (f2.number) f2 = flags(++pos);
-      add(pos);
+      while (f2.number) f2 = s.flags(++pos);
+      s.add(pos);
       continue;
     }
     // ' ?[^\s\p{L}\p{N}]+'
     if (!(f2.space || f2.letter || f2.number) && f2.valid) {
       pos += c == ' ';
-      while (!(f2.space || f2.letter || f2.number) && f2.valid) f2 = flags(++pos);
-      add(pos);
+      while (!(f2.space || f2.letter || f2.number) && f2.valid) f2 = s.flags(++pos);
+      s.add(pos);
       continue;
     }
     std::size_t ws = 0;
-    while (flags(pos + ws).space) ++ws;
-    // '\s+(?!\S)': leave the last space for the next word
-    if (ws > 1 && pos + ws < end) {
-      pos += ws - 1;
-      add(pos);
-      continue;
-    }
-    if (ws > 0) {
-      pos += ws;
-      add(pos);
-      continue;
-    }
-    add(++pos);
+    while (s.flags(pos + ws).space) ++ws;
+    s.spaces(pos, ws);
   }
 }
 
-std::uint32_t ascii_lower(std::uint32_t c) { return (c >= 'A' && c <= 'Z') ? c + 32 : c; }
-
 void split_llama3(const cpt_text& t, std::size_t ini, std::size_t end, std::vector<std::size_t>& cuts) {
-  auto cpt = [&](std::size_t p) -> std::uint32_t { return p < end ? t.cpts[p] : 0xFFFFFFFFu; };
-  auto flags = [&](std::size_t p) { return p < end ? classify(t.cpts[p]) : cpt_flags{}; };
-  std::size_t prev = ini;
-  auto add = [&](std::size_t e) {
-    std::size_t len = e - prev;
-    if (len > 0) cuts.push_back(e);
-    prev = e;
-    return len;
-  };
+  splitter s{t, end, cuts, ini};
   for (std::size_t pos = ini; pos < end;) {
-    std::uint32_t c = cpt(pos);
-    auto f = flags(pos);
+    std::uint32_t c = s.cpt(pos);
+    auto f = s.flags(pos);
     // (?i:'s|'t|'re|'ve|'m|'ll|'d)
-    if (c == '\'' && pos + 1 < end) {
-      std::uint32_t n1 = ascii_lower(cpt(pos + 1));
-      if (n1 == 's' || n1 == 't' || n1 == 'm' || n1 == 'd') {
-        pos += add(pos + 2);
-        continue;
-      }
-      if (pos + 2 < end) {
-        std::uint32_t n2 = ascii_lower(cpt(pos + 2));
-        if ((n1 == 'r' && n2 == 'e') || (n1 == 'v' && n2 == 'e') || (n1 == 'l' && n2 == 'l')) {
-          pos += add(pos + 3);
-          continue;
-        }
-      }
-    }
+    if (s.contraction(pos, true)) continue;
     // [^\r\n\p{L}\p{N}]?\p{L}+
     if (!(c == '\r' || c == '\n' || f.number)) {
-      if (f.letter || flags(pos + 1).letter) {
+      if (f.letter || s.flags(pos + 1).letter) {
         ++pos;
-        while (flags(pos).letter) ++pos;
-        add(pos);
+        while (s.flags(pos).letter) ++pos;
+        s.add(pos);
         continue;
       }
     }
     // \p{N}{1,3}
     if (f.number) {
       std::size_t start = pos;
-      while (flags(pos).number) {
+      while (s.flags(pos).number) {
         if (++pos - start >= 3) {
-          add(pos);
+          s.add(pos);
           start = pos;
         }
       }
-      add(pos);
+      s.add(pos);
       continue;
     }
     // ' ?[^\s\p{L}\p{N}]+[\r\n]*'
-    auto f2 = c == ' ' ? flags(pos + 1) : f;
+    auto f2 = c == ' ' ? s.flags(pos + 1) : f;
     if (!(f2.space || f2.letter || f2.number) && f.valid) {
       pos += c == ' ';
-      while (!(f2.space || f2.letter || f2.number) && f2.valid) f2 = flags(++pos);
-      std::uint32_t c2 = cpt(pos);
-      while (c2 == '\r' || c2 == '\n') c2 = cpt(++pos);
-      add(pos);
+      while (!(f2.space || f2.letter || f2.number) && f2.valid) f2 = s.flags(++pos);
+      std::uint32_t c2 = s.cpt(pos);
+      while (c2 == '\r' || c2 == '\n') c2 = s.cpt(++pos);
+      s.add(pos);
       continue;
     }
     std::size_t ws = 0, last_rn = 0;
-    while (flags(pos + ws).space) {
-      std::uint32_t c2 = cpt(pos + ws);
+    while (s.flags(pos + ws).space) {
+      std::uint32_t c2 = s.cpt(pos + ws);
       if (c2 == '\r' || c2 == '\n') last_rn = pos + ws + 1;
       ++ws;
     }
     if (last_rn > 0) {  // \s*[\r\n]+
       pos = last_rn;
-      add(pos);
+      s.add(pos);
       continue;
     }
-    if (ws > 1 && pos + ws < end) {  // \s+(?!\S)
-      pos += ws - 1;
-      add(pos);
-      continue;
-    }
-    if (ws > 0) {
-      pos += ws;
-      add(pos);
-      continue;
-    }
-    add(++pos);
+    s.spaces(pos, ws);
   }
 }
 

@@ -5,18 +5,18 @@
 #include <caf/io/middleman.hpp>
 #include <caf/scoped_actor.hpp>
 
-#include <chrono>
-#include <cstdio>
-#include <optional>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
+#include <chrono>
+#include <cstdio>
+#include <optional>
 
 #include "actors/atoms.hpp"
+#include "actors/caf_error.hpp"
 #include "actors/frame_type.hpp"
 #include "actors/node.hpp"
 #include "actors/system_config.hpp"
-#include "messages/caf_error.hpp"
 
 using namespace kvflow;
 using namespace std::chrono_literals;
@@ -28,8 +28,16 @@ caf::expected<msg::message> ask(caf::actor_system& sys, const caf::actor& node, 
   caf::scoped_actor self{sys};
   std::optional<caf::expected<msg::message>> out;
   caf::error err;
-  self->request(node, 5s, f).receive([&](const msg::frame& reply) { out = msg::decode(reply); },
-                                     [&](caf::error& e) { err = std::move(e); });
+  self->request(node, 5s, f)
+      .receive(
+          [&](const msg::frame& reply) {
+            auto d = msg::decode(reply);
+            if (d)
+              out = std::move(*d);
+            else
+              out = make_error(d.error());
+          },
+          [&](caf::error& e) { err = std::move(e); });
   if (out) return std::move(*out);
   return err;
 }

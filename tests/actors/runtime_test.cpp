@@ -34,7 +34,7 @@ reference full_prefill(const std::string& preset, std::uint64_t seed, const std:
   sha256 h;
   for (int i = 0; i < chunks; ++i) {
     int count = std::min<int>(chunk_tokens, static_cast<int>(tokens.size()) - i * chunk_tokens);
-    blocks[i].shape = model::kv_shape::of(c, count, eng->kv_type());
+    blocks[i].shape = model::kv_shape_of(c, count, eng->kv_type());
     blocks[i].data = eng->allocate(blocks[i].shape.bytes());
     hidden.assign(static_cast<std::size_t>(count) * c.hidden, 0.0f);
     model::chunk_job job;

@@ -78,7 +78,7 @@ struct fixture {
     std::filesystem::remove_all(dir);
     engine = model::make_cpu_engine(model::random_weights(model::preset("tiny-test"), 3));
     if (copy_s > 0) engine = std::make_shared<slow_copy_engine>(engine, copy_s);
-    shape = model::kv_shape::of(engine->cfg(), chunk_tokens, engine->kv_type());
+    shape = model::kv_shape_of(engine->cfg(), chunk_tokens, engine->kv_type());
     devices::chunk_store_options o;
     o.host_capacity_bytes = shape.bytes();
     o.disk.directory = dir;
@@ -125,7 +125,7 @@ using answer = test::grant_answer;
 std::vector<answer> load_all(fixture& fx, const std::vector<std::uint32_t>& which, double exit_after_s = -1) {
   system_config cfg;
   caf::actor_system sys{cfg};
-  auto tier = sys.spawn<caf::detached>(tier_actor, fx.store, msg::tier::disk, std::uint64_t{2 * fx.shape.bytes()});
+  auto tier = sys.spawn<caf::detached>(disk_tier_actor, fx.store, std::uint64_t{2 * fx.shape.bytes()});
   std::vector<answer> out(which.size());
   {
     caf::scoped_actor self{sys};

@@ -8,7 +8,7 @@
 #include <vector>
 
 #include "devices/chunk_store.hpp"
-#include "kernels/model/kv_layout.hpp"
+#include "messages/kv_shape.hpp"
 #include "messages/types.hpp"
 
 namespace kvflow::devices::test {

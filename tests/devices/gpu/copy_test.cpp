@@ -7,10 +7,11 @@
 #include <vector>
 
 #include "devices/gpu/copy.hpp"
-#include "devices/gpu/cuda_check.hpp"
 #include "devices/gpu/gpu_pool.hpp"
 #include "devices/host/pinned_buffer.hpp"
 #include "messages/error.hpp"
+#include "platform/cuda.hpp"
+#include "platform/cuda_check.hpp"
 
 using namespace kvflow;
 using namespace kvflow::devices;
@@ -19,7 +20,7 @@ namespace {
 // GPU suites exit 77 (ctest: skipped) where no device is found.
 struct require_device {
   require_device() {
-    if (!cuda_device_available()) {
+    if (!platform::cuda_device_available()) {
       std::printf("devices.gpu.copy: no CUDA device found, skipping\n");
       std::exit(77);
     }

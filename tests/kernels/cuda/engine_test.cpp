@@ -31,7 +31,7 @@ struct chunk_mem {
   kv_block block;
   hidden_state hidden;
   chunk_mem(engine& eng, int tokens) : e(&eng) {
-    block.shape = kv_shape::of(eng.cfg(), tokens, eng.kv_type());
+    block.shape = kv_shape_of(eng.cfg(), tokens, eng.kv_type());
     block.data = eng.allocate(block.shape.bytes());
     hidden.tokens = tokens;
     hidden.data = eng.allocate(static_cast<std::size_t>(tokens) * eng.cfg().hidden * sizeof(float));

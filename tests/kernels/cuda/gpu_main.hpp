@@ -3,14 +3,13 @@
 // CUDA device is found, else runs Boost.Test. Include once per suite, after
 // defining BOOST_TEST_MODULE and BOOST_TEST_NO_MAIN.
 
-#include <cuda_runtime_api.h>
-
 #include <boost/test/unit_test.hpp>
 #include <cstdio>
 
+#include "platform/cuda.hpp"
+
 int main(int argc, char* argv[]) {
-  int n = 0;
-  if (cudaGetDeviceCount(&n) != cudaSuccess || n == 0) {
+  if (!kvflow::platform::cuda_device_available()) {
     std::printf("no CUDA device found: skipping\n");
     return 77;
   }

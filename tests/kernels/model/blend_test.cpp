@@ -22,9 +22,9 @@ namespace {
 struct host_block {
   std::vector<float> data;
   kv_block view;
-  host_block(const config& c, int tokens) : data(kv_shape::of(c, tokens, dtype::f32).bytes() / 4, 0.0f) {
+  host_block(const config& c, int tokens) : data(kv_shape_of(c, tokens, dtype::f32).bytes() / 4, 0.0f) {
     view.data = data.data();
-    view.shape = kv_shape::of(c, tokens, dtype::f32);
+    view.shape = kv_shape_of(c, tokens, dtype::f32);
   }
 };
 

@@ -89,7 +89,7 @@ struct sequence {
   explicit sequence(engine& en) : e(en) {}
   void run(const std::int32_t* tokens, int n) {
     const config& c = e.cfg();
-    kv_shape shape = kv_shape::of(c, n, dtype::f32);
+    kv_shape shape = kv_shape_of(c, n, dtype::f32);
     blocks.emplace_back(shape.bytes() / sizeof(float));
     hidden.assign(static_cast<std::size_t>(n) * c.hidden, 0.0f);
     chunk_job job;

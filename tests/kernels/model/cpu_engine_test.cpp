@@ -18,9 +18,9 @@ namespace {
 struct block {
   std::vector<float> data;
   kv_block view;
-  block(const config& c, int tokens) : data(kv_shape::of(c, tokens, dtype::f32).bytes() / 4, NAN) {
+  block(const config& c, int tokens) : data(kv_shape_of(c, tokens, dtype::f32).bytes() / 4, NAN) {
     view.data = data.data();
-    view.shape = kv_shape::of(c, tokens, dtype::f32);
+    view.shape = kv_shape_of(c, tokens, dtype::f32);
   }
 };
 

@@ -1,0 +1,152 @@
+#pragma once
+// kvflow bench's records and reports: one JSON record per point and policy,
+// restore.json and restore.md, the notes that explain them, the
+// transformers reference (prefill_reference.py) and, with --append, the
+// records of an earlier run.
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "actors/runtime.hpp"
+#include "policies/policy.hpp"
+
+namespace kvflow::app {
+
+using prompt_list = std::vector<std::vector<std::int32_t>>;
+
+using policies::policy_kind;
+
+/// One value through printf's format `f`.
+std::string fmt(double v, const char* f = "%.3f");
+/// The name of a policy, as runtime_options and submit_options take it.
+std::string name_of(policy_kind k);
+/// Whether `name` names policy `k`.
+bool is(const std::string& name, policy_kind k);
+
+// The measurements of one (context, tier, batch or stream, policy) point.
+struct point {
+  int context = 0;
+  std::string tier;
+  int batch = 0;
+  std::string policy;
+  std::vector<double> per_repeat_mean;                              // mean TTFT of the batch, per repeat
+  std::vector<double> all_ttft;                                     // every request of every repeat
+  double computed = 0, loaded = 0, host_bytes = 0, disk_bytes = 0;  // sums over requests
+  double mean() const {  // batch 1: median of repeats; batches, streams: mean of all requests
+    if (batch == 1) {
+      auto v = per_repeat_mean;
+      std::sort(v.begin(), v.end());
+      return v.size() % 2 ? v[v.size() / 2] : (v[v.size() / 2 - 1] + v[v.size() / 2]) / 2;
+    }
+    double s = 0;
+    for (double t : all_ttft) s += t;
+    return s / all_ttft.size();
+  }
+  double p99() const {  // nearest rank
+    auto v = all_ttft;
+    std::sort(v.begin(), v.end());
+    auto rank = static_cast<std::size_t>(std::ceil(0.99 * v.size()));
+    return v[std::max<std::size_t>(rank, 1) - 1];
+  }
+  // Batch 1: what the bound rests on, from the traced spans of compute_only
+  // (seconds per chunk, summed over its runs) and load_only (cells moved and
+  // the seconds from its first load's start to its last one's end).
+  std::vector<double> chunk_compute_s;
+  int compute_runs = 0;
+  double load_cells = 0, load_s = 0;
+  std::uint32_t cached = 0, layers = 0;
+  void add_costs(const restore_report& r) {
+    if (r.spans.empty()) return;
+    double first = 1e300, last = 0, cells = 0;
+    chunk_compute_s.resize(r.chunks, 0.0);
+    bool computed_any = false;
+    for (const auto& s : r.spans) {
+      const double n = double(s.chunk_end - s.chunk_begin) * (s.layer_end - s.layer_begin);
+      layers = std::max(layers, s.layer_end);
+      if (s.compute) {
+        for (auto c = s.chunk_begin; c < s.chunk_end && c < r.chunks; ++c)
+          chunk_compute_s[c] += (s.end_s - s.start_s) * (s.layer_end - s.layer_begin) / n;
+        computed_any = true;
+      } else {
+        cells += n;
+        first = std::min(first, s.start_s);
+        last = std::max(last, s.end_s);
+      }
+    }
+    cached = r.cached_chunks;
+    if (computed_any) ++compute_runs;
+    if (cells > 0) load_cells += cells, load_s += last - first;
+  }
+  void add(const restore_report& r) {
+    all_ttft.push_back(r.ttft_s);
+    computed += r.cells_computed;
+    loaded += r.cells_loaded;
+    host_bytes += r.bytes_from_host;
+    disk_bytes += r.bytes_from_disk;
+  }
+};
+
+/// What every record of a run shares. The command fills in the first fields
+/// once and keeps the others current while it runs.
+struct run_facts {
+  std::string preset;
+  int chunk_tokens = 0;
+  bool kv_digest_checked = true;
+  std::vector<std::string> tiers;            ///< as given to --tiers
+  std::vector<std::string> reference_files;  ///< --reference
+  int suffix_tokens = 0;                     ///< the --suffix-tokens value being run
+  std::string tier_root;                     ///< where the current tier's chunk files lie
+  std::string device;                        ///< the runtime's engine, after --device-name
+  int mismatches = 0;                        ///< restores that differ from compute_only's
+};
+
+/// The records of one run (and, with --append, an earlier one's). Not
+/// thread-safe: the bench's thread owns it.
+class bench_records {
+ public:
+  /// `facts` is read on every call, so it must outlive the records.
+  explicit bench_records(const run_facts& facts) : facts_(facts) {}
+
+  /// prefill_reference.py's records: a list of {model, context_tokens, impl,
+  /// seconds, ...}; the transformers ones are the outside peer. Throws
+  /// kvflow::error when `file` cannot be read or is not that JSON.
+  void read_reference(const std::string& file);
+  /// --append: keeps the records, traces and notes of out_dir/restore.json
+  /// (none when it does not exist; throws kvflow::error when it is not one).
+  void read_previous(const std::string& out_dir);
+
+  /// One record per policy of `policies`, ratios within this point's run:
+  /// TTFT over the baseline's (below 1: faster than the baseline). A point
+  /// measured again (--append) replaces its earlier record in place.
+  /// `warn` hears what looks wrong with a point.
+  void add(std::map<std::string, point>& points, const std::vector<std::string>& policies, const prompt_list& prompts,
+           const nlohmann::json& extra, const std::function<void(const std::string&)>& warn);
+  /// Lists a trace file (an entry with at least "file"), replacing the entry
+  /// of the same file.
+  void add_trace(const nlohmann::json& entry);
+
+  /// Notes of this run merged into the earlier ones.
+  std::vector<std::string> notes() const;
+  /// The records as a markdown table, then the notes and the traces.
+  std::string markdown() const;
+  /// Writes out_dir/restore.json and restore.md (`table`), each written aside
+  /// and renamed; `say` prints where.
+  void write(const std::string& out_dir, const std::string& table, bool say) const;
+
+ private:
+  const run_facts& facts_;
+  std::vector<nlohmann::json> records_, traces_;
+  std::vector<std::string> previous_notes_;
+  std::map<std::pair<std::string, int>, double> reference_;  // (model, tokens) -> transformers prefill s
+  std::string reference_device_;
+};
+
+}  // namespace kvflow::app
