@@ -11,10 +11,9 @@
 #include "policies/batch_state.hpp"
 
 namespace kvflow {
-namespace {
 
-// The jobs of layers [layer_begin, layer_end) of chunks [chunk_begin, chunk_end), in chunk order.
-void add_jobs(workspace& ws, const msg::cell_range& cells, std::vector<model::chunk_job>& jobs) {
+void add_chunk_jobs(workspace& ws, const msg::cell_range& cells, std::vector<model::chunk_job>& jobs,
+                    const std::function<model::hidden_state&(int)>& hidden) {
   for (auto c = cells.chunk_begin; c < cells.chunk_end; ++c) {
     model::chunk_job job;
     int ci = static_cast<int>(c);
@@ -25,10 +24,12 @@ void add_jobs(workspace& ws, const msg::cell_range& cells, std::vector<model::ch
     job.layer_end = static_cast<int>(cells.layer_end);
     job.past = {ws.blocks().data(), ci};
     job.out = ws.block(ci);
-    job.hidden = ws.hidden(ci);
+    job.hidden = hidden ? hidden(ci) : ws.hidden(ci);
     jobs.push_back(job);
   }
 }
+
+namespace {
 
 int grant_rows(workspace& ws, const msg::cell_range& cells) {
   int rows = 0;
@@ -118,7 +119,7 @@ caf::behavior gpu_actor(caf::stateful_actor<gpu_state>* self, std::shared_ptr<mo
           std::vector<model::chunk_job> jobs;
           auto enqueue = [&](std::size_t from, std::size_t to) {
             jobs.clear();
-            for (std::size_t k = from; k < to; ++k) add_jobs(*queued[k].ws, queued[k].grant.cells, jobs);
+            for (std::size_t k = from; k < to; ++k) add_chunk_jobs(*queued[k].ws, queued[k].grant.cells, jobs);
             eng->run_fused(jobs);
           };
           // Taken before enqueuing: the CPU engine computes inside run_fused.

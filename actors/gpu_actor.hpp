@@ -2,6 +2,7 @@
 // The gpu actor: owns one device's engine (weights, streams, memory) and
 // runs compute cells and decode steps on it.
 
+#include <functional>
 #include <map>
 #include <memory>
 #include <vector>
@@ -63,6 +64,13 @@ struct gpu_state {
 /// 8B model on an H200; gathering more would make queued grants finish
 /// together and leave the device idle while their completions travel.
 constexpr int gpu_fuse_rows = 1024;
+
+/// Appends the engine jobs of layers [layer_begin, layer_end) of chunks
+/// [chunk_begin, chunk_end) of `ws`, in chunk order; each job's hidden state
+/// is hidden(c), or ws.hidden(c) without it. The gpu and stage actors build
+/// their forwards with it.
+void add_chunk_jobs(workspace& ws, const msg::cell_range& cells, std::vector<model::chunk_job>& jobs,
+                    const std::function<model::hidden_state&(int)>& hidden = nullptr);
 
 /// Spawn detached: compute is the actor's own work, and a detached actor's
 /// thread is the only one that ever drives its engine.
