@@ -307,6 +307,10 @@ struct runtime::impl {
     // Each stage keeps its own queue full: a grant is in flight while it
     // travels the whole pipeline.
     caps.compute_cells *= static_cast<std::uint64_t>(stage_count());
+    // Each stage loads its own layers over its own links (their caps are per link).
+    if (stage_count() > 1)
+      caps.stage_bounds = policies::stage_bounds(static_cast<std::uint32_t>(engine->cfg().layers), opts.stages,
+                                                 opts.stage_splits);
     auto chunk_bytes = model::kv_shape::of(engine->cfg(), opts.chunk_tokens, engine->kv_type()).bytes();
     for (auto& b : caps.load_bytes)
       b = opts.max_load_bytes_in_flight ? opts.max_load_bytes_in_flight : 2 * chunk_bytes * caps.compute_group;

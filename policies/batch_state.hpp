@@ -25,12 +25,21 @@ struct caps {
   /// than one chunk many layers deep. 1: one chunk, chunk-major.
   std::uint32_t compute_group = 1;
   std::array<std::uint64_t, 4> load_bytes{1ull << 30, 1ull << 30, 1ull << 30, 1ull << 30};  ///< by msg::tier
+  /// Layer-pipeline stages (policies/stage_plan): stage s owns layers
+  /// [stage_bounds[s], stage_bounds[s + 1]) and has its own link of each
+  /// tier, so load_bytes caps each stage's link and a grant's bytes count on
+  /// the links of the stages its layers belong to. Empty: one stage.
+  std::vector<std::uint32_t> stage_bounds;
+  std::uint32_t stages() const {
+    return stage_bounds.size() > 2 ? static_cast<std::uint32_t>(stage_bounds.size() - 1) : 1;
+  }
 };
 
 /// Work in flight now: granted and not yet done.
 struct usage {
   std::uint64_t compute_cells = 0;
-  std::array<std::uint64_t, 4> load_bytes{};
+  std::array<std::uint64_t, 4> load_bytes{};                   ///< over every stage's links
+  std::vector<std::array<std::uint64_t, 4>> stage_load_bytes;  ///< [stage][tier], with caps::stage_bounds
 };
 
 /// One request: chunks [0, P) cached (a tier each), [P, S) new; L layers.
@@ -41,10 +50,10 @@ class request_state {
   request_state(const msg::register_request& reg, std::uint64_t arrival, double registered_s = 0);
 
   std::uint64_t id() const { return id_; }
-  std::uint64_t arrival() const { return arrival_; }  ///< registration order in the batch
+  std::uint64_t arrival() const { return arrival_; }     ///< registration order in the batch
   double registered_s() const { return registered_s_; }  ///< registration time on the caller's clock
-  std::uint32_t chunks() const { return chunks_; }    ///< S
-  std::uint32_t layers() const { return layers_; }    ///< L
+  std::uint32_t chunks() const { return chunks_; }       ///< S
+  std::uint32_t layers() const { return layers_; }       ///< L
   std::uint32_t cached() const { return static_cast<std::uint32_t>(tiers_.size()); }  ///< P
   msg::tier tier_of(std::uint32_t chunk) const { return tiers_[chunk]; }
   std::uint64_t chunk_bytes() const { return chunk_bytes_; }
@@ -99,7 +108,7 @@ class request_state {
 /// owns one; a policy's decide() applies each grant it returns to it.
 class batch_state {
  public:
-  explicit batch_state(caps c = {}) : caps_(c) {}
+  explicit batch_state(caps c = {}) { set_limits(c); }
 
   /// Adds a request registered at `now_s` (seconds on the caller's clock);
   /// throws kvflow::error(invalid_argument) on a duplicate id or a bad shape.
@@ -111,12 +120,17 @@ class batch_state {
   const std::vector<request_state>& requests() const { return requests_; }
 
   const caps& limits() const { return caps_; }
-  void set_limits(const caps& c) { caps_ = c; }
+  void set_limits(const caps& c);
   const usage& in_flight() const { return used_; }
   /// Whether a grant of this size fits its resource's cap now (or is one
   /// cell on an idle resource).
   bool fits_compute(std::uint64_t cells) const;
   bool fits_load(msg::tier t, std::uint64_t bytes, std::uint64_t cells) const;
+  /// The same for the link of stage `stage` alone (fits_load counts the
+  /// links of every stage together).
+  bool fits_stage_load(std::uint32_t stage, msg::tier t, std::uint64_t bytes, std::uint64_t cells) const;
+  /// Bytes in flight on stage `stage`'s link of tier t.
+  std::uint64_t stage_load_in_flight(std::uint32_t stage, msg::tier t) const;
   /// Compute cells that fit now: the cap's room, or 1 on an idle GPU.
   std::uint64_t compute_room() const;
 
@@ -135,6 +149,8 @@ class batch_state {
     std::uint64_t bytes;
   };
   request_state* find_mut(std::uint64_t request_id);
+  // Adds (sign +1) or removes (-1) a load grant's bytes on its stages' links.
+  void charge_stages(const msg::grant& g, std::uint64_t cell_bytes, int sign);
 
   caps caps_;
   usage used_;

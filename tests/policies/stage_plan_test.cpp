@@ -1,9 +1,13 @@
 #define BOOST_TEST_MODULE policies.stage_plan
 #include <boost/test/unit_test.hpp>
 
+#include <algorithm>
+#include <string>
 #include <vector>
 
 #include "messages/error.hpp"
+#include "policies/batch_state.hpp"
+#include "policies/policy.hpp"
 #include "policies/stage_plan.hpp"
 
 using namespace kvflow;
@@ -47,4 +51,79 @@ BOOST_AUTO_TEST_CASE(stage_of_finds_the_owner_of_a_layer) {
   BOOST_TEST(stage_of(b, 29) == 3u);
   BOOST_TEST(stage_of(stage_bounds(30, 1), 29) == 0u);
   BOOST_TEST(stage_of({}, 5) == 0u);
+}
+
+namespace {
+
+// The layers of the load grants of one decide() on a fresh request of 8
+// cached chunks (of 9) and 4 layers, with the links capped at one chunk.
+std::vector<std::uint32_t> first_load_layers(const std::string& policy, std::vector<std::uint32_t> bounds) {
+  caps c;
+  c.load_bytes.fill(4 * 64);  // one chunk per link
+  c.stage_bounds = std::move(bounds);
+  batch_state b(c);
+  msg::register_request reg;
+  reg.request_id = 1;
+  reg.chunk_tokens = 16;
+  reg.num_chunks = 9;
+  reg.num_layers = 4;
+  reg.chunk_tiers.assign(8, msg::tier::host);
+  reg.chunk_bytes = 4 * 64;
+  b.add(reg);
+  auto pol = make_policy(policy);
+  std::vector<std::uint32_t> layers;
+  for (auto& g : pol->decide(b, cost_model{}))
+    if (g.act == msg::action::load)
+      for (auto l = g.cells.layer_begin; l < g.cells.layer_end; ++l) layers.push_back(l);
+  return layers;
+}
+
+}  // namespace
+
+// Each stage loads its own layers over its own link: with two stages the
+// first decision already loads layers of both, where one link would load
+// the lowest layer first.
+BOOST_AUTO_TEST_CASE(every_stage_link_loads_its_own_layers_at_once) {
+  for (auto policy : {"load_only", "two_pointer"}) {
+    BOOST_TEST_CONTEXT(policy) {
+      auto one = first_load_layers(policy, {});
+      BOOST_TEST(!one.empty());
+      BOOST_TEST(std::all_of(one.begin(), one.end(), [](auto l) { return l < 2; }));
+      auto two = first_load_layers(policy, {0, 2, 4});
+      BOOST_TEST(std::any_of(two.begin(), two.end(), [](auto l) { return l < 2; }));
+      BOOST_TEST(std::any_of(two.begin(), two.end(), [](auto l) { return l >= 2; }));
+    }
+  }
+}
+
+// A load over layers of two stages counts on both stages' links, and
+// leaves them when it completes.
+BOOST_AUTO_TEST_CASE(a_load_counts_on_the_links_of_its_stages) {
+  caps c;
+  c.stage_bounds = {0, 2, 4};
+  batch_state b(c);
+  msg::register_request reg;
+  reg.request_id = 1;
+  reg.num_chunks = 3;
+  reg.num_layers = 4;
+  reg.chunk_tiers.assign(2, msg::tier::disk);
+  reg.chunk_bytes = 400;
+  b.add(reg);
+  msg::grant g;
+  g.request_id = 1;
+  g.act = msg::action::load;
+  g.cells = {0, 2, 1, 4};  // layer 1 on stage 0, layers 2-3 on stage 1
+  g.source = msg::tier::disk;
+  b.apply(g);
+  BOOST_TEST(b.stage_load_in_flight(0, msg::tier::disk) == 200u);
+  BOOST_TEST(b.stage_load_in_flight(1, msg::tier::disk) == 400u);
+  BOOST_TEST(b.in_flight().load_bytes[static_cast<std::size_t>(msg::tier::disk)] == 600u);
+  msg::cell_done done;
+  done.request_id = 1;
+  done.grant_id = g.grant_id;
+  done.act = msg::action::load;
+  done.cells = g.cells;
+  b.apply(done);
+  BOOST_TEST(b.stage_load_in_flight(0, msg::tier::disk) == 0u);
+  BOOST_TEST(b.stage_load_in_flight(1, msg::tier::disk) == 0u);
 }
