@@ -7,6 +7,7 @@
 // against compute_only's. Writes restore.json, restore.md and Chrome trace
 // files of one batched restore per traced policy.
 
+#include <unistd.h>
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -20,7 +21,6 @@
 #include <set>
 #include <sstream>
 #include <thread>
-#include <unistd.h>
 
 #include <nlohmann/json.hpp>
 
@@ -51,12 +51,12 @@ struct bench_options {
   std::vector<int> batches{1};
   std::vector<std::string> batch_tiers;  // tiers that run batches > 1 and streams; empty: all
   int repeats = 3;
-  int poisson = 0;            // requests of the Poisson stream; 0: none
-  double poisson_load = 0.7;  // arrival rate over the measured capacity
+  int poisson = 0;                              // requests of the Poisson stream; 0: none
+  double poisson_load = 0.7;                    // arrival rate over the measured capacity
   std::string capacity_policy = "two_pointer";  // restores the stream serially to measure capacity
-  int trace_batch = 0;        // 0: the largest batch; negative: no trace
+  int trace_batch = 0;                          // 0: the largest batch; negative: no trace
   std::vector<std::string> trace_policies{"two_pointer", "bidirectional"};
-  int trace_context = 0;      // 0: the first context where the batch runs
+  int trace_context = 0;                // 0: the first context where the batch runs
   std::vector<std::string> references;  // prefill_reference.py's JSON files
   bool no_digest = false;
   bool append = false;
@@ -64,6 +64,8 @@ struct bench_options {
   std::string device_name;  // e.g. the GPU's name, for the records
   std::string disk_root;    // folder of the disk tier's chunk files; empty: the temp folder
   std::string paced_root;   // same for paced tiers; empty: disk_root
+  int stages = 0;           // layer-pipeline stages; 0 or 1: none
+  std::string stage_link;   // hand-off between stages: host or nccl; empty: the runtime's default
 };
 
 // One tier configuration: "host" (pinned host pool), "disk" (unpaced,
@@ -106,10 +108,11 @@ struct point {
   std::string tier;
   int batch = 0;
   std::string policy;
-  std::vector<double> per_repeat_mean;  // mean TTFT of the batch, per repeat
-  std::vector<double> all_ttft;         // every request of every repeat
+  std::vector<double> per_repeat_mean;                              // mean TTFT of the batch, per repeat
+  std::vector<double> all_ttft;                                     // every request of every repeat
   double computed = 0, loaded = 0, host_bytes = 0, disk_bytes = 0;  // sums over requests
-  double mean() const {  // batch 1: median of repeats; batches, streams: mean of all requests
+  double handoffs = 0, handoff_s = 0;  // stage hand-offs (chunks) and their time, sums over requests
+  double mean() const {                // batch 1: median of repeats; batches, streams: mean of all requests
     if (batch == 1) {
       auto v = per_repeat_mean;
       std::sort(v.begin(), v.end());
@@ -160,6 +163,8 @@ struct point {
     loaded += r.cells_loaded;
     host_bytes += r.bytes_from_host;
     disk_bytes += r.bytes_from_disk;
+    handoffs += r.stage_handoffs;
+    handoff_s += r.handoff_s;
   }
 };
 
@@ -180,7 +185,9 @@ std::vector<std::int32_t> random_tokens(std::mt19937_64& rng, int count, int voc
 // compute_only and load_only first, oracle last: the oracle reads the rates
 // the runtime's cost model observed in the earlier runs.
 std::vector<std::string> run_order(std::vector<std::string> p) {
-  auto rank = [](const std::string& s) { return s == "compute_only" ? 0 : s == "load_only" ? 1 : s == "oracle" ? 3 : 2; };
+  auto rank = [](const std::string& s) {
+    return s == "compute_only" ? 0 : s == "load_only" ? 1 : s == "oracle" ? 3 : 2;
+  };
   std::stable_sort(p.begin(), p.end(), [&](auto& a, auto& b) { return rank(a) < rank(b); });
   return p;
 }
@@ -270,10 +277,10 @@ class bench {
                                                 " leaves no cached chunk after a suffix of " +
                                                 std::to_string(longest_suffix) + " tokens");
       if (c + 1 > cfg_.max_positions)
-        throw error(errc::invalid_argument, "--contexts: " + std::to_string(c) + " tokens plus the first new one exceed " +
-                                                opt_.preset + "'s " + std::to_string(cfg_.max_positions) +
-                                                " positions (use at most " + std::to_string(cfg_.max_positions - 1) +
-                                                ")");
+        throw error(errc::invalid_argument, "--contexts: " + std::to_string(c) +
+                                                " tokens plus the first new one exceed " + opt_.preset + "'s " +
+                                                std::to_string(cfg_.max_positions) + " positions (use at most " +
+                                                std::to_string(cfg_.max_positions - 1) + ")");
     }
     for (int b : opt_.batches)
       if (b <= 0) throw error(errc::invalid_argument, "--batch: " + std::to_string(b) + " is not positive");
@@ -352,7 +359,8 @@ class bench {
     double most = 0;
     for (int ctx : opt_.contexts) {
       for (int b : opt_.batches)
-        if (batch_runs_on(b, t.name)) most = std::max(most, prefix_bytes(make_prompts(ctx, b, static_cast<std::uint64_t>(b))));
+        if (batch_runs_on(b, t.name))
+          most = std::max(most, prefix_bytes(make_prompts(ctx, b, static_cast<std::uint64_t>(b))));
       if (poisson_on(t.name)) most = std::max(most, prefix_bytes(make_prompts(ctx, opt_.poisson, poisson_key())));
     }
     return most;
@@ -381,6 +389,8 @@ class bench {
     ro.threads = opt_.threads;
     ro.chunk_tokens = opt_.chunk_tokens;
     ro.policy = "two_pointer";
+    ro.stages = opt_.stages;
+    ro.stage_link = opt_.stage_link;
     ro.host_tier_gb = host_bytes / 1e9;
     ro.disk_gbps = t.gbps;
     ro.disk_tier_gb = std::max(4.0, tier_bytes_needed(t) * 1.25 / 1e9);
@@ -505,15 +515,15 @@ class bench {
   }
 
   // Against compute_only's restore of the same prompt (the first one seen).
-  void check(std::vector<restore_report>& reference, const restore_report& r, std::size_t i,
-             const std::string& policy, const tier_config& t) {
+  void check(std::vector<restore_report>& reference, const restore_report& r, std::size_t i, const std::string& policy,
+             const tier_config& t) {
     if (reference[i].first_token < 0) reference[i] = r;
     if (r.kv_sha256 != reference[i].kv_sha256 || r.first_token != reference[i].first_token) {
       mismatches_++;
       progress_.say("MISMATCH: " + policy + " prompt " + std::to_string(i) + " (" + std::to_string(r.prompt_tokens) +
                     " tokens): kv " + r.kv_sha256.substr(0, 12) + " first token " + std::to_string(r.first_token) +
-                    ", " + reference[i].policy + " has kv " + reference[i].kv_sha256.substr(0, 12) +
-                    " first token " + std::to_string(reference[i].first_token));
+                    ", " + reference[i].policy + " has kv " + reference[i].kv_sha256.substr(0, 12) + " first token " +
+                    std::to_string(reference[i].first_token));
     }
     if (policy == "load_only" && t.host && r.bytes_from_disk > 0)
       progress_.say("warning: host tier: load_only read " + std::to_string(r.bytes_from_disk) + " bytes from disk");
@@ -533,10 +543,10 @@ class bench {
     for (int rep = 0; rep < opt_.repeats; ++rep) {
       for (auto& policy : policies_) {
         auto so = restore_options(policy);
-        bool trace = rep == 0 && batch == trace_batch_ && !traced_.count(policy) &&
-                     (opt_.trace_context == 0 || opt_.trace_context == ctx) &&
-                     std::find(opt_.trace_policies.begin(), opt_.trace_policies.end(), policy) !=
-                         opt_.trace_policies.end();
+        bool trace =
+            rep == 0 && batch == trace_batch_ && !traced_.count(policy) &&
+            (opt_.trace_context == 0 || opt_.trace_context == ctx) &&
+            std::find(opt_.trace_policies.begin(), opt_.trace_policies.end(), policy) != opt_.trace_policies.end();
         // Batch 1: compute_only's and load_only's spans give the bound's costs.
         so.trace = trace || (batch == 1 && (policy == "compute_only" || policy == "load_only"));
         progress_.start(label(ctx, t, batch, policy) + (trace ? " (traced)" : ""));
@@ -554,8 +564,8 @@ class bench {
 
   // Adds one run of every prompt to its point (after checking each report
   // against compute_only's); returns the run's mean TTFT.
-  double account(point& pt, const restore_run& run, std::vector<restore_report>& reference, int ctx, const tier_config& t,
-                 const std::string& policy) {
+  double account(point& pt, const restore_run& run, std::vector<restore_report>& reference, int ctx,
+                 const tier_config& t, const std::string& policy) {
     int n = static_cast<int>(run.reports.size());
     pt.context = ctx;
     pt.tier = t.name;
@@ -679,6 +689,12 @@ class bench {
                   {"kv_digest_checked", !opt_.no_digest},
                   {"prompt_tokens", json::array()},
                   {"device", device_}};
+      if (opt_.stages > 1) {
+        // Written only with stages, so that --append matches earlier records.
+        rec["stages"] = opt_.stages;
+        rec["handoffs"] = std::lround(pt.handoffs / n);
+        rec["handoff_ms_per_chunk"] = pt.handoffs > 0 ? json(pt.handoff_s / pt.handoffs * 1e3) : json(nullptr);
+      }
       rec.update(extra);
       for (auto& p : prompts) rec["prompt_tokens"].push_back(p.size());
       if (pt.tier.rfind("mixed", 0) == 0 && policy == "load_only" && (pt.host_bytes == 0 || pt.disk_bytes == 0))
@@ -688,7 +704,7 @@ class bench {
       // place (fields compared with the defaults the table shows).
       auto same_point = [&](const json& o) {
         static const char* keys[] = {"model", "context_tokens", "suffix_tokens", "chunk_tokens", "tier",
-                                     "batch", "policy",         "poisson_load",  "device"};
+                                     "batch", "policy",         "poisson_load",  "device",       "stages"};
         for (auto* k : keys)
           if (o.value(k, json()) != rec.value(k, json())) return false;
         auto arrival = [](const json& r) {
@@ -718,7 +734,9 @@ class bench {
     };
     json events = json::array();
     json requests = json::array();
-    events.push_back({{"name", "process_name"}, {"ph", "M"}, {"pid", 1},
+    events.push_back({{"name", "process_name"},
+                      {"ph", "M"},
+                      {"pid", 1},
                       {"args", {{"name", "kvflow " + opt_.preset + " tier " + t.name + " " + policy}}}});
     for (std::size_t i = 0; i < run.reports.size(); ++i) {
       const auto& r = run.reports[i];
@@ -726,8 +744,8 @@ class bench {
       int tid_c = 2 * static_cast<int>(i), tid_l = tid_c + 1;
       for (int k = 0; k < 2; ++k) {
         int tid = k ? tid_l : tid_c;
-        std::string name = "req " + std::to_string(i) + " (" + std::to_string(r.prompt_tokens) + " tok) " +
-                           (k ? "load" : "compute");
+        std::string name =
+            "req " + std::to_string(i) + " (" + std::to_string(r.prompt_tokens) + " tok) " + (k ? "load" : "compute");
         events.push_back({{"name", "thread_name"}, {"ph", "M"}, {"pid", 1}, {"tid", tid}, {"args", {{"name", name}}}});
         events.push_back(
             {{"name", "thread_sort_index"}, {"ph", "M"}, {"pid", 1}, {"tid", tid}, {"args", {{"sort_index", tid}}}});
@@ -776,8 +794,14 @@ class bench {
                           {"ts", base_us + at * 1e6},
                           {"args", {{"request", i}, {"chunk", meet_chunk}, {"layer", meet_layer}}}});
       }
-      events.push_back({{"name", "first token"}, {"cat", "ttft"}, {"ph", "i"}, {"s", "t"}, {"pid", 1}, {"tid", tid_c},
-                        {"ts", base_us + r.ttft_s * 1e6}, {"args", {{"request", i}, {"ttft_s", r.ttft_s}}}});
+      events.push_back({{"name", "first token"},
+                        {"cat", "ttft"},
+                        {"ph", "i"},
+                        {"s", "t"},
+                        {"pid", 1},
+                        {"tid", tid_c},
+                        {"ts", base_us + r.ttft_s * 1e6},
+                        {"args", {{"request", i}, {"ttft_s", r.ttft_s}}}});
       requests.push_back({{"id", i},
                           {"request_id", r.request_id},
                           {"prompt_tokens", r.prompt_tokens},
@@ -829,10 +853,11 @@ class bench {
       in >> j;
       for (auto& r : j)
         if (r.value("impl", "") == "transformers")
-          reference_[{r.at("model").get<std::string>(), r.at("context_tokens").get<int>()}] = r.at("seconds").get<double>();
+          reference_[{r.at("model").get<std::string>(), r.at("context_tokens").get<int>()}] =
+              r.at("seconds").get<double>();
     } catch (const json::exception& e) {
-      throw error(errc::invalid_argument, "--reference " + file + ": not prefill_reference.py's JSON (" +
-                                              e.what() + ")");
+      throw error(errc::invalid_argument,
+                  "--reference " + file + ": not prefill_reference.py's JSON (" + e.what() + ")");
     }
     for (auto& r : j)
       if (r.value("impl", "") == "transformers") reference_device_ = r.value("device", "");
@@ -873,6 +898,18 @@ class bench {
     add("TTFT: batch 1, the median of the repeats; batches and streams, the mean over every request (of every "
         "repeat), each from its own submit. vs X: this TTFT over X's in the same run and point (below 1: faster). "
         "best single: the better of compute_only and load_only.");
+    if (opt_.stages > 1) {
+      std::string per_policy;
+      for (auto& j : records_)
+        if (j.value("stages", 0) == opt_.stages && !j.value("handoff_ms_per_chunk", json()).is_null())
+          per_policy += " " + j["policy"].get<std::string>() + " " +
+                        fmt(j["handoff_ms_per_chunk"].get<double>(), "%.3f") + " ms (" +
+                        std::to_string(j["handoffs"].get<long>()) + " chunks" + ", " + j["tier"].get<std::string>() +
+                        ");";
+      add("Stages (" + std::to_string(opt_.stages) + ", layers split evenly, " +
+          (opt_.stage_link.empty() ? std::string("default") : opt_.stage_link) +
+          " hand-off): hand-off time per chunk of hidden state, per record:" + per_policy);
+    }
     add("Tiers: host (pinned host pool), disk (O_DIRECT, no host tier), N (the disk paced to N Gbit/s; its files "
         "under the record's tier_dir), mixed[:N] (a host pool for half of the point's cached chunks in front of the "
         "disk, paced to N Gbit/s if given: prompts primed one after another, so the LRU keeps the later chunks in "
@@ -886,9 +923,11 @@ class bench {
     std::string tiers;
     for (auto& t : opt_.tiers) tiers += (tiers.empty() ? "" : ",") + t;
     if (!reference_.empty()) {
-      std::string s = opt_.preset + " vs transformers: compute_only's batch-1 TTFT (the whole prompt recomputed in "
+      std::string s = opt_.preset +
+                      " vs transformers: compute_only's batch-1 TTFT (the whole prompt recomputed in "
                       "chunks through the runtime) over PyTorch/transformers prefill of the same model and length "
-                      "(prefill_reference.py" + (reference_device_.empty() ? "" : ", " + reference_device_) + "):";
+                      "(prefill_reference.py" +
+                      (reference_device_.empty() ? "" : ", " + reference_device_) + "):";
       bool any = false;
       for (auto& j : records_)
         if (j["model"] == opt_.preset && !j.value("vs_transformers", json()).is_null()) {
@@ -921,16 +960,15 @@ class bench {
          << " | " << fmt(j["ttft_p99_s"]) << " | " << r(j["ttft_vs_compute_only"]) << " | "
          << r(j.value("ttft_vs_load_only", json())) << " | " << r(j["ttft_vs_best_single"]) << " | "
          << r(j["ttft_vs_oracle"]) << " | " << r(j["ttft_vs_bidirectional"]) << " | "
-         << r(j.value("vs_transformers", json())) << " | " << j["cells_computed"] << " | " << j["cells_loaded"]
-         << " | " << fmt(j.value("gb_from_host", 0.0), "%.2f") << " | " << fmt(j.value("gb_from_disk", 0.0), "%.2f")
-         << " |\n";
+         << r(j.value("vs_transformers", json())) << " | " << j["cells_computed"] << " | " << j["cells_loaded"] << " | "
+         << fmt(j.value("gb_from_host", 0.0), "%.2f") << " | " << fmt(j.value("gb_from_disk", 0.0), "%.2f") << " |\n";
     md << "\n";
     for (auto& n : notes()) md << n << "\n\n";
     if (!traces_.empty()) {
       md << "Timelines (Chrome trace format; open in https://ui.perfetto.dev):";
       for (auto& t : traces_)
-        md << " " << t["file"].get<std::string>() << " (" << t["model"].get<std::string>() << " "
-           << t["context_tokens"] << " tok, tier " << t["tier"].get<std::string>() << ", batch " << t["batch"] << ");";
+        md << " " << t["file"].get<std::string>() << " (" << t["model"].get<std::string>() << " " << t["context_tokens"]
+           << " tok, tier " << t["tier"].get<std::string>() << ", batch " << t["batch"] << ");";
       md << "\n";
     }
     return md.str();
@@ -944,8 +982,8 @@ class bench {
     // in it as names); "timelines": what each shows.
     json names = json::array();
     for (auto& t : traces_) names.push_back(t["file"]);
-    json doc = {{"records", records_}, {"traces", names}, {"timelines", traces_}, {"notes", notes()},
-                {"device", device_}};
+    json doc = {
+        {"records", records_}, {"traces", names}, {"timelines", traces_}, {"notes", notes()}, {"device", device_}};
     if (!opt_.references.empty()) doc["reference"] = opt_.references;
     // Written aside and renamed, so that a run killed mid-write keeps the
     // previous complete file.
@@ -995,7 +1033,8 @@ command_runner add_bench_command(CLI::App& app) {
       "batched restore per traced policy.\n\nExample (CPU): kvflow bench --preset tiny-test --backend cpu "
       "--contexts 1024,2048 --suffix-tokens 64 --chunk-tokens 128 --tiers host,disk,10,mixed --batch 1,4 "
       "--poisson 6 --repeats 1 --out /tmp/bench");
-  cmd->add_option("--preset", opt->preset, "Model preset with random weights (tiny-test, smollm2-135m, llama-3-8b, ...)")
+  cmd->add_option("--preset", opt->preset,
+                  "Model preset with random weights (tiny-test, smollm2-135m, llama-3-8b, ...)")
       ->capture_default_str();
   cmd->add_option("--backend", opt->backend, "cpu, cuda or auto")->capture_default_str();
   cmd->add_option("--threads", opt->threads, "CPU backend threads (0: all cores)")->capture_default_str();
@@ -1016,15 +1055,18 @@ command_runner add_bench_command(CLI::App& app) {
                   "paced to N Gbit/s: part of each batch restores from host, part from disk)")
       ->delimiter(',')
       ->capture_default_str();
-  cmd->add_option("--policies", opt->policies, "Policies to compare (compute_only and load_only run first, oracle last)")
+  cmd->add_option("--policies", opt->policies,
+                  "Policies to compare (compute_only and load_only run first, oracle last)")
       ->delimiter(',')
       ->capture_default_str();
   cmd->add_option("--batch", opt->batches, "Batch sizes; a batch > 1 submits that many distinct prompts at once")
       ->delimiter(',')
       ->capture_default_str();
-  cmd->add_option("--batch-tiers", opt->batch_tiers, "Tiers that run batches > 1 and the Poisson stream (default: every tier)")
+  cmd->add_option("--batch-tiers", opt->batch_tiers,
+                  "Tiers that run batches > 1 and the Poisson stream (default: every tier)")
       ->delimiter(',');
-  cmd->add_option("--repeats", opt->repeats, "Runs per policy and batch (batch 1 reports the median); a stream runs once")
+  cmd->add_option("--repeats", opt->repeats,
+                  "Runs per policy and batch (batch 1 reports the median); a stream runs once")
       ->capture_default_str();
   cmd->add_option("--poisson", opt->poisson,
                   "Requests of a Poisson stream per context and batch tier, after the batches (0: none)")
@@ -1045,13 +1087,22 @@ command_runner add_bench_command(CLI::App& app) {
                   "Context whose batch is traced (0: the first where the batch runs)")
       ->capture_default_str();
   cmd->add_option("--reference", opt->references,
-                  "prefill_reference.py's JSON (files, comma-separated): adds transformers_s to every record and vs_transformers (compute_only "
+                  "prefill_reference.py's JSON (files, comma-separated): adds transformers_s to every record and "
+                  "vs_transformers (compute_only "
                   "batch-1 TTFT over transformers prefill of the same model and length)")
       ->delimiter(',');
   cmd->add_flag("--no-digest", opt->no_digest,
                 "Check first tokens only, not KV digests (a digest copies and hashes the whole prompt's KV: seconds "
                 "per large restore)");
   cmd->add_flag("--append", opt->append, "Keep the records, traces and notes of --out's restore.json and add to them");
+  cmd->add_option("--stages", opt->stages,
+                  "Layer-pipeline stages: the model's layers split evenly over N stage actors, each with its own "
+                  "engine and tier links (on one GPU: device 0 for all); records report the hand-off cost per chunk")
+      ->check(CLI::Range(0, 1024))
+      ->capture_default_str();
+  cmd->add_option("--stage-link", opt->stage_link,
+                  "Hand-off between stages: host or nccl (default: nccl on CUDA, host on CPU)")
+      ->check(CLI::IsMember({"host", "nccl"}));
   cmd->add_option("--out", opt->out_dir, "Folder for restore.json, restore.md and trace files");
   cmd->add_option("--disk-root", opt->disk_root, "Folder for the disk tier's chunk files (default: the temp folder)");
   cmd->add_option("--paced-root", opt->paced_root,
