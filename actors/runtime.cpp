@@ -143,9 +143,11 @@ struct runtime::impl {
   std::shared_ptr<model::stage_link> make_link(const stage& from, const stage& to) {
     if (link_kind == "host") return model::make_host_link(*from.engine, *to.engine);
 #ifdef KVFLOW_WITH_CUDA
-    if (link_kind == "nccl")
+    if (link_kind == "nccl") {
+      const bool same = from.layout.device == to.layout.device;
       return model::make_nccl_link(static_cast<int>(from.layout.device), static_cast<int>(to.layout.device),
-                                   model::make_nccl_link_id(2, 1));
+                                   model::make_nccl_link_id(same ? 1 : 2, same ? 0 : 1));
+    }
 #endif
     throw error(errc::unsupported, "stage link '" + link_kind + "' on backend " + backend + " (use host" +
                                        (backend == "cuda" ? " or nccl)" : ")"));
@@ -309,8 +311,8 @@ struct runtime::impl {
     caps.compute_cells *= static_cast<std::uint64_t>(stage_count());
     // Each stage loads its own layers over its own links (their caps are per link).
     if (stage_count() > 1)
-      caps.stage_bounds = policies::stage_bounds(static_cast<std::uint32_t>(engine->cfg().layers), opts.stages,
-                                                 opts.stage_splits);
+      caps.stage_bounds =
+          policies::stage_bounds(static_cast<std::uint32_t>(engine->cfg().layers), opts.stages, opts.stage_splits);
     auto chunk_bytes = model::kv_shape::of(engine->cfg(), opts.chunk_tokens, engine->kv_type()).bytes();
     for (auto& b : caps.load_bytes)
       b = opts.max_load_bytes_in_flight ? opts.max_load_bytes_in_flight : 2 * chunk_bytes * caps.compute_group;
