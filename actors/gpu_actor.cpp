@@ -29,6 +29,18 @@ void add_chunk_jobs(workspace& ws, const msg::cell_range& cells, std::vector<mod
   }
 }
 
+caf::expected<msg::grant> compute_grant_of(const msg::frame& f, const workspace& ws, int layers, const char* who) {
+  auto decoded = msg::decode(f);
+  if (!decoded) return decoded.error();
+  auto* g = std::get_if<msg::grant>(&*decoded);
+  if (!g || g->act != msg::action::compute)
+    return make_error(errc::invalid_argument, std::string(who) + " takes compute grants only");
+  if (g->cells.chunk_end > static_cast<std::uint32_t>(ws.num_chunks()) ||
+      g->cells.layer_end > static_cast<std::uint32_t>(layers))
+    return make_error(errc::out_of_range, "grant cells outside request " + std::to_string(g->request_id));
+  return *g;
+}
+
 namespace {
 
 int grant_rows(workspace& ws, const msg::cell_range& cells) {
@@ -77,14 +89,8 @@ caf::behavior gpu_actor(caf::stateful_actor<gpu_state>* self, std::shared_ptr<mo
   auto* eng = self->state.engine.get();
   return {
       [=](const msg::frame& f, workspace_ptr& ws) -> caf::result<msg::frame> {
-        auto decoded = msg::decode(f);
-        if (!decoded) return decoded.error();
-        auto* g = std::get_if<msg::grant>(&*decoded);
-        if (!g || g->act != msg::action::compute)
-          return make_error(errc::invalid_argument, "gpu actor takes compute grants only");
-        if (g->cells.chunk_end > static_cast<std::uint32_t>(ws->num_chunks()) ||
-            g->cells.layer_end > static_cast<std::uint32_t>(eng->cfg().layers))
-          return make_error(errc::out_of_range, "grant cells outside request " + std::to_string(g->request_id));
+        auto g = compute_grant_of(f, *ws, eng->cfg().layers, "gpu actor");
+        if (!g) return g.error();
         // Queued until the fuse message this sends itself comes back: grants
         // already in the mailbox behind this one join the same forward.
         auto reply = self->make_response_promise();

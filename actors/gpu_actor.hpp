@@ -11,6 +11,7 @@
 #include <caf/event_based_actor.hpp>
 #include <caf/stateful_actor.hpp>
 
+#include "actors/frame_type.hpp"
 #include "actors/workspace.hpp"
 #include "kernels/model/engine.hpp"
 #include "messages/types.hpp"
@@ -71,6 +72,11 @@ constexpr int gpu_fuse_rows = 1024;
 /// their forwards with it.
 void add_chunk_jobs(workspace& ws, const msg::cell_range& cells, std::vector<model::chunk_job>& jobs,
                     const std::function<model::hidden_state&(int)>& hidden = nullptr);
+
+/// The compute grant in `f` for `ws`, checked: a decodable grant, compute,
+/// its cells inside the request and the model's `layers`; else the error
+/// (naming `who`) to answer with.
+caf::expected<msg::grant> compute_grant_of(const msg::frame& f, const workspace& ws, int layers, const char* who);
 
 /// Spawn detached: compute is the actor's own work, and a detached actor's
 /// thread is the only one that ever drives its engine.

@@ -118,16 +118,11 @@ caf::behavior stage_actor(state_t* self, std::shared_ptr<model::engine> engine, 
   return {
       [=](const msg::frame& f, workspace_ptr& ws) -> caf::result<msg::frame> {
         auto& st = self->state;
-        auto decoded = msg::decode(f);
-        if (!decoded) return decoded.error();
-        auto* g = std::get_if<msg::grant>(&*decoded);
-        if (!g || g->act != msg::action::compute)
-          return make_error(errc::invalid_argument, "stage actor takes compute grants only");
-        if (g->cells.chunk_end > static_cast<std::uint32_t>(ws->num_chunks()) ||
-            g->cells.layer_end > static_cast<std::uint32_t>(eng->cfg().layers) ||
-            g->cells.layer_end <= static_cast<std::uint32_t>(st.layout.layer_begin))
-          return make_error(errc::out_of_range, "grant cells outside request " + std::to_string(g->request_id) +
-                                                    " or above stage " + std::to_string(st.layout.index));
+        auto g = compute_grant_of(f, *ws, eng->cfg().layers, "stage actor");
+        if (!g) return g.error();
+        if (g->cells.layer_end <= static_cast<std::uint32_t>(st.layout.layer_begin))
+          return make_error(errc::out_of_range, "grant of request " + std::to_string(g->request_id) +
+                                                    " ends above stage " + std::to_string(st.layout.index));
         if (ws->stages() <= st.layout.index)
           return make_error(errc::invalid_argument, "request " + std::to_string(g->request_id) +
                                                         " has no room for stage " + std::to_string(st.layout.index) +

@@ -4,10 +4,10 @@
 
 #include <cstdio>
 #include <cstdlib>
-#include <filesystem>
 #include <random>
 
 #include "actors/runtime.hpp"
+#include "tests/actors/restore_reference.hpp"
 #include "tests/kernels/cuda/gpu_main.hpp"
 
 // Pipeline stages on one GPU: two stage actors, each with its own CUDA
@@ -25,19 +25,6 @@ std::string env_or(const char* name, const std::string& fallback) {
   return v && *v ? v : fallback;
 }
 
-struct temp_dir {
-  std::string path;
-  explicit temp_dir(const std::string& name)
-      : path((std::filesystem::temp_directory_path() / ("kvflow-stage-gpu-" + name + "-" + std::to_string(::getpid())))
-                 .string()) {
-    std::filesystem::remove_all(path);
-  }
-  ~temp_dir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path, ec);
-  }
-};
-
 runtime_options options(const std::string& preset, const temp_dir& dir, int stages, const std::string& link) {
   runtime_options o;
   o.preset = preset;
@@ -49,15 +36,6 @@ runtime_options options(const std::string& preset, const temp_dir& dir, int stag
   o.stages = stages;
   o.stage_link = link;
   return o;
-}
-
-submit_options checked(const std::string& policy) {
-  submit_options so;
-  so.max_new_tokens = 1;
-  so.digest_kv = true;
-  so.store = false;
-  so.policy = policy;
-  return so;
 }
 
 }  // namespace
@@ -74,8 +52,8 @@ BOOST_AUTO_TEST_CASE(two_stages_on_one_gpu_restore_one_engines_kv) {
   {
     temp_dir dir("one");
     runtime rt(options(preset, dir, 0, ""));
-    rt.submit(tokens, checked("compute_only")).get();  // warm
-    one = rt.submit(tokens, checked("compute_only")).get();
+    rt.submit(tokens, checked_restore("compute_only")).get();  // warm
+    one = rt.submit(tokens, checked_restore("compute_only")).get();
     std::printf("stage_gpu %s ctx %d stages 1 compute_only ttft %.4f s\n", preset.c_str(), context, one.ttft_s);
   }
   for (const std::string link : {"nccl", "host"}) {
@@ -83,12 +61,12 @@ BOOST_AUTO_TEST_CASE(two_stages_on_one_gpu_restore_one_engines_kv) {
     runtime rt(options(preset, dir, 2, link));
     BOOST_TEST_MESSAGE(rt.describe());
     // The cached prefix: all but the last chunk, stored by a computed restore.
-    submit_options prime = checked("compute_only");
+    submit_options prime = checked_restore("compute_only");
     prime.store = true;
     rt.submit(std::vector<std::int32_t>(tokens.begin(), tokens.end() - 256), prime).get();
     rt.flush();
     for (const std::string policy : {"compute_only", "load_only", "two_pointer"}) {
-      auto r = rt.submit(tokens, checked(policy)).get();
+      auto r = rt.submit(tokens, checked_restore(policy)).get();
       BOOST_TEST_CONTEXT(link << " " << policy) {
         BOOST_CHECK_EQUAL(r.kv_sha256, one.kv_sha256);
         BOOST_CHECK_EQUAL(r.first_token, one.first_token);
