@@ -5,8 +5,18 @@
 #include <future>
 #include <random>
 
+#include <caf/all.hpp>
+
+#include "actors/frame_type.hpp"
 #include "actors/runtime.hpp"
+#include "actors/stage_actor.hpp"
+#include "actors/system_config.hpp"
+#include "actors/workspace.hpp"
+#include "kernels/model/stage_link.hpp"
+#include "messages/codec.hpp"
+#include "messages/digest.hpp"
 #include "messages/error.hpp"
+#include "tests/actors/grant_answer.hpp"
 #include "tests/actors/restore_reference.hpp"
 
 using namespace kvflow;
@@ -106,4 +116,105 @@ BOOST_AUTO_TEST_CASE(bad_stage_layouts_are_refused) {
   o.stage_devices.clear();
   o.stage_link = "nccl";
   BOOST_CHECK_THROW(runtime{o}, error);  // no NCCL on the CPU backend
+}
+
+namespace {
+
+// Two stage actors of tiny-test (layers [0, 2) and [2, 4)) on their own CPU
+// engines, a workspace of `tokens` made for both, and a scoped actor to ask.
+struct two_stages {
+  system_config cfg;
+  caf::actor_system sys{cfg};
+  std::shared_ptr<model::engine> e0, e1;
+  caf::actor s0, s1;
+  workspace_ptr ws;
+
+  explicit two_stages(const std::vector<std::int32_t>& tokens, bool kill_second) {
+    auto w = model::random_weights(model::preset("tiny-test"), 7);
+    e0 = model::make_cpu_engine(w, 1);
+    e1 = model::make_cpu_engine(w, 1);
+    s1 = sys.spawn<caf::detached>(stage_actor, e1, stage_layout{1, 2, 4, 0}, stage_next{});
+    if (kill_second) {
+      caf::scoped_actor self{sys};
+      self->monitor(s1);
+      caf::anon_send_exit(s1, caf::exit_reason::kill);
+      self->receive([](const caf::down_msg&) {});
+    }
+    std::shared_ptr<model::stage_link> link = model::make_host_link(*e0, *e1);
+    s0 = sys.spawn<caf::detached>(stage_actor, e0, stage_layout{0, 0, 2, 0}, stage_next{s1, e1, link});
+    ws = std::make_shared<workspace>(1, tokens, 16, *e0);
+    ws->add_stages({e0.get(), e1.get()});
+  }
+  ~two_stages() {
+    caf::anon_send_exit(s0, caf::exit_reason::user_shutdown);
+    caf::anon_send_exit(s1, caf::exit_reason::user_shutdown);
+    s0 = s1 = nullptr;
+  }
+
+  // Sends compute grants of every layer, `per_grant` chunks each, in order;
+  // collects the answers.
+  std::vector<test::grant_answer> compute(std::uint32_t chunks, std::uint32_t per_grant,
+                                          std::uint32_t layer_split = 4) {
+    caf::scoped_actor self{sys};
+    std::vector<test::grant_answer> answers;
+    using handle = decltype(self->request(s0, std::chrono::seconds(30), msg::frame{}, ws));
+    std::vector<handle> pending;
+    std::uint64_t id = 1;
+    for (std::uint32_t c = 0; c < chunks; c += per_grant)
+      for (auto [lb, le] : {std::pair<std::uint32_t, std::uint32_t>{0, layer_split}, {layer_split, 4}}) {
+        if (lb == le) continue;
+        msg::grant g;
+        g.request_id = 1;
+        g.grant_id = id++;
+        g.act = msg::action::compute;
+        g.cells = {c, std::min(chunks, c + per_grant), lb, le};
+        pending.push_back(self->request(s0, std::chrono::seconds(30), msg::encode(g), ws));
+      }
+    for (auto& p : pending) {
+      answers.emplace_back();
+      test::receive_answer(sys, p, answers.back());
+    }
+    return answers;
+  }
+
+  std::string digest() {
+    sha256 h;
+    for (auto& b : ws->blocks()) h.update(b.data, b.shape.bytes());
+    return to_hex(h.finish());
+  }
+};
+
+}  // namespace
+
+// Grants that span both stages, end at the boundary or start at it: the
+// first stage runs its layers, hands each chunk's hidden state over and
+// passes the grant on; every grant is answered for its whole rectangle and
+// the KV is the full prefill's.
+BOOST_AUTO_TEST_CASE(grants_travel_the_pipeline_and_restore_the_full_prefill) {
+  std::mt19937 rng(3);
+  auto tokens = random_tokens(rng, 6 * 16 + 5, 512);
+  auto ref = full_prefill("tiny-test", 7, tokens, 16);
+  for (std::uint32_t split : {4u, 2u, 1u, 3u}) {
+    two_stages p(tokens, false);
+    auto answers = p.compute(7, 3, split);
+    BOOST_TEST_CONTEXT("grants split at layer " << split) {
+      for (auto& a : answers) {
+        BOOST_TEST(a.ok, a.error);
+        BOOST_TEST(a.done.finished_ns >= a.done.started_ns);
+      }
+      BOOST_TEST(p.digest() == ref.kv_sha256);
+      BOOST_TEST(p.ws->handoffs.load() == 7u);  // every chunk crosses the boundary once
+    }
+  }
+}
+
+// The next stage is gone while a grant is half done (the first stage has
+// run its layers): the grant is answered with an error, never left waiting.
+BOOST_AUTO_TEST_CASE(a_dead_next_stage_fails_the_grant_it_was_passed) {
+  std::mt19937 rng(4);
+  two_stages p(random_tokens(rng, 3 * 16, 512), true);
+  auto answers = p.compute(3, 3);
+  BOOST_REQUIRE_EQUAL(answers.size(), 1u);
+  BOOST_TEST(!answers[0].ok);
+  BOOST_TEST(answers[0].error.find("next stage") != std::string::npos, answers[0].error);
 }
