@@ -16,6 +16,7 @@ using store_atom = caf::atom_constant<caf::atom("store")>;
 using flush_atom = caf::atom_constant<caf::atom("flush")>;
 using finished_atom = caf::atom_constant<caf::atom("finished")>;
 using stats_atom = caf::atom_constant<caf::atom("stats")>;
+using blend_atom = caf::atom_constant<caf::atom("blend")>;
 using fuse_atom = caf::atom_constant<caf::atom("fuse")>;
 
 }  // namespace kvflow

@@ -5,6 +5,7 @@
 
 #include "actors/atoms.hpp"
 #include "actors/clock.hpp"
+#include "actors/document_request.hpp"
 #include "actors/frame_type.hpp"
 #include "messages/caf_error.hpp"
 #include "messages/log.hpp"
@@ -196,6 +197,15 @@ caf::behavior gpu_actor(caf::stateful_actor<gpu_state>* self, std::shared_ptr<mo
           p.reply.deliver(msg::encode(p.done));
         }
         st.pending.erase(it);
+      },
+      // Document path (actors/document_request.hpp): placement and selective recompute.
+      [=](blend_atom, document_work_ptr& w) -> caf::result<bool> {
+        try {
+          run_document_work(*eng, *w);
+        } catch (const error& e) {
+          return make_error(e);
+        }
+        return true;
       },
       [=](first_atom, workspace_ptr& ws, const model::sampling& s) -> caf::result<std::int32_t> {
         std::vector<float> logits;

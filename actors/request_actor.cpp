@@ -63,30 +63,18 @@ void decode_and_store(state_t* self) {
       // (and demotes to slower tiers) without holding this request up.
       auto first_new = static_cast<std::uint32_t>(st.report.cached_chunks);
       auto full = static_cast<std::uint32_t>(st.ws->keys().size());
-      if (first_new < full) self->send(st.env.tiers.front().second, store_atom::value, st.ws, first_new, full);
+      if (first_new < full)
+        self->send(st.env.tiers.front().second, store_atom::value, st.ws, first_new, full);
     }
     finish(self, nullptr);
   };
   auto first = st.ws->generated().front();
-  bool stop =
-      std::find(st.params.stop_tokens.begin(), st.params.stop_tokens.end(), first) != st.params.stop_tokens.end();
+  bool stop = std::find(st.params.stop_tokens.begin(), st.params.stop_tokens.end(), first) != st.params.stop_tokens.end();
   int more = static_cast<int>(st.params.opts.max_new_tokens) - 1;
   if (stop || more <= 0) return finish_up();
   model::sampling s{st.params.opts.temperature, st.params.opts.top_p, st.params.opts.seed};
   self->send(st.env.gpu, decode_atom::value, st.ws, more, s, st.params.stop_tokens, caf::actor_cast<caf::actor>(self));
   self->become(caf::keep_behavior, [=](done_atom, std::uint64_t) { finish_up(); });
-}
-
-// SHA-256 over every prompt chunk's block, in host byte order.
-std::string digest_kv(workspace& ws) {
-  sha256 h;
-  std::vector<std::uint8_t> host;
-  for (auto& b : ws.blocks()) {
-    host.resize(b.shape.bytes());
-    ws.engine().to_host(host.data(), b.data, host.size());
-    h.update(host.data(), host.size());
-  }
-  return to_hex(h.finish());
 }
 
 void first_token(state_t* self) {
@@ -259,8 +247,7 @@ caf::behavior request_actor(state_t* self, request_env env, workspace_ptr ws, re
   st.report.chunks = static_cast<std::uint32_t>(st.ws->num_chunks());
   // gpu marks "not cached" in this table: nothing is looked up on the GPU.
   st.chunk_tier.assign(st.ws->keys().size(), msg::tier::gpu);
-  self->set_down_handler(
-      [=](const caf::down_msg& dm) { fail(self, "a runtime actor went down: " + to_string(dm.reason)); });
+  self->set_down_handler([=](const caf::down_msg& dm) { fail(self, "a runtime actor went down: " + to_string(dm.reason)); });
   self->monitor(st.env.scheduler);
   self->monitor(st.env.gpu);
   for (auto& t : st.env.tiers) self->monitor(t.second);

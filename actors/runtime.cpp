@@ -14,6 +14,7 @@
 #include <caf/scoped_actor.hpp>
 
 #include "actors/atoms.hpp"
+#include "actors/document_request.hpp"
 #include "actors/frame_type.hpp"
 #include "actors/gpu_actor.hpp"
 #include "actors/request_actor.hpp"
@@ -22,6 +23,7 @@
 #include "actors/system_config.hpp"
 #include "actors/tier_actor.hpp"
 #include "actors/workspace.hpp"
+#include "devices/document_store.hpp"
 #include "devices/keys.hpp"
 #include "kernels/model/chat_template.hpp"
 #include "kernels/model/cpu_engine.hpp"
@@ -76,6 +78,7 @@ struct runtime::impl {
   bool remove_disk_dir = false;
   std::atomic<std::uint64_t> next_id{1};
   std::atomic<std::uint64_t> cache_epoch{0};
+  std::shared_ptr<document_rates> doc_rates = std::make_shared<document_rates>();
 
   system_config cfg;
   std::unique_ptr<caf::actor_system> sys;
@@ -271,6 +274,8 @@ struct runtime::impl {
       for (auto& s : stage_list) engines.push_back(s.engine.get());
       ws->add_stages(engines);
     }
+    // A document request never loses a chunk (a missing entry is computed), so it needs no retry.
+    if (!so.documents.empty() && start_documents(ws, so, salt, done, submitted)) return;
     request_env env{scheduler, gpu, tiers};
     for (auto& s : stage_list) env.stages.push_back(s.route);
     request_params p;
@@ -294,6 +299,58 @@ struct runtime::impl {
       done(e, std::move(r));
     };
     sys->spawn(request_actor, std::move(env), std::move(ws), std::move(p));
+  }
+
+  // Non-prefix reuse: the documents the prefix chain misses go through the
+  // document path; a prompt whose documents all lie in the cached prefix
+  // (or a backend without selective recompute) restores as usual, so a
+  // prefix hit stays bit-exact. True when the document path took it.
+  bool start_documents(const std::shared_ptr<workspace>& ws, const submit_options& so, const std::string& salt,
+                       report_callback done, std::chrono::steady_clock::time_point submitted) {
+    if (backend != "cpu") {
+      logger("actors")->debug("documents marked, but the {} backend has no selective recompute", backend);
+      return false;
+    }
+    const int n = static_cast<int>(ws->tokens().size());
+    const auto found = store->lookup(ws->keys());
+    const int cached = static_cast<int>(found.prefix) * opts.chunk_tokens;
+    std::vector<model::prompt_segment> segments;
+    std::vector<std::vector<msg::chunk_key>> keys;
+    int at = 0;
+    for (const auto& d : so.documents) {
+      const int b = static_cast<int>(d.begin), e = b + static_cast<int>(d.count);
+      if (d.count == 0 || b < at || e > n)
+        throw error(errc::invalid_argument, "document [" + std::to_string(b) + ", " + std::to_string(e) +
+                                                ") is empty, out of order or outside a prompt of " + std::to_string(n) +
+                                                " tokens");
+      if (e <= cached) continue;  // in the cached prefix: restored exactly
+      if (b > at) segments.push_back({at, b - at, false});
+      segments.push_back({b, e - b, true});
+      keys.push_back(devices::document_block_keys(
+          engine->fingerprint(), salt, std::vector<std::int32_t>(ws->tokens().begin() + b, ws->tokens().begin() + e),
+          static_cast<std::size_t>(opts.chunk_tokens)));
+      at = e;
+    }
+    if (keys.empty()) return false;
+    if (at < n) segments.push_back({at, n - at, false});
+    document_params dp;
+    dp.base.policy = "documents";
+    dp.base.opts = so;
+    dp.base.submitted = submitted;
+    dp.base.stop_tokens = stop_tokens;
+    if (tok) {
+      auto t = tok;
+      dp.base.detokenize = [t](const std::vector<std::int32_t>& ids) { return t->decode(ids); };
+    }
+    dp.base.done = std::move(done);
+    dp.segments = std::move(segments);
+    dp.keys = std::move(keys);
+    dp.store = store;
+    dp.rates = doc_rates;
+    dp.blend.selection = model::parse_selection(so.document_selection);
+    dp.blend.ratio = so.recompute_ratio;
+    sys->spawn<caf::detached>(document_request_actor, gpu, ws, std::move(dp));
+    return true;
   }
 
   void start_actors() {

@@ -15,24 +15,24 @@ namespace kvflow {
 /// Where the model comes from and how restores are scheduled. Defaults run
 /// SmolLM2-135M-Instruct on the CPU with a host and a disk tier.
 struct runtime_options {
-  std::string model_path;        ///< GGUF, safetensors file or HF folder; empty: the default model
-  std::string preset;            ///< with random weights instead of a file ("tiny-test", "llama-3-8b", ...)
-  std::uint64_t seed = 1;        ///< for random weights
-  std::string backend = "auto";  ///< "cpu", "cuda" or "auto" (cuda where a GPU is found)
-  int threads = 0;               ///< CPU backend threads; 0: all cores
-  int chunk_tokens = 256;        ///< tokens per chunk
+  std::string model_path;          ///< GGUF, safetensors file or HF folder; empty: the default model
+  std::string preset;              ///< with random weights instead of a file ("tiny-test", "llama-3-8b", ...)
+  std::uint64_t seed = 1;          ///< for random weights
+  std::string backend = "auto";    ///< "cpu", "cuda" or "auto" (cuda where a GPU is found)
+  int threads = 0;                 ///< CPU backend threads; 0: all cores
+  int chunk_tokens = 256;          ///< tokens per chunk
   /// Tokens of adjacent chunks that one compute grant spans where it can
   /// (the gpu actor runs them as one forward, so small chunks compute as
   /// fast as large ones); 0: 1024 on CUDA, one chunk on the CPU (whose
   /// products gain nothing from more rows).
   int compute_group_tokens = 0;
   std::string policy = "two_pointer";
-  double host_tier_gb = 4;              ///< pinned host pool capacity; 0 disables the tier
-  std::string disk_dir;                 ///< chunk file folder; empty: no disk tier
-  double disk_tier_gb = 32;             ///< chunk files kept (least recently used go first); 0: no limit
-  double disk_gbps = 0;                 ///< pace disk reads to this many Gbit/s; 0: unpaced
+  double host_tier_gb = 4;         ///< pinned host pool capacity; 0 disables the tier
+  std::string disk_dir;            ///< chunk file folder; empty: no disk tier
+  double disk_tier_gb = 32;         ///< chunk files kept (least recently used go first); 0: no limit
+  double disk_gbps = 0;            ///< pace disk reads to this many Gbit/s; 0: unpaced
   std::string tenant_salt = "default";  ///< from the server's tenant, never from a client
-  std::size_t max_compute_cells = 0;    ///< cells in flight per GPU; 0: the policy default
+  std::size_t max_compute_cells = 0;   ///< cells in flight per GPU; 0: the policy default
   /// Bytes of granted loads not yet done, per tier link; 0: two chunks'
   /// worth. Small keeps the split adaptable: a granted load is never revoked.
   std::size_t max_load_bytes_in_flight = 0;
@@ -51,15 +51,32 @@ struct runtime_options {
   std::string stage_link;
 };
 
+/// Tokens [begin, begin + count) of a prompt that are a reusable document
+/// (a RAG passage, a tool result): its KV is kept on its own, keyed by its
+/// tokens, and reused wherever it appears (see README, "Document reuse").
+struct document_span {
+  std::uint32_t begin = 0;
+  std::uint32_t count = 0;
+};
+
 struct submit_options {
   std::uint32_t max_new_tokens = 32;
-  float temperature = 0;  ///< 0: greedy
+  float temperature = 0;           ///< 0: greedy
   float top_p = 1;
   std::uint64_t seed = 0;
-  std::string policy;      ///< empty: the runtime's policy
-  bool store = true;       ///< store the prompt's new chunks to the tiers afterwards
-  bool digest_kv = false;  ///< report a SHA-256 of the restored prompt KV (tests, checks)
-  bool trace = false;      ///< report every grant's span (restore_report::spans)
+  std::string policy;              ///< empty: the runtime's policy
+  bool store = true;               ///< store the prompt's new chunks to the tiers afterwards
+  bool digest_kv = false;          ///< report a SHA-256 of the restored prompt KV (tests, checks)
+  bool trace = false;              ///< report every grant's span (restore_report::spans)
+  /// Non-prefix reuse: document segments of the prompt, ascending and
+  /// disjoint. Where the prefix chain misses them, each is loaded from its
+  /// document entry (or computed alone and stored), rotated to its place,
+  /// and a share of its tokens recomputed; the rest of the prompt is
+  /// computed. The prompt's KV is then approximate, so it is not stored
+  /// under prefix keys. CPU backend; elsewhere the prompt restores as usual.
+  std::vector<document_span> documents;
+  std::string document_selection = "cacheblend";  ///< "cacheblend" or "epic"
+  double recompute_ratio = -1;     ///< share of document tokens recomputed; < 0: from the cost model
 };
 
 /// One grant a request carried out: compute cells on the GPU or a load of
@@ -68,7 +85,7 @@ struct submit_options {
 /// when the GPU reached it (not when it was queued).
 struct cell_span {
   bool compute = true;
-  std::string source;  ///< "gpu", "host" or "disk"
+  std::string source;              ///< "gpu", "host" or "disk"
   std::uint32_t chunk_begin = 0, chunk_end = 0, layer_begin = 0, layer_end = 0;
   double start_s = 0, end_s = 0;
 };
@@ -78,11 +95,11 @@ struct restore_report {
   std::uint64_t request_id = 0;
   std::string policy;
   std::int32_t first_token = -1;
-  double ttft_s = 0;   ///< submit to first token on the host
-  double total_s = 0;  ///< submit to last generated token
+  double ttft_s = 0;               ///< submit to first token on the host
+  double total_s = 0;              ///< submit to last generated token
   std::uint32_t prompt_tokens = 0;
   std::uint32_t chunks = 0;
-  std::uint32_t cached_chunks = 0;  ///< prefix chunks found in a tier
+  std::uint32_t cached_chunks = 0; ///< prefix chunks found in a tier
   std::uint32_t cells_computed = 0;
   std::uint32_t cells_loaded = 0;
   std::uint64_t bytes_from_host = 0;
@@ -91,12 +108,16 @@ struct restore_report {
   std::string text;                  ///< decoded, when the model has a tokenizer
   std::string kv_sha256;             ///< hex digest of every prompt chunk's block, when asked for
   std::vector<cell_span> spans;      ///< every grant in completion order, when traced
-  std::uint32_t stage_handoffs = 0;  ///< chunk hidden states handed between pipeline stages
-  double handoff_s = 0;              ///< time those hand-offs took on the stages' threads
+  std::uint32_t documents_reused = 0;    ///< document entries loaded from a tier
+  std::uint32_t documents_computed = 0;  ///< document entries computed alone (and stored)
+  std::uint32_t document_tokens_recomputed = 0;  ///< selected document tokens, above the check layers
+  double recompute_ratio = 0;            ///< the ratio the document path used
+  std::uint32_t stage_handoffs = 0;      ///< chunk hidden states handed between pipeline stages
+  double handoff_s = 0;                  ///< time those hand-offs took on the stages' threads
 };
 
 struct chat_turn {
-  std::string role;  ///< "system", "user" or "assistant"
+  std::string role;     ///< "system", "user" or "assistant"
   std::string content;
 };
 

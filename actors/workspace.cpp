@@ -1,5 +1,6 @@
 #include "actors/workspace.hpp"
 
+#include "messages/digest.hpp"
 #include "messages/error.hpp"
 
 namespace kvflow {
@@ -78,6 +79,17 @@ std::vector<model::kv_block> workspace::all_blocks() const {
   std::vector<model::kv_block> all = blocks_;
   all.insert(all.end(), decode_blocks_.begin(), decode_blocks_.end());
   return all;
+}
+
+std::string digest_kv(workspace& ws) {
+  sha256 h;
+  std::vector<std::uint8_t> host;
+  for (auto& b : ws.blocks()) {
+    host.resize(b.shape.bytes());
+    ws.engine().to_host(host.data(), b.data, host.size());
+    h.update(host.data(), host.size());
+  }
+  return to_hex(h.finish());
 }
 
 }  // namespace kvflow

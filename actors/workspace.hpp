@@ -5,6 +5,7 @@
 #include <atomic>
 #include <cstdint>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include <caf/allowed_unsafe_message_type.hpp>
@@ -79,6 +80,10 @@ class workspace {
 };
 
 using workspace_ptr = std::shared_ptr<workspace>;
+
+/// SHA-256 (hex) over every prompt chunk's block, in host byte order: equal
+/// digests mean bitwise equal restored KV (tests, checks).
+std::string digest_kv(workspace& ws);
 
 }  // namespace kvflow
 

@@ -7,7 +7,6 @@
 // against compute_only's. Writes restore.json, restore.md and Chrome trace
 // files of one batched restore per traced policy.
 
-#include <unistd.h>
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -21,6 +20,7 @@
 #include <set>
 #include <sstream>
 #include <thread>
+#include <unistd.h>
 
 #include <nlohmann/json.hpp>
 
@@ -51,12 +51,12 @@ struct bench_options {
   std::vector<int> batches{1};
   std::vector<std::string> batch_tiers;  // tiers that run batches > 1 and streams; empty: all
   int repeats = 3;
-  int poisson = 0;                              // requests of the Poisson stream; 0: none
-  double poisson_load = 0.7;                    // arrival rate over the measured capacity
+  int poisson = 0;            // requests of the Poisson stream; 0: none
+  double poisson_load = 0.7;  // arrival rate over the measured capacity
   std::string capacity_policy = "two_pointer";  // restores the stream serially to measure capacity
-  int trace_batch = 0;                          // 0: the largest batch; negative: no trace
+  int trace_batch = 0;        // 0: the largest batch; negative: no trace
   std::vector<std::string> trace_policies{"two_pointer", "bidirectional"};
-  int trace_context = 0;                // 0: the first context where the batch runs
+  int trace_context = 0;      // 0: the first context where the batch runs
   std::vector<std::string> references;  // prefill_reference.py's JSON files
   bool no_digest = false;
   bool append = false;
@@ -108,11 +108,11 @@ struct point {
   std::string tier;
   int batch = 0;
   std::string policy;
-  std::vector<double> per_repeat_mean;                              // mean TTFT of the batch, per repeat
-  std::vector<double> all_ttft;                                     // every request of every repeat
+  std::vector<double> per_repeat_mean;  // mean TTFT of the batch, per repeat
+  std::vector<double> all_ttft;         // every request of every repeat
   double computed = 0, loaded = 0, host_bytes = 0, disk_bytes = 0;  // sums over requests
   double handoffs = 0, handoff_s = 0;  // stage hand-offs (chunks) and their time, sums over requests
-  double mean() const {                // batch 1: median of repeats; batches, streams: mean of all requests
+  double mean() const {  // batch 1: median of repeats; batches, streams: mean of all requests
     if (batch == 1) {
       auto v = per_repeat_mean;
       std::sort(v.begin(), v.end());
@@ -185,9 +185,7 @@ std::vector<std::int32_t> random_tokens(std::mt19937_64& rng, int count, int voc
 // compute_only and load_only first, oracle last: the oracle reads the rates
 // the runtime's cost model observed in the earlier runs.
 std::vector<std::string> run_order(std::vector<std::string> p) {
-  auto rank = [](const std::string& s) {
-    return s == "compute_only" ? 0 : s == "load_only" ? 1 : s == "oracle" ? 3 : 2;
-  };
+  auto rank = [](const std::string& s) { return s == "compute_only" ? 0 : s == "load_only" ? 1 : s == "oracle" ? 3 : 2; };
   std::stable_sort(p.begin(), p.end(), [&](auto& a, auto& b) { return rank(a) < rank(b); });
   return p;
 }
@@ -277,10 +275,10 @@ class bench {
                                                 " leaves no cached chunk after a suffix of " +
                                                 std::to_string(longest_suffix) + " tokens");
       if (c + 1 > cfg_.max_positions)
-        throw error(errc::invalid_argument, "--contexts: " + std::to_string(c) +
-                                                " tokens plus the first new one exceed " + opt_.preset + "'s " +
-                                                std::to_string(cfg_.max_positions) + " positions (use at most " +
-                                                std::to_string(cfg_.max_positions - 1) + ")");
+        throw error(errc::invalid_argument, "--contexts: " + std::to_string(c) + " tokens plus the first new one exceed " +
+                                                opt_.preset + "'s " + std::to_string(cfg_.max_positions) +
+                                                " positions (use at most " + std::to_string(cfg_.max_positions - 1) +
+                                                ")");
     }
     for (int b : opt_.batches)
       if (b <= 0) throw error(errc::invalid_argument, "--batch: " + std::to_string(b) + " is not positive");
@@ -359,8 +357,7 @@ class bench {
     double most = 0;
     for (int ctx : opt_.contexts) {
       for (int b : opt_.batches)
-        if (batch_runs_on(b, t.name))
-          most = std::max(most, prefix_bytes(make_prompts(ctx, b, static_cast<std::uint64_t>(b))));
+        if (batch_runs_on(b, t.name)) most = std::max(most, prefix_bytes(make_prompts(ctx, b, static_cast<std::uint64_t>(b))));
       if (poisson_on(t.name)) most = std::max(most, prefix_bytes(make_prompts(ctx, opt_.poisson, poisson_key())));
     }
     return most;
@@ -515,15 +512,15 @@ class bench {
   }
 
   // Against compute_only's restore of the same prompt (the first one seen).
-  void check(std::vector<restore_report>& reference, const restore_report& r, std::size_t i, const std::string& policy,
-             const tier_config& t) {
+  void check(std::vector<restore_report>& reference, const restore_report& r, std::size_t i,
+             const std::string& policy, const tier_config& t) {
     if (reference[i].first_token < 0) reference[i] = r;
     if (r.kv_sha256 != reference[i].kv_sha256 || r.first_token != reference[i].first_token) {
       mismatches_++;
       progress_.say("MISMATCH: " + policy + " prompt " + std::to_string(i) + " (" + std::to_string(r.prompt_tokens) +
                     " tokens): kv " + r.kv_sha256.substr(0, 12) + " first token " + std::to_string(r.first_token) +
-                    ", " + reference[i].policy + " has kv " + reference[i].kv_sha256.substr(0, 12) + " first token " +
-                    std::to_string(reference[i].first_token));
+                    ", " + reference[i].policy + " has kv " + reference[i].kv_sha256.substr(0, 12) +
+                    " first token " + std::to_string(reference[i].first_token));
     }
     if (policy == "load_only" && t.host && r.bytes_from_disk > 0)
       progress_.say("warning: host tier: load_only read " + std::to_string(r.bytes_from_disk) + " bytes from disk");
@@ -543,10 +540,10 @@ class bench {
     for (int rep = 0; rep < opt_.repeats; ++rep) {
       for (auto& policy : policies_) {
         auto so = restore_options(policy);
-        bool trace =
-            rep == 0 && batch == trace_batch_ && !traced_.count(policy) &&
-            (opt_.trace_context == 0 || opt_.trace_context == ctx) &&
-            std::find(opt_.trace_policies.begin(), opt_.trace_policies.end(), policy) != opt_.trace_policies.end();
+        bool trace = rep == 0 && batch == trace_batch_ && !traced_.count(policy) &&
+                     (opt_.trace_context == 0 || opt_.trace_context == ctx) &&
+                     std::find(opt_.trace_policies.begin(), opt_.trace_policies.end(), policy) !=
+                         opt_.trace_policies.end();
         // Batch 1: compute_only's and load_only's spans give the bound's costs.
         so.trace = trace || (batch == 1 && (policy == "compute_only" || policy == "load_only"));
         progress_.start(label(ctx, t, batch, policy) + (trace ? " (traced)" : ""));
@@ -564,8 +561,8 @@ class bench {
 
   // Adds one run of every prompt to its point (after checking each report
   // against compute_only's); returns the run's mean TTFT.
-  double account(point& pt, const restore_run& run, std::vector<restore_report>& reference, int ctx,
-                 const tier_config& t, const std::string& policy) {
+  double account(point& pt, const restore_run& run, std::vector<restore_report>& reference, int ctx, const tier_config& t,
+                 const std::string& policy) {
     int n = static_cast<int>(run.reports.size());
     pt.context = ctx;
     pt.tier = t.name;
@@ -734,9 +731,7 @@ class bench {
     };
     json events = json::array();
     json requests = json::array();
-    events.push_back({{"name", "process_name"},
-                      {"ph", "M"},
-                      {"pid", 1},
+    events.push_back({{"name", "process_name"}, {"ph", "M"}, {"pid", 1},
                       {"args", {{"name", "kvflow " + opt_.preset + " tier " + t.name + " " + policy}}}});
     for (std::size_t i = 0; i < run.reports.size(); ++i) {
       const auto& r = run.reports[i];
@@ -744,8 +739,8 @@ class bench {
       int tid_c = 2 * static_cast<int>(i), tid_l = tid_c + 1;
       for (int k = 0; k < 2; ++k) {
         int tid = k ? tid_l : tid_c;
-        std::string name =
-            "req " + std::to_string(i) + " (" + std::to_string(r.prompt_tokens) + " tok) " + (k ? "load" : "compute");
+        std::string name = "req " + std::to_string(i) + " (" + std::to_string(r.prompt_tokens) + " tok) " +
+                           (k ? "load" : "compute");
         events.push_back({{"name", "thread_name"}, {"ph", "M"}, {"pid", 1}, {"tid", tid}, {"args", {{"name", name}}}});
         events.push_back(
             {{"name", "thread_sort_index"}, {"ph", "M"}, {"pid", 1}, {"tid", tid}, {"args", {{"sort_index", tid}}}});
@@ -794,14 +789,8 @@ class bench {
                           {"ts", base_us + at * 1e6},
                           {"args", {{"request", i}, {"chunk", meet_chunk}, {"layer", meet_layer}}}});
       }
-      events.push_back({{"name", "first token"},
-                        {"cat", "ttft"},
-                        {"ph", "i"},
-                        {"s", "t"},
-                        {"pid", 1},
-                        {"tid", tid_c},
-                        {"ts", base_us + r.ttft_s * 1e6},
-                        {"args", {{"request", i}, {"ttft_s", r.ttft_s}}}});
+      events.push_back({{"name", "first token"}, {"cat", "ttft"}, {"ph", "i"}, {"s", "t"}, {"pid", 1}, {"tid", tid_c},
+                        {"ts", base_us + r.ttft_s * 1e6}, {"args", {{"request", i}, {"ttft_s", r.ttft_s}}}});
       requests.push_back({{"id", i},
                           {"request_id", r.request_id},
                           {"prompt_tokens", r.prompt_tokens},
@@ -853,11 +842,10 @@ class bench {
       in >> j;
       for (auto& r : j)
         if (r.value("impl", "") == "transformers")
-          reference_[{r.at("model").get<std::string>(), r.at("context_tokens").get<int>()}] =
-              r.at("seconds").get<double>();
+          reference_[{r.at("model").get<std::string>(), r.at("context_tokens").get<int>()}] = r.at("seconds").get<double>();
     } catch (const json::exception& e) {
-      throw error(errc::invalid_argument,
-                  "--reference " + file + ": not prefill_reference.py's JSON (" + e.what() + ")");
+      throw error(errc::invalid_argument, "--reference " + file + ": not prefill_reference.py's JSON (" +
+                                              e.what() + ")");
     }
     for (auto& r : j)
       if (r.value("impl", "") == "transformers") reference_device_ = r.value("device", "");
@@ -904,8 +892,7 @@ class bench {
         if (j.value("stages", 0) == opt_.stages && !j.value("handoff_ms_per_chunk", json()).is_null())
           per_policy += " " + j["policy"].get<std::string>() + " " +
                         fmt(j["handoff_ms_per_chunk"].get<double>(), "%.3f") + " ms (" +
-                        std::to_string(j["handoffs"].get<long>()) + " chunks" + ", " + j["tier"].get<std::string>() +
-                        ");";
+                        std::to_string(j["handoffs"].get<long>()) + " chunks, " + j["tier"].get<std::string>() + ");";
       add("Stages (" + std::to_string(opt_.stages) + ", layers split evenly, " +
           (opt_.stage_link.empty() ? std::string("default") : opt_.stage_link) +
           " hand-off): hand-off time per chunk of hidden state, per record:" + per_policy);
@@ -923,11 +910,9 @@ class bench {
     std::string tiers;
     for (auto& t : opt_.tiers) tiers += (tiers.empty() ? "" : ",") + t;
     if (!reference_.empty()) {
-      std::string s = opt_.preset +
-                      " vs transformers: compute_only's batch-1 TTFT (the whole prompt recomputed in "
+      std::string s = opt_.preset + " vs transformers: compute_only's batch-1 TTFT (the whole prompt recomputed in "
                       "chunks through the runtime) over PyTorch/transformers prefill of the same model and length "
-                      "(prefill_reference.py" +
-                      (reference_device_.empty() ? "" : ", " + reference_device_) + "):";
+                      "(prefill_reference.py" + (reference_device_.empty() ? "" : ", " + reference_device_) + "):";
       bool any = false;
       for (auto& j : records_)
         if (j["model"] == opt_.preset && !j.value("vs_transformers", json()).is_null()) {
@@ -960,15 +945,16 @@ class bench {
          << " | " << fmt(j["ttft_p99_s"]) << " | " << r(j["ttft_vs_compute_only"]) << " | "
          << r(j.value("ttft_vs_load_only", json())) << " | " << r(j["ttft_vs_best_single"]) << " | "
          << r(j["ttft_vs_oracle"]) << " | " << r(j["ttft_vs_bidirectional"]) << " | "
-         << r(j.value("vs_transformers", json())) << " | " << j["cells_computed"] << " | " << j["cells_loaded"] << " | "
-         << fmt(j.value("gb_from_host", 0.0), "%.2f") << " | " << fmt(j.value("gb_from_disk", 0.0), "%.2f") << " |\n";
+         << r(j.value("vs_transformers", json())) << " | " << j["cells_computed"] << " | " << j["cells_loaded"]
+         << " | " << fmt(j.value("gb_from_host", 0.0), "%.2f") << " | " << fmt(j.value("gb_from_disk", 0.0), "%.2f")
+         << " |\n";
     md << "\n";
     for (auto& n : notes()) md << n << "\n\n";
     if (!traces_.empty()) {
       md << "Timelines (Chrome trace format; open in https://ui.perfetto.dev):";
       for (auto& t : traces_)
-        md << " " << t["file"].get<std::string>() << " (" << t["model"].get<std::string>() << " " << t["context_tokens"]
-           << " tok, tier " << t["tier"].get<std::string>() << ", batch " << t["batch"] << ");";
+        md << " " << t["file"].get<std::string>() << " (" << t["model"].get<std::string>() << " "
+           << t["context_tokens"] << " tok, tier " << t["tier"].get<std::string>() << ", batch " << t["batch"] << ");";
       md << "\n";
     }
     return md.str();
@@ -982,8 +968,8 @@ class bench {
     // in it as names); "timelines": what each shows.
     json names = json::array();
     for (auto& t : traces_) names.push_back(t["file"]);
-    json doc = {
-        {"records", records_}, {"traces", names}, {"timelines", traces_}, {"notes", notes()}, {"device", device_}};
+    json doc = {{"records", records_}, {"traces", names}, {"timelines", traces_}, {"notes", notes()},
+                {"device", device_}};
     if (!opt_.references.empty()) doc["reference"] = opt_.references;
     // Written aside and renamed, so that a run killed mid-write keeps the
     // previous complete file.
@@ -1033,8 +1019,7 @@ command_runner add_bench_command(CLI::App& app) {
       "batched restore per traced policy.\n\nExample (CPU): kvflow bench --preset tiny-test --backend cpu "
       "--contexts 1024,2048 --suffix-tokens 64 --chunk-tokens 128 --tiers host,disk,10,mixed --batch 1,4 "
       "--poisson 6 --repeats 1 --out /tmp/bench");
-  cmd->add_option("--preset", opt->preset,
-                  "Model preset with random weights (tiny-test, smollm2-135m, llama-3-8b, ...)")
+  cmd->add_option("--preset", opt->preset, "Model preset with random weights (tiny-test, smollm2-135m, llama-3-8b, ...)")
       ->capture_default_str();
   cmd->add_option("--backend", opt->backend, "cpu, cuda or auto")->capture_default_str();
   cmd->add_option("--threads", opt->threads, "CPU backend threads (0: all cores)")->capture_default_str();
@@ -1055,18 +1040,15 @@ command_runner add_bench_command(CLI::App& app) {
                   "paced to N Gbit/s: part of each batch restores from host, part from disk)")
       ->delimiter(',')
       ->capture_default_str();
-  cmd->add_option("--policies", opt->policies,
-                  "Policies to compare (compute_only and load_only run first, oracle last)")
+  cmd->add_option("--policies", opt->policies, "Policies to compare (compute_only and load_only run first, oracle last)")
       ->delimiter(',')
       ->capture_default_str();
   cmd->add_option("--batch", opt->batches, "Batch sizes; a batch > 1 submits that many distinct prompts at once")
       ->delimiter(',')
       ->capture_default_str();
-  cmd->add_option("--batch-tiers", opt->batch_tiers,
-                  "Tiers that run batches > 1 and the Poisson stream (default: every tier)")
+  cmd->add_option("--batch-tiers", opt->batch_tiers, "Tiers that run batches > 1 and the Poisson stream (default: every tier)")
       ->delimiter(',');
-  cmd->add_option("--repeats", opt->repeats,
-                  "Runs per policy and batch (batch 1 reports the median); a stream runs once")
+  cmd->add_option("--repeats", opt->repeats, "Runs per policy and batch (batch 1 reports the median); a stream runs once")
       ->capture_default_str();
   cmd->add_option("--poisson", opt->poisson,
                   "Requests of a Poisson stream per context and batch tier, after the batches (0: none)")
@@ -1087,8 +1069,7 @@ command_runner add_bench_command(CLI::App& app) {
                   "Context whose batch is traced (0: the first where the batch runs)")
       ->capture_default_str();
   cmd->add_option("--reference", opt->references,
-                  "prefill_reference.py's JSON (files, comma-separated): adds transformers_s to every record and "
-                  "vs_transformers (compute_only "
+                  "prefill_reference.py's JSON (files, comma-separated): adds transformers_s to every record and vs_transformers (compute_only "
                   "batch-1 TTFT over transformers prefill of the same model and length)")
       ->delimiter(',');
   cmd->add_flag("--no-digest", opt->no_digest,

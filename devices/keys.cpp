@@ -66,6 +66,17 @@ std::vector<msg::chunk_key> document_chunk_keys(const model_fingerprint& fingerp
   return chain(fingerprint, salt, document_key(fingerprint, salt, tokens), tokens, chunk_tokens);
 }
 
+std::vector<msg::chunk_key> document_block_keys(const model_fingerprint& fingerprint, const std::string& salt,
+                                                const std::vector<std::int32_t>& tokens, std::size_t chunk_tokens) {
+  auto keys = document_chunk_keys(fingerprint, salt, tokens, chunk_tokens);
+  const std::size_t full = keys.size() * chunk_tokens;
+  if (full < tokens.size()) {
+    const msg::chunk_key previous = keys.empty() ? document_key(fingerprint, salt, tokens) : keys.back();
+    keys.push_back(next_chunk_key(fingerprint, salt, previous, tokens.data() + full, tokens.size() - full));
+  }
+  return keys;
+}
+
 std::string key_hex(const msg::chunk_key& key) { return to_hex(key); }
 
 }  // namespace kvflow::devices

@@ -37,6 +37,15 @@ msg::chunk_key document_key(const model_fingerprint& fingerprint, const std::str
 std::vector<msg::chunk_key> document_chunk_keys(const model_fingerprint& fingerprint, const std::string& salt,
                                                 const std::vector<std::int32_t>& tokens, std::size_t chunk_tokens);
 
+/// Keys of every block of a document entry: its full chunks as
+/// document_chunk_keys, then (when the length is not a multiple of
+/// chunk_tokens) one more for the partial tail, chained on. A document's
+/// blocks match wherever it appears in a prompt; they never collide with a
+/// prefix chain's (a different domain tag seeds them).
+/// Throws kvflow::error(invalid_argument) when chunk_tokens is 0.
+std::vector<msg::chunk_key> document_block_keys(const model_fingerprint& fingerprint, const std::string& salt,
+                                                const std::vector<std::int32_t>& tokens, std::size_t chunk_tokens);
+
 /// Lower-case hex of a key (file names, logs).
 std::string key_hex(const msg::chunk_key& key);
 

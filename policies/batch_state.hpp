@@ -50,10 +50,10 @@ class request_state {
   request_state(const msg::register_request& reg, std::uint64_t arrival, double registered_s = 0);
 
   std::uint64_t id() const { return id_; }
-  std::uint64_t arrival() const { return arrival_; }     ///< registration order in the batch
+  std::uint64_t arrival() const { return arrival_; }  ///< registration order in the batch
   double registered_s() const { return registered_s_; }  ///< registration time on the caller's clock
-  std::uint32_t chunks() const { return chunks_; }       ///< S
-  std::uint32_t layers() const { return layers_; }       ///< L
+  std::uint32_t chunks() const { return chunks_; }    ///< S
+  std::uint32_t layers() const { return layers_; }    ///< L
   std::uint32_t cached() const { return static_cast<std::uint32_t>(tiers_.size()); }  ///< P
   msg::tier tier_of(std::uint32_t chunk) const { return tiers_[chunk]; }
   std::uint64_t chunk_bytes() const { return chunk_bytes_; }

@@ -83,10 +83,12 @@ class cpu_engine final : public engine {
     for (const auto& j : jobs) run(j);
   }
   void logits(const hidden_state& h, std::vector<float>& out) override;
+  void run_selected(const selected_job& job) override;
 
  private:
   void check_job(const chunk_job& job) const;
   void check_block(const kv_shape& s, const std::string& what) const;
+  void layer_tail(int l, int n, float* h);
 
   weights w_;
   cpu::thread_pool pool_;
@@ -154,13 +156,14 @@ void cpu_engine::run(const chunk_job& job) {
     return v.data();
   };
   const std::size_t rows = static_cast<std::size_t>(n);
-  float* h = static_cast<float*>(job.hidden.data);              // [n][hidden]
-  float* normed = sized(normed_, rows * hidden);                // [n][hidden]
-  float* qkv = sized(qkv_, rows * qkv_width);                   // [n][q | k | v]
-  float* attn = sized(attn_, rows * q_width);                   // [n][heads * head_dim]
-  float* proj = sized(proj_, rows * hidden);                    // [n][hidden]
-  float* gate_up = sized(gate_up_, rows * 2 * c.intermediate);  // [n][gate | up]
-  float* act = sized(act_, rows * c.intermediate);              // [n][intermediate]
+  float* h = static_cast<float*>(job.hidden.data);  // [n][hidden]
+  float* normed = sized(normed_, rows * hidden);    // [n][hidden]
+  float* qkv = sized(qkv_, rows * qkv_width);       // [n][q | k | v]
+  float* attn = sized(attn_, rows * q_width);       // [n][heads * head_dim]
+  // layer_tail's scratch: proj [n][hidden], gate_up [n][gate | up], act [n][intermediate].
+  sized(proj_, rows * hidden);
+  sized(gate_up_, rows * 2 * c.intermediate);
+  sized(act_, rows * c.intermediate);
 
   if (job.layer_begin == 0) cpu::embedding(w_.embedding.data(), c.vocab_size, hidden, job.tokens, n, h);
 
@@ -196,14 +199,7 @@ void cpu_engine::run(const chunk_job& job) {
     segments[job.past.count] = {out_base + os.offset(l, 0, 0, 0, 0), out_base + os.offset(l, 1, 0, 0, 0), n};
     cpu::attention(&pool_, qkv, n, qkv_width, job.pos0, segments.data(), static_cast<int>(segments.size()), c.heads,
                    c.kv_heads, c.head_dim, attn, q_width);
-    cpu::matmul(&pool_, attn, n, q_width, pl.wo, proj, hidden);
-    for (std::size_t i = 0; i < rows * hidden; ++i) h[i] = h[i] + proj[i];
-
-    cpu::rmsnorm(h, lw.ffn_norm.data(), n, hidden, c.rms_eps, normed);
-    cpu::matmul(&pool_, normed, n, hidden, pl.gate_up, gate_up, 2 * c.intermediate);
-    cpu::swiglu(gate_up, gate_up + c.intermediate, n, c.intermediate, 2 * c.intermediate, act, c.intermediate);
-    cpu::matmul(&pool_, act, n, c.intermediate, pl.down, proj, hidden);
-    for (std::size_t i = 0; i < rows * hidden; ++i) h[i] = h[i] + proj[i];
+    layer_tail(l, n, h);
   }
 }
 
@@ -218,6 +214,88 @@ void cpu_engine::logits(const hidden_state& h, std::vector<float>& out) {
   cpu::rmsnorm(last, w_.final_norm.data(), 1, c.hidden, c.rms_eps, normed.data());
   out.resize(c.vocab_size);
   cpu::logits(normed.data(), w_.lm_head().data(), c.vocab_size, c.hidden, out.data());
+}
+
+// Selective recompute: as run(), with a RoPE position per row and attention
+// over the prompt's block as it stands. Rows are grouped into runs of
+// consecutive positions so that a run's keys are read once.
+void cpu_engine::run_selected(const selected_job& job) {
+  const config& c = w_.cfg;
+  auto bad = [](const std::string& what) { throw error(errc::invalid_argument, "cpu engine: selected job " + what); };
+  if (job.count <= 0 || !job.positions) bad("has no rows");
+  if (job.layer_begin < 0 || job.layer_end > c.layers || job.layer_begin >= job.layer_end) bad("has no layers");
+  if (job.layer_begin == 0 && !job.tokens) bad("has no tokens for layer 0");
+  if (!job.hidden.data || job.hidden.tokens != job.count) bad("hidden state does not match its rows");
+  if (!job.kv.data) bad("has no KV block");
+  check_block(job.kv.shape, "selected job's KV block");
+  for (int r = 0; r < job.count; ++r)
+    if (job.positions[r] < 0 || job.positions[r] >= job.kv.shape.tokens ||
+        (r > 0 && job.positions[r] <= job.positions[r - 1]))
+      bad("position " + std::to_string(job.positions[r]) + " at row " + std::to_string(r) +
+          " is not ascending within a block of " + std::to_string(job.kv.shape.tokens));
+  const int n = job.count, hidden = c.hidden;
+  const int q_width = c.heads * c.head_dim, kv_width = c.kv_heads * c.head_dim;
+  const int qkv_width = q_width + 2 * kv_width;
+  const std::size_t rows = static_cast<std::size_t>(n);
+  auto sized = [](std::vector<float>& v, std::size_t elems) {
+    if (v.size() < elems) v.resize(elems);
+    return v.data();
+  };
+  float* h = static_cast<float*>(job.hidden.data);  // [n][hidden]
+  float* normed = sized(normed_, rows * hidden);
+  float* qkv = sized(qkv_, rows * qkv_width);
+  float* attn = sized(attn_, rows * q_width);
+  sized(proj_, rows * hidden);
+  sized(gate_up_, rows * 2 * c.intermediate);
+  sized(act_, rows * c.intermediate);
+  if (job.layer_begin == 0) cpu::embedding(w_.embedding.data(), c.vocab_size, hidden, job.tokens, n, h);
+  float* kv = static_cast<float*>(job.kv.data);  // [layers][2][kv_heads][tokens][head_dim]
+  const kv_shape& ks = job.kv.shape;
+  for (int l = job.layer_begin; l < job.layer_end; ++l) {
+    const layer_weights& lw = w_.layers[l];
+    const packed_layer& pl = layers_[l];
+    cpu::rmsnorm(h, lw.attn_norm.data(), n, hidden, c.rms_eps, normed);
+    cpu::matmul(&pool_, normed, n, hidden, pl.qkv, qkv, qkv_width);
+    for (int r = 0; r < n; ++r) {
+      float* row = qkv + static_cast<std::size_t>(r) * qkv_width;
+      cpu::rope(row, 1, qkv_width, c.heads + c.kv_heads, c.head_dim, job.positions[r], inv_freq_.data());
+      for (int kvi = 0; kvi < 2; ++kvi)
+        for (int g = 0; g < c.kv_heads; ++g)
+          std::memcpy(
+              kv + ks.offset(l, kvi, g, job.positions[r], 0),
+              row + q_width + static_cast<std::size_t>(kvi) * kv_width + static_cast<std::size_t>(g) * c.head_dim,
+              sizeof(float) * c.head_dim);
+    }
+    const cpu::kv_segment all{kv + ks.offset(l, 0, 0, 0, 0), kv + ks.offset(l, 1, 0, 0, 0), ks.tokens};
+    for (int r0 = 0; r0 < n;) {
+      int r1 = r0 + 1;
+      while (r1 < n && job.positions[r1] == job.positions[r1 - 1] + 1) ++r1;
+      cpu::attention(&pool_, qkv + static_cast<std::size_t>(r0) * qkv_width, r1 - r0, qkv_width, job.positions[r0],
+                     &all, 1, c.heads, c.kv_heads, c.head_dim, attn + static_cast<std::size_t>(r0) * q_width, q_width);
+      r0 = r1;
+    }
+    layer_tail(l, n, h);
+  }
+}
+
+// After attention (attn_ holds its n rows): output projection, residual,
+// MLP, residual, on the scratch sized by the caller.
+void cpu_engine::layer_tail(int l, int n, float* h) {
+  const config& c = w_.cfg;
+  const layer_weights& lw = w_.layers[l];
+  const packed_layer& pl = layers_[l];
+  const int hidden = c.hidden, q_width = c.heads * c.head_dim;
+  const std::size_t elems = static_cast<std::size_t>(n) * hidden;
+  float *attn = attn_.data(), *proj = proj_.data(), *normed = normed_.data();
+  float *gate_up = gate_up_.data(), *act = act_.data();
+  cpu::matmul(&pool_, attn, n, q_width, pl.wo, proj, hidden);
+  for (std::size_t i = 0; i < elems; ++i) h[i] = h[i] + proj[i];
+
+  cpu::rmsnorm(h, lw.ffn_norm.data(), n, hidden, c.rms_eps, normed);
+  cpu::matmul(&pool_, normed, n, hidden, pl.gate_up, gate_up, 2 * c.intermediate);
+  cpu::swiglu(gate_up, gate_up + c.intermediate, n, c.intermediate, 2 * c.intermediate, act, c.intermediate);
+  cpu::matmul(&pool_, act, n, c.intermediate, pl.down, proj, hidden);
+  for (std::size_t i = 0; i < elems; ++i) h[i] = h[i] + proj[i];
 }
 
 }  // namespace

@@ -50,6 +50,21 @@ struct chunk_job {
   hidden_state hidden; ///< input at layer_begin (unless 0), output after layer_end - 1
 };
 
+/// Selective recompute (non-prefix reuse, CacheBlend): layers [layer_begin,
+/// layer_end) of `count` tokens at ascending, not necessarily consecutive,
+/// positions of one prompt-long KV block. Per layer, each token's K and V
+/// overwrite its row of `kv`, and it attends to rows [0, its position] of
+/// `kv` as they stand: recomputed rows and reused (loaded, rotated) ones.
+struct selected_job {
+  const std::int32_t* tokens = nullptr;     ///< [count] host memory; read when layer_begin == 0
+  const std::int32_t* positions = nullptr;  ///< [count] host memory, strictly ascending, < kv.shape.tokens
+  int count = 0;
+  int layer_begin = 0;
+  int layer_end = 0;
+  kv_block kv;          ///< the whole prompt's block, positions [0, kv.shape.tokens)
+  hidden_state hidden;  ///< [count][hidden]: input at layer_begin (unless 0), output after layer_end - 1
+};
+
 /// Sampling settings of a decode step; temperature 0 means greedy.
 struct sampling {
   float temperature = 0.0f;
@@ -107,6 +122,10 @@ class engine {
   /// must be quick and must not call into the engine). Lets the owner keep
   /// the device busy instead of synchronizing per job.
   virtual void when_done(std::function<void()> fn) = 0;
+
+  /// Runs a selected_job (synchronous like run() on the CPU backend).
+  /// Backends without it throw kvflow::error(unsupported).
+  virtual void run_selected(const selected_job& job);
 
   /// Logits [vocab] of the last row of `h` (after the final norm), to host.
   virtual void logits(const hidden_state& h, std::vector<float>& out) = 0;

@@ -19,13 +19,7 @@ const model::kv_shape shape = small_shape();
 const layer_range all{0, 4};
 
 chunk_store_options opts(const std::string& dir, std::size_t host_blocks) {
-  chunk_store_options o;
-  o.host_capacity_bytes = host_blocks * shape.bytes();
-  o.disk.directory = dir;
-  o.disk.fingerprint.fill(9);
-  o.disk.shape = shape;
-  o.disk.write_queue_cap = 64;
-  return o;
+  return store_options(dir, host_blocks, shape);
 }
 
 bool same(const std::uint8_t* p, std::uint32_t i) {

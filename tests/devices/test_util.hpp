@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "devices/chunk_store.hpp"
 #include "kernels/model/kv_layout.hpp"
 #include "messages/types.hpp"
 
@@ -32,6 +33,19 @@ struct scratch_dir {
 inline model::kv_shape small_shape() { return model::kv_shape{4, 2, 16, 32, model::dtype::bf16}; }
 /// A layer of 3 KiB, so spans start inside a 4 KiB page.
 inline model::kv_shape odd_shape() { return model::kv_shape{6, 2, 16, 24, model::dtype::bf16}; }
+
+/// A store of `host_blocks` blocks of `shape` in host memory over a disk
+/// tier in `dir` (fingerprint all 9s, 64 queued writes).
+inline chunk_store_options store_options(const std::string& dir, std::size_t host_blocks,
+                                         const model::kv_shape& shape) {
+  chunk_store_options o;
+  o.host_capacity_bytes = host_blocks * shape.bytes();
+  o.disk.directory = dir;
+  o.disk.fingerprint.fill(9);
+  o.disk.shape = shape;
+  o.disk.write_queue_cap = 64;
+  return o;
+}
 
 inline msg::chunk_key key_of(std::uint32_t i) {
   msg::chunk_key k{};

@@ -1,0 +1,78 @@
+#pragma once
+// The document path of a request (non-prefix reuse, issue 20): a prompt
+// whose marked documents the prefix chain misses. A detached actor reads
+// the document entries from the tiers (blocking reads, off the actor
+// pool), the gpu actor places them and runs the selective recompute
+// (blend_atom), then the request takes its first token and decodes as any
+// other. Its KV is approximate: nothing is stored under prefix keys, only
+// the document entries that had to be computed.
+
+#include <chrono>
+#include <memory>
+#include <mutex>
+#include <vector>
+
+#include <caf/allowed_unsafe_message_type.hpp>
+#include <caf/stateful_actor.hpp>
+
+#include "actors/request_actor.hpp"
+#include "devices/chunk_store.hpp"
+#include "kernels/model/blend.hpp"
+
+namespace kvflow {
+
+/// What the gpu actor does for a document request (in-process handle).
+struct document_work {
+  workspace_ptr ws;
+  std::vector<model::prompt_segment> segments;  ///< tile the prompt; documents marked
+  std::vector<std::vector<float>> documents;    ///< per document segment: its KV from position 0 (f32)
+  std::vector<bool> loaded;                     ///< per document segment: read from a tier (else computed here)
+  model::blend_options blend;
+  model::blend_result result;  ///< filled in by run_document_work
+  double compute_s = 0;        ///< seconds run_document_work took
+};
+using document_work_ptr = std::shared_ptr<document_work>;
+
+/// On the engine's owner thread: computes the documents not loaded, places
+/// every document, runs blend_prefill and leaves the prompt's KV in the
+/// workspace's chunk blocks and the last position's hidden state in its
+/// last chunk's last row (what first_atom reads). Throws kvflow::error.
+void run_document_work(model::engine& e, document_work& w);
+
+/// Measured rates of the document path, shared by its requests: what the
+/// recompute ratio is chosen from. Thread-safe.
+class document_rates {
+ public:
+  void observe_compute(double token_layers, double seconds);
+  void observe_load(double bytes, double seconds);
+  /// Seconds per token-layer and bytes per second (0 until observed).
+  double token_layer_s() const;
+  double load_bytes_per_s() const;
+
+ private:
+  mutable std::mutex mutex_;
+  double token_layer_s_ = 0, load_bytes_per_s_ = 0;
+};
+
+struct document_params {
+  request_params base;
+  std::vector<model::prompt_segment> segments;
+  std::vector<std::vector<msg::chunk_key>> keys;  ///< per document segment: document_block_keys
+  std::shared_ptr<devices::chunk_store> store;
+  std::shared_ptr<document_rates> rates;
+  model::blend_options blend;  ///< ratio < 0: chosen from `rates` (policies/recompute_ratio)
+  std::chrono::milliseconds timeout{600000};
+};
+
+struct document_request_state {
+  static inline const char* name = "kvflow.document_request";
+};
+
+/// Spawn detached. Runs one request through the document path and calls
+/// base.done exactly once; then quits.
+caf::behavior document_request_actor(caf::stateful_actor<document_request_state>* self, caf::actor gpu,
+                                     workspace_ptr ws, document_params params);
+
+}  // namespace kvflow
+
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(kvflow::document_work_ptr)

@@ -1,0 +1,217 @@
+#include "kernels/model/blend.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <numeric>
+
+#include "kernels/cpu/rope_delta.hpp"
+#include "messages/error.hpp"
+
+namespace kvflow::model {
+namespace {
+
+// Backend memory owned for one call.
+class scratch {
+ public:
+  scratch(engine& e, std::size_t bytes) : e_(e), p_(e.allocate(bytes)) {}
+  ~scratch() { e_.release(p_); }
+  scratch(const scratch&) = delete;
+  scratch& operator=(const scratch&) = delete;
+  float* f() const { return static_cast<float*>(p_); }
+
+ private:
+  engine& e_;
+  void* p_;
+};
+
+void require_host_f32(const engine& e, const char* what) {
+  if (e.kv_type() != dtype::f32)
+    throw error(errc::unsupported, std::string(what) + ": selective recompute runs on the CPU backend (f32 blocks)");
+}
+
+int rounded_share(double ratio, int count) {
+  return std::clamp(static_cast<int>(std::lround(ratio * count)), 0, count);
+}
+
+}  // namespace
+
+const char* to_string(token_selection s) { return s == token_selection::epic ? "epic" : "cacheblend"; }
+
+token_selection parse_selection(const std::string& name) {
+  if (name == "cacheblend") return token_selection::cacheblend;
+  if (name == "epic") return token_selection::epic;
+  throw error(errc::invalid_argument, "token selection '" + name + "' (use cacheblend or epic)");
+}
+
+void check_segments(const std::vector<prompt_segment>& segments, int prompt_tokens) {
+  int at = 0;
+  for (std::size_t i = 0; i < segments.size(); ++i) {
+    const auto& s = segments[i];
+    if (s.begin != at || s.count <= 0)
+      throw error(errc::invalid_argument, "prompt segment " + std::to_string(i) + " covers [" +
+                                              std::to_string(s.begin) + ", " + std::to_string(s.begin + s.count) +
+                                              ") but the previous one ends at " + std::to_string(at));
+    at += s.count;
+  }
+  if (at != prompt_tokens)
+    throw error(errc::invalid_argument,
+                "prompt segments cover " + std::to_string(at) + " of " + std::to_string(prompt_tokens) + " tokens");
+}
+
+void document_kv(engine& e, const std::vector<std::int32_t>& tokens, kv_block out) {
+  const int n = static_cast<int>(tokens.size());
+  if (n == 0 || out.shape.tokens != n)
+    throw error(errc::invalid_argument, "document_kv: a block of " + std::to_string(out.shape.tokens) +
+                                            " tokens for a document of " + std::to_string(n));
+  scratch hidden(e, static_cast<std::size_t>(n) * e.cfg().hidden * sizeof(float));
+  chunk_job job;
+  job.tokens = tokens.data();
+  job.count = n;
+  job.layer_end = e.cfg().layers;
+  job.out = out;
+  job.hidden = {hidden.f(), n};
+  e.run(job);
+  e.synchronize();
+}
+
+void place_document(const kv_block& document, int at, kv_block prompt, const std::vector<float>& inv_freq) {
+  const kv_shape& d = document.shape;
+  const kv_shape& p = prompt.shape;
+  if (d.type != dtype::f32 || p.type != dtype::f32 || d.layers != p.layers || d.kv_heads != p.kv_heads ||
+      d.head_dim != p.head_dim || at < 0 || at + d.tokens > p.tokens)
+    throw error(errc::invalid_argument, "place_document: a document of " + std::to_string(d.tokens) + " tokens at " +
+                                            std::to_string(at) + " of a prompt block of " + std::to_string(p.tokens) +
+                                            " (f32 blocks of one model)");
+  const auto* src = static_cast<const float*>(document.data);
+  auto* dst = static_cast<float*>(prompt.data);
+  const std::size_t row = sizeof(float) * static_cast<std::size_t>(d.tokens) * d.head_dim;
+  for (int l = 0; l < d.layers; ++l)
+    for (int kv = 0; kv < 2; ++kv)
+      for (int h = 0; h < d.kv_heads; ++h)
+        std::memcpy(dst + p.offset(l, kv, h, at, 0), src + d.offset(l, kv, h, 0, 0), row);
+  cpu::rope_delta_block(prompt.data, p, at, d.tokens, at, inv_freq.data());
+}
+
+std::vector<std::int32_t> select_leading(const std::vector<prompt_segment>& segments, double ratio) {
+  std::vector<std::int32_t> out;
+  for (const auto& s : segments) {
+    if (!s.document) continue;
+    const int k = rounded_share(ratio, s.count);
+    for (int i = 0; i < k; ++i) out.push_back(s.begin + i);
+  }
+  return out;
+}
+
+std::vector<std::int32_t> select_deviating(const std::vector<prompt_segment>& segments,
+                                           const std::vector<float>& deviation, double ratio) {
+  std::vector<std::int32_t> candidates;
+  for (const auto& s : segments)
+    if (s.document)
+      for (int i = 0; i < s.count; ++i) candidates.push_back(s.begin + i);
+  const int k = rounded_share(ratio, static_cast<int>(candidates.size()));
+  for (auto p : candidates)
+    if (static_cast<std::size_t>(p) >= deviation.size())
+      throw error(errc::invalid_argument, "select_deviating: no deviation for position " + std::to_string(p));
+  std::stable_sort(candidates.begin(), candidates.end(),
+                   [&](std::int32_t a, std::int32_t b) { return deviation[a] > deviation[b]; });
+  candidates.resize(static_cast<std::size_t>(k));
+  std::sort(candidates.begin(), candidates.end());
+  return candidates;
+}
+
+blend_result blend_prefill(engine& e, const std::vector<std::int32_t>& prompt,
+                           const std::vector<prompt_segment>& segments, kv_block kv, const blend_options& opts) {
+  require_host_f32(e, "blend_prefill");
+  const config& c = e.cfg();
+  const int n = static_cast<int>(prompt.size());
+  check_segments(segments, n);
+  if (kv.shape.tokens != n || !kv.data)
+    throw error(errc::invalid_argument, "blend_prefill: a KV block of " + std::to_string(kv.shape.tokens) +
+                                            " tokens for a prompt of " + std::to_string(n));
+  if (!(opts.ratio >= 0 && opts.ratio <= 1))
+    throw error(errc::invalid_argument, "blend_prefill: ratio " + std::to_string(opts.ratio) + " outside [0, 1]");
+  const int check = opts.selection == token_selection::cacheblend ? std::clamp(opts.check_layers, 0, c.layers) : 0;
+  const std::size_t hidden_row = static_cast<std::size_t>(c.hidden);
+
+  blend_result r;
+  std::vector<char> is_document(static_cast<std::size_t>(n), 0);
+  for (const auto& s : segments)
+    if (s.document) {
+      std::fill(is_document.begin() + s.begin, is_document.begin() + s.begin + s.count, 1);
+      r.document_tokens += s.count;
+    }
+
+  // Check layers: every token, every row of the block recomputed. The last
+  // check layer's cached K and V are kept to measure how far each document
+  // token moved once it could attend across documents.
+  scratch all_hidden(e, static_cast<std::size_t>(n) * hidden_row * sizeof(float));
+  std::vector<float> deviation(static_cast<std::size_t>(n), 0.0f);
+  if (check > 0) {
+    const kv_shape& s = kv.shape;
+    const float* base = static_cast<const float*>(kv.data);
+    const std::size_t layer_elems = s.layer_elems();
+    std::vector<float> cached(base + s.offset(check - 1, 0, 0, 0, 0),
+                              base + s.offset(check - 1, 0, 0, 0, 0) + layer_elems);
+    std::vector<std::int32_t> every(static_cast<std::size_t>(n));
+    std::iota(every.begin(), every.end(), 0);
+    selected_job job;
+    job.tokens = prompt.data();
+    job.positions = every.data();
+    job.count = n;
+    job.layer_end = check;
+    job.kv = kv;
+    job.hidden = {all_hidden.f(), n};
+    e.run_selected(job);
+    const float* now = base + s.offset(check - 1, 0, 0, 0, 0);
+    for (int kvi = 0; kvi < 2; ++kvi)
+      for (int h = 0; h < s.kv_heads; ++h)
+        for (int t = 0; t < n; ++t) {
+          if (!is_document[t]) continue;
+          const std::size_t o = s.offset(0, kvi, h, t, 0);
+          float sum = 0;
+          for (int d = 0; d < s.head_dim; ++d) {
+            const float diff = now[o + d] - cached[o + d];
+            sum += diff * diff;
+          }
+          deviation[t] += sum;
+        }
+  }
+
+  std::vector<std::int32_t> chosen = opts.selection == token_selection::cacheblend
+                                         ? select_deviating(segments, deviation, opts.ratio)
+                                         : select_leading(segments, opts.ratio);
+  r.selected_document_tokens = static_cast<int>(chosen.size());
+  // Tokens outside documents have no cached KV; the last one's hidden state
+  // gives the next token, so it is computed even inside a document.
+  for (int t = 0; t < n; ++t)
+    if (!is_document[t] || t == n - 1) chosen.push_back(t);
+  std::sort(chosen.begin(), chosen.end());
+  chosen.erase(std::unique(chosen.begin(), chosen.end()), chosen.end());
+  r.recomputed = chosen;
+
+  const int m = static_cast<int>(chosen.size());
+  scratch rows(e, static_cast<std::size_t>(m) * hidden_row * sizeof(float));
+  std::vector<std::int32_t> tokens(static_cast<std::size_t>(m));
+  for (int i = 0; i < m; ++i) {
+    tokens[i] = prompt[chosen[i]];
+    if (check > 0)
+      std::memcpy(rows.f() + i * hidden_row, all_hidden.f() + chosen[i] * hidden_row, hidden_row * sizeof(float));
+  }
+  if (check < c.layers) {
+    selected_job job;
+    job.tokens = tokens.data();
+    job.positions = chosen.data();
+    job.count = m;
+    job.layer_begin = check;
+    job.layer_end = c.layers;
+    job.kv = kv;
+    job.hidden = {rows.f(), m};
+    e.run_selected(job);
+  }
+  const float* last = check < c.layers ? rows.f() + (m - 1) * hidden_row : all_hidden.f() + (n - 1) * hidden_row;
+  r.last_hidden.assign(last, last + hidden_row);
+  return r;
+}
+
+}  // namespace kvflow::model

@@ -1,0 +1,88 @@
+#pragma once
+// Non-prefix KV reuse (CacheTune, CacheBlend, EPIC): a prompt stitches
+// documents whose KV was computed on its own (positions from 0) in a new
+// order after new text. Each document's K is rotated to its new position
+// (kernels/cpu/rope_delta.hpp); a chosen share of its tokens is recomputed
+// so that they attend across documents, the rest is reused as loaded.
+//
+// Token selection:
+//  - cacheblend (the default): layers [0, check_layers) are recomputed for
+//    every token; the document tokens whose K and V in the last of them
+//    deviate most from the cached values are recomputed in every later
+//    layer. Layer 0's KV depends only on the token and its position, so it
+//    never deviates: layer 1 is the first that shows cross-document
+//    attention, hence check_layers = 2. It is the default because it asks
+//    the prompt which tokens lost most by being cached alone: at 15% it
+//    matched or beat EPIC on every measured set (SmolLM2-135M-Instruct,
+//    apps/bench/results/nonprefix_quality.json: top-1 0.867 against 0.859,
+//    KL 0.220 against 0.226), for two full layers of extra compute.
+//  - epic: the first tokens of each document (EPIC's attention sinks), no
+//    check layers: cheaper, blind to where the cross-document mixing is.
+// Tokens outside documents (system prompt, question) are always computed.
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "kernels/model/engine.hpp"
+
+namespace kvflow::model {
+
+/// Tokens [begin, begin + count) of a prompt; `document` spans have cached KV.
+struct prompt_segment {
+  int begin = 0;
+  int count = 0;
+  bool document = false;
+};
+
+enum class token_selection { cacheblend, epic };
+
+const char* to_string(token_selection s);
+/// "cacheblend" or "epic"; throws kvflow::error(invalid_argument) otherwise.
+token_selection parse_selection(const std::string& name);
+
+struct blend_options {
+  token_selection selection = token_selection::cacheblend;
+  /// Share of the documents' tokens recomputed in every layer (0..1).
+  double ratio = 0.15;
+  /// cacheblend: layers recomputed for every token; the deviation is read in the last.
+  int check_layers = 2;
+};
+
+/// What blend_prefill did.
+struct blend_result {
+  std::vector<std::int32_t> recomputed;  ///< positions recomputed above the check layers, ascending
+  int document_tokens = 0;
+  int selected_document_tokens = 0;  ///< document tokens among `recomputed`
+  std::vector<float> last_hidden;    ///< [hidden] of the prompt's last position (host, f32)
+};
+
+/// Checks that `segments` tile [0, prompt_tokens) in order; throws
+/// kvflow::error(invalid_argument) with the first gap or overlap.
+void check_segments(const std::vector<prompt_segment>& segments, int prompt_tokens);
+
+/// The KV of `tokens` on their own, positions [0, n), into `out`
+/// (out.shape.tokens == n): what a document entry stores.
+void document_kv(engine& e, const std::vector<std::int32_t>& tokens, kv_block out);
+
+/// Copies a document's block (positions from 0) into rows [at, at + n) of a
+/// prompt's block and rotates its K by `at`. CPU backend (f32 host blocks).
+void place_document(const kv_block& document, int at, kv_block prompt, const std::vector<float>& inv_freq);
+
+/// EPIC: the first round(ratio * count) tokens of each document.
+std::vector<std::int32_t> select_leading(const std::vector<prompt_segment>& segments, double ratio);
+
+/// CacheBlend: the round(ratio * document tokens) document positions of
+/// largest `deviation` (indexed by position), ascending; ties go to the
+/// earlier position.
+std::vector<std::int32_t> select_deviating(const std::vector<prompt_segment>& segments,
+                                           const std::vector<float>& deviation, double ratio);
+
+/// Restores a prompt's KV in `kv` (shape.tokens == prompt size) whose
+/// document rows already hold placed documents (place_document); the other
+/// rows are computed. Returns the last position's hidden state. Needs an
+/// engine with run_selected and f32 host blocks (the CPU backend).
+blend_result blend_prefill(engine& e, const std::vector<std::int32_t>& prompt,
+                           const std::vector<prompt_segment>& segments, kv_block kv, const blend_options& opts);
+
+}  // namespace kvflow::model

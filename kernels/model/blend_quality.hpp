@@ -1,0 +1,65 @@
+#pragma once
+// Quality of non-prefix reuse against a full recompute (the acceptance of
+// issue 20): RAG prompts of cached documents in new orders plus a question;
+// per selection and ratio, top-1 agreement of the next token and the KL
+// divergence of the next-token distribution over the first tokens of the
+// full recompute's greedy answer, teacher-forced.
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "kernels/model/blend.hpp"
+#include "kernels/model/tokenizer.hpp"
+
+namespace kvflow::model {
+
+/// A prompt whose document segments have cached KV.
+struct quality_case {
+  std::vector<std::int32_t> prompt;
+  std::vector<prompt_segment> segments;
+};
+
+/// Documents with one question each, and the text around them
+/// (apps/bench/nonprefix_documents.json).
+struct rag_corpus {
+  std::string system, question_prefix, question_suffix;
+  std::vector<std::string> documents, questions;
+};
+
+/// Parses the corpus JSON; throws kvflow::error(invalid_argument) with the
+/// missing field.
+rag_corpus parse_rag_corpus(const std::string& json_text);
+
+/// `count` prompts: system text, min_docs..max_docs distinct documents in a
+/// random order, and the question of one of them. Deterministic in `seed`.
+std::vector<quality_case> make_rag_cases(const tokenizer& tok, const rag_corpus& corpus, int count, int min_docs,
+                                         int max_docs, std::uint64_t seed);
+
+struct quality_config {
+  token_selection selection = token_selection::cacheblend;
+  double ratio = 0.15;
+};
+
+/// One configuration's scores over every case.
+struct quality_point {
+  quality_config config;
+  int samples = 0;              ///< next-token distributions compared
+  int agreements = 0;           ///< same argmax as the full recompute
+  int prompts = 0;              ///< prompts compared (their first answer position)
+  int first_agreements = 0;     ///< prompts whose first answer token is the full recompute's
+  double kl_sum = 0;            ///< sum of KL(full || reuse) in nats
+  double recomputed_share = 0;  ///< mean share of document tokens recomputed above the check layers
+  double top1_agreement() const { return samples ? static_cast<double>(agreements) / samples : 0; }
+  double kl() const { return samples ? kl_sum / samples : 0; }
+  double first_token_agreement() const { return prompts ? static_cast<double>(first_agreements) / prompts : 0; }
+};
+
+/// Runs every case in full (greedy answer of `answer_tokens`), then per
+/// configuration restores it from its documents (each computed alone and
+/// placed) and compares the `answer_tokens` next-token distributions.
+std::vector<quality_point> evaluate_blend_quality(engine& e, const std::vector<quality_case>& cases,
+                                                  const std::vector<quality_config>& configs, int answer_tokens,
+                                                  int check_layers = 2);
+
+}  // namespace kvflow::model

@@ -1,0 +1,70 @@
+#include "policies/recompute_ratio.hpp"
+
+#include <algorithm>
+#include <string>
+
+#include "messages/error.hpp"
+
+namespace kvflow::policies {
+namespace {
+
+int check_of(const recompute_inputs& in) { return std::clamp(in.check_layers, 0, in.layers); }
+
+}  // namespace
+
+double recompute_compute_s(const recompute_inputs& in, double r) {
+  const int check = check_of(in);
+  const double per = in.token_layer_s / in.compute_share;
+  const double all = in.document_tokens + in.other_tokens;
+  return per * (all * check + (r * in.document_tokens + in.other_tokens) * (in.layers - check));
+}
+
+double recompute_load_s(const recompute_inputs& in, double r) {
+  if (in.document_tokens <= 0) return 0;
+  const int check = check_of(in);
+  const double rows = in.document_tokens * ((check > 0 ? 1 : 0) + (1 - r) * (in.layers - check));
+  return in.load_latency_s + rows * in.kv_bytes_per_token_layer / in.load_bytes_per_s;
+}
+
+recompute_plan choose_recompute_ratio(const recompute_inputs& in) {
+  auto bad = [](const std::string& what) { throw error(errc::invalid_argument, "recompute ratio: " + what); };
+  if (in.layers <= 0) bad("layers = " + std::to_string(in.layers));
+  if (in.document_tokens < 0 || in.other_tokens < 0) bad("negative token count");
+  if (!(in.token_layer_s > 0)) bad("token_layer_s must be positive");
+  if (!(in.compute_share > 0 && in.compute_share <= 1)) bad("compute_share outside (0, 1]");
+  if (in.kv_bytes_per_token_layer < 0 || in.load_bytes_per_s < 0 || in.load_latency_s < 0) bad("negative rate");
+  if (!(in.min_ratio >= 0 && in.min_ratio <= in.max_ratio && in.max_ratio <= 1)) bad("ratio bounds");
+  if (!(in.min_speedup >= 1)) bad("min_speedup below 1");
+
+  recompute_plan p;
+  // Computing every token of every layer: the plan's alternative.
+  p.full_recompute_s = in.token_layer_s / in.compute_share * (in.document_tokens + in.other_tokens) * in.layers;
+  const auto full = [&] {
+    p.ratio = 1;
+    p.full_recompute = true;
+    p.compute_s = p.estimate_s = p.full_recompute_s;
+    p.load_s = p.load_bytes = 0;
+    return p;
+  };
+  // Reuse needs a document and a tier to load it from.
+  if (in.document_tokens <= 0 || in.load_bytes_per_s <= 0) return full();
+
+  // compute(r) = a + b r rises, load(r) = c0 + c (1 - r) falls: they meet at
+  // r_b. Below r_b the loads bound the time, so recompute up to it is free.
+  const double a = recompute_compute_s(in, 0);
+  const double b = recompute_compute_s(in, 1) - a;
+  const double load1 = recompute_load_s(in, 1);
+  const double c = recompute_load_s(in, 0) - load1;
+  const double balance = b + c > 0 ? (load1 + c - a) / (b + c) : in.min_ratio;
+  p.ratio = std::clamp(balance, in.min_ratio, in.max_ratio);
+  p.compute_s = recompute_compute_s(in, p.ratio);
+  p.load_s = recompute_load_s(in, p.ratio);
+  p.estimate_s = std::max(p.compute_s, p.load_s);
+  const int check = check_of(in);
+  p.load_bytes =
+      in.document_tokens * ((check > 0 ? 1 : 0) + (1 - p.ratio) * (in.layers - check)) * in.kv_bytes_per_token_layer;
+  if (p.estimate_s * in.min_speedup >= p.full_recompute_s) return full();
+  return p;
+}
+
+}  // namespace kvflow::policies

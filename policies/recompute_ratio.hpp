@@ -1,0 +1,59 @@
+#pragma once
+// How much of a reused document to recompute (CacheTune's ratio from the
+// cost model). A prompt that stitches cached documents restores them by
+// loading their KV and recomputing a share r of their tokens (the rest of
+// the prompt is computed in any case). The selected tokens' compute and the
+// reused tokens' loads run at once, so the restore takes about
+//   T(r) = max(compute(r), load(r))
+// with compute growing in r and load shrinking in r (only reused tokens'
+// KV moves). Where loading is slow, recomputing up to the balance point
+// costs nothing and buys quality; where compute is busy, the ratio stays at
+// the quality floor; where even that is slower than computing everything,
+// the plan is a full recompute. Pure: numbers in, a decision out.
+
+namespace kvflow::policies {
+
+/// One request's documents and the machine's rates.
+struct recompute_inputs {
+  double document_tokens = 0;           ///< tokens of the reused documents
+  double other_tokens = 0;              ///< tokens computed in any case (system text, question)
+  int layers = 0;                       ///< model layers
+  int check_layers = 2;                 ///< recomputed for every token (CacheBlend's selection); 0 for EPIC
+  double token_layer_s = 0;             ///< compute seconds of one token through one layer, GPU to itself
+  double compute_share = 1;             ///< share of the GPU this request gets (1 idle, 0.25 among four)
+  double kv_bytes_per_token_layer = 0;  ///< K and V of one token in one layer
+  double load_bytes_per_s = 0;          ///< the documents' tier; 0 when none holds them
+  double load_latency_s = 0;            ///< fixed cost of the loads (a round trip)
+  double min_ratio = 0.15;              ///< the quality floor (apps/bench/results/nonprefix_quality.json)
+  double max_ratio = 1;
+  /// Reuse only where the plan is at least this much faster than a full
+  /// recompute: estimates carry error (per-job costs, a rate that moved),
+  /// and a reuse that turns out slower than computing loses quality for nothing.
+  double min_speedup = 1.1;
+};
+
+/// The plan: recompute `ratio` of the document tokens and load the rest.
+struct recompute_plan {
+  double ratio = 1;             ///< share of document tokens recomputed; 1 with full_recompute
+  bool full_recompute = false;  ///< reuse would not be faster than computing everything
+  double compute_s = 0;         ///< selected tokens' and check layers' compute at this ratio
+  double load_s = 0;            ///< reused tokens' loads at this ratio (overlapped with compute)
+  double estimate_s = 0;        ///< max(compute_s, load_s): the planned restore time
+  double full_recompute_s = 0;  ///< computing every token
+  double load_bytes = 0;        ///< bytes the plan moves
+};
+
+/// Compute seconds of the plan at ratio r (see recompute_inputs).
+double recompute_compute_s(const recompute_inputs& in, double r);
+/// Load seconds of the plan at ratio r: the reused tokens' KV above the
+/// check layers, plus the last check layer's for every document token (the
+/// cached values the deviation is measured against).
+double recompute_load_s(const recompute_inputs& in, double r);
+
+/// The ratio in [min_ratio, max_ratio] that minimises the planned time,
+/// preferring more recompute where it is free (load-bound), or a full
+/// recompute where reuse would not be min_speedup times faster. Throws
+/// kvflow::error(invalid_argument) for negative or empty inputs.
+recompute_plan choose_recompute_ratio(const recompute_inputs& in);
+
+}  // namespace kvflow::policies

@@ -1,0 +1,109 @@
+#define BOOST_TEST_MODULE policies.recompute_ratio
+#include <boost/test/unit_test.hpp>
+
+#include "messages/error.hpp"
+#include "policies/recompute_ratio.hpp"
+
+using namespace kvflow::policies;
+
+namespace {
+
+// llama-3-8b-like numbers: 16k tokens of documents and 256 of question, 32
+// layers, 64 us per token over all layers (1 s for 16k), 128 KiB of bf16 KV
+// per token over all layers.
+recompute_inputs llama(double gbytes_per_s) {
+  recompute_inputs in;
+  in.document_tokens = 16384;
+  in.other_tokens = 256;
+  in.layers = 32;
+  in.check_layers = 2;
+  in.token_layer_s = 64e-6 / 32;
+  in.kv_bytes_per_token_layer = 131072.0 / 32;
+  in.load_bytes_per_s = gbytes_per_s * 1e9;
+  return in;
+}
+
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(fast_tiers_stay_at_the_quality_floor) {
+  auto p = choose_recompute_ratio(llama(50));  // pinned host memory
+  BOOST_TEST(!p.full_recompute);
+  BOOST_TEST(p.ratio == 0.15);
+  BOOST_TEST(p.estimate_s == p.compute_s);  // compute-bound
+  BOOST_TEST(p.full_recompute_s / p.estimate_s > 3.5);
+}
+
+BOOST_AUTO_TEST_CASE(slow_links_recompute_more_and_never_plan_slower_than_full) {
+  double last_ratio = 0;
+  for (double gb : {50.0, 5.0, 2.0, 1.25, 0.5, 0.1, 0.01}) {
+    auto p = choose_recompute_ratio(llama(gb));
+    BOOST_TEST(p.ratio >= last_ratio, gb << " GB/s");
+    BOOST_TEST(p.estimate_s <= p.full_recompute_s + 1e-12, gb << " GB/s");
+    BOOST_TEST(p.estimate_s >= p.compute_s - 1e-12);
+    last_ratio = p.ratio;
+  }
+  // At 10 Gbit/s loading 16k tokens takes 1.7 s against 1.05 s of compute:
+  // the plan recomputes up to where both take the same time.
+  auto p = choose_recompute_ratio(llama(1.25));
+  BOOST_TEST(p.ratio > 0.15);
+  BOOST_TEST(p.ratio < 1);
+  BOOST_TEST(std::abs(p.compute_s - p.load_s) < 1e-9);
+  // At 10 MB/s the loads never pay off.
+  BOOST_TEST(choose_recompute_ratio(llama(0.01)).full_recompute);
+  // Reuse is planned only where it beats a full recompute by min_speedup.
+  for (double gb : {50.0, 5.0, 2.0, 1.25, 0.5, 0.1}) {
+    auto p = choose_recompute_ratio(llama(gb));
+    BOOST_TEST((p.full_recompute || p.full_recompute_s >= 1.1 * p.estimate_s), gb << " GB/s");
+  }
+}
+
+BOOST_AUTO_TEST_CASE(a_busy_gpu_recomputes_less) {
+  auto idle = llama(1.25);
+  auto busy = idle;
+  busy.compute_share = 0.5;
+  auto pi = choose_recompute_ratio(idle), pb = choose_recompute_ratio(busy);
+  BOOST_TEST(pb.ratio < pi.ratio);
+  BOOST_TEST(pb.full_recompute_s == 2 * pi.full_recompute_s);
+}
+
+BOOST_AUTO_TEST_CASE(only_reused_tokens_move) {
+  auto in = llama(5);
+  in.check_layers = 0;  // EPIC: nothing but the reused rows
+  in.min_ratio = in.max_ratio = 0.25;
+  auto p = choose_recompute_ratio(in);
+  BOOST_TEST(p.ratio == 0.25);
+  BOOST_TEST(p.load_bytes == 0.75 * 16384 * 131072);
+  in.check_layers = 2;  // CacheBlend also reads the last check layer of every document token
+  p = choose_recompute_ratio(in);
+  BOOST_TEST(p.load_bytes == 16384 * (1 + 0.75 * 30) * 4096.0);
+}
+
+BOOST_AUTO_TEST_CASE(nothing_to_load_is_a_full_recompute) {
+  auto in = llama(0);
+  auto p = choose_recompute_ratio(in);
+  BOOST_TEST(p.full_recompute);
+  BOOST_TEST(p.ratio == 1);
+  BOOST_TEST(p.load_bytes == 0);
+  in = llama(50);
+  in.document_tokens = 0;
+  BOOST_TEST(choose_recompute_ratio(in).full_recompute);
+}
+
+BOOST_AUTO_TEST_CASE(bad_inputs_are_refused) {
+  auto in = llama(1);
+  in.layers = 0;
+  BOOST_CHECK_THROW(choose_recompute_ratio(in), kvflow::error);
+  in = llama(1);
+  in.compute_share = 0;
+  BOOST_CHECK_THROW(choose_recompute_ratio(in), kvflow::error);
+  in = llama(1);
+  in.min_ratio = 0.5;
+  in.max_ratio = 0.2;
+  BOOST_CHECK_THROW(choose_recompute_ratio(in), kvflow::error);
+  in = llama(1);
+  in.token_layer_s = 0;
+  BOOST_CHECK_THROW(choose_recompute_ratio(in), kvflow::error);
+  in = llama(1);
+  in.min_speedup = 0.5;
+  BOOST_CHECK_THROW(choose_recompute_ratio(in), kvflow::error);
+}
