@@ -270,8 +270,8 @@ struct runtime::impl {
     ws->keys() =
         devices::chunk_keys(engine->fingerprint(), salt, ws->tokens(), static_cast<std::size_t>(opts.chunk_tokens));
     if (!stage_list.empty()) {
-      std::vector<model::engine*> engines;
-      for (auto& s : stage_list) engines.push_back(s.engine.get());
+      std::vector<std::shared_ptr<model::engine>> engines;
+      for (auto& s : stage_list) engines.push_back(s.engine);
       ws->add_stages(engines);
     }
     // A document request never loses a chunk (a missing entry is computed), so it needs no retry.

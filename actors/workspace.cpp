@@ -28,7 +28,7 @@ workspace::~workspace() {
       if (h.data) s.eng->release(h.data);
 }
 
-void workspace::add_stages(const std::vector<model::engine*>& engines) {
+void workspace::add_stages(const std::vector<std::shared_ptr<model::engine>>& engines) {
   stage_hidden_.resize(engines.size());
   for (std::size_t s = 0; s < engines.size(); ++s) {
     stage_hidden_[s].eng = engines[s];
@@ -41,7 +41,7 @@ model::hidden_state& workspace::stage_hidden(int s, int c, model::engine& eng) {
     throw error(errc::out_of_range, "stage " + std::to_string(s) + " chunk " + std::to_string(c) + " of request " +
                                         std::to_string(request_id_));
   auto& buf = stage_hidden_[static_cast<std::size_t>(s)];
-  if (buf.eng != &eng)
+  if (buf.eng.get() != &eng)
     throw error(errc::invalid_argument, "stage " + std::to_string(s) + " hidden states belong to another engine");
   auto& h = buf.hidden[static_cast<std::size_t>(c)];
   if (!h.data) {

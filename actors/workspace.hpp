@@ -50,10 +50,11 @@ class workspace {
   std::vector<msg::chunk_key>& keys() { return keys_; }
 
   /// Makes room for the hidden states of pipeline stages (stage_actor), one
-  /// per engine listed (the stage's own); call before any stage runs. A
-  /// stage then touches only its own chunks' states, and its upstream
-  /// neighbour only a chunk it hands over before the stage sees that chunk.
-  void add_stages(const std::vector<model::engine*>& engines);
+  /// per engine listed (the stage's own, kept alive while the workspace
+  /// holds memory of it); call before any stage runs. A stage then touches
+  /// only its own chunks' states, and its upstream neighbour only a chunk it
+  /// hands over before the stage sees that chunk.
+  void add_stages(const std::vector<std::shared_ptr<model::engine>>& engines);
   int stages() const { return static_cast<int>(stage_hidden_.size()); }
   /// Stage `s`'s hidden state of chunk c in `eng`'s memory (the stage's own
   /// engine), allocated on first use and released to `eng`.
@@ -73,7 +74,7 @@ class workspace {
   std::vector<std::int32_t> generated_;
   std::vector<msg::chunk_key> keys_;
   struct stage_buffers {
-    model::engine* eng = nullptr;
+    std::shared_ptr<model::engine> eng;
     std::vector<model::hidden_state> hidden;  // [chunk]
   };
   std::vector<stage_buffers> stage_hidden_;  // [stage]

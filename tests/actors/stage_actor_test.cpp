@@ -143,7 +143,7 @@ struct two_stages {
     std::shared_ptr<model::stage_link> link = model::make_host_link(*e0, *e1);
     s0 = sys.spawn<caf::detached>(stage_actor, e0, stage_layout{0, 0, 2, 0}, stage_next{s1, e1, link});
     ws = std::make_shared<workspace>(1, tokens, 16, *e0);
-    ws->add_stages({e0.get(), e1.get()});
+    ws->add_stages({e0, e1});
   }
   ~two_stages() {
     caf::anon_send_exit(s0, caf::exit_reason::user_shutdown);
