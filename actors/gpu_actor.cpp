@@ -12,10 +12,9 @@
 #include "policies/batch_state.hpp"
 
 namespace kvflow {
-namespace {
 
-// The jobs of layers [layer_begin, layer_end) of chunks [chunk_begin, chunk_end), in chunk order.
-void add_jobs(workspace& ws, const msg::cell_range& cells, std::vector<model::chunk_job>& jobs) {
+void add_chunk_jobs(workspace& ws, const msg::cell_range& cells, std::vector<model::chunk_job>& jobs,
+                    const std::function<model::hidden_state&(int)>& hidden) {
   for (auto c = cells.chunk_begin; c < cells.chunk_end; ++c) {
     model::chunk_job job;
     int ci = static_cast<int>(c);
@@ -26,10 +25,24 @@ void add_jobs(workspace& ws, const msg::cell_range& cells, std::vector<model::ch
     job.layer_end = static_cast<int>(cells.layer_end);
     job.past = {ws.blocks().data(), ci};
     job.out = ws.block(ci);
-    job.hidden = ws.hidden(ci);
+    job.hidden = hidden ? hidden(ci) : ws.hidden(ci);
     jobs.push_back(job);
   }
 }
+
+caf::expected<msg::grant> compute_grant_of(const msg::frame& f, const workspace& ws, int layers, const char* who) {
+  auto decoded = msg::decode(f);
+  if (!decoded) return decoded.error();
+  auto* g = std::get_if<msg::grant>(&*decoded);
+  if (!g || g->act != msg::action::compute)
+    return make_error(errc::invalid_argument, std::string(who) + " takes compute grants only");
+  if (g->cells.chunk_end > static_cast<std::uint32_t>(ws.num_chunks()) ||
+      g->cells.layer_end > static_cast<std::uint32_t>(layers))
+    return make_error(errc::out_of_range, "grant cells outside request " + std::to_string(g->request_id));
+  return *g;
+}
+
+namespace {
 
 int grant_rows(workspace& ws, const msg::cell_range& cells) {
   int rows = 0;
@@ -78,14 +91,8 @@ caf::behavior gpu_actor(caf::stateful_actor<gpu_state>* self, std::shared_ptr<mo
   auto* eng = self->state.engine.get();
   return {
       [=](const msg::frame& f, workspace_ptr& ws) -> caf::result<msg::frame> {
-        auto decoded = msg::decode(f);
-        if (!decoded) return make_error(decoded.error());
-        auto* g = std::get_if<msg::grant>(&*decoded);
-        if (!g || g->act != msg::action::compute)
-          return make_error(errc::invalid_argument, "gpu actor takes compute grants only");
-        if (g->cells.chunk_end > static_cast<std::uint32_t>(ws->num_chunks()) ||
-            g->cells.layer_end > static_cast<std::uint32_t>(eng->cfg().layers))
-          return make_error(errc::out_of_range, "grant cells outside request " + std::to_string(g->request_id));
+        auto g = compute_grant_of(f, *ws, eng->cfg().layers, "gpu actor");
+        if (!g) return g.error();
         // Queued until the fuse message this sends itself comes back: grants
         // already in the mailbox behind this one join the same forward.
         auto reply = self->make_response_promise();
@@ -120,7 +127,7 @@ caf::behavior gpu_actor(caf::stateful_actor<gpu_state>* self, std::shared_ptr<mo
           std::vector<model::chunk_job> jobs;
           auto enqueue = [&](std::size_t from, std::size_t to) {
             jobs.clear();
-            for (std::size_t k = from; k < to; ++k) add_jobs(*queued[k].ws, queued[k].grant.cells, jobs);
+            for (std::size_t k = from; k < to; ++k) add_chunk_jobs(*queued[k].ws, queued[k].grant.cells, jobs);
             eng->run_fused(jobs);
           };
           // Taken before enqueuing: the CPU engine computes inside run_fused.

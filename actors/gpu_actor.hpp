@@ -12,6 +12,7 @@
 #include <caf/event_based_actor.hpp>
 #include <caf/stateful_actor.hpp>
 
+#include "actors/frame_type.hpp"
 #include "actors/workspace.hpp"
 #include "kernels/model/engine.hpp"
 #include "messages/types.hpp"
@@ -72,6 +73,18 @@ struct gpu_state {
 /// 8B model on an H200; gathering more would make queued grants finish
 /// together and leave the device idle while their completions travel.
 constexpr int gpu_fuse_rows = 1024;
+
+/// Appends the engine jobs of layers [layer_begin, layer_end) of chunks
+/// [chunk_begin, chunk_end) of `ws`, in chunk order; each job's hidden state
+/// is hidden(c), or ws.hidden(c) without it. The gpu and stage actors build
+/// their forwards with it.
+void add_chunk_jobs(workspace& ws, const msg::cell_range& cells, std::vector<model::chunk_job>& jobs,
+                    const std::function<model::hidden_state&(int)>& hidden = nullptr);
+
+/// The compute grant in `f` for `ws`, checked: a decodable grant, compute,
+/// its cells inside the request and the model's `layers`; else the error
+/// (naming `who`) to answer with.
+caf::expected<msg::grant> compute_grant_of(const msg::frame& f, const workspace& ws, int layers, const char* who);
 
 /// Spawn detached: compute is the actor's own work, and a detached actor's
 /// thread is the only one that ever drives its engine.

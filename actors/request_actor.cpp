@@ -93,7 +93,10 @@ void decode_and_store(state_t* self) {
 void first_token(state_t* self) {
   auto& st = self->state;
   model::sampling s{st.params.opts.temperature, st.params.opts.top_p, st.params.opts.seed};
-  self->request(st.env.gpu, st.env.step_timeout, first_atom::value, st.ws, s)
+  st.report.stage_handoffs = static_cast<std::uint32_t>(st.ws->handoffs.load());
+  st.report.handoff_s = static_cast<double>(st.ws->handoff_ns.load()) / 1e9;
+  auto last = st.env.stages.empty() ? st.env.gpu : st.env.stages.back().actor;
+  self->request(last, st.env.step_timeout, first_atom::value, st.ws, s)
       .then(
           [=](std::int32_t token) {
             auto& st = self->state;
@@ -142,25 +145,74 @@ void on_cell_done(state_t* self, const msg::frame& f, msg::tier source) {
   if (st.cells_done == st.cells_total) first_token(self);
 }
 
+caf::actor tier_actor_of(const std::vector<std::pair<msg::tier, caf::actor>>& tiers, msg::tier t) {
+  auto it = std::find_if(tiers.begin(), tiers.end(), [&](auto& x) { return x.first == t; });
+  return it == tiers.end() ? caf::actor{} : it->second;
+}
+
+void count_load(state_t* self, const msg::grant& g, std::uint64_t bytes) {
+  (g.source == msg::tier::disk ? self->state.report.bytes_from_disk : self->state.report.bytes_from_host) += bytes;
+  for (auto& t : self->state.report.tiers)
+    if (t.tier == msg::to_string(g.source)) t.bytes_loaded += bytes;
+}
+
+// A load grant over several stages' layers: each stage loads its own layer
+// span of the chunks over its own links, at once; the grant is done when
+// every part is (its bytes summed, from the first start to the last finish).
+void run_staged_load(state_t* self, const msg::grant& g) {
+  auto& st = self->state;
+  struct gather {
+    std::size_t left = 0;
+    msg::cell_done sum;
+  };
+  auto acc = std::make_shared<gather>();
+  acc->sum.request_id = g.request_id;
+  acc->sum.grant_id = g.grant_id;
+  acc->sum.act = msg::action::load;
+  acc->sum.cells = g.cells;
+  acc->sum.started_ns = ~std::uint64_t{0};
+  std::vector<std::pair<caf::actor, msg::grant>> parts;
+  for (auto& s : st.env.stages) {
+    msg::grant part = g;
+    part.cells.layer_begin = std::max(g.cells.layer_begin, s.layer_begin);
+    part.cells.layer_end = std::min(g.cells.layer_end, s.layer_end);
+    if (part.cells.layer_begin >= part.cells.layer_end) continue;
+    auto target = tier_actor_of(s.tiers.empty() ? st.env.tiers : s.tiers, g.source);
+    if (!target) return fail(self, std::string("grant to load from absent tier ") + msg::to_string(g.source));
+    parts.emplace_back(target, part);
+  }
+  acc->left = parts.size();
+  for (auto& [target, part] : parts)
+    self->request(target, st.env.step_timeout, msg::encode(part), st.ws)
+        .then(
+            [=](const msg::frame& done) {
+              auto decoded = msg::decode(done);
+              auto* d = decoded ? std::get_if<msg::cell_done>(&*decoded) : nullptr;
+              if (!d) return fail(self, "a stage's tier answered a load with something else");
+              acc->sum.bytes += d->bytes;
+              acc->sum.started_ns = std::min(acc->sum.started_ns, d->started_ns);
+              acc->sum.finished_ns = std::max(acc->sum.finished_ns, d->finished_ns);
+              if (--acc->left > 0) return;
+              count_load(self, g, acc->sum.bytes);
+              on_cell_done(self, msg::encode(acc->sum), g.source);
+            },
+            [=](caf::error& e) { fail(self, e); });
+}
+
 void run_grant(state_t* self, const msg::grant& g, const msg::frame& f) {
   auto& st = self->state;
-  caf::actor target = st.env.gpu;
+  caf::actor target = st.env.stages.empty() ? st.env.gpu : st.env.stages.front().actor;
   if (g.act == msg::action::load) {
-    auto it = std::find_if(st.env.tiers.begin(), st.env.tiers.end(), [&](auto& t) { return t.first == g.source; });
-    if (it == st.env.tiers.end()) return fail(self, std::string("grant to load from absent tier ") + msg::to_string(g.source));
-    target = it->second;
+    if (!st.env.stages.empty()) return run_staged_load(self, g);
+    target = tier_actor_of(st.env.tiers, g.source);
+    if (!target) return fail(self, std::string("grant to load from absent tier ") + msg::to_string(g.source));
   }
   self->request(target, st.env.step_timeout, f, st.ws)
       .then(
           [=](const msg::frame& done) {
             auto decoded = msg::decode(done);
-            if (decoded && std::holds_alternative<msg::cell_done>(*decoded) && g.act == msg::action::load) {
-              auto bytes = std::get<msg::cell_done>(*decoded).bytes;
-              (g.source == msg::tier::disk ? self->state.report.bytes_from_disk : self->state.report.bytes_from_host) +=
-                  bytes;
-              for (auto& t : self->state.report.tiers)
-                if (t.tier == msg::to_string(g.source)) t.bytes_loaded += bytes;
-            }
+            if (decoded && std::holds_alternative<msg::cell_done>(*decoded) && g.act == msg::action::load)
+              count_load(self, g, std::get<msg::cell_done>(*decoded).bytes);
             on_cell_done(self, done, g.act == msg::action::load ? g.source : msg::tier::gpu);
           },
           [=](caf::error& e) { fail(self, e); });
@@ -224,6 +276,10 @@ caf::behavior request_actor(state_t* self, request_env env, workspace_ptr ws, re
   self->monitor(st.env.scheduler);
   self->monitor(st.env.gpu);
   for (auto& t : st.env.tiers) self->monitor(t.second);
+  for (auto& s : st.env.stages) {
+    self->monitor(s.actor);
+    for (auto& t : s.tiers) self->monitor(t.second);
+  }
   lookup_then_register(self, 0);
   return {
       [=](const msg::frame& f) {

@@ -20,6 +20,14 @@
 
 namespace kvflow {
 
+/// A layer-pipeline stage as a request sees it: its layers, its actor
+/// (stage_actor) and its own tier links.
+struct stage_route {
+  std::uint32_t layer_begin = 0, layer_end = 0;
+  caf::actor actor;
+  std::vector<std::pair<msg::tier, caf::actor>> tiers;  ///< loads of its layers; empty: request_env::tiers
+};
+
 /// The actors a request works with. Tiers are listed fastest first; a
 /// chunk found in several is loaded from the first.
 struct request_env {
@@ -27,6 +35,11 @@ struct request_env {
   caf::actor gpu;
   std::vector<std::pair<msg::tier, caf::actor>> tiers;
   std::chrono::milliseconds step_timeout{600000};  ///< one grant's deadline
+  /// Layer-pipeline stages in layer order; empty: the gpu actor computes
+  /// every layer. With stages, compute grants enter at the first stage,
+  /// each stage loads its own layers of a load grant over its own links, and the
+  /// first token comes from the last stage (decode stays on the gpu actor).
+  std::vector<stage_route> stages;
 };
 
 using report_callback = std::function<void(std::exception_ptr, restore_report)>;

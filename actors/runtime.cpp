@@ -19,6 +19,7 @@
 #include "actors/gpu_actor.hpp"
 #include "actors/request_actor.hpp"
 #include "actors/scheduler_actor.hpp"
+#include "actors/stage_actor.hpp"
 #include "actors/system_config.hpp"
 #include "actors/tier_actor.hpp"
 #include "actors/workspace.hpp"
@@ -29,11 +30,13 @@
 #include "kernels/model/model_file.hpp"
 #include "messages/error.hpp"
 #include "messages/log.hpp"
+#include "policies/stage_plan.hpp"
 
 #include "platform/cuda.hpp"
 
 #ifdef KVFLOW_HAVE_CUDA
 #include "kernels/cuda/cuda_engine.hpp"
+#include "kernels/cuda/nccl_link.hpp"
 #endif
 
 namespace kvflow {
@@ -71,6 +74,21 @@ struct runtime::impl {
   caf::actor scheduler, gpu;
   std::vector<std::pair<msg::tier, caf::actor>> tiers;
 
+  /// Makes another engine of the same model on a device (the stages' own).
+  std::function<std::shared_ptr<model::engine>(int device)> make_engine;
+  std::vector<std::uint32_t> stage_bounds;  ///< [0, ..., layers]; two entries: no stages
+  struct stage {
+    stage_layout layout;
+    std::shared_ptr<model::engine> engine;
+    stage_route route;
+  };
+  std::vector<stage> stage_list;
+  std::string link_kind;
+
+  int stage_count() const {
+    return opts.stage_splits.empty() ? std::max(1, opts.stages) : static_cast<int>(opts.stage_splits.size()) + 1;
+  }
+
   void load_model() {
     model::weights w;
     if (!opts.preset.empty()) {
@@ -79,7 +97,9 @@ struct runtime::impl {
 #ifdef KVFLOW_HAVE_CUDA
       if (backend == backend_kind::cuda) {
         // Large presets are made on the device: no host copy of their weights.
-        engine = model::make_cuda_engine_random(c, opts.seed);
+        auto seed = opts.seed;
+        make_engine = [c, seed](int device) { return model::make_cuda_engine_random(c, seed, device); };
+        engine = make_engine(0);
         return;
       }
 #endif
@@ -92,13 +112,75 @@ struct runtime::impl {
       chat_template = loaded.chat_template;
       w = std::move(loaded.w);
     }
+    // Stages make their own engines from the same weights.
+    auto kept = stage_count() > 1 ? std::make_shared<model::weights>(w) : nullptr;
 #ifdef KVFLOW_HAVE_CUDA
     if (backend == backend_kind::cuda) {
+      make_engine = [kept](int device) -> std::shared_ptr<model::engine> {
+        if (!kept) throw error(errc::invalid_argument, "no weights kept for stage engines");
+        return model::make_cuda_engine(*kept, device);
+      };
       engine = model::make_cuda_engine(w);
       return;
     }
 #endif
+    auto threads = opts.threads;
+    make_engine = [kept, threads](int) -> std::shared_ptr<model::engine> {
+      if (!kept) throw error(errc::invalid_argument, "no weights kept for stage engines");
+      return model::make_cpu_engine(*kept, threads);
+    };
     engine = model::make_cpu_engine(std::move(w), opts.threads);
+  }
+
+  std::shared_ptr<model::stage_link> make_link(const stage& from, const stage& to) {
+    if (link_kind == "host") return model::make_host_link(*from.engine, *to.engine);
+#ifdef KVFLOW_HAVE_CUDA
+    if (link_kind == "nccl") {
+      const bool same = from.layout.device == to.layout.device;
+      return model::make_nccl_link(static_cast<int>(from.layout.device), static_cast<int>(to.layout.device),
+                                   model::make_nccl_link_id(same ? 1 : 2, same ? 0 : 1));
+    }
+#endif
+    throw error(errc::unsupported, "stage link '" + link_kind + "' on backend " + std::string(to_string(backend)) + " (use host" +
+                                       (backend == backend_kind::cuda ? " or nccl)" : ")"));
+  }
+
+  // Spawns one stage actor per layer range, the last first (each needs the
+  // next one's actor), each with its own engine and its own tier actors.
+  void start_stages(const policies::caps& caps) {
+    stage_bounds =
+        policies::stage_bounds(static_cast<std::uint32_t>(engine->cfg().layers), opts.stages, opts.stage_splits);
+    const auto n = stage_bounds.size() - 1;
+    if (n < 2) return;
+    if (!opts.stage_devices.empty() && opts.stage_devices.size() != n)
+      throw error(errc::invalid_argument,
+                  std::to_string(opts.stage_devices.size()) + " stage devices for " + std::to_string(n) + " stages");
+    link_kind = !opts.stage_link.empty() ? opts.stage_link : backend == backend_kind::cuda ? "nccl" : "host";
+    stage_list.resize(n);
+    for (std::size_t s = 0; s < n; ++s) {
+      auto& st = stage_list[s];
+      st.layout.index = static_cast<int>(s);
+      st.layout.layer_begin = static_cast<int>(stage_bounds[s]);
+      st.layout.layer_end = static_cast<int>(stage_bounds[s + 1]);
+      st.layout.device = opts.stage_devices.empty() ? 0u : static_cast<std::uint32_t>(opts.stage_devices[s]);
+      st.engine = make_engine(static_cast<int>(st.layout.device));
+    }
+    for (std::size_t s = n; s-- > 0;) {
+      auto& st = stage_list[s];
+      stage_next next;
+      if (s + 1 < n) next = {stage_list[s + 1].route.actor, stage_list[s + 1].engine, make_link(st, stage_list[s + 1])};
+      st.route.layer_begin = stage_bounds[s];
+      st.route.layer_end = stage_bounds[s + 1];
+      st.route.actor = sys->spawn<caf::detached>(stage_actor, st.engine, st.layout, std::move(next));
+      // Each stage loads its own layers over its own links (its own tier
+      // actors: the links of its GPU), from the shared store.
+      if (opts.host_tier_gb > 0)
+        st.route.tiers.emplace_back(msg::tier::host,
+                                    sys->spawn<caf::detached>(tier_actor, store, msg::tier::host, std::uint64_t{0}));
+      st.route.tiers.emplace_back(
+          msg::tier::disk, sys->spawn<caf::detached>(tier_actor, store, msg::tier::disk,
+                                                     caps.load_bytes[static_cast<std::size_t>(msg::tier::disk)]));
+    }
   }
 
   void find_stop_tokens() {
@@ -176,9 +258,15 @@ struct runtime::impl {
     auto salt = (so.tenant_salt.empty() ? opts.tenant_salt : so.tenant_salt) + "#" + std::to_string(cache_epoch.load());
     ws->keys() =
         devices::chunk_keys(engine->fingerprint(), salt, ws->tokens(), static_cast<std::size_t>(opts.chunk_tokens));
+    if (!stage_list.empty()) {
+      std::vector<std::shared_ptr<model::engine>> engines;
+      for (auto& s : stage_list) engines.push_back(s.engine);
+      ws->add_stages(engines);
+    }
     // A document request never loses a chunk (a missing entry is computed), so it needs no retry.
     if (!so.documents.empty() && start_documents(ws, so, salt, done, submitted)) return;
     request_env env{scheduler, gpu, tiers};
+    for (auto& s : stage_list) env.stages.push_back(s.route);
     request_params p;
     p.policy = so.policy.empty() ? opts.policy : so.policy;
     p.opts = so;
@@ -268,6 +356,13 @@ struct runtime::impl {
         static_cast<std::uint32_t>(std::max(1, (group_tokens + opts.chunk_tokens - 1) / opts.chunk_tokens));
     caps.compute_cells *= caps.compute_group;
     if (opts.max_compute_cells) caps.compute_cells = opts.max_compute_cells;
+    // Each stage keeps its own queue full: a grant is in flight while it
+    // travels the whole pipeline.
+    caps.compute_cells *= static_cast<std::uint64_t>(stage_count());
+    // Each stage loads its own layers over its own links (their caps are per link).
+    if (stage_count() > 1)
+      caps.stage_bounds =
+          policies::stage_bounds(static_cast<std::uint32_t>(engine->cfg().layers), opts.stages, opts.stage_splits);
     auto chunk_bytes = model::kv_shape_of(engine->cfg(), opts.chunk_tokens, engine->kv_type()).bytes();
     for (auto& b : caps.load_bytes)
       b = opts.max_load_bytes_in_flight ? opts.max_load_bytes_in_flight : 2 * chunk_bytes * caps.compute_group;
@@ -280,6 +375,7 @@ struct runtime::impl {
     tiers.emplace_back(
         msg::tier::disk,
         sys->spawn<caf::detached>(disk_tier_actor, store, caps.load_bytes[static_cast<std::size_t>(msg::tier::disk)]));
+    start_stages(caps);
   }
 };
 
@@ -299,12 +395,18 @@ runtime::~runtime() {
   auto& m = *impl_;
   if (m.sys) {
     for (auto& t : m.tiers) caf::anon_send_exit(t.second, caf::exit_reason::user_shutdown);
+    for (auto& s : m.stage_list) {
+      caf::anon_send_exit(s.route.actor, caf::exit_reason::user_shutdown);
+      for (auto& t : s.route.tiers) caf::anon_send_exit(t.second, caf::exit_reason::user_shutdown);
+      s.route = {};  // a detached actor's thread ends only when nothing holds the actor
+    }
     caf::anon_send_exit(m.gpu, caf::exit_reason::user_shutdown);
     caf::anon_send_exit(m.scheduler, caf::exit_reason::user_shutdown);
     m.tiers.clear();
     m.gpu = nullptr;
     m.scheduler = nullptr;
-    m.sys.reset();  // waits for every actor, requests in flight included
+    m.sys.reset();         // waits for every actor, requests in flight included
+    m.stage_list.clear();  // engines outlive the workspaces that hold their memory
   }
   m.store.reset();
   if (m.remove_disk_dir) {
@@ -392,6 +494,13 @@ void runtime::set_disk_rate(double gbps) {
   }
 }
 
+void runtime::stop_stage(int index) {
+  auto& m = *impl_;
+  if (index < 0 || index >= static_cast<int>(m.stage_list.size()))
+    throw error(errc::out_of_range, "stage " + std::to_string(index) + " of " + std::to_string(m.stage_list.size()));
+  caf::anon_send_exit(m.stage_list[static_cast<std::size_t>(index)].route.actor, caf::exit_reason::kill);
+}
+
 const runtime_options& runtime::options() const { return impl_->opts; }
 
 model_info runtime::model() const {
@@ -419,6 +528,12 @@ std::string runtime::describe() const {
   out << " (disk " << m.disk_dir;
   if (m.opts.disk_gbps > 0) out << " paced to " << m.opts.disk_gbps << " Gbit/s";
   out << ")";
+  if (!m.stage_list.empty()) {
+    out << ", " << m.stage_list.size() << " stages (layers";
+    for (auto& s : m.stage_list)
+      out << " [" << s.layout.layer_begin << "," << s.layout.layer_end << ")@" << s.layout.device;
+    out << ", " << m.link_kind << " hand-off)";
+  }
   return out.str();
 }
 

@@ -49,6 +49,19 @@ struct runtime_options {
   /// Bytes of granted loads not yet done, per tier link; 0: two chunks'
   /// worth. Small keeps the split adaptable: a granted load is never revoked.
   std::size_t max_load_bytes_in_flight = 0;
+  /// Layer-pipeline stages (stage_actor): 0 or 1 runs every layer on one
+  /// gpu actor; N splits the layers into N stages of nearly equal size, each
+  /// on its own engine with its own tier links, hidden states handed from
+  /// stage to stage.
+  int stages = 0;
+  /// First layer of every stage after the first, ascending (overrides the
+  /// even split; its size + 1 is the number of stages).
+  std::vector<int> stage_splits;
+  /// CUDA device of each stage; empty: device 0 for every stage.
+  std::vector<int> stage_devices;
+  /// Hand-off between stages: "host" (a copy through host memory) or
+  /// "nccl" (CUDA only); empty: nccl on CUDA, host on the CPU.
+  std::string stage_link;
 };
 
 /// Tokens [begin, begin + count) of a prompt that are a reusable document
@@ -145,6 +158,8 @@ struct model_info {
   int vocab_size = 0;
   bool has_tokenizer = false;             ///< presets (random weights) have none: token ids only
   std::vector<std::int32_t> stop_tokens;  ///< end-of-turn and end-of-sequence ids: decoding ends there
+  std::uint32_t stage_handoffs = 0;      ///< chunk hidden states handed between pipeline stages
+  double handoff_s = 0;                  ///< time those hand-offs took on the stages' threads
 };
 
 struct chat_turn {
@@ -191,6 +206,11 @@ class runtime {
   /// Paces the disk tier's reads to `gbps` Gbit/s from now on (0: unpaced),
   /// also in the middle of a request.
   void set_disk_rate(double gbps);
+
+  /// Kills pipeline stage `index` (fault tests): requests using it fail
+  /// with peer_down, and so does every later request. Throws
+  /// kvflow::error(out_of_range) for a stage that does not exist.
+  void stop_stage(int index);
 
   const runtime_options& options() const;
   model_info model() const;

@@ -23,6 +23,32 @@ workspace::~workspace() {
   for (auto& b : decode_blocks_) engine_.release(b.data);
   for (auto& h : hidden_)
     if (h.data) engine_.release(h.data);
+  for (auto& s : stage_hidden_)
+    for (auto& h : s.hidden)
+      if (h.data) s.eng->release(h.data);
+}
+
+void workspace::add_stages(const std::vector<std::shared_ptr<model::engine>>& engines) {
+  stage_hidden_.resize(engines.size());
+  for (std::size_t s = 0; s < engines.size(); ++s) {
+    stage_hidden_[s].eng = engines[s];
+    stage_hidden_[s].hidden.resize(blocks_.size());
+  }
+}
+
+model::hidden_state& workspace::stage_hidden(int s, int c, model::engine& eng) {
+  if (s < 0 || s >= stages() || c < 0 || c >= num_chunks())
+    throw error(errc::out_of_range, "stage " + std::to_string(s) + " chunk " + std::to_string(c) + " of request " +
+                                        std::to_string(request_id_));
+  auto& buf = stage_hidden_[static_cast<std::size_t>(s)];
+  if (buf.eng.get() != &eng)
+    throw error(errc::invalid_argument, "stage " + std::to_string(s) + " hidden states belong to another engine");
+  auto& h = buf.hidden[static_cast<std::size_t>(c)];
+  if (!h.data) {
+    h.tokens = chunk_count(c);
+    h.data = eng.allocate(static_cast<std::size_t>(h.tokens) * eng.cfg().hidden * sizeof(float));
+  }
+  return h;
 }
 
 int workspace::chunk_count(int c) const {

@@ -2,6 +2,7 @@
 // One request's restore memory in this process. Actors pass a handle to it
 // in messages; the KV bytes stay where they are.
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -48,6 +49,20 @@ class workspace {
   /// Chunk keys of the full chunks of the prompt (devices/keys.hpp).
   std::vector<msg::chunk_key>& keys() { return keys_; }
 
+  /// Makes room for the hidden states of pipeline stages (stage_actor), one
+  /// per engine listed (the stage's own, kept alive while the workspace
+  /// holds memory of it); call before any stage runs. A stage then touches
+  /// only its own chunks' states, and its upstream neighbour only a chunk it
+  /// hands over before the stage sees that chunk.
+  void add_stages(const std::vector<std::shared_ptr<model::engine>>& engines);
+  int stages() const { return static_cast<int>(stage_hidden_.size()); }
+  /// Stage `s`'s hidden state of chunk c in `eng`'s memory (the stage's own
+  /// engine), allocated on first use and released to `eng`.
+  model::hidden_state& stage_hidden(int s, int c, model::engine& eng);
+  /// Hidden-state hand-offs between stages and the time they took.
+  std::atomic<std::uint64_t> handoffs{0};
+  std::atomic<std::uint64_t> handoff_ns{0};
+
  private:
   std::uint64_t request_id_;
   std::vector<std::int32_t> tokens_;
@@ -58,6 +73,11 @@ class workspace {
   std::vector<model::kv_block> decode_blocks_;
   std::vector<std::int32_t> generated_;
   std::vector<msg::chunk_key> keys_;
+  struct stage_buffers {
+    std::shared_ptr<model::engine> eng;
+    std::vector<model::hidden_state> hidden;  // [chunk]
+  };
+  std::vector<stage_buffers> stage_hidden_;  // [stage]
 };
 
 using workspace_ptr = std::shared_ptr<workspace>;

@@ -64,6 +64,8 @@ struct bench_options {
   std::string device_name;  // e.g. the GPU's name, for the records
   std::string disk_root;    // folder of the disk tier's chunk files; empty: the temp folder
   std::string paced_root;   // same for paced tiers; empty: disk_root
+  int stages = 0;           // layer-pipeline stages; 0 or 1: none
+  std::string stage_link;   // hand-off between stages: host or nccl; empty: the runtime's default
 };
 
 // One tier configuration: "host" (pinned host pool), "disk" (unpaced,
@@ -217,6 +219,8 @@ class bench {
     facts_.kv_digest_checked = !opt_.no_digest;
     facts_.tiers = opt_.tiers;
     facts_.reference_files = opt_.references;
+    facts_.stages = opt_.stages;
+    facts_.stage_link = opt_.stage_link;
     for (auto& f : opt_.references) records_.read_reference(f);
     if (opt_.append && !opt_.out_dir.empty()) records_.read_previous(opt_.out_dir);
     std::size_t total = 0;
@@ -298,6 +302,8 @@ class bench {
     ro.threads = opt_.threads;
     ro.chunk_tokens = opt_.chunk_tokens;
     ro.policy = name_of(policy_kind::two_pointer);
+    ro.stages = opt_.stages;
+    ro.stage_link = opt_.stage_link;
     ro.host_tier_gb = host_bytes / 1e9;
     ro.disk_gbps = t.gbps;
     ro.disk_tier_gb = std::max(4.0, tier_bytes_needed(t) * 1.25 / 1e9);
@@ -649,6 +655,14 @@ command_runner add_bench_command(CLI::App& app) {
                 "Check first tokens only, not KV digests (a digest copies and hashes the whole prompt's KV: seconds "
                 "per large restore)");
   cmd->add_flag("--append", opt->append, "Keep the records, traces and notes of --out's restore.json and add to them");
+  cmd->add_option("--stages", opt->stages,
+                  "Layer-pipeline stages: the model's layers split evenly over N stage actors, each with its own "
+                  "engine and tier links (on one GPU: device 0 for all); records report the hand-off cost per chunk")
+      ->check(CLI::Range(0, 1024))
+      ->capture_default_str();
+  cmd->add_option("--stage-link", opt->stage_link,
+                  "Hand-off between stages: host or nccl (default: nccl on CUDA, host on CPU)")
+      ->check(CLI::IsMember({"host", "nccl"}));
   cmd->add_option("--out", opt->out_dir, "Folder for restore.json, restore.md and trace files");
   cmd->add_option("--disk-root", opt->disk_root, "Folder for the disk tier's chunk files (default: the temp folder)");
   cmd->add_option("--paced-root", opt->paced_root,

@@ -89,6 +89,12 @@ void bench_records::add(std::map<std::string, point>& points, const std::vector<
                 {"kv_digest_checked", facts_.kv_digest_checked},
                 {"prompt_tokens", json::array()},
                 {"device", facts_.device}};
+    if (facts_.stages > 1) {
+      // Written only with stages, so that --append matches earlier records.
+      rec["stages"] = facts_.stages;
+      rec["handoffs"] = std::lround(pt.handoffs / n);
+      rec["handoff_ms_per_chunk"] = pt.handoffs > 0 ? json(pt.handoff_s / pt.handoffs * 1e3) : json(nullptr);
+    }
     rec.update(extra);
     for (auto& p : prompts) rec["prompt_tokens"].push_back(p.size());
     if (pt.tier.rfind("mixed", 0) == 0 && is(policy, policy_kind::load_only) &&
@@ -99,7 +105,7 @@ void bench_records::add(std::map<std::string, point>& points, const std::vector<
     // place (fields compared with the defaults the table shows).
     auto same_point = [&](const json& o) {
       static const char* keys[] = {"model", "context_tokens", "suffix_tokens", "chunk_tokens", "tier",
-                                   "batch", "policy",         "poisson_load",  "device"};
+                                   "batch", "policy",         "poisson_load",  "device",       "stages"};
       for (auto* k : keys)
         if (o.value(k, json()) != rec.value(k, json())) return false;
       auto arrival = [](const json& r) {
@@ -175,6 +181,17 @@ std::vector<std::string> bench_records::notes() const {
   add("TTFT: batch 1, the median of the repeats; batches and streams, the mean over every request (of every "
       "repeat), each from its own submit. vs X: this TTFT over X's in the same run and point (below 1: faster). "
       "best single: the better of compute_only and load_only.");
+  if (facts_.stages > 1) {
+    std::string per_policy;
+    for (auto& j : records_)
+      if (j.value("stages", 0) == facts_.stages && !j.value("handoff_ms_per_chunk", json()).is_null())
+        per_policy += " " + j["policy"].get<std::string>() + " " +
+                      fmt(j["handoff_ms_per_chunk"].get<double>(), "%.3f") + " ms (" +
+                      std::to_string(j["handoffs"].get<long>()) + " chunks, " + j["tier"].get<std::string>() + ");";
+    add("Stages (" + std::to_string(facts_.stages) + ", layers split evenly, " +
+        (facts_.stage_link.empty() ? std::string("default") : facts_.stage_link) +
+        " hand-off): hand-off time per chunk of hidden state, per record:" + per_policy);
+  }
   add("Tiers: host (pinned host pool), disk (O_DIRECT, no host tier), N (the disk paced to N Gbit/s; its files "
       "under the record's tier_dir), mixed[:N] (a host pool for half of the point's cached chunks in front of the "
       "disk, paced to N Gbit/s if given: prompts primed one after another, so the LRU keeps the later chunks in "

@@ -40,6 +40,7 @@ struct point {
   std::vector<double> per_repeat_mean;                              // mean TTFT of the batch, per repeat
   std::vector<double> all_ttft;                                     // every request of every repeat
   double computed = 0, loaded = 0, host_bytes = 0, disk_bytes = 0;  // sums over requests
+  double handoffs = 0, handoff_s = 0;  // stage hand-offs (chunks) and their time, sums over requests
   double mean() const {  // batch 1: median of repeats; batches, streams: mean of all requests
     if (batch == 1) {
       auto v = per_repeat_mean;
@@ -91,6 +92,8 @@ struct point {
     loaded += r.cells_loaded;
     host_bytes += r.bytes_from_host;
     disk_bytes += r.bytes_from_disk;
+    handoffs += r.stage_handoffs;
+    handoff_s += r.handoff_s;
   }
 };
 
@@ -106,6 +109,8 @@ struct run_facts {
   std::string tier_root;                     ///< where the current tier's chunk files lie
   std::string device;                        ///< the runtime's engine, after --device-name
   int mismatches = 0;                        ///< restores that differ from compute_only's
+  int stages = 1;                            ///< layer-pipeline stages (--stages)
+  std::string stage_link;                    ///< --stage-link; empty: the runtime's default
 };
 
 /// The records of one run (and, with --append, an earlier one's). Not

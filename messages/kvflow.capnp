@@ -168,3 +168,11 @@ struct Envelope {
     error @12 :Error;
   }
 }
+
+# The NCCL unique id of a stage hand-off communicator (kernels/cuda/
+# nccl_link): made by one rank, sent to every other rank before it joins.
+struct NcclUniqueId {
+  id @0 :Data;                 # ncclUniqueId's 128 bytes
+  ranks @1 :UInt32;            # communicator size
+  rank @2 :UInt32;             # the rank the receiver takes
+}

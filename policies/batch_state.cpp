@@ -4,6 +4,7 @@
 #include <string>
 
 #include "messages/error.hpp"
+#include "policies/stage_plan.hpp"
 
 namespace kvflow::policies {
 namespace {
@@ -135,6 +136,7 @@ void batch_state::remove(std::uint64_t id) {
       used_.compute_cells -= cell_count(it->second.g.cells);
     } else {
       used_.load_bytes[static_cast<std::size_t>(it->second.g.source)] -= it->second.bytes;
+      charge_stages(it->second.g, it->second.bytes / cell_count(it->second.g.cells), -1);
     }
     it = grants_.erase(it);
   }
@@ -160,7 +162,40 @@ bool batch_state::fits_compute(std::uint64_t cells) const {
 
 bool batch_state::fits_load(msg::tier t, std::uint64_t bytes, std::uint64_t cells) const {
   auto i = static_cast<std::size_t>(t);
-  return used_.load_bytes[i] + bytes <= caps_.load_bytes[i] || (used_.load_bytes[i] == 0 && cells == 1);
+  return used_.load_bytes[i] + bytes <= caps_.load_bytes[i] * caps_.stages() ||
+         (used_.load_bytes[i] == 0 && cells == 1);
+}
+
+bool batch_state::fits_stage_load(std::uint32_t stage, msg::tier t, std::uint64_t bytes, std::uint64_t cells) const {
+  auto used = stage_load_in_flight(stage, t);
+  return used + bytes <= caps_.load_bytes[static_cast<std::size_t>(t)] || (used == 0 && cells == 1);
+}
+
+std::uint64_t batch_state::stage_load_in_flight(std::uint32_t stage, msg::tier t) const {
+  if (stage >= used_.stage_load_bytes.size()) return used_.load_bytes[static_cast<std::size_t>(t)];
+  return used_.stage_load_bytes[stage][static_cast<std::size_t>(t)];
+}
+
+void batch_state::set_limits(const caps& c) {
+  if (c.stage_bounds != caps_.stage_bounds && !grants_.empty())
+    throw error(errc::invalid_argument, "stage layout changed with grants in flight");
+  caps_ = c;
+  used_.stage_load_bytes.assign(c.stages() > 1 ? c.stages() : 0, {});
+  if (c.stages() > 1)
+    for (auto& [id, f] : grants_)
+      if (f.g.act == msg::action::load) charge_stages(f.g, f.bytes / cell_count(f.g.cells), +1);
+}
+
+void batch_state::charge_stages(const msg::grant& g, std::uint64_t cell_bytes, int sign) {
+  if (used_.stage_load_bytes.empty()) return;
+  const auto chunks = std::uint64_t(g.cells.chunk_end - g.cells.chunk_begin);
+  for (auto l = g.cells.layer_begin; l < g.cells.layer_end; ++l) {
+    auto& used = used_.stage_load_bytes[stage_of(caps_.stage_bounds, l)][static_cast<std::size_t>(g.source)];
+    if (sign > 0)
+      used += chunks * cell_bytes;
+    else
+      used -= chunks * cell_bytes;
+  }
 }
 
 std::uint64_t batch_state::compute_room() const {
@@ -193,6 +228,7 @@ void batch_state::apply(msg::grant& g) {
     used_.compute_cells += cells;
   } else {
     used_.load_bytes[static_cast<std::size_t>(g.source)] += bytes;
+    charge_stages(g, r->cell_bytes(), +1);
   }
   grants_[g.grant_id] = in_flight_grant{g, bytes};
 }
@@ -207,6 +243,7 @@ std::optional<msg::rate_sample> batch_state::apply(const msg::cell_done& done) {
     used_.compute_cells -= cell_count(g.cells);
   } else {
     used_.load_bytes[static_cast<std::size_t>(g.source)] -= bytes;
+    charge_stages(g, bytes / cell_count(g.cells), -1);
   }
   if (auto* r = find_mut(g.request_id)) r->complete(g.act, g.cells);
   if (g.act != msg::action::load || done.finished_ns <= done.started_ns) return std::nullopt;

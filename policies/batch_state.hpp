@@ -24,14 +24,22 @@ struct caps {
   /// large ones): policies grant this many chunks a few layers deep rather
   /// than one chunk many layers deep. 1: one chunk, chunk-major.
   std::uint32_t compute_group = 1;
-  std::array<std::uint64_t, msg::tier_count> load_bytes{1ull << 30, 1ull << 30, 1ull << 30,
-                                                        1ull << 30};  ///< by msg::tier
+  std::array<std::uint64_t, msg::tier_count> load_bytes{1ull << 30, 1ull << 30, 1ull << 30, 1ull << 30};  ///< by msg::tier
+  /// Layer-pipeline stages (policies/stage_plan): stage s owns layers
+  /// [stage_bounds[s], stage_bounds[s + 1]) and has its own link of each
+  /// tier, so load_bytes caps each stage's link and a grant's bytes count on
+  /// the links of the stages its layers belong to. Empty: one stage.
+  std::vector<std::uint32_t> stage_bounds;
+  std::uint32_t stages() const {
+    return stage_bounds.size() > 2 ? static_cast<std::uint32_t>(stage_bounds.size() - 1) : 1;
+  }
 };
 
 /// Work in flight now: granted and not yet done.
 struct usage {
   std::uint64_t compute_cells = 0;
-  std::array<std::uint64_t, msg::tier_count> load_bytes{};
+  std::array<std::uint64_t, msg::tier_count> load_bytes{};                   ///< over every stage's links
+  std::vector<std::array<std::uint64_t, msg::tier_count>> stage_load_bytes;  ///< [stage][tier], with caps::stage_bounds
 };
 
 /// One request: chunks [0, P) cached (a tier each), [P, S) new; L layers.
@@ -100,7 +108,7 @@ class request_state {
 /// owns one; a policy's decide() applies each grant it returns to it.
 class batch_state {
  public:
-  explicit batch_state(caps c = {}) : caps_(c) {}
+  explicit batch_state(caps c = {}) { set_limits(c); }
 
   /// Adds a request registered at `now_s` (seconds on the caller's clock);
   /// throws kvflow::error(invalid_argument) on a duplicate id or a bad shape.
@@ -112,12 +120,17 @@ class batch_state {
   const std::vector<request_state>& requests() const { return requests_; }
 
   const caps& limits() const { return caps_; }
-  void set_limits(const caps& c) { caps_ = c; }
+  void set_limits(const caps& c);
   const usage& in_flight() const { return used_; }
   /// Whether a grant of this size fits its resource's cap now (or is one
   /// cell on an idle resource).
   bool fits_compute(std::uint64_t cells) const;
   bool fits_load(msg::tier t, std::uint64_t bytes, std::uint64_t cells) const;
+  /// The same for the link of stage `stage` alone (fits_load counts the
+  /// links of every stage together).
+  bool fits_stage_load(std::uint32_t stage, msg::tier t, std::uint64_t bytes, std::uint64_t cells) const;
+  /// Bytes in flight on stage `stage`'s link of tier t.
+  std::uint64_t stage_load_in_flight(std::uint32_t stage, msg::tier t) const;
   /// Compute cells that fit now: the cap's room, or 1 on an idle GPU.
   std::uint64_t compute_room() const;
 
@@ -136,6 +149,8 @@ class batch_state {
     std::uint64_t bytes;
   };
   request_state* find_mut(std::uint64_t request_id);
+  // Adds (sign +1) or removes (-1) a load grant's bytes on its stages' links.
+  void charge_stages(const msg::grant& g, std::uint64_t cell_bytes, int sign);
 
   caps caps_;
   usage used_;

@@ -2,6 +2,7 @@
 // Building blocks the policies share (internal to policies/): each grants
 // one kind of work for one request, applies it to the batch and appends it.
 
+#include <algorithm>
 #include <cstdint>
 #include <vector>
 
@@ -49,9 +50,66 @@ inline std::uint32_t next_load_layer(const request_state& r, std::uint32_t c, st
   return unclaimed_start;
 }
 
+/// Lowest pending load layer of chunk c inside [span_begin, span_end) given
+/// its unclaimed start layer (L: none), or L: a stage's own cursor over its
+/// layers of the chunk, so that every stage's link loads at once.
+inline std::uint32_t next_stage_load_layer(const request_state& r, std::uint32_t c, std::uint32_t unclaimed_start,
+                                           std::uint32_t span_begin, std::uint32_t span_end) {
+  const std::uint32_t L = r.layers();
+  std::uint32_t from = r.load_claimed(c) > 0 ? r.load_bottom(c) : unclaimed_start;
+  if (from >= L) return L;
+  for (std::uint32_t l = std::max({from, span_begin, r.compute_top(c)}); l < span_end; ++l)
+    if (r.at(c, l) == cell_state::pending) return l;
+  return L;
+}
+
+/// grant_loads with pipeline stages (caps::stage_bounds): the same order
+/// within each stage's layers, each stage's link kept under `queue_bytes`
+/// and the cap on its own.
+template <class Start>
+std::uint64_t grant_stage_loads(batch_state& b, const request_state& r, std::uint32_t lo, Start start,
+                                std::uint64_t queue_bytes, std::uint64_t max_grant_bytes,
+                                std::vector<msg::grant>& out) {
+  const auto& bounds = b.limits().stage_bounds;
+  const std::uint32_t L = r.layers(), P = r.cached();
+  const std::uint64_t cell = r.cell_bytes();
+  std::uint64_t granted = 0;
+  for (std::uint32_t s = 0; s + 1 < bounds.size(); ++s) {
+    const std::uint32_t sb = bounds[s], se = std::min(bounds[s + 1], L);
+    for (;;) {
+      std::uint32_t best_c = P, best_l = L;
+      for (std::uint32_t c = P; c-- > lo;) {
+        std::uint32_t l = next_stage_load_layer(r, c, start(c), sb, se);
+        if (l >= se) continue;
+        auto t = r.tier_of(c);
+        auto used = b.stage_load_in_flight(s, t);
+        if (used > 0 && used + cell > queue_bytes) continue;
+        if (!b.fits_stage_load(s, t, cell, 1) || !b.fits_load(t, cell, 1)) continue;
+        if (l < best_l) best_c = c, best_l = l;
+      }
+      if (best_c == P) break;
+      auto t = r.tier_of(best_c);
+      std::uint32_t begin = best_c;
+      auto used = b.stage_load_in_flight(s, t);
+      auto room = [&](std::uint32_t n) {
+        std::uint64_t bytes = std::uint64_t(n) * cell;
+        return bytes <= max_grant_bytes && (used == 0 || used + bytes <= queue_bytes) &&
+               b.fits_stage_load(s, t, bytes, n) && b.fits_load(t, bytes, n);
+      };
+      while (begin > lo && r.tier_of(begin - 1) == t &&
+             next_stage_load_layer(r, begin - 1, start(begin - 1), sb, se) == best_l && room(best_c + 1 - (begin - 1)))
+        --begin;
+      emit(b, r, msg::action::load, msg::cell_range{begin, best_c + 1, best_l, best_l + 1}, t, out);
+      granted += std::uint64_t(best_c + 1 - begin) * cell;
+    }
+  }
+  return granted;
+}
+
 template <class Start>
 std::uint64_t grant_loads(batch_state& b, const request_state& r, std::uint32_t lo, Start start,
                           std::uint64_t queue_bytes, std::uint64_t max_grant_bytes, std::vector<msg::grant>& out) {
+  if (b.limits().stages() > 1) return grant_stage_loads(b, r, lo, start, queue_bytes, max_grant_bytes, out);
   const std::uint32_t L = r.layers(), P = r.cached();
   const std::uint64_t cell = r.cell_bytes();
   std::uint64_t granted = 0;

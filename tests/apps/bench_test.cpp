@@ -11,8 +11,8 @@
 #include <sstream>
 #include <string>
 
-#include <nlohmann/json.hpp>
 #include <unistd.h>
+#include <nlohmann/json.hpp>
 
 namespace fs = std::filesystem;
 using nlohmann::json;
@@ -61,8 +61,8 @@ BOOST_AUTO_TEST_CASE(sweeps_the_suffix_and_appends_in_place) {
   BOOST_TEST(rs.size() == 4u);  // 2 suffixes x 2 policies
   std::set<int> suffixes;
   for (auto& r : rs) {
-    for (auto* k : {"model", "context_tokens", "suffix_tokens", "tier", "batch", "policy", "ttft_s", "ttft_p99_s",
-                    "device"})
+    for (auto* k :
+         {"model", "context_tokens", "suffix_tokens", "tier", "batch", "policy", "ttft_s", "ttft_p99_s", "device"})
       BOOST_TEST(r.contains(k), "record lacks " << k);
     BOOST_TEST(r.at("ttft_s").get<double>() > 0);
     suffixes.insert(r.at("suffix_tokens").get<int>());
@@ -88,12 +88,36 @@ BOOST_AUTO_TEST_CASE(makes_a_missing_disk_root) {
   scratch s;
   auto log = s.dir / "log.txt";
   auto root = s.dir / "not" / "there";
-  BOOST_REQUIRE_EQUAL(bench("--contexts 512 --suffix-tokens 64 --tiers disk --disk-root " + root.string() +
-                                " --out " + (s.dir / "out").string(),
+  BOOST_REQUIRE_EQUAL(bench("--contexts 512 --suffix-tokens 64 --tiers disk --disk-root " + root.string() + " --out " +
+                                (s.dir / "out").string(),
                             log),
                       0);
   BOOST_TEST(fs::is_directory(root));
   int disk = 0;
   for (auto& r : records(s.dir / "out")) disk += r.at("tier") == "disk";
   BOOST_TEST(disk == 2);  // compute_only and two_pointer (the helper also names the host tier)
+}
+
+// --stages N: the restores run over N pipeline stages (their KV digests
+// checked against compute_only's as always) and the records carry the
+// stage count and the hand-off cost per chunk; a staged point is its own
+// record beside the same point without stages.
+BOOST_AUTO_TEST_CASE(runs_restores_across_pipeline_stages) {
+  scratch s;
+  auto log = s.dir / "log.txt";
+  auto out = (s.dir / "out").string();
+  BOOST_REQUIRE_EQUAL(bench("--contexts 512 --suffix-tokens 64 --stages 3 --out " + out, log), 0);
+  auto rs = records(s.dir / "out");
+  BOOST_REQUIRE(rs.size() == 2u);
+  for (auto& r : rs) {
+    BOOST_TEST(r.at("stages").get<int>() == 3);
+    BOOST_TEST(r.at("kv_digest_checked").get<bool>());
+    BOOST_TEST(r.at("handoffs").get<long>() > 0);
+    BOOST_TEST(r.at("handoff_ms_per_chunk").get<double>() >= 0);
+  }
+  BOOST_TEST(text(s.dir / "out" / "restore.md").find("Stages (3") != std::string::npos);
+  BOOST_REQUIRE_EQUAL(bench("--contexts 512 --suffix-tokens 64 --append --out " + out, log), 0);
+  BOOST_TEST(records(s.dir / "out").size() == 4u);
+  BOOST_TEST(bench("--contexts 512 --stages 9", log) != 0);  // tiny-test has 4 layers
+  BOOST_TEST(text(log).find("stages") != std::string::npos);
 }

@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# kvflow serve under kvflow load on the GPU machine: the llama-3-8b preset
+# (random weights, token-id prompts), multi-turn and RAG scenarios at two
+# request rates, each tier (the local disk, and the disk paced to 10 Gbit/s,
+# with a host tier too small to hold a prompt) under each policy. One
+# server per tier and policy; every load run's vLLM-style report is kept.
+# Usage: run_serve.sh OUT      (binaries: $BIN, default .device/kvflow)
+# Knobs: TIERS="disk 10" POLICIES="two_pointer compute_only load_only"
+#        SCENARIOS="multi_turn rag" RATES="2 6" PRESET=llama-3-8b BACKEND=cuda
+#        CONTEXT=8192 (multi-turn context) DOC_LEN=2048 (RAG document) VOCAB=128256
+set -u
+out=${1:?usage: run_serve.sh OUT}
+bin=${BIN:-.device/kvflow}
+here=$(cd "$(dirname "$0")" && pwd)
+preset=${PRESET:-llama-3-8b}
+backend=${BACKEND:-cuda}
+context=${CONTEXT:-8192}
+doc_len=${DOC_LEN:-2048}
+vocab=${VOCAB:-128256}
+tiers=${TIERS:-"disk 10"}
+policies=${POLICIES:-"two_pointer compute_only load_only"}
+scenarios=${SCENARIOS:-"multi_turn rag"}
+rates=${RATES:-"2 6"}
+mkdir -p "$out/runs"
+port=18100
+for tier in $tiers; do
+  gbps=0
+  [ "$tier" = disk ] || gbps=$tier
+  for policy in $policies; do
+    port=$((port + 1))
+    cache=$(mktemp -d /tmp/kvflow-serve-XXXXXX)
+    log="$out/runs/server_${tier}_${policy}.log"
+    "$bin" serve --preset "$preset" --backend "$backend" --policy "$policy" --port "$port" --host-tier-gb 0 \
+      --disk-dir "$cache" --disk-gbps "$gbps" --max-running 8 --max-waiting 256 >"$log" 2>&1 &
+    server=$!
+    ok=0
+    for _ in $(seq 1 120); do
+      python3 -c "import urllib.request,sys; urllib.request.urlopen('http://127.0.0.1:$port/health', timeout=1)" \
+        2>/dev/null && { ok=1; break; }
+      kill -0 $server 2>/dev/null || break
+      sleep 0.5
+    done
+    if [ $ok = 0 ]; then echo "run_serve: server ($tier, $policy) did not start"; tail -5 "$log"; kill $server; continue; fi
+    for scenario in $scenarios; do
+      case $scenario in
+        multi_turn) args=(--arg sessions=4 --arg turns=3 --arg context=$context --arg question=64 --arg max_tokens=16) ;;
+        rag) args=(--arg docs=6 --arg doc_len=$doc_len --arg k=3 --arg question=64 --arg max_tokens=16) ;;
+        *) args=() ;;
+      esac
+      for rate in $rates; do
+        name="${scenario}_${tier}_${policy}_r${rate}"
+        echo "run_serve: $name"
+        "$bin" load --url "http://127.0.0.1:$port" --scenario "$scenario" "${args[@]}" --token-ids --vocab "$vocab" \
+          --ignore-eos --request-rate "$rate" --num-requests 12 --seed 7 --goodput ttft:1000 tpot:50 \
+          --label "tier=$tier policy=$policy" --no-plot --no-progress --out "$out/runs/$name.json" \
+          >"$out/runs/$name.txt" 2>&1 || echo "run_serve: $name failed (see runs/$name.txt)"
+      done
+    done
+    python3 -c "import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:$port/metrics').read().decode())" \
+      >"$out/runs/metrics_${tier}_${policy}.txt" 2>/dev/null
+    kill -INT $server
+    wait $server
+    rm -rf "$cache"
+  done
+done
+python3 "$here/summarise_serve.py" "$out/runs" "$out" "${DEVICE:-$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1)}"
