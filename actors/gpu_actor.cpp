@@ -32,7 +32,7 @@ void add_chunk_jobs(workspace& ws, const msg::cell_range& cells, std::vector<mod
 
 caf::expected<msg::grant> compute_grant_of(const msg::frame& f, const workspace& ws, int layers, const char* who) {
   auto decoded = msg::decode(f);
-  if (!decoded) return decoded.error();
+  if (!decoded) return make_error(decoded.error());
   auto* g = std::get_if<msg::grant>(&*decoded);
   if (!g || g->act != msg::action::compute)
     return make_error(errc::invalid_argument, std::string(who) + " takes compute grants only");

@@ -175,11 +175,10 @@ struct runtime::impl {
       // Each stage loads its own layers over its own links (its own tier
       // actors: the links of its GPU), from the shared store.
       if (opts.host_tier_gb > 0)
-        st.route.tiers.emplace_back(msg::tier::host,
-                                    sys->spawn<caf::detached>(tier_actor, store, msg::tier::host, std::uint64_t{0}));
+        st.route.tiers.emplace_back(msg::tier::host, sys->spawn<caf::detached>(host_tier_actor, store));
       st.route.tiers.emplace_back(
-          msg::tier::disk, sys->spawn<caf::detached>(tier_actor, store, msg::tier::disk,
-                                                     caps.load_bytes[static_cast<std::size_t>(msg::tier::disk)]));
+          msg::tier::disk,
+          sys->spawn<caf::detached>(disk_tier_actor, store, caps.load_bytes[static_cast<std::size_t>(msg::tier::disk)]));
     }
   }
 

@@ -149,6 +149,8 @@ struct restore_report {
   std::uint32_t grants_compute = 0;  ///< compute grants carried out
   std::uint32_t grants_load = 0;     ///< load grants carried out
   std::vector<tier_stats> tiers;     ///< per tier, fastest first
+  std::uint32_t stage_handoffs = 0;  ///< chunk hidden states handed between pipeline stages
+  double handoff_s = 0;              ///< time those hand-offs took on the stages' threads
 };
 
 /// What a server needs to know about the loaded model.
@@ -158,8 +160,6 @@ struct model_info {
   int vocab_size = 0;
   bool has_tokenizer = false;             ///< presets (random weights) have none: token ids only
   std::vector<std::int32_t> stop_tokens;  ///< end-of-turn and end-of-sequence ids: decoding ends there
-  std::uint32_t stage_handoffs = 0;      ///< chunk hidden states handed between pipeline stages
-  double handoff_s = 0;                  ///< time those hand-offs took on the stages' threads
 };
 
 struct chat_turn {

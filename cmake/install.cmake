@@ -7,7 +7,8 @@ include(CMakePackageConfigHelpers)
 
 set(kvflow_libraries kvflow_messages kvflow_platform kvflow_kernels kvflow_devices kvflow_policies kvflow_actors)
 if(TARGET kvflow_cuda)
-  list(APPEND kvflow_libraries kvflow_cuda)
+  # kvflow_nccl: the interface target naming NCCL's library and headers.
+  list(APPEND kvflow_libraries kvflow_cuda kvflow_nccl)
 endif()
 foreach(lib IN LISTS kvflow_libraries)
   string(REGEX REPLACE "^kvflow_" "" name ${lib})
