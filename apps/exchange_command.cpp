@@ -76,7 +76,7 @@ int run_exchange() {
   caf::actor_system sys{cfg};
   msg::node_inventory inv;
   inv.node_id = "in-process";
-  auto local = sys.spawn(node_actor, inv);
+  auto local = caf::actor_cast<caf::actor>(sys.spawn(node, inv, node_options{}));
   bool ok = converse(sys, local, "in-process");
   caf::anon_send_exit(local, caf::exit_reason::user_shutdown);
 

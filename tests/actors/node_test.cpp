@@ -61,7 +61,7 @@ void check_node(caf::actor_system& sys, const caf::actor& node, const std::strin
 BOOST_AUTO_TEST_CASE(in_process_exchange) {
   system_config cfg;
   caf::actor_system sys{cfg};
-  auto node = sys.spawn(node_actor, msg::node_inventory{"local", "", 0, {}, {}});
+  auto node = caf::actor_cast<caf::actor>(sys.spawn(kvflow::node, msg::node_inventory{"local", "", 0, {}, {}}, node_options{}));
   check_node(sys, node, "local");
   caf::anon_send_exit(node, caf::exit_reason::user_shutdown);
 }

@@ -4,11 +4,11 @@
 #define BOOST_TEST_MODULE devices.net.transport
 #include <boost/test/unit_test.hpp>
 
+#include <algorithm>
 #include <chrono>
 #include <future>
 #include <numeric>
 #include <thread>
-#include <algorithm>
 
 #include "devices/net/transport.hpp"
 #include "messages/error.hpp"
