@@ -61,7 +61,8 @@ struct node_tier_state {
 
 /// The node's tiers: handles node_actor's tier and layout messages (the
 /// front below delegates to it) and the completions of its reads, sends and
-/// receives. Spawn detached: copies and checksums run on its thread.
+/// receives. Reads and UCX transfers do not block it; copies and checksums
+/// run on its (pool) thread.
 caf::behavior node_tier(caf::stateful_actor<node_tier_state>* self, node_options opts, std::string node_id);
 
 struct node_state {

@@ -63,8 +63,13 @@ void decode_and_store(state_t* self) {
       // (and demotes to slower tiers) without holding this request up.
       auto first_new = static_cast<std::uint32_t>(st.report.cached_chunks);
       auto full = static_cast<std::uint32_t>(st.ws->keys().size());
-      if (first_new < full)
+      if (first_new < full) {
         self->send(st.env.tiers.front().second, store_atom::value, st.ws, first_new, full);
+        // A cluster's remote tier gets them too: other processes look there.
+        for (std::size_t i = 1; i < st.env.tiers.size(); ++i)
+          if (st.env.tiers[i].first == msg::tier::remote)
+            self->send(st.env.tiers[i].second, store_atom::value, st.ws, first_new, full);
+      }
     }
     finish(self, nullptr);
   };
@@ -147,8 +152,10 @@ void run_grant(state_t* self, const msg::grant& g, const msg::frame& f) {
             auto decoded = msg::decode(done);
             if (decoded && std::holds_alternative<msg::cell_done>(*decoded) && g.act == msg::action::load) {
               auto bytes = std::get<msg::cell_done>(*decoded).bytes;
-              (g.source == msg::tier::disk ? self->state.report.bytes_from_disk : self->state.report.bytes_from_host) +=
-                  bytes;
+              auto& r = self->state.report;
+              (g.source == msg::tier::disk     ? r.bytes_from_disk
+               : g.source == msg::tier::remote ? r.bytes_from_remote
+                                               : r.bytes_from_host) += bytes;
             }
             on_cell_done(self, done, g.act == msg::action::load ? g.source : msg::tier::gpu);
           },

@@ -63,8 +63,8 @@ struct transport::impl {
   ucp_worker_h worker = nullptr;
   int efd = -1;
   std::map<std::vector<std::uint8_t>, ucp_ep_h> endpoints;  // progress thread only
-  std::mutex* mutex = nullptr;                               // transport::mutex_
-  std::map<std::uint64_t, expected_transfer> expected;       // under *mutex
+  std::mutex* mutex = nullptr;                              // transport::mutex_
+  std::map<std::uint64_t, expected_transfer> expected;      // under *mutex
   std::atomic<std::uint64_t>* refused = nullptr;
   std::vector<void*> closing;  // ep close requests still in flight
 
@@ -89,8 +89,8 @@ struct transport::impl {
     auto it = endpoints.find(peer);
     if (it != endpoints.end()) return it->second;
     ucp_ep_params_t p{};
-    p.field_mask = UCP_EP_PARAM_FIELD_REMOTE_ADDRESS | UCP_EP_PARAM_FIELD_ERR_HANDLING_MODE |
-                   UCP_EP_PARAM_FIELD_ERR_HANDLER;
+    p.field_mask =
+        UCP_EP_PARAM_FIELD_REMOTE_ADDRESS | UCP_EP_PARAM_FIELD_ERR_HANDLING_MODE | UCP_EP_PARAM_FIELD_ERR_HANDLER;
     p.address = reinterpret_cast<const ucp_address_t*>(peer.data());
     p.err_mode = UCP_ERR_HANDLING_MODE_PEER;
     p.err_handler.cb = &impl::on_ep_error;

@@ -33,8 +33,8 @@ struct transport_options {
 /// What became of one announced transfer.
 struct landed {
   bool ok = false;
-  std::string why;              ///< why not, when !ok
-  std::uint64_t bytes = 0;      ///< bytes received
+  std::string why;                ///< why not, when !ok
+  std::uint64_t bytes = 0;        ///< bytes received
   std::uint64_t finished_ns = 0;  ///< steady clock, when the last byte landed
 };
 
