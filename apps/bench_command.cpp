@@ -25,6 +25,7 @@
 #include <nlohmann/json.hpp>
 
 #include "actors/runtime.hpp"
+#include "apps/node_cluster.hpp"
 #include "apps/commands.hpp"
 #include "kernels/model/config.hpp"
 #include "kernels/model/kv_layout.hpp"
@@ -74,6 +75,7 @@ struct tier_config {
   bool host = false;
   bool mixed = false;
   double gbps = 0;
+  bool remote = false;  // "remote:N": a kvflow node behind a veth pair shaped to N Gbit/s
 };
 
 double parse_gbps(const std::string& s) {
@@ -89,6 +91,10 @@ double parse_gbps(const std::string& s) {
 tier_config parse_tier(const std::string& s) {
   if (s == "host" || s == "disk") return {s, s == "host", false, 0};
   if (s == "mixed") return {s, false, true, 0};
+  if (s.rfind("remote:", 0) == 0) {
+    double g = parse_gbps(s.substr(7));
+    if (g > 0) return {s, false, false, g, true};
+  }
   if (s.rfind("mixed:", 0) == 0) {
     double g = parse_gbps(s.substr(6));
     if (g > 0) return {s, false, true, g};
@@ -96,7 +102,8 @@ tier_config parse_tier(const std::string& s) {
     return {s, false, false, g};
   }
   throw error(errc::invalid_argument,
-              "--tiers: '" + s + "' is not host, disk, a positive Gbit/s rate, mixed or mixed:<Gbit/s>");
+              "--tiers: '" + s +
+                  "' is not host, disk, a positive Gbit/s rate, mixed, mixed:<Gbit/s> or remote:<Gbit/s>");
 }
 
 // The measurements of one (context, tier, batch or stream, policy) point.
@@ -108,6 +115,7 @@ struct point {
   std::vector<double> per_repeat_mean;  // mean TTFT of the batch, per repeat
   std::vector<double> all_ttft;         // every request of every repeat
   double computed = 0, loaded = 0, host_bytes = 0, disk_bytes = 0;  // sums over requests
+  double remote_bytes = 0, remote_busy_s = 0;  // bytes over the link, and the time loads ran (traced)
   double mean() const {  // batch 1: median of repeats; batches, streams: mean of all requests
     if (batch == 1) {
       auto v = per_repeat_mean;
@@ -130,6 +138,18 @@ struct point {
     loaded += r.cells_loaded;
     host_bytes += r.bytes_from_host;
     disk_bytes += r.bytes_from_disk;
+    remote_bytes += r.bytes_from_remote;
+    // The time the link worked: the union of the request's load spans.
+    std::vector<std::pair<double, double>> loads;
+    for (auto& sp : r.spans)
+      if (!sp.compute && sp.source == "remote") loads.emplace_back(sp.start_s, sp.end_s);
+    std::sort(loads.begin(), loads.end());
+    double end = -1e30;
+    for (auto& [a, b] : loads) {
+      if (b <= end) continue;
+      remote_busy_s += b - std::max(a, end);
+      end = b;
+    }
   }
 };
 
@@ -364,6 +384,29 @@ class bench {
                     .string();
     std::filesystem::remove_all(disk_dir_);
     ro.disk_dir = disk_dir_;
+    remote_tier_ = t.remote;
+    if (t.remote) {
+      // The cached prefix lives on a kvflow node in a network namespace of
+      // its own, in its host tier, behind a veth pair shaped to the rate.
+      ro.disk_gbps = 0;
+      ro.local_tiers = false;
+      ro.remote_gbps = t.gbps;
+      app::node_cluster_options co;
+      co.kvflow_exe = "/proc/self/exe";
+      co.nodes = 1;
+      co.gbps = t.gbps;
+      co.node_args = {"--host-gb", std::to_string(tier_bytes_needed(t) * 1.25 / 1e9 + 1)};
+      cluster_ = std::make_unique<app::node_cluster>(co);
+      if (!cluster_->namespaced())
+        progress_.say("warning: tier " + t.name + ": no network namespace here (root and ip/tc needed): unshaped loopback");
+      remote_gbps_ = t.gbps;
+      // About a second of traffic at the shaped rate.
+      link_raw_gbps_ = cluster_->measure_gbps(static_cast<std::size_t>(std::max(16e6, t.gbps * 1e9 / 8)));
+      progress_.say(cluster_->describe() + ", raw TCP stream " + fmt(link_raw_gbps_) + " Gbit/s");
+      ro.cluster_members = cluster_->members();
+      ro.ucx_tls = cluster_->ucx_tls();
+      ro.ucx_devices = cluster_->ucx_devices();
+    }
     progress_.clear_line();
     auto rt = std::make_unique<runtime>(ro);
     if (device_.empty()) {
@@ -376,6 +419,7 @@ class bench {
   }
   void drop_runtime(std::unique_ptr<runtime>& rt) {
     rt.reset();
+    cluster_.reset();
     std::error_code ec;
     std::filesystem::remove_all(disk_dir_, ec);
   }
@@ -455,6 +499,7 @@ class bench {
     so.max_new_tokens = 1;
     so.store = false;
     so.digest_kv = !opt_.no_digest;
+    so.trace = so.trace || remote_tier_;  // load spans give the link's busy time
     return so;
   }
 
@@ -507,7 +552,7 @@ class bench {
                      (opt_.trace_context == 0 || opt_.trace_context == ctx) &&
                      std::find(opt_.trace_policies.begin(), opt_.trace_policies.end(), policy) !=
                          opt_.trace_policies.end();
-        so.trace = trace;
+        so.trace = trace || remote_tier_;
         progress_.start(label(ctx, t, batch, policy) + (trace ? " (traced)" : ""));
         auto run = restore(rt, prompts, so);
         double mean = account(points[policy], run, reference, ctx, t, policy);
@@ -627,6 +672,15 @@ class bench {
                   {"gb_from_disk", pt.disk_bytes / n / 1e9},
                   {"host_share", loaded_bytes > 0 ? json(pt.host_bytes / loaded_bytes) : json(nullptr)},
                   {"kv_digest_checked", !opt_.no_digest},
+                  {"link_gbps", remote_tier_ ? json(remote_gbps_) : json(nullptr)},
+                  {"link_raw_gbps", remote_tier_ ? json(link_raw_gbps_) : json(nullptr)},
+                  {"gb_from_remote", pt.remote_bytes / n / 1e9},
+                  {"link_utilization", remote_tier_ && pt.remote_busy_s > 0
+                                           ? json(pt.remote_bytes * 8 / pt.remote_busy_s / (remote_gbps_ * 1e9))
+                                           : json(nullptr)},
+                  {"link_utilization_raw", remote_tier_ && pt.remote_busy_s > 0 && link_raw_gbps_ > 0
+                                               ? json(pt.remote_bytes * 8 / pt.remote_busy_s / (link_raw_gbps_ * 1e9))
+                                               : json(nullptr)},
                   {"prompt_tokens", json::array()},
                   {"device", device_}};
       rec.update(extra);
@@ -924,6 +978,9 @@ class bench {
   std::string device_;
   std::string tier_root_;  // where the current tier's chunk files lie
   std::string disk_dir_;   // the current runtime's chunk files
+  std::unique_ptr<app::node_cluster> cluster_;  // the remote tier's node, for remote:N
+  bool remote_tier_ = false;
+  double remote_gbps_ = 0, link_raw_gbps_ = 0;
   int runtimes_ = 0;
   int suffix_ = 256;  // the --suffix-tokens value being run
   bool kv_type_known_ = false;
@@ -963,7 +1020,8 @@ command_runner add_bench_command(CLI::App& app) {
   cmd->add_option("--tiers", opt->tiers,
                   "Where the cached prefix lies: host (pinned pool), disk (O_DIRECT), N (the disk paced to N "
                   "Gbit/s), mixed or mixed:N (a host pool for half of each point's prompts in front of the disk, "
-                  "paced to N Gbit/s: part of each batch restores from host, part from disk)")
+                  "paced to N Gbit/s: part of each batch restores from host, part from disk), remote:N (a kvflow node in a "
+                  "network namespace of its own behind a veth pair shaped to N Gbit/s by tc; root and ip/tc needed)")
       ->delimiter(',')
       ->capture_default_str();
   cmd->add_option("--policies", opt->policies, "Policies to compare (compute_only and load_only run first, oracle last)")

@@ -12,6 +12,7 @@
 #include <atomic>
 #include <cerrno>
 #include <chrono>
+#include <filesystem>
 #include <cstdlib>
 #include <sstream>
 
@@ -67,6 +68,8 @@ void run_checked(const std::string& cmd) {
 
 node_cluster::node_cluster(node_cluster_options options) : opt_(std::move(options)) {
   if (opt_.nodes < 1) throw error(errc::invalid_argument, "a cluster needs a node");
+  // `ip netns exec` runs the program itself: /proc/self/exe would name ip.
+  if (opt_.kvflow_exe == "/proc/self/exe") opt_.kvflow_exe = std::filesystem::read_symlink(opt_.kvflow_exe).string();
   bool can = opt_.use_netns && ::geteuid() == 0 && shell_ok("command -v ip") && shell_ok("command -v tc");
   if (can) remove_stale_namespaces();
   auto k = clusters_made++;
