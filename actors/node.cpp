@@ -1,6 +1,7 @@
 #include "actors/node.hpp"
 
 #include <cstring>
+#include <iterator>
 #include <mutex>
 
 #include <caf/stateful_actor.hpp>
@@ -156,7 +157,14 @@ caf::result<msg::frame> fetch(tier_t* self, const msg::frame& f) {
   fx->t = std::move(*t);
   fx->reply = self->make_response_promise();
   try {
-    fx->buffer = std::make_shared<devices::pinned_buffer>(fx->t.bytes, false);
+    auto it = st.spare.lower_bound(fx->t.bytes);
+    if (it != st.spare.end()) {
+      fx->buffer = std::move(it->second);
+      st.spare_bytes -= it->first;
+      st.spare.erase(it);
+    } else {
+      fx->buffer = std::make_shared<devices::pinned_buffer>(fx->t.bytes, false);
+    }
   } catch (const error& e) {
     return make_error(e);
   }
@@ -208,6 +216,15 @@ void answer_sent(tier_t* self, std::uint64_t job, bool ok, const std::string& wh
   if (it == st.fetches.end()) return;
   auto fx = it->second;
   st.fetches.erase(it);
+  // Kept for the next fetch, up to 1 GiB of buffers (the largest go first).
+  auto size = fx->buffer->size();
+  st.spare.emplace(size, fx->buffer);
+  st.spare_bytes += size;
+  while (st.spare_bytes > (1ull << 30) && !st.spare.empty()) {
+    auto largest = std::prev(st.spare.end());
+    st.spare_bytes -= largest->first;
+    st.spare.erase(largest);
+  }
   if (!ok) {
     fx->reply.deliver(make_error(errc::peer_down, "node " + st.node_id + ": " + why));
     return;

@@ -56,6 +56,10 @@ struct node_tier_state {
   std::map<std::uint64_t, node_store> stores;  ///< announced, by transfer id
   std::vector<caf::response_promise> flushes;  ///< waiting for `stores` to empty
   std::uint64_t fetched_bytes = 0, stored_bytes = 0;
+  /// Send buffers of finished fetches, by size: fresh memory costs a page
+  /// fault per 4 KiB on the copy, slower than the link it feeds.
+  std::multimap<std::size_t, std::shared_ptr<devices::pinned_buffer>> spare;
+  std::uint64_t spare_bytes = 0;
   static inline const char* name = "kvflow.node_tier";
 };
 

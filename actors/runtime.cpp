@@ -110,7 +110,9 @@ struct runtime::impl {
       if (!h) {
         logger("actors")->warn("runtime: node {} unreachable: {}", m.name, sys->render(h.error()));
       } else {
-        self->request(*h, std::chrono::seconds(5), layout_atom::value, msg::encode(ro.layout))
+        // A node makes its host pool on the first layout: page-locking
+        // gigabytes takes seconds.
+        self->request(*h, std::chrono::seconds(60), layout_atom::value, msg::encode(ro.layout))
             .receive([&](const msg::frame&) { accepted = *h; },
                      [&](caf::error& e) {
                        logger("actors")->warn("runtime: node {} refused the layout: {}", m.name, sys->render(e));
