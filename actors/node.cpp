@@ -1,16 +1,345 @@
 #include "actors/node.hpp"
 
+#include <cstring>
+#include <iterator>
+#include <mutex>
+
 #include <caf/stateful_actor.hpp>
 
 #include "actors/atoms.hpp"
 #include "actors/caf_error.hpp"
 #include "actors/frame_type.hpp"
+#include "devices/keys.hpp"
+#include "messages/caf_error.hpp"
 #include "messages/log.hpp"
 
 namespace kvflow {
 
-caf::behavior node_actor(caf::stateful_actor<node_state>* self, msg::node_inventory inventory) {
+using landed_atom = caf::atom_constant<caf::atom("landed")>;
+using sent_atom = caf::atom_constant<caf::atom("sent")>;
+using expire_atom = caf::atom_constant<caf::atom("expire")>;
+
+/// One fetch: its spans gathered into one send buffer, from host leases at
+/// once and from disk as reads land (on the I/O thread).
+struct node_fetch {
+  caf::response_promise reply;
+  msg::transfer t;
+  std::shared_ptr<devices::pinned_buffer> buffer;
+  std::mutex m;
+  std::size_t left = 0;
+  std::string failed;
+  std::vector<devices::pinned_buffer> staging;  // disk reads, one per chunk read
+};
+
+namespace {
+
+using tier_t = caf::stateful_actor<node_tier_state>;
+
+model::kv_shape shape_of(const msg::kv_layout& l) {
+  return {static_cast<int>(l.layers), static_cast<int>(l.kv_heads), static_cast<int>(l.tokens),
+          static_cast<int>(l.head_dim), static_cast<model::dtype>(l.dtype)};
+}
+
+bool same_layout(const msg::kv_layout& a, const msg::kv_layout& b) {
+  return msg::encode(a).bytes == msg::encode(b).bytes;
+}
+
+template <class T>
+caf::expected<T> decode_as(const msg::frame& f, const char* what) {
+  auto decoded = msg::decode(f);
+  if (!decoded) return decoded.error();
+  if (auto* m = std::get_if<T>(&*decoded)) return std::move(*m);
+  return make_error(errc::invalid_argument, std::string("expected ") + what + ", got " + msg::kind_name(*decoded));
+}
+
+caf::result<msg::frame> set_layout(tier_t* self, const msg::frame& f) {
+  auto l = decode_as<msg::kv_layout>(f, "kvLayout");
+  if (!l) return l.error();
+  auto& st = self->state;
+  if (st.layout) {
+    if (!same_layout(*st.layout, *l))
+      return make_error(errc::invalid_argument, "node " + st.node_id + " holds another model's KV layout");
+    return msg::encode(*st.layout);
+  }
+  if (l->dtype > static_cast<std::uint8_t>(model::dtype::bf16))
+    return make_error(errc::invalid_argument, "kvLayout.dtype " + std::to_string(l->dtype));
+  if (st.opts.disk_dir.empty())
+    return make_error(errc::invalid_argument, "node " + st.node_id + " has no chunk folder");
+  try {
+    devices::chunk_store_options so;
+    so.disk.directory = st.opts.disk_dir;
+    so.disk.shape = shape_of(*l);
+    so.disk.fingerprint = l->fingerprint;
+    so.disk.capacity_bytes = st.opts.disk_gb > 0 ? static_cast<std::uint64_t>(st.opts.disk_gb * 1e9) : 0;
+    so.disk.write_queue_cap = 256;
+    so.host_capacity_bytes =
+        std::max<std::size_t>(static_cast<std::size_t>(st.opts.host_gb * 1e9), so.disk.shape.bytes());
+    st.store = std::make_shared<devices::chunk_store>(so);
+    if (!st.net) st.net = std::make_shared<devices::net::transport>(st.opts.net);
+  } catch (const error& e) {
+    st.store.reset();
+    return make_error(e);
+  }
+  st.layout = *l;
+  logger("actors")->info("node {}: serving chunks of {} layers x {} tokens in {}", st.node_id, l->layers, l->tokens,
+                         st.opts.disk_dir);
+  return msg::encode(*st.layout);
+}
+
+caf::result<msg::frame> lookup(tier_t* self, const msg::frame& f) {
+  auto q = decode_as<msg::lookup>(f, "lookup");
+  if (!q) return q.error();
+  auto& st = self->state;
+  msg::chunk_located out;
+  out.request_id = q->request_id;
+  if (!st.store) return msg::encode(out);
+  auto found = st.store->lookup(q->keys);
+  devices::layer_range all{0, st.layout->layers};
+  for (std::size_t i = 0; i < q->keys.size(); ++i) {
+    bool host = i < found.host.chunks.size() && found.host.chunks[i].covers(all);
+    bool disk = i < found.disk.chunks.size() && found.disk.chunks[i].covers(all);
+    if (host || disk)
+      out.chunks.push_back(
+          {q->keys[i], static_cast<std::uint32_t>(i), msg::tier::remote, st.store->host().block_bytes()});
+  }
+  return msg::encode(out);
+}
+
+// Checks a transfer's layer range and size against the layout; the bytes of
+// one span.
+caf::expected<std::size_t> span_of(tier_t* self, const msg::transfer& t) {
+  auto& st = self->state;
+  if (!st.store) return make_error(errc::not_found, "node " + st.node_id + " holds no chunks yet");
+  if (t.layer_begin >= t.layer_end || t.layer_end > st.layout->layers)
+    return make_error(errc::out_of_range, "transfer " + std::to_string(t.transfer_id) + ": layers [" +
+                                              std::to_string(t.layer_begin) + ", " + std::to_string(t.layer_end) +
+                                              ") outside the layout");
+  auto span = shape_of(*st.layout).span_bytes(static_cast<int>(t.layer_begin), static_cast<int>(t.layer_end));
+  if (t.keys.empty() || t.bytes != span * t.keys.size())
+    return make_error(errc::invalid_argument, "transfer " + std::to_string(t.transfer_id) + " of " +
+                                                  std::to_string(t.bytes) + " bytes for " +
+                                                  std::to_string(t.keys.size()) + " spans of " + std::to_string(span));
+  if (t.peer.empty()) return make_error(errc::invalid_argument, "transfer without a peer address");
+  return span;
+}
+
+// Sends a fetch whose spans are all in its buffer (or answers its failure).
+void send_fetch(tier_t* self, std::uint64_t job) {
+  auto& st = self->state;
+  auto it = st.fetches.find(job);
+  if (it == st.fetches.end()) return;
+  auto fx = it->second;
+  std::string failed;
+  {
+    std::lock_guard<std::mutex> lock(fx->m);
+    failed = fx->failed;
+    fx->staging.clear();
+  }
+  if (!failed.empty()) {
+    fx->reply.deliver(make_error(errc::not_found, failed));
+    st.fetches.erase(it);
+    return;
+  }
+  fx->t.checksum = devices::net::checksum(fx->buffer->data(), fx->t.bytes);
+  auto me = caf::actor_cast<caf::actor>(self);
+  auto buffer = fx->buffer;
+  st.net->send(fx->t.peer, fx->t.transfer_id, buffer->data(), fx->t.bytes, [me, job, buffer](bool ok, std::string why) {
+    caf::anon_send(me, sent_atom::value, job, ok, std::move(why));
+  });
+}
+
+caf::result<msg::frame> fetch(tier_t* self, const msg::frame& f) {
+  auto t = decode_as<msg::transfer>(f, "transfer");
+  if (!t) return t.error();
+  auto span = span_of(self, *t);
+  if (!span) return span.error();
+  auto& st = self->state;
+  auto fx = std::make_shared<node_fetch>();
+  fx->t = std::move(*t);
+  fx->reply = self->make_response_promise();
+  try {
+    auto it = st.spare.lower_bound(fx->t.bytes);
+    if (it != st.spare.end()) {
+      fx->buffer = std::move(it->second);
+      st.spare_bytes -= it->first;
+      st.spare.erase(it);
+    } else {
+      fx->buffer = std::make_shared<devices::pinned_buffer>(fx->t.bytes, false);
+    }
+  } catch (const error& e) {
+    return make_error(e);
+  }
+  auto job = st.next_job++;
+  st.fetches[job] = fx;
+  devices::layer_range layers{fx->t.layer_begin, fx->t.layer_end};
+  auto offset = shape_of(*st.layout).span_offset_bytes(static_cast<int>(layers.begin));
+  std::vector<std::size_t> from_disk;
+  for (std::size_t i = 0; i < fx->t.keys.size(); ++i) {
+    auto lease = st.store->acquire(fx->t.keys[i]);
+    if (lease && lease.layers().covers(layers))
+      std::memcpy(fx->buffer->data() + i * *span, lease.data() + offset, *span);
+    else
+      from_disk.push_back(i);
+  }
+  auto reply = fx->reply;
+  if (from_disk.empty()) {
+    send_fetch(self, job);
+    return reply;
+  }
+  auto& disk = st.store->disk();
+  auto me = caf::actor_cast<caf::actor>(self);
+  auto slice = devices::align_up(disk.staging_bytes(layers));
+  try {
+    for (std::size_t n = 0; n < from_disk.size(); ++n) fx->staging.emplace_back(slice, false);
+  } catch (const error& e) {
+    st.fetches.erase(job);
+    return make_error(e);
+  }
+  fx->left = from_disk.size();
+  for (std::size_t n = 0; n < from_disk.size(); ++n) {
+    auto i = from_disk[n];
+    auto landed = [fx, me, job, i, span = *span](bool ok, const std::uint8_t* data, std::size_t bytes) {
+      std::lock_guard<std::mutex> lock(fx->m);
+      if (ok && bytes == span)
+        std::memcpy(fx->buffer->data() + i * span, data, span);
+      else if (fx->failed.empty())
+        fx->failed = "node lacks chunk " + devices::key_hex(fx->t.keys[i]);
+      if (--fx->left == 0) caf::anon_send(me, finished_atom::value, job);
+    };
+    disk.read_async(fx->t.keys[i], layers, fx->staging[n].data(), landed);
+  }
+  return reply;
+}
+
+void answer_sent(tier_t* self, std::uint64_t job, bool ok, const std::string& why) {
+  auto& st = self->state;
+  auto it = st.fetches.find(job);
+  if (it == st.fetches.end()) return;
+  auto fx = it->second;
+  st.fetches.erase(it);
+  // Kept for the next fetch, up to 1 GiB of buffers (the largest go first).
+  auto size = fx->buffer->size();
+  st.spare.emplace(size, fx->buffer);
+  st.spare_bytes += size;
+  while (st.spare_bytes > (1ull << 30) && !st.spare.empty()) {
+    auto largest = std::prev(st.spare.end());
+    st.spare_bytes -= largest->first;
+    st.spare.erase(largest);
+  }
+  if (!ok) {
+    fx->reply.deliver(make_error(errc::peer_down, "node " + st.node_id + ": " + why));
+    return;
+  }
+  st.fetched_bytes += fx->t.bytes;
+  msg::transfer out = fx->t;
+  out.peer = st.net->address();
+  fx->reply.deliver(msg::encode(out));
+}
+
+void release_flushes(tier_t* self) {
+  auto& st = self->state;
+  if (!st.stores.empty() || st.flushes.empty()) return;
+  if (st.store) st.store->flush();
+  for (auto& p : st.flushes) p.deliver(true);
+  st.flushes.clear();
+}
+
+caf::result<msg::frame> announce_store(tier_t* self, const msg::frame& f) {
+  auto t = decode_as<msg::transfer>(f, "transfer");
+  if (!t) return t.error();
+  auto span = span_of(self, *t);
+  if (!span) return span.error();
+  auto& st = self->state;
+  if (t->layer_begin != 0 || t->layer_end != st.layout->layers)
+    return make_error(errc::invalid_argument, "a store carries whole chunks (every layer)");
+  std::shared_ptr<devices::pinned_buffer> buffer;
+  try {
+    buffer = std::make_shared<devices::pinned_buffer>(t->bytes, false);
+  } catch (const error& e) {
+    return make_error(e);
+  }
+  auto me = caf::actor_cast<caf::actor>(self);
+  auto id = t->transfer_id;
+  try {
+    st.net->expect(id, t->bytes, buffer->data(), [me, id, buffer](devices::net::landed l) {
+      caf::anon_send(me, landed_atom::value, id, l.ok, l.why);
+    });
+  } catch (const error& e) {
+    return make_error(e);
+  }
+  self->delayed_send(self, st.opts.store_deadline, expire_atom::value, id);
+  msg::transfer go = *t;
+  go.peer = st.net->address();
+  st.stores[id] = node_store{std::move(buffer), std::move(*t)};
+  return msg::encode(go);
+}
+
+// Bytes of store `id` landed: check them against the announcement, store.
+void land_store(tier_t* self, std::uint64_t id, bool ok, const std::string& why) {
+  auto& st = self->state;
+  auto it = st.stores.find(id);
+  if (it == st.stores.end()) return;
+  auto buffer = std::move(it->second.buffer);
+  auto t = std::move(it->second.t);
+  st.stores.erase(it);
+  if (!ok) {
+    logger("actors")->warn("node {}: store {} failed: {}", st.node_id, id, why);
+  } else if (devices::net::checksum(buffer->data(), t.bytes) != t.checksum) {
+    logger("actors")->warn("node {}: store {} refused: checksum differs from its announcement", st.node_id, id);
+  } else {
+    auto span = t.bytes / t.keys.size();
+    devices::layer_range all{0, st.layout->layers};
+    for (std::size_t i = 0; i < t.keys.size(); ++i) {
+      try {
+        st.store->store(t.keys[i], all, buffer->data() + i * span);
+      } catch (const error& e) {
+        logger("actors")->warn("node {}: store of {} failed: {}", st.node_id, devices::key_hex(t.keys[i]), e.what());
+      }
+    }
+    st.stored_bytes += t.bytes;
+  }
+  release_flushes(self);
+}
+
+}  // namespace
+
+caf::behavior node_tier(tier_t* self, node_options opts, std::string node_id) {
+  self->state.opts = std::move(opts);
+  self->state.node_id = std::move(node_id);
+  return {
+      [=](layout_atom, const msg::frame& f) { return set_layout(self, f); },
+      [=](lookup_atom, const msg::frame& f) { return lookup(self, f); },
+      [=](fetch_atom, const msg::frame& f) { return fetch(self, f); },
+      [=](store_atom, const msg::frame& f) { return announce_store(self, f); },
+      [=](landed_atom, std::uint64_t id, bool ok, const std::string& why) { land_store(self, id, ok, why); },
+      [=](expire_atom, std::uint64_t id) {
+        auto& st = self->state;
+        if (!st.stores.count(id) || !st.net->cancel(id)) return;
+        logger("actors")->warn("node {}: store {} expired before its bytes landed", st.node_id, id);
+        st.stores.erase(id);
+        release_flushes(self);
+      },
+      [=](finished_atom, std::uint64_t job) { send_fetch(self, job); },
+      [=](sent_atom, std::uint64_t job, bool ok, const std::string& why) { answer_sent(self, job, ok, why); },
+      [=](flush_atom) -> caf::result<bool> {
+        auto& st = self->state;
+        if (st.stores.empty()) {
+          if (st.store) st.store->flush();
+          return true;
+        }
+        auto p = self->make_response_promise();
+        st.flushes.push_back(p);
+        return p;
+      },
+  };
+}
+
+node_actor::behavior_type node(node_actor::stateful_pointer<node_state> self, msg::node_inventory inventory,
+                               node_options opts) {
   self->state.inventory = std::move(inventory);
+  self->state.tiers =
+      self->spawn<caf::detached + caf::linked>(node_tier, std::move(opts), self->state.inventory.node_id);
+  auto tiers = caf::actor_cast<node_actor>(self->state.tiers);
   return {
       [=](inventory_atom) -> msg::frame { return msg::encode(self->state.inventory); },
       [=](const msg::frame& in) -> caf::result<msg::frame> {
@@ -22,6 +351,11 @@ caf::behavior node_actor(caf::stateful_actor<node_state>* self, msg::node_invent
         }
         return msg::encode(*decoded);
       },
+      [=](layout_atom a, const msg::frame& f) { return self->delegate(tiers, a, f); },
+      [=](lookup_atom a, const msg::frame& f) { return self->delegate(tiers, a, f); },
+      [=](fetch_atom a, const msg::frame& f) { return self->delegate(tiers, a, f); },
+      [=](store_atom a, const msg::frame& f) { return self->delegate(tiers, a, f); },
+      [=](flush_atom a) { return self->delegate(tiers, a); },
   };
 }
 

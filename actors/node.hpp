@@ -1,23 +1,84 @@
 #pragma once
-// The node actor: a process's entry point for other nodes of the cluster.
+// A kvflow node: the actor a process publishes to the cluster. It hosts a
+// host-memory tier in front of a disk tier (a devices::chunk_store) that
+// other processes reach as one remote tier (actors/interfaces.hpp), with KV
+// bytes over UCX (devices/net).
 
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include <caf/event_based_actor.hpp>
+#include <caf/response_promise.hpp>
+#include <caf/stateful_actor.hpp>
+#include <caf/typed_event_based_actor.hpp>
 
+#include "actors/interfaces.hpp"
+#include "devices/chunk_store.hpp"
+#include "devices/host/pinned_buffer.hpp"
+#include "devices/net/transport.hpp"
 #include "messages/types.hpp"
 
 namespace kvflow {
 
+/// What a node hosts. The chunk store is made when the first client tells
+/// the KV layout (layout_atom): a node serves one model's chunks.
+struct node_options {
+  double host_gb = 1;    ///< host tier capacity (at least one chunk)
+  std::string disk_dir;  ///< chunk file folder; empty: no chunk store until set
+  double disk_gb = 0;    ///< chunk files kept; 0: no limit
+  devices::net::transport_options net;
+  /// An announced store whose bytes have not landed by then is withdrawn.
+  std::chrono::milliseconds store_deadline{30000};
+};
+
+/// A fetch whose reads are in flight (node.cpp).
+struct node_fetch;
+
+/// An announced store: where its bytes land and what they are checked against.
+struct node_store {
+  std::shared_ptr<devices::pinned_buffer> buffer;
+  msg::transfer t;
+};
+
+struct node_tier_state {
+  node_options opts;
+  std::string node_id;
+  std::optional<msg::kv_layout> layout;
+  std::shared_ptr<devices::chunk_store> store;
+  std::shared_ptr<devices::net::transport> net;
+  std::uint64_t next_job = 0;
+  std::map<std::uint64_t, std::shared_ptr<node_fetch>> fetches;
+  std::map<std::uint64_t, node_store> stores;  ///< announced, by transfer id
+  std::vector<caf::response_promise> flushes;  ///< waiting for `stores` to empty
+  std::uint64_t fetched_bytes = 0, stored_bytes = 0;
+  /// Send buffers of finished fetches, by size: fresh memory costs a page
+  /// fault per 4 KiB on the copy, slower than the link it feeds.
+  std::multimap<std::size_t, std::shared_ptr<devices::pinned_buffer>> spare;
+  std::uint64_t spare_bytes = 0;
+  static inline const char* name = "kvflow.node_tier";
+};
+
+/// The node's tiers: handles node_actor's tier and layout messages (the
+/// front below delegates to it) and the completions of its reads, sends and
+/// receives. Reads and UCX transfers do not block it; copies and checksums
+/// run on its (pool) thread.
+caf::behavior node_tier(caf::stateful_actor<node_tier_state>* self, node_options opts, std::string node_id);
+
 struct node_state {
   msg::node_inventory inventory;
+  caf::actor tiers;
   static inline const char* name = "kvflow.node";
 };
 
-/// Answers `inventory_atom` with a frame holding this node's inventory, and
-/// any frame with the same message decoded and re-encoded, or with the
-/// decode error (so a peer learns why its frame was refused).
-caf::behavior node_actor(caf::stateful_actor<node_state>* self, msg::node_inventory inventory);
+/// The published node: answers inventory and echo frames itself and
+/// delegates tier messages to a node_tier it spawns and links. See
+/// node_actor in actors/interfaces.hpp for the protocol.
+node_actor::behavior_type node(node_actor::stateful_pointer<node_state> self, msg::node_inventory inventory,
+                               node_options opts = {});
 
 }  // namespace kvflow

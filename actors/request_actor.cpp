@@ -77,7 +77,13 @@ void decode_and_store(state_t* self) {
     // only the decode blocks.
     auto first_new = static_cast<std::uint32_t>(st.report.cached_chunks);
     auto full = static_cast<std::uint32_t>(st.ws->keys().size());
-    if (first_new < full) self->send(st.env.tiers.front().second, store_atom::value, st.ws, first_new, full);
+    if (first_new < full) {
+      self->send(st.env.tiers.front().second, store_atom::value, st.ws, first_new, full);
+      // A cluster's remote tier gets them too: other processes look there.
+      for (std::size_t i = 1; i < st.env.tiers.size(); ++i)
+        if (st.env.tiers[i].first == msg::tier::remote)
+          self->send(st.env.tiers[i].second, store_atom::value, st.ws, first_new, full);
+    }
   }
   auto first = st.ws->generated().front();
   bool stop = std::find(st.params.stop_tokens.begin(), st.params.stop_tokens.end(), first) != st.params.stop_tokens.end();
@@ -151,7 +157,10 @@ caf::actor tier_actor_of(const std::vector<std::pair<msg::tier, caf::actor>>& ti
 }
 
 void count_load(state_t* self, const msg::grant& g, std::uint64_t bytes) {
-  (g.source == msg::tier::disk ? self->state.report.bytes_from_disk : self->state.report.bytes_from_host) += bytes;
+  auto& r = self->state.report;
+  (g.source == msg::tier::disk     ? r.bytes_from_disk
+   : g.source == msg::tier::remote ? r.bytes_from_remote
+                                   : r.bytes_from_host) += bytes;
   for (auto& t : self->state.report.tiers)
     if (t.tier == msg::to_string(g.source)) t.bytes_loaded += bytes;
 }

@@ -11,12 +11,14 @@
 #include <unistd.h>
 
 #include <caf/actor_system.hpp>
+#include <caf/io/middleman.hpp>
 #include <caf/scoped_actor.hpp>
 
 #include "actors/atoms.hpp"
 #include "actors/document_request.hpp"
 #include "actors/frame_type.hpp"
 #include "actors/gpu_actor.hpp"
+#include "actors/remote_tier_actor.hpp"
 #include "actors/request_actor.hpp"
 #include "actors/scheduler_actor.hpp"
 #include "actors/stage_actor.hpp"
@@ -73,6 +75,53 @@ struct runtime::impl {
   std::unique_ptr<caf::actor_system> sys;
   caf::actor scheduler, gpu;
   std::vector<std::pair<msg::tier, caf::actor>> tiers;
+  std::vector<cluster_member> members;  // of the cluster whose tiers are the remote tier
+  std::size_t members_up = 0;
+
+  // Connects to the cluster's nodes, tells them the KV layout and spawns
+  // the remote tier. A node that cannot be reached now is retried by the
+  // remote tier; its chunks are misses meanwhile.
+  void join_cluster() {
+    if (!opts.cluster_file.empty()) members = read_cluster_file(opts.cluster_file);
+    for (auto& m : opts.cluster_members) members.push_back(parse_member(m));
+    if (members.empty()) return;
+    auto net =
+        std::make_shared<devices::net::transport>(devices::net::transport_options{opts.ucx_tls, opts.ucx_devices});
+    remote_tier_options ro;
+    ro.members = members;
+    ro.replicas = opts.cluster_replicas;
+    auto shape = model::kv_shape::of(engine->cfg(), opts.chunk_tokens, engine->kv_type());
+    ro.layout.fingerprint = engine->fingerprint();
+    ro.layout.layers = static_cast<std::uint32_t>(shape.layers);
+    ro.layout.kv_heads = static_cast<std::uint32_t>(shape.kv_heads);
+    ro.layout.tokens = static_cast<std::uint32_t>(shape.tokens);
+    ro.layout.head_dim = static_cast<std::uint32_t>(shape.head_dim);
+    ro.layout.dtype = static_cast<std::uint8_t>(shape.type);
+    std::vector<node_actor> handles;
+    caf::scoped_actor self{*sys};
+    for (auto& m : members) {
+      auto h = sys->middleman().remote_actor<node_actor>(m.host, m.port);
+      node_actor accepted;
+      if (!h) {
+        logger("actors")->warn("runtime: node {} unreachable: {}", m.name, sys->render(h.error()));
+      } else {
+        // A node makes its host pool on the first layout: page-locking
+        // gigabytes takes seconds.
+        self->request(*h, std::chrono::seconds(60), layout_atom::value, msg::encode(ro.layout))
+            .receive([&](const msg::frame&) { accepted = *h; },
+                     [&](caf::error& e) {
+                       logger("actors")->warn("runtime: node {} refused the layout: {}", m.name, sys->render(e));
+                     });
+      }
+      if (accepted) ++members_up;
+      handles.push_back(accepted);
+    }
+    // Not detached: the nodes hold references to it until their connections
+    // close, and the actor system waits for a detached actor's destruction,
+    // not only for its exit.
+    tiers.emplace_back(msg::tier::remote,
+                       sys->spawn(remote_tier_proxy, std::move(ro), std::move(handles), std::move(net)));
+  }
 
   /// Makes another engine of the same model on a device (the stages' own).
   std::function<std::shared_ptr<model::engine>(int device)> make_engine;
@@ -368,13 +417,17 @@ struct runtime::impl {
     policies::cost_prior prior;
     // A paced disk tells its rate up front; measured samples refine it.
     if (opts.disk_gbps > 0) prior.bytes_per_s[static_cast<std::size_t>(msg::tier::disk)] = opts.disk_gbps * 1e9 / 8;
+    if (opts.remote_gbps > 0)
+      prior.bytes_per_s[static_cast<std::size_t>(msg::tier::remote)] = opts.remote_gbps * 1e9 / 8;
     scheduler = sys->spawn(scheduler_actor, opts.policy, caps, prior);
     gpu = sys->spawn<caf::detached>(gpu_actor, engine, 0u);
+    if (!opts.local_tiers) return join_cluster();
     if (opts.host_tier_gb > 0) tiers.emplace_back(msg::tier::host, sys->spawn<caf::detached>(host_tier_actor, store));
     tiers.emplace_back(
         msg::tier::disk,
         sys->spawn<caf::detached>(disk_tier_actor, store, caps.load_bytes[static_cast<std::size_t>(msg::tier::disk)]));
     start_stages(caps);
+    join_cluster();
   }
 };
 
@@ -425,7 +478,9 @@ void runtime::submit(std::vector<std::int32_t> tokens, submit_options opts,
     throw error(errc::out_of_range, "prompt of " + std::to_string(tokens.size()) + " tokens plus " +
                                         std::to_string(opts.max_new_tokens) + " new ones exceeds the model's " +
                                         std::to_string(m.engine->cfg().max_positions) + " positions");
-  m.start(std::move(tokens), std::move(opts), std::move(done), std::chrono::steady_clock::now(), 1);
+  // Every node of a cluster may die during one restore: each loss restores again once.
+  m.start(std::move(tokens), std::move(opts), std::move(done), std::chrono::steady_clock::now(),
+          1 + static_cast<int>(m.members.size()));
 }
 
 std::future<restore_report> runtime::submit(std::vector<std::int32_t> tokens, submit_options opts) {
@@ -524,6 +579,7 @@ std::string runtime::describe() const {
   out << describe_engine() << ", chunks of " << m.opts.chunk_tokens << " tokens, policy " << m.opts.policy
       << ", tiers:";
   for (auto& t : m.tiers) out << " " << msg::to_string(t.first);
+  if (!m.members.empty()) out << " (cluster of " << m.members.size() << " nodes, " << m.members_up << " up)";
   out << " (disk " << m.disk_dir;
   if (m.opts.disk_gbps > 0) out << " paced to " << m.opts.disk_gbps << " Gbit/s";
   out << ")";

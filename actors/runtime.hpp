@@ -62,6 +62,16 @@ struct runtime_options {
   /// Hand-off between stages: "host" (a copy through host memory) or
   /// "nccl" (CUDA only); empty: nccl on CUDA, host on the CPU.
   std::string stage_link;
+  /// A cluster of `kvflow node` processes whose tiers this runtime uses as
+  /// one remote tier: a file of one "[name] host:port" per line, and/or
+  /// members given directly. Empty: no remote tier.
+  std::string cluster_file;
+  std::vector<std::string> cluster_members;
+  std::size_t cluster_replicas = 0;  ///< stores also go to this many next owners
+  bool local_tiers = true;           ///< false: no host or disk tier of its own, only the cluster's
+  double remote_gbps = 0;            ///< the remote link's expected rate (a prior; measured loads refine it)
+  std::string ucx_tls;               ///< UCX transports for KV across nodes (empty: UCX's choice)
+  std::string ucx_devices;           ///< UCX network devices (empty: all)
 };
 
 /// Tokens [begin, begin + count) of a prompt that are a reusable document
@@ -137,6 +147,7 @@ struct restore_report {
   std::uint32_t cells_loaded = 0;
   std::uint64_t bytes_from_host = 0;
   std::uint64_t bytes_from_disk = 0;
+  std::uint64_t bytes_from_remote = 0;
   std::vector<std::int32_t> tokens;  ///< generated tokens, the first included
   std::string text;                  ///< decoded, when the model has a tokenizer
   std::string kv_sha256;             ///< hex digest of every prompt chunk's block, when asked for

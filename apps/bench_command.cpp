@@ -27,6 +27,7 @@
 #include "actors/runtime.hpp"
 #include "apps/bench_records.hpp"
 #include "apps/bench_trace.hpp"
+#include "apps/node_cluster.hpp"
 #include "apps/commands.hpp"
 #include "kernels/model/config.hpp"
 #include "kernels/model/kv_layout.hpp"
@@ -77,6 +78,7 @@ struct tier_config {
   bool host = false;
   bool mixed = false;
   double gbps = 0;
+  bool remote = false;  // "remote:N": a kvflow node behind a veth pair shaped to N Gbit/s
 };
 
 double parse_gbps(const std::string& s) {
@@ -92,6 +94,10 @@ double parse_gbps(const std::string& s) {
 tier_config parse_tier(const std::string& s) {
   if (s == "host" || s == "disk") return {s, s == "host", false, 0};
   if (s == "mixed") return {s, false, true, 0};
+  if (s.rfind("remote:", 0) == 0) {
+    double g = parse_gbps(s.substr(7));
+    if (g > 0) return {s, false, false, g, true};
+  }
   if (s.rfind("mixed:", 0) == 0) {
     double g = parse_gbps(s.substr(6));
     if (g > 0) return {s, false, true, g};
@@ -99,7 +105,8 @@ tier_config parse_tier(const std::string& s) {
     return {s, false, false, g};
   }
   throw error(errc::invalid_argument,
-              "--tiers: '" + s + "' is not host, disk, a positive Gbit/s rate, mixed or mixed:<Gbit/s>");
+              "--tiers: '" + s +
+                  "' is not host, disk, a positive Gbit/s rate, mixed, mixed:<Gbit/s> or remote:<Gbit/s>");
 }
 
 std::vector<std::int32_t> random_tokens(std::mt19937_64& rng, int count, int vocab) {
@@ -317,6 +324,32 @@ class bench {
                     .string();
     std::filesystem::remove_all(disk_dir_);
     ro.disk_dir = disk_dir_;
+    remote_tier_ = t.remote;
+    facts_.remote_tier = t.remote;
+    if (t.remote) {
+      // The cached prefix lives on a kvflow node in a network namespace of
+      // its own, in its host tier, behind a veth pair shaped to the rate.
+      ro.disk_gbps = 0;
+      ro.local_tiers = false;
+      ro.remote_gbps = t.gbps;
+      app::node_cluster_options co;
+      co.kvflow_exe = "/proc/self/exe";
+      co.nodes = 1;
+      co.gbps = t.gbps;
+      co.node_args = {"--host-gb", std::to_string(tier_bytes_needed(t) * 1.25 / 1e9 + 1)};
+      cluster_ = std::make_unique<app::node_cluster>(co);
+      if (!cluster_->namespaced())
+        progress_.say("warning: tier " + t.name + ": no network namespace here (root and ip/tc needed): unshaped loopback");
+      remote_gbps_ = t.gbps;
+      facts_.link_gbps = t.gbps;
+      // About a second of traffic at the shaped rate.
+      link_raw_gbps_ = cluster_->measure_gbps(static_cast<std::size_t>(std::max(16e6, t.gbps * 1e9 / 8)));
+      facts_.link_raw_gbps = link_raw_gbps_;
+      progress_.say(cluster_->describe() + ", raw TCP stream " + fmt(link_raw_gbps_) + " Gbit/s");
+      ro.cluster_members = cluster_->members();
+      ro.ucx_tls = cluster_->ucx_tls();
+      ro.ucx_devices = cluster_->ucx_devices();
+    }
     progress_.clear_line();
     auto rt = std::make_unique<runtime>(ro);
     if (facts_.device.empty()) {
@@ -327,6 +360,7 @@ class bench {
   }
   void drop_runtime(std::unique_ptr<runtime>& rt) {
     rt.reset();
+    cluster_.reset();
     std::error_code ec;
     std::filesystem::remove_all(disk_dir_, ec);
   }
@@ -406,6 +440,7 @@ class bench {
     so.max_new_tokens = 1;
     so.store = false;
     so.digest_kv = !opt_.no_digest;
+    so.trace = so.trace || remote_tier_;  // load spans give the link's busy time
     return so;
   }
 
@@ -460,7 +495,7 @@ class bench {
                          opt_.trace_policies.end();
         // Batch 1: compute_only's and load_only's spans give the bound's costs.
         so.trace =
-            trace || (batch == 1 && (is(policy, policy_kind::compute_only) || is(policy, policy_kind::load_only)));
+            trace || remote_tier_ || (batch == 1 && (is(policy, policy_kind::compute_only) || is(policy, policy_kind::load_only)));
         progress_.start(label(ctx, t, batch, policy) + (trace ? " (traced)" : ""));
         auto run = restore(rt, prompts, so);
         double mean = account(points[policy], run, reference, ctx, t, policy);
@@ -578,6 +613,9 @@ class bench {
   std::vector<tier_config> tiers_;
   run_facts facts_;
   bench_records records_{facts_};
+  std::unique_ptr<app::node_cluster> cluster_;  // the remote tier's node, for remote:N
+  bool remote_tier_ = false;
+  double remote_gbps_ = 0, link_raw_gbps_ = 0;
   std::set<std::string> traced_;
   int trace_batch_ = 0;
   std::string disk_dir_;  // the current runtime's chunk files
@@ -616,7 +654,8 @@ command_runner add_bench_command(CLI::App& app) {
   cmd->add_option("--tiers", opt->tiers,
                   "Where the cached prefix lies: host (pinned pool), disk (O_DIRECT), N (the disk paced to N "
                   "Gbit/s), mixed or mixed:N (a host pool for half of each point's prompts in front of the disk, "
-                  "paced to N Gbit/s: part of each batch restores from host, part from disk)")
+                  "paced to N Gbit/s: part of each batch restores from host, part from disk), remote:N (a kvflow node in a "
+                  "network namespace of its own behind a veth pair shaped to N Gbit/s by tc; root and ip/tc needed)")
       ->delimiter(',')
       ->capture_default_str();
   cmd->add_option("--policies", opt->policies, "Policies to compare (compute_only and load_only run first, oracle last)")

@@ -88,7 +88,17 @@ void bench_records::add(std::map<std::string, point>& points, const std::vector<
                 {"host_share", loaded_bytes > 0 ? json(pt.host_bytes / loaded_bytes) : json(nullptr)},
                 {"kv_digest_checked", facts_.kv_digest_checked},
                 {"prompt_tokens", json::array()},
-                {"device", facts_.device}};
+                {"device", facts_.device},
+                {"link_gbps", facts_.remote_tier ? json(facts_.link_gbps) : json(nullptr)},
+                {"link_raw_gbps", facts_.remote_tier ? json(facts_.link_raw_gbps) : json(nullptr)},
+                {"gb_from_remote", pt.remote_bytes / n / 1e9},
+                {"link_utilization", facts_.remote_tier && pt.remote_busy_s > 0
+                                         ? json(pt.remote_bytes * 8 / pt.remote_busy_s / (facts_.link_gbps * 1e9))
+                                         : json(nullptr)},
+                {"link_utilization_raw",
+                 facts_.remote_tier && pt.remote_busy_s > 0 && facts_.link_raw_gbps > 0
+                     ? json(pt.remote_bytes * 8 / pt.remote_busy_s / (facts_.link_raw_gbps * 1e9))
+                     : json(nullptr)}};
     if (facts_.stages > 1) {
       // Written only with stages, so that --append matches earlier records.
       rec["stages"] = facts_.stages;

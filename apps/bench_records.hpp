@@ -41,6 +41,7 @@ struct point {
   std::vector<double> all_ttft;                                     // every request of every repeat
   double computed = 0, loaded = 0, host_bytes = 0, disk_bytes = 0;  // sums over requests
   double handoffs = 0, handoff_s = 0;  // stage hand-offs (chunks) and their time, sums over requests
+  double remote_bytes = 0, remote_busy_s = 0;  // bytes over the link, and the time loads ran (traced)
   double mean() const {  // batch 1: median of repeats; batches, streams: mean of all requests
     if (batch == 1) {
       auto v = per_repeat_mean;
@@ -94,6 +95,18 @@ struct point {
     disk_bytes += r.bytes_from_disk;
     handoffs += r.stage_handoffs;
     handoff_s += r.handoff_s;
+    remote_bytes += r.bytes_from_remote;
+    // The time the link worked: the union of the request's load spans.
+    std::vector<std::pair<double, double>> loads;
+    for (auto& sp : r.spans)
+      if (!sp.compute && sp.source == "remote") loads.emplace_back(sp.start_s, sp.end_s);
+    std::sort(loads.begin(), loads.end());
+    double end = -1e30;
+    for (auto& [a, b] : loads) {
+      if (b <= end) continue;
+      remote_busy_s += b - std::max(a, end);
+      end = b;
+    }
   }
 };
 
@@ -111,6 +124,8 @@ struct run_facts {
   int mismatches = 0;                        ///< restores that differ from compute_only's
   int stages = 1;                            ///< layer-pipeline stages (--stages)
   std::string stage_link;                    ///< --stage-link; empty: the runtime's default
+  bool remote_tier = false;                  ///< the current tier is remote:N (a kvflow node behind a shaped link)
+  double link_gbps = 0, link_raw_gbps = 0;   ///< its shaped rate, and one TCP stream measured over it
 };
 
 /// The records of one run (and, with --append, an earlier one's). Not

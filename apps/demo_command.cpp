@@ -124,6 +124,7 @@ command_runner add_demo_command(CLI::App& app) {
       ->capture_default_str();
   cmd->add_option("--host-gb", opt->rt.host_tier_gb, "Host tier capacity in GB (0: no host tier)")->capture_default_str();
   cmd->add_option("--policies", opt->policies, "Policies to compare")->capture_default_str();
+  cmd->add_option("--cluster", opt->rt.cluster_file, "Cluster file of kvflow nodes whose tiers serve as a remote tier");
   cmd->add_option("--document-repeats", opt->document_repeats, "Length of the shared document (paragraphs)")
       ->capture_default_str();
   cmd->add_option("--reply-tokens", opt->reply_tokens, "Tokens per reply")->capture_default_str();

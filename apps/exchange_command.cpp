@@ -76,7 +76,7 @@ int run_exchange() {
   caf::actor_system sys{cfg};
   msg::node_inventory inv;
   inv.node_id = "in-process";
-  auto local = sys.spawn(node_actor, inv);
+  auto local = caf::actor_cast<caf::actor>(sys.spawn(node, inv, node_options{}));
   bool ok = converse(sys, local, "in-process");
   caf::anon_send_exit(local, caf::exit_reason::user_shutdown);
 
@@ -102,12 +102,12 @@ int run_exchange() {
     waitpid(child, nullptr, 0);
     throw error(errc::peer_down, "node process did not report its port");
   }
-  auto remote = sys.middleman().remote_actor("127.0.0.1", static_cast<std::uint16_t>(port));
+  auto remote = sys.middleman().remote_actor<node_actor>("127.0.0.1", static_cast<std::uint16_t>(port));
   if (!remote) {
     std::cout << "second process: connect failed: " << sys.render(remote.error()) << "\n";
     ok = false;
   } else {
-    ok = converse(sys, *remote, "second process") && ok;
+    ok = converse(sys, caf::actor_cast<caf::actor>(*remote), "second process") && ok;
   }
   kill(child, SIGTERM);
   int status = 0;

@@ -1,15 +1,19 @@
-// `kvflow node`: publishes this process's node actor on a TCP port.
+// `kvflow node`: publishes this process's node actor (a host tier in front
+// of a disk tier, reached by other processes as one remote tier) on a TCP
+// port through CAF's middleman, with heartbeats and a connection timeout.
 
 #include <caf/actor_system.hpp>
 #include <caf/io/middleman.hpp>
 #include <caf/scoped_actor.hpp>
 
-#include <csignal>
-#include <iostream>
 #include <unistd.h>
+#include <csignal>
+#include <filesystem>
+#include <iostream>
 
 #include "actors/caf_error.hpp"
 #include "actors/node.hpp"
+#include "actors/remote_tier_actor.hpp"
 #include "actors/system_config.hpp"
 #include "apps/commands.hpp"
 #include "messages/log.hpp"
@@ -17,25 +21,59 @@
 namespace kvflow::app {
 namespace {
 
-struct node_options {
+struct node_command_options {
   std::string host = "127.0.0.1";
   std::uint16_t port = 4242;
   std::string node_id;
+  node_options node;
+  bool keep_dir = false;
+  std::string cluster_file;
+  std::string join;
+  int heartbeat_ms = 500;
+  int connection_timeout_ms = 5000;
 };
 
-int run_node(const node_options& opt) {
-  system_config cfg;
+int run_node(node_command_options opt) {
+  network_options net;
+  net.heartbeat = std::chrono::milliseconds(opt.heartbeat_ms);
+  net.connection_timeout = std::chrono::milliseconds(opt.connection_timeout_ms);
+  system_config cfg(net);
   caf::actor_system sys{cfg};
   msg::node_inventory inv;
-  inv.node_id = opt.node_id.empty() ? "node-" + std::to_string(::getpid()) : opt.node_id;
+  inv.node_id = opt.node_id.empty() ? opt.host + ":" + std::to_string(opt.port) : opt.node_id;
   inv.host = opt.host;
-  inv.port = opt.port;
-  auto node = sys.spawn(node_actor, inv);
-  auto port = sys.middleman().publish(node, opt.port, opt.host.c_str(), true);
+  // Checked before publishing: a node that names itself in a cluster file
+  // must be listed there under the same name, or placement would differ.
+  if (!opt.cluster_file.empty()) {
+    auto members = read_cluster_file(opt.cluster_file);
+    bool listed = false;
+    for (auto& m : members) listed = listed || m.name == inv.node_id || (m.host == opt.host && m.port == opt.port);
+    if (!listed) {
+      std::cerr << "kvflow node: " << inv.node_id << " is not a member of " << opt.cluster_file << "\n";
+      return 2;
+    }
+  }
+  if (!opt.join.empty()) {
+    // A node that joins checks that the cluster is reachable from here.
+    auto m = parse_member(opt.join);
+    auto peer = sys.middleman().remote_actor<node_actor>(m.host, m.port);
+    if (!peer) {
+      std::cerr << "kvflow node: cannot join " << opt.join << ": " << sys.render(peer.error()) << "\n";
+      return 1;
+    }
+  }
+  bool made_dir = false;
+  if (opt.node.disk_dir.empty()) {
+    opt.node.disk_dir =
+        (std::filesystem::temp_directory_path() / ("kvflow-node-" + std::to_string(::getpid()))).string();
+    made_dir = !opt.keep_dir;
+  }
+  auto node_handle = sys.spawn(node, inv, opt.node);
+  auto port = sys.middleman().publish(node_handle, opt.port, opt.host.c_str(), true);
   if (!port) {
     std::cerr << "kvflow node: cannot publish on " << opt.host << ":" << opt.port << ": " << sys.render(port.error())
               << "\n";
-    caf::anon_send_exit(node, caf::exit_reason::user_shutdown);
+    caf::anon_send_exit(node_handle, caf::exit_reason::user_shutdown);
     return 1;
   }
   // The line a parent process waits for before it connects.
@@ -48,18 +86,36 @@ int run_node(const node_options& opt) {
   int sig = 0;
   sigwait(&set, &sig);
   logger("actors")->info("node {} stopping on signal {}", inv.node_id, sig);
-  caf::anon_send_exit(node, caf::exit_reason::user_shutdown);
+  caf::anon_send_exit(node_handle, caf::exit_reason::user_shutdown);
+  if (made_dir) {
+    std::error_code ec;
+    std::filesystem::remove_all(opt.node.disk_dir, ec);
+  }
   return 0;
 }
 
 }  // namespace
 
 command_runner add_node_command(CLI::App& app) {
-  auto opt = std::make_shared<node_options>();
-  auto* cmd = app.add_subcommand("node", "Run a kvflow node that other processes reach through CAF's middleman");
+  auto opt = std::make_shared<node_command_options>();
+  auto* cmd = app.add_subcommand(
+      "node",
+      "Run a kvflow node: a host tier in front of a disk tier that runtimes of the cluster use as a remote tier\n"
+      "(KV bytes over UCX, control through CAF's middleman with heartbeats)");
   cmd->add_option("--host", opt->host, "Address to listen on")->capture_default_str();
   cmd->add_option("--port", opt->port, "TCP port to listen on (0 picks a free one)")->capture_default_str();
-  cmd->add_option("--node-id", opt->node_id, "Name in the cluster inventory (default: node-PID)");
+  cmd->add_option("--node-id", opt->node_id, "Name in the cluster (placement hashes it; default: host:port as given)");
+  cmd->add_option("--host-gb", opt->node.host_gb, "Host tier capacity in GB")->capture_default_str();
+  cmd->add_option("--disk-dir", opt->node.disk_dir, "Chunk file folder (default: a temporary one, removed at exit)");
+  cmd->add_option("--disk-gb", opt->node.disk_gb, "Chunk files kept in GB (0: no limit)")->capture_default_str();
+  cmd->add_flag("--keep-dir", opt->keep_dir, "Keep the temporary chunk folder at exit");
+  cmd->add_option("--cluster", opt->cluster_file, "Cluster file this node is a member of (checked at start)");
+  cmd->add_option("--join", opt->join, "host:port of a node of the cluster to check reachability against");
+  cmd->add_option("--ucx-tls", opt->node.net.tls, "UCX transports for KV bytes (UCX_TLS syntax; default: UCX's)");
+  cmd->add_option("--ucx-devices", opt->node.net.devices, "UCX network devices (UCX_NET_DEVICES syntax)");
+  cmd->add_option("--heartbeat-ms", opt->heartbeat_ms, "Middleman heartbeat interval")->capture_default_str();
+  cmd->add_option("--connection-timeout-ms", opt->connection_timeout_ms, "Close a connection silent for this long")
+      ->capture_default_str();
   return [opt] { return run_node(*opt); };
 }
 

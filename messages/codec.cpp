@@ -157,6 +157,26 @@ struct encoder {
       tiers[i].setUsedBytes(m.tiers[i].used_bytes);
     }
   }
+  void operator()(const transfer& m) {
+    auto b = env.initTransfer();
+    b.setTransferId(m.transfer_id);
+    auto keys = b.initKeys(m.keys.size());
+    for (unsigned i = 0; i < m.keys.size(); ++i) keys.set(i, bytes_of(m.keys[i]));
+    b.setLayerBegin(m.layer_begin);
+    b.setLayerEnd(m.layer_end);
+    b.setBytes(m.bytes);
+    b.setChecksum(m.checksum);
+    b.setPeer(capnp::Data::Reader(m.peer.data(), m.peer.size()));
+  }
+  void operator()(const kv_layout& m) {
+    auto b = env.initKvLayout();
+    b.setFingerprint(capnp::Data::Reader(m.fingerprint.data(), m.fingerprint.size()));
+    b.setLayers(m.layers);
+    b.setKvHeads(m.kv_heads);
+    b.setTokens(m.tokens);
+    b.setHeadDim(m.head_dim);
+    b.setDtype(m.dtype);
+  }
   void operator()(const error_report& m) {
     auto b = env.initError();
     b.setCode(m.code);
@@ -204,14 +224,15 @@ struct decoder {
   cell_range cells(wire::CellRange::Reader r, const char* field) const {
     cell_range c{r.getChunkBegin(), r.getChunkEnd(), r.getLayerBegin(), r.getLayerEnd()};
     if (c.chunk_begin > c.chunk_end || c.chunk_end > lim.max_chunks)
-      fail(std::string(field) + ": chunk range [" + std::to_string(c.chunk_begin) + ", " +
-           std::to_string(c.chunk_end) + ") invalid");
+      fail(std::string(field) + ": chunk range [" + std::to_string(c.chunk_begin) + ", " + std::to_string(c.chunk_end) +
+           ") invalid");
     layers(c.layer_begin, c.layer_end, field);
     return c;
   }
   template <class List>
   void size(List l, std::size_t cap, const char* field) const {
-    if (l.size() > cap) fail(std::string(field) + ": " + std::to_string(l.size()) + " entries over cap " + std::to_string(cap));
+    if (l.size() > cap)
+      fail(std::string(field) + ": " + std::to_string(l.size()) + " entries over cap " + std::to_string(cap));
   }
   std::vector<std::int32_t> tokens(capnp::List<std::int32_t>::Reader l, const char* field) const {
     size(l, lim.max_tokens, field);
@@ -268,9 +289,14 @@ struct decoder {
       }
       case wire::Envelope::CELL_DONE: {
         auto r = env.getCellDone();
-        cell_done m{r.getRequestId(), r.getGrantId(), get(r.getAction(), "cellDone.action"),
-                    cells(r.getCells(), "cellDone.cells"), r.getStartedNs(), r.getFinishedNs(),
-                    r.getBytes(), r.getDevice()};
+        cell_done m{r.getRequestId(),
+                    r.getGrantId(),
+                    get(r.getAction(), "cellDone.action"),
+                    cells(r.getCells(), "cellDone.cells"),
+                    r.getStartedNs(),
+                    r.getFinishedNs(),
+                    r.getBytes(),
+                    r.getDevice()};
         if (m.finished_ns < m.started_ns) fail("cellDone.finishedNs: before startedNs");
         if (m.device >= lim.max_devices) fail("cellDone.device: " + std::to_string(m.device) + " over cap");
         return m;
@@ -304,15 +330,16 @@ struct decoder {
       }
       case wire::Envelope::LOAD: {
         auto r = env.getLoad();
-        load m{r.getRequestId(), key(r.getKey(), "load.key"), r.getLayerBegin(), r.getLayerEnd(),
-               get(r.getTier(), "load.tier"), r.getHandle(), r.getDeadlineNs()};
+        load m{r.getRequestId(), key(r.getKey(), "load.key"),   r.getLayerBegin(),
+               r.getLayerEnd(),  get(r.getTier(), "load.tier"), r.getHandle(),
+               r.getDeadlineNs()};
         layers(m.layer_begin, m.layer_end, "load");
         return m;
       }
       case wire::Envelope::STORE: {
         auto r = env.getStore();
-        store m{key(r.getKey(), "store.key"), r.getLayerBegin(), r.getLayerEnd(),
-                get(r.getTier(), "store.tier"), r.getHandle()};
+        store m{key(r.getKey(), "store.key"), r.getLayerBegin(), r.getLayerEnd(), get(r.getTier(), "store.tier"),
+                r.getHandle()};
         layers(m.layer_begin, m.layer_end, "store");
         return m;
       }
@@ -330,7 +357,8 @@ struct decoder {
         m.cells_computed = r.getCellsComputed();
         m.cells_loaded = r.getCellsLoaded();
         size(r.getBytesLoaded(), 16, "result.bytesLoaded");
-        for (auto b : r.getBytesLoaded()) m.bytes_loaded.push_back({get(b.getTier(), "result.bytesLoaded.tier"), b.getBytes()});
+        for (auto b : r.getBytesLoaded())
+          m.bytes_loaded.push_back({get(b.getTier(), "result.bytesLoaded.tier"), b.getBytes()});
         m.tokens = tokens(r.getTokens(), "result.tokens");
         m.text = text(r.getText(), "result.text");
         return m;
@@ -354,6 +382,41 @@ struct decoder {
           fail("error.code: unknown code " + std::to_string(r.getCode()));
         return error_report{r.getCode(), text(r.getContext(), "error.context"), r.getRequestId()};
       }
+      case wire::Envelope::TRANSFER: {
+        auto r = env.getTransfer();
+        transfer m;
+        m.transfer_id = r.getTransferId();
+        size(r.getKeys(), lim.max_chunks, "transfer.keys");
+        for (auto k : r.getKeys()) m.keys.push_back(key(k, "transfer.keys"));
+        m.layer_begin = r.getLayerBegin();
+        m.layer_end = r.getLayerEnd();
+        layers(m.layer_begin, m.layer_end, "transfer");
+        m.bytes = r.getBytes();
+        if (m.bytes / lim.max_chunk_bytes > m.keys.size()) fail("transfer.bytes: over cap for its keys");
+        m.checksum = r.getChecksum();
+        auto peer = r.getPeer();
+        if (peer.size() > lim.max_peer_bytes) fail("transfer.peer: address over cap");
+        m.peer.assign(peer.begin(), peer.end());
+        return m;
+      }
+      case wire::Envelope::KV_LAYOUT: {
+        auto r = env.getKvLayout();
+        kv_layout m;
+        auto fp = r.getFingerprint();
+        if (fp.size() != m.fingerprint.size()) fail("kvLayout.fingerprint: not 32 bytes");
+        std::memcpy(m.fingerprint.data(), fp.begin(), fp.size());
+        m.layers = r.getLayers();
+        m.kv_heads = r.getKvHeads();
+        m.tokens = r.getTokens();
+        m.head_dim = r.getHeadDim();
+        m.dtype = r.getDtype();
+        if (m.layers == 0 || m.layers > lim.max_layers) fail("kvLayout.layers: not in [1, max_layers]");
+        if (m.kv_heads == 0 || m.kv_heads > 4096 || m.head_dim == 0 || m.head_dim > 4096)
+          fail("kvLayout: heads or head_dim not in [1, 4096]");
+        if (m.tokens == 0 || m.tokens > lim.max_tokens) fail("kvLayout.tokens: not in [1, max_tokens]");
+        if (m.dtype > 15) fail("kvLayout.dtype: unknown");
+        return m;
+      }
     }
     fail("envelope: unknown message kind " + std::to_string(static_cast<unsigned>(env.which())));
   }
@@ -363,10 +426,14 @@ struct decoder {
 
 const char* to_string(tier t) {
   switch (t) {
-    case tier::gpu: return "gpu";
-    case tier::host: return "host";
-    case tier::disk: return "disk";
-    case tier::remote: return "remote";
+    case tier::gpu:
+      return "gpu";
+    case tier::host:
+      return "host";
+    case tier::disk:
+      return "disk";
+    case tier::remote:
+      return "remote";
   }
   return "unknown";
 }
@@ -417,9 +484,9 @@ expected<message> decode(const char* data, std::size_t size, const limits& lim) 
 bool same(const message& a, const message& b) { return encode(a).bytes == encode(b).bytes; }
 
 const char* kind_name(const message& m) {
-  static constexpr const char* names[] = {"submit", "register", "grant", "cellDone", "progress", "lookup",
-                                          "chunkLocated", "load", "store", "rateSample", "result",
-                                          "nodeInventory", "error"};
+  static constexpr const char* names[] = {"submit", "register",      "grant", "cellDone", "progress",
+                                          "lookup", "chunkLocated",  "load",  "store",    "rateSample",
+                                          "result", "nodeInventory", "error", "transfer", "kvLayout"};
   static_assert(std::size(names) == std::variant_size_v<message>);
   return names[m.index()];
 }

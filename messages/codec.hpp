@@ -24,6 +24,7 @@ struct limits {
   std::uint32_t max_chunks = 1u << 20;         ///< chunk indices
   std::uint32_t max_devices = 1024;            ///< GPU indices and inventory entries
   std::uint64_t max_chunk_bytes = 1ull << 36;  ///< bytes of one chunk's KV
+  std::size_t max_peer_bytes = 4096;           ///< a UCX worker address
 };
 
 /// One encoded Envelope: flat, unpacked Cap'n Proto bytes (a multiple of 8).

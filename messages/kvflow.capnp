@@ -150,6 +150,31 @@ struct Error {
   requestId @2 :UInt64;
 }
 
+# Announces a bulk transfer of KV bytes that travels beside the control
+# messages (UCX, devices/net): a fetch from a node, the node's answer (sent
+# once the bytes are on their way; a key the node lacks fails the fetch), a
+# store to a node or the node's go-ahead. The spans of the keys' layer range
+# follow one another in the keys' order.
+struct Transfer {
+  transferId @0 :UInt64;
+  keys @1 :List(Data);         # 32-byte chunk keys
+  layerBegin @2 :UInt32;
+  layerEnd @3 :UInt32;
+  bytes @4 :UInt64;            # total bytes of the spans
+  checksum @5 :UInt64;         # XXH3-64 of the bytes; 0 where not known yet
+  peer @6 :Data;               # UCX worker address of the side that sends this
+}
+
+# The KV layout of a cluster's chunks; a node refuses another model's.
+struct KvLayout {
+  fingerprint @0 :Data;        # 32-byte model fingerprint
+  layers @1 :UInt32;
+  kvHeads @2 :UInt32;
+  tokens @3 :UInt32;
+  headDim @4 :UInt32;
+  dtype @5 :UInt8;
+}
+
 # The one frame type that crosses actors and nodes.
 struct Envelope {
   union {
@@ -166,6 +191,8 @@ struct Envelope {
     result @10 :Result;
     nodeInventory @11 :NodeInventory;
     error @12 :Error;
+    transfer @13 :Transfer;
+    kvLayout @14 :KvLayout;
   }
 }
 

@@ -163,10 +163,27 @@ struct error_report {
   std::uint64_t request_id = 0;
 };
 
+/// Announces bulk KV bytes that travel beside the control messages (see
+/// kvflow.capnp, Transfer).
+struct transfer {
+  std::uint64_t transfer_id = 0;
+  std::vector<chunk_key> keys;
+  std::uint32_t layer_begin = 0, layer_end = 0;
+  std::uint64_t bytes = 0;
+  std::uint64_t checksum = 0;      // XXH3-64; 0 where not known yet
+  std::vector<std::uint8_t> peer;  // UCX worker address of the sender of this message
+};
+
+/// The KV layout of a cluster's chunks.
+struct kv_layout {
+  std::array<std::uint8_t, 32> fingerprint{};
+  std::uint32_t layers = 0, kv_heads = 0, tokens = 0, head_dim = 0;
+  std::uint8_t dtype = 0;
+};
+
 /// Any control message; the alternative order matches Envelope's union.
 /// Two messages are equal when their encoded frames are (see codec.hpp).
-using message = std::variant<submit, register_request, grant, cell_done, progress, lookup,
-                             chunk_located, load, store, rate_sample, result, node_inventory,
-                             error_report>;
+using message = std::variant<submit, register_request, grant, cell_done, progress, lookup, chunk_located, load, store,
+                             rate_sample, result, node_inventory, error_report, transfer, kv_layout>;
 
 }  // namespace kvflow::msg

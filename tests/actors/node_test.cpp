@@ -69,7 +69,8 @@ void check_node(caf::actor_system& sys, const caf::actor& node, const std::strin
 BOOST_AUTO_TEST_CASE(in_process_exchange) {
   system_config cfg;
   caf::actor_system sys{cfg};
-  auto node = sys.spawn(node_actor, msg::node_inventory{"local", "", 0, {}, {}});
+  auto node =
+      caf::actor_cast<caf::actor>(sys.spawn(kvflow::node, msg::node_inventory{"local", "", 0, {}, {}}, node_options{}));
   check_node(sys, node, "local");
   caf::anon_send_exit(node, caf::exit_reason::user_shutdown);
 }
@@ -93,9 +94,9 @@ BOOST_AUTO_TEST_CASE(two_processes_through_the_middleman) {
   {
     system_config cfg;
     caf::actor_system sys{cfg};
-    auto remote = sys.middleman().remote_actor("127.0.0.1", static_cast<std::uint16_t>(port));
+    auto remote = sys.middleman().remote_actor<node_actor>("127.0.0.1", static_cast<std::uint16_t>(port));
     BOOST_REQUIRE_MESSAGE(remote, (remote ? "" : sys.render(remote.error())));
-    check_node(sys, *remote, "remote-one");
+    check_node(sys, caf::actor_cast<caf::actor>(*remote), "remote-one");
   }
   kill(pid, SIGTERM);
   BOOST_CHECK_EQUAL(pclose(child), 0);

@@ -41,6 +41,8 @@ std::vector<message> seeds() {
       result{9, 42, 12345, 10, 20, {{tier::host, 100}, {tier::disk, 200}}, {42, 43}, "hi"},
       node_inventory{"n1", "10.0.0.1", 4242, {{"H100", 80ull << 30}}, {{tier::host, 1ull << 36, 1ull << 30}}},
       error_report{static_cast<std::uint16_t>(kvflow::errc::peer_down), "node n2 vanished", 11},
+      transfer{12, {key_of(7), key_of(8)}, 2, 4, 8192, 0x1234abcd, {1, 2, 3}},
+      kv_layout{key_of(9), 32, 8, 256, 128, 2},
   };
 }
 

@@ -89,6 +89,12 @@ inline void check_message(const msg::message& m, const msg::limits& lim) {
           KVFLOW_FUZZ_CHECK(x.gpus.size() <= lim.max_devices && x.tiers.size() <= 16, "node_inventory lists");
           for (const auto& g : x.gpus) check_text(g.name, lim);
           for (const auto& t : x.tiers) KVFLOW_FUZZ_CHECK(valid(t.where), "node_inventory.tiers.tier");
+        } else if constexpr (std::is_same_v<T, msg::transfer>) {
+          KVFLOW_FUZZ_CHECK(x.keys.size() <= lim.max_chunks, "transfer.keys");
+          KVFLOW_FUZZ_CHECK(x.peer.size() <= lim.max_peer_bytes, "transfer.peer");
+          KVFLOW_FUZZ_CHECK(x.layer_begin <= x.layer_end && x.layer_end <= lim.max_layers, "transfer.layers");
+        } else if constexpr (std::is_same_v<T, msg::kv_layout>) {
+          KVFLOW_FUZZ_CHECK(x.layers >= 1 && x.layers <= lim.max_layers, "kv_layout.layers");
         } else if constexpr (std::is_same_v<T, msg::error_report>) {
           check_text(x.context, lim);
           KVFLOW_FUZZ_CHECK(x.code <= static_cast<std::uint16_t>(errc::unsupported), "error.code");

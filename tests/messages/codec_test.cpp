@@ -33,6 +33,8 @@ std::vector<message> one_of_each() {
       result{9, 42, 12345, 10, 20, {{tier::host, 100}, {tier::disk, 200}}, {42, 43}, "hi"},
       node_inventory{"n1", "10.0.0.1", 4242, {{"H100", 80ull << 30}}, {{tier::host, 1ull << 36, 1ull << 30}}},
       error_report{static_cast<std::uint16_t>(errc::peer_down), "node n2 vanished", 11},
+      transfer{12, {key_of(7), key_of(8)}, 2, 4, 8192, 0x1234abcd, {1, 2, 3}},
+      kv_layout{key_of(9), 32, 8, 256, 128, 2},
   };
 }
 
@@ -65,6 +67,26 @@ BOOST_AUTO_TEST_CASE(every_message_kind_round_trips) {
       BOOST_CHECK(same(*back, all[i]));
     }
   }
+}
+
+BOOST_AUTO_TEST_CASE(transfers_from_a_socket_are_capped) {
+  transfer big{1, {key_of(1)}, 0, 1, 1ull << 40, 0, std::vector<std::uint8_t>(8192, 1)};
+  BOOST_CHECK_THROW(encode(big), error);
+  auto f = raw_frame([](wire::Envelope::Builder env) {
+    auto t = env.initTransfer();
+    t.initKeys(1).set(0, capnp::Data::Reader(key_of(1).data(), 32));
+    t.setLayerEnd(1);
+    t.setBytes(1ull << 40);  // a peer declaring more than one chunk's KV per key
+  });
+  auto e = decode(f);
+  BOOST_REQUIRE(!e);
+  BOOST_CHECK(code_of(e.error()) == errc::out_of_range);
+  auto g = raw_frame([](wire::Envelope::Builder env) {
+    auto t = env.initTransfer();
+    t.setLayerBegin(3);  // an empty range the wrong way round
+    t.setLayerEnd(2);
+  });
+  BOOST_CHECK(!decode(g));
 }
 
 BOOST_AUTO_TEST_CASE(empty_and_unaligned_frames_are_refused) {

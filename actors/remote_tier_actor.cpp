@@ -1,0 +1,521 @@
+#include "actors/remote_tier_actor.hpp"
+
+#include <algorithm>
+#include <fstream>
+#include <iterator>
+#include <random>
+#include <set>
+#include <sstream>
+
+#include <caf/io/middleman.hpp>
+#include <caf/io/middleman_actor.hpp>
+
+#include "actors/clock.hpp"
+#include "devices/keys.hpp"
+#include "messages/caf_error.hpp"
+#include "messages/log.hpp"
+#include "policies/placement.hpp"
+
+namespace kvflow {
+
+using landed_atom = caf::atom_constant<caf::atom("landed")>;
+using sent_atom = caf::atom_constant<caf::atom("sent")>;
+using expire_atom = caf::atom_constant<caf::atom("expire")>;
+
+cluster_member parse_member(const std::string& line) {
+  std::istringstream in(line);
+  std::string a, b, rest;
+  in >> a >> b >> rest;
+  if (a.empty() || !rest.empty())
+    throw error(errc::invalid_argument, "cluster member '" + line + "': want [name] host:port");
+  cluster_member m;
+  auto addr = b.empty() ? a : b;
+  auto colon = addr.rfind(':');
+  if (colon == std::string::npos || colon == 0)
+    throw error(errc::invalid_argument, "cluster member '" + line + "': no host:port");
+  m.host = addr.substr(0, colon);
+  unsigned long port = 0;
+  try {
+    std::size_t used = 0;
+    port = std::stoul(addr.substr(colon + 1), &used);
+    if (used != addr.size() - colon - 1) throw std::invalid_argument("trailing");
+  } catch (const std::exception&) {
+    port = 0;
+  }
+  if (port == 0 || port > 65535) throw error(errc::invalid_argument, "cluster member '" + line + "': bad port");
+  m.port = static_cast<std::uint16_t>(port);
+  m.name = b.empty() ? addr : a;
+  return m;
+}
+
+std::vector<cluster_member> read_cluster_file(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) throw error(errc::io_failure, "cannot read cluster file " + path);
+  std::vector<cluster_member> out;
+  std::string line;
+  for (int n = 1; std::getline(in, line); ++n) {
+    auto start = line.find_first_not_of(" \t\r");
+    if (start == std::string::npos || line[start] == '#') continue;
+    try {
+      out.push_back(parse_member(line.substr(start)));
+    } catch (const error& e) {
+      throw error(errc::invalid_argument, path + ":" + std::to_string(n) + ": " + e.what());
+    }
+  }
+  std::set<std::string> names;
+  for (auto& m : out)
+    if (!names.insert(m.name).second) throw error(errc::invalid_argument, path + ": member " + m.name + " twice");
+  if (out.empty()) throw error(errc::invalid_argument, "cluster file " + path + " names no node");
+  return out;
+}
+
+namespace {
+
+using state_t = caf::stateful_actor<remote_tier_state>;
+
+std::vector<bool> up_mask(const remote_tier_state& st) {
+  std::vector<bool> up;
+  for (auto& n : st.nodes) up.push_back(n.up);
+  return up;
+}
+
+devices::pinned_buffer take_staging(remote_tier_state& st, std::size_t bytes) {
+  auto it = st.spare.lower_bound(bytes);
+  if (it == st.spare.end()) return devices::pinned_buffer(bytes);
+  devices::pinned_buffer b = std::move(it->second);
+  st.spare_bytes -= it->first;
+  st.spare.erase(it);
+  return b;
+}
+
+void keep_staging(remote_tier_state& st, std::shared_ptr<devices::pinned_buffer>& b) {
+  // Only a buffer nobody else holds (a landing callback may still hold it).
+  if (!b || b.use_count() != 1) return;
+  auto size = b->size();
+  st.spare.emplace(size, std::move(*b));
+  st.spare_bytes += size;
+  b.reset();
+  while (st.spare_bytes > st.opts.staging_cap && !st.spare.empty()) {
+    auto largest = std::prev(st.spare.end());
+    st.spare_bytes -= largest->first;
+    st.spare.erase(largest);
+  }
+}
+
+void fail_grant(state_t* self, std::uint64_t grant, const std::string& why) {
+  auto& st = self->state;
+  auto g = st.grants.find(grant);
+  if (g == st.grants.end()) return;
+  for (auto it = st.fetches.begin(); it != st.fetches.end();) {
+    if (it->second.grant == grant) {
+      st.net->cancel(it->first);
+      it = st.fetches.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  // not_found: the chunks are lost to this restore; the runtime retries and
+  // the new lookup finds them missing (the node is down) and computes them.
+  g->second.reply.deliver(make_error(errc::not_found, why));
+  st.grants.erase(g);
+}
+
+// A node that died or went silent: its chunks are misses from now on and
+// its fetches in flight are lost.
+void mark_down(state_t* self, std::size_t node, const std::string& why) {
+  auto& st = self->state;
+  auto& n = st.nodes[node];
+  if (n.up) logger("actors")->warn("remote tier: node {} down: {}", n.member.name, why);
+  n.up = false;
+  std::set<std::uint64_t> lost;
+  for (auto& [id, f] : st.fetches)
+    if (f.node == node) lost.insert(f.grant);
+  for (auto g : lost) fail_grant(self, g, "node " + n.member.name + " lost: " + why);
+}
+
+// Tells a connected node the layout; up once it accepts.
+void bring_up(state_t* self, std::size_t node) {
+  auto& st = self->state;
+  auto& n = st.nodes[node];
+  if (!n.handle || n.asking) return;
+  n.asking = true;
+  self->request(n.handle, st.opts.lookup_timeout, layout_atom::value, msg::encode(st.opts.layout))
+      .then(
+          [=](const msg::frame&) {
+            auto& n = self->state.nodes[node];
+            n.asking = false;
+            if (!n.up) logger("actors")->info("remote tier: node {} up", n.member.name);
+            n.up = true;
+          },
+          [=](caf::error& e) {
+            auto& n = self->state.nodes[node];
+            n.asking = false;
+            mark_down(self, node, self->system().render(e));
+          });
+}
+
+void connect(state_t* self, std::size_t node) {
+  auto& n = self->state.nodes[node];
+  if (n.asking) return;
+  n.asking = true;
+  auto mm = self->system().middleman().actor_handle();
+  self->request(mm, self->state.opts.retry_interval * 2, caf::connect_atom::value, n.member.host, n.member.port)
+      .then(
+          [=](const caf::node_id&, caf::strong_actor_ptr& ptr, const std::set<std::string>&) {
+            auto& n = self->state.nodes[node];
+            n.asking = false;
+            if (!ptr) return;
+            n.handle = caf::actor_cast<node_actor>(ptr);
+            self->monitor(n.handle);
+            bring_up(self, node);
+          },
+          [=](caf::error&) { self->state.nodes[node].asking = false; });
+}
+
+void retry_down(state_t* self) {
+  auto& st = self->state;
+  for (std::size_t i = 0; i < st.nodes.size(); ++i) {
+    if (st.nodes[i].up) continue;
+    if (st.nodes[i].handle)
+      bring_up(self, i);
+    else
+      connect(self, i);
+  }
+}
+
+caf::result<msg::frame> lookup(state_t* self, const msg::lookup& q) {
+  auto& st = self->state;
+  auto owner = policies::first_owners(q.keys, st.names, up_mask(st));
+  // One lookup per node, for the keys it owns.
+  std::map<std::size_t, std::vector<std::uint32_t>> asked;
+  for (std::size_t i = 0; i < owner.size(); ++i)
+    if (owner[i] < st.nodes.size()) asked[owner[i]].push_back(static_cast<std::uint32_t>(i));
+  auto out = std::make_shared<msg::chunk_located>();
+  out->request_id = q.request_id;
+  auto reply = self->make_response_promise();
+  if (asked.empty()) {
+    reply.deliver(msg::encode(*out));
+    return reply;
+  }
+  auto left = std::make_shared<std::size_t>(asked.size());
+  for (auto& [node, indices] : asked) {
+    msg::lookup sub{q.request_id, {}};
+    for (auto i : indices) sub.keys.push_back(q.keys[i]);
+    auto finish_one = [=]() mutable {
+      if (--*left == 0) {
+        std::sort(out->chunks.begin(), out->chunks.end(), [](auto& a, auto& b) { return a.chunk < b.chunk; });
+        reply.deliver(msg::encode(*out));
+      }
+    };
+    auto idx = indices;
+    auto n = node;
+    self->request(st.nodes[node].handle, st.opts.lookup_timeout, lookup_atom::value, msg::encode(sub))
+        .then(
+            [=](const msg::frame& f) mutable {
+              auto decoded = msg::decode(f);
+              if (decoded && std::holds_alternative<msg::chunk_located>(*decoded)) {
+                for (auto& loc : std::get<msg::chunk_located>(*decoded).chunks) {
+                  if (loc.chunk >= idx.size()) continue;
+                  loc.chunk = idx[loc.chunk];
+                  loc.where = msg::tier::remote;
+                  out->chunks.push_back(loc);
+                }
+              }
+              finish_one();
+            },
+            [=](caf::error& e) mutable {
+              // A silent or dead node: its chunks are misses.
+              mark_down(self, n, "lookup: " + self->system().render(e));
+              finish_one();
+            });
+  }
+  return reply;
+}
+
+// Copies a checked fetch into the workspace; answers its grant when it was
+// the last.
+void complete_fetch(state_t* self, std::uint64_t id) {
+  auto& st = self->state;
+  auto it = st.fetches.find(id);
+  if (it == st.fetches.end() || !it->second.landed || !it->second.answered) return;
+  auto f = std::move(it->second);
+  st.fetches.erase(it);
+  auto g = st.grants.find(f.grant);
+  if (g == st.grants.end()) return;
+  if (devices::net::checksum(f.staging->data(), f.bytes) != f.checksum)
+    return fail_grant(self, f.grant,
+                      "transfer " + std::to_string(id) + " from node " + st.nodes[f.node].member.name +
+                          ": checksum differs from its announcement");
+  auto& gr = g->second;
+  auto& ws = *gr.ws;
+  auto lb = static_cast<int>(gr.done.cells.layer_begin), le = static_cast<int>(gr.done.cells.layer_end);
+  try {
+    std::size_t at = 0;
+    for (auto c = f.chunk_begin; c < f.chunk_end; ++c) {
+      auto& block = ws.block(static_cast<int>(c));
+      auto span = block.shape.span_bytes(lb, le);
+      ws.engine().to_backend(static_cast<std::uint8_t*>(block.data) + block.shape.span_offset_bytes(lb),
+                             f.staging->data() + at, span);
+      at += span;
+    }
+  } catch (const std::exception& e) {
+    return fail_grant(self, f.grant, std::string("copy of a remote fetch: ") + e.what());
+  }
+  keep_staging(st, f.staging);
+  gr.done.bytes += f.bytes;
+  gr.done.finished_ns = std::max(gr.done.finished_ns, f.finished_ns);
+  if (--gr.left > 0) return;
+  // As the disk tier: the link serves queued grants back to back, so a
+  // grant's time starts where the previous one's ended.
+  gr.done.started_ns = std::max(gr.done.started_ns, st.last_finished_ns);
+  gr.done.finished_ns = std::max({gr.done.finished_ns, gr.done.started_ns, now_ns()});
+  st.last_finished_ns = gr.done.finished_ns;
+  gr.reply.deliver(msg::encode(gr.done));
+  st.grants.erase(g);
+}
+
+caf::result<msg::frame> load(state_t* self, const msg::grant& g, workspace_ptr ws) {
+  auto& st = self->state;
+  if (g.cells.chunk_end > ws->keys().size() || g.cells.chunk_begin >= g.cells.chunk_end)
+    return make_error(errc::out_of_range,
+                      "remote load grant beyond the cached chunks of request " + std::to_string(g.request_id));
+  auto lb = static_cast<int>(g.cells.layer_begin), le = static_cast<int>(g.cells.layer_end);
+  std::vector<msg::chunk_key> keys(ws->keys().begin() + g.cells.chunk_begin, ws->keys().begin() + g.cells.chunk_end);
+  auto owner = policies::first_owners(keys, st.names, up_mask(st));
+  auto grant_id = st.next_id++;
+  auto& gr = st.grants[grant_id];
+  gr.reply = self->make_response_promise();
+  gr.ws = ws;
+  gr.done.request_id = g.request_id;
+  gr.done.grant_id = g.grant_id;
+  gr.done.act = msg::action::load;
+  gr.done.cells = g.cells;
+  gr.done.started_ns = now_ns();
+  auto reply = gr.reply;
+  auto me = caf::actor_cast<caf::actor>(self);
+  // Consecutive chunks of one owner travel as one transfer.
+  for (std::size_t i = 0; i < keys.size();) {
+    auto node = owner[i];
+    auto j = i + 1;
+    while (j < keys.size() && owner[j] == node) ++j;
+    if (node >= st.nodes.size()) {
+      fail_grant(self, grant_id, "no node of the cluster is up for chunk " + std::to_string(g.cells.chunk_begin + i));
+      return reply;
+    }
+    msg::transfer t;
+    t.transfer_id = st.next_id++;
+    t.keys.assign(keys.begin() + static_cast<std::ptrdiff_t>(i), keys.begin() + static_cast<std::ptrdiff_t>(j));
+    t.layer_begin = g.cells.layer_begin;
+    t.layer_end = g.cells.layer_end;
+    t.bytes = ws->block(static_cast<int>(g.cells.chunk_begin)).shape.span_bytes(lb, le) * (j - i);
+    t.peer = st.net->address();
+    remote_fetch f;
+    f.grant = grant_id;
+    f.node = node;
+    f.chunk_begin = g.cells.chunk_begin + static_cast<std::uint32_t>(i);
+    f.chunk_end = g.cells.chunk_begin + static_cast<std::uint32_t>(j);
+    f.bytes = t.bytes;
+    try {
+      f.staging = std::make_shared<devices::pinned_buffer>(take_staging(st, t.bytes));
+      auto staging = f.staging;
+      auto id = t.transfer_id;
+      st.net->expect(id, t.bytes, staging->data(), [me, id, staging](devices::net::landed l) {
+        caf::anon_send(me, landed_atom::value, id, l.ok, l.why, l.finished_ns);
+      });
+    } catch (const std::exception& e) {
+      fail_grant(self, grant_id, std::string("remote fetch not started: ") + e.what());
+      return reply;
+    }
+    st.fetches[t.transfer_id] = std::move(f);
+    ++st.grants[grant_id].left;
+    auto deadline = st.opts.transfer_timeout +
+                    std::chrono::milliseconds(static_cast<long>(t.bytes * 8 / (st.opts.deadline_gbps * 1e6)));
+    auto id = t.transfer_id;
+    self->delayed_send(self, deadline, expire_atom::value, id);
+    self->request(st.nodes[node].handle, deadline, fetch_atom::value, msg::encode(t))
+        .then(
+            [=](const msg::frame& answer) {
+              auto& st = self->state;
+              auto it = st.fetches.find(id);
+              if (it == st.fetches.end()) return;
+              auto decoded = msg::decode(answer);
+              if (!decoded || !std::holds_alternative<msg::transfer>(*decoded) ||
+                  std::get<msg::transfer>(*decoded).transfer_id != id ||
+                  std::get<msg::transfer>(*decoded).bytes != it->second.bytes)
+                return fail_grant(self, it->second.grant,
+                                  "node answered fetch " + std::to_string(id) + " with something else");
+              it->second.answered = true;
+              it->second.checksum = std::get<msg::transfer>(*decoded).checksum;
+              complete_fetch(self, id);
+            },
+            [=](caf::error& e) {
+              auto& st = self->state;
+              auto it = st.fetches.find(id);
+              if (it == st.fetches.end()) return;
+              auto why = self->system().render(e);
+              if (e == caf::sec::request_timeout) mark_down(self, it->second.node, "fetch deadline passed");
+              fail_grant(self, it->second.grant,
+                         "fetch from node " + st.nodes[it->second.node].member.name + ": " + why);
+            });
+    i = j;
+  }
+  return reply;
+}
+
+void release_flushes(state_t* self);
+
+void store(state_t* self, const workspace_ptr& ws, std::uint32_t first, std::uint32_t end) {
+  auto& st = self->state;
+  end = std::min<std::uint32_t>(end, static_cast<std::uint32_t>(ws->keys().size()));
+  if (first >= end) return;
+  auto up = up_mask(st);
+  std::map<std::size_t, std::vector<std::uint32_t>> by_node;
+  for (auto c = first; c < end; ++c)
+    for (auto n : policies::owners(ws->keys()[c], st.names, 1 + st.opts.replicas, up)) by_node[n].push_back(c);
+  auto me = caf::actor_cast<caf::actor>(self);
+  for (auto& [node, chunks] : by_node) {
+    msg::transfer t;
+    t.transfer_id = st.next_id++;
+    t.layer_begin = 0;
+    t.layer_end = st.opts.layout.layers;
+    auto chunk_bytes = ws->block(0).shape.bytes();
+    auto buffer = std::make_shared<std::vector<std::uint8_t>>(chunk_bytes * chunks.size());
+    for (std::size_t i = 0; i < chunks.size(); ++i) {
+      t.keys.push_back(ws->keys()[chunks[i]]);
+      ws->engine().to_host(buffer->data() + i * chunk_bytes, ws->block(static_cast<int>(chunks[i])).data, chunk_bytes);
+    }
+    t.bytes = buffer->size();
+    t.checksum = devices::net::checksum(buffer->data(), buffer->size());
+    t.peer = st.net->address();
+    auto id = t.transfer_id;
+    st.stores[id] = buffer;
+    auto name = st.nodes[node].member.name;
+    self->request(st.nodes[node].handle, st.opts.transfer_timeout, store_atom::value, msg::encode(t))
+        .then(
+            [=](const msg::frame& go) {
+              auto decoded = msg::decode(go);
+              if (!decoded || !std::holds_alternative<msg::transfer>(*decoded) ||
+                  std::get<msg::transfer>(*decoded).peer.empty()) {
+                logger("actors")->warn("remote tier: node {} answered store {} with something else", name, id);
+                self->state.stores.erase(id);
+                return release_flushes(self);
+              }
+              self->state.net->send(std::get<msg::transfer>(*decoded).peer, id, buffer->data(), buffer->size(),
+                                    [me, id, buffer](bool ok, std::string why) {
+                                      caf::anon_send(me, sent_atom::value, id, ok, std::move(why));
+                                    });
+            },
+            [=](caf::error& e) {
+              logger("actors")->warn("remote tier: store {} to node {}: {}", id, name, self->system().render(e));
+              self->state.stores.erase(id);
+              release_flushes(self);
+            });
+  }
+}
+
+void release_flushes(state_t* self) {
+  auto& st = self->state;
+  if (!st.stores.empty() || st.flushes.empty()) return;
+  auto waiting = std::move(st.flushes);
+  st.flushes.clear();
+  std::vector<std::size_t> up;
+  for (std::size_t i = 0; i < st.nodes.size(); ++i)
+    if (st.nodes[i].up) up.push_back(i);
+  if (up.empty()) {
+    for (auto& p : waiting) p.deliver(true);
+    return;
+  }
+  auto left = std::make_shared<std::size_t>(up.size());
+  auto promises = std::make_shared<std::vector<caf::response_promise>>(std::move(waiting));
+  auto one = [=]() {
+    if (--*left == 0)
+      for (auto& p : *promises) p.deliver(true);
+  };
+  for (auto i : up)
+    self->request(st.nodes[i].handle, st.opts.transfer_timeout * 5, flush_atom::value)
+        .then([=](bool) { one(); }, [=](caf::error&) { one(); });
+}
+
+}  // namespace
+
+caf::behavior remote_tier_proxy(state_t* self, remote_tier_options opts, std::vector<node_actor> nodes,
+                                std::shared_ptr<devices::net::transport> net) {
+  auto& st = self->state;
+  st.opts = std::move(opts);
+  st.net = std::move(net);
+  std::random_device rd;
+  st.next_id = (static_cast<std::uint64_t>(rd()) << 32) | (static_cast<std::uint64_t>(rd()) << 8);
+  for (std::size_t i = 0; i < st.opts.members.size(); ++i) {
+    remote_node n;
+    n.member = st.opts.members[i];
+    if (i < nodes.size()) n.handle = nodes[i];
+    st.names.push_back(n.member.name);
+    st.nodes.push_back(std::move(n));
+  }
+  for (std::size_t i = 0; i < st.nodes.size(); ++i) {
+    if (!st.nodes[i].handle) continue;
+    self->monitor(st.nodes[i].handle);
+    st.nodes[i].up = true;
+  }
+  self->set_down_handler([=](caf::down_msg& dm) {
+    auto& st = self->state;
+    for (std::size_t i = 0; i < st.nodes.size(); ++i) {
+      if (!st.nodes[i].handle || st.nodes[i].handle.address() != dm.source) continue;
+      st.nodes[i].handle = nullptr;
+      st.nodes[i].asking = false;
+      mark_down(self, i, "connection lost: " + to_string(dm.reason));
+    }
+  });
+  self->delayed_send(self, st.opts.retry_interval, tick_atom::value);
+  return {
+      [=](const msg::frame& f) -> caf::result<msg::frame> {
+        auto decoded = msg::decode(f);
+        if (!decoded) return decoded.error();
+        auto* q = std::get_if<msg::lookup>(&*decoded);
+        if (!q) return make_error(errc::invalid_argument, "remote tier expects a lookup frame");
+        return lookup(self, *q);
+      },
+      [=](const msg::frame& f, workspace_ptr& ws) -> caf::result<msg::frame> {
+        auto decoded = msg::decode(f);
+        if (!decoded) return decoded.error();
+        auto* g = std::get_if<msg::grant>(&*decoded);
+        if (!g || g->act != msg::action::load || g->source != msg::tier::remote)
+          return make_error(errc::invalid_argument, "the remote tier takes remote load grants only");
+        return load(self, *g, ws);
+      },
+      [=](landed_atom, std::uint64_t id, bool ok, const std::string& why, std::uint64_t finished_ns) {
+        auto& st = self->state;
+        auto it = st.fetches.find(id);
+        if (it == st.fetches.end()) return;
+        if (!ok) return fail_grant(self, it->second.grant, why);
+        it->second.landed = true;
+        it->second.finished_ns = finished_ns;
+        complete_fetch(self, id);
+      },
+      [=](expire_atom, std::uint64_t id) {
+        auto& st = self->state;
+        auto it = st.fetches.find(id);
+        if (it == st.fetches.end()) return;
+        mark_down(self, it->second.node, "transfer " + std::to_string(id) + " missed its deadline");
+        fail_grant(self, it->second.grant, "transfer " + std::to_string(id) + " missed its deadline");
+      },
+      [=](store_atom, workspace_ptr& ws, std::uint32_t first, std::uint32_t end) { store(self, ws, first, end); },
+      [=](sent_atom, std::uint64_t id, bool ok, const std::string& why) {
+        if (!ok) logger("actors")->warn("remote tier: store {} not sent: {}", id, why);
+        self->state.stores.erase(id);
+        release_flushes(self);
+      },
+      [=](flush_atom) -> caf::result<bool> {
+        auto p = self->make_response_promise();
+        self->state.flushes.push_back(p);
+        release_flushes(self);
+        return p;
+      },
+      [=](tick_atom) {
+        retry_down(self);
+        self->delayed_send(self, self->state.opts.retry_interval, tick_atom::value);
+      },
+  };
+}
+
+}  // namespace kvflow

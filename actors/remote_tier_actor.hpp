@@ -1,0 +1,122 @@
+#pragma once
+// The remote tier: this process's proxy for the tiers of a cluster's nodes.
+// Request actors talk to it as to a local tier (frames and workspace
+// handles); it talks to the nodes through the typed node_actor interface
+// and moves KV bytes over UCX, so nothing that names this process's memory
+// leaves it.
+
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <caf/actor.hpp>
+#include <caf/event_based_actor.hpp>
+#include <caf/response_promise.hpp>
+#include <caf/stateful_actor.hpp>
+
+#include "actors/interfaces.hpp"
+#include "actors/workspace.hpp"
+#include "devices/host/pinned_buffer.hpp"
+#include "devices/net/transport.hpp"
+
+namespace kvflow {
+
+/// One node of a cluster: its name (what placement hashes) and address.
+struct cluster_member {
+  std::string name;
+  std::string host;
+  std::uint16_t port = 0;
+};
+
+/// Parses "host:port" or "name host:port" (the name defaults to host:port).
+/// Throws kvflow::error(invalid_argument) naming what is wrong.
+cluster_member parse_member(const std::string& line);
+/// Reads a cluster file: one member per line as parse_member takes it;
+/// blank lines and lines starting with '#' are skipped. Throws
+/// kvflow::error (io_failure, invalid_argument) with the file and line.
+std::vector<cluster_member> read_cluster_file(const std::string& path);
+
+struct remote_tier_options {
+  std::vector<cluster_member> members;
+  msg::kv_layout layout;
+  /// Stores go to a chunk key's owner and this many next owners.
+  std::size_t replicas = 0;
+  /// A node that does not answer a lookup in this time is taken as silent:
+  /// its chunks are misses until it answers again.
+  std::chrono::milliseconds lookup_timeout{1000};
+  /// A fetch's deadline: this plus its bytes at `deadline_gbps`.
+  std::chrono::milliseconds transfer_timeout{2000};
+  double deadline_gbps = 1;
+  /// How often a node that is down is asked (or connected to) again.
+  std::chrono::milliseconds retry_interval{1000};
+  std::uint64_t staging_cap = 1ull << 30;  ///< page-locked landing buffers kept for reuse
+};
+
+struct remote_node {
+  cluster_member member;
+  node_actor handle;    ///< null while not connected
+  bool up = false;      ///< connected, layout accepted and not silent
+  bool asking = false;  ///< a reconnect or probe is in flight
+};
+
+/// One fetch from one node for a grant: landed (UCX) and answered (CAF)
+/// in either order; the bytes are checked against the answer's checksum.
+struct remote_fetch {
+  std::uint64_t grant = 0;
+  std::size_t node = 0;
+  std::uint32_t chunk_begin = 0, chunk_end = 0;
+  std::shared_ptr<devices::pinned_buffer> staging;
+  std::uint64_t bytes = 0;
+  bool landed = false, answered = false;
+  std::uint64_t checksum = 0;
+  std::uint64_t finished_ns = 0;
+};
+
+struct remote_grant {
+  caf::response_promise reply;
+  msg::cell_done done;
+  workspace_ptr ws;
+  std::size_t left = 0;
+};
+
+struct remote_tier_state {
+  remote_tier_options opts;
+  std::vector<remote_node> nodes;
+  std::vector<std::string> names;
+  std::shared_ptr<devices::net::transport> net;
+  std::uint64_t next_id = 0;  ///< transfer and grant ids (random start: ids are per receiver)
+  std::map<std::uint64_t, remote_grant> grants;
+  std::map<std::uint64_t, remote_fetch> fetches;  ///< by transfer id
+  std::multimap<std::size_t, devices::pinned_buffer> spare;
+  std::uint64_t spare_bytes = 0;
+  std::uint64_t last_finished_ns = 0;
+  std::map<std::uint64_t, std::shared_ptr<std::vector<std::uint8_t>>> stores;  ///< sending, by transfer id
+  std::vector<caf::response_promise> flushes;
+  static inline const char* name = "kvflow.remote_tier";
+};
+
+/// Behaves as tier_actor (actors/tier_actor.hpp) towards request actors,
+/// with tier `remote`:
+///   frame lookup -> frame chunkLocated: asks each owner node once for the
+///       keys it owns (a node down or silent: misses);
+///   (frame grant{load}, workspace_ptr) -> frame cellDone: fetches each
+///       owner's chunks as one announced transfer, checks its checksum and
+///       copies the spans into the workspace. A node that dies, goes silent
+///       or misses the deadline fails the grant with not_found (its chunks
+///       were lost: the runtime restores again, computing them);
+///   (store_atom, workspace_ptr, uint32 first, uint32 end): sends chunks
+///       [first, end) to their owners (and replicas);
+///   flush_atom -> bool: stores sent and written on every node up.
+/// `nodes` are the members' handles that accepted the layout (null where
+/// not): the actor monitors them and connects to the others, and asks the
+/// silent ones again, every retry_interval.
+/// Spawn it in the scheduler's pool, not detached: nodes keep references to
+/// it while connected, and an actor system waits for the destruction of a
+/// detached actor at shutdown (CAF 0.17).
+caf::behavior remote_tier_proxy(caf::stateful_actor<remote_tier_state>* self, remote_tier_options opts,
+                                std::vector<node_actor> nodes, std::shared_ptr<devices::net::transport> net);
+
+}  // namespace kvflow

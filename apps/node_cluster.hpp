@@ -1,0 +1,67 @@
+#pragma once
+// Starts `kvflow node` processes for tests and the bench: in a network
+// namespace this process makes (behind a veth pair, optionally shaped by tc
+// tbf) where it may (root, `ip` and `tc` found), on loopback otherwise.
+// Everything it made is removed when it goes, whatever happened.
+
+#include <sys/types.h>
+
+#include <cstdio>
+#include <string>
+#include <vector>
+
+namespace kvflow::app {
+
+struct node_cluster_options {
+  std::string kvflow_exe;  ///< the kvflow binary
+  int nodes = 1;
+  double gbps = 0;                     ///< tbf rate of the nodes' link to this process; 0: unshaped
+  bool use_netns = true;               ///< false: loopback even where a namespace could be made
+  std::vector<std::string> node_args;  ///< more arguments for every node
+};
+
+class node_cluster {
+ public:
+  /// Starts the nodes and waits for each to listen. Throws kvflow::error
+  /// (io_failure, peer_down) with the command that failed.
+  explicit node_cluster(node_cluster_options options);
+  /// Kills every node (continuing stopped ones first) and removes the
+  /// namespace and its link.
+  ~node_cluster();
+  node_cluster(const node_cluster&) = delete;
+  node_cluster& operator=(const node_cluster&) = delete;
+
+  /// "name host:port" of every node, for runtime_options::cluster_members.
+  const std::vector<std::string>& members() const { return members_; }
+  /// UCX settings this process should use to reach the nodes over the link
+  /// (TCP over the veth, or over loopback).
+  std::string ucx_tls() const { return "tcp"; }
+  std::string ucx_devices() const { return host_dev_.empty() ? "lo" : host_dev_; }
+  bool namespaced() const { return !ns_.empty(); }
+  std::string describe() const;
+  pid_t pid(int node) const { return pids_.at(static_cast<std::size_t>(node)); }
+  /// Sends `sig` to a node (SIGKILL, SIGSTOP, SIGCONT).
+  void signal(int node, int sig);
+  /// Shapes the nodes' side of the link to `gbps` (0: removes the shape).
+  /// Only in a namespace; false on loopback.
+  bool shape(double gbps);
+  /// Measures the link's raw rate from the namespace to this process: one
+  /// TCP stream of `bytes` (python3 in the namespace sends). 0 when not
+  /// namespaced or python3 is missing.
+  double measure_gbps(std::size_t bytes);
+
+ private:
+  void start_node(int i);
+  void cleanup() noexcept;
+
+  node_cluster_options opt_;
+  std::string ns_, host_dev_, node_dev_, host_ip_, node_ip_;
+  std::vector<pid_t> pids_;
+  std::vector<FILE*> outs_;
+  std::vector<std::string> members_;
+};
+
+/// Runs a shell command; throws kvflow::error(io_failure) naming it when it fails.
+void run_checked(const std::string& cmd);
+
+}  // namespace kvflow::app

@@ -1,0 +1,154 @@
+// Three `kvflow node` processes (in a network namespace the test makes when
+// it runs as root with `ip`, on loopback otherwise) hold a prompt's chunks;
+// a client runtime with no tiers of its own restores from them under every
+// policy with the KV and first token of a full recompute, also when one
+// node is killed in the middle of a transfer and another is stopped.
+
+#define BOOST_TEST_MODULE actors.cluster
+#include <boost/test/unit_test.hpp>
+
+#include <signal.h>
+
+#include <chrono>
+#include <future>
+#include <random>
+#include <thread>
+
+#include "actors/runtime.hpp"
+#include "apps/node_cluster.hpp"
+#include "messages/error.hpp"
+
+using namespace kvflow;
+using namespace std::chrono_literals;
+
+namespace {
+
+constexpr int chunk_tokens = 64;
+// A request must finish within this even when nodes die under it: the
+// transfer deadline (2 s plus its bytes at 1 Gbit/s), a retry, a recompute.
+constexpr auto restore_deadline = 20s;
+
+std::string kvflow_exe() {
+  auto& args = boost::unit_test::framework::master_test_suite();
+  BOOST_REQUIRE_MESSAGE(args.argc >= 2, "pass the kvflow binary after --");
+  return args.argv[1];
+}
+
+std::vector<std::int32_t> prompt(std::size_t n, std::uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::vector<std::int32_t> t(n);
+  for (auto& x : t) x = static_cast<std::int32_t>(rng() % 500);
+  return t;
+}
+
+runtime_options client(const app::node_cluster& c) {
+  runtime_options o;
+  o.preset = "tiny-test";
+  o.backend = "cpu";
+  o.threads = 1;
+  o.chunk_tokens = chunk_tokens;
+  o.local_tiers = false;
+  o.cluster_members = c.members();
+  o.ucx_tls = c.ucx_tls();
+  o.ucx_devices = c.ucx_devices();
+  return o;
+}
+
+restore_report restore(runtime& rt, const std::vector<std::int32_t>& tokens, const std::string& policy) {
+  submit_options so;
+  so.policy = policy;
+  so.max_new_tokens = 1;
+  so.digest_kv = true;
+  so.store = false;
+  auto f = rt.submit(tokens, so);
+  BOOST_REQUIRE_MESSAGE(f.wait_for(restore_deadline) == std::future_status::ready,
+                        policy << " restore did not finish within the deadline");
+  return f.get();
+}
+
+void store_on_nodes(runtime& rt, const std::vector<std::vector<std::int32_t>>& prompts) {
+  for (auto& p : prompts) {
+    submit_options so;
+    so.max_new_tokens = 1;
+    so.policy = "compute_only";
+    rt.submit(p, so).get();
+  }
+  rt.flush();
+}
+
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(every_policy_restores_from_the_nodes_as_a_full_recompute) {
+  app::node_cluster nodes({kvflow_exe(), 3, 0, true, {}});
+  BOOST_TEST_MESSAGE(nodes.describe());
+  std::vector<std::vector<std::int32_t>> prompts{prompt(1000, 1), prompt(700, 2)};
+  {
+    runtime writer(client(nodes));
+    store_on_nodes(writer, prompts);
+  }
+  runtime reader(client(nodes));  // another process's view: nothing local
+  for (auto& p : prompts) {
+    auto full = restore(reader, p, "compute_only");
+    auto cached = static_cast<std::uint32_t>(p.size() / chunk_tokens);  // full chunks, the last one computed
+    BOOST_TEST(full.cached_chunks == std::min(cached, full.chunks - 1));
+    for (std::string policy : {"load_only", "bidirectional", "two_pointer"}) {
+      BOOST_TEST_CONTEXT(policy << ", " << p.size() << " tokens") {
+        auto r = restore(reader, p, policy);
+        BOOST_TEST(r.kv_sha256 == full.kv_sha256);
+        BOOST_TEST(r.first_token == full.first_token);
+        BOOST_TEST(r.cached_chunks == full.cached_chunks);
+        if (policy == "load_only") {
+          BOOST_TEST(r.bytes_from_remote > 0u);
+          BOOST_TEST(r.cells_loaded > 0u);
+        }
+      }
+    }
+  }
+}
+
+// Stores a prompt on three nodes, then restores it load_only over a link
+// shaped to 40 Mbit/s (where namespaced: 3 MB of tiny-test KV take ~0.6 s)
+// and sends node 0 `sig` 150 ms in, in the middle of its transfers.
+static void restore_through_a_failure(int sig, const char* what) {
+  app::node_cluster nodes({kvflow_exe(), 3, 0, true, {}});
+  BOOST_TEST_MESSAGE(nodes.describe());
+  auto p = prompt(3000, 7);
+  {
+    runtime writer(client(nodes));
+    store_on_nodes(writer, {p});
+  }
+  runtime reader(client(nodes));
+  auto full = restore(reader, p, "compute_only");
+  nodes.shape(0.04);
+  submit_options so;
+  so.policy = "load_only";
+  so.max_new_tokens = 1;
+  so.digest_kv = true;
+  so.store = false;
+  auto start = std::chrono::steady_clock::now();
+  auto f = reader.submit(p, so);
+  std::this_thread::sleep_for(150ms);
+  nodes.signal(0, sig);
+  BOOST_REQUIRE_MESSAGE(f.wait_for(restore_deadline) == std::future_status::ready,
+                        "restore with a node " << what << " mid-transfer took over the deadline");
+  auto r = f.get();
+  BOOST_TEST_MESSAGE(what << " node: restore took "
+                          << std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() << " s, "
+                          << r.cells_loaded << " cells loaded, " << r.cells_computed << " computed");
+  BOOST_TEST(r.kv_sha256 == full.kv_sha256);
+  BOOST_TEST(r.first_token == full.first_token);
+  // Its chunks are misses now; the other nodes still serve theirs.
+  auto again = restore(reader, p, "two_pointer");
+  BOOST_TEST(again.kv_sha256 == full.kv_sha256);
+  BOOST_TEST(again.first_token == full.first_token);
+  BOOST_TEST(again.cached_chunks < full.cached_chunks);
+  if (sig == SIGSTOP) nodes.signal(0, SIGCONT);
+}
+
+BOOST_AUTO_TEST_CASE(a_node_killed_mid_transfer_costs_time_not_output) { restore_through_a_failure(SIGKILL, "killed"); }
+
+// Silent with its connection open: the transfer deadline (or the heartbeat
+// timeout) declares it lost.
+BOOST_AUTO_TEST_CASE(a_node_stopped_mid_transfer_costs_time_not_output) {
+  restore_through_a_failure(SIGSTOP, "stopped");
+}

@@ -1,0 +1,108 @@
+// The UCX transport over loopback TCP: announced transfers land intact,
+// anything else is dropped, and a vanished receiver fails the send.
+
+#define BOOST_TEST_MODULE devices.net.transport
+#include <boost/test/unit_test.hpp>
+
+#include <algorithm>
+#include <chrono>
+#include <future>
+#include <numeric>
+#include <thread>
+
+#include "devices/net/transport.hpp"
+#include "messages/error.hpp"
+
+using namespace kvflow::devices::net;
+
+namespace {
+
+transport_options loopback_tcp() { return {"tcp", "lo"}; }
+
+std::vector<std::uint8_t> pattern(std::size_t n, std::uint8_t seed) {
+  std::vector<std::uint8_t> v(n);
+  for (std::size_t i = 0; i < n; ++i) v[i] = static_cast<std::uint8_t>(i * 131 + seed);
+  return v;
+}
+
+template <class T>
+T wait_for(std::future<T>& f) {
+  BOOST_REQUIRE(f.wait_for(std::chrono::seconds(20)) == std::future_status::ready);
+  return f.get();
+}
+
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(announced_transfers_land_intact) {
+  transport a(loopback_tcp()), b(loopback_tcp());
+  // A small (eager) and a large (rendezvous) message.
+  for (std::size_t n : {std::size_t{1000}, std::size_t{8} << 20}) {
+    auto src = pattern(n, static_cast<std::uint8_t>(n));
+    std::vector<std::uint8_t> dst(n);
+    std::promise<landed> got;
+    auto got_f = got.get_future();
+    b.expect(n, n, dst.data(), [&](landed l) { got.set_value(l); });
+    std::promise<bool> sent;
+    auto sent_f = sent.get_future();
+    a.send(b.address(), n, src.data(), n, [&](bool ok, std::string) { sent.set_value(ok); });
+    auto l = wait_for(got_f);
+    BOOST_TEST(l.ok, l.why);
+    BOOST_TEST(l.bytes == n);
+    BOOST_TEST(wait_for(sent_f));
+    BOOST_TEST(checksum(dst.data(), n) == checksum(src.data(), n));
+    BOOST_TEST((dst == src));
+  }
+  BOOST_TEST(b.refused() == 0u);
+}
+
+BOOST_AUTO_TEST_CASE(unannounced_or_resized_transfers_are_dropped) {
+  transport a(loopback_tcp()), b(loopback_tcp());
+  auto src = pattern(64 << 10, 7);
+  std::vector<std::uint8_t> dst(src.size(), 0);
+  bool called = false;
+  // Announced with another size: dropped, and the announcement stays.
+  b.expect(5, src.size() + 1, dst.data(), [&](landed) { called = true; });
+  std::promise<void> s1, s2;
+  auto f1 = s1.get_future(), f2 = s2.get_future();
+  a.send(b.address(), 5, src.data(), src.size(), [&](bool, std::string) { s1.set_value(); });
+  a.send(b.address(), 6, src.data(), src.size(), [&](bool, std::string) { s2.set_value(); });
+  wait_for(f1);
+  wait_for(f2);
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (b.refused() < 2 && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  BOOST_TEST(b.refused() == 2u);
+  BOOST_TEST(!called);
+  BOOST_TEST(std::all_of(dst.begin(), dst.end(), [](std::uint8_t x) { return x == 0; }));
+  BOOST_TEST(b.cancel(5));
+  BOOST_TEST(!b.cancel(5));
+  BOOST_CHECK_THROW((b.expect(9, 1, dst.data(), [](landed) {}), b.expect(9, 1, dst.data(), [](landed) {})),
+                    kvflow::error);
+}
+
+BOOST_AUTO_TEST_CASE(a_receiver_that_stops_answers_its_announcements) {
+  std::vector<std::uint8_t> dst(16);
+  std::promise<landed> got;
+  auto f = got.get_future();
+  {
+    transport b(loopback_tcp());
+    b.expect(1, dst.size(), dst.data(), [&](landed l) { got.set_value(l); });
+  }
+  auto l = wait_for(f);
+  BOOST_TEST(!l.ok);
+  BOOST_TEST(l.why.find("stopped") != std::string::npos);
+}
+
+BOOST_AUTO_TEST_CASE(a_vanished_peer_fails_the_send) {
+  transport a(loopback_tcp());
+  std::vector<std::uint8_t> gone;
+  {
+    transport b(loopback_tcp());
+    gone = b.address();
+  }
+  auto src = pattern(4 << 20, 3);
+  std::promise<bool> sent;
+  auto f = sent.get_future();
+  a.send(gone, 1, src.data(), src.size(), [&](bool ok, std::string) { sent.set_value(ok); });
+  BOOST_TEST(!wait_for(f));
+}
