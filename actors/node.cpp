@@ -10,7 +10,7 @@
 #include "actors/caf_error.hpp"
 #include "actors/frame_type.hpp"
 #include "devices/keys.hpp"
-#include "messages/caf_error.hpp"
+#include "actors/caf_error.hpp"
 #include "messages/log.hpp"
 
 namespace kvflow {
@@ -47,7 +47,7 @@ bool same_layout(const msg::kv_layout& a, const msg::kv_layout& b) {
 template <class T>
 caf::expected<T> decode_as(const msg::frame& f, const char* what) {
   auto decoded = msg::decode(f);
-  if (!decoded) return decoded.error();
+  if (!decoded) return make_error(decoded.error());
   if (auto* m = std::get_if<T>(&*decoded)) return std::move(*m);
   return make_error(errc::invalid_argument, std::string("expected ") + what + ", got " + msg::kind_name(*decoded));
 }

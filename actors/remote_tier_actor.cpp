@@ -12,7 +12,7 @@
 
 #include "actors/clock.hpp"
 #include "devices/keys.hpp"
-#include "messages/caf_error.hpp"
+#include "actors/caf_error.hpp"
 #include "messages/log.hpp"
 #include "policies/placement.hpp"
 
@@ -470,14 +470,14 @@ caf::behavior remote_tier_proxy(state_t* self, remote_tier_options opts, std::ve
   return {
       [=](const msg::frame& f) -> caf::result<msg::frame> {
         auto decoded = msg::decode(f);
-        if (!decoded) return decoded.error();
+        if (!decoded) return make_error(decoded.error());
         auto* q = std::get_if<msg::lookup>(&*decoded);
         if (!q) return make_error(errc::invalid_argument, "remote tier expects a lookup frame");
         return lookup(self, *q);
       },
       [=](const msg::frame& f, workspace_ptr& ws) -> caf::result<msg::frame> {
         auto decoded = msg::decode(f);
-        if (!decoded) return decoded.error();
+        if (!decoded) return make_error(decoded.error());
         auto* g = std::get_if<msg::grant>(&*decoded);
         if (!g || g->act != msg::action::load || g->source != msg::tier::remote)
           return make_error(errc::invalid_argument, "the remote tier takes remote load grants only");

@@ -90,7 +90,7 @@ struct runtime::impl {
     remote_tier_options ro;
     ro.members = members;
     ro.replicas = opts.cluster_replicas;
-    auto shape = model::kv_shape::of(engine->cfg(), opts.chunk_tokens, engine->kv_type());
+    auto shape = model::kv_shape_of(engine->cfg(), opts.chunk_tokens, engine->kv_type());
     ro.layout.fingerprint = engine->fingerprint();
     ro.layout.layers = static_cast<std::uint32_t>(shape.layers);
     ro.layout.kv_heads = static_cast<std::uint32_t>(shape.kv_heads);

@@ -5,7 +5,8 @@
 include(GNUInstallDirs)
 include(CMakePackageConfigHelpers)
 
-set(kvflow_libraries kvflow_messages kvflow_platform kvflow_kernels kvflow_devices kvflow_policies kvflow_actors)
+set(kvflow_libraries kvflow_messages kvflow_platform kvflow_kernels kvflow_devices kvflow_net kvflow_policies
+  kvflow_actors)
 if(TARGET kvflow_cuda)
   # kvflow_nccl: the interface target naming NCCL's library and headers.
   list(APPEND kvflow_libraries kvflow_cuda kvflow_nccl)
