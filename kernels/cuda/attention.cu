@@ -405,17 +405,18 @@ cudaError_t launch_hd(const params& p, cudaStream_t stream, int splits = 1) {
 
 bool attention_supports(int head_dim) { return head_dim == 16 || head_dim == 32 || head_dim == 64 || head_dim == 128; }
 
-cudaError_t launch_attention(const bf16* q, int count, int pos0, const attn_block* blocks, int num_blocks, int layer,
-                             int heads, int kv_heads, int head_dim, float scale, bf16* out, cudaStream_t stream) {
-  if (count <= 0) return cudaSuccess;
-  if (num_blocks <= 0 || kv_heads <= 0 || heads % kv_heads != 0) return cudaErrorInvalidValue;
+namespace {
+
+// The fields both launches share; the caller sets pos0 / positions / part.
+params base_params(const bf16* q, int count, const attn_block* blocks, int num_blocks, int layer, int heads,
+                   int kv_heads, float scale, bf16* out) {
   params p;
   p.q = q;
   p.out = out;
   p.blocks = blocks;
   p.num_blocks = num_blocks;
   p.count = count;
-  p.pos0 = pos0;
+  p.pos0 = 0;
   p.positions = nullptr;
   p.part_o = p.part_ml = nullptr;
   p.layer = layer;
@@ -423,18 +424,34 @@ cudaError_t launch_attention(const bf16* q, int count, int pos0, const attn_bloc
   p.kv_heads = kv_heads;
   p.group = heads / kv_heads;
   p.scale_log2 = scale * 1.4426950408889634f;
+  return p;
+}
+
+template <bool AT>
+cudaError_t dispatch(const params& p, int head_dim, int splits, cudaStream_t stream) {
   switch (head_dim) {
     case 16:
-      return launch_hd<16, false>(p, stream);
+      return launch_hd<16, AT>(p, stream, splits);
     case 32:
-      return launch_hd<32, false>(p, stream);
+      return launch_hd<32, AT>(p, stream, splits);
     case 64:
-      return launch_hd<64, false>(p, stream);
+      return launch_hd<64, AT>(p, stream, splits);
     case 128:
-      return launch_hd<128, false>(p, stream);
+      return launch_hd<128, AT>(p, stream, splits);
     default:
       return cudaErrorInvalidValue;
   }
+}
+
+}  // namespace
+
+cudaError_t launch_attention(const bf16* q, int count, int pos0, const attn_block* blocks, int num_blocks, int layer,
+                             int heads, int kv_heads, int head_dim, float scale, bf16* out, cudaStream_t stream) {
+  if (count <= 0) return cudaSuccess;
+  if (num_blocks <= 0 || kv_heads <= 0 || heads % kv_heads != 0) return cudaErrorInvalidValue;
+  params p = base_params(q, count, blocks, num_blocks, layer, heads, kv_heads, scale, out);
+  p.pos0 = pos0;
+  return dispatch<false>(p, head_dim, 1, stream);
 }
 
 int attention_splits(int count, int heads, int kv_heads, int kv_end) {
@@ -464,34 +481,11 @@ cudaError_t launch_attention_at(const bf16* q, int count, const int* positions, 
   if (num_blocks <= 0 || kv_heads <= 0 || heads % kv_heads != 0 || splits <= 0 || kv_end <= 0 ||
       (splits > 1 && part == nullptr))
     return cudaErrorInvalidValue;
-  params p;
-  p.q = q;
-  p.out = out;
-  p.blocks = blocks;
-  p.num_blocks = num_blocks;
-  p.count = count;
-  p.pos0 = 0;
+  params p = base_params(q, count, blocks, num_blocks, layer, heads, kv_heads, scale, out);
   p.positions = positions;
-  const std::size_t rows = static_cast<std::size_t>(count) * heads;
   p.part_o = part;
-  p.part_ml = part ? part + static_cast<std::size_t>(splits) * rows * head_dim : nullptr;
-  p.layer = layer;
-  p.heads = heads;
-  p.kv_heads = kv_heads;
-  p.group = heads / kv_heads;
-  p.scale_log2 = scale * 1.4426950408889634f;
-  switch (head_dim) {
-    case 16:
-      return launch_hd<16, true>(p, stream, splits);
-    case 32:
-      return launch_hd<32, true>(p, stream, splits);
-    case 64:
-      return launch_hd<64, true>(p, stream, splits);
-    case 128:
-      return launch_hd<128, true>(p, stream, splits);
-    default:
-      return cudaErrorInvalidValue;
-  }
+  p.part_ml = part ? part + static_cast<std::size_t>(splits) * count * heads * head_dim : nullptr;
+  return dispatch<true>(p, head_dim, splits, stream);
 }
 
 }  // namespace kvflow::cuda

@@ -120,6 +120,29 @@ std::vector<std::int32_t> select_deviating(const std::vector<prompt_segment>& se
   return candidates;
 }
 
+namespace {
+
+// Adds each marked position's squared change of K and V in one layer (`now`
+// against `cached`, both that layer's [2][kv_heads][tokens][head_dim]) to
+// deviation[position].
+void add_deviation(const kv_shape& s, const float* now, const float* cached, const std::vector<char>& marked,
+                   std::vector<float>& deviation) {
+  for (int kvi = 0; kvi < 2; ++kvi)
+    for (int h = 0; h < s.kv_heads; ++h)
+      for (int t = 0; t < s.tokens; ++t) {
+        if (!marked[t]) continue;
+        const std::size_t o = s.offset(0, kvi, h, t, 0);
+        float sum = 0;
+        for (int d = 0; d < s.head_dim; ++d) {
+          const float diff = now[o + d] - cached[o + d];
+          sum += diff * diff;
+        }
+        deviation[t] += sum;
+      }
+}
+
+}  // namespace
+
 blend_result blend_prefill(engine& e, const std::vector<std::int32_t>& prompt,
                            const std::vector<prompt_segment>& segments, kv_block kv, const blend_options& opts) {
   require_host_f32(e, "blend_prefill");
@@ -163,19 +186,7 @@ blend_result blend_prefill(engine& e, const std::vector<std::int32_t>& prompt,
     job.kv = kv;
     job.hidden = {all_hidden.f(), n};
     e.run_selected(job);
-    const float* now = base + s.offset(check - 1, 0, 0, 0, 0);
-    for (int kvi = 0; kvi < 2; ++kvi)
-      for (int h = 0; h < s.kv_heads; ++h)
-        for (int t = 0; t < n; ++t) {
-          if (!is_document[t]) continue;
-          const std::size_t o = s.offset(0, kvi, h, t, 0);
-          float sum = 0;
-          for (int d = 0; d < s.head_dim; ++d) {
-            const float diff = now[o + d] - cached[o + d];
-            sum += diff * diff;
-          }
-          deviation[t] += sum;
-        }
+    add_deviation(s, base + s.offset(check - 1, 0, 0, 0, 0), cached.data(), is_document, deviation);
   }
 
   const int refine = check > 0 ? std::clamp(opts.refine_layers, 0, c.layers - check) : 0;
@@ -212,22 +223,10 @@ blend_result blend_prefill(engine& e, const std::vector<std::int32_t>& prompt,
     job.kv = kv;
     job.hidden = {wide_rows.f(), w};
     e.run_selected(job);
-    const float* now = base + s.offset(last, 0, 0, 0, 0);
     std::fill(deviation.begin(), deviation.end(), -1.0f);  // outside the wide set: never chosen
     for (int t = 0; t < n; ++t)
       if (in_wide[t]) deviation[t] = 0;
-    for (int kvi = 0; kvi < 2; ++kvi)
-      for (int h = 0; h < s.kv_heads; ++h)
-        for (int t = 0; t < n; ++t) {
-          if (!in_wide[t]) continue;
-          const std::size_t o = s.offset(0, kvi, h, t, 0);
-          float sum = 0;
-          for (int d = 0; d < s.head_dim; ++d) {
-            const float diff = now[o + d] - cached[o + d];
-            sum += diff * diff;
-          }
-          deviation[t] += sum;
-        }
+    add_deviation(s, base + s.offset(last, 0, 0, 0, 0), cached.data(), in_wide, deviation);
   }
   std::vector<std::int32_t> chosen = opts.selection == token_selection::cacheblend
                                          ? select_deviating(segments, deviation, opts.ratio)

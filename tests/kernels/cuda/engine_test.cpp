@@ -11,6 +11,7 @@
 #include <cstdio>
 #include <cstring>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "kernels/cuda/cuda_engine.hpp"
@@ -169,6 +170,20 @@ std::vector<std::int32_t> greedy(engine& e, std::vector<std::int32_t> toks, int 
     toks.push_back(best);
   }
   return out;
+}
+
+// random_weights(cfg, seed) with the matrices rounded to bf16 (norms stay
+// fp32, as on the GPU): what both engines run when they are compared.
+weights bf16_random_weights(const config& cfg, std::uint64_t seed) {
+  weights w = random_weights(cfg, seed);
+  auto round = [](std::vector<float>& v) {
+    for (auto& x : v) x = __bfloat162float(__float2bfloat16(x));
+  };
+  round(w.embedding);
+  round(w.output);
+  for (auto& l : w.layers)
+    for (auto* v : {&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down}) round(*v);
+  return w;
 }
 
 double rel_err(const std::vector<float>& a, const std::vector<float>& b) {
@@ -335,21 +350,7 @@ BOOST_AUTO_TEST_CASE(bad_jobs_throw) {
 // of layer 0 stays at bf16 rounding, deeper layers drift a little further.
 BOOST_AUTO_TEST_CASE(matches_cpu_engine_on_smollm2_shape) {
   const auto cfg = preset("smollm2-135m");
-  weights w = random_weights(cfg, 42);
-  auto round = [](std::vector<float>& v) {
-    for (auto& x : v) x = __bfloat162float(__float2bfloat16(x));
-  };
-  round(w.embedding);
-  round(w.output);
-  for (auto& l : w.layers) {
-    round(l.wq);
-    round(l.wk);
-    round(l.wv);
-    round(l.wo);
-    round(l.w_gate);
-    round(l.w_up);
-    round(l.w_down);
-  }
+  const weights w = bf16_random_weights(cfg, 42);
   auto gpu = make_cuda_engine(w);
   auto cpu = make_cpu_engine(w, 0);
   BOOST_TEST(gpu->fingerprint() == cpu->fingerprint());
@@ -516,39 +517,29 @@ std::vector<float> select_after_prefill(engine& e, const std::vector<std::int32_
 BOOST_AUTO_TEST_CASE(run_selected_equals_full_prefill) {
   auto e = make_cuda_engine_random(preset("smollm2-135m"), 7);
   const int vocab = e->cfg().vocab_size;
-  {
-    const int n = 300;
+  // Rows `rows` of an n-token prompt: bitwise, or within 1e-2 relative error.
+  auto check = [&](int n, const std::vector<int>& rows, const std::string& what, bool bitwise) {
+    chunk_mem full(*e, n), sel(*e, n);
+    std::vector<float> want;
+    const auto got = select_after_prefill(*e, prompt(n, vocab), full, sel, rows, &want);
+    if (bitwise) {
+      BOOST_TEST((got == want), what << ": hidden states bitwise");
+      BOOST_TEST((sel.kv_bytes() == full.kv_bytes()), what << ": KV bitwise");
+      return;
+    }
+    const double he = rel_err(got, want), ke = rel_err(kv_floats(*e, sel.block), kv_floats(*e, full.block));
+    BOOST_TEST_MESSAGE(what << ": hidden rel err " << he << ", KV rel err " << ke);
+    BOOST_TEST(he < 1e-2, what);
+    BOOST_TEST(ke < 1e-2, what);
+  };
+  auto every = [](int n) {
     std::vector<int> rows(n);
     for (int i = 0; i < n; ++i) rows[i] = i;
-    chunk_mem full(*e, n), sel(*e, n);
-    std::vector<float> want;
-    const auto got = select_after_prefill(*e, prompt(n, vocab), full, sel, rows, &want);
-    BOOST_TEST((got == want), "every row of 300: hidden states bitwise");
-    BOOST_TEST((sel.kv_bytes() == full.kv_bytes()), "every row of 300: KV bitwise");
-  }
-  {
-    const int n = 2048;
-    std::vector<int> rows(n);
-    for (int i = 0; i < n; ++i) rows[i] = i;
-    chunk_mem full(*e, n), sel(*e, n);
-    std::vector<float> want;
-    const auto got = select_after_prefill(*e, prompt(n, vocab), full, sel, rows, &want);
-    const double he = rel_err(got, want), ke = rel_err(kv_floats(*e, sel.block), kv_floats(*e, full.block));
-    BOOST_TEST_MESSAGE("every row of 2048: hidden rel err " << he << ", KV rel err " << ke);
-    BOOST_TEST(he < 1e-2);
-    BOOST_TEST(ke < 1e-2);
-  }
-  {
-    const int n = 2048;
-    const std::vector<int> rows{0, 1, 2, 511, 512, 1000, 1500, 1501, 2040, 2047};
-    chunk_mem full(*e, n), sel(*e, n);
-    std::vector<float> want;
-    const auto got = select_after_prefill(*e, prompt(n, vocab), full, sel, rows, &want);
-    const double he = rel_err(got, want), ke = rel_err(kv_floats(*e, sel.block), kv_floats(*e, full.block));
-    BOOST_TEST_MESSAGE("10 scattered rows of 2048: hidden rel err " << he << ", KV rel err " << ke);
-    BOOST_TEST(he < 1e-2);
-    BOOST_TEST(ke < 1e-2);
-  }
+    return rows;
+  };
+  check(300, every(300), "every row of 300", true);
+  check(2048, every(2048), "every row of 2048", false);
+  check(2048, {0, 1, 2, 511, 512, 1000, 1500, 1501, 2040, 2047}, "10 scattered rows of 2048", false);
   std::vector<int> unordered{5, 3};
   chunk_mem m(*e, 8);
   selected_job bad;
@@ -567,14 +558,7 @@ BOOST_AUTO_TEST_CASE(run_selected_equals_full_prefill) {
 // rows hold each engine's own prefill.
 BOOST_AUTO_TEST_CASE(run_selected_matches_cpu_engine) {
   const auto cfg = preset("smollm2-135m");
-  weights w = random_weights(cfg, 42);
-  auto round = [](std::vector<float>& v) {
-    for (auto& x : v) x = __bfloat162float(__float2bfloat16(x));
-  };
-  round(w.embedding);
-  round(w.output);
-  for (auto& l : w.layers)
-    for (auto* v : {&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down}) round(*v);
+  const weights w = bf16_random_weights(cfg, 42);
   auto gpu = make_cuda_engine(w);
   auto cpu = make_cpu_engine(w, 0);
   const int n = 512;
