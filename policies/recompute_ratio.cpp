@@ -26,6 +26,11 @@ double recompute_load_s(const recompute_inputs& in, double r) {
   return in.load_latency_s + rows * in.kv_bytes_per_token_layer / in.load_bytes_per_s;
 }
 
+double recompute_estimate_s(const recompute_inputs& in, double r) {
+  const double compute = recompute_compute_s(in, r);
+  return std::max(compute, recompute_load_s(in, r) + in.tail_share * compute);
+}
+
 recompute_plan choose_recompute_ratio(const recompute_inputs& in) {
   auto bad = [](const std::string& what) { throw error(errc::invalid_argument, "recompute ratio: " + what); };
   if (in.layers <= 0) bad("layers = " + std::to_string(in.layers));
@@ -35,6 +40,7 @@ recompute_plan choose_recompute_ratio(const recompute_inputs& in) {
   if (in.kv_bytes_per_token_layer < 0 || in.load_bytes_per_s < 0 || in.load_latency_s < 0) bad("negative rate");
   if (!(in.min_ratio >= 0 && in.min_ratio <= in.max_ratio && in.max_ratio <= 1)) bad("ratio bounds");
   if (!(in.min_speedup >= 1)) bad("min_speedup below 1");
+  if (!(in.tail_share >= 0 && in.tail_share < 1)) bad("tail_share outside [0, 1)");
 
   recompute_plan p;
   // Computing every token of every layer: the plan's alternative.
@@ -49,17 +55,20 @@ recompute_plan choose_recompute_ratio(const recompute_inputs& in) {
   // Reuse needs a document and a tier to load it from.
   if (in.document_tokens <= 0 || in.load_bytes_per_s <= 0) return full();
 
-  // compute(r) = a + b r rises, load(r) = c0 + c (1 - r) falls: they meet at
-  // r_b. Below r_b the loads bound the time, so recompute up to it is free.
+  // compute(r) = a + b r rises, load(r) = c0 + c (1 - r) falls; the time is
+  // max(compute, load + t compute) with t = tail_share, whose two sides meet
+  // at (1 - t)(a + b r) = load(r): r_b. Below r_b the loads bound the time,
+  // so recompute up to it is free.
   const double a = recompute_compute_s(in, 0);
   const double b = recompute_compute_s(in, 1) - a;
   const double load1 = recompute_load_s(in, 1);
   const double c = recompute_load_s(in, 0) - load1;
-  const double balance = b + c > 0 ? (load1 + c - a) / (b + c) : in.min_ratio;
+  const double keep = 1 - in.tail_share;
+  const double balance = keep * b + c > 0 ? (load1 + c - keep * a) / (keep * b + c) : in.min_ratio;
   p.ratio = std::clamp(balance, in.min_ratio, in.max_ratio);
   p.compute_s = recompute_compute_s(in, p.ratio);
   p.load_s = recompute_load_s(in, p.ratio);
-  p.estimate_s = std::max(p.compute_s, p.load_s);
+  p.estimate_s = recompute_estimate_s(in, p.ratio);
   const int check = check_of(in);
   p.load_bytes =
       in.document_tokens * ((check > 0 ? 1 : 0) + (1 - p.ratio) * (in.layers - check)) * in.kv_bytes_per_token_layer;

@@ -24,7 +24,12 @@ struct recompute_inputs {
   double kv_bytes_per_token_layer = 0;  ///< K and V of one token in one layer
   double load_bytes_per_s = 0;          ///< the documents' tier; 0 when none holds them
   double load_latency_s = 0;            ///< fixed cost of the loads (a round trip)
-  double min_ratio = 0.15;              ///< the quality floor (apps/bench/results/nonprefix_quality.json)
+  /// Share of the recompute that can start only once the last load is in
+  /// (the selected rows of the last documents attend to every loaded row
+  /// before them): 1/G where the rows run as G forwards, one per group of
+  /// documents as its loads land; 0 for a perfect overlap.
+  double tail_share = 0;
+  double min_ratio = 0.15;  ///< the quality floor (apps/bench/results/nonprefix_quality.json)
   double max_ratio = 1;
   /// Reuse only where the plan is at least this much faster than a full
   /// recompute: estimates carry error (per-job costs, a rate that moved),
@@ -38,7 +43,7 @@ struct recompute_plan {
   bool full_recompute = false;  ///< reuse would not be faster than computing everything
   double compute_s = 0;         ///< selected tokens' and check layers' compute at this ratio
   double load_s = 0;            ///< reused tokens' loads at this ratio (overlapped with compute)
-  double estimate_s = 0;        ///< max(compute_s, load_s): the planned restore time
+  double estimate_s = 0;        ///< recompute_estimate_s at `ratio`: the planned restore time
   double full_recompute_s = 0;  ///< computing every token
   double load_bytes = 0;        ///< bytes the plan moves
 };
@@ -49,6 +54,9 @@ double recompute_compute_s(const recompute_inputs& in, double r);
 /// check layers, plus the last check layer's for every document token (the
 /// cached values the deviation is measured against).
 double recompute_load_s(const recompute_inputs& in, double r);
+
+/// The planned restore time at ratio r: max(compute, load + tail_share * compute).
+double recompute_estimate_s(const recompute_inputs& in, double r);
 
 /// The ratio in [min_ratio, max_ratio] that minimises the planned time,
 /// preferring more recompute where it is free (load-bound), or a full

@@ -4,10 +4,11 @@
 // a restore moves only the reused rows of each document (one strided copy,
 // the recomputed leading rows are not read into place), rotates their K to
 // the new position (RoPE delta), and recomputes the first share of each
-// document's tokens (EPIC's selection, as chunk jobs between the loaded
-// runs: the selection that needs no scattered-position forward, which the
-// CUDA engine does not have) plus the question, overlapped with the loads
-// of later documents. --check compares the restore's first token and last
+// document's tokens (EPIC's selection) plus the system text and question
+// with engine::run_selected over one prompt-long block (one forward per
+// group of documents, --groups), overlapped with the loads of later
+// documents. The adaptive ratio's compute rate is run_selected's, measured
+// at the quality floor's ratio. --check compares the restore's first token and last
 // hidden state with blend_prefill's EPIC restore (CPU backend).
 // Writes JSON records (model, context_tokens, tier, ratio, ratio_source,
 // ttft_s, full_recompute_s, speedup, device, ...).
@@ -85,16 +86,18 @@ struct backend_ops {
 #endif
     for (std::size_t r = 0; r < height; ++r) std::memcpy(to + r * dst_pitch, from + r * src_pitch, width);
   }
-  void rotate(void* block, const kv_shape& s, int delta) {
+  // K of rows [r0, r0 + count) of a block rotated by `delta` positions.
+  void rotate(void* block, const kv_shape& s, int r0, int count, int delta) {
+    if (count <= 0) return;
 #ifdef KVFLOW_HAVE_CUDA
     if (cuda) {
       KVFLOW_CUDA_CHECK(cuda::launch_rope_delta(static_cast<__nv_bfloat16*>(block), s.layers, s.kv_heads, s.tokens,
-                                                s.head_dim, 0, s.tokens, delta, static_cast<float*>(inv_freq_dev),
+                                                s.head_dim, r0, count, delta, static_cast<float*>(inv_freq_dev),
                                                 stream));
       return;
     }
 #endif
-    cpu::rope_delta_block(block, s, 0, s.tokens, delta, inv_freq.data());
+    cpu::rope_delta_block(block, s, r0, count, delta, inv_freq.data());
   }
   void finish_loads() {
 #ifdef KVFLOW_HAVE_CUDA
@@ -170,24 +173,45 @@ class bench {
   }
 
   // Restore with the first round(ratio * doc_tokens) tokens of each
-  // document recomputed and the rest loaded from `src`, loads on a thread
-  // of their own ahead of the compute. Returns the TTFT; fills the first
-  // token and (when asked) the last hidden state on the host.
+  // document recomputed (EPIC) and the rest loaded from `src` into one
+  // prompt-long block, loads on a thread of their own ahead of the compute.
+  // The recomputed rows (system text, each document's leading tokens, the
+  // question) run through engine::run_selected, one forward per group of
+  // documents once the group's loads are in (a row attends only to earlier
+  // positions, so later groups' loads overlap this one's compute). Returns
+  // the TTFT; fills the first token and (when asked) the last hidden state
+  // on the host; *compute_s: seconds of the run_selected calls alone
+  // (measured after the loads, for the policy's rate).
   double reuse(const tier_source& src, double ratio, std::int32_t* first_token, std::vector<float>* last_hidden,
-               double* load_s) {
+               double* load_s, int* selected_rows = nullptr) {
     const config& c = e_.cfg();
-    const int docs = s_.docs, n = s_.doc_tokens;
+    const int docs = s_.docs, n = s_.doc_tokens, total = static_cast<int>(s_.prompt.size());
     const int k = std::clamp(static_cast<int>(std::lround(ratio * n)), 0, n);
     const kv_shape doc_shape = kv_shape_of(c, n, e_.kv_type());
-    device_block sys(e_, kv_shape_of(c, s_.system_tokens, e_.kv_type()));
-    device_block question(e_, kv_shape_of(c, s_.question_tokens, e_.kv_type()));
-    std::vector<std::unique_ptr<device_block>> runs, rests;
-    for (int d = 0; d < docs; ++d) {
-      runs.push_back(std::make_unique<device_block>(e_, kv_shape_of(c, k, e_.kv_type())));
-      rests.push_back(std::make_unique<device_block>(e_, kv_shape_of(c, n - k, e_.kv_type())));
+    device_block whole(e_, kv_shape_of(c, total, e_.kv_type()));
+    const int groups = std::clamp(groups_, 1, docs);
+    // Rows of each group: positions ascending.
+    std::vector<std::vector<std::int32_t>> rows(static_cast<std::size_t>(groups));
+    std::vector<int> group_last_doc(static_cast<std::size_t>(groups));
+    for (int g = 0; g < groups; ++g) {
+      const int d0 = g * docs / groups, d1 = (g + 1) * docs / groups;
+      auto& r = rows[g];
+      if (g == 0)
+        for (int p = 0; p < s_.system_tokens; ++p) r.push_back(p);
+      for (int d = d0; d < d1; ++d)
+        for (int p = 0; p < k; ++p) r.push_back(s_.segments[1 + d].begin + p);
+      if (g == groups - 1)
+        for (int p = 0; p < s_.question_tokens; ++p) r.push_back(s_.segments.back().begin + p);
+      group_last_doc[g] = d1;
     }
-    const int hidden_rows = std::max({s_.system_tokens, s_.question_tokens, k, 1});
-    void* h = e_.allocate(static_cast<std::size_t>(hidden_rows) * c.hidden * sizeof(float));
+    std::size_t most = 1;
+    int all_rows = 0;
+    for (const auto& r : rows) {
+      most = std::max(most, r.size());
+      all_rows += static_cast<int>(r.size());
+    }
+    if (selected_rows) *selected_rows = all_rows;
+    void* h = e_.allocate(most * c.hidden * sizeof(float));
     std::vector<devices::pinned_buffer> stagings;  // one per sub-block of a document
     if (!src.host)
       for (int j = 0; j < (n + src.sub - 1) / src.sub; ++j)
@@ -201,8 +225,9 @@ class bench {
     const auto t0 = clock_type::now();
     std::thread loader([&] {
       for (int d = 0; d < docs; ++d) {
+        const int at = s_.segments[1 + d].begin;
         if (k < n && src.host) {
-          ops_.copy_rows(rests[d]->b.data, n - k, 0, (*src.host)[d].data(), n, k, n, doc_shape);
+          ops_.copy_rows(whole.b.data, total, at + k, (*src.host)[d].data(), n, k, n, doc_shape);
         } else if (k < n) {
           // Only the sub-blocks holding reused rows are read, all at once.
           const int g = src.sub, first = k / g, last = (n + g - 1) / g;
@@ -221,10 +246,10 @@ class bench {
               throw error(errc::io_failure,
                           "document " + std::to_string(d) + " block " + std::to_string(j) + " missing");
             const int r0 = std::max(k, j * g), r1 = std::min(n, (j + 1) * g);
-            ops_.copy_rows(rests[d]->b.data, n - k, r0 - k, data, g, r0 - j * g, r1 - j * g, doc_shape);
+            ops_.copy_rows(whole.b.data, total, at + r0, data, g, r0 - j * g, r1 - j * g, doc_shape);
           }
         }
-        if (k < n) ops_.rotate(rests[d]->b.data, rests[d]->b.shape, s_.segments[1 + d].begin);
+        ops_.rotate(whole.b.data, whole.b.shape, at + k, n - k, at);
         ops_.finish_loads();  // also frees the staging for the next read
         std::lock_guard<std::mutex> lock(m);
         ready = d + 1;
@@ -233,54 +258,74 @@ class bench {
       std::lock_guard<std::mutex> lock(m);
       loads_done_s = since(t0);
     });
-    auto run = [&](const std::int32_t* tokens, int count, int pos0, std::vector<kv_block>& past, kv_block out) {
-      chunk_job job;
-      job.tokens = tokens;
-      job.count = count;
-      job.pos0 = pos0;
-      job.layer_end = c.layers;
-      job.past = {past.data(), static_cast<int>(past.size())};
-      job.out = out;
-      job.hidden = {h, count};
-      e_.run(job);
-    };
-    std::vector<kv_block> past;
-    // The system text: computed (a prefix hit in a real system; the same for every policy here).
-    run(s_.prompt.data(), s_.system_tokens, 0, past, sys.b);
-    past.push_back(sys.b);
-    for (int d = 0; d < docs; ++d) {
-      const int begin = s_.segments[1 + d].begin;
-      if (k > 0) {
-        {
-          std::unique_lock<std::mutex> lock(m);
-          cv.wait(lock, [&] { return ready >= d; });  // documents before this one
-        }
-        run(s_.prompt.data() + begin, k, begin, past, runs[d]->b);
-        past.push_back(runs[d]->b);
+    int last_count = 0;
+    for (int g = 0; g < groups; ++g) {
+      {
+        std::unique_lock<std::mutex> lock(m);
+        cv.wait(lock, [&] { return ready >= group_last_doc[g]; });
       }
-      if (k < n) past.push_back(rests[d]->b);
-    }
-    {
-      std::unique_lock<std::mutex> lock(m);
-      cv.wait(lock, [&] { return ready >= docs; });
+      if (rows[g].empty()) continue;
+      std::vector<std::int32_t> tokens;
+      for (int p : rows[g]) tokens.push_back(s_.prompt[p]);
+      selected_job job;
+      job.tokens = tokens.data();
+      job.positions = rows[g].data();
+      job.count = static_cast<int>(rows[g].size());
+      job.layer_end = c.layers;
+      job.kv = whole.b;
+      job.hidden = {h, job.count};
+      e_.run_selected(job);
+      last_count = job.count;
     }
     loader.join();
-    const int qpos = s_.segments.back().begin;
-    run(s_.prompt.data() + qpos, s_.question_tokens, qpos, past, question.b);
     std::vector<float> logits;
-    e_.logits({h, s_.question_tokens}, logits);
+    e_.logits({h, last_count}, logits);
     const double ttft = since(t0);
     *first_token = sample(logits, {}, 0);
     if (last_hidden) {
       last_hidden->resize(c.hidden);
-      e_.to_host(last_hidden->data(),
-                 static_cast<float*>(h) + static_cast<std::size_t>(s_.question_tokens - 1) * c.hidden,
+      e_.to_host(last_hidden->data(), static_cast<float*>(h) + static_cast<std::size_t>(last_count - 1) * c.hidden,
                  sizeof(float) * c.hidden);
     }
     *load_s = loads_done_s;
     e_.release(h);
     return ttft;
   }
+
+  // Seconds of run_selected over the rows of a restore at `ratio` (one
+  // call, every layer, over a prompt-long block already in place): the
+  // policy's compute rate for selected rows, rather than a full prefill's.
+  double selected_compute(double ratio, int* rows_out) {
+    const config& c = e_.cfg();
+    const int n = s_.doc_tokens, total = static_cast<int>(s_.prompt.size());
+    const int k = std::clamp(static_cast<int>(std::lround(ratio * n)), 0, n);
+    device_block whole(e_, kv_shape_of(c, total, e_.kv_type()));
+    std::vector<std::int32_t> rows, tokens;
+    for (int p = 0; p < s_.system_tokens; ++p) rows.push_back(p);
+    for (int d = 0; d < s_.docs; ++d)
+      for (int p = 0; p < k; ++p) rows.push_back(s_.segments[1 + d].begin + p);
+    for (int p = 0; p < s_.question_tokens; ++p) rows.push_back(s_.segments.back().begin + p);
+    for (int p : rows) tokens.push_back(s_.prompt[p]);
+    void* h = e_.allocate(rows.size() * c.hidden * sizeof(float));
+    selected_job job;
+    job.tokens = tokens.data();
+    job.positions = rows.data();
+    job.count = static_cast<int>(rows.size());
+    job.layer_end = c.layers;
+    job.kv = whole.b;
+    job.hidden = {h, job.count};
+    e_.run_selected(job);  // warm-up (scratch sized)
+    e_.synchronize();
+    const auto t0 = clock_type::now();
+    e_.run_selected(job);
+    e_.synchronize();
+    const double s = since(t0);
+    e_.release(h);
+    *rows_out = job.count;
+    return s;
+  }
+
+  int groups_ = 4;
 
  private:
   engine& e_;
@@ -310,6 +355,9 @@ int main(int argc, char** argv) {
   app.add_option("--repeats", repeats, "runs per point (median kept)")->check(CLI::Range(1, 50));
   app.add_option("--chunk-tokens", chunk, "chunk of the full recompute")->check(CLI::Range(16, 65536));
   app.add_option("--sub-tokens", sub, "tokens per disk block of a document")->check(CLI::Range(8, 65536));
+  int groups = 4;
+  app.add_option("--groups", groups, "run_selected calls per restore (documents split into that many groups)")
+      ->check(CLI::Range(1, 1024));
   app.add_option("--disk-dir", disk_dir, "folder of the disk tier (default: a temporary one)");
   app.add_option("--device-name", device_name, "device named in the records");
   app.add_option("--out", out_path, "JSON records");
@@ -397,6 +445,7 @@ int main(int argc, char** argv) {
     }
 
     bench b(*e, ops, s);
+    b.groups_ = groups;
     auto median = [](std::vector<double> v) {
       std::sort(v.begin(), v.end());
       return v[v.size() / 2];
@@ -406,9 +455,18 @@ int main(int argc, char** argv) {
     std::vector<double> fulls;
     for (int r = 0; r < repeats; ++r) fulls.push_back(b.full_recompute(chunk, &full_token));
     const double full_s = median(fulls);
-    const double token_layer_s = full_s / (static_cast<double>(n) * c.layers);
-    std::printf("%s, %d tokens (%d documents of %d): full recompute %.4f s\n", preset.c_str(), n, s.docs, s.doc_tokens,
-                full_s);
+    // The policy's compute rate: selected rows through run_selected at the
+    // quality floor's ratio (few rows over a long context cost more per
+    // token than a prefill's, whose rate the earlier bench used).
+    int sel_rows = 0;
+    const double floor_ratio = policies::recompute_inputs{}.min_ratio;
+    const double sel_s = b.selected_compute(floor_ratio, &sel_rows);
+    const double token_layer_s = sel_s / (static_cast<double>(sel_rows) * c.layers);
+    std::printf(
+        "%s, %d tokens (%d documents of %d): full recompute %.4f s (%.3g s per token-layer); "
+        "run_selected of %d rows %.4f s (%.3g s per token-layer)\n",
+        preset.c_str(), n, s.docs, s.doc_tokens, full_s, full_s / (static_cast<double>(n) * c.layers), sel_rows, sel_s,
+        token_layer_s);
     nlohmann::json records = nlohmann::json::array();
     for (const auto& t : tiers) {
       tier_source src;
@@ -440,7 +498,32 @@ int main(int argc, char** argv) {
         in.token_layer_s = token_layer_s;
         in.kv_bytes_per_token_layer = static_cast<double>(doc_shape.bytes()) / s.doc_tokens / c.layers;
         in.load_bytes_per_s = bytes_per_s;
+        // Rows of the last group run after the last load (reuse() runs one
+        // forward per group as its loads land).
+        in.tail_share = 1.0 / std::clamp(groups, 1, s.docs);
         plan = policies::choose_recompute_ratio(in);
+        if (!plan.full_recompute && src.disk) {
+          // The disk reads whole sub-blocks: a reused share that starts
+          // inside one loads rows that are recomputed anyway. Snap the
+          // leading share to a sub-block boundary, down or up, whichever
+          // plans faster, and plan again at that ratio.
+          const int k = static_cast<int>(std::lround(plan.ratio * s.doc_tokens));
+          double best = plan.ratio, best_s = 1e300;
+          for (int kk : {k / sub * sub, std::min(s.doc_tokens, (k + sub - 1) / sub * sub)}) {
+            const double r = std::clamp(static_cast<double>(kk) / s.doc_tokens, in.min_ratio, in.max_ratio);
+            const double t = policies::recompute_estimate_s(in, r);
+            if (t < best_s) best = r, best_s = t;
+          }
+          plan.ratio = best;
+          plan.compute_s = policies::recompute_compute_s(in, best);
+          plan.load_s = policies::recompute_load_s(in, best);
+          plan.estimate_s = best_s;
+          if (best_s * in.min_speedup >= plan.full_recompute_s) {
+            plan.ratio = 1;
+            plan.full_recompute = true;
+            plan.estimate_s = plan.full_recompute_s;
+          }
+        }
         points.push_back({plan.ratio, plan.full_recompute ? "adaptive (full recompute)" : "adaptive"});
       }
       for (const auto& [ratio, how] : points) {
@@ -473,6 +556,9 @@ int main(int argc, char** argv) {
                            {"speedup", full_s / median(ttfts)},
                            {"tier_bytes_per_s", bytes_per_s},
                            {"loads_done_s", loads.empty() ? 0.0 : median(loads)},
+                           {"compute", "run_selected"},
+                           {"groups", groups},
+                           {"selected_token_layer_s", token_layer_s},
                            {"first_token_equals_full", first == full_token}};
         if (how.rfind("adaptive", 0) == 0) {
           rec["plan_estimate_s"] = plan.estimate_s;

@@ -25,6 +25,8 @@ int main(int argc, char** argv) {
   CLI::App app{"kvflow_nonprefix_quality: non-prefix KV reuse (CacheBlend, EPIC) against a full recompute"};
   std::string model_path, corpus_path = "apps/bench/nonprefix_documents.json", out_path;
   int cases = 12, min_docs = 4, max_docs = 8, answer_tokens = 16, check_layers = 2, threads = 0;
+  int refine_layers = 0;
+  double refine_factor = 2;
   std::uint64_t seed = 20;
   std::vector<double> ratios{0, 0.05, 0.15, 0.3};
   std::vector<std::string> selections{"cacheblend", "epic"};
@@ -37,6 +39,11 @@ int main(int argc, char** argv) {
   app.add_option("--answer-tokens", answer_tokens, "answer tokens compared")->check(CLI::Range(1, 256));
   app.add_option("--check-layers", check_layers, "cacheblend: layers recomputed for every token")
       ->check(CLI::Range(1, 8));
+  app.add_option("--refine-layers", refine_layers,
+                 "cacheblend: layers the refine-factor x ratio widest-deviating tokens run before the final choice")
+      ->check(CLI::Range(0, 256));
+  app.add_option("--refine-factor", refine_factor, "cacheblend: width of the refined set, in multiples of the ratio")
+      ->check(CLI::Range(1.0, 100.0));
   app.add_option("--ratios", ratios, "shares of document tokens recomputed (0..1)")
       ->delimiter(',')
       ->check(CLI::Range(0.0, 1.0));
@@ -61,7 +68,8 @@ int main(int argc, char** argv) {
     for (const auto& s : selections)
       for (double r : ratios) configs.push_back({parse_selection(s), r});
     const auto t0 = std::chrono::steady_clock::now();
-    const auto points = evaluate_blend_quality(*e, qcases, configs, answer_tokens, check_layers);
+    const auto points =
+        evaluate_blend_quality(*e, qcases, configs, answer_tokens, check_layers, refine_layers, refine_factor);
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     int prompt_tokens = 0;
     for (const auto& c : qcases) prompt_tokens += static_cast<int>(c.prompt.size());
@@ -72,6 +80,8 @@ int main(int argc, char** argv) {
                          {"selection", to_string(p.config.selection)},
                          {"ratio", p.config.ratio},
                          {"check_layers", p.config.selection == token_selection::cacheblend ? check_layers : 0},
+                         {"refine_layers", p.config.selection == token_selection::cacheblend ? refine_layers : 0},
+                         {"refine_factor", refine_factor},
                          {"top1_agreement", p.top1_agreement()},
                          {"kl", p.kl()},
                          {"first_token_agreement", p.first_token_agreement()},

@@ -1,3 +1,4 @@
+#include <algorithm>
 #include <atomic>
 #include <climits>
 #include <cmath>
@@ -63,6 +64,9 @@ struct params {
   int num_blocks;
   int count;
   int pos0;
+  const int* positions;  // [count] device, ascending; null: pos0 + token
+  float* part_o;         // splits > 1: [splits][count * heads][HD] unnormalized outputs
+  float* part_ml;        // splits > 1: [splits][count * heads][2] row maximum (raw score) and sum
   int layer;
   int heads;
   int kv_heads;
@@ -79,7 +83,9 @@ __device__ __forceinline__ int swz(int r, int c) {
   return r * HD + ((c ^ (r & mask)) << 3);
 }
 
-template <int HD>
+// AT: queries at p.positions with the keys split over gridDim.z (a
+// separate instance, so that the prefill kernel's registers stay as they were).
+template <int HD, bool AT>
 __global__ void __launch_bounds__(threads, 2) attention_kernel(params p) {
   constexpr int chunks = HD / 8;                               // 16-byte chunks per row
   constexpr int kv_per_thread = tile_keys * chunks / threads;  // K (and V) chunks per thread per tile
@@ -101,9 +107,17 @@ __global__ void __launch_bounds__(threads, 2) attention_kernel(params p) {
   const int rows_total = p.count * p.group;
   const int row0 = qblock * block_rows;
   const int last_row = min(rows_total, row0 + block_rows) - 1;
-  const int kv_end = p.pos0 + last_row / p.group + 1;  // keys [0, kv_end) are needed
-  const int ntiles = (kv_end + tile_keys - 1) / tile_keys;
-  const int qmin = p.pos0 + row0 / p.group;
+  auto pos_of = [&](int tok) { return AT ? p.positions[tok] : p.pos0 + tok; };
+  const int kv_end = pos_of(last_row / p.group) + 1;  // keys [0, kv_end) are needed
+  // Split z of gridDim.z walks its share of the key tiles (flash-decoding):
+  // few query rows over a long context still fill the device. One split
+  // walks every tile, as before.
+  const int all_tiles = (kv_end + tile_keys - 1) / tile_keys;
+  const int nsplit = AT ? static_cast<int>(gridDim.z) : 1;
+  const int per_split = (all_tiles + nsplit - 1) / nsplit;
+  const int t_begin = AT ? min(all_tiles, static_cast<int>(blockIdx.z) * per_split) : 0;
+  const int ntiles = AT ? min(all_tiles, t_begin + per_split) : all_tiles;
+  const int qmin = pos_of(row0 / p.group);
   const std::size_t q_stride = static_cast<std::size_t>(p.heads) * HD;
 
 #pragma unroll
@@ -170,7 +184,7 @@ __global__ void __launch_bounds__(threads, 2) attention_kernel(params p) {
     }
   };
 
-  load_tile(0, 0);
+  if (t_begin < ntiles) load_tile(t_begin, 0);
   cp_async_commit();
 
   // This thread's rows: m-tile mt, half h (0: row g, 1: row g + 8).
@@ -182,7 +196,7 @@ __global__ void __launch_bounds__(threads, 2) attention_kernel(params p) {
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
       const int r = row0 + warp * 32 + mt * 16 + h * 8 + g;
-      qpos[mt][h] = r < rows_total ? p.pos0 + r / p.group : INT_MAX;
+      qpos[mt][h] = r < rows_total ? pos_of(r / p.group) : INT_MAX;
     }
 
   float o[2][dtiles][4];
@@ -194,8 +208,8 @@ __global__ void __launch_bounds__(threads, 2) attention_kernel(params p) {
 #pragma unroll
   for (int mt = 0; mt < 2; ++mt) m[mt][0] = m[mt][1] = -INFINITY, l[mt][0] = l[mt][1] = 0.0f;
 
-  for (int t = 0; t < ntiles; ++t) {
-    const int s = t & 1;
+  for (int t = t_begin; t < ntiles; ++t) {
+    const int s = (t - t_begin) & 1;
     cp_async_wait_all();
     __syncthreads();
     if (t + 1 < ntiles) load_tile(t + 1, s ^ 1);
@@ -310,8 +324,25 @@ __global__ void __launch_bounds__(threads, 2) attention_kernel(params p) {
       float lt = l[mt][h];
       lt += __shfl_xor_sync(0xffffffffu, lt, 1);
       lt += __shfl_xor_sync(0xffffffffu, lt, 2);
-      const float inv = 1.0f / lt;
       const int r = row0 + warp * 32 + mt * 16 + h * 8 + g;
+      if (AT && nsplit > 1) {
+        if (r < rows_total) {
+          const std::size_t qi = static_cast<std::size_t>(blockIdx.z) * p.count * p.heads +
+                                 static_cast<std::size_t>(r / p.group) * p.heads + kvh * p.group + r % p.group;
+          float* dst = p.part_o + qi * HD;
+#pragma unroll
+          for (int j = 0; j < dtiles; ++j) {
+            dst[j * 8 + 2 * tq] = o[mt][j][2 * h];
+            dst[j * 8 + 2 * tq + 1] = o[mt][j][2 * h + 1];
+          }
+          if (tq == 0) {
+            p.part_ml[qi * 2] = m[mt][h];
+            p.part_ml[qi * 2 + 1] = lt;
+          }
+        }
+        continue;
+      }
+      const float inv = 1.0f / lt;
       if (r < rows_total) {
         bf16* dst = p.out + (r / p.group) * q_stride + static_cast<std::size_t>(kvh * p.group + r % p.group) * HD;
 #pragma unroll
@@ -322,23 +353,51 @@ __global__ void __launch_bounds__(threads, 2) attention_kernel(params p) {
     }
 }
 
-template <int HD>
-cudaError_t launch_hd(const params& p, cudaStream_t stream) {
+// Merges the splits of each (token, head) row: weights 2^((m_z - M) scale),
+// as flash-decoding's second pass.
+__global__ void combine_kernel(const float* part_o, const float* part_ml, int splits, int rows, int hd,
+                               float scale_log2, bf16* out) {
+  const int r = blockIdx.x;
+  float mx = -INFINITY;
+  for (int z = 0; z < splits; ++z) mx = fmaxf(mx, part_ml[(static_cast<std::size_t>(z) * rows + r) * 2]);
+  for (int d = threadIdx.x; d < hd; d += blockDim.x) {
+    float acc = 0.0f, sum = 0.0f;
+    for (int z = 0; z < splits; ++z) {
+      const std::size_t i = static_cast<std::size_t>(z) * rows + r;
+      const float mz = part_ml[i * 2];
+      if (mz == -INFINITY) continue;
+      const float w = exp2f((mz - mx) * scale_log2);
+      sum += w * part_ml[i * 2 + 1];
+      acc += w * part_o[i * hd + d];
+    }
+    out[static_cast<std::size_t>(r) * hd + d] = __float2bfloat16(acc / sum);
+  }
+}
+
+template <int HD, bool AT>
+cudaError_t launch_hd(const params& p, cudaStream_t stream, int splits = 1) {
   const int smem = (block_rows + 2 * 2 * tile_keys) * HD * static_cast<int>(sizeof(bf16));
   // The shared-memory limit is a per-device attribute: raise it once on each
   // device (a repeated call from another thread is harmless).
-  static std::atomic<bool> configured[64];
+  static std::atomic<bool> configured[64];  // per instance
   int dev = 0;
   cudaError_t e = cudaGetDevice(&dev);
   if (e != cudaSuccess) return e;
   if (dev >= 64 || !configured[dev].load(std::memory_order_relaxed)) {
-    e = cudaFuncSetAttribute(attention_kernel<HD>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+    e = cudaFuncSetAttribute(attention_kernel<HD, AT>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
     if (e != cudaSuccess) return e;
     if (dev < 64) configured[dev].store(true, std::memory_order_relaxed);
   }
   const int rows = p.count * p.group;
-  dim3 grid((rows + block_rows - 1) / block_rows, p.kv_heads);
-  attention_kernel<HD><<<grid, threads, smem, stream>>>(p);
+  dim3 grid((rows + block_rows - 1) / block_rows, p.kv_heads, splits);
+  attention_kernel<HD, AT><<<grid, threads, smem, stream>>>(p);
+  if (splits > 1) {
+    e = cudaGetLastError();
+    if (e != cudaSuccess) return e;
+    const int combine_threads = HD < 32 ? 32 : HD;
+    combine_kernel<<<p.count * p.heads, combine_threads, 0, stream>>>(p.part_o, p.part_ml, splits, p.count * p.heads,
+                                                                      HD, p.scale_log2, p.out);
+  }
   return cudaGetLastError();
 }
 
@@ -346,34 +405,87 @@ cudaError_t launch_hd(const params& p, cudaStream_t stream) {
 
 bool attention_supports(int head_dim) { return head_dim == 16 || head_dim == 32 || head_dim == 64 || head_dim == 128; }
 
-cudaError_t launch_attention(const bf16* q, int count, int pos0, const attn_block* blocks, int num_blocks, int layer,
-                             int heads, int kv_heads, int head_dim, float scale, bf16* out, cudaStream_t stream) {
-  if (count <= 0) return cudaSuccess;
-  if (num_blocks <= 0 || kv_heads <= 0 || heads % kv_heads != 0) return cudaErrorInvalidValue;
+namespace {
+
+// The fields both launches share; the caller sets pos0 / positions / part.
+params base_params(const bf16* q, int count, const attn_block* blocks, int num_blocks, int layer, int heads,
+                   int kv_heads, float scale, bf16* out) {
   params p;
   p.q = q;
   p.out = out;
   p.blocks = blocks;
   p.num_blocks = num_blocks;
   p.count = count;
-  p.pos0 = pos0;
+  p.pos0 = 0;
+  p.positions = nullptr;
+  p.part_o = p.part_ml = nullptr;
   p.layer = layer;
   p.heads = heads;
   p.kv_heads = kv_heads;
   p.group = heads / kv_heads;
   p.scale_log2 = scale * 1.4426950408889634f;
+  return p;
+}
+
+template <bool AT>
+cudaError_t dispatch(const params& p, int head_dim, int splits, cudaStream_t stream) {
   switch (head_dim) {
     case 16:
-      return launch_hd<16>(p, stream);
+      return launch_hd<16, AT>(p, stream, splits);
     case 32:
-      return launch_hd<32>(p, stream);
+      return launch_hd<32, AT>(p, stream, splits);
     case 64:
-      return launch_hd<64>(p, stream);
+      return launch_hd<64, AT>(p, stream, splits);
     case 128:
-      return launch_hd<128>(p, stream);
+      return launch_hd<128, AT>(p, stream, splits);
     default:
       return cudaErrorInvalidValue;
   }
+}
+
+}  // namespace
+
+cudaError_t launch_attention(const bf16* q, int count, int pos0, const attn_block* blocks, int num_blocks, int layer,
+                             int heads, int kv_heads, int head_dim, float scale, bf16* out, cudaStream_t stream) {
+  if (count <= 0) return cudaSuccess;
+  if (num_blocks <= 0 || kv_heads <= 0 || heads % kv_heads != 0) return cudaErrorInvalidValue;
+  params p = base_params(q, count, blocks, num_blocks, layer, heads, kv_heads, scale, out);
+  p.pos0 = pos0;
+  return dispatch<false>(p, head_dim, 1, stream);
+}
+
+int attention_splits(int count, int heads, int kv_heads, int kv_end) {
+  static std::atomic<int> sms{0};
+  int n = sms.load(std::memory_order_relaxed);
+  if (n == 0) {
+    int dev = 0;
+    if (cudaGetDevice(&dev) != cudaSuccess ||
+        cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess || n <= 0)
+      n = 132;
+    sms.store(n, std::memory_order_relaxed);
+  }
+  if (count <= 0 || kv_heads <= 0) return 1;
+  const int rows = count * (heads / kv_heads);
+  const int blocks = (rows + block_rows - 1) / block_rows * kv_heads;
+  const int tiles = (kv_end + tile_keys - 1) / tile_keys;
+  // About four blocks per SM (two resident, plus a tail), each split at
+  // least four key tiles long, at most 16 splits.
+  const int want = (4 * n + blocks - 1) / blocks;
+  return std::max(1, std::min({want, tiles / 4, 16}));
+}
+
+cudaError_t launch_attention_at(const bf16* q, int count, const int* positions, int kv_end, const attn_block* blocks,
+                                int num_blocks, int layer, int heads, int kv_heads, int head_dim, float scale,
+                                int splits, float* part, bf16* out, cudaStream_t stream) {
+  if (count <= 0) return cudaSuccess;
+  if (num_blocks <= 0 || kv_heads <= 0 || heads % kv_heads != 0 || splits <= 0 || kv_end <= 0 ||
+      (splits > 1 && part == nullptr))
+    return cudaErrorInvalidValue;
+  params p = base_params(q, count, blocks, num_blocks, layer, heads, kv_heads, scale, out);
+  p.positions = positions;
+  p.part_o = part;
+  p.part_ml = part ? part + static_cast<std::size_t>(splits) * count * heads * head_dim : nullptr;
+  return dispatch<true>(p, head_dim, splits, stream);
 }
 
 }  // namespace kvflow::cuda

@@ -41,4 +41,24 @@ cudaError_t launch_attention(const __nv_bfloat16* q,  // [count][heads * head_di
                              __nv_bfloat16* out,  // [count][heads * head_dim]
                              cudaStream_t stream);
 
+/// Splits of the keys for launch_attention_at: enough (token, head) blocks
+/// to fill the device when few queries attend to a long context (1 when the
+/// queries alone fill it). `kv_end`: one past the last query's position.
+int attention_splits(int count, int heads, int kv_heads, int kv_end);
+
+/// Queries at arbitrary ascending positions (selective recompute): row t
+/// attends causally to keys [0, positions[t]] of `blocks` (position order),
+/// `kv_end` = positions[count - 1] + 1. With splits > 1 each block walks a
+/// share of the key tiles (flash-decoding) into `part` (device, at least
+/// splits * count * heads * (head_dim + 2) floats) and a second kernel
+/// merges them; with splits == 1 a row's bits equal launch_attention's for
+/// the same position (the same tiles, the same order).
+cudaError_t launch_attention_at(const __nv_bfloat16* q,  // [count][heads * head_dim]
+                                int count,
+                                const int* positions,  // [count] device
+                                int kv_end, const attn_block* blocks, int num_blocks, int layer, int heads,
+                                int kv_heads, int head_dim, float scale, int splits, float* part,
+                                __nv_bfloat16* out,  // [count][heads * head_dim]
+                                cudaStream_t stream);
+
 }  // namespace kvflow::cuda

@@ -486,6 +486,73 @@ class cuda_engine_impl {
                                           cudaMemcpyDeviceToDevice, stream_));
   }
 
+  // Selective recompute (engine::run_selected): the selected rows as one
+  // forward per layer. Products over all rows at once (gemm_runner: a row
+  // never depends on its neighbours), RoPE at each row's own position with
+  // K/V written to that position of the prompt's block, and attention of
+  // queries at scattered positions over the whole block, its keys split
+  // across blocks when the rows alone cannot fill the device.
+  void run_selected(const selected_job& job) {
+    KVFLOW_CUDA_CHECK(cudaSetDevice(device_));
+    auto bad = [](const std::string& what) {
+      throw error(errc::invalid_argument, "cuda_engine::run_selected: selected job " + what);
+    };
+    if (job.count <= 0 || !job.positions) bad("has no rows");
+    if (job.layer_begin < 0 || job.layer_end > cfg_.layers || job.layer_begin >= job.layer_end) bad("has no layers");
+    if (job.layer_begin == 0 && !job.tokens) bad("has no tokens for layer 0");
+    if (!job.hidden.data || job.hidden.tokens != job.count) bad("hidden state does not match its rows");
+    check_block(job.kv, "selected job's KV block");
+    for (int r = 0; r < job.count; ++r)
+      if (job.positions[r] < 0 || job.positions[r] >= job.kv.shape.tokens ||
+          (r > 0 && job.positions[r] <= job.positions[r - 1]))
+        bad("position " + std::to_string(job.positions[r]) + " at row " + std::to_string(r) +
+            " is not ascending within a block of " + std::to_string(job.kv.shape.tokens));
+    const int n = job.count, hidden = cfg_.hidden, hd = cfg_.head_dim, T = job.kv.shape.tokens;
+    const int kv_end = job.positions[n - 1] + 1;
+    ensure_scratch(n);
+    const int splits = cuda::attention_splits(n, cfg_.heads, cfg_.kv_heads, kv_end);
+    if (splits > 1) {
+      const std::size_t need = static_cast<std::size_t>(splits) * n * cfg_.heads * (hd + 2);
+      if (part_.n < need) {
+        KVFLOW_CUDA_CHECK(cudaStreamSynchronize(stream_));  // the old buffer may be in use
+        part_.alloc(need);
+      }
+    }
+    // One upload: the block table (the whole block), positions, tokens.
+    const attn_block whole{static_cast<const bf16*>(job.kv.data), 0, T};
+    const std::size_t pos_off = sizeof(attn_block), tok_off = pos_off + static_cast<std::size_t>(n) * 4;
+    std::vector<unsigned char> host(tok_off + (job.layer_begin == 0 ? static_cast<std::size_t>(n) * 4 : 0));
+    std::memcpy(host.data(), &whole, sizeof whole);
+    std::memcpy(host.data() + pos_off, job.positions, static_cast<std::size_t>(n) * 4);
+    if (job.layer_begin == 0) std::memcpy(host.data() + tok_off, job.tokens, static_cast<std::size_t>(n) * 4);
+    auto* dev = static_cast<unsigned char*>(upload(host.data(), host.size()));
+    const auto* d_table = reinterpret_cast<const attn_block*>(dev);
+    const auto* d_pos = reinterpret_cast<const int*>(dev + pos_off);
+
+    float* resid = static_cast<float*>(job.hidden.data);
+    if (job.layer_begin == 0)
+      KVFLOW_LAUNCH_CHECK(cuda::launch_embedding(reinterpret_cast<const std::int32_t*>(dev + tok_off), n,
+                                                 embedding_.ptr, cfg_.vocab_size, hidden, resid, stream_));
+    const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+    const std::size_t half_layer = static_cast<std::size_t>(cfg_.kv_heads) * T * hd;
+    const std::size_t qkv_w = qkv_width(), q_w = q_width();
+    for (int li = job.layer_begin; li < job.layer_end; ++li) {
+      const layer_dev& L = layers_[static_cast<std::size_t>(li)];
+      bf16* k_base = static_cast<bf16*>(job.kv.data) + static_cast<std::size_t>(li) * 2 * half_layer;
+      KVFLOW_LAUNCH_CHECK(cuda::launch_rms_norm(resid, L.attn_norm.ptr, cfg_.rms_eps, n, hidden, act_a_.ptr, stream_));
+      gemm_->run(act_a_.ptr, L.wqkv.ptr, act_big_.ptr, n, static_cast<int>(qkv_w), hidden, false, false, stream_);
+      KVFLOW_LAUNCH_CHECK(cuda::launch_qkv_rope_at(act_big_.ptr, n, d_pos, T, inv_freq_.ptr, cfg_.heads, cfg_.kv_heads,
+                                                   hd, act_q_.ptr, k_base, k_base + half_layer, stream_));
+      KVFLOW_LAUNCH_CHECK(cuda::launch_attention_at(act_q_.ptr, n, d_pos, kv_end, d_table, 1, li, cfg_.heads,
+                                                    cfg_.kv_heads, hd, scale, splits, part_.ptr, act_a_.ptr, stream_));
+      gemm_->run(act_a_.ptr, L.wo.ptr, resid, n, hidden, static_cast<int>(q_w), true, true, stream_);
+      KVFLOW_LAUNCH_CHECK(cuda::launch_rms_norm(resid, L.ffn_norm.ptr, cfg_.rms_eps, n, hidden, act_a_.ptr, stream_));
+      gemm_->run(act_a_.ptr, L.w_gate_up.ptr, act_big_.ptr, n, 2 * cfg_.intermediate, hidden, false, false, stream_);
+      KVFLOW_LAUNCH_CHECK(cuda::launch_swiglu(act_big_.ptr, n, cfg_.intermediate, act_ffn_.ptr, stream_));
+      gemm_->run(act_ffn_.ptr, L.w_down.ptr, resid, n, hidden, cfg_.intermediate, true, true, stream_);
+    }
+  }
+
   void logits(const hidden_state& h, std::vector<float>& out) {
     KVFLOW_CUDA_CHECK(cudaSetDevice(device_));
     if (h.data == nullptr || h.tokens <= 0)
@@ -519,6 +586,7 @@ class cuda_engine_impl {
   dev_buf<bf16> act_big_;  // [tokens][max(qkv width, 2*intermediate)]
   dev_buf<bf16> act_ffn_;  // [tokens][intermediate]
   dev_buf<float> resid_;   // [tokens][hidden] when the job brings no hidden state
+  dev_buf<float> part_;    // run_selected's split attention: partial outputs, maxima and sums
   std::array<upload_slot, 32> slots_{};
   std::size_t next_slot_ = 0;
 };
@@ -599,6 +667,7 @@ void cuda_engine::to_host(void* dst, const void* src, std::size_t bytes) {
 
 void cuda_engine::run(const chunk_job& job) { impl_->run(job); }
 void cuda_engine::run_fused(const std::vector<chunk_job>& jobs) { impl_->run_fused(jobs); }
+void cuda_engine::run_selected(const selected_job& job) { impl_->run_selected(job); }
 
 void cuda_engine::synchronize() {
   KVFLOW_CUDA_CHECK(cudaSetDevice(impl_->device_));

@@ -43,6 +43,11 @@ class cuda_engine : public engine {
   void run(const chunk_job& job) override;
   /// One forward over every job's rows (engine::run_fused), enqueued like run().
   void run_fused(const std::vector<chunk_job>& jobs) override;
+  /// Selective recompute (engine::run_selected), enqueued like run(): one
+  /// forward per layer over the selected rows; attention splits the keys
+  /// across blocks when the rows are few (results then differ from a full
+  /// prefill's by the merge's rounding, not bitwise).
+  void run_selected(const selected_job& job) override;
   void synchronize() override;
   void when_done(std::function<void()> fn) override;
   void logits(const hidden_state& h, std::vector<float>& out) override;

@@ -40,14 +40,20 @@ namespace {
 
 // One block per token: the head_dim/2 angles' sin/cos once into shared
 // memory, then threads walk the (head, i < half) pairs of Q and K, then V.
-__global__ void qkv_rope_kernel(const bf16* qkv, int count, int pos0, const float* inv_freq, int heads, int kv_heads,
-                                int hd, bf16* q_out, bf16* k_out, bf16* v_out) {
+// positions == null: token t at pos0 + t, stored at slot t of blocks of
+// `count` tokens; else at positions[t], stored at that slot of blocks of
+// `kv_tokens`.
+__global__ void qkv_rope_kernel(const bf16* qkv, int count, int pos0, const int* positions, int kv_tokens,
+                                const float* inv_freq, int heads, int kv_heads, int hd, bf16* q_out, bf16* k_out,
+                                bf16* v_out) {
   extern __shared__ float sc[];  // [half] sin, then [half] cos
   const int t = blockIdx.x;
   const int half = hd >> 1;
   const int width = (heads + 2 * kv_heads) * hd;
   const bf16* row = qkv + static_cast<std::size_t>(t) * width;
-  const float pos = static_cast<float>(pos0 + t);
+  const int slot = positions ? positions[t] : t;
+  const int stride = positions ? kv_tokens : count;
+  const float pos = static_cast<float>(positions ? positions[t] : pos0 + t);
   for (int i = threadIdx.x; i < half; i += blockDim.x) sincosf(pos * inv_freq[i], &sc[i], &sc[half + i]);
   __syncthreads();
   const int qk_pairs = (heads + kv_heads) * half;
@@ -65,7 +71,7 @@ __global__ void qkv_rope_kernel(const bf16* qkv, int count, int pos0, const floa
     if (head < heads) {
       dst = q_out + static_cast<std::size_t>(t) * heads * hd + head * hd;
     } else {
-      dst = k_out + (static_cast<std::size_t>(head - heads) * count + t) * hd;
+      dst = k_out + (static_cast<std::size_t>(head - heads) * stride + slot) * hd;
     }
     dst[i] = __float2bfloat16(y0);
     dst[i + half] = __float2bfloat16(y1);
@@ -74,7 +80,7 @@ __global__ void qkv_rope_kernel(const bf16* qkv, int count, int pos0, const floa
   for (int e = threadIdx.x; e < kv_heads * hd; e += blockDim.x) {
     const int h = e / hd;
     const int d = e - h * hd;
-    v_out[(static_cast<std::size_t>(h) * count + t) * hd + d] = v[e];
+    v_out[(static_cast<std::size_t>(h) * stride + slot) * hd + d] = v[e];
   }
 }
 
@@ -83,8 +89,17 @@ __global__ void qkv_rope_kernel(const bf16* qkv, int count, int pos0, const floa
 cudaError_t launch_qkv_rope(const bf16* qkv, int count, int pos0, const float* inv_freq, int heads, int kv_heads,
                             int head_dim, bf16* q_out, bf16* k_out, bf16* v_out, cudaStream_t stream) {
   if (count <= 0) return cudaSuccess;
-  qkv_rope_kernel<<<count, 256, head_dim * sizeof(float), stream>>>(qkv, count, pos0, inv_freq, heads, kv_heads,
-                                                                    head_dim, q_out, k_out, v_out);
+  qkv_rope_kernel<<<count, 256, head_dim * sizeof(float), stream>>>(qkv, count, pos0, nullptr, count, inv_freq, heads,
+                                                                    kv_heads, head_dim, q_out, k_out, v_out);
+  return cudaGetLastError();
+}
+
+cudaError_t launch_qkv_rope_at(const bf16* qkv, int count, const int* positions, int kv_tokens, const float* inv_freq,
+                               int heads, int kv_heads, int head_dim, bf16* q_out, bf16* k_out, bf16* v_out,
+                               cudaStream_t stream) {
+  if (count <= 0) return cudaSuccess;
+  qkv_rope_kernel<<<count, 256, head_dim * sizeof(float), stream>>>(qkv, count, 0, positions, kv_tokens, inv_freq,
+                                                                    heads, kv_heads, head_dim, q_out, k_out, v_out);
   return cudaGetLastError();
 }
 

@@ -28,4 +28,11 @@ cudaError_t launch_qkv_rope(const __nv_bfloat16* qkv,  // [count][(heads + 2 kv_
                             __nv_bfloat16* v_out,  // [kv_heads][count][head_dim]
                             cudaStream_t stream);
 
+/// As launch_qkv_rope for tokens at positions[t] (device, any order): RoPE
+/// at that position, K and V written to that slot of a block of `kv_tokens`
+/// ([kv_heads][kv_tokens][head_dim] for one layer's K and V halves).
+cudaError_t launch_qkv_rope_at(const __nv_bfloat16* qkv, int count, const int* positions, int kv_tokens,
+                               const float* inv_freq, int heads, int kv_heads, int head_dim, __nv_bfloat16* q_out,
+                               __nv_bfloat16* k_out, __nv_bfloat16* v_out, cudaStream_t stream);
+
 }  // namespace kvflow::cuda

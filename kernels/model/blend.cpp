@@ -120,6 +120,29 @@ std::vector<std::int32_t> select_deviating(const std::vector<prompt_segment>& se
   return candidates;
 }
 
+namespace {
+
+// Adds each marked position's squared change of K and V in one layer (`now`
+// against `cached`, both that layer's [2][kv_heads][tokens][head_dim]) to
+// deviation[position].
+void add_deviation(const kv_shape& s, const float* now, const float* cached, const std::vector<char>& marked,
+                   std::vector<float>& deviation) {
+  for (int kvi = 0; kvi < 2; ++kvi)
+    for (int h = 0; h < s.kv_heads; ++h)
+      for (int t = 0; t < s.tokens; ++t) {
+        if (!marked[t]) continue;
+        const std::size_t o = s.offset(0, kvi, h, t, 0);
+        float sum = 0;
+        for (int d = 0; d < s.head_dim; ++d) {
+          const float diff = now[o + d] - cached[o + d];
+          sum += diff * diff;
+        }
+        deviation[t] += sum;
+      }
+}
+
+}  // namespace
+
 blend_result blend_prefill(engine& e, const std::vector<std::int32_t>& prompt,
                            const std::vector<prompt_segment>& segments, kv_block kv, const blend_options& opts) {
   require_host_f32(e, "blend_prefill");
@@ -163,21 +186,48 @@ blend_result blend_prefill(engine& e, const std::vector<std::int32_t>& prompt,
     job.kv = kv;
     job.hidden = {all_hidden.f(), n};
     e.run_selected(job);
-    const float* now = base + s.offset(check - 1, 0, 0, 0, 0);
-    for (int kvi = 0; kvi < 2; ++kvi)
-      for (int h = 0; h < s.kv_heads; ++h)
-        for (int t = 0; t < n; ++t) {
-          if (!is_document[t]) continue;
-          const std::size_t o = s.offset(0, kvi, h, t, 0);
-          float sum = 0;
-          for (int d = 0; d < s.head_dim; ++d) {
-            const float diff = now[o + d] - cached[o + d];
-            sum += diff * diff;
-          }
-          deviation[t] += sum;
-        }
+    add_deviation(s, base + s.offset(check - 1, 0, 0, 0, 0), cached.data(), is_document, deviation);
   }
 
+  const int refine = check > 0 ? std::clamp(opts.refine_layers, 0, c.layers - check) : 0;
+  if (refine > 0 && opts.ratio < 1) {
+    // The wide set (plus every token without cached KV, whose rows the wide
+    // set attends to) runs layers [check, check + refine); the deviation in
+    // the last of them ranks the wide set.
+    const int last = check + refine - 1;
+    const kv_shape& s = kv.shape;
+    const float* base = static_cast<const float*>(kv.data);
+    const std::vector<float> cached(base + s.offset(last, 0, 0, 0, 0),
+                                    base + s.offset(last, 0, 0, 0, 0) + s.layer_elems());
+    std::vector<std::int32_t> wide =
+        select_deviating(segments, deviation, std::min(1.0, opts.ratio * std::max(1.0, opts.refine_factor)));
+    std::vector<char> in_wide(static_cast<std::size_t>(n), 0);
+    for (auto p : wide) in_wide[p] = 1;
+    for (int t = 0; t < n; ++t)
+      if (!is_document[t] || t == n - 1) wide.push_back(t);
+    std::sort(wide.begin(), wide.end());
+    wide.erase(std::unique(wide.begin(), wide.end()), wide.end());
+    const int w = static_cast<int>(wide.size());
+    scratch wide_rows(e, static_cast<std::size_t>(w) * hidden_row * sizeof(float));
+    std::vector<std::int32_t> wide_tokens(static_cast<std::size_t>(w));
+    for (int i = 0; i < w; ++i) {
+      wide_tokens[i] = prompt[wide[i]];
+      std::memcpy(wide_rows.f() + i * hidden_row, all_hidden.f() + wide[i] * hidden_row, hidden_row * sizeof(float));
+    }
+    selected_job job;
+    job.tokens = wide_tokens.data();
+    job.positions = wide.data();
+    job.count = w;
+    job.layer_begin = check;
+    job.layer_end = check + refine;
+    job.kv = kv;
+    job.hidden = {wide_rows.f(), w};
+    e.run_selected(job);
+    std::fill(deviation.begin(), deviation.end(), -1.0f);  // outside the wide set: never chosen
+    for (int t = 0; t < n; ++t)
+      if (in_wide[t]) deviation[t] = 0;
+    add_deviation(s, base + s.offset(last, 0, 0, 0, 0), cached.data(), in_wide, deviation);
+  }
   std::vector<std::int32_t> chosen = opts.selection == token_selection::cacheblend
                                          ? select_deviating(segments, deviation, opts.ratio)
                                          : select_leading(segments, opts.ratio);

@@ -47,6 +47,13 @@ struct blend_options {
   double ratio = 0.15;
   /// cacheblend: layers recomputed for every token; the deviation is read in the last.
   int check_layers = 2;
+  /// cacheblend: after the check layers, refine_factor x ratio of the document
+  /// tokens (the largest deviations) run `refine_layers` more layers, and the
+  /// final `ratio` is chosen among them by their deviation in the last of
+  /// those (CacheBlend's layer-wise narrowing: deeper layers show better
+  /// which tokens lost most). 0: select at the check layers alone.
+  int refine_layers = 0;
+  double refine_factor = 2;
 };
 
 /// What blend_prefill did.

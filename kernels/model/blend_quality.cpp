@@ -147,7 +147,7 @@ std::vector<quality_case> make_rag_cases(const tokenizer& tok, const rag_corpus&
 
 std::vector<quality_point> evaluate_blend_quality(engine& e, const std::vector<quality_case>& cases,
                                                   const std::vector<quality_config>& configs, int answer_tokens,
-                                                  int check_layers) {
+                                                  int check_layers, int refine_layers, double refine_factor) {
   if (answer_tokens < 1) throw error(errc::invalid_argument, "evaluate_blend_quality: answer_tokens < 1");
   const config& c = e.cfg();
   const auto inv = cpu::rope_inv_freq(c.head_dim, c.rope_theta, c.scaling);
@@ -186,6 +186,8 @@ std::vector<quality_point> evaluate_blend_quality(engine& e, const std::vector<q
       o.selection = p.config.selection;
       o.ratio = p.config.ratio;
       o.check_layers = check_layers;
+      o.refine_layers = refine_layers;
+      o.refine_factor = refine_factor;
       const auto r = blend_prefill(e, qc.prompt, qc.segments, kv.view, o);
       const auto got = answer_distributions(e, kv.view, r.last_hidden, answer);
       for (std::size_t i = 0; i < got.size(); ++i) {

@@ -58,8 +58,10 @@ struct quality_point {
 /// Runs every case in full (greedy answer of `answer_tokens`), then per
 /// configuration restores it from its documents (each computed alone and
 /// placed) and compares the `answer_tokens` next-token distributions.
+/// check_layers, refine_layers, refine_factor: blend_options' (cacheblend).
 std::vector<quality_point> evaluate_blend_quality(engine& e, const std::vector<quality_case>& cases,
                                                   const std::vector<quality_config>& configs, int answer_tokens,
-                                                  int check_layers = 2);
+                                                  int check_layers = 2, int refine_layers = 0,
+                                                  double refine_factor = 2);
 
 }  // namespace kvflow::model

@@ -89,6 +89,29 @@ BOOST_AUTO_TEST_CASE(nothing_to_load_is_a_full_recompute) {
   BOOST_TEST(choose_recompute_ratio(in).full_recompute);
 }
 
+// Compute that waits for the last load (rows run per group of documents)
+// moves the balance to more recompute and lengthens the plan: at 1.25 GB/s
+// the balance satisfies (1 - t) compute = load, and the estimate is
+// load + t compute there.
+BOOST_AUTO_TEST_CASE(a_compute_tail_after_the_loads_recomputes_more) {
+  auto in = llama(1.25);
+  in.check_layers = 0;
+  const auto overlapped = choose_recompute_ratio(in);
+  in.tail_share = 0.25;
+  const auto tail = choose_recompute_ratio(in);
+  BOOST_TEST(!tail.full_recompute);
+  BOOST_TEST(tail.ratio > overlapped.ratio);
+  BOOST_TEST(tail.estimate_s > overlapped.estimate_s);
+  BOOST_TEST(0.75 * tail.compute_s == tail.load_s, boost::test_tools::tolerance(1e-9));
+  BOOST_TEST(tail.estimate_s == tail.load_s + 0.25 * tail.compute_s, boost::test_tools::tolerance(1e-9));
+  BOOST_TEST(recompute_estimate_s(in, tail.ratio) == tail.estimate_s);
+  // Where the tail leaves reuse less than min_speedup faster: a full recompute.
+  in.tail_share = 0.9;
+  BOOST_TEST(choose_recompute_ratio(in).full_recompute);
+  in.tail_share = 1;
+  BOOST_CHECK_THROW(choose_recompute_ratio(in), kvflow::error);
+}
+
 BOOST_AUTO_TEST_CASE(bad_inputs_are_refused) {
   auto in = llama(1);
   in.layers = 0;

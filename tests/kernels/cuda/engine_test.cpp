@@ -11,6 +11,7 @@
 #include <cstdio>
 #include <cstring>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "kernels/cuda/cuda_engine.hpp"
@@ -169,6 +170,20 @@ std::vector<std::int32_t> greedy(engine& e, std::vector<std::int32_t> toks, int 
     toks.push_back(best);
   }
   return out;
+}
+
+// random_weights(cfg, seed) with the matrices rounded to bf16 (norms stay
+// fp32, as on the GPU): what both engines run when they are compared.
+weights bf16_random_weights(const config& cfg, std::uint64_t seed) {
+  weights w = random_weights(cfg, seed);
+  auto round = [](std::vector<float>& v) {
+    for (auto& x : v) x = __bfloat162float(__float2bfloat16(x));
+  };
+  round(w.embedding);
+  round(w.output);
+  for (auto& l : w.layers)
+    for (auto* v : {&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down}) round(*v);
+  return w;
 }
 
 double rel_err(const std::vector<float>& a, const std::vector<float>& b) {
@@ -335,21 +350,7 @@ BOOST_AUTO_TEST_CASE(bad_jobs_throw) {
 // of layer 0 stays at bf16 rounding, deeper layers drift a little further.
 BOOST_AUTO_TEST_CASE(matches_cpu_engine_on_smollm2_shape) {
   const auto cfg = preset("smollm2-135m");
-  weights w = random_weights(cfg, 42);
-  auto round = [](std::vector<float>& v) {
-    for (auto& x : v) x = __bfloat162float(__float2bfloat16(x));
-  };
-  round(w.embedding);
-  round(w.output);
-  for (auto& l : w.layers) {
-    round(l.wq);
-    round(l.wk);
-    round(l.wv);
-    round(l.wo);
-    round(l.w_gate);
-    round(l.w_up);
-    round(l.w_down);
-  }
+  const weights w = bf16_random_weights(cfg, 42);
   auto gpu = make_cuda_engine(w);
   auto cpu = make_cpu_engine(w, 0);
   BOOST_TEST(gpu->fingerprint() == cpu->fingerprint());
@@ -455,4 +456,121 @@ BOOST_AUTO_TEST_CASE(smollm2_real_weights_greedy_matches_cpu) {
   BOOST_TEST_MESSAGE("real SmolLM2 CPU: " << m.tok->decode(cpu_tokens));
   BOOST_TEST_MESSAGE("real SmolLM2 GPU: " << m.tok->decode(gpu_tokens));
   BOOST_TEST(cpu_tokens == gpu_tokens, boost::test_tools::per_element());
+}
+
+// engine::run_selected on CUDA (selective recompute): rows at scattered
+// positions of a prompt-long block, recomputed over the KV already there.
+namespace {
+
+// KV of a block as floats (bf16 on the GPU, f32 on the CPU).
+std::vector<float> kv_floats(engine& e, const kv_block& b) {
+  std::vector<unsigned char> raw(b.shape.bytes());
+  e.to_host(raw.data(), b.data, raw.size());
+  std::vector<float> out(b.shape.bytes() / (e.kv_type() == dtype::bf16 ? 2 : 4));
+  if (e.kv_type() == dtype::f32) {
+    std::memcpy(out.data(), raw.data(), raw.size());
+    return out;
+  }
+  for (std::size_t i = 0; i < out.size(); ++i) {
+    __nv_bfloat16 v;
+    std::memcpy(&v, raw.data() + 2 * i, 2);
+    out[i] = __bfloat162float(v);
+  }
+  return out;
+}
+
+// Prefills `toks` one-shot into `full`, copies its KV into `sel`'s block and
+// recomputes `rows` there with run_selected; returns the rows' hidden states
+// (the full prefill's rows go to `want`).
+std::vector<float> select_after_prefill(engine& e, const std::vector<std::int32_t>& toks, chunk_mem& full,
+                                        chunk_mem& sel, const std::vector<int>& rows, std::vector<float>* want) {
+  const int n = static_cast<int>(toks.size()), hidden = e.cfg().hidden;
+  run_chunk(e, toks, 0, n, {}, full);
+  std::vector<unsigned char> kv = full.kv_bytes();
+  e.to_backend(sel.block.data, kv.data(), kv.size());
+  std::vector<std::int32_t> sel_toks;
+  for (int p : rows) sel_toks.push_back(toks[p]);
+  void* h = e.allocate(rows.size() * hidden * sizeof(float));
+  selected_job job;
+  job.tokens = sel_toks.data();
+  job.positions = rows.data();
+  job.count = static_cast<int>(rows.size());
+  job.layer_end = e.cfg().layers;
+  job.kv = sel.block;
+  job.hidden = {h, job.count};
+  e.run_selected(job);
+  std::vector<float> got(rows.size() * hidden);
+  e.to_host(got.data(), h, got.size() * sizeof(float));
+  e.release(h);
+  const std::vector<float> all = full.hidden_rows();
+  want->clear();
+  for (int p : rows) want->insert(want->end(), all.begin() + p * hidden, all.begin() + (p + 1) * hidden);
+  return got;
+}
+
+}  // namespace
+
+// Recomputing every row equals the full prefill: bitwise where the rows fill
+// the device without splitting the keys (300 tokens), within the merge's
+// rounding where they are split (2048 tokens); scattered rows over a long
+// context (split keys) equal the prefill's rows.
+BOOST_AUTO_TEST_CASE(run_selected_equals_full_prefill) {
+  auto e = make_cuda_engine_random(preset("smollm2-135m"), 7);
+  const int vocab = e->cfg().vocab_size;
+  // Rows `rows` of an n-token prompt: bitwise, or within 1e-2 relative error.
+  auto check = [&](int n, const std::vector<int>& rows, const std::string& what, bool bitwise) {
+    chunk_mem full(*e, n), sel(*e, n);
+    std::vector<float> want;
+    const auto got = select_after_prefill(*e, prompt(n, vocab), full, sel, rows, &want);
+    if (bitwise) {
+      BOOST_TEST((got == want), what << ": hidden states bitwise");
+      BOOST_TEST((sel.kv_bytes() == full.kv_bytes()), what << ": KV bitwise");
+      return;
+    }
+    const double he = rel_err(got, want), ke = rel_err(kv_floats(*e, sel.block), kv_floats(*e, full.block));
+    BOOST_TEST_MESSAGE(what << ": hidden rel err " << he << ", KV rel err " << ke);
+    BOOST_TEST(he < 1e-2, what);
+    BOOST_TEST(ke < 1e-2, what);
+  };
+  auto every = [](int n) {
+    std::vector<int> rows(n);
+    for (int i = 0; i < n; ++i) rows[i] = i;
+    return rows;
+  };
+  check(300, every(300), "every row of 300", true);
+  check(2048, every(2048), "every row of 2048", false);
+  check(2048, {0, 1, 2, 511, 512, 1000, 1500, 1501, 2040, 2047}, "10 scattered rows of 2048", false);
+  std::vector<int> unordered{5, 3};
+  chunk_mem m(*e, 8);
+  selected_job bad;
+  std::vector<std::int32_t> toks{1, 2};
+  bad.tokens = toks.data();
+  bad.positions = unordered.data();
+  bad.count = 2;
+  bad.layer_end = e->cfg().layers;
+  bad.kv = m.block;
+  bad.hidden = {m.hidden.data, 2};
+  BOOST_CHECK_THROW(e->run_selected(bad), kvflow::error);  // not ascending
+}
+
+// Against the CPU engine's run_selected on the same (bf16-rounded) weights:
+// scattered rows of several "documents" over a 512-token block whose other
+// rows hold each engine's own prefill.
+BOOST_AUTO_TEST_CASE(run_selected_matches_cpu_engine) {
+  const auto cfg = preset("smollm2-135m");
+  const weights w = bf16_random_weights(cfg, 42);
+  auto gpu = make_cuda_engine(w);
+  auto cpu = make_cpu_engine(w, 0);
+  const int n = 512;
+  const auto toks = prompt(n, cfg.vocab_size);
+  const std::vector<int> rows{0, 1, 2, 3, 128, 129, 130, 256, 300, 301, 480, 511};
+  chunk_mem gf(*gpu, n), gs(*gpu, n), cf(*cpu, n), cs(*cpu, n);
+  std::vector<float> gwant, cwant;
+  const auto g = select_after_prefill(*gpu, toks, gf, gs, rows, &gwant);
+  const auto c = select_after_prefill(*cpu, toks, cf, cs, rows, &cwant);
+  const double he = rel_err(g, c), ke = rel_err(kv_floats(*gpu, gs.block), kv_floats(*cpu, cs.block));
+  BOOST_TEST_MESSAGE("run_selected GPU vs CPU: hidden rel err " << he << ", KV rel err " << ke);
+  BOOST_TEST(he < 0.1);
+  BOOST_TEST(ke < 0.1);
+  BOOST_TEST(rel_err(c, cwant) < 1e-4);  // the CPU's own check: its rows equal its prefill's
 }

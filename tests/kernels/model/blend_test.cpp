@@ -204,3 +204,27 @@ BOOST_AUTO_TEST_CASE(bad_jobs_are_refused_with_context) {
   std::vector<std::int32_t> prompt(8, 1);
   BOOST_CHECK_THROW(blend_prefill(e, prompt, {{0, 8, true}}, kv.view, o), kvflow::error);
 }
+
+// Refining (cacheblend): a wide set of refine_factor x ratio runs more
+// layers before the final choice. With a factor of 1 the wide set is the
+// final set, so the restore equals the unrefined one bitwise; a wider set
+// still recomputes `ratio` of the document tokens, and different ones.
+BOOST_AUTO_TEST_CASE(refined_selection_keeps_the_budget) {
+  const auto s = make_prompt();
+  blend_options o;
+  o.ratio = 0.3;
+  auto kv0 = placed(s);
+  const auto plain = blend_prefill(tiny(), s.prompt, s.segments, kv0.view, o);
+  o.refine_layers = 1;
+  o.refine_factor = 1;
+  auto kv1 = placed(s);
+  const auto same = blend_prefill(tiny(), s.prompt, s.segments, kv1.view, o);
+  BOOST_TEST(same.recomputed == plain.recomputed, boost::test_tools::per_element());
+  BOOST_TEST(std::memcmp(same.last_hidden.data(), plain.last_hidden.data(), plain.last_hidden.size() * 4) == 0);
+  BOOST_TEST(std::memcmp(kv1.data.data(), kv0.data.data(), kv0.data.size() * 4) == 0);
+  o.refine_factor = 3;
+  auto kv3 = placed(s);
+  const auto wide = blend_prefill(tiny(), s.prompt, s.segments, kv3.view, o);
+  BOOST_TEST(wide.selected_document_tokens == plain.selected_document_tokens);
+  BOOST_TEST(wide.recomputed.size() == plain.recomputed.size());
+}
