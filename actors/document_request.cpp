@@ -4,8 +4,8 @@
 #include <cstring>
 
 #include "actors/atoms.hpp"
-#include "actors/gpu_actor.hpp"
 #include "actors/caf_error.hpp"
+#include "actors/gpu_actor.hpp"
 #include "devices/document_store.hpp"
 #include "kernels/cpu/rope.hpp"
 #include "messages/error.hpp"

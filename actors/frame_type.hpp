@@ -15,8 +15,7 @@ namespace kvflow::msg {
 
 /// Saving (serializers, to_string): the bytes as one sequence.
 template <class Inspector>
-typename std::enable_if<Inspector::reads_state, typename Inspector::result_type>::type
-inspect(Inspector& f, frame& x) {
+typename std::enable_if<Inspector::reads_state, typename Inspector::result_type>::type inspect(Inspector& f, frame& x) {
   return f(caf::meta::type_name("kvflow::frame"), x.bytes);
 }
 
@@ -24,8 +23,8 @@ inspect(Inspector& f, frame& x) {
 /// checked against the frame cap before anything is allocated; CAF's own
 /// loader would resize to whatever a peer declares.
 template <class Inspector>
-typename std::enable_if<Inspector::writes_state, typename Inspector::result_type>::type
-inspect(Inspector& f, frame& x) {
+typename std::enable_if<Inspector::writes_state, typename Inspector::result_type>::type inspect(Inspector& f,
+                                                                                                frame& x) {
   std::size_t n = 0;
   if (auto err = f.begin_sequence(n)) return err;
   if (n > limits{}.max_frame_bytes)

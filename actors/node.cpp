@@ -10,7 +10,6 @@
 #include "actors/caf_error.hpp"
 #include "actors/frame_type.hpp"
 #include "devices/keys.hpp"
-#include "actors/caf_error.hpp"
 #include "messages/log.hpp"
 
 namespace kvflow {

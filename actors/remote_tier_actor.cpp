@@ -10,9 +10,9 @@
 #include <caf/io/middleman.hpp>
 #include <caf/io/middleman_actor.hpp>
 
+#include "actors/caf_error.hpp"
 #include "actors/clock.hpp"
 #include "devices/keys.hpp"
-#include "actors/caf_error.hpp"
 #include "messages/log.hpp"
 #include "policies/placement.hpp"
 

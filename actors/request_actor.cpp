@@ -86,7 +86,8 @@ void decode_and_store(state_t* self) {
     }
   }
   auto first = st.ws->generated().front();
-  bool stop = std::find(st.params.stop_tokens.begin(), st.params.stop_tokens.end(), first) != st.params.stop_tokens.end();
+  bool stop =
+      std::find(st.params.stop_tokens.begin(), st.params.stop_tokens.end(), first) != st.params.stop_tokens.end();
   int more = static_cast<int>(st.params.opts.max_new_tokens) - 1;
   if (stop || more <= 0 || cancelled(self)) return finish_up();
   model::sampling s{st.params.opts.temperature, st.params.opts.top_p, st.params.opts.seed};
@@ -262,8 +263,7 @@ void lookup_then_register(state_t* self, std::size_t tier_index) {
                                        static_cast<std::uint32_t>(st.ws->keys().size()),
                                        static_cast<std::uint32_t>(found.size()), 0});
             for (auto& loc : found)
-              if (loc.chunk < st.chunk_tier.size() && !st.chunk_tier[loc.chunk])
-                st.chunk_tier[loc.chunk] = loc.where;
+              if (loc.chunk < st.chunk_tier.size() && !st.chunk_tier[loc.chunk]) st.chunk_tier[loc.chunk] = loc.where;
             lookup_then_register(self, tier_index + 1);
           },
           [=](caf::error& e) { fail(self, e); });
@@ -281,7 +281,8 @@ caf::behavior request_actor(state_t* self, request_env env, workspace_ptr ws, re
   st.report.prompt_tokens = static_cast<std::uint32_t>(st.ws->tokens().size());
   st.report.chunks = static_cast<std::uint32_t>(st.ws->num_chunks());
   st.chunk_tier.assign(st.ws->keys().size(), std::nullopt);
-  self->set_down_handler([=](const caf::down_msg& dm) { fail(self, "a runtime actor went down: " + to_string(dm.reason)); });
+  self->set_down_handler(
+      [=](const caf::down_msg& dm) { fail(self, "a runtime actor went down: " + to_string(dm.reason)); });
   self->monitor(st.env.scheduler);
   self->monitor(st.env.gpu);
   for (auto& t : st.env.tiers) self->monitor(t.second);

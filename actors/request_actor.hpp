@@ -50,7 +50,7 @@ struct request_params {
   std::chrono::steady_clock::time_point submitted;
   report_callback done;
   std::function<std::string(const std::vector<std::int32_t>&)> detokenize;  ///< may be empty
-  std::vector<std::int32_t> stop_tokens;  ///< end decoding early
+  std::vector<std::int32_t> stop_tokens;                                    ///< end decoding early
 };
 
 struct request_state {

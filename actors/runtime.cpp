@@ -190,8 +190,8 @@ struct runtime::impl {
                                    model::make_nccl_link_id(same ? 1 : 2, same ? 0 : 1));
     }
 #endif
-    throw error(errc::unsupported, "stage link '" + link_kind + "' on backend " + std::string(to_string(backend)) + " (use host" +
-                                       (backend == backend_kind::cuda ? " or nccl)" : ")"));
+    throw error(errc::unsupported, "stage link '" + link_kind + "' on backend " + std::string(to_string(backend)) +
+                                       " (use host" + (backend == backend_kind::cuda ? " or nccl)" : ")"));
   }
 
   // Spawns one stage actor per layer range, the last first (each needs the
@@ -226,8 +226,8 @@ struct runtime::impl {
       if (opts.host_tier_gb > 0)
         st.route.tiers.emplace_back(msg::tier::host, sys->spawn<caf::detached>(host_tier_actor, store));
       st.route.tiers.emplace_back(
-          msg::tier::disk,
-          sys->spawn<caf::detached>(disk_tier_actor, store, caps.load_bytes[static_cast<std::size_t>(msg::tier::disk)]));
+          msg::tier::disk, sys->spawn<caf::detached>(disk_tier_actor, store,
+                                                     caps.load_bytes[static_cast<std::size_t>(msg::tier::disk)]));
     }
   }
 

@@ -28,24 +28,24 @@ backend_kind resolve_backend(const std::string& name);
 /// Where the model comes from and how restores are scheduled. Defaults run
 /// SmolLM2-135M-Instruct on the CPU with a host and a disk tier.
 struct runtime_options {
-  std::string model_path;          ///< GGUF, safetensors file or HF folder; empty: the default model
-  std::string preset;              ///< with random weights instead of a file ("tiny-test", "llama-3-8b", ...)
-  std::uint64_t seed = 1;          ///< for random weights
-  std::string backend = "auto";    ///< "cpu", "cuda" or "auto" (cuda where a GPU is found)
-  int threads = 0;                 ///< CPU backend threads; 0: all cores
-  int chunk_tokens = 256;          ///< tokens per chunk
+  std::string model_path;        ///< GGUF, safetensors file or HF folder; empty: the default model
+  std::string preset;            ///< with random weights instead of a file ("tiny-test", "llama-3-8b", ...)
+  std::uint64_t seed = 1;        ///< for random weights
+  std::string backend = "auto";  ///< "cpu", "cuda" or "auto" (cuda where a GPU is found)
+  int threads = 0;               ///< CPU backend threads; 0: all cores
+  int chunk_tokens = 256;        ///< tokens per chunk
   /// Tokens of adjacent chunks that one compute grant spans where it can
   /// (the gpu actor runs them as one forward, so small chunks compute as
   /// fast as large ones); 0: 1024 on CUDA, one chunk on the CPU (whose
   /// products gain nothing from more rows).
   int compute_group_tokens = 0;
   std::string policy = "two_pointer";
-  double host_tier_gb = 4;          ///< pinned host pool capacity; at least one chunk (it stages stores)
-  std::string disk_dir;             ///< chunk file folder; empty: a temporary one, removed at the end
-  double disk_tier_gb = 32;         ///< chunk files kept (least recently used go first); 0: no limit
-  double disk_gbps = 0;            ///< pace disk reads to this many Gbit/s; 0: unpaced
+  double host_tier_gb = 4;              ///< pinned host pool capacity; at least one chunk (it stages stores)
+  std::string disk_dir;                 ///< chunk file folder; empty: a temporary one, removed at the end
+  double disk_tier_gb = 32;             ///< chunk files kept (least recently used go first); 0: no limit
+  double disk_gbps = 0;                 ///< pace disk reads to this many Gbit/s; 0: unpaced
   std::string tenant_salt = "default";  ///< from the server's tenant, never from a client
-  std::size_t max_compute_cells = 0;   ///< cells in flight per GPU; 0: the policy default
+  std::size_t max_compute_cells = 0;    ///< cells in flight per GPU; 0: the policy default
   /// Bytes of granted loads not yet done, per tier link; 0: two chunks'
   /// worth. Small keeps the split adaptable: a granted load is never revoked.
   std::size_t max_load_bytes_in_flight = 0;
@@ -84,13 +84,13 @@ struct document_span {
 
 struct submit_options {
   std::uint32_t max_new_tokens = 32;
-  float temperature = 0;           ///< 0: greedy
+  float temperature = 0;  ///< 0: greedy
   float top_p = 1;
   std::uint64_t seed = 0;
-  std::string policy;              ///< empty: the runtime's policy
-  bool store = true;               ///< store the prompt's new chunks to the tiers afterwards
-  bool digest_kv = false;          ///< report a SHA-256 of the restored prompt KV (tests, checks)
-  bool trace = false;              ///< report every grant's span (restore_report::spans)
+  std::string policy;      ///< empty: the runtime's policy
+  bool store = true;       ///< store the prompt's new chunks to the tiers afterwards
+  bool digest_kv = false;  ///< report a SHA-256 of the restored prompt KV (tests, checks)
+  bool trace = false;      ///< report every grant's span (restore_report::spans)
   /// Non-prefix reuse: document segments of the prompt, ascending and
   /// disjoint. Where the prefix chain misses them, each is loaded from its
   /// document entry (or computed alone and stored), rotated to its place,
@@ -99,7 +99,7 @@ struct submit_options {
   /// under prefix keys. CPU backend; elsewhere the prompt restores as usual.
   std::vector<document_span> documents;
   std::string document_selection = "cacheblend";  ///< "cacheblend" or "epic"
-  double recompute_ratio = -1;     ///< share of document tokens recomputed; < 0: from the cost model
+  double recompute_ratio = -1;                    ///< share of document tokens recomputed; < 0: from the cost model
   /// The tenant whose salt keys this request's chunks (empty: runtime_options::tenant_salt).
   /// A server sets it from the API key, never from what a client sends:
   /// requests of different tenants never share a cached chunk.
@@ -128,7 +128,7 @@ struct tier_stats {
 /// when the GPU reached it (not when it was queued).
 struct cell_span {
   bool compute = true;
-  std::string source;              ///< "gpu", "host" or "disk"
+  std::string source;  ///< "gpu", "host" or "disk"
   std::uint32_t chunk_begin = 0, chunk_end = 0, layer_begin = 0, layer_end = 0;
   double start_s = 0, end_s = 0;
 };
@@ -138,30 +138,30 @@ struct restore_report {
   std::uint64_t request_id = 0;
   std::string policy;
   std::int32_t first_token = -1;
-  double ttft_s = 0;               ///< submit to first token on the host
-  double total_s = 0;              ///< submit to last generated token
+  double ttft_s = 0;   ///< submit to first token on the host
+  double total_s = 0;  ///< submit to last generated token
   std::uint32_t prompt_tokens = 0;
   std::uint32_t chunks = 0;
-  std::uint32_t cached_chunks = 0; ///< prefix chunks found in a tier
+  std::uint32_t cached_chunks = 0;  ///< prefix chunks found in a tier
   std::uint32_t cells_computed = 0;
   std::uint32_t cells_loaded = 0;
   std::uint64_t bytes_from_host = 0;
   std::uint64_t bytes_from_disk = 0;
   std::uint64_t bytes_from_remote = 0;
-  std::vector<std::int32_t> tokens;  ///< generated tokens, the first included
-  std::string text;                  ///< decoded, when the model has a tokenizer
-  std::string kv_sha256;             ///< hex digest of every prompt chunk's block, when asked for
-  std::vector<cell_span> spans;      ///< every grant in completion order, when traced
-  std::uint32_t documents_reused = 0;    ///< document entries loaded from a tier
-  std::uint32_t documents_computed = 0;  ///< document entries computed alone (and stored)
+  std::vector<std::int32_t> tokens;              ///< generated tokens, the first included
+  std::string text;                              ///< decoded, when the model has a tokenizer
+  std::string kv_sha256;                         ///< hex digest of every prompt chunk's block, when asked for
+  std::vector<cell_span> spans;                  ///< every grant in completion order, when traced
+  std::uint32_t documents_reused = 0;            ///< document entries loaded from a tier
+  std::uint32_t documents_computed = 0;          ///< document entries computed alone (and stored)
   std::uint32_t document_tokens_recomputed = 0;  ///< selected document tokens, above the check layers
-  double recompute_ratio = 0;            ///< the ratio the document path used
-  std::string finish_reason;         ///< "stop" (a stop token), "length" (max_new_tokens) or "cancelled"
-  std::uint32_t grants_compute = 0;  ///< compute grants carried out
-  std::uint32_t grants_load = 0;     ///< load grants carried out
-  std::vector<tier_stats> tiers;     ///< per tier, fastest first
-  std::uint32_t stage_handoffs = 0;  ///< chunk hidden states handed between pipeline stages
-  double handoff_s = 0;              ///< time those hand-offs took on the stages' threads
+  double recompute_ratio = 0;                    ///< the ratio the document path used
+  std::string finish_reason;                     ///< "stop" (a stop token), "length" (max_new_tokens) or "cancelled"
+  std::uint32_t grants_compute = 0;              ///< compute grants carried out
+  std::uint32_t grants_load = 0;                 ///< load grants carried out
+  std::vector<tier_stats> tiers;                 ///< per tier, fastest first
+  std::uint32_t stage_handoffs = 0;              ///< chunk hidden states handed between pipeline stages
+  double handoff_s = 0;                          ///< time those hand-offs took on the stages' threads
 };
 
 /// What a server needs to know about the loaded model.
@@ -174,7 +174,7 @@ struct model_info {
 };
 
 struct chat_turn {
-  std::string role;     ///< "system", "user" or "assistant"
+  std::string role;  ///< "system", "user" or "assistant"
   std::string content;
 };
 

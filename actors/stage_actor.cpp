@@ -4,10 +4,10 @@
 #include <chrono>
 
 #include "actors/atoms.hpp"
+#include "actors/caf_error.hpp"
 #include "actors/clock.hpp"
 #include "actors/frame_type.hpp"
 #include "actors/gpu_actor.hpp"
-#include "actors/caf_error.hpp"
 #include "messages/log.hpp"
 
 namespace kvflow {

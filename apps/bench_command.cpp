@@ -7,6 +7,7 @@
 // against compute_only's. Writes restore.json, restore.md and Chrome trace
 // files of one batched restore per traced policy.
 
+#include <unistd.h>
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -20,15 +21,14 @@
 #include <set>
 #include <sstream>
 #include <thread>
-#include <unistd.h>
 
 #include <nlohmann/json.hpp>
 
 #include "actors/runtime.hpp"
 #include "apps/bench_records.hpp"
 #include "apps/bench_trace.hpp"
-#include "apps/node_cluster.hpp"
 #include "apps/commands.hpp"
+#include "apps/node_cluster.hpp"
 #include "kernels/model/config.hpp"
 #include "kernels/model/kv_layout.hpp"
 #include "messages/error.hpp"
@@ -52,12 +52,12 @@ struct bench_options {
   std::vector<int> batches{1};
   std::vector<std::string> batch_tiers;  // tiers that run batches > 1 and streams; empty: all
   int repeats = 3;
-  int poisson = 0;            // requests of the Poisson stream; 0: none
-  double poisson_load = 0.7;  // arrival rate over the measured capacity
+  int poisson = 0;                                                  // requests of the Poisson stream; 0: none
+  double poisson_load = 0.7;                                        // arrival rate over the measured capacity
   std::string capacity_policy = name_of(policy_kind::two_pointer);  // restores the stream serially to measure capacity
-  int trace_batch = 0;        // 0: the largest batch; negative: no trace
+  int trace_batch = 0;                                              // 0: the largest batch; negative: no trace
   std::vector<std::string> trace_policies{name_of(policy_kind::two_pointer), name_of(policy_kind::bidirectional)};
-  int trace_context = 0;      // 0: the first context where the batch runs
+  int trace_context = 0;                // 0: the first context where the batch runs
   std::vector<std::string> references;  // prefill_reference.py's JSON files
   bool no_digest = false;
   bool append = false;
@@ -104,9 +104,9 @@ tier_config parse_tier(const std::string& s) {
   } else if (double g = parse_gbps(s); g > 0) {
     return {s, false, false, g};
   }
-  throw error(errc::invalid_argument,
-              "--tiers: '" + s +
-                  "' is not host, disk, a positive Gbit/s rate, mixed, mixed:<Gbit/s> or remote:<Gbit/s>");
+  throw error(
+      errc::invalid_argument,
+      "--tiers: '" + s + "' is not host, disk, a positive Gbit/s rate, mixed, mixed:<Gbit/s> or remote:<Gbit/s>");
 }
 
 std::vector<std::int32_t> random_tokens(std::mt19937_64& rng, int count, int vocab) {
@@ -208,10 +208,10 @@ class bench {
                                                 " leaves no cached chunk after a suffix of " +
                                                 std::to_string(longest_suffix) + " tokens");
       if (c + 1 > cfg_.max_positions)
-        throw error(errc::invalid_argument, "--contexts: " + std::to_string(c) + " tokens plus the first new one exceed " +
-                                                opt_.preset + "'s " + std::to_string(cfg_.max_positions) +
-                                                " positions (use at most " + std::to_string(cfg_.max_positions - 1) +
-                                                ")");
+        throw error(errc::invalid_argument, "--contexts: " + std::to_string(c) +
+                                                " tokens plus the first new one exceed " + opt_.preset + "'s " +
+                                                std::to_string(cfg_.max_positions) + " positions (use at most " +
+                                                std::to_string(cfg_.max_positions - 1) + ")");
     }
     for (int b : opt_.batches)
       if (b <= 0) throw error(errc::invalid_argument, "--batch: " + std::to_string(b) + " is not positive");
@@ -280,7 +280,8 @@ class bench {
     double most = 0;
     for (int ctx : opt_.contexts) {
       for (int b : opt_.batches)
-        if (batch_runs_on(b, t.name)) most = std::max(most, prefix_bytes(make_prompts(ctx, b, static_cast<std::uint64_t>(b))));
+        if (batch_runs_on(b, t.name))
+          most = std::max(most, prefix_bytes(make_prompts(ctx, b, static_cast<std::uint64_t>(b))));
       if (poisson_on(t.name)) most = std::max(most, prefix_bytes(make_prompts(ctx, opt_.poisson, poisson_key())));
     }
     return most;
@@ -339,7 +340,8 @@ class bench {
       co.node_args = {"--host-gb", std::to_string(tier_bytes_needed(t) * 1.25 / 1e9 + 1)};
       cluster_ = std::make_unique<app::node_cluster>(co);
       if (!cluster_->namespaced())
-        progress_.say("warning: tier " + t.name + ": no network namespace here (root and ip/tc needed): unshaped loopback");
+        progress_.say("warning: tier " + t.name +
+                      ": no network namespace here (root and ip/tc needed): unshaped loopback");
       remote_gbps_ = t.gbps;
       facts_.link_gbps = t.gbps;
       // About a second of traffic at the shaped rate.
@@ -461,15 +463,15 @@ class bench {
   }
 
   // Against compute_only's restore of the same prompt (the first one seen).
-  void check(std::vector<restore_report>& reference, const restore_report& r, std::size_t i,
-             const std::string& policy, const tier_config& t) {
+  void check(std::vector<restore_report>& reference, const restore_report& r, std::size_t i, const std::string& policy,
+             const tier_config& t) {
     if (reference[i].first_token < 0) reference[i] = r;
     if (r.kv_sha256 != reference[i].kv_sha256 || r.first_token != reference[i].first_token) {
       facts_.mismatches++;
       progress_.say("MISMATCH: " + policy + " prompt " + std::to_string(i) + " (" + std::to_string(r.prompt_tokens) +
                     " tokens): kv " + r.kv_sha256.substr(0, 12) + " first token " + std::to_string(r.first_token) +
-                    ", " + reference[i].policy + " has kv " + reference[i].kv_sha256.substr(0, 12) +
-                    " first token " + std::to_string(reference[i].first_token));
+                    ", " + reference[i].policy + " has kv " + reference[i].kv_sha256.substr(0, 12) + " first token " +
+                    std::to_string(reference[i].first_token));
     }
     if (is(policy, policy_kind::load_only) && t.host && r.bytes_from_disk > 0)
       progress_.say("warning: host tier: load_only read " + std::to_string(r.bytes_from_disk) + " bytes from disk");
@@ -489,13 +491,13 @@ class bench {
     for (int rep = 0; rep < opt_.repeats; ++rep) {
       for (auto& policy : policies_) {
         auto so = restore_options(policy);
-        bool trace = rep == 0 && batch == trace_batch_ && !traced_.count(policy) &&
-                     (opt_.trace_context == 0 || opt_.trace_context == ctx) &&
-                     std::find(opt_.trace_policies.begin(), opt_.trace_policies.end(), policy) !=
-                         opt_.trace_policies.end();
+        bool trace =
+            rep == 0 && batch == trace_batch_ && !traced_.count(policy) &&
+            (opt_.trace_context == 0 || opt_.trace_context == ctx) &&
+            std::find(opt_.trace_policies.begin(), opt_.trace_policies.end(), policy) != opt_.trace_policies.end();
         // Batch 1: compute_only's and load_only's spans give the bound's costs.
-        so.trace =
-            trace || remote_tier_ || (batch == 1 && (is(policy, policy_kind::compute_only) || is(policy, policy_kind::load_only)));
+        so.trace = trace || remote_tier_ ||
+                   (batch == 1 && (is(policy, policy_kind::compute_only) || is(policy, policy_kind::load_only)));
         progress_.start(label(ctx, t, batch, policy) + (trace ? " (traced)" : ""));
         auto run = restore(rt, prompts, so);
         double mean = account(points[policy], run, reference, ctx, t, policy);
@@ -511,8 +513,8 @@ class bench {
 
   // Adds one run of every prompt to its point (after checking each report
   // against compute_only's); returns the run's mean TTFT.
-  double account(point& pt, const restore_run& run, std::vector<restore_report>& reference, int ctx, const tier_config& t,
-                 const std::string& policy) {
+  double account(point& pt, const restore_run& run, std::vector<restore_report>& reference, int ctx,
+                 const tier_config& t, const std::string& policy) {
     int n = static_cast<int>(run.reports.size());
     pt.context = ctx;
     pt.tier = t.name;
@@ -636,7 +638,8 @@ command_runner add_bench_command(CLI::App& app) {
       "batched restore per traced policy.\n\nExample (CPU): kvflow bench --preset tiny-test --backend cpu "
       "--contexts 1024,2048 --suffix-tokens 64 --chunk-tokens 128 --tiers host,disk,10,mixed --batch 1,4 "
       "--poisson 6 --repeats 1 --out /tmp/bench");
-  cmd->add_option("--preset", opt->preset, "Model preset with random weights (tiny-test, smollm2-135m, llama-3-8b, ...)")
+  cmd->add_option("--preset", opt->preset,
+                  "Model preset with random weights (tiny-test, smollm2-135m, llama-3-8b, ...)")
       ->capture_default_str();
   cmd->add_option("--backend", opt->backend, "cpu, cuda or auto")->capture_default_str();
   cmd->add_option("--threads", opt->threads, "CPU backend threads (0: all cores)")->capture_default_str();
@@ -651,22 +654,26 @@ command_runner add_bench_command(CLI::App& app) {
       ->delimiter(',')
       ->capture_default_str();
   cmd->add_option("--chunk-tokens", opt->chunk_tokens, "Tokens per chunk")->capture_default_str();
-  cmd->add_option("--tiers", opt->tiers,
-                  "Where the cached prefix lies: host (pinned pool), disk (O_DIRECT), N (the disk paced to N "
-                  "Gbit/s), mixed or mixed:N (a host pool for half of each point's prompts in front of the disk, "
-                  "paced to N Gbit/s: part of each batch restores from host, part from disk), remote:N (a kvflow node in a "
-                  "network namespace of its own behind a veth pair shaped to N Gbit/s by tc; root and ip/tc needed)")
+  cmd->add_option(
+         "--tiers", opt->tiers,
+         "Where the cached prefix lies: host (pinned pool), disk (O_DIRECT), N (the disk paced to N "
+         "Gbit/s), mixed or mixed:N (a host pool for half of each point's prompts in front of the disk, "
+         "paced to N Gbit/s: part of each batch restores from host, part from disk), remote:N (a kvflow node in a "
+         "network namespace of its own behind a veth pair shaped to N Gbit/s by tc; root and ip/tc needed)")
       ->delimiter(',')
       ->capture_default_str();
-  cmd->add_option("--policies", opt->policies, "Policies to compare (compute_only and load_only run first, oracle last)")
+  cmd->add_option("--policies", opt->policies,
+                  "Policies to compare (compute_only and load_only run first, oracle last)")
       ->delimiter(',')
       ->capture_default_str();
   cmd->add_option("--batch", opt->batches, "Batch sizes; a batch > 1 submits that many distinct prompts at once")
       ->delimiter(',')
       ->capture_default_str();
-  cmd->add_option("--batch-tiers", opt->batch_tiers, "Tiers that run batches > 1 and the Poisson stream (default: every tier)")
+  cmd->add_option("--batch-tiers", opt->batch_tiers,
+                  "Tiers that run batches > 1 and the Poisson stream (default: every tier)")
       ->delimiter(',');
-  cmd->add_option("--repeats", opt->repeats, "Runs per policy and batch (batch 1 reports the median); a stream runs once")
+  cmd->add_option("--repeats", opt->repeats,
+                  "Runs per policy and batch (batch 1 reports the median); a stream runs once")
       ->capture_default_str();
   cmd->add_option("--poisson", opt->poisson,
                   "Requests of a Poisson stream per context and batch tier, after the batches (0: none)")
@@ -687,7 +694,8 @@ command_runner add_bench_command(CLI::App& app) {
                   "Context whose batch is traced (0: the first where the batch runs)")
       ->capture_default_str();
   cmd->add_option("--reference", opt->references,
-                  "prefill_reference.py's JSON (files, comma-separated): adds transformers_s to every record and vs_transformers (compute_only "
+                  "prefill_reference.py's JSON (files, comma-separated): adds transformers_s to every record and "
+                  "vs_transformers (compute_only "
                   "batch-1 TTFT over transformers prefill of the same model and length)")
       ->delimiter(',');
   cmd->add_flag("--no-digest", opt->no_digest,

@@ -40,9 +40,9 @@ struct point {
   std::vector<double> per_repeat_mean;                              // mean TTFT of the batch, per repeat
   std::vector<double> all_ttft;                                     // every request of every repeat
   double computed = 0, loaded = 0, host_bytes = 0, disk_bytes = 0;  // sums over requests
-  double handoffs = 0, handoff_s = 0;  // stage hand-offs (chunks) and their time, sums over requests
+  double handoffs = 0, handoff_s = 0;          // stage hand-offs (chunks) and their time, sums over requests
   double remote_bytes = 0, remote_busy_s = 0;  // bytes over the link, and the time loads ran (traced)
-  double mean() const {  // batch 1: median of repeats; batches, streams: mean of all requests
+  double mean() const {                        // batch 1: median of repeats; batches, streams: mean of all requests
     if (batch == 1) {
       auto v = per_repeat_mean;
       std::sort(v.begin(), v.end());

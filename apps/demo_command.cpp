@@ -51,9 +51,9 @@ void print_row(const char* run, int turn, const restore_report& r, const restore
   std::string reply = r.text.substr(0, 44);
   for (auto& ch : reply)
     if (ch == '\n') ch = ' ';
-  std::printf("%-5s %4d %7u %6u/%-6u %-14s %9.1f %7.2fx %8u %7u %5s  %s\n", run, turn, r.prompt_tokens,
-              r.cached_chunks, r.chunks, r.policy.c_str(), r.ttft_s * 1e3, base.ttft_s / r.ttft_s, r.cells_computed,
-              r.cells_loaded, r.tokens == base.tokens ? "yes" : "NO", reply.c_str());
+  std::printf("%-5s %4d %7u %6u/%-6u %-14s %9.1f %7.2fx %8u %7u %5s  %s\n", run, turn, r.prompt_tokens, r.cached_chunks,
+              r.chunks, r.policy.c_str(), r.ttft_s * 1e3, base.ttft_s / r.ttft_s, r.cells_computed, r.cells_loaded,
+              r.tokens == base.tokens ? "yes" : "NO", reply.c_str());
 }
 
 int run_demo(demo_options opt) {
@@ -102,8 +102,9 @@ int run_demo(demo_options opt) {
     std::error_code ec;
     std::filesystem::remove_all(opt.rt.disk_dir, ec);
   }
-  std::printf("ttft_ms: submit to first token; vs_comp: TTFT of a full recompute (compute_only) of the same prompt "
-              "over this row's; same: generated tokens equal the full recompute's\n");
+  std::printf(
+      "ttft_ms: submit to first token; vs_comp: TTFT of a full recompute (compute_only) of the same prompt "
+      "over this row's; same: generated tokens equal the full recompute's\n");
   if (mismatches) std::printf("%d turns differ from the full recompute\n", mismatches);
   return mismatches ? 1 : 0;
 }
@@ -113,16 +114,19 @@ int run_demo(demo_options opt) {
 command_runner add_demo_command(CLI::App& app) {
   auto opt = std::make_shared<demo_options>();
   auto* cmd = app.add_subcommand(
-      "demo", "Run a multi-turn conversation cold and warm; print TTFT per turn for each policy (default: CPU, SmolLM2)");
+      "demo",
+      "Run a multi-turn conversation cold and warm; print TTFT per turn for each policy (default: CPU, SmolLM2)");
   cmd->add_option("--model", opt->rt.model_path, "GGUF or safetensors model (default: $KVFLOW_MODEL or models/)");
   cmd->add_option("--preset", opt->rt.preset, "Use random weights of a preset instead of a model file");
   cmd->add_option("--backend", opt->rt.backend, "cpu, cuda or auto")->capture_default_str();
   cmd->add_option("--chunk-tokens", opt->rt.chunk_tokens, "Tokens per chunk")->capture_default_str();
   cmd->add_option("--threads", opt->rt.threads, "CPU threads (0: all cores)")->capture_default_str();
-  cmd->add_option("--disk-dir", opt->rt.disk_dir, "Chunk file folder, created if missing and kept afterwards (default: a temporary one, removed)");
+  cmd->add_option("--disk-dir", opt->rt.disk_dir,
+                  "Chunk file folder, created if missing and kept afterwards (default: a temporary one, removed)");
   cmd->add_option("--disk-gbps", opt->rt.disk_gbps, "Pace the disk tier to this many Gbit/s (0: unpaced)")
       ->capture_default_str();
-  cmd->add_option("--host-gb", opt->rt.host_tier_gb, "Host tier capacity in GB (0: no host tier)")->capture_default_str();
+  cmd->add_option("--host-gb", opt->rt.host_tier_gb, "Host tier capacity in GB (0: no host tier)")
+      ->capture_default_str();
   cmd->add_option("--policies", opt->policies, "Policies to compare")->capture_default_str();
   cmd->add_option("--cluster", opt->rt.cluster_file, "Cluster file of kvflow nodes whose tiers serve as a remote tier");
   cmd->add_option("--document-repeats", opt->document_repeats, "Length of the shared document (paragraphs)")

@@ -5,13 +5,13 @@
 #include <caf/io/middleman.hpp>
 #include <caf/scoped_actor.hpp>
 
-#include <chrono>
-#include <cstdio>
-#include <iostream>
 #include <signal.h>
 #include <spawn.h>
 #include <sys/wait.h>
 #include <unistd.h>
+#include <chrono>
+#include <cstdio>
+#include <iostream>
 
 #include "actors/atoms.hpp"
 #include "actors/frame_type.hpp"
@@ -66,8 +66,9 @@ bool converse(caf::actor_system& sys, const caf::actor& node, const char* where)
           });
   msg::frame garbage{std::vector<char>(24, '\x7f')};
   self->request(node, 5s, garbage)
-      .receive([&](const msg::frame&) { ok = false; },
-               [&](const caf::error& e) { std::cout << where << ": malformed frame refused: " << sys.render(e) << "\n"; });
+      .receive(
+          [&](const msg::frame&) { ok = false; },
+          [&](const caf::error& e) { std::cout << where << ": malformed frame refused: " << sys.render(e) << "\n"; });
   return ok;
 }
 

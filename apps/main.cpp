@@ -13,7 +13,8 @@ int main(int argc, char** argv) {
   CLI::App app{"kvflow: restores long-context KV caches by loading and recomputing at once"};
   app.require_subcommand(1);
   std::string log_level = "info";
-  app.add_option("--log-level", log_level, "trace, debug, info, warn, error, critical or off (env KVFLOW_LOG_LEVEL wins)")
+  app.add_option("--log-level", log_level,
+                 "trace, debug, info, warn, error, critical or off (env KVFLOW_LOG_LEVEL wins)")
       ->capture_default_str();
   std::map<CLI::App*, kvflow::app::command_runner> runners;
   auto add = [&](auto adder) {

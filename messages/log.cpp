@@ -29,7 +29,8 @@ spdlog::level::level_enum parse(const std::string& name) {
   auto lvl = spdlog::level::from_str(name);
   // from_str maps anything unknown to off; only "off" itself may mean off.
   if (lvl == spdlog::level::off && name != "off")
-    throw error(errc::invalid_argument, "log level '" + name + "' (use trace, debug, info, warn, error, critical, off)");
+    throw error(errc::invalid_argument,
+                "log level '" + name + "' (use trace, debug, info, warn, error, critical, off)");
   return lvl;
 }
 

@@ -24,7 +24,8 @@ struct caps {
   /// large ones): policies grant this many chunks a few layers deep rather
   /// than one chunk many layers deep. 1: one chunk, chunk-major.
   std::uint32_t compute_group = 1;
-  std::array<std::uint64_t, msg::tier_count> load_bytes{1ull << 30, 1ull << 30, 1ull << 30, 1ull << 30};  ///< by msg::tier
+  std::array<std::uint64_t, msg::tier_count> load_bytes{1ull << 30, 1ull << 30, 1ull << 30,
+                                                        1ull << 30};  ///< by msg::tier
   /// Layer-pipeline stages (policies/stage_plan): stage s owns layers
   /// [stage_bounds[s], stage_bounds[s + 1]) and has its own link of each
   /// tier, so load_bytes caps each stage's link and a grant's bytes count on
@@ -50,10 +51,10 @@ class request_state {
   request_state(const msg::register_request& reg, std::uint64_t arrival, double registered_s = 0);
 
   std::uint64_t id() const { return id_; }
-  std::uint64_t arrival() const { return arrival_; }  ///< registration order in the batch
+  std::uint64_t arrival() const { return arrival_; }     ///< registration order in the batch
   double registered_s() const { return registered_s_; }  ///< registration time on the caller's clock
-  std::uint32_t chunks() const { return chunks_; }    ///< S
-  std::uint32_t layers() const { return layers_; }    ///< L
+  std::uint32_t chunks() const { return chunks_; }       ///< S
+  std::uint32_t layers() const { return layers_; }       ///< L
   std::uint32_t cached() const { return static_cast<std::uint32_t>(tiers_.size()); }  ///< P
   msg::tier tier_of(std::uint32_t chunk) const { return tiers_[chunk]; }
   std::uint64_t chunk_bytes() const { return chunk_bytes_; }

@@ -16,11 +16,11 @@ namespace kvflow::policies {
 /// with position), over 32 layers; host 55 GB/s, disk 1.5 GB/s, remote 10
 /// Gbit/s. The model learns the real rates from samples as requests run.
 struct cost_prior {
-  double cell_s = 37e-3 / 32;                                     ///< one cell (chunk x layer) at chunk 0
-  double cell_slope_s = (78e-3 - 37e-3) / 32 / 63;                ///< added per chunk of position
+  double cell_s = 37e-3 / 32;                                                   ///< one cell (chunk x layer) at chunk 0
+  double cell_slope_s = (78e-3 - 37e-3) / 32 / 63;                              ///< added per chunk of position
   std::array<double, msg::tier_count> bytes_per_s{400e9, 55e9, 1.5e9, 1.25e9};  ///< by msg::tier
-  double rate_alpha = 0.3;                                        ///< weight of a new load sample (old ones decay by 1 - it)
-  double compute_forget = 0.98;                                   ///< per-sample decay of old compute samples
+  double rate_alpha = 0.3;       ///< weight of a new load sample (old ones decay by 1 - it)
+  double compute_forget = 0.98;  ///< per-sample decay of old compute samples
 };
 
 /// Compute cost of cell (c, l) = a + b*c seconds (attention grows with the

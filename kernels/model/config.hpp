@@ -22,9 +22,9 @@ struct config {
   int hidden = 0;        ///< model width
   int intermediate = 0;  ///< SwiGLU inner width
   int layers = 0;
-  int heads = 0;         ///< query heads
-  int kv_heads = 0;      ///< key/value heads (GQA when < heads)
-  int head_dim = 0;      ///< hidden / heads
+  int heads = 0;     ///< query heads
+  int kv_heads = 0;  ///< key/value heads (GQA when < heads)
+  int head_dim = 0;  ///< hidden / heads
   float rms_eps = 1e-5f;
   float rope_theta = 10000.0f;
   rope_scaling scaling;

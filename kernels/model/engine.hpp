@@ -45,9 +45,9 @@ struct chunk_job {
   int pos0 = 0;
   int layer_begin = 0;
   int layer_end = 0;
-  kv_view past;        ///< KV of positions [0, pos0) for at least these layers
-  kv_block out;        ///< this chunk's block (shape.tokens == count)
-  hidden_state hidden; ///< input at layer_begin (unless 0), output after layer_end - 1
+  kv_view past;         ///< KV of positions [0, pos0) for at least these layers
+  kv_block out;         ///< this chunk's block (shape.tokens == count)
+  hidden_state hidden;  ///< input at layer_begin (unless 0), output after layer_end - 1
 };
 
 /// Selective recompute (non-prefix reuse, CacheBlend): layers [layer_begin,

@@ -30,7 +30,7 @@ struct weights {
   std::vector<float> final_norm;  // [hidden]
   std::vector<float> output;      // [vocab][hidden]; empty when cfg.tie_embeddings
   std::vector<layer_weights> layers;
-  sha256_digest fingerprint{};    // SHA-256 over the config and every weight byte
+  sha256_digest fingerprint{};  // SHA-256 over the config and every weight byte
 
   /// The output projection: `output`, or `embedding` when tied.
   const std::vector<float>& lm_head() const { return cfg.tie_embeddings ? embedding : output; }

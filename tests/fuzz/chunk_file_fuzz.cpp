@@ -52,8 +52,9 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   KVFLOW_FUZZ_CHECK(!h.layers.empty() && h.layers.end <= static_cast<std::uint32_t>(h.shape.layers),
                     "accepted layer range outside the shape");
   KVFLOW_FUZZ_CHECK(h.shape.kv_heads > 0 && h.shape.tokens > 0 && h.shape.head_dim > 0, "accepted empty shape");
-  KVFLOW_FUZZ_CHECK(h.payload_bytes == h.shape.span_bytes(static_cast<int>(h.layers.begin), static_cast<int>(h.layers.end)),
-                    "payload length differs from the shape's span");
+  KVFLOW_FUZZ_CHECK(
+      h.payload_bytes == h.shape.span_bytes(static_cast<int>(h.layers.begin), static_cast<int>(h.layers.end)),
+      "payload length differs from the shape's span");
   KVFLOW_FUZZ_CHECK(h.layer_checksums.size() == h.layers.size() && h.layer_checksums.size() <= chunk_file_max_layers,
                     "layer checksum count");
   KVFLOW_FUZZ_CHECK(chunk_file_bytes(h.payload_bytes) >= chunk_header_bytes + h.payload_bytes, "file size overflows");

@@ -5,11 +5,10 @@
 #include <cstdio>
 #include <cstdlib>
 
-#define KVFLOW_FUZZ_CHECK(cond, what)                                                        \
-  do {                                                                                       \
-    if (!(cond)) {                                                                           \
-      std::fprintf(stderr, "fuzz property failed at %s:%d: %s (%s)\n", __FILE__, __LINE__, \
-                   #cond, what);                                                             \
-      std::abort();                                                                          \
-    }                                                                                        \
+#define KVFLOW_FUZZ_CHECK(cond, what)                                                                    \
+  do {                                                                                                   \
+    if (!(cond)) {                                                                                       \
+      std::fprintf(stderr, "fuzz property failed at %s:%d: %s (%s)\n", __FILE__, __LINE__, #cond, what); \
+      std::abort();                                                                                      \
+    }                                                                                                    \
   } while (false)

@@ -56,7 +56,8 @@ void exercise(const gguf_file& g) {
     const std::string text = "Hello, world! 12345 <|im_start|>user\n\xc3\xa9t\xc3\xa9 \xe2\x82\xac";
     for (bool special : {false, true}) {
       auto ids = tok.encode(text, special);
-      for (auto id : ids) KVFLOW_FUZZ_CHECK(id >= 0 && id < tok.vocab_size(), "encode produced an id outside the vocabulary");
+      for (auto id : ids)
+        KVFLOW_FUZZ_CHECK(id >= 0 && id < tok.vocab_size(), "encode produced an id outside the vocabulary");
       tok.decode(ids);
     }
     for (std::int32_t id : {-1, 0, tok.vocab_size() - 1, tok.vocab_size()}) {

@@ -58,14 +58,14 @@ std::vector<char> header(bool caf_path, bool small) {
   h[0] = caf_path ? 1 : 0;
   h[5] = 19;
   if (small) {
-    h[1] = 64, h[2] = 0;     // 520 bytes
-    h[3] = 40, h[4] = 0;     // 41 words
-    h[5] = 3;                // nesting
-    h[6] = 0;                // no tokens
-    h[7] = 1;                // one list entry
-    h[8] = 4, h[9] = 0;      // 4 bytes of text
-    h[10] = 16, h[11] = 0;   // 16 layers
-    h[12] = 4, h[13] = 0;    // 4 chunks
+    h[1] = 64, h[2] = 0;    // 520 bytes
+    h[3] = 40, h[4] = 0;    // 41 words
+    h[5] = 3;               // nesting
+    h[6] = 0;               // no tokens
+    h[7] = 1;               // one list entry
+    h[8] = 4, h[9] = 0;     // 4 bytes of text
+    h[10] = 16, h[11] = 0;  // 16 layers
+    h[12] = 4, h[13] = 0;   // 4 chunks
   }
   return h;
 }

@@ -91,7 +91,8 @@ std::string without_unmapped(const std::string& s) {
 }
 
 void check_ids(const std::vector<std::int32_t>& ids) {
-  for (auto id : ids) KVFLOW_FUZZ_CHECK(id >= 0 && id < tok().vocab_size(), "encode produced an id outside the vocabulary");
+  for (auto id : ids)
+    KVFLOW_FUZZ_CHECK(id >= 0 && id < tok().vocab_size(), "encode produced an id outside the vocabulary");
 }
 
 void decode_ids(const std::vector<std::int32_t>& ids) {

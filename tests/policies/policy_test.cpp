@@ -971,9 +971,10 @@ BOOST_AUTO_TEST_CASE(learns_a_links_latency) {
     double orc = run_policy("oracle", {s}, t).ttft[0];
     double tp = run_warm(true), blind = run_warm(false);
     double co = run_policy("compute_only", {s}, t).ttft[0];
-    std::printf("latency 0.3 ms, %u chunks: oracle %.2f ms, two_pointer %.2f ms (%.3fx), blind to latency %.2f ms (%.3fx), "
-                "compute_only %.2f ms\n",
-                chunks, orc * 1e3, tp * 1e3, tp / orc, blind * 1e3, blind / orc, co * 1e3);
+    std::printf(
+        "latency 0.3 ms, %u chunks: oracle %.2f ms, two_pointer %.2f ms (%.3fx), blind to latency %.2f ms (%.3fx), "
+        "compute_only %.2f ms\n",
+        chunks, orc * 1e3, tp * 1e3, tp / orc, blind * 1e3, blind / orc, co * 1e3);
     worst = std::max(worst, tp / orc);
     BOOST_CHECK_MESSAGE(tp / orc <= 1.10, chunks << " chunks: " << tp / orc);
   }

@@ -3,8 +3,8 @@
 
 #include <atomic>
 #include <chrono>
-#include <memory>
 #include <cstring>
+#include <memory>
 #include <random>
 #include <thread>
 #include <vector>
