@@ -496,8 +496,13 @@ caf::behavior remote_tier_proxy(state_t* self, remote_tier_options opts, std::ve
         auto& st = self->state;
         auto it = st.fetches.find(id);
         if (it == st.fetches.end()) return;
-        mark_down(self, it->second.node, "transfer " + std::to_string(id) + " missed its deadline");
-        fail_grant(self, it->second.grant, "transfer " + std::to_string(id) + " missed its deadline");
+        // mark_down fails the node's grants and erases their fetches, this
+        // one's too: keep what is needed before the entry goes.
+        const auto node = it->second.node;
+        const auto grant = it->second.grant;
+        const auto why = "transfer " + std::to_string(id) + " missed its deadline";
+        mark_down(self, node, why);
+        fail_grant(self, grant, why);
       },
       [=](store_atom, workspace_ptr& ws, std::uint32_t first, std::uint32_t end) { store(self, ws, first, end); },
       [=](sent_atom, std::uint64_t id, bool ok, const std::string& why) {
