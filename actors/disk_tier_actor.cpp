@@ -28,18 +28,8 @@ struct disk_reads {
 namespace {
 
 using state_t = caf::stateful_actor<disk_tier_state>;
+using tier_detail::take_staging;
 using tier_detail::target_of;
-
-// A staging buffer of at least `bytes`: the smallest spare that fits, else a
-// new one (page-locking is slow, so buffers are kept and reused).
-devices::pinned_buffer take_staging(disk_tier_state& st, std::size_t bytes) {
-  auto it = st.spare.lower_bound(bytes);
-  if (it == st.spare.end()) return devices::pinned_buffer(bytes);
-  devices::pinned_buffer b = std::move(it->second);
-  st.spare_bytes -= it->first;
-  st.spare.erase(it);
-  return b;
-}
 
 void keep_staging(disk_tier_state& st, std::vector<devices::pinned_buffer>& buffers) {
   for (auto& b : buffers) {

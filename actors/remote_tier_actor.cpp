@@ -12,6 +12,7 @@
 
 #include "actors/caf_error.hpp"
 #include "actors/clock.hpp"
+#include "actors/tier_actor.hpp"
 #include "devices/keys.hpp"
 #include "messages/log.hpp"
 #include "policies/placement.hpp"
@@ -77,15 +78,6 @@ std::vector<bool> up_mask(const remote_tier_state& st) {
   std::vector<bool> up;
   for (auto& n : st.nodes) up.push_back(n.up);
   return up;
-}
-
-devices::pinned_buffer take_staging(remote_tier_state& st, std::size_t bytes) {
-  auto it = st.spare.lower_bound(bytes);
-  if (it == st.spare.end()) return devices::pinned_buffer(bytes);
-  devices::pinned_buffer b = std::move(it->second);
-  st.spare_bytes -= it->first;
-  st.spare.erase(it);
-  return b;
 }
 
 void keep_staging(remote_tier_state& st, std::shared_ptr<devices::pinned_buffer>& b) {
@@ -316,7 +308,7 @@ caf::result<msg::frame> load(state_t* self, const msg::grant& g, workspace_ptr w
     f.chunk_end = g.cells.chunk_begin + static_cast<std::uint32_t>(j);
     f.bytes = t.bytes;
     try {
-      f.staging = std::make_shared<devices::pinned_buffer>(take_staging(st, t.bytes));
+      f.staging = std::make_shared<devices::pinned_buffer>(tier_detail::take_staging(st, t.bytes));
       auto staging = f.staging;
       auto id = t.transfer_id;
       st.net->expect(id, t.bytes, staging->data(), [me, id, staging](devices::net::landed l) {

@@ -112,6 +112,19 @@ span_target target_of(workspace& ws, std::uint32_t c, devices::layer_range layer
 /// logged and skipped.
 void store_chunks(devices::chunk_store& store, msg::tier which, workspace& ws, std::uint32_t first, std::uint32_t end);
 
+/// A staging buffer of at least `bytes` from a state's spare pool (`spare`,
+/// a multimap by size, and `spare_bytes`): the smallest spare that fits,
+/// else a new one (page-locking is slow, so buffers are kept and reused).
+template <class State>
+devices::pinned_buffer take_staging(State& st, std::size_t bytes) {
+  auto it = st.spare.lower_bound(bytes);
+  if (it == st.spare.end()) return devices::pinned_buffer(bytes);
+  devices::pinned_buffer b = std::move(it->second);
+  st.spare_bytes -= it->first;
+  st.spare.erase(it);
+  return b;
+}
+
 }  // namespace tier_detail
 
 }  // namespace kvflow
