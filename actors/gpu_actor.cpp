@@ -50,35 +50,52 @@ int grant_rows(workspace& ws, const msg::cell_range& cells) {
   return rows;
 }
 
-// One decode step for `job`: feeds its last token, samples the next.
-void decode_step(model::engine& eng, decode_job& job) {
-  auto& ws = *job.ws;
-  auto& gen = ws.generated();
-  std::int32_t token = gen.back();
-  auto past = ws.all_blocks();
-  int pos = static_cast<int>(ws.tokens().size() + gen.size() - 1);
-  model::kv_block out = ws.append_decode_block();
-  model::hidden_state h;
-  h.tokens = 1;
-  h.data = eng.allocate(static_cast<std::size_t>(eng.cfg().hidden) * sizeof(float));
-  model::chunk_job step;
-  step.tokens = &token;
-  step.count = 1;
-  step.pos0 = pos;
-  step.layer_begin = 0;
-  step.layer_end = eng.cfg().layers;
-  step.past = {past.data(), static_cast<int>(past.size())};
-  step.out = out;
-  step.hidden = h;
-  eng.run(step);
+// One decode step for every job in `jobs` (each feeds its last token and
+// samples the next) as one forward: the products read each weight once for
+// all the requests decoding now (continuous batching), attention runs per
+// request over its own KV. run_fused keeps every row's bits equal to a step
+// run alone, so a reply does not depend on what it was batched with.
+void decode_steps(model::engine& eng, std::vector<decode_job*>& jobs) {
+  const std::size_t n = jobs.size();
+  std::vector<std::int32_t> tokens(n);
+  std::vector<std::vector<model::kv_block>> pasts(n);
+  std::vector<model::chunk_job> steps(n);
+  const std::size_t hidden_bytes = static_cast<std::size_t>(eng.cfg().hidden) * sizeof(float);
+  for (std::size_t i = 0; i < n; ++i) {
+    auto& ws = *jobs[i]->ws;
+    auto& gen = ws.generated();
+    tokens[i] = gen.back();
+    pasts[i] = ws.all_blocks();
+    auto& step = steps[i];
+    step.tokens = &tokens[i];
+    step.count = 1;
+    step.pos0 = static_cast<int>(ws.tokens().size() + gen.size() - 1);
+    step.layer_begin = 0;
+    step.layer_end = eng.cfg().layers;
+    step.past = {pasts[i].data(), static_cast<int>(pasts[i].size())};
+    step.out = ws.append_decode_block();
+    step.hidden.tokens = 1;
+    step.hidden.data = eng.allocate(hidden_bytes);
+  }
+  struct release_all {
+    model::engine& eng;
+    std::vector<model::chunk_job>& steps;
+    ~release_all() {
+      for (auto& s : steps) eng.release(s.hidden.data);
+    }
+  } guard{eng, steps};
+  eng.run_fused(steps);
   std::vector<float> logits;
-  eng.logits(h, logits);
-  eng.release(h.data);
-  auto next = model::sample(logits, job.sampling, gen.size());
-  gen.push_back(next);
-  --job.remaining;
-  if (job.hooks.on_token) job.hooks.on_token(next);
-  if (std::find(job.stop_tokens.begin(), job.stop_tokens.end(), next) != job.stop_tokens.end()) job.remaining = 0;
+  for (std::size_t i = 0; i < n; ++i) {
+    auto& job = *jobs[i];
+    auto& gen = job.ws->generated();
+    eng.logits(steps[i].hidden, logits);
+    auto next = model::sample(logits, job.sampling, gen.size());
+    gen.push_back(next);
+    --job.remaining;
+    if (job.hooks.on_token) job.hooks.on_token(next);
+    if (std::find(job.stop_tokens.begin(), job.stop_tokens.end(), next) != job.stop_tokens.end()) job.remaining = 0;
+  }
 }
 
 }  // namespace
@@ -230,14 +247,23 @@ caf::behavior gpu_actor(caf::stateful_actor<gpu_state>* self, std::shared_ptr<mo
       [=](step_atom) {
         self->state.step_scheduled = false;
         auto& active = self->state.decoding;
+        std::vector<decode_job*> stepping;
         for (auto& job : active) {
           // A cancelled job (its client went away) frees its slot now.
           if (job.hooks.cancel && job.hooks.cancel->load()) job.remaining = 0;
+          if (job.remaining > 0) stepping.push_back(&job);
+        }
+        if (!stepping.empty()) {
           try {
-            if (job.remaining > 0) decode_step(*eng, job);
+            decode_steps(*eng, stepping);
           } catch (const error& e) {
-            logger("actors")->error("decode of request {} failed: {}", job.ws->request_id(), e.what());
-            job.remaining = 0;
+            // A batch fails as a whole (run_fused checks every job before
+            // running any); the requests end here rather than retrying a
+            // step whose KV block may be half written.
+            for (auto* job : stepping) {
+              logger("actors")->error("decode of request {} failed: {}", job->ws->request_id(), e.what());
+              job->remaining = 0;
+            }
           }
         }
         // Finished jobs report; the rest take another step after whatever

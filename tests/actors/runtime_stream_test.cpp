@@ -160,6 +160,12 @@ BOOST_FIXTURE_TEST_CASE(requests_decode_together, fixture) {
   BOOST_TEST(rb.cached_chunks == 2u);
   BOOST_TEST(ra.tokens.size() == 400u);
   BOOST_TEST(rb.tokens.size() == 8u);
+  // B decoded in the same forwards as A (one batch), yet greedy on the same
+  // prompt it must reply exactly what A replied first: a row's result never
+  // depends on the rows it is batched with.
+  BOOST_REQUIRE_GE(ra.tokens.size(), rb.tokens.size());
+  const std::vector<std::int32_t> a_head(ra.tokens.begin(), ra.tokens.begin() + rb.tokens.size());
+  BOOST_TEST(rb.tokens == a_head, boost::test_tools::per_element());
   std::string s(order.begin(), order.end());
   BOOST_TEST(s.rfind('b') < s.rfind('a'), "B finished after A: " << s.substr(0, 80));
 }
