@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "kernels/cuda/attention.cuh"
+#include "kernels/cuda/attention_sm90.cuh"
 #include "kernels/cuda/common.cuh"
 
 namespace kvflow::cuda {
@@ -446,9 +447,13 @@ cudaError_t dispatch(const params& p, int head_dim, int splits, cudaStream_t str
 }  // namespace
 
 cudaError_t launch_attention(const bf16* q, int count, int pos0, const attn_block* blocks, int num_blocks, int layer,
-                             int heads, int kv_heads, int head_dim, float scale, bf16* out, cudaStream_t stream) {
+                             int heads, int kv_heads, int head_dim, float scale, bf16* out, cudaStream_t stream,
+                             attention_kind kind) {
   if (count <= 0) return cudaSuccess;
   if (num_blocks <= 0 || kv_heads <= 0 || heads % kv_heads != 0) return cudaErrorInvalidValue;
+  if (kind == attention_kind::automatic && head_dim == 128 && attention_sm90_available())
+    return launch_attention_sm90(q, count, pos0, nullptr, blocks, num_blocks, layer, heads, kv_heads, scale, out,
+                                 stream);
   params p = base_params(q, count, blocks, num_blocks, layer, heads, kv_heads, scale, out);
   p.pos0 = pos0;
   return dispatch<false>(p, head_dim, 1, stream);
@@ -481,6 +486,11 @@ cudaError_t launch_attention_at(const bf16* q, int count, const int* positions, 
   if (num_blocks <= 0 || kv_heads <= 0 || heads % kv_heads != 0 || splits <= 0 || kv_end <= 0 ||
       (splits > 1 && part == nullptr))
     return cudaErrorInvalidValue;
+  // One split walks the same tiles as launch_attention: the same kernel keeps
+  // a row's bits equal to a full prefill's.
+  if (splits == 1 && head_dim == 128 && attention_sm90_available())
+    return launch_attention_sm90(q, count, 0, positions, blocks, num_blocks, layer, heads, kv_heads, scale, out,
+                                 stream);
   params p = base_params(q, count, blocks, num_blocks, layer, heads, kv_heads, scale, out);
   p.positions = positions;
   p.part_o = part;
