@@ -6,7 +6,10 @@
 // are (token, query head of the group) pairs, so GQA heads share each K/V
 // tile), 4 warps of 16 rows, K/V tiles of 64 keys double-buffered in shared
 // memory by cp.async, S = QK^T and O += PV on mma.sync bf16 tensor cores with
-// fp32 accumulation, online softmax in fp32.
+// fp32 accumulation, online softmax in fp32. On a compute-capability-9.0
+// device head_dim 128 runs the Hopper kernel instead (attention_sm90.cuh:
+// wgmma, warp specialisation, ping-pong softmax, 128-key tiles), under the
+// same invariance rule with 128-key tiles.
 //
 // Invariance rule (chunked prefill == one-shot prefill, bitwise): every query
 // row walks key tiles [64 t, 64 t + 64) aligned to ABSOLUTE positions, in
