@@ -6,9 +6,10 @@
 // warpgroups:
 //   producer (warpgroup 0, 40 registers): cp.async loads of Q and of 128-key
 //     K/V tiles into a 3-stage ring of shared memory in the 128-byte swizzled
-//     layout wgmma reads; a stage is announced on an mbarrier once its loads
-//     have landed (cp.async.wait_group, then a proxy fence so that the
-//     tensor cores see the data) and handed back by the consumers on another.
+//     layout wgmma reads; a stage is announced on an mbarrier that its loads
+//     complete themselves (cp.async.mbarrier.arrive.noinc: the producer never
+//     waits for its own loads, so up to 3 tiles are in flight) and handed
+//     back by the consumers on another.
 //   two consumers (warpgroups 1 and 2, 232 registers, 64 rows each):
 //     S = Q K^T with wgmma (both operands in shared memory), online softmax
 //     in registers, O += P V with P from registers and V in shared memory.
@@ -72,11 +73,12 @@ __device__ __forceinline__ std::uint32_t tile_off(int r, int c) {
 __device__ __forceinline__ void cp_async16(std::uint32_t dst, const void* src, bool valid) {
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(valid ? 16 : 0) : "memory");
 }
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
-template <int N>
-__device__ __forceinline__ void cp_async_wait() {
-  asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+// Arrives on `bar` once every cp.async this thread issued so far has landed
+// (counted as one of the barrier's expected arrivals).
+__device__ __forceinline__ void cp_async_arrive(std::uint32_t bar) {
+  asm volatile("cp.async.mbarrier.arrive.noinc.shared::cta.b64 [%0];\n" ::"r"(bar) : "memory");
 }
+__device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_all;\n" ::: "memory"); }
 __device__ __forceinline__ void fence_proxy_async() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
 
 __device__ __forceinline__ void mbar_init(std::uint32_t bar, int count) {
@@ -208,7 +210,7 @@ __global__ void __launch_bounds__(threads, 1) attention_sm90_kernel(params p) {
       const int head = kvh * p.group + (valid ? row % p.group : 0);
       cp_async16(s_q + tile_off(r, c), p.q + tok * q_stride + static_cast<std::size_t>(head) * hd + c * 8, valid);
     }
-    cp_async_commit();
+    cp_async_arrive(q_full);
     // Each thread walks the block table forward; its key rows only increase.
     int bi = 0;
     attn_block cur = p.blocks[0];
@@ -216,32 +218,43 @@ __global__ void __launch_bounds__(threads, 1) attention_sm90_kernel(params p) {
       const int s = t % stages;
       mbar_wait(empty(s), ((t / stages) & 1) ^ 1);
       const std::uint32_t ks = s_k(s), vs = s_v(s);
-#pragma unroll 2
-      for (int i = 0; i < 16; ++i) {
-        const int r = r0 + 8 * i;
-        const int pos = t * tile_keys + r;
-        const bool valid = pos < kv_end;
-        const bf16* ksrc = p.q;
-        const bf16* vsrc = p.q;
-        if (valid) {
-          while (pos >= cur.start + cur.tokens && bi + 1 < p.num_blocks) cur = p.blocks[++bi];
-          const std::size_t head_elems = static_cast<std::size_t>(cur.tokens) * hd;
-          ksrc = cur.data + (static_cast<std::size_t>(p.layer) * 2 * p.kv_heads + kvh) * head_elems +
-                 static_cast<std::size_t>(pos - cur.start) * hd + c * 8;
-          vsrc = ksrc + static_cast<std::size_t>(p.kv_heads) * head_elems;
+      const int t0 = t * tile_keys;
+      while (t0 >= cur.start + cur.tokens && bi + 1 < p.num_blocks) cur = p.blocks[++bi];
+      if (t0 + tile_keys <= kv_end && t0 + tile_keys <= cur.start + cur.tokens) {
+        // Fast path: the whole tile lies in the current block and is needed.
+        const std::size_t head_elems = static_cast<std::size_t>(cur.tokens) * hd;
+        const bf16* ksrc = cur.data + (static_cast<std::size_t>(p.layer) * 2 * p.kv_heads + kvh) * head_elems +
+                           static_cast<std::size_t>(t0 + r0 - cur.start) * hd + c * 8;
+        const bf16* vsrc = ksrc + static_cast<std::size_t>(p.kv_heads) * head_elems;
+#pragma unroll 4
+        for (int i = 0; i < 16; ++i) {
+          cp_async16(ks + tile_off(r0 + 8 * i, c), ksrc + i * 8 * hd, true);
+          cp_async16(vs + tile_off(r0 + 8 * i, c), vsrc + i * 8 * hd, true);
         }
-        cp_async16(ks + tile_off(r, c), ksrc, valid);
-        cp_async16(vs + tile_off(r, c), vsrc, valid);
+      } else {
+#pragma unroll 2
+        for (int i = 0; i < 16; ++i) {
+          const int r = r0 + 8 * i;
+          const int pos = t0 + r;
+          const bool valid = pos < kv_end;
+          const bf16* ksrc = p.q;
+          const bf16* vsrc = p.q;
+          if (valid) {
+            while (pos >= cur.start + cur.tokens && bi + 1 < p.num_blocks) cur = p.blocks[++bi];
+            const std::size_t head_elems = static_cast<std::size_t>(cur.tokens) * hd;
+            ksrc = cur.data + (static_cast<std::size_t>(p.layer) * 2 * p.kv_heads + kvh) * head_elems +
+                   static_cast<std::size_t>(pos - cur.start) * hd + c * 8;
+            vsrc = ksrc + static_cast<std::size_t>(p.kv_heads) * head_elems;
+          }
+          cp_async16(ks + tile_off(r, c), ksrc, valid);
+          cp_async16(vs + tile_off(r, c), vsrc, valid);
+        }
       }
-      cp_async_commit();
-      // The previous group (Q, or tile t - 1) has landed: publish it.
-      cp_async_wait<1>();
-      fence_proxy_async();
-      mbar_arrive(t == 0 ? q_full : full((t - 1) % stages));
+      // The stage's barrier completes when these copies have landed; the
+      // producer never waits for its own loads.
+      cp_async_arrive(full(s));
     }
-    cp_async_wait<0>();
-    fence_proxy_async();
-    mbar_arrive(full((ntiles - 1) % stages));
+    cp_async_wait_all();  // nothing in flight when the producer exits
   } else {
     // ---- consumers ----
     asm volatile("setmaxnreg.inc.sync.aligned.u32 232;\n");
@@ -340,8 +353,10 @@ __global__ void __launch_bounds__(threads, 1) attention_sm90_kernel(params p) {
     const int me = 1 + w, other = 2 - w;
     if (w == 1) named_arrive(1);  // consumer 0 goes first
     mbar_wait(q_full, 0);
-    // Turn 0: S of tile 0.
+    // Turn 0: S of tile 0. After each wait, a proxy fence: the copies were
+    // generic-proxy writes, the tensor cores read through the async proxy.
     mbar_wait(full(0), 0);
+    fence_proxy_async();
     named_sync(me);
     wgmma_fence();
     gemm_s(0);
@@ -355,6 +370,7 @@ __global__ void __launch_bounds__(threads, 1) attention_sm90_kernel(params p) {
     for (int t = 1; t < ntiles; ++t) {
       const int s = t % stages, sp = (t - 1) % stages;
       mbar_wait(full(s), (t / stages) & 1);
+      fence_proxy_async();
       named_sync(me);
       fence_regs(o);
       fence_regs(pf);
