@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
 """Tables for issue 19's attention kernel from one device call.
 
-Usage: summarise_attention.py RESULTS_DIR
-  RESULTS_DIR holds attention.json (kvflow_prefill_bench --attention) and,
-  from run_fused.sh, fused/engine_prefill.json, fused/prefill_reference.json
-  and fused/restore.json. Prints markdown: the kernels' TFLOP/s (old
+Usage: summarise_attention.py RESULTS_DIR [TRANSFORMERS_JSON]
+  RESULTS_DIR holds attention.json (kvflow_prefill_bench --attention) and
+  engine_prefill.json, prefill_reference.json and restore.json, each found
+  in RESULTS_DIR, RESULTS_DIR/fused (run_fused.sh) or RESULTS_DIR/rt (kvflow
+  bench --out); TRANSFORMERS_JSON overrides prefill_reference.json. Prints markdown: the kernels' TFLOP/s (old
   mma.sync against the Hopper wgmma kernel, same process) and compute_only
   through the runtime by chunk size against the engine's one-shot prefill
   and transformers'.
@@ -22,8 +23,16 @@ def load(path):
         return []
 
 
+def find(d, name):
+    for sub in ("", "fused", "rt"):
+        path = os.path.join(d, sub, name)
+        if os.path.exists(path):
+            return load(path)
+    return []
+
+
 def main():
-    if len(sys.argv) != 2:
+    if len(sys.argv) not in (2, 3):
         sys.exit(__doc__)
     d = sys.argv[1]
     att = load(os.path.join(d, "attention.json"))
@@ -42,9 +51,9 @@ def main():
               f"{new['kernel']} | {new['seconds'] * 1e3:.3f} | {new['tflops']:.0f} | "
               f"{old['seconds'] / new['seconds']:.2f}x | {new.get('rel_err_vs_mma_sync', 0):.2g} |")
 
-    eng = load(os.path.join(d, "fused", "engine_prefill.json"))
-    ref = load(os.path.join(d, "fused", "prefill_reference.json"))
-    rst = load(os.path.join(d, "fused", "restore.json"))
+    eng = find(d, "engine_prefill.json")
+    ref = load(sys.argv[2]) if len(sys.argv) == 3 else find(d, "prefill_reference.json")
+    rst = find(d, "restore.json")
     if isinstance(rst, dict):
         rst = rst.get("records", rst.get("runs", []))
     if not eng:
