@@ -28,7 +28,6 @@
 #include <climits>
 #include <cmath>
 #include <cstdint>
-#include <cstdlib>
 
 #include "kernels/cuda/attention_sm90.cuh"
 #include "kernels/cuda/common.cuh"
@@ -46,21 +45,16 @@ constexpr int half_bytes = tile_bytes / 2;  // one 64-column half: 128 rows x 12
 constexpr int bar_bytes = 128;
 constexpr int smem_bytes = (1 + 2 * stages) * tile_bytes + bar_bytes + 1024;  // + alignment slack
 
+// Pointers first, then the launch geometry.
 struct params {
-  const bf16* q;
-  bf16* out;
-  const attn_block* blocks;
-  int num_blocks;
-  int count;
-  int pos0;
-  const int* positions;  // [count] device, ascending; null: pos0 + token
-  int layer;
-  int heads;
-  int kv_heads;
-  int group;
-  float scale_log2;
-  unsigned v_lbo;  // V descriptor: bytes between the two 64-column halves
-  unsigned v_sbo;  // and between groups of 8 keys
+  const bf16* q;             // [count][heads * 128]
+  const attn_block* blocks;  // [num_blocks] device
+  const int* positions;      // [count] device, ascending; null: pos0 + token
+  bf16* out;                 // [count][heads * 128]
+  int num_blocks, count, pos0, layer, heads, kv_heads, group;
+  float scale_log2;  // softmax scale * log2(e)
+  unsigned v_lbo;    // V descriptor: bytes between the two 64-column halves
+  unsigned v_sbo;    // and between groups of 8 keys
 };
 
 // Byte offset of 16-byte chunk c (0..15) of row r in a 128 x 128 bf16 tile:
@@ -452,24 +446,22 @@ cudaError_t launch_attention_sm90(const bf16* q, int count, int pos0, const int*
   if (count <= 0) return cudaSuccess;
   if (num_blocks <= 0 || kv_heads <= 0 || heads % kv_heads != 0) return cudaErrorInvalidValue;
   if (!attention_sm90_available()) return cudaErrorNotSupported;
-  params p;
-  p.q = q;
-  p.out = out;
-  p.blocks = blocks;
-  p.num_blocks = num_blocks;
-  p.count = count;
-  p.pos0 = pos0;
-  p.positions = positions;
-  p.layer = layer;
-  p.heads = heads;
-  p.kv_heads = kv_heads;
-  p.group = heads / kv_heads;
-  p.scale_log2 = scale * 1.4426950408889634f;
   // V's halves lie half_bytes apart (leading byte offset of the MN-major
   // layout), its groups of 8 keys 1024 bytes (stride byte offset).
-  static const bool swap = std::getenv("KVFLOW_ATTN_SM90_VSWAP") != nullptr;  // layout probe for debugging
-  p.v_lbo = swap ? 1024u : static_cast<unsigned>(half_bytes);
-  p.v_sbo = swap ? static_cast<unsigned>(half_bytes) : 1024u;
+  const params p{q,
+                 blocks,
+                 positions,
+                 out,
+                 num_blocks,
+                 count,
+                 pos0,
+                 layer,
+                 heads,
+                 kv_heads,
+                 heads / kv_heads,
+                 scale * 1.4426950408889634f,
+                 static_cast<unsigned>(half_bytes),
+                 1024u};
   const int rows = count * p.group;
   dim3 grid((rows + block_rows - 1) / block_rows, kv_heads);
   attention_sm90_kernel<<<grid, threads, smem_bytes, stream>>>(p);
