@@ -8,6 +8,7 @@
 
 #include <CLI/CLI.hpp>
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <fstream>
 #include <memory>
@@ -16,6 +17,7 @@
 #include <vector>
 
 #include "kernels/cuda/attention.cuh"
+#include "kernels/cuda/attention_sm90.cuh"
 #include "kernels/cuda/check.hpp"
 #include "kernels/cuda/cuda_engine.hpp"
 #include "kernels/cuda/gemm.hpp"
@@ -98,16 +100,20 @@ double time_prefill(cuda_engine& e, const std::vector<std::int32_t>& tokens, int
   return times[times.size() / 2];
 }
 
-// TFLOP/s of the attention kernel alone (one layer, one-shot causal) at
-// each length, for a breakdown of the model numbers.
-void time_attention(int heads, int kv_heads, int len) {
-  const int hd = 128;
-  __nv_bfloat16 *q = nullptr, *kv = nullptr, *out = nullptr;
+// The attention kernel alone (one layer), old (mma.sync) against the
+// launch_attention default (the Hopper wgmma kernel on an H200), in the same
+// process: `count` queries at [len - count, len) over keys [0, len) in one
+// block (count == len: a full causal prefill; less: a chunk of new rows over
+// a cached prefix). FLOPs: 4 d heads per (query, key) pair the mask keeps.
+// Returns one JSON record per kernel; the outputs of the two are compared.
+nlohmann::json time_attention(int heads, int kv_heads, int hd, int len, int count, const std::string& device) {
+  __nv_bfloat16 *q = nullptr, *kv = nullptr, *out = nullptr, *out_old = nullptr;
   cuda::attn_block* table = nullptr;
-  const std::size_t qn = static_cast<std::size_t>(len) * heads * hd;
+  const std::size_t qn = static_cast<std::size_t>(count) * heads * hd;
   const std::size_t kvn = static_cast<std::size_t>(2) * kv_heads * len * hd;
   KVFLOW_CUDA_CHECK(cudaMalloc(reinterpret_cast<void**>(&q), qn * 2));
   KVFLOW_CUDA_CHECK(cudaMalloc(reinterpret_cast<void**>(&out), qn * 2));
+  KVFLOW_CUDA_CHECK(cudaMalloc(reinterpret_cast<void**>(&out_old), qn * 2));
   KVFLOW_CUDA_CHECK(cudaMalloc(reinterpret_cast<void**>(&kv), kvn * 2));
   KVFLOW_CUDA_CHECK(cudaMalloc(reinterpret_cast<void**>(&table), sizeof(cuda::attn_block)));
   KVFLOW_CUDA_CHECK(cuda::launch_fill_uniform(q, qn, 3, 0, 0.0f, 2.0f, nullptr));
@@ -117,24 +123,65 @@ void time_attention(int heads, int kv_heads, int len) {
   cudaEvent_t start, stop;
   KVFLOW_CUDA_CHECK(cudaEventCreate(&start));
   KVFLOW_CUDA_CHECK(cudaEventCreate(&stop));
-  std::vector<float> ms(5);
-  for (auto& m : ms) {
-    KVFLOW_CUDA_CHECK(cudaEventRecord(start, nullptr));
-    KVFLOW_CUDA_CHECK(cuda::launch_attention(q, len, 0, table, 1, 0, heads, kv_heads, hd, 0.088f, out, nullptr));
-    KVFLOW_CUDA_CHECK(cudaEventRecord(stop, nullptr));
-    KVFLOW_CUDA_CHECK(cudaEventSynchronize(stop));
-    KVFLOW_CUDA_CHECK(cudaEventElapsedTime(&m, start, stop));
+  const int pos0 = len - count;
+  const double pairs = static_cast<double>(count) * pos0 + static_cast<double>(count) * (count + 1) / 2.0;
+  const double flops = 4.0 * heads * hd * pairs;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+  nlohmann::json recs = nlohmann::json::array();
+  for (auto kind : {cuda::attention_kind::mma_sync, cuda::attention_kind::automatic}) {
+    const bool old = kind == cuda::attention_kind::mma_sync;
+    __nv_bfloat16* o = old ? out_old : out;
+    std::vector<float> ms(7);
+    for (auto& m : ms) {
+      KVFLOW_CUDA_CHECK(cudaEventRecord(start, nullptr));
+      KVFLOW_CUDA_CHECK(
+          cuda::launch_attention(q, count, pos0, table, 1, 0, heads, kv_heads, hd, scale, o, nullptr, kind));
+      KVFLOW_CUDA_CHECK(cudaEventRecord(stop, nullptr));
+      KVFLOW_CUDA_CHECK(cudaEventSynchronize(stop));
+      KVFLOW_CUDA_CHECK(cudaEventElapsedTime(&m, start, stop));
+    }
+    std::sort(ms.begin(), ms.end());
+    const double med = ms[ms.size() / 2] / 1e3;
+    const char* name = old ? "mma_sync" : (hd == 128 && cuda::attention_sm90_available() ? "wgmma_sm90" : "mma_sync");
+    std::printf("attention %-10s heads %d/%d hd %3d len %6d queries %6d: %8.3f ms %7.1f TFLOP/s\n", name, heads,
+                kv_heads, hd, len, count, med * 1e3, flops / med / 1e12);
+    std::fflush(stdout);
+    recs.push_back({{"kernel", name},
+                    {"heads", heads},
+                    {"kv_heads", kv_heads},
+                    {"head_dim", hd},
+                    {"context_tokens", len},
+                    {"query_tokens", count},
+                    {"seconds", med},
+                    {"tflops", flops / med / 1e12},
+                    {"device", device}});
   }
-  std::sort(ms.begin(), ms.end());
-  const double flops = 4.0 * heads * hd * static_cast<double>(len) * (len + 1) / 2.0;
-  std::printf("attention heads %d/%d len %6d: %8.3f ms %7.1f TFLOP/s\n", heads, kv_heads, len, ms[2],
-              flops / (ms[2] / 1e3) / 1e12);
+  // The two kernels' outputs agree (bf16 rounding apart): a large-shape
+  // check beside the unit tests' CPU reference.
+  std::vector<__nv_bfloat16> a(qn), c(qn);
+  KVFLOW_CUDA_CHECK(cudaMemcpy(a.data(), out, qn * 2, cudaMemcpyDeviceToHost));
+  KVFLOW_CUDA_CHECK(cudaMemcpy(c.data(), out_old, qn * 2, cudaMemcpyDeviceToHost));
+  double num = 0, den = 0, worst = 0;
+  for (std::size_t i = 0; i < qn; ++i) {
+    const double x = __bfloat162float(a[i]), y = __bfloat162float(c[i]);
+    num += (x - y) * (x - y);
+    den += y * y;
+    worst = std::max(worst, std::abs(x - y));
+  }
+  const double rel = den > 0 ? std::sqrt(num / den) : (num > 0 ? 1.0 : 0.0);
+  std::printf("  new vs old: rel err %.3g, max abs diff %.3g\n", rel, worst);
+  for (auto& r : recs) {
+    r["rel_err_vs_mma_sync"] = rel;
+    r["max_abs_diff_vs_mma_sync"] = worst;
+  }
   cudaEventDestroy(start);
   cudaEventDestroy(stop);
   cudaFree(q);
   cudaFree(out);
+  cudaFree(out_old);
   cudaFree(kv);
   cudaFree(table);
+  return recs;
 }
 
 // TFLOP/s of llama-3-8b's four products at m rows with the algorithm chosen
@@ -205,7 +252,8 @@ int main(int argc, char** argv) {
   int gemm_rows = 0;
   app.add_option("--gemm", gemm_rows,
                  "time llama-3-8b's products at this many rows under several algorithm choices and exit");
-  app.add_flag("--attention", attention_only, "time the attention kernel alone (32/8 and 32/32 heads) and exit");
+  app.add_flag("--attention", attention_only,
+               "time the attention kernels alone (old mma.sync against the default; 32/8 x 128, 9/3 x 64) and exit");
   CLI11_PARSE(app, argc, argv);
   if (reps < 1) reps = 1;
   try {
@@ -220,10 +268,17 @@ int main(int argc, char** argv) {
       return 0;
     }
     if (attention_only) {
+      // llama-3-8b (32/8 x 128) full causal and with a chunk of 1024 and a
+      // quarter of the context as new rows; SmolLM2 (9/3 x 64) full causal.
+      nlohmann::json recs = nlohmann::json::array();
+      auto add = [&](const nlohmann::json& r) { recs.insert(recs.end(), r.begin(), r.end()); };
       for (int len : lengths) {
-        time_attention(32, 8, len);
-        time_attention(32, 32, len);
+        add(time_attention(32, 8, 128, len, len, prop.name));
+        add(time_attention(32, 8, 128, len, std::min(len, 1024), prop.name));
+        if (len / 4 > 1024) add(time_attention(32, 8, 128, len, len / 4, prop.name));
+        add(time_attention(9, 3, 64, len, len, prop.name));
       }
+      if (!out_path.empty()) std::ofstream(out_path) << recs.dump(1) << "\n";
       return 0;
     }
     nlohmann::json records = nlohmann::json::array();

@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "kernels/cuda/attention.cuh"
+#include "kernels/cuda/attention_sm90.cuh"
 #include "kernels/cuda/common.cuh"
 
 namespace kvflow::cuda {
@@ -13,10 +14,6 @@ constexpr int block_rows = 128;  // query rows per block: 4 warps x 32
 constexpr int tile_keys = 64;    // keys per tile (absolute alignment)
 constexpr int warps = 4;
 constexpr int threads = warps * 32;
-
-__device__ __forceinline__ unsigned smem_u32(const void* p) {
-  return static_cast<unsigned>(__cvta_generic_to_shared(p));
-}
 
 __device__ __forceinline__ void cp_async16(void* dst, const void* src, bool valid) {
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_u32(dst)), "l"(src), "r"(valid ? 16 : 0));
@@ -43,18 +40,6 @@ __device__ __forceinline__ void mma_bf16(float (&d)[4], const unsigned (&a)[4], 
       "{%0, %1, %2, %3};\n"
       : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-
-// 2^x on the special function unit (one instruction, flush-to-zero).
-__device__ __forceinline__ float fast_exp2(float x) {
-  float y;
-  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
-  return y;
-}
-
-__device__ __forceinline__ unsigned pack_bf16(float lo, float hi) {
-  __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
-  return *reinterpret_cast<unsigned*>(&v);
 }
 
 struct params {
@@ -446,9 +431,13 @@ cudaError_t dispatch(const params& p, int head_dim, int splits, cudaStream_t str
 }  // namespace
 
 cudaError_t launch_attention(const bf16* q, int count, int pos0, const attn_block* blocks, int num_blocks, int layer,
-                             int heads, int kv_heads, int head_dim, float scale, bf16* out, cudaStream_t stream) {
+                             int heads, int kv_heads, int head_dim, float scale, bf16* out, cudaStream_t stream,
+                             attention_kind kind) {
   if (count <= 0) return cudaSuccess;
   if (num_blocks <= 0 || kv_heads <= 0 || heads % kv_heads != 0) return cudaErrorInvalidValue;
+  if (kind == attention_kind::automatic && head_dim == 128 && attention_sm90_available())
+    return launch_attention_sm90(q, count, pos0, nullptr, blocks, num_blocks, layer, heads, kv_heads, scale, out,
+                                 stream);
   params p = base_params(q, count, blocks, num_blocks, layer, heads, kv_heads, scale, out);
   p.pos0 = pos0;
   return dispatch<false>(p, head_dim, 1, stream);
@@ -481,6 +470,11 @@ cudaError_t launch_attention_at(const bf16* q, int count, const int* positions, 
   if (num_blocks <= 0 || kv_heads <= 0 || heads % kv_heads != 0 || splits <= 0 || kv_end <= 0 ||
       (splits > 1 && part == nullptr))
     return cudaErrorInvalidValue;
+  // One split walks the same tiles as launch_attention: the same kernel keeps
+  // a row's bits equal to a full prefill's.
+  if (splits == 1 && head_dim == 128 && attention_sm90_available())
+    return launch_attention_sm90(q, count, 0, positions, blocks, num_blocks, layer, heads, kv_heads, scale, out,
+                                 stream);
   params p = base_params(q, count, blocks, num_blocks, layer, heads, kv_heads, scale, out);
   p.positions = positions;
   p.part_o = part;

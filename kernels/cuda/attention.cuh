@@ -6,7 +6,10 @@
 // are (token, query head of the group) pairs, so GQA heads share each K/V
 // tile), 4 warps of 16 rows, K/V tiles of 64 keys double-buffered in shared
 // memory by cp.async, S = QK^T and O += PV on mma.sync bf16 tensor cores with
-// fp32 accumulation, online softmax in fp32.
+// fp32 accumulation, online softmax in fp32. On a compute-capability-9.0
+// device head_dim 128 runs the Hopper kernel instead (attention_sm90.cuh:
+// wgmma, warp specialisation, ping-pong softmax, 128-key tiles), under the
+// same invariance rule with 128-key tiles.
 //
 // Invariance rule (chunked prefill == one-shot prefill, bitwise): every query
 // row walks key tiles [64 t, 64 t + 64) aligned to ABSOLUTE positions, in
@@ -31,6 +34,13 @@ struct attn_block {
 /// Head dims with a kernel: 16, 32, 64, 128.
 bool attention_supports(int head_dim);
 
+/// The kernel behind launch_attention: `automatic` takes the Hopper wgmma
+/// kernel (attention_sm90.cuh) for head_dim 128 on a compute-capability-9.0
+/// device and the mma.sync kernel otherwise; `mma_sync` forces the latter
+/// (benchmarks compare the two). The two differ in their bits, so a run
+/// must use one kind throughout.
+enum class attention_kind { automatic, mma_sync };
+
 /// Queries at positions [pos0, pos0 + count) attend causally to keys at
 /// [0, pos0 + count), found in `blocks` (position order, covering them all;
 /// the chunk's own block last). `layer` selects the layer inside each block.
@@ -39,7 +49,7 @@ cudaError_t launch_attention(const __nv_bfloat16* q,  // [count][heads * head_di
                              const attn_block* blocks,  // [num_blocks], device
                              int num_blocks, int layer, int heads, int kv_heads, int head_dim, float scale,
                              __nv_bfloat16* out,  // [count][heads * head_dim]
-                             cudaStream_t stream);
+                             cudaStream_t stream, attention_kind kind = attention_kind::automatic);
 
 /// Splits of the keys for launch_attention_at: enough (token, head) blocks
 /// to fill the device when few queries attend to a long context (1 when the

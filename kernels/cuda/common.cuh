@@ -10,6 +10,24 @@ namespace kvflow::cuda {
 
 using bf16 = __nv_bfloat16;
 
+/// Shared-memory address of a generic pointer (for PTX operands).
+__device__ __forceinline__ unsigned smem_u32(const void* p) {
+  return static_cast<unsigned>(__cvta_generic_to_shared(p));
+}
+
+/// 2^x on the special function unit (one instruction, flush-to-zero).
+__device__ __forceinline__ float fast_exp2(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+}
+
+/// Two floats as a bf16 pair (round to nearest), lo in the low half.
+__device__ __forceinline__ unsigned pack_bf16(float lo, float hi) {
+  __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+  return *reinterpret_cast<unsigned*>(&v);
+}
+
 /// Sum over a warp in a fixed butterfly order (same result on every lane).
 __device__ __forceinline__ float warp_sum(float v) {
 #pragma unroll
