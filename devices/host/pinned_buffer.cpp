@@ -9,7 +9,7 @@
 
 #ifdef KVFLOW_HAVE_CUDA
 #include "platform/cuda.hpp"
-#include "platform/cuda_check.hpp"
+#include "platform/cuda_memory.hpp"
 #endif
 
 namespace kvflow::devices {
@@ -21,8 +21,7 @@ pinned_buffer::pinned_buffer(std::size_t bytes, bool page_lock) : size_(bytes) {
   // No device is a normal state (CPU CI): aligned memory serves it.
   static const bool have_device = platform::cuda_device_available();
   if (page_lock && have_device) {
-    void* p = nullptr;
-    if (KVFLOW_CUDA_OK(cudaHostAlloc(&p, bytes, cudaHostAllocPortable))) {
+    if (void* p = platform::try_pinned_alloc(bytes)) {
       data_ = static_cast<std::uint8_t*>(p);
       pinned_ = true;
       return;
@@ -56,7 +55,7 @@ void pinned_buffer::release() noexcept {
   if (data_ == nullptr) return;
 #ifdef KVFLOW_HAVE_CUDA
   if (pinned_) {
-    KVFLOW_CUDA_OK(cudaFreeHost(data_));
+    platform::pinned_free(data_);
     data_ = nullptr;
     return;
   }

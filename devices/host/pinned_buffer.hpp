@@ -1,6 +1,6 @@
 #pragma once
-// Page-locked host memory: cudaHostAlloc where CUDA is built and a device is
-// present, 4 KiB-aligned memory otherwise (also good for O_DIRECT).
+// Page-locked host memory: platform::try_pinned_alloc where CUDA is built and
+// a device is present, 4 KiB-aligned memory otherwise (also good for O_DIRECT).
 
 #include <cstddef>
 #include <cstdint>
@@ -18,7 +18,7 @@ inline std::size_t align_down(std::size_t n, std::size_t a = io_alignment) { ret
 class pinned_buffer {
  public:
   pinned_buffer() = default;
-  /// `page_lock` false skips cudaHostAlloc (slow to allocate) for buffers
+  /// `page_lock` false skips page-locking (slow to allocate) for buffers
   /// that never feed a GPU copy: they are only 4 KiB-aligned.
   explicit pinned_buffer(std::size_t bytes, bool page_lock = true);
   ~pinned_buffer();
