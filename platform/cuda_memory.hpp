@@ -11,6 +11,8 @@
 
 #include <cstddef>
 
+#include "platform/owned_memory.hpp"
+
 namespace kvflow::platform {
 
 /// The calling thread's current CUDA device (where device -1 allocates).
@@ -37,36 +39,6 @@ void* try_pinned_alloc(std::size_t bytes) noexcept;
 
 /// Frees pinned_alloc's memory (nullptr: nothing); logs a failure.
 bool pinned_free(void* p) noexcept;
-
-/// Memory that frees itself with the function it was made with. Move-only;
-/// empty (data() nullptr) when default-constructed or moved from.
-class owned_memory {
- public:
-  owned_memory() = default;
-  ~owned_memory() { reset(); }
-  owned_memory(owned_memory&& other) noexcept;
-  owned_memory& operator=(owned_memory&& other) noexcept;
-  owned_memory(const owned_memory&) = delete;
-  owned_memory& operator=(const owned_memory&) = delete;
-
-  void* data() const { return data_; }
-  template <typename T>
-  T* as() const {
-    return static_cast<T*>(data_);
-  }
-  std::size_t size() const { return size_; }
-  /// Frees now; empty after.
-  void reset() noexcept;
-
- protected:
-  owned_memory(void* data, std::size_t size, bool (*free_fn)(void*) noexcept) noexcept
-      : data_(data), size_(size), free_(free_fn) {}
-
- private:
-  void* data_ = nullptr;
-  std::size_t size_ = 0;
-  bool (*free_)(void*) noexcept = nullptr;
-};
 
 /// Device memory owned: device_alloc on construction, device_free on
 /// destruction.
