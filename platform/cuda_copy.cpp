@@ -19,8 +19,10 @@ const char* direction(cudaMemcpyKind kind) {
       return "device to device";
     case cudaMemcpyHostToHost:
       return "host to host";
+    case cudaMemcpyDefault:
+      return "of inferred direction";
     default:
-      return "inferred direction";
+      return "of unknown direction";
   }
 }
 

@@ -37,10 +37,11 @@ int current_cuda_device() {
 }
 
 void* device_alloc(std::size_t bytes, int device) {
-  if (device < 0)
+  if (device < 0) {
     device = current_cuda_device();
-  else
-    KVFLOW_CUDA_CHECK(cudaSetDevice(device));
+  } else if (const cudaError_t e = cudaSetDevice(device); e != cudaSuccess) {
+    alloc_failed(e, "device_alloc: " + std::to_string(bytes) + " bytes on CUDA device " + std::to_string(device));
+  }
   void* p = nullptr;
   const cudaError_t e = cudaMalloc(&p, std::max<std::size_t>(bytes, 1));
   if (e == cudaSuccess) return p;

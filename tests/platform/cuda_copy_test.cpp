@@ -51,15 +51,18 @@ BOOST_AUTO_TEST_CASE(round_trip_with_tickets) {
 BOOST_AUTO_TEST_CASE(a_failed_copy_names_its_size_and_direction) {
   stream a;
   pinned_host_buffer src(16);
-  try {
-    enqueue_copy(nullptr, src.data(), 16, cudaMemcpyHostToDevice, a.s);
-    BOOST_FAIL("a copy to nullptr was enqueued");
-  } catch (const kvflow::error& e) {
-    BOOST_TEST((e.code() == errc::cuda_failure));
-    BOOST_TEST(std::string(e.what()).find("16 bytes host to device") != std::string::npos);
-  }
-  // Not sticky: the stream still copies.
   device_buffer dev(16, 0);
+  // A direction CUDA does not know: refused before anything is enqueued.
+  try {
+    enqueue_copy(dev.data(), src.data(), 16, static_cast<cudaMemcpyKind>(42), a.s);
+    BOOST_FAIL("a copy of direction 42 was enqueued");
+  } catch (const kvflow::error& e) {
+    BOOST_TEST_MESSAGE(e.what());
+    BOOST_TEST((e.code() == errc::cuda_failure));
+    BOOST_TEST(std::string(e.what()).find("16 bytes of unknown direction") != std::string::npos);
+  }
+  BOOST_TEST(cudaGetLastError() == cudaSuccess);
+  // Not sticky: the stream still copies.
   copy_to_device(dev.data(), src.data(), 16, a.s).wait();
   BOOST_CHECK_THROW(KVFLOW_CUDA_CHECK(cudaMemcpy(nullptr, src.data(), 1, cudaMemcpyHostToDevice)), kvflow::error);
 }
