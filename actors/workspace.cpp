@@ -12,9 +12,16 @@ workspace::workspace(std::uint64_t request_id, std::vector<std::int32_t> tokens,
   int chunks = static_cast<int>((tokens_.size() + chunk_tokens_ - 1) / chunk_tokens_);
   blocks_.resize(chunks);
   hidden_.resize(chunks);
-  for (int c = 0; c < chunks; ++c) {
-    blocks_[c].shape = model::kv_shape_of(engine_.cfg(), chunk_count(c), engine_.kv_type());
-    blocks_[c].data = engine_.allocate(blocks_[c].shape.bytes());
+  try {
+    for (int c = 0; c < chunks; ++c) {
+      blocks_[c].shape = model::kv_shape_of(engine_.cfg(), chunk_count(c), engine_.kv_type());
+      blocks_[c].data = engine_.allocate(blocks_[c].shape.bytes());
+    }
+  } catch (...) {
+    // Out of device memory part way: no destructor runs for a constructor
+    // that throws, so the blocks already allocated go back here.
+    for (auto& b : blocks_) engine_.release(b.data);
+    throw;
   }
 }
 

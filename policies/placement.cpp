@@ -2,30 +2,20 @@
 
 #include <algorithm>
 
+#include "messages/mix.hpp"
+
 namespace kvflow::policies {
-namespace {
-
-// splitmix64's finalizer: every input bit affects every output bit.
-std::uint64_t mix(std::uint64_t x) {
-  x ^= x >> 30;
-  x *= 0xbf58476d1ce4e5b9ull;
-  x ^= x >> 27;
-  x *= 0x94d049bb133111ebull;
-  x ^= x >> 31;
-  return x;
-}
-
-}  // namespace
+namespace {}  // namespace
 
 std::uint64_t rendezvous_weight(const msg::chunk_key& key, const std::string& node) {
   // FNV-1a over the node's name, then mixed with the key 8 bytes at a time.
   std::uint64_t h = 0xcbf29ce484222325ull;
   for (unsigned char c : node) h = (h ^ c) * 0x100000001b3ull;
-  h = mix(h);
+  h = mix64(h);
   for (std::size_t i = 0; i < key.size(); i += 8) {
     std::uint64_t word = 0;
     for (std::size_t j = 0; j < 8; ++j) word |= static_cast<std::uint64_t>(key[i + j]) << (8 * j);
-    h = mix(h ^ word);
+    h = mix64(h ^ word);
   }
   return h;
 }

@@ -20,6 +20,7 @@
 #include "actors/frontend/text_stream.hpp"
 #include "messages/error.hpp"
 #include "messages/log.hpp"
+#include "messages/mix.hpp"
 
 namespace kvflow::frontend {
 namespace {
@@ -28,13 +29,6 @@ using clock_type = std::chrono::steady_clock;
 using json = nlohmann::json;
 
 double seconds(clock_type::duration d) { return std::chrono::duration<double>(d).count(); }
-
-std::uint64_t splitmix64(std::uint64_t x) {
-  x += 0x9e3779b97f4a7c15ull;
-  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
-  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
-  return x ^ (x >> 31);
-}
 
 // One request's state shared by the runtime's callbacks (actor threads) and
 // the HTTP thread that answers it.

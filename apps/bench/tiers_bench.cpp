@@ -28,10 +28,10 @@
 #include "messages/log.hpp"
 
 #ifdef KVFLOW_HAVE_CUDA
-#include "devices/gpu/copy.hpp"
 #include "devices/gpu/gpu_pool.hpp"
 #include "platform/cuda.hpp"
 #include "platform/cuda_check.hpp"
+#include "platform/cuda_copy.hpp"
 #endif
 
 using namespace kvflow;
@@ -80,14 +80,14 @@ void fill_pattern(std::uint8_t* p, std::size_t n, std::uint32_t seed) {
 // Host pool -> GPU: a lease per chunk and one copy per chunk block.
 double host_to_gpu(host_pool& pool, const std::vector<msg::chunk_key>& keys, gpu_pool& gpu, cudaStream_t s) {
   std::vector<host_block> leases;
-  std::vector<copy_ticket> tickets;
+  std::vector<platform::copy_ticket> tickets;
   leases.reserve(keys.size());
   tickets.reserve(keys.size());
   const auto t0 = bench_clock::now();
   for (std::size_t i = 0; i < keys.size(); ++i) {
     leases.push_back(pool.acquire(keys[i]));
-    tickets.push_back(copy_to_device(gpu.data(static_cast<std::int64_t>(i % gpu.block_count())), leases.back().data(),
-                                     pool.block_bytes(), s));
+    tickets.push_back(platform::copy_to_device(gpu.data(static_cast<std::int64_t>(i % gpu.block_count())),
+                                               leases.back().data(), pool.block_bytes(), s));
   }
   for (auto& t : tickets) t.wait();
   return seconds_since(t0);
@@ -98,10 +98,20 @@ double plain_pinned_to_gpu(const std::uint8_t* pinned, std::size_t chunks, std::
                            cudaStream_t s) {
   const auto t0 = bench_clock::now();
   for (std::size_t i = 0; i < chunks; ++i)
-    KVFLOW_CUDA_CHECK(cudaMemcpyAsync(gpu.data(static_cast<std::int64_t>(i % gpu.block_count())), pinned + i * bytes,
-                                      bytes, cudaMemcpyHostToDevice, s));
+    platform::enqueue_copy(gpu.data(static_cast<std::int64_t>(i % gpu.block_count())), pinned + i * bytes, bytes,
+                           cudaMemcpyHostToDevice, s);
   KVFLOW_CUDA_CHECK(cudaStreamSynchronize(s));
   return seconds_since(t0);
+}
+
+// The last chunk copied must match its host block.
+void check_last_chunk(gpu_pool& gpu, host_pool& pool, const std::vector<msg::chunk_key>& keys, std::size_t bytes,
+                      cudaStream_t s, const char* path) {
+  std::vector<std::uint8_t> back(bytes);
+  const std::size_t last = keys.size() - 1;
+  platform::copy_to_host(back.data(), gpu.data(static_cast<std::int64_t>(last % gpu.block_count())), bytes, s).wait();
+  host_block b = pool.acquire(keys[last]);
+  if (std::memcmp(back.data(), b.data(), bytes) != 0) std::printf("ERROR: %s copy differs\n", path);
 }
 
 // Disk -> GPU through the disk tier: one O_DIRECT read per chunk into a
@@ -112,7 +122,7 @@ double disk_to_gpu(disk_store& disk, const std::vector<msg::chunk_key>& keys, gp
   struct slot {
     pinned_buffer staging;
     std::future<void> read;
-    copy_ticket copy;
+    platform::copy_ticket copy;
     bool busy = false;
   };
   std::vector<slot> slots(depth);
@@ -135,7 +145,7 @@ double disk_to_gpu(disk_store& disk, const std::vector<msg::chunk_key>& keys, gp
     disk.read_async(keys[i], all, sl.staging.data(),
                     [&sl, done, dst, s, &missed](bool ok, const std::uint8_t* data, std::size_t n) {
                       if (ok)
-                        sl.copy = copy_to_device(dst, data, n, s);
+                        sl.copy = platform::copy_to_device(dst, data, n, s);
                       else
                         ++missed;
                       done->set_value();
@@ -178,7 +188,7 @@ double raw_direct_read(const disk_store& disk, const std::vector<msg::chunk_key>
 // A paced host tier: layer-range copies of `piece` bytes through a limiter.
 double paced_host_to_gpu(host_pool& pool, const std::vector<msg::chunk_key>& keys, gpu_pool& gpu, cudaStream_t s,
                          rate_limiter& lim, std::uint64_t total, std::size_t piece) {
-  std::vector<copy_ticket> tickets;
+  std::vector<platform::copy_ticket> tickets;
   std::uint64_t moved = 0;
   std::size_t i = 0;
   const auto t0 = bench_clock::now();
@@ -186,8 +196,8 @@ double paced_host_to_gpu(host_pool& pool, const std::vector<msg::chunk_key>& key
     host_block b = pool.acquire(keys[i % keys.size()]);
     const std::size_t off = (i * piece) % pool.block_bytes();
     lim.acquire(piece);
-    tickets.push_back(
-        copy_to_device(gpu.data(static_cast<std::int64_t>(i % gpu.block_count())) + off, b.data() + off, piece, s));
+    tickets.push_back(platform::copy_to_device(gpu.data(static_cast<std::int64_t>(i % gpu.block_count())) + off,
+                                               b.data() + off, piece, s));
     if (tickets.size() > 64) {
       tickets.front().wait();
       tickets.erase(tickets.begin());
@@ -293,15 +303,7 @@ int main(int argc, char** argv) {
     best_plain = std::min(best_plain, plain_pinned_to_gpu(plain.data(), chunks, bytes, gpu, stream));
     best_pool = std::min(best_pool, host_to_gpu(pool, keys, gpu, stream));
   }
-  {
-    // The last chunk copied must match its host block.
-    std::vector<std::uint8_t> back(bytes);
-    const std::size_t last = chunks - 1;
-    KVFLOW_CUDA_CHECK(cudaMemcpy(back.data(), gpu.data(static_cast<std::int64_t>(last % gpu.block_count())), bytes,
-                                 cudaMemcpyDeviceToHost));
-    host_block b = pool.acquire(keys[last]);
-    if (std::memcmp(back.data(), b.data(), bytes) != 0) std::printf("ERROR: host -> GPU copy differs\n");
-  }
+  check_last_chunk(gpu, pool, keys, bytes, stream, "host -> GPU");
   record hr;
   hr.path = "host_pool->gpu";
   hr.gbps = gbit(total, best_pool);
@@ -343,14 +345,7 @@ int main(int argc, char** argv) {
       }
       if (misses != 0) std::printf("ERROR: %zu disk misses\n", misses);
     }
-    {
-      std::vector<std::uint8_t> back(bytes);
-      const std::size_t last = chunks - 1;
-      KVFLOW_CUDA_CHECK(cudaMemcpy(back.data(), gpu.data(static_cast<std::int64_t>(last % gpu.block_count())), bytes,
-                                   cudaMemcpyDeviceToHost));
-      host_block b = pool.acquire(keys[last]);
-      if (std::memcmp(back.data(), b.data(), bytes) != 0) std::printf("ERROR: disk -> GPU copy differs\n");
-    }
+    check_last_chunk(gpu, pool, keys, bytes, stream, "disk -> GPU");
     record dr;
     dr.path = "disk->gpu (" + engine + ", O_DIRECT, depth " + std::to_string(depth) + ")";
     dr.gbps = gbit(total, best_disk);

@@ -3,17 +3,10 @@
 #include <array>
 
 #include "messages/error.hpp"
+#include "messages/mix.hpp"
 
 namespace kvflow::load {
 namespace {
-
-// splitmix64: small, fast and good enough to make blocks look random.
-std::uint64_t mix(std::uint64_t x) {
-  x += 0x9e3779b97f4a7c15ull;
-  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
-  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
-  return x ^ (x >> 31);
-}
 
 // Short, common words: each is one token (with its leading space) for the
 // GPT-2 style BPE vocabularies of small chat models.
@@ -46,7 +39,7 @@ std::vector<std::int32_t> block_tokens(std::uint64_t key, int n, int vocab) {
   if (n < 0) throw error(errc::invalid_argument, "block_tokens: negative length " + std::to_string(n));
   std::vector<std::int32_t> out(static_cast<std::size_t>(n));
   for (int i = 0; i < n; ++i)
-    out[i] = 1 + static_cast<std::int32_t>(mix(key ^ mix(static_cast<std::uint64_t>(i))) %
+    out[i] = 1 + static_cast<std::int32_t>(splitmix64(key ^ splitmix64(static_cast<std::uint64_t>(i))) %
                                            static_cast<std::uint64_t>(vocab - 1));
   return out;
 }
@@ -57,7 +50,7 @@ std::string block_words(std::uint64_t key, int n) {
   out.reserve(static_cast<std::size_t>(n) * 6);
   for (int i = 0; i < n; ++i) {
     if (i) out += ' ';
-    out += words[mix(key ^ mix(static_cast<std::uint64_t>(i) + 0x51ull)) % words.size()];
+    out += words[splitmix64(key ^ splitmix64(static_cast<std::uint64_t>(i) + 0x51ull)) % words.size()];
   }
   return out;
 }

@@ -3,7 +3,6 @@
 #include <string>
 
 #include "messages/error.hpp"
-#include "platform/cuda_check.hpp"
 
 namespace kvflow::devices {
 
@@ -13,16 +12,9 @@ gpu_pool::gpu_pool(int device, std::size_t capacity_bytes, std::size_t block_byt
     throw error(errc::invalid_argument, "gpu_pool: capacity " + std::to_string(capacity_bytes) +
                                             " bytes holds no block of " + std::to_string(block_bytes));
   const std::size_t n = capacity_bytes / stride_;
-  KVFLOW_CUDA_CHECK(cudaSetDevice(device));
-  void* p = nullptr;
-  KVFLOW_CUDA_CHECK(cudaMalloc(&p, n * stride_));
-  arena_ = static_cast<std::uint8_t*>(p);
+  arena_ = platform::device_buffer(n * stride_, device);
   in_use_.assign(n, false);
   for (std::size_t i = n; i-- > 0;) free_.push_back(static_cast<std::int64_t>(i));
-}
-
-gpu_pool::~gpu_pool() {
-  if (arena_ != nullptr) KVFLOW_CUDA_OK(cudaFree(arena_));  // destructor: log, never throw
 }
 
 std::int64_t gpu_pool::allocate() {
@@ -42,7 +34,9 @@ void gpu_pool::release(std::int64_t index) {
   free_.push_back(index);
 }
 
-std::uint8_t* gpu_pool::data(std::int64_t index) const { return arena_ + static_cast<std::size_t>(index) * stride_; }
+std::uint8_t* gpu_pool::data(std::int64_t index) const {
+  return arena_.as<std::uint8_t>() + static_cast<std::size_t>(index) * stride_;
+}
 
 std::size_t gpu_pool::free_blocks() const {
   std::lock_guard<std::mutex> lock(mutex_);

@@ -1,10 +1,13 @@
 #pragma once
-// The GPU tier: one cudaMalloc arena carved into chunk-sized blocks.
+// The GPU tier: one device allocation (platform::device_buffer) carved into
+// chunk-sized blocks.
 
 #include <cstddef>
 #include <cstdint>
 #include <mutex>
 #include <vector>
+
+#include "platform/cuda_memory.hpp"
 
 namespace kvflow::devices {
 
@@ -12,10 +15,11 @@ namespace kvflow::devices {
 class gpu_pool {
  public:
   /// Allocates capacity_bytes (rounded down to whole blocks of block_bytes,
-  /// each 256-byte aligned) on `device`. Throws kvflow::error(cuda_failure)
-  /// or (invalid_argument) when not one block fits.
+  /// each 256-byte aligned) on `device`. Throws kvflow::error
+  /// (capacity_exceeded) when the device has not that much free,
+  /// (cuda_failure) for other CUDA failures, (invalid_argument) when not
+  /// one block fits.
   gpu_pool(int device, std::size_t capacity_bytes, std::size_t block_bytes);
-  ~gpu_pool();
   gpu_pool(const gpu_pool&) = delete;
   gpu_pool& operator=(const gpu_pool&) = delete;
 
@@ -35,7 +39,7 @@ class gpu_pool {
  private:
   int device_;
   std::size_t block_bytes_, stride_;
-  std::uint8_t* arena_ = nullptr;  // device memory, block_count * stride_ bytes
+  platform::device_buffer arena_;  // block_count * stride_ bytes
   mutable std::mutex mutex_;
   std::vector<std::int64_t> free_;
   std::vector<bool> in_use_;

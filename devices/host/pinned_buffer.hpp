@@ -1,9 +1,11 @@
 #pragma once
-// Page-locked host memory: cudaHostAlloc where CUDA is built and a device is
-// present, 4 KiB-aligned memory otherwise (also good for O_DIRECT).
+// Page-locked host memory: platform::try_pinned_alloc where CUDA is built and
+// a device is present, 4 KiB-aligned memory otherwise (also good for O_DIRECT).
 
 #include <cstddef>
 #include <cstdint>
+
+#include "platform/owned_memory.hpp"
 
 namespace kvflow::devices {
 
@@ -18,24 +20,17 @@ inline std::size_t align_down(std::size_t n, std::size_t a = io_alignment) { ret
 class pinned_buffer {
  public:
   pinned_buffer() = default;
-  /// `page_lock` false skips cudaHostAlloc (slow to allocate) for buffers
+  /// `page_lock` false skips page-locking (slow to allocate) for buffers
   /// that never feed a GPU copy: they are only 4 KiB-aligned.
   explicit pinned_buffer(std::size_t bytes, bool page_lock = true);
-  ~pinned_buffer();
-  pinned_buffer(pinned_buffer&& other) noexcept;
-  pinned_buffer& operator=(pinned_buffer&& other) noexcept;
-  pinned_buffer(const pinned_buffer&) = delete;
-  pinned_buffer& operator=(const pinned_buffer&) = delete;
 
-  std::uint8_t* data() const { return data_; }
-  std::size_t size() const { return size_; }
+  std::uint8_t* data() const { return mem_.as<std::uint8_t>(); }
+  std::size_t size() const { return mem_.size(); }
   /// True when the memory is page-locked through CUDA (fast async copies).
-  bool pinned() const { return pinned_; }
+  bool pinned() const { return pinned_ && mem_.data() != nullptr; }
 
  private:
-  void release() noexcept;
-  std::uint8_t* data_ = nullptr;
-  std::size_t size_ = 0;
+  platform::owned_memory mem_;  // frees with platform::pinned_free or std::free
   bool pinned_ = false;
 };
 

@@ -6,6 +6,8 @@
 
 #include <cstdint>
 
+#include "messages/mix.hpp"
+
 namespace kvflow::cuda {
 
 using bf16 = __nv_bfloat16;
@@ -49,14 +51,6 @@ __device__ __forceinline__ float block_sum(float v, float* scratch) {
   t = warp_sum(t);
   __syncthreads();
   return t;
-}
-
-/// splitmix64: the generator behind device-made weights.
-__host__ __device__ __forceinline__ std::uint64_t splitmix64(std::uint64_t x) {
-  x += 0x9E3779B97F4A7C15ull;
-  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
-  x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
-  return x ^ (x >> 31);
 }
 
 }  // namespace kvflow::cuda

@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstring>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "kernels/cuda/attention.cuh"
@@ -20,6 +21,8 @@
 #include "messages/digest.hpp"
 #include "messages/error.hpp"
 #include "platform/cuda.hpp"
+#include "platform/cuda_copy.hpp"
+#include "platform/cuda_memory.hpp"
 
 namespace kvflow::model {
 
@@ -28,28 +31,25 @@ using bf16 = __nv_bfloat16;
 
 namespace {
 
-// A device allocation that frees itself.
+// A device allocation (platform::device_buffer) of `n` T on the current
+// device that frees itself.
 template <typename T>
 struct dev_buf {
   T* ptr = nullptr;
   std::size_t n = 0;
+  platform::device_buffer mem;
   dev_buf() = default;
-  dev_buf(const dev_buf&) = delete;
-  dev_buf& operator=(const dev_buf&) = delete;
-  dev_buf(dev_buf&& o) noexcept : ptr(o.ptr), n(o.n) {
-    o.ptr = nullptr;
-    o.n = 0;
-  }
-  ~dev_buf() { reset(); }
+  dev_buf(dev_buf&& o) noexcept : ptr(std::exchange(o.ptr, nullptr)), n(std::exchange(o.n, 0)), mem(std::move(o.mem)) {}
   void reset() {
-    if (ptr) cudaFree(ptr);
+    mem.reset();
     ptr = nullptr;
     n = 0;
   }
   void alloc(std::size_t count) {
     reset();
     if (count == 0) return;
-    KVFLOW_CUDA_CHECK(cudaMalloc(reinterpret_cast<void**>(&ptr), count * sizeof(T)));
+    mem = platform::device_buffer(count * sizeof(T));
+    ptr = mem.as<T>();
     n = count;
   }
 };
@@ -66,8 +66,8 @@ struct layer_dev {
 // Host data of one run() (tokens, block table) goes through a ring of pinned
 // slots, so run() never waits for the device unless the ring wraps.
 struct upload_slot {
-  void* host = nullptr;  // pinned
-  void* dev = nullptr;
+  platform::pinned_host_buffer host;
+  platform::device_buffer dev;
   std::size_t bytes = 0;
   cudaEvent_t copied = nullptr;
 };
@@ -103,8 +103,7 @@ class cuda_engine_impl {
     // Uploads go on stream_, never through cudaMemcpy: a pageable
     // host-to-device cudaMemcpy may return before the data lands, and
     // stream_ does not wait for the legacy stream.
-    KVFLOW_CUDA_CHECK(
-        cudaMemcpyAsync(inv_freq_.ptr, inv.data(), inv.size() * sizeof(float), cudaMemcpyHostToDevice, stream_));
+    platform::enqueue_copy(inv_freq_.ptr, inv.data(), inv.size() * sizeof(float), cudaMemcpyHostToDevice, stream_);
     KVFLOW_CUDA_CHECK(cudaStreamSynchronize(stream_));
     layers_.resize(static_cast<std::size_t>(c.layers));
     norm_row_.alloc(static_cast<std::size_t>(c.hidden));
@@ -116,8 +115,8 @@ class cuda_engine_impl {
     cudaSetDevice(device_);
     if (stream_) cudaStreamSynchronize(stream_);
     for (auto& s : slots_) {
-      if (s.host) cudaFreeHost(s.host);
-      if (s.dev) cudaFree(s.dev);
+      s.host.reset();
+      s.dev.reset();
       if (s.copied) cudaEventDestroy(s.copied);
     }
     gemm_.reset();
@@ -211,15 +210,15 @@ class cuda_engine_impl {
     auto put = [&](dev_buf<bf16>& dst, std::initializer_list<const std::vector<float>*> parts) {
       std::size_t off = 0;
       for (auto* v : parts) {
-        KVFLOW_CUDA_CHECK(
-            cudaMemcpyAsync(staging.ptr + off, v->data(), v->size() * sizeof(float), cudaMemcpyHostToDevice, stream_));
+        platform::enqueue_copy(staging.ptr + off, v->data(), v->size() * sizeof(float), cudaMemcpyHostToDevice,
+                               stream_);
         off += v->size();
       }
       KVFLOW_LAUNCH_CHECK(cuda::launch_to_bf16(staging.ptr, dst.ptr, off, stream_));
       KVFLOW_CUDA_CHECK(cudaStreamSynchronize(stream_));
     };
     auto put_f32 = [&](dev_buf<float>& dst, const std::vector<float>& v) {
-      KVFLOW_CUDA_CHECK(cudaMemcpyAsync(dst.ptr, v.data(), v.size() * sizeof(float), cudaMemcpyHostToDevice, stream_));
+      platform::enqueue_copy(dst.ptr, v.data(), v.size() * sizeof(float), cudaMemcpyHostToDevice, stream_);
     };
     put(embedding_, {&w.embedding});
     put_f32(final_norm_, w.final_norm);
@@ -260,19 +259,18 @@ class cuda_engine_impl {
     KVFLOW_CUDA_CHECK(cudaEventSynchronize(s.copied));  // the previous copy out of s.host is done
     if (bytes > s.bytes) {
       KVFLOW_CUDA_CHECK(cudaStreamSynchronize(stream_));
-      if (s.host) cudaFreeHost(s.host);
-      if (s.dev) cudaFree(s.dev);
-      s.host = s.dev = nullptr;
+      s.host.reset();
+      s.dev.reset();
       s.bytes = 0;
       const std::size_t cap = std::max<std::size_t>(bytes, 4096);
-      KVFLOW_CUDA_CHECK(cudaMallocHost(&s.host, cap));
-      KVFLOW_CUDA_CHECK(cudaMalloc(&s.dev, cap));
+      s.host = platform::pinned_host_buffer(cap);
+      s.dev = platform::device_buffer(cap);
       s.bytes = cap;
     }
-    std::memcpy(s.host, src, bytes);
-    KVFLOW_CUDA_CHECK(cudaMemcpyAsync(s.dev, s.host, bytes, cudaMemcpyHostToDevice, stream_));
+    std::memcpy(s.host.data(), src, bytes);
+    platform::enqueue_copy(s.dev.data(), s.host.data(), bytes, cudaMemcpyHostToDevice, stream_);
     KVFLOW_CUDA_CHECK(cudaEventRecord(s.copied, stream_));
-    return s.dev;
+    return s.dev.data();
   }
 
   void check_block(const kv_block& b, const std::string& what) const {
@@ -445,9 +443,9 @@ class cuda_engine_impl {
                                                  embedding_.ptr, cfg_.vocab_size, hidden, resid, stream_));
     } else {
       for (std::size_t i = 0; i < jobs.size(); ++i)
-        KVFLOW_CUDA_CHECK(cudaMemcpyAsync(resid + row0[i] * hrow, jobs[i].hidden.data,
-                                          static_cast<std::size_t>(jobs[i].count) * hrow * sizeof(float),
-                                          cudaMemcpyDeviceToDevice, stream_));
+        platform::enqueue_copy(resid + row0[i] * hrow, jobs[i].hidden.data,
+                               static_cast<std::size_t>(jobs[i].count) * hrow * sizeof(float), cudaMemcpyDeviceToDevice,
+                               stream_);
     }
     const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
     const std::size_t qkv_w = qkv_width(), q_w = q_width();
@@ -481,9 +479,9 @@ class cuda_engine_impl {
     }
     for (std::size_t i = 0; i < jobs.size(); ++i)
       if (jobs[i].hidden.data)
-        KVFLOW_CUDA_CHECK(cudaMemcpyAsync(jobs[i].hidden.data, resid + row0[i] * hrow,
-                                          static_cast<std::size_t>(jobs[i].count) * hrow * sizeof(float),
-                                          cudaMemcpyDeviceToDevice, stream_));
+        platform::enqueue_copy(jobs[i].hidden.data, resid + row0[i] * hrow,
+                               static_cast<std::size_t>(jobs[i].count) * hrow * sizeof(float), cudaMemcpyDeviceToDevice,
+                               stream_);
   }
 
   // Selective recompute (engine::run_selected): the selected rows as one
@@ -563,8 +561,7 @@ class cuda_engine_impl {
     KVFLOW_LAUNCH_CHECK(
         cuda::launch_logits(norm_row_.ptr, lm_head(), cfg_.vocab_size, cfg_.hidden, logits_.ptr, stream_));
     out.resize(static_cast<std::size_t>(cfg_.vocab_size));
-    KVFLOW_CUDA_CHECK(
-        cudaMemcpyAsync(out.data(), logits_.ptr, out.size() * sizeof(float), cudaMemcpyDeviceToHost, stream_));
+    platform::enqueue_copy(out.data(), logits_.ptr, out.size() * sizeof(float), cudaMemcpyDeviceToHost, stream_);
     KVFLOW_CUDA_CHECK(cudaStreamSynchronize(stream_));
   }
 
@@ -597,23 +594,13 @@ cuda_engine::~cuda_engine() = default;
 const config& cuda_engine::cfg() const { return impl_->cfg_; }
 const std::array<std::uint8_t, 32>& cuda_engine::fingerprint() const { return impl_->fingerprint_; }
 
-void* cuda_engine::allocate(std::size_t bytes) {
-  KVFLOW_CUDA_CHECK(cudaSetDevice(impl_->device_));
-  void* p = nullptr;
-  const cudaError_t e = cudaMalloc(&p, std::max<std::size_t>(bytes, 1));
-  if (e != cudaSuccess) {
-    cudaGetLastError();
-    throw error(errc::capacity_exceeded,
-                "cuda_engine::allocate: " + std::to_string(bytes) + " bytes: " + cudaGetErrorString(e));
-  }
-  return p;
-}
+void* cuda_engine::allocate(std::size_t bytes) { return platform::device_alloc(bytes, impl_->device_); }
 
 void cuda_engine::release(void* p) {
   if (p == nullptr) return;
   KVFLOW_CUDA_CHECK(cudaSetDevice(impl_->device_));
   KVFLOW_CUDA_CHECK(cudaStreamSynchronize(impl_->stream_));
-  KVFLOW_CUDA_CHECK(cudaFree(p));
+  platform::device_free(p);
 }
 
 namespace {
@@ -646,7 +633,7 @@ void host_trampoline(void* data) {
 void cuda_engine::to_backend(void* dst, const void* src, std::size_t bytes) {
   KVFLOW_CUDA_CHECK(cudaSetDevice(impl_->device_));
   cudaStream_t s = copy_stream(impl_->device_);
-  KVFLOW_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, s));
+  platform::enqueue_copy(dst, src, bytes, cudaMemcpyHostToDevice, s);
   KVFLOW_CUDA_CHECK(cudaStreamSynchronize(s));
 }
 
@@ -655,14 +642,8 @@ void cuda_engine::to_host(void* dst, const void* src, std::size_t bytes) {
   cudaStream_t s = copy_stream(impl_->device_);
   // Ordered after every job enqueued so far, without stopping the compute
   // stream for the copy.
-  cudaEvent_t enqueued = nullptr;
-  KVFLOW_CUDA_CHECK(cudaEventCreateWithFlags(&enqueued, cudaEventDisableTiming));
-  cudaError_t e = cudaEventRecord(enqueued, impl_->stream_);
-  if (e == cudaSuccess) e = cudaStreamWaitEvent(s, enqueued, 0);
-  if (e == cudaSuccess) e = cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, s);
-  if (e == cudaSuccess) e = cudaStreamSynchronize(s);
-  cudaEventDestroy(enqueued);
-  KVFLOW_CUDA_CHECK(e);
+  platform::ticket_after(impl_->stream_).order_before(s);
+  platform::copy_to_host(dst, src, bytes, s).wait();
 }
 
 void cuda_engine::run(const chunk_job& job) { impl_->run(job); }

@@ -35,11 +35,11 @@ gemm_runner::gemm_runner(int reference_m) : reference_m_(reference_m) {
   const cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
   KVFLOW_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(desc_, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof(ta)));
   KVFLOW_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(desc_, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof(tb)));
-  KVFLOW_CUDA_CHECK(cudaMalloc(&workspace_, workspace_bytes_));
+  workspace_ = platform::device_buffer(workspace_bytes_);
 }
 
 gemm_runner::~gemm_runner() {
-  if (workspace_) cudaFree(workspace_);
+  workspace_.reset();
   if (desc_) cublasLtMatmulDescDestroy(desc_);
   if (handle_) cublasLtDestroy(handle_);
 }
@@ -75,8 +75,8 @@ void gemm_runner::run(const __nv_bfloat16* x, const __nv_bfloat16* w, void* y, i
   layouts l(m, n, k, y_f32);
   const float alpha = 1.0f;
   const float beta = accumulate ? 1.0f : 0.0f;
-  KVFLOW_CUBLAS_CHECK(cublasLtMatmul(handle_, desc_, &alpha, w, l.a, x, l.b, &beta, y, l.c, y, l.c, &p.algo, workspace_,
-                                     workspace_bytes_, stream));
+  KVFLOW_CUBLAS_CHECK(cublasLtMatmul(handle_, desc_, &alpha, w, l.a, x, l.b, &beta, y, l.c, y, l.c, &p.algo,
+                                     workspace_.data(), workspace_bytes_, stream));
 }
 
 std::string gemm_runner::describe(int n, int k, bool y_f32, bool accumulate) {

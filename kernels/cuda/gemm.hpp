@@ -18,6 +18,8 @@
 #include <string>
 #include <tuple>
 
+#include "platform/cuda_memory.hpp"
+
 namespace kvflow::cuda {
 
 class gemm_runner {
@@ -48,8 +50,8 @@ class gemm_runner {
 
   cublasLtHandle_t handle_ = nullptr;
   cublasLtMatmulDesc_t desc_ = nullptr;
-  void* workspace_ = nullptr;
   std::size_t workspace_bytes_ = 32u << 20;
+  platform::device_buffer workspace_;  // cuBLASLt scratch, workspace_bytes_
   int reference_m_;
   std::map<std::tuple<int, int, bool, bool>, plan> plans_;
 };

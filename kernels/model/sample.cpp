@@ -5,21 +5,15 @@
 
 #include "kernels/model/engine.hpp"
 #include "messages/error.hpp"
+#include "messages/mix.hpp"
 
 namespace kvflow::model {
 namespace {
 
-std::uint64_t mix(std::uint64_t z) {
-  z += 0x9e3779b97f4a7c15ull;
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-  return z ^ (z >> 31);
-}
-
 // Uniform in [0, 1) from (seed, step) alone: a step's draw never depends on
 // earlier steps, so a resumed or replayed request draws the same.
 double uniform(std::uint64_t seed, std::uint64_t step) {
-  std::uint64_t x = mix(mix(seed) ^ mix(step ^ 0x6a09e667f3bcc909ull));
+  std::uint64_t x = splitmix64(splitmix64(seed) ^ splitmix64(step ^ 0x6a09e667f3bcc909ull));
   return static_cast<double>(x >> 11) * (1.0 / 9007199254740992.0);
 }
 

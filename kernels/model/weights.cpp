@@ -5,26 +5,23 @@
 #include <string>
 
 #include "messages/error.hpp"
+#include "messages/mix.hpp"
 
 namespace kvflow::model {
 namespace {
 
-std::uint64_t splitmix64(std::uint64_t& state) {
-  std::uint64_t z = (state += 0x9e3779b97f4a7c15ull);
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-  return z ^ (z >> 31);
-}
+// The next output of a splitmix64 stream (advances `state`).
+std::uint64_t next_random(std::uint64_t& state) { return mix64(state += splitmix64_gamma); }
 
 // Fills v with `count` values uniform in [center - scale, center + scale),
 // from a stream of its own (seed, tensor id): identical bits everywhere.
 void fill(std::vector<float>& v, std::size_t count, std::uint64_t seed, std::uint64_t tensor, float center,
           float scale) {
   std::uint64_t state = seed ^ (tensor * 0xd1b54a32d192ed03ull);
-  splitmix64(state);
+  next_random(state);
   v.resize(count);
   for (std::size_t i = 0; i < count; ++i) {
-    float u = static_cast<float>(splitmix64(state) >> 40) * (1.0f / 16777216.0f);  // [0, 1), 24 bits
+    float u = static_cast<float>(next_random(state) >> 40) * (1.0f / 16777216.0f);  // [0, 1), 24 bits
     v[i] = center + scale * (2.0f * u - 1.0f);
   }
 }
