@@ -238,24 +238,15 @@ caf::behavior remote_stage(state_t* self, stage_host_actor host, std::shared_ptr
         auto& st = self->state;
         auto g = stage_grant_of(f, *ws, st.layout, ws->engine().cfg().layers, "remote stage");
         if (!g) return g.error();
-        stage_entry e;
-        e.id = st.next_id++;
-        e.grant = *g;
-        e.ws = ws;
-        e.reply = self->make_response_promise();
-        e.queued_ns = now_ns();
-        const auto pb = std::max(g->cells.layer_begin, static_cast<std::uint32_t>(st.layout.layer_begin));
-        const auto pe = std::min(g->cells.layer_end, static_cast<std::uint32_t>(st.layout.layer_end));
-        e.runs_here = pb < pe;
+        auto e = make_stage_entry(self, st.next_id++, *g, ws, st.layout);
         auto reply = e.reply;
         if (e.runs_here) {
           try {
-            send_part(self, e, pb, pe);
+            send_part(self, e, std::max(g->cells.layer_begin, static_cast<std::uint32_t>(st.layout.layer_begin)),
+                      std::min(g->cells.layer_end, static_cast<std::uint32_t>(st.layout.layer_end)));
           } catch (const error& err) {
             return make_error(err);
           }
-        } else {
-          e.finished = true;
         }
         st.fifo.push_back(std::move(e));
         drain(self);

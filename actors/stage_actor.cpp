@@ -74,6 +74,19 @@ caf::expected<msg::grant> stage_grant_of(const msg::frame& f, const workspace& w
   return g;
 }
 
+stage_entry make_stage_entry(caf::event_based_actor* self, std::uint64_t id, const msg::grant& g, workspace_ptr ws,
+                             const stage_layout& layout) {
+  stage_entry e;
+  e.id = id;
+  e.grant = g;
+  e.ws = std::move(ws);
+  e.reply = self->make_response_promise();
+  e.queued_ns = now_ns();
+  e.runs_here = !part_of(layout, g.cells).empty();
+  e.finished = !e.runs_here;  // nothing to run: it leaves in turn
+  return e;
+}
+
 void settle_stage_entry(caf::event_based_actor* self, const stage_layout& layout, const stage_next& next,
                         model::engine& eng, stage_entry& e) {
   const auto& g = e.grant;
@@ -135,14 +148,8 @@ caf::behavior stage_actor(state_t* self, std::shared_ptr<model::engine> engine, 
         auto& st = self->state;
         auto g = stage_grant_of(f, *ws, st.layout, eng->cfg().layers, "stage actor");
         if (!g) return g.error();
-        stage_entry e;
-        e.id = st.next_id++;
-        e.grant = *g;
-        e.ws = ws;
-        e.reply = self->make_response_promise();
-        e.queued_ns = now_ns();
+        auto e = make_stage_entry(self, st.next_id++, *g, ws, st.layout);
         const auto p = part_of(st.layout, g->cells);
-        e.runs_here = !p.empty();
         auto reply = e.reply;
         if (e.runs_here) {
           msg::cell_range mine = g->cells;
@@ -160,8 +167,6 @@ caf::behavior stage_actor(state_t* self, std::shared_ptr<model::engine> engine, 
             // Nothing of this grant was enqueued (the engine checks first).
             return make_error(err);
           }
-        } else {
-          e.finished = true;
         }
         st.fifo.push_back(std::move(e));
         drain(self);

@@ -68,6 +68,12 @@ struct stage_state {
 caf::expected<msg::grant> stage_grant_of(const msg::frame& f, const workspace& ws, const stage_layout& layout,
                                          int layers, const char* who);
 
+/// The queue entry of grant `g` of `ws` arriving at stage `layout`: its
+/// reply promised by `self`, runs_here when the grant has layers in the
+/// stage, finished already when it has none.
+stage_entry make_stage_entry(caf::event_based_actor* self, std::uint64_t id, const msg::grant& g, workspace_ptr ws,
+                             const stage_layout& layout);
+
 /// Lets the grant of entry `e` (its part of this stage run, if any) leave a
 /// stage: hands its chunks' hidden states (stage `layout.index`'s, in
 /// `eng`'s memory) to the next stage when the stage's last layer ran, then
