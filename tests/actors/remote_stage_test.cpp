@@ -14,8 +14,17 @@
 #include <future>
 #include <random>
 
+#include <caf/all.hpp>
+
+#include "actors/frame_type.hpp"
 #include "actors/runtime.hpp"
+#include "actors/stage_host.hpp"
+#include "actors/system_config.hpp"
 #include "apps/node_cluster.hpp"
+#include "devices/net/transport.hpp"
+#include "kernels/model/cpu_engine.hpp"
+#include "kernels/model/kv_layout.hpp"
+#include "messages/codec.hpp"
 #include "messages/error.hpp"
 #include "tests/actors/restore_reference.hpp"
 
@@ -147,4 +156,96 @@ BOOST_AUTO_TEST_CASE(a_stage_node_of_other_layers_or_model_is_refused) {
   o = staged(dir, {2}, 1, *node);
   o.stage_nodes[1] = "127.0.0.1:1";  // nobody there
   BOOST_CHECK_THROW(runtime{o}, error);
+}
+
+// The host checks what a peer sends: bytes that differ from their
+// announcement, cells outside its layers or without a session are refused
+// with an error (never computed on); a refused store drops the session.
+BOOST_AUTO_TEST_CASE(the_stage_host_refuses_bytes_that_differ_from_their_announcement) {
+  system_config cfg;
+  caf::actor_system sys{cfg};
+  std::shared_ptr<model::engine> eng =
+      model::make_cpu_engine(model::random_weights(model::preset("tiny-test"), 7), 1, {2, 4});
+  auto host = sys.spawn<caf::detached>(stage_host, eng);
+  caf::scoped_actor self{sys};
+  bool failed = false;
+  auto on_error = [&](caf::error&) { failed = true; };
+  auto refused_stage = [&](const msg::frame& g, const msg::frame& t, const msg::bulk& b) {
+    failed = false;
+    self->request(host, 10s, stage_atom::value, g, t, b)
+        .receive([](const msg::frame&, const msg::frame&, const msg::bulk&) {}, on_error);
+    return failed;
+  };
+  auto refused_open = [&](const msg::frame& reg, const msg::frame& sub) {
+    failed = false;
+    self->request(host, 10s, open_atom::value, reg, sub).receive([](const msg::frame&) {}, on_error);
+    return failed;
+  };
+  auto refused_store = [&](const msg::frame& cells, const msg::frame& t, const msg::bulk& b) {
+    failed = false;
+    self->request(host, 10s, store_atom::value, cells, t, b).receive([](bool) {}, on_error);
+    return failed;
+  };
+  std::mt19937 rng(23);
+  const auto tokens = random_tokens(rng, 2 * 16, 512);
+  msg::register_request reg;
+  reg.request_id = 9;
+  reg.chunk_tokens = 16;
+  reg.num_chunks = 2;
+  reg.num_layers = 4;
+  msg::submit sub;
+  sub.request_id = 9;
+  sub.tokens = tokens;
+  msg::grant g;
+  g.request_id = 9;
+  g.grant_id = 1;
+  g.cells = {0, 1, 0, 4};
+  // Chunk 0's input hidden state at layer 2: [16][64] f32.
+  msg::bulk hidden;
+  hidden.bytes.assign(16 * 64 * sizeof(float), 0);
+  auto announce = [](const msg::bulk& b) {
+    msg::transfer t;
+    t.bytes = b.bytes.size();
+    t.checksum = devices::net::checksum(b.bytes.data(), b.bytes.size());
+    return msg::encode(t);
+  };
+  BOOST_TEST(refused_stage(msg::encode(g), announce(hidden), hidden));  // no session yet
+  reg.num_layers = 5;
+  BOOST_TEST(refused_open(msg::encode(reg), msg::encode(sub)));  // another model
+  reg.num_layers = 4;
+  BOOST_TEST(!refused_open(msg::encode(reg), msg::encode(sub)));
+  auto bad_sum = msg::decode(announce(hidden));
+  auto t = std::get<msg::transfer>(*bad_sum);
+  t.checksum ^= 1;
+  BOOST_TEST(refused_stage(msg::encode(g), msg::encode(t), hidden));
+  msg::bulk short_bulk{std::vector<std::uint8_t>(hidden.bytes.begin(), hidden.bytes.end() - 4)};
+  BOOST_TEST(refused_stage(msg::encode(g), announce(short_bulk), short_bulk));
+  msg::grant above = g;
+  above.cells = {0, 1, 0, 2};  // layers the host does not hold
+  BOOST_TEST(refused_stage(msg::encode(above), announce(hidden), hidden));
+  // As announced: computed, answered with the part's KV (layers 2 and 3) and no hidden state (last stage).
+  bool ok = false;
+  self->request(host, 10s, stage_atom::value, msg::encode(g), announce(hidden), hidden)
+      .receive(
+          [&](const msg::frame& done, const msg::frame& tf, const msg::bulk& out) {
+            auto d = std::get<msg::cell_done>(*msg::decode(done));
+            BOOST_TEST(d.cells.layer_begin == 2u);
+            BOOST_TEST(d.cells.layer_end == 4u);
+            BOOST_TEST(out.bytes.size() == model::kv_shape_of(eng->cfg(), 16, eng->kv_type()).span_bytes(2, 4));
+            BOOST_TEST(std::get<msg::transfer>(*msg::decode(tf)).checksum ==
+                       devices::net::checksum(out.bytes.data(), out.bytes.size()));
+            ok = true;
+          },
+          [&](caf::error& e) { BOOST_TEST_MESSAGE("refused: " << sys.render(e)); });
+  BOOST_TEST(ok);
+  // A store of cells outside the stage is refused and drops the session.
+  msg::grant store = g;
+  store.act = msg::action::load;
+  store.cells = {0, 1, 1, 3};
+  msg::bulk kv;
+  kv.bytes.assign(model::kv_shape_of(eng->cfg(), 16, eng->kv_type()).span_bytes(1, 3), 0);
+  BOOST_TEST(refused_store(msg::encode(store), announce(kv), kv));
+  g.cells = {1, 2, 0, 4};
+  BOOST_TEST(refused_stage(msg::encode(g), announce(hidden), hidden));
+  caf::anon_send_exit(host, caf::exit_reason::user_shutdown);
 }
