@@ -5,6 +5,7 @@
 #include <chrono>
 #include <filesystem>
 #include <mutex>
+#include <optional>
 #include <random>
 #include <sstream>
 
@@ -18,6 +19,7 @@
 #include "actors/document_request.hpp"
 #include "actors/frame_type.hpp"
 #include "actors/gpu_actor.hpp"
+#include "actors/remote_stage.hpp"
 #include "actors/remote_tier_actor.hpp"
 #include "actors/request_actor.hpp"
 #include "actors/scheduler_actor.hpp"
@@ -123,13 +125,16 @@ struct runtime::impl {
                        sys->spawn(remote_tier_proxy, std::move(ro), std::move(handles), std::move(net)));
   }
 
-  /// Makes another engine of the same model on a device (the stages' own).
-  std::function<std::shared_ptr<model::engine>(int device)> make_engine;
+  /// Makes another engine of the same model on a device (the stages' own),
+  /// holding the weights of `held` only where the backend can.
+  std::function<std::shared_ptr<model::engine>(int device, model::layer_range held)> make_engine;
   std::vector<std::uint32_t> stage_bounds;  ///< [0, ..., layers]; two entries: no stages
   struct stage {
     stage_layout layout;
     std::shared_ptr<model::engine> engine;
     stage_route route;
+    std::string node;       ///< host:port of the process serving it; empty: this one
+    stage_host_actor host;  ///< that process's stage
   };
   std::vector<stage> stage_list;
   std::string link_kind;
@@ -147,8 +152,11 @@ struct runtime::impl {
       if (backend == backend_kind::cuda) {
         // Large presets are made on the device: no host copy of their weights.
         auto seed = opts.seed;
-        make_engine = [c, seed](int device) { return model::make_cuda_engine_random(c, seed, device); };
-        engine = make_engine(0);
+        // The CUDA engine holds every layer still (issue 16: layer ranges on CUDA).
+        make_engine = [c, seed](int device, model::layer_range) {
+          return model::make_cuda_engine_random(c, seed, device);
+        };
+        engine = make_engine(0, {});
         return;
       }
 #endif
@@ -165,7 +173,7 @@ struct runtime::impl {
     auto kept = stage_count() > 1 ? std::make_shared<model::weights>(w) : nullptr;
 #ifdef KVFLOW_HAVE_CUDA
     if (backend == backend_kind::cuda) {
-      make_engine = [kept](int device) -> std::shared_ptr<model::engine> {
+      make_engine = [kept](int device, model::layer_range) -> std::shared_ptr<model::engine> {
         if (!kept) throw error(errc::invalid_argument, "no weights kept for stage engines");
         return model::make_cuda_engine(*kept, device);
       };
@@ -174,15 +182,16 @@ struct runtime::impl {
     }
 #endif
     auto threads = opts.threads;
-    make_engine = [kept, threads](int) -> std::shared_ptr<model::engine> {
+    make_engine = [kept, threads](int, model::layer_range held) -> std::shared_ptr<model::engine> {
       if (!kept) throw error(errc::invalid_argument, "no weights kept for stage engines");
-      return model::make_cpu_engine(*kept, threads);
+      return model::make_cpu_engine(*kept, threads, held);
     };
     engine = model::make_cpu_engine(std::move(w), opts.threads);
   }
 
   std::shared_ptr<model::stage_link> make_link(const stage& from, const stage& to) {
-    if (link_kind == "host") return model::make_host_link(*from.engine, *to.engine);
+    // A remote stage's hidden states here are host bytes on their way.
+    if (link_kind == "host" || from.host || to.host) return model::make_host_link(*from.engine, *to.engine);
 #ifdef KVFLOW_HAVE_CUDA
     if (link_kind == "nccl") {
       const bool same = from.layout.device == to.layout.device;
@@ -192,6 +201,36 @@ struct runtime::impl {
 #endif
     throw error(errc::unsupported, "stage link '" + link_kind + "' on backend " + std::string(to_string(backend)) +
                                        " (use host" + (backend == backend_kind::cuda ? " or nccl)" : ")"));
+  }
+
+  // Connects to the process serving stage `st` and checks that it serves
+  // this model's layers of the stage.
+  stage_host_actor connect_stage(const stage& st) {
+    const auto m = parse_member(st.node);
+    const auto where = "stage " + std::to_string(st.layout.index) + " at " + st.node;
+    auto h = sys->middleman().remote_actor<stage_host_actor>(m.host, m.port);
+    if (!h) throw error(errc::peer_down, where + " is unreachable: " + sys->render(h.error()));
+    caf::scoped_actor self{*sys};
+    std::optional<error> refused;
+    self->request(*h, std::chrono::seconds(10), layout_atom::value)
+        .receive(
+            [&](const msg::frame& f, std::uint32_t begin, std::uint32_t end) {
+              auto decoded = msg::decode(f);
+              auto* l = decoded ? std::get_if<msg::kv_layout>(&*decoded) : nullptr;
+              const auto fp = engine->fingerprint();
+              if (!l || !std::equal(fp.begin(), fp.end(), l->fingerprint.begin()) ||
+                  l->layers != static_cast<std::uint32_t>(engine->cfg().layers))
+                refused = error(errc::invalid_argument, where + " serves another model than " + model_name);
+              else if (begin != static_cast<std::uint32_t>(st.layout.layer_begin) ||
+                       end != static_cast<std::uint32_t>(st.layout.layer_end))
+                refused = error(errc::invalid_argument, where + " serves layers [" + std::to_string(begin) + ", " +
+                                                            std::to_string(end) + "), the stage has [" +
+                                                            std::to_string(st.layout.layer_begin) + ", " +
+                                                            std::to_string(st.layout.layer_end) + ")");
+            },
+            [&](caf::error& e) { refused = error(errc::peer_down, where + " did not answer: " + sys->render(e)); });
+    if (refused) throw *refused;
+    return *h;
   }
 
   // Spawns one stage actor per layer range, the last first (each needs the
@@ -204,6 +243,9 @@ struct runtime::impl {
     if (!opts.stage_devices.empty() && opts.stage_devices.size() != n)
       throw error(errc::invalid_argument,
                   std::to_string(opts.stage_devices.size()) + " stage devices for " + std::to_string(n) + " stages");
+    if (!opts.stage_nodes.empty() && opts.stage_nodes.size() != n)
+      throw error(errc::invalid_argument,
+                  std::to_string(opts.stage_nodes.size()) + " stage nodes for " + std::to_string(n) + " stages");
     link_kind = !opts.stage_link.empty() ? opts.stage_link : backend == backend_kind::cuda ? "nccl" : "host";
     stage_list.resize(n);
     for (std::size_t s = 0; s < n; ++s) {
@@ -212,15 +254,25 @@ struct runtime::impl {
       st.layout.layer_begin = static_cast<int>(stage_bounds[s]);
       st.layout.layer_end = static_cast<int>(stage_bounds[s + 1]);
       st.layout.device = opts.stage_devices.empty() ? 0u : static_cast<std::uint32_t>(opts.stage_devices[s]);
-      st.engine = make_engine(static_cast<int>(st.layout.device));
+      if (s < opts.stage_nodes.size() && !opts.stage_nodes[s].empty() && opts.stage_nodes[s] != "local") {
+        st.node = opts.stage_nodes[s];
+        st.host = connect_stage(st);
+        st.engine = engine;  // its hidden states here live in this process's engine memory
+        continue;
+      }
+      st.engine = make_engine(static_cast<int>(st.layout.device), {st.layout.layer_begin, st.layout.layer_end});
     }
+    // Every stage has its engine: the copy of the weights they were made from goes.
+    make_engine = nullptr;
     for (std::size_t s = n; s-- > 0;) {
       auto& st = stage_list[s];
       stage_next next;
       if (s + 1 < n) next = {stage_list[s + 1].route.actor, stage_list[s + 1].engine, make_link(st, stage_list[s + 1])};
       st.route.layer_begin = stage_bounds[s];
       st.route.layer_end = stage_bounds[s + 1];
-      st.route.actor = sys->spawn<caf::detached>(stage_actor, st.engine, st.layout, std::move(next));
+      st.route.actor = st.host ? sys->spawn<caf::detached>(remote_stage, st.host, st.engine, st.layout, std::move(next),
+                                                           opts.stage_timeout)
+                               : sys->spawn<caf::detached>(stage_actor, st.engine, st.layout, std::move(next));
       // Each stage loads its own layers over its own links (its own tier
       // actors: the links of its GPU), from the shared store.
       if (opts.host_tier_gb > 0)
@@ -586,7 +638,8 @@ std::string runtime::describe() const {
   if (!m.stage_list.empty()) {
     out << ", " << m.stage_list.size() << " stages (layers";
     for (auto& s : m.stage_list)
-      out << " [" << s.layout.layer_begin << "," << s.layout.layer_end << ")@" << s.layout.device;
+      out << " [" << s.layout.layer_begin << "," << s.layout.layer_end << ")@"
+          << (s.node.empty() ? std::to_string(s.layout.device) : s.node);
     out << ", " << m.link_kind << " hand-off)";
   }
   return out.str();

@@ -4,6 +4,7 @@
 // a restore breakdown back.
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <future>
@@ -62,6 +63,15 @@ struct runtime_options {
   /// Hand-off between stages: "host" (a copy through host memory) or
   /// "nccl" (CUDA only); empty: nccl on CUDA, host on the CPU.
   std::string stage_link;
+  /// Stages served by other processes: one entry per stage, "host:port" of
+  /// a `kvflow node --stage-layers` serving exactly that stage's layers of
+  /// the same model (checked at start), or empty / "local" for a stage of
+  /// this process; empty: every stage local. Hidden states and KV cross as
+  /// bytes (actors/remote_stage); a stage's host that goes down fails the
+  /// requests using it with peer_down.
+  std::vector<std::string> stage_nodes;
+  /// Deadline of one grant's part on a remote stage.
+  std::chrono::milliseconds stage_timeout{60000};
   /// A cluster of `kvflow node` processes whose tiers this runtime uses as
   /// one remote tier: a file of one "[name] host:port" per line, and/or
   /// members given directly. Empty: no remote tier.

@@ -24,51 +24,90 @@ struct part {
   bool empty() const { return begin >= end; }
 };
 
-part part_of(const stage_state& st, const msg::cell_range& cells) {
-  return {std::max<std::uint32_t>(cells.layer_begin, static_cast<std::uint32_t>(st.layout.layer_begin)),
-          std::min<std::uint32_t>(cells.layer_end, static_cast<std::uint32_t>(st.layout.layer_end))};
+part part_of(const stage_layout& layout, const msg::cell_range& cells) {
+  return {std::max<std::uint32_t>(cells.layer_begin, static_cast<std::uint32_t>(layout.layer_begin)),
+          std::min<std::uint32_t>(cells.layer_end, static_cast<std::uint32_t>(layout.layer_end))};
 }
 
 // Writes each chunk's hidden state after this stage's last layer into the
 // next stage's buffer of that chunk.
-void hand_off(state_t* self, stage_entry& e) {
-  auto& st = self->state;
+void hand_off(const stage_layout& layout, const stage_next& next, model::engine& eng, stage_entry& e) {
   auto& ws = *e.ws;
   const auto start = now_ns();
-  const auto hidden = static_cast<std::size_t>(st.engine->cfg().hidden);
+  const auto hidden = static_cast<std::size_t>(eng.cfg().hidden);
   for (auto c = e.grant.cells.chunk_begin; c < e.grant.cells.chunk_end; ++c) {
     const int ci = static_cast<int>(c);
-    auto& src = ws.stage_hidden(st.layout.index, ci, *st.engine);
-    auto& dst = ws.stage_hidden(st.layout.index + 1, ci, *st.next.engine);
-    st.next.link->send(src.data, dst.data, static_cast<std::size_t>(src.tokens) * hidden * sizeof(float));
+    auto& src = ws.stage_hidden(layout.index, ci, eng);
+    auto& dst = ws.stage_hidden(layout.index + 1, ci, *next.engine);
+    next.link->send(src.data, dst.data, static_cast<std::size_t>(src.tokens) * hidden * sizeof(float));
   }
   ws.handoffs += e.grant.cells.chunk_end - e.grant.cells.chunk_begin;
   ws.handoff_ns += now_ns() - start;
 }
 
-// The grant at the head of the queue leaves the stage: answered here, or
-// handed off and passed on.
 void settle(state_t* self, stage_entry& e) {
   auto& st = self->state;
+  settle_stage_entry(self, st.layout, st.next, *st.engine, e);
+}
+
+void drain(state_t* self) {
+  auto& q = self->state.fifo;
+  while (!q.empty() && q.front().finished) {
+    auto e = std::move(q.front());
+    q.pop_front();
+    settle(self, e);
+  }
+}
+
+}  // namespace
+
+caf::expected<msg::grant> stage_grant_of(const msg::frame& f, const workspace& ws, const stage_layout& layout,
+                                         int layers, const char* who) {
+  auto g = compute_grant_of(f, ws, layers, who);
+  if (!g) return g.error();
+  if (g->cells.layer_end <= static_cast<std::uint32_t>(layout.layer_begin))
+    return make_error(errc::out_of_range, "grant of request " + std::to_string(g->request_id) + " ends above stage " +
+                                              std::to_string(layout.index));
+  if (ws.stages() <= layout.index)
+    return make_error(errc::invalid_argument, "request " + std::to_string(g->request_id) + " has no room for stage " +
+                                                  std::to_string(layout.index) + "'s hidden states");
+  return g;
+}
+
+stage_entry make_stage_entry(caf::event_based_actor* self, std::uint64_t id, const msg::grant& g, workspace_ptr ws,
+                             const stage_layout& layout) {
+  stage_entry e;
+  e.id = id;
+  e.grant = g;
+  e.ws = std::move(ws);
+  e.reply = self->make_response_promise();
+  e.queued_ns = now_ns();
+  e.runs_here = !part_of(layout, g.cells).empty();
+  e.finished = !e.runs_here;  // nothing to run: it leaves in turn
+  return e;
+}
+
+void settle_stage_entry(caf::event_based_actor* self, const stage_layout& layout, const stage_next& next,
+                        model::engine& eng, stage_entry& e) {
   const auto& g = e.grant;
-  const auto p = part_of(st, g.cells);
-  const bool continues = g.cells.layer_end > static_cast<std::uint32_t>(st.layout.layer_end);
-  const bool last_layer_ran = !p.empty() && p.end == static_cast<std::uint32_t>(st.layout.layer_end);
-  if (last_layer_ran && st.next.actor) {
+  const auto p = part_of(layout, g.cells);
+  const bool continues = g.cells.layer_end > static_cast<std::uint32_t>(layout.layer_end);
+  const bool last_layer_ran = !p.empty() && p.end == static_cast<std::uint32_t>(layout.layer_end);
+  if (last_layer_ran && next.actor) {
     try {
-      hand_off(self, e);
+      hand_off(layout, next, eng, e);
     } catch (const error& err) {
       return e.reply.deliver(make_error(err));
     }
   }
   if (continues) {
-    if (!st.next.actor)
+    if (!next.actor)
       return e.reply.deliver(make_error(
           errc::out_of_range, "grant of request " + std::to_string(g.request_id) + " reaches past the last stage"));
     auto reply = e.reply;
     const auto started = e.started_ns;
     const bool ran = e.runs_here;
-    self->request(st.next.actor, forward_timeout, msg::encode(g), e.ws)
+    self->request(next.actor, forward_timeout, msg::encode(g), e.ws)
         .then(
             [reply, started, ran](const msg::frame& f) mutable {
               auto decoded = msg::decode(f);
@@ -91,20 +130,9 @@ void settle(state_t* self, stage_entry& e) {
   done.cells = g.cells;
   done.started_ns = e.started_ns;
   done.finished_ns = e.finished_ns;
-  done.device = st.layout.device;
+  done.device = layout.device;
   e.reply.deliver(msg::encode(done));
 }
-
-void drain(state_t* self) {
-  auto& q = self->state.fifo;
-  while (!q.empty() && q.front().finished) {
-    auto e = std::move(q.front());
-    q.pop_front();
-    settle(self, e);
-  }
-}
-
-}  // namespace
 
 caf::behavior stage_actor(state_t* self, std::shared_ptr<model::engine> engine, stage_layout layout, stage_next next) {
   auto& st = self->state;
@@ -118,23 +146,10 @@ caf::behavior stage_actor(state_t* self, std::shared_ptr<model::engine> engine, 
   return {
       [=](const msg::frame& f, workspace_ptr& ws) -> caf::result<msg::frame> {
         auto& st = self->state;
-        auto g = compute_grant_of(f, *ws, eng->cfg().layers, "stage actor");
+        auto g = stage_grant_of(f, *ws, st.layout, eng->cfg().layers, "stage actor");
         if (!g) return g.error();
-        if (g->cells.layer_end <= static_cast<std::uint32_t>(st.layout.layer_begin))
-          return make_error(errc::out_of_range, "grant of request " + std::to_string(g->request_id) +
-                                                    " ends above stage " + std::to_string(st.layout.index));
-        if (ws->stages() <= st.layout.index)
-          return make_error(errc::invalid_argument, "request " + std::to_string(g->request_id) +
-                                                        " has no room for stage " + std::to_string(st.layout.index) +
-                                                        "'s hidden states");
-        stage_entry e;
-        e.id = st.next_id++;
-        e.grant = *g;
-        e.ws = ws;
-        e.reply = self->make_response_promise();
-        e.queued_ns = now_ns();
-        const auto p = part_of(st, g->cells);
-        e.runs_here = !p.empty();
+        auto e = make_stage_entry(self, st.next_id++, *g, ws, st.layout);
+        const auto p = part_of(st.layout, g->cells);
         auto reply = e.reply;
         if (e.runs_here) {
           msg::cell_range mine = g->cells;
@@ -152,8 +167,6 @@ caf::behavior stage_actor(state_t* self, std::shared_ptr<model::engine> engine, 
             // Nothing of this grant was enqueued (the engine checks first).
             return make_error(err);
           }
-        } else {
-          e.finished = true;
         }
         st.fifo.push_back(std::move(e));
         drain(self);

@@ -11,9 +11,11 @@
 
 #include <caf/actor.hpp>
 #include <caf/event_based_actor.hpp>
+#include <caf/expected.hpp>
 #include <caf/response_promise.hpp>
 #include <caf/stateful_actor.hpp>
 
+#include "actors/frame_type.hpp"
 #include "actors/workspace.hpp"
 #include "kernels/model/engine.hpp"
 #include "kernels/model/stage_link.hpp"
@@ -59,6 +61,27 @@ struct stage_state {
   std::uint64_t last_finished_ns = 0;
   static inline const char* name = "kvflow.stage";
 };
+
+/// The compute grant in `f` for stage `layout` of `ws`: compute_grant_of's
+/// checks, plus a grant that reaches the stage's layers and a workspace
+/// with room for the stage's hidden states; else the error to answer with.
+caf::expected<msg::grant> stage_grant_of(const msg::frame& f, const workspace& ws, const stage_layout& layout,
+                                         int layers, const char* who);
+
+/// The queue entry of grant `g` of `ws` arriving at stage `layout`: its
+/// reply promised by `self`, runs_here when the grant has layers in the
+/// stage, finished already when it has none.
+stage_entry make_stage_entry(caf::event_based_actor* self, std::uint64_t id, const msg::grant& g, workspace_ptr ws,
+                             const stage_layout& layout);
+
+/// Lets the grant of entry `e` (its part of this stage run, if any) leave a
+/// stage: hands its chunks' hidden states (stage `layout.index`'s, in
+/// `eng`'s memory) to the next stage when the stage's last layer ran, then
+/// passes the grant on when it reaches past the stage (answering with the
+/// downstream answer, peer_down when none comes) or answers it here. Shared
+/// by stage_actor and remote_stage.
+void settle_stage_entry(caf::event_based_actor* self, const stage_layout& layout, const stage_next& next,
+                        model::engine& eng, stage_entry& e);
 
 /// Spawn detached: its thread is the only one that drives its engine.
 ///

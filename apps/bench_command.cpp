@@ -67,6 +67,9 @@ struct bench_options {
   std::string paced_root;   // same for paced tiers; empty: disk_root
   int stages = 0;           // layer-pipeline stages; 0 or 1: none
   std::string stage_link;   // hand-off between stages: host or nccl; empty: the runtime's default
+
+  // Per stage: host:port of a node serving it, or "local".
+  std::vector<std::string> stage_nodes;
 };
 
 // One tier configuration: "host" (pinned host pool), "disk" (unpaced,
@@ -312,6 +315,7 @@ class bench {
     ro.policy = name_of(policy_kind::two_pointer);
     ro.stages = opt_.stages;
     ro.stage_link = opt_.stage_link;
+    ro.stage_nodes = opt_.stage_nodes;
     ro.host_tier_gb = host_bytes / 1e9;
     ro.disk_gbps = t.gbps;
     ro.disk_tier_gb = std::max(4.0, tier_bytes_needed(t) * 1.25 / 1e9);
@@ -710,6 +714,10 @@ command_runner add_bench_command(CLI::App& app) {
   cmd->add_option("--stage-link", opt->stage_link,
                   "Hand-off between stages: host or nccl (default: nccl on CUDA, host on CPU)")
       ->check(CLI::IsMember({"host", "nccl"}));
+  cmd->add_option("--stage-nodes", opt->stage_nodes,
+                  "Where each of the --stages runs, comma-separated: local, or host:port of a `kvflow node "
+                  "--stage-layers` serving that stage's layers of the same model (e.g. local,10.0.0.2:4300)")
+      ->delimiter(',');
   cmd->add_option("--out", opt->out_dir, "Folder for restore.json, restore.md and trace files");
   cmd->add_option("--disk-root", opt->disk_root, "Folder for the disk tier's chunk files (default: the temp folder)");
   cmd->add_option("--paced-root", opt->paced_root,

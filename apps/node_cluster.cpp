@@ -154,6 +154,11 @@ void node_cluster::start_node(int i) {
   if (!f || !fgets(line, sizeof line, f) || std::sscanf(line, "listening %127[^:]:%u", addr, &port) != 2)
     throw error(errc::peer_down, "node " + std::to_string(i) + " did not report its port");
   members_.push_back("n" + std::to_string(i) + " " + addr + ":" + std::to_string(port));
+  if (std::find(opt_.node_args.begin(), opt_.node_args.end(), "--stage-layers") == opt_.node_args.end()) return;
+  // A node serving a stage reports the stage's port on the next line.
+  if (!fgets(line, sizeof line, f) || std::sscanf(line, "stage listening %127[^:]:%u", addr, &port) != 2)
+    throw error(errc::peer_down, "node " + std::to_string(i) + " did not report its stage's port");
+  stage_members_.push_back(std::string(addr) + ":" + std::to_string(port));
 }
 
 void node_cluster::signal(int node, int sig) { ::kill(pid(node), sig); }

@@ -33,6 +33,9 @@ class node_cluster {
 
   /// "name host:port" of every node, for runtime_options::cluster_members.
   const std::vector<std::string>& members() const { return members_; }
+  /// "host:port" of every node's pipeline stage (nodes started with
+  /// --stage-layers in node_args), for runtime_options::stage_nodes.
+  const std::vector<std::string>& stage_members() const { return stage_members_; }
   /// UCX settings this process should use to reach the nodes over the link
   /// (TCP over the veth, or over loopback).
   std::string ucx_tls() const { return "tcp"; }
@@ -59,6 +62,7 @@ class node_cluster {
   std::vector<pid_t> pids_;
   std::vector<FILE*> outs_;
   std::vector<std::string> members_;
+  std::vector<std::string> stage_members_;
 };
 
 /// Runs a shell command; throws kvflow::error(io_failure) naming it when it fails.

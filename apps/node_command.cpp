@@ -1,6 +1,8 @@
 // `kvflow node`: publishes this process's node actor (a host tier in front
 // of a disk tier, reached by other processes as one remote tier) on a TCP
-// port through CAF's middleman, with heartbeats and a connection timeout.
+// port through CAF's middleman, with heartbeats and a connection timeout;
+// with --stage-layers it also serves one pipeline stage (a layer range of a
+// model on a CPU engine holding only those layers) on a second port.
 
 #include <caf/actor_system.hpp>
 #include <caf/io/middleman.hpp>
@@ -8,14 +10,19 @@
 
 #include <unistd.h>
 #include <csignal>
+#include <cstdio>
 #include <filesystem>
 #include <iostream>
 
 #include "actors/caf_error.hpp"
 #include "actors/node.hpp"
 #include "actors/remote_tier_actor.hpp"
+#include "actors/stage_host.hpp"
 #include "actors/system_config.hpp"
 #include "apps/commands.hpp"
+#include "kernels/model/cpu_engine.hpp"
+#include "kernels/model/model_file.hpp"
+#include "messages/error.hpp"
 #include "messages/log.hpp"
 
 namespace kvflow::app {
@@ -31,7 +38,28 @@ struct node_command_options {
   std::string join;
   int heartbeat_ms = 500;
   int connection_timeout_ms = 5000;
+  // A pipeline stage served to runtimes (their --stage-nodes).
+  std::string stage_layers;  // "begin:end"; empty: no stage
+  std::string stage_preset;
+  std::string stage_model;
+  std::uint64_t stage_seed = 1;
+  int stage_threads = 0;
+  std::uint16_t stage_port = 0;
 };
+
+// The stage's engine: the model's weights of layers [begin, end) only.
+std::shared_ptr<model::engine> make_stage_engine(const node_command_options& opt) {
+  int begin = 0, end = 0;
+  char tail = 0;
+  if (std::sscanf(opt.stage_layers.c_str(), "%d:%d%c", &begin, &end, &tail) != 2)
+    throw error(errc::invalid_argument, "--stage-layers '" + opt.stage_layers + "': want begin:end");
+  model::weights w;
+  if (!opt.stage_preset.empty())
+    w = model::random_weights(model::preset(opt.stage_preset), opt.stage_seed);
+  else
+    w = model::load_model_file(opt.stage_model.empty() ? model::default_model_path() : opt.stage_model).w;
+  return model::make_cpu_engine(std::move(w), opt.stage_threads, {begin, end});
+}
 
 int run_node(node_command_options opt) {
   network_options net;
@@ -68,6 +96,15 @@ int run_node(node_command_options opt) {
         (std::filesystem::temp_directory_path() / ("kvflow-node-" + std::to_string(::getpid()))).string();
     made_dir = !opt.keep_dir;
   }
+  std::shared_ptr<model::engine> stage_engine;
+  if (!opt.stage_layers.empty()) {
+    try {
+      stage_engine = make_stage_engine(opt);
+    } catch (const error& e) {
+      std::cerr << "kvflow node: cannot make the stage: " << e.what() << "\n";
+      return 2;
+    }
+  }
   auto node_handle = sys.spawn(node, inv, opt.node);
   auto port = sys.middleman().publish(node_handle, opt.port, opt.host.c_str(), true);
   if (!port) {
@@ -78,6 +115,22 @@ int run_node(node_command_options opt) {
   }
   // The line a parent process waits for before it connects.
   std::cout << "listening " << opt.host << ":" << *port << std::endl;
+  stage_host_actor stage;
+  if (stage_engine) {
+    const auto held = stage_engine->layers_held();
+    stage = sys.spawn<caf::detached>(stage_host, stage_engine);
+    auto stage_port = sys.middleman().publish(stage, opt.stage_port, opt.host.c_str(), true);
+    if (!stage_port) {
+      std::cerr << "kvflow node: cannot publish the stage on " << opt.host << ":" << opt.stage_port << ": "
+                << sys.render(stage_port.error()) << "\n";
+      caf::anon_send_exit(stage, caf::exit_reason::user_shutdown);
+      caf::anon_send_exit(node_handle, caf::exit_reason::user_shutdown);
+      return 1;
+    }
+    // The second line a parent waits for: where runtimes find the stage.
+    std::cout << "stage listening " << opt.host << ":" << *stage_port << " layers " << held.begin << ":" << held.end
+              << " weights " << stage_engine->weight_bytes() << " bytes" << std::endl;
+  }
   sigset_t set;
   sigemptyset(&set);
   sigaddset(&set, SIGINT);
@@ -87,6 +140,7 @@ int run_node(node_command_options opt) {
   sigwait(&set, &sig);
   logger("actors")->info("node {} stopping on signal {}", inv.node_id, sig);
   caf::anon_send_exit(node_handle, caf::exit_reason::user_shutdown);
+  if (stage) caf::anon_send_exit(stage, caf::exit_reason::user_shutdown);
   if (made_dir) {
     std::error_code ec;
     std::filesystem::remove_all(opt.node.disk_dir, ec);
@@ -113,6 +167,17 @@ command_runner add_node_command(CLI::App& app) {
   cmd->add_option("--join", opt->join, "host:port of a node of the cluster to check reachability against");
   cmd->add_option("--ucx-tls", opt->node.net.tls, "UCX transports for KV bytes (UCX_TLS syntax; default: UCX's)");
   cmd->add_option("--ucx-devices", opt->node.net.devices, "UCX network devices (UCX_NET_DEVICES syntax)");
+  cmd->add_option("--stage-layers", opt->stage_layers,
+                  "Also serve a pipeline stage of layers begin:end (e.g. 16:32) to runtimes whose --stage-nodes "
+                  "name it; its CPU engine holds only those layers' weights");
+  cmd->add_option("--stage-preset", opt->stage_preset,
+                  "The stage's model: a preset with random weights (as the runtime's --preset)");
+  cmd->add_option("--stage-model", opt->stage_model, "The stage's model file (default: the bundled model)");
+  cmd->add_option("--stage-seed", opt->stage_seed, "Seed of the preset's random weights (the runtime's --seed)")
+      ->capture_default_str();
+  cmd->add_option("--stage-threads", opt->stage_threads, "CPU threads of the stage's engine (0: all cores)")
+      ->capture_default_str();
+  cmd->add_option("--stage-port", opt->stage_port, "TCP port of the stage (0 picks a free one)")->capture_default_str();
   cmd->add_option("--heartbeat-ms", opt->heartbeat_ms, "Middleman heartbeat interval")->capture_default_str();
   cmd->add_option("--connection-timeout-ms", opt->connection_timeout_ms, "Close a connection silent for this long")
       ->capture_default_str();

@@ -30,14 +30,33 @@ void release_matrix(std::vector<float>& v) { std::vector<float>().swap(v); }
 
 class cpu_engine final : public engine {
  public:
-  cpu_engine(weights w, int threads) : w_(std::move(w)), pool_(threads) {
+  cpu_engine(weights w, int threads, layer_range held) : w_(std::move(w)), pool_(threads) {
     check_shapes(w_, "cpu engine weights (" + w_.cfg.name + ")");
     bool unset = true;
     for (auto b : w_.fingerprint) unset = unset && b == 0;
+    // The whole model's digest, before any layer is dropped.
     if (unset) compute_fingerprint(w_);
     const config& c = w_.cfg;
+    if (held.end < 0) held.end = c.layers;
+    if (held.begin < 0 || held.begin >= held.end || held.end > c.layers)
+      throw error(errc::invalid_argument, "cpu engine: layer range [" + std::to_string(held.begin) + ", " +
+                                              std::to_string(held.end) + ") of a model of " + std::to_string(c.layers) +
+                                              " layers");
+    held_ = held;
+    const bool first = held.begin == 0, last = held.end == c.layers;
+    if (!first && !(last && c.tie_embeddings)) release_matrix(w_.embedding);
+    if (!last) {
+      release_matrix(w_.final_norm);
+      release_matrix(w_.output);
+    }
     inv_freq_ = cpu::rope_inv_freq(c.head_dim, c.rope_theta, c.scaling);
-    for (auto& l : w_.layers) {
+    layers_.resize(w_.layers.size());
+    for (int li = 0; li < c.layers; ++li) {
+      auto& l = w_.layers[static_cast<std::size_t>(li)];
+      if (li < held.begin || li >= held.end) {
+        l = layer_weights{};
+        continue;
+      }
       packed_layer p;
       p.qkv = cpu::pack_matrix(l.wq.data(), c.heads * c.head_dim, c.hidden);
       cpu::pack_rows(p.qkv, l.wk.data(), c.kv_heads * c.head_dim);
@@ -47,7 +66,7 @@ class cpu_engine final : public engine {
       cpu::pack_rows(p.gate_up, l.w_up.data(), c.intermediate);
       p.down = cpu::pack_matrix(l.w_down.data(), c.hidden, c.intermediate);
       for (auto* m : {&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down}) release_matrix(*m);
-      layers_.push_back(std::move(p));
+      layers_[static_cast<std::size_t>(li)] = std::move(p);
     }
   }
 
@@ -84,13 +103,23 @@ class cpu_engine final : public engine {
   }
   void logits(const hidden_state& h, std::vector<float>& out) override;
   void run_selected(const selected_job& job) override;
+  layer_range layers_held() const override { return held_; }
+  std::size_t weight_bytes() const override {
+    std::size_t floats = w_.embedding.size() + w_.final_norm.size() + w_.output.size();
+    for (const auto& l : w_.layers) floats += l.attn_norm.size() + l.ffn_norm.size();
+    for (const auto& p : layers_)
+      for (const auto* m : {&p.qkv, &p.wo, &p.gate_up, &p.down}) floats += m->panels.size();
+    return floats * sizeof(float);
+  }
 
  private:
+  void check_held(int begin, int end, const char* what) const;
   void check_job(const chunk_job& job) const;
   void check_block(const kv_shape& s, const std::string& what) const;
   void layer_tail(int l, int n, float* h);
 
   weights w_;
+  layer_range held_;
   cpu::thread_pool pool_;
   std::vector<float> inv_freq_;
   std::vector<packed_layer> layers_;
@@ -111,6 +140,13 @@ void cpu_engine::check_block(const kv_shape& s, const std::string& what) const {
   }
 }
 
+void cpu_engine::check_held(int begin, int end, const char* what) const {
+  if (begin < held_.begin || end > held_.end)
+    throw error(errc::invalid_argument, std::string("cpu engine: ") + what + " of layers [" + std::to_string(begin) +
+                                            ", " + std::to_string(end) + ") on an engine holding layers [" +
+                                            std::to_string(held_.begin) + ", " + std::to_string(held_.end) + ")");
+}
+
 void cpu_engine::check_job(const chunk_job& job) const {
   const config& c = w_.cfg;
   auto bad = [](const std::string& what) { throw error(errc::invalid_argument, "cpu engine: chunk job " + what); };
@@ -120,6 +156,7 @@ void cpu_engine::check_job(const chunk_job& job) const {
     bad("layers [" + std::to_string(job.layer_begin) + ", " + std::to_string(job.layer_end) + ") of " +
         std::to_string(c.layers));
   }
+  check_held(job.layer_begin, job.layer_end, "chunk job");
   if (job.layer_begin == 0 && !job.tokens) bad("has no tokens for layer 0");
   if (!job.hidden.data || job.hidden.tokens != job.count) {
     bad("hidden state of " + std::to_string(job.hidden.tokens) + " tokens for a chunk of " + std::to_string(job.count));
@@ -209,6 +246,7 @@ void cpu_engine::logits(const hidden_state& h, std::vector<float>& out) {
     throw error(errc::invalid_argument,
                 "cpu engine: logits of a hidden state with " + std::to_string(h.tokens) + " tokens");
   }
+  check_held(c.layers - 1, c.layers, "logits (the final norm)");
   const float* last = static_cast<const float*>(h.data) + static_cast<std::size_t>(h.tokens - 1) * c.hidden;
   std::vector<float> normed(c.hidden);
   cpu::rmsnorm(last, w_.final_norm.data(), 1, c.hidden, c.rms_eps, normed.data());
@@ -224,6 +262,7 @@ void cpu_engine::run_selected(const selected_job& job) {
   auto bad = [](const std::string& what) { throw error(errc::invalid_argument, "cpu engine: selected job " + what); };
   if (job.count <= 0 || !job.positions) bad("has no rows");
   if (job.layer_begin < 0 || job.layer_end > c.layers || job.layer_begin >= job.layer_end) bad("has no layers");
+  check_held(job.layer_begin, job.layer_end, "selected job");
   if (job.layer_begin == 0 && !job.tokens) bad("has no tokens for layer 0");
   if (!job.hidden.data || job.hidden.tokens != job.count) bad("hidden state does not match its rows");
   if (!job.kv.data) bad("has no KV block");
@@ -300,8 +339,8 @@ void cpu_engine::layer_tail(int l, int n, float* h) {
 
 }  // namespace
 
-std::unique_ptr<engine> make_cpu_engine(weights w, int threads) {
-  return std::make_unique<cpu_engine>(std::move(w), threads);
+std::unique_ptr<engine> make_cpu_engine(weights w, int threads, layer_range held) {
+  return std::make_unique<cpu_engine>(std::move(w), threads, held);
 }
 
 }  // namespace kvflow::model

@@ -16,6 +16,12 @@ namespace kvflow::model {
 /// arithmetic by absolute positions, so chunked prefill at any chunk size,
 /// layer splits and decode give bitwise the KV and logits of a one-shot
 /// prefill. Throws kvflow::error(bad_file) when w's shapes do not match w.cfg.
-std::unique_ptr<engine> make_cpu_engine(weights w, int threads = 0);
+/// With `held` narrower than the model, the engine keeps (and packs) only
+/// those layers' weights, the embedding only when it runs layer 0 (or the
+/// last layer of a model with tied embeddings) and the final norm and
+/// output only with the last layer; its fingerprint stays the whole
+/// model's, so chunk keys do not depend on the split. Throws
+/// kvflow::error(invalid_argument) for an empty or out-of-model range.
+std::unique_ptr<engine> make_cpu_engine(weights w, int threads = 0, layer_range held = {});
 
 }  // namespace kvflow::model

@@ -65,6 +65,16 @@ struct selected_job {
   hidden_state hidden;  ///< [count][hidden]: input at layer_begin (unless 0), output after layer_end - 1
 };
 
+/// The layers whose weights an engine holds, [begin, end); end < 0 means
+/// every layer of the model. A pipeline stage's engine holds only its own
+/// layers (plus the embedding on the first stage and the final norm and
+/// output projection on the last), so that a model too large for one device
+/// fits across several.
+struct layer_range {
+  int begin = 0;
+  int end = -1;
+};
+
 /// Sampling settings of a decode step; temperature 0 means greedy.
 struct sampling {
   float temperature = 0.0f;
@@ -129,6 +139,14 @@ class engine {
 
   /// Logits [vocab] of the last row of `h` (after the final norm), to host.
   virtual void logits(const hidden_state& h, std::vector<float>& out) = 0;
+
+  /// The layers this engine holds weights for; jobs outside them are
+  /// refused (invalid_argument), and logits() needs the last layer. The
+  /// default: every layer.
+  virtual layer_range layers_held() const { return {0, cfg().layers}; }
+  /// Bytes of weights this engine holds in its memory (after repacking);
+  /// 0 where a backend does not report it.
+  virtual std::size_t weight_bytes() const { return 0; }
 
  protected:
   /// Throws kvflow::error(invalid_argument) unless every job has the first one's layer range.

@@ -32,9 +32,10 @@ struct prefill_result {
 };
 
 // Runs tokens through `e` in chunks of the given sizes, each chunk over all
-// layers, or over the layers split at `split` (0: no split).
-prefill_result prefill(engine& e, const std::vector<std::int32_t>& tokens, const std::vector<int>& sizes,
-                       int split = 0) {
+// layers, or over the layers split at `split` (0: no split), the layers from
+// `split` on (and the logits) on `upper` when given.
+prefill_result prefill(engine& e, const std::vector<std::int32_t>& tokens, const std::vector<int>& sizes, int split = 0,
+                       engine* upper = nullptr) {
   const config& c = e.cfg();
   prefill_result r;
   r.blocks.reserve(sizes.size());
@@ -60,7 +61,7 @@ prefill_result prefill(engine& e, const std::vector<std::int32_t>& tokens, const
       job.layer_begin = split;
       job.layer_end = c.layers;
       job.tokens = nullptr;  // not read past layer 0
-      e.run(job);
+      (upper ? *upper : e).run(job);
     } else {
       job.layer_begin = 0;
       job.layer_end = c.layers;
@@ -69,7 +70,7 @@ prefill_result prefill(engine& e, const std::vector<std::int32_t>& tokens, const
     pos0 += n;
   }
   r.last_hidden.assign(hidden.end() - c.hidden, hidden.end());
-  e.logits({hidden.data(), sizes.back()}, r.logits);
+  (upper ? *upper : e).logits({hidden.data(), sizes.back()}, r.logits);
   return r;
 }
 
@@ -263,6 +264,49 @@ BOOST_AUTO_TEST_CASE(layer_split_is_bitwise_all_layers) {
     BOOST_TEST(same_kv(c, whole, parts), "split at layer " << split);
     BOOST_TEST(std::memcmp(whole.logits.data(), parts.logits.data(), whole.logits.size() * 4) == 0);
   }
+}
+
+// Engines of layer ranges hold only their layers' weights (the embedding
+// with layer 0, the final norm and output with the last layer): their
+// weight bytes add up to the whole model's, and two of them split at any
+// layer give the whole engine's KV and logits bitwise.
+BOOST_AUTO_TEST_CASE(layer_range_engines_hold_only_their_layers) {
+  const config c = preset("tiny-test");
+  const auto w = random_weights(c, 8);
+  auto whole = make_cpu_engine(w, 1);
+  BOOST_TEST(whole->layers_held().begin == 0);
+  BOOST_TEST(whole->layers_held().end == c.layers);
+  const std::size_t f = sizeof(float);
+  const std::size_t embedding = static_cast<std::size_t>(c.vocab_size) * c.hidden * f;
+  const std::size_t head = c.hidden * f + static_cast<std::size_t>(c.vocab_size) * c.hidden * f;  // untied
+  BOOST_REQUIRE(!c.tie_embeddings);
+  const std::size_t per_layer = (whole->weight_bytes() - embedding - head) / static_cast<std::size_t>(c.layers);
+  BOOST_TEST(per_layer > 0u);
+  auto tokens = random_tokens(40, c.vocab_size, 4);
+  auto ref = prefill(*whole, tokens, {25, 15});
+  for (int split = 1; split < c.layers; ++split) {
+    auto lower = make_cpu_engine(w, 1, {0, split});
+    auto upper = make_cpu_engine(w, 1, {split, c.layers});
+    BOOST_TEST_CONTEXT("split at layer " << split) {
+      BOOST_TEST(lower->weight_bytes() == embedding + static_cast<std::size_t>(split) * per_layer);
+      BOOST_TEST(upper->weight_bytes() == head + static_cast<std::size_t>(c.layers - split) * per_layer);
+      BOOST_TEST(lower->weight_bytes() + upper->weight_bytes() == whole->weight_bytes());
+      // Chunk keys do not depend on the split.
+      BOOST_TEST((lower->fingerprint() == whole->fingerprint() && upper->fingerprint() == whole->fingerprint()));
+      auto parts = prefill(*lower, tokens, {25, 15}, split, upper.get());
+      BOOST_TEST(same_kv(c, ref, parts));
+      BOOST_TEST(std::memcmp(ref.logits.data(), parts.logits.data(), ref.logits.size() * 4) == 0);
+      // Layers it does not hold, and the logits without the last layer, are refused.
+      BOOST_CHECK_THROW(prefill(*lower, tokens, {25, 15}), kvflow::error);
+      std::vector<float> hidden(static_cast<std::size_t>(c.hidden), 0.0f), out;
+      BOOST_CHECK_THROW(lower->logits({hidden.data(), 1}, out), kvflow::error);
+    }
+  }
+  // A middle stage holds neither the embedding nor the output.
+  auto middle = make_cpu_engine(w, 1, {1, 3});
+  BOOST_TEST(middle->weight_bytes() == 2 * per_layer);
+  for (auto bad : {layer_range{2, 2}, layer_range{-1, 2}, layer_range{0, c.layers + 1}, layer_range{3, 1}})
+    BOOST_CHECK_THROW(make_cpu_engine(w, 1, bad), kvflow::error);
 }
 
 // run_fused (the reference: one job after another) over chunks of one
