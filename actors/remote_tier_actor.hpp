@@ -71,7 +71,8 @@ struct remote_fetch {
   std::shared_ptr<devices::pinned_buffer> staging;
   std::uint64_t bytes = 0;
   bool landed = false, answered = false;
-  std::uint64_t checksum = 0;
+  std::uint64_t checksum = 0;         ///< as the node announced it
+  std::uint64_t landed_checksum = 0;  ///< as the bytes landed (hashed on the transport's lanes)
   std::uint64_t finished_ns = 0;
 };
 
