@@ -113,6 +113,9 @@ command_runner add_node_command(CLI::App& app) {
   cmd->add_option("--join", opt->join, "host:port of a node of the cluster to check reachability against");
   cmd->add_option("--ucx-tls", opt->node.net.tls, "UCX transports for KV bytes (UCX_TLS syntax; default: UCX's)");
   cmd->add_option("--ucx-devices", opt->node.net.devices, "UCX network devices (UCX_NET_DEVICES syntax)");
+  cmd->add_option("--ucx-lanes", opt->node.net.lanes, "UCX workers (threads, connections per peer) for KV bytes")
+      ->check(CLI::Range(1, 64))
+      ->capture_default_str();
   cmd->add_option("--heartbeat-ms", opt->heartbeat_ms, "Middleman heartbeat interval")->capture_default_str();
   cmd->add_option("--connection-timeout-ms", opt->connection_timeout_ms, "Close a connection silent for this long")
       ->capture_default_str();
