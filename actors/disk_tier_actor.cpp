@@ -32,17 +32,8 @@ using tier_detail::take_staging;
 using tier_detail::target_of;
 
 void keep_staging(disk_tier_state& st, std::vector<devices::pinned_buffer>& buffers) {
-  for (auto& b : buffers) {
-    auto size = b.size();
-    st.spare.emplace(size, std::move(b));
-    st.spare_bytes += size;
-  }
+  for (auto& b : buffers) tier_detail::keep_staging(st, std::move(b), st.spare_cap);
   buffers.clear();
-  while (st.spare_bytes > st.spare_cap && !st.spare.empty()) {
-    auto largest = std::prev(st.spare.end());
-    st.spare_bytes -= largest->first;
-    st.spare.erase(largest);
-  }
 }
 
 // Starts reading layers of chunks [begin, end) of grant `id` from disk, all

@@ -18,15 +18,17 @@ using landed_atom = caf::atom_constant<caf::atom("landed")>;
 using sent_atom = caf::atom_constant<caf::atom("sent")>;
 using expire_atom = caf::atom_constant<caf::atom("expire")>;
 
-/// One fetch: its spans gathered into one send buffer, from host leases at
-/// once and from disk as reads land (on the I/O thread).
+/// One fetch: its spans sent straight from where they lie, host leases
+/// (held until sent) or disk reads' staging buffers (filled on the I/O
+/// thread), as one transfer in pieces of devices::net::piece_bytes_for(span).
 struct node_fetch {
   caf::response_promise reply;
   msg::transfer t;
-  std::shared_ptr<devices::pinned_buffer> buffer;
   std::mutex m;
   std::size_t left = 0;
   std::string failed;
+  std::vector<devices::host_block> leases;
+  std::vector<devices::net::region> regions;    // one per key
   std::vector<devices::pinned_buffer> staging;  // disk reads, one per chunk read
 };
 
@@ -122,7 +124,7 @@ caf::expected<std::size_t> span_of(tier_t* self, const msg::transfer& t) {
   return span;
 }
 
-// Sends a fetch whose spans are all in its buffer (or answers its failure).
+// Sends a fetch whose spans are all in place (or answers its failure).
 void send_fetch(tier_t* self, std::uint64_t job) {
   auto& st = self->state;
   auto it = st.fetches.find(job);
@@ -132,18 +134,18 @@ void send_fetch(tier_t* self, std::uint64_t job) {
   {
     std::lock_guard<std::mutex> lock(fx->m);
     failed = fx->failed;
-    fx->staging.clear();
   }
   if (!failed.empty()) {
     fx->reply.deliver(make_error(errc::not_found, failed));
     st.fetches.erase(it);
     return;
   }
-  fx->t.checksum = devices::net::checksum(fx->buffer->data(), fx->t.bytes);
   auto me = caf::actor_cast<caf::actor>(self);
-  auto buffer = fx->buffer;
-  st.net->send(fx->t.peer, fx->t.transfer_id, buffer->data(), fx->t.bytes, [me, job, buffer](bool ok, std::string why) {
-    caf::anon_send(me, sent_atom::value, job, ok, std::move(why));
+  auto piece = devices::net::piece_bytes_for(fx->t.bytes / fx->t.keys.size());
+  // The callback holds the fetch: its leases and buffers outlive the send
+  // even when this actor goes first.
+  st.net->send(fx->t.peer, fx->t.transfer_id, fx->regions, piece, [me, job, fx](devices::net::sent s) {
+    caf::anon_send(me, sent_atom::value, job, s.ok, std::move(s.why), s.checksum);
   });
 }
 
@@ -156,29 +158,20 @@ caf::result<msg::frame> fetch(tier_t* self, const msg::frame& f) {
   auto fx = std::make_shared<node_fetch>();
   fx->t = std::move(*t);
   fx->reply = self->make_response_promise();
-  try {
-    auto it = st.spare.lower_bound(fx->t.bytes);
-    if (it != st.spare.end()) {
-      fx->buffer = std::move(it->second);
-      st.spare_bytes -= it->first;
-      st.spare.erase(it);
-    } else {
-      fx->buffer = std::make_shared<devices::pinned_buffer>(fx->t.bytes, false);
-    }
-  } catch (const error& e) {
-    return make_error(e);
-  }
   auto job = st.next_job++;
   st.fetches[job] = fx;
   devices::layer_range layers{fx->t.layer_begin, fx->t.layer_end};
   auto offset = shape_of(*st.layout).span_offset_bytes(static_cast<int>(layers.begin));
   std::vector<std::size_t> from_disk;
+  fx->regions.resize(fx->t.keys.size());
   for (std::size_t i = 0; i < fx->t.keys.size(); ++i) {
     auto lease = st.store->acquire(fx->t.keys[i]);
-    if (lease && lease.layers().covers(layers))
-      std::memcpy(fx->buffer->data() + i * *span, lease.data() + offset, *span);
-    else
+    if (lease && lease.layers().covers(layers)) {
+      fx->regions[i] = {lease.data() + offset, *span};
+      fx->leases.push_back(std::move(lease));
+    } else {
       from_disk.push_back(i);
+    }
   }
   auto reply = fx->reply;
   if (from_disk.empty()) {
@@ -200,7 +193,7 @@ caf::result<msg::frame> fetch(tier_t* self, const msg::frame& f) {
     auto landed = [fx, me, job, i, span = *span](bool ok, const std::uint8_t* data, std::size_t bytes) {
       std::lock_guard<std::mutex> lock(fx->m);
       if (ok && bytes == span)
-        std::memcpy(fx->buffer->data() + i * span, data, span);
+        fx->regions[i] = {data, span};
       else if (fx->failed.empty())
         fx->failed = "node lacks chunk " + devices::key_hex(fx->t.keys[i]);
       if (--fx->left == 0) caf::anon_send(me, finished_atom::value, job);
@@ -210,27 +203,19 @@ caf::result<msg::frame> fetch(tier_t* self, const msg::frame& f) {
   return reply;
 }
 
-void answer_sent(tier_t* self, std::uint64_t job, bool ok, const std::string& why) {
+void answer_sent(tier_t* self, std::uint64_t job, bool ok, const std::string& why, std::uint64_t checksum) {
   auto& st = self->state;
   auto it = st.fetches.find(job);
   if (it == st.fetches.end()) return;
   auto fx = it->second;
   st.fetches.erase(it);
-  // Kept for the next fetch, up to 1 GiB of buffers (the largest go first).
-  auto size = fx->buffer->size();
-  st.spare.emplace(size, fx->buffer);
-  st.spare_bytes += size;
-  while (st.spare_bytes > (1ull << 30) && !st.spare.empty()) {
-    auto largest = std::prev(st.spare.end());
-    st.spare_bytes -= largest->first;
-    st.spare.erase(largest);
-  }
   if (!ok) {
     fx->reply.deliver(make_error(errc::peer_down, "node " + st.node_id + ": " + why));
     return;
   }
   st.fetched_bytes += fx->t.bytes;
   msg::transfer out = fx->t;
+  out.checksum = checksum;
   out.peer = st.net->address();
   fx->reply.deliver(msg::encode(out));
 }
@@ -260,9 +245,12 @@ caf::result<msg::frame> announce_store(tier_t* self, const msg::frame& f) {
   auto me = caf::actor_cast<caf::actor>(self);
   auto id = t->transfer_id;
   try {
-    st.net->expect(id, t->bytes, buffer->data(), [me, id, buffer](devices::net::landed l) {
-      caf::anon_send(me, landed_atom::value, id, l.ok, l.why);
-    });
+    st.net->expect(
+        id, t->bytes, buffer->data(),
+        [me, id, buffer](devices::net::landed l) {
+          caf::anon_send(me, landed_atom::value, id, l.ok, l.why, l.checksum);
+        },
+        devices::net::piece_bytes_for(*span));
   } catch (const error& e) {
     return make_error(e);
   }
@@ -274,7 +262,7 @@ caf::result<msg::frame> announce_store(tier_t* self, const msg::frame& f) {
 }
 
 // Bytes of store `id` landed: check them against the announcement, store.
-void land_store(tier_t* self, std::uint64_t id, bool ok, const std::string& why) {
+void land_store(tier_t* self, std::uint64_t id, bool ok, const std::string& why, std::uint64_t checksum) {
   auto& st = self->state;
   auto it = st.stores.find(id);
   if (it == st.stores.end()) return;
@@ -283,7 +271,7 @@ void land_store(tier_t* self, std::uint64_t id, bool ok, const std::string& why)
   st.stores.erase(it);
   if (!ok) {
     logger("actors")->warn("node {}: store {} failed: {}", st.node_id, id, why);
-  } else if (devices::net::checksum(buffer->data(), t.bytes) != t.checksum) {
+  } else if (checksum != t.checksum) {
     logger("actors")->warn("node {}: store {} refused: checksum differs from its announcement", st.node_id, id);
   } else {
     auto span = t.bytes / t.keys.size();
@@ -310,7 +298,9 @@ caf::behavior node_tier(tier_t* self, node_options opts, std::string node_id) {
       [=](lookup_atom, const msg::frame& f) { return lookup(self, f); },
       [=](fetch_atom, const msg::frame& f) { return fetch(self, f); },
       [=](store_atom, const msg::frame& f) { return announce_store(self, f); },
-      [=](landed_atom, std::uint64_t id, bool ok, const std::string& why) { land_store(self, id, ok, why); },
+      [=](landed_atom, std::uint64_t id, bool ok, const std::string& why, std::uint64_t checksum) {
+        land_store(self, id, ok, why, checksum);
+      },
       [=](expire_atom, std::uint64_t id) {
         auto& st = self->state;
         if (!st.stores.count(id) || !st.net->cancel(id)) return;
@@ -319,7 +309,9 @@ caf::behavior node_tier(tier_t* self, node_options opts, std::string node_id) {
         release_flushes(self);
       },
       [=](finished_atom, std::uint64_t job) { send_fetch(self, job); },
-      [=](sent_atom, std::uint64_t job, bool ok, const std::string& why) { answer_sent(self, job, ok, why); },
+      [=](sent_atom, std::uint64_t job, bool ok, const std::string& why, std::uint64_t checksum) {
+        answer_sent(self, job, ok, why, checksum);
+      },
       [=](flush_atom) -> caf::result<bool> {
         auto& st = self->state;
         if (st.stores.empty()) {

@@ -56,17 +56,13 @@ struct node_tier_state {
   std::map<std::uint64_t, node_store> stores;  ///< announced, by transfer id
   std::vector<caf::response_promise> flushes;  ///< waiting for `stores` to empty
   std::uint64_t fetched_bytes = 0, stored_bytes = 0;
-  /// Send buffers of finished fetches, by size: fresh memory costs a page
-  /// fault per 4 KiB on the copy, slower than the link it feeds.
-  std::multimap<std::size_t, std::shared_ptr<devices::pinned_buffer>> spare;
-  std::uint64_t spare_bytes = 0;
   static inline const char* name = "kvflow.node_tier";
 };
 
 /// The node's tiers: handles node_actor's tier and layout messages (the
 /// front below delegates to it) and the completions of its reads, sends and
-/// receives. Reads and UCX transfers do not block it; copies and checksums
-/// run on its (pool) thread.
+/// receives. Reads and UCX transfers do not block it; spans leave from the
+/// host leases or disk reads they lie in, hashed on the transport's lanes.
 caf::behavior node_tier(caf::stateful_actor<node_tier_state>* self, node_options opts, std::string node_id);
 
 struct node_state {

@@ -71,7 +71,8 @@ struct remote_fetch {
   std::shared_ptr<devices::pinned_buffer> staging;
   std::uint64_t bytes = 0;
   bool landed = false, answered = false;
-  std::uint64_t checksum = 0;
+  std::uint64_t checksum = 0;         ///< as the node announced it
+  std::uint64_t landed_checksum = 0;  ///< as the bytes landed (hashed on the transport's lanes)
   std::uint64_t finished_ns = 0;
 };
 
@@ -80,6 +81,7 @@ struct remote_grant {
   msg::cell_done done;
   workspace_ptr ws;
   std::size_t left = 0;
+  bool ready = false;  ///< every fetch in: answered once the grants before it are
 };
 
 struct remote_tier_state {
@@ -87,8 +89,8 @@ struct remote_tier_state {
   std::vector<remote_node> nodes;
   std::vector<std::string> names;
   std::shared_ptr<devices::net::transport> net;
-  std::uint64_t next_id = 0;  ///< transfer and grant ids (random start: ids are per receiver)
-  std::map<std::uint64_t, remote_grant> grants;
+  std::uint64_t next_id = 0;                      ///< transfer and grant ids (random start: ids are per receiver)
+  std::map<std::uint64_t, remote_grant> grants;   ///< by id, in the order they came
   std::map<std::uint64_t, remote_fetch> fetches;  ///< by transfer id
   std::multimap<std::size_t, devices::pinned_buffer> spare;
   std::uint64_t spare_bytes = 0;

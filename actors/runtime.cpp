@@ -87,8 +87,8 @@ struct runtime::impl {
     if (!opts.cluster_file.empty()) members = read_cluster_file(opts.cluster_file);
     for (auto& m : opts.cluster_members) members.push_back(parse_member(m));
     if (members.empty()) return;
-    auto net =
-        std::make_shared<devices::net::transport>(devices::net::transport_options{opts.ucx_tls, opts.ucx_devices});
+    auto net = std::make_shared<devices::net::transport>(
+        devices::net::transport_options{opts.ucx_tls, opts.ucx_devices, opts.ucx_lanes});
     remote_tier_options ro;
     ro.members = members;
     ro.replicas = opts.cluster_replicas;

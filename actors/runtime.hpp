@@ -82,6 +82,7 @@ struct runtime_options {
   double remote_gbps = 0;            ///< the remote link's expected rate (a prior; measured loads refine it)
   std::string ucx_tls;               ///< UCX transports for KV across nodes (empty: UCX's choice)
   std::string ucx_devices;           ///< UCX network devices (empty: all)
+  std::size_t ucx_lanes = 4;         ///< UCX workers (threads, connections per node) for KV across nodes
 };
 
 /// Tokens [begin, begin + count) of a prompt that are a reusable document

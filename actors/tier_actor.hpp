@@ -5,6 +5,7 @@
 // Spawn detached: host copies and page-locking run on its thread.
 
 #include <cstdint>
+#include <iterator>
 #include <map>
 #include <memory>
 #include <vector>
@@ -123,6 +124,20 @@ devices::pinned_buffer take_staging(State& st, std::size_t bytes) {
   st.spare_bytes -= it->first;
   st.spare.erase(it);
   return b;
+}
+
+/// Returns a staging buffer to a state's spare pool, then drops the largest
+/// spares while the pool holds more than `cap` bytes.
+template <class State>
+void keep_staging(State& st, devices::pinned_buffer&& b, std::uint64_t cap) {
+  auto size = b.size();
+  st.spare.emplace(size, std::move(b));
+  st.spare_bytes += size;
+  while (st.spare_bytes > cap && !st.spare.empty()) {
+    auto largest = std::prev(st.spare.end());
+    st.spare_bytes -= largest->first;
+    st.spare.erase(largest);
+  }
 }
 
 }  // namespace tier_detail

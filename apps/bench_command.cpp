@@ -62,11 +62,12 @@ struct bench_options {
   bool no_digest = false;
   bool append = false;
   std::string out_dir;
-  std::string device_name;  // e.g. the GPU's name, for the records
-  std::string disk_root;    // folder of the disk tier's chunk files; empty: the temp folder
-  std::string paced_root;   // same for paced tiers; empty: disk_root
-  int stages = 0;           // layer-pipeline stages; 0 or 1: none
-  std::string stage_link;   // hand-off between stages: host or nccl; empty: the runtime's default
+  std::string device_name;                              // e.g. the GPU's name, for the records
+  std::string disk_root;                                // folder of the disk tier's chunk files; empty: the temp folder
+  std::size_t ucx_lanes = runtime_options{}.ucx_lanes;  // remote:N, both ends
+  std::string paced_root;                               // same for paced tiers; empty: disk_root
+  int stages = 0;                                       // layer-pipeline stages; 0 or 1: none
+  std::string stage_link;  // hand-off between stages: host or nccl; empty: the runtime's default
 
   // Per stage: host:port of a node serving it, or "local".
   std::vector<std::string> stage_nodes;
@@ -341,7 +342,8 @@ class bench {
       co.kvflow_exe = "/proc/self/exe";
       co.nodes = 1;
       co.gbps = t.gbps;
-      co.node_args = {"--host-gb", std::to_string(tier_bytes_needed(t) * 1.25 / 1e9 + 1)};
+      co.node_args = {"--host-gb", std::to_string(tier_bytes_needed(t) * 1.25 / 1e9 + 1), "--ucx-lanes",
+                      std::to_string(opt_.ucx_lanes)};
       cluster_ = std::make_unique<app::node_cluster>(co);
       if (!cluster_->namespaced())
         progress_.say("warning: tier " + t.name +
@@ -351,10 +353,12 @@ class bench {
       // About a second of traffic at the shaped rate.
       link_raw_gbps_ = cluster_->measure_gbps(static_cast<std::size_t>(std::max(16e6, t.gbps * 1e9 / 8)));
       facts_.link_raw_gbps = link_raw_gbps_;
+      facts_.ucx_lanes = opt_.ucx_lanes;
       progress_.say(cluster_->describe() + ", raw TCP stream " + fmt(link_raw_gbps_) + " Gbit/s");
       ro.cluster_members = cluster_->members();
       ro.ucx_tls = cluster_->ucx_tls();
       ro.ucx_devices = cluster_->ucx_devices();
+      ro.ucx_lanes = opt_.ucx_lanes;
     }
     progress_.clear_line();
     auto rt = std::make_unique<runtime>(ro);
@@ -718,6 +722,9 @@ command_runner add_bench_command(CLI::App& app) {
                   "Where each of the --stages runs, comma-separated: local, or host:port of a `kvflow node "
                   "--stage-layers` serving that stage's layers of the same model (e.g. local,10.0.0.2:4300)")
       ->delimiter(',');
+  cmd->add_option("--ucx-lanes", opt->ucx_lanes, "remote:N: UCX workers (threads, TCP connections) at each end")
+      ->check(CLI::Range(1, 64))
+      ->capture_default_str();
   cmd->add_option("--out", opt->out_dir, "Folder for restore.json, restore.md and trace files");
   cmd->add_option("--disk-root", opt->disk_root, "Folder for the disk tier's chunk files (default: the temp folder)");
   cmd->add_option("--paced-root", opt->paced_root,

@@ -126,6 +126,7 @@ struct run_facts {
   std::string stage_link;                    ///< --stage-link; empty: the runtime's default
   bool remote_tier = false;                  ///< the current tier is remote:N (a kvflow node behind a shaped link)
   double link_gbps = 0, link_raw_gbps = 0;   ///< its shaped rate, and one TCP stream measured over it
+  std::size_t ucx_lanes = 0;                 ///< UCX workers at each end of it
 };
 
 /// The records of one run (and, with --append, an earlier one's). Not

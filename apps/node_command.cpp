@@ -178,6 +178,9 @@ command_runner add_node_command(CLI::App& app) {
   cmd->add_option("--stage-threads", opt->stage_threads, "CPU threads of the stage's engine (0: all cores)")
       ->capture_default_str();
   cmd->add_option("--stage-port", opt->stage_port, "TCP port of the stage (0 picks a free one)")->capture_default_str();
+  cmd->add_option("--ucx-lanes", opt->node.net.lanes, "UCX workers (threads, connections per peer) for KV bytes")
+      ->check(CLI::Range(1, 64))
+      ->capture_default_str();
   cmd->add_option("--heartbeat-ms", opt->heartbeat_ms, "Middleman heartbeat interval")->capture_default_str();
   cmd->add_option("--connection-timeout-ms", opt->connection_timeout_ms, "Close a connection silent for this long")
       ->capture_default_str();

@@ -161,7 +161,7 @@ struct Transfer {
   layerBegin @2 :UInt32;
   layerEnd @3 :UInt32;
   bytes @4 :UInt64;            # total bytes of the spans
-  checksum @5 :UInt64;         # XXH3-64 of the bytes; 0 where not known yet
+  checksum @5 :UInt64;         # devices::net::checksum in pieces; 0 where not known yet
   peer @6 :Data;               # UCX worker address of the side that sends this
 }
 

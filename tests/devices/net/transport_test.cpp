@@ -106,3 +106,49 @@ BOOST_AUTO_TEST_CASE(a_vanished_peer_fails_the_send) {
   a.send(gone, 1, src.data(), src.size(), [&](bool ok, std::string) { sent.set_value(ok); });
   BOOST_TEST(!wait_for(f));
 }
+
+BOOST_AUTO_TEST_CASE(pieces_spread_over_lanes_land_in_order_with_one_checksum) {
+  // Three lanes send to two: pieces cross lanes and land out of order.
+  transport a({"tcp", "lo", 3}), b({"tcp", "lo", 2});
+  BOOST_TEST(a.lanes() == 3u);
+  const std::size_t span = 3 << 20, piece = piece_bytes_for(span);
+  BOOST_TEST(span % piece == 0);
+  // Four spans from separate buffers (as a node sends from its leases).
+  std::vector<std::vector<std::uint8_t>> spans;
+  std::vector<region> regions;
+  std::vector<std::uint8_t> whole;
+  for (int k = 0; k < 4; ++k) {
+    spans.push_back(pattern(span, static_cast<std::uint8_t>(k)));
+    whole.insert(whole.end(), spans.back().begin(), spans.back().end());
+  }
+  for (auto& s : spans) regions.push_back({s.data(), s.size()});
+  std::vector<std::uint8_t> dst(whole.size());
+  std::promise<landed> got;
+  auto got_f = got.get_future();
+  b.expect(
+      42, dst.size(), dst.data(), [&](landed l) { got.set_value(l); }, piece);
+  std::promise<sent> out;
+  auto out_f = out.get_future();
+  a.send(b.address(), 42, regions, piece, [&](sent s) { out.set_value(s); });
+  auto l = wait_for(got_f);
+  auto s = wait_for(out_f);
+  BOOST_TEST(l.ok, l.why);
+  BOOST_TEST(s.ok, s.why);
+  BOOST_TEST((dst == whole));
+  const auto expected = checksum(whole.data(), whole.size(), piece);
+  BOOST_TEST(l.checksum == expected);
+  BOOST_TEST(s.checksum == expected);
+  BOOST_TEST(checksum(whole.data(), whole.size(), piece / 2) != expected);
+  // A region that would split a piece, a bad address and an id beyond the
+  // tag's bits fail the send without sending.
+  for (auto bad : {std::make_tuple(b.address(), std::uint64_t{43}, std::uint64_t{span + 1}),
+                   std::make_tuple(std::vector<std::uint8_t>{1, 2, 3}, std::uint64_t{44}, std::uint64_t{piece}),
+                   std::make_tuple(b.address(), std::uint64_t{1} << transfer_id_bits, std::uint64_t{piece})}) {
+    std::promise<sent> r;
+    auto rf = r.get_future();
+    a.send(std::get<0>(bad), std::get<1>(bad), regions, std::get<2>(bad), [&](sent x) { r.set_value(x); });
+    BOOST_TEST(!wait_for(rf).ok);
+  }
+  BOOST_CHECK_THROW(b.expect(std::uint64_t{1} << transfer_id_bits, 1, dst.data(), [](landed) {}), kvflow::error);
+  BOOST_TEST(b.refused() == 0u);
+}
