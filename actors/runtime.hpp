@@ -72,6 +72,9 @@ struct runtime_options {
   double remote_gbps = 0;            ///< the remote link's expected rate (a prior; measured loads refine it)
   std::string ucx_tls;               ///< UCX transports for KV across nodes (empty: UCX's choice)
   std::string ucx_devices;           ///< UCX network devices (empty: all)
+  /// Credentials towards the cluster's nodes (PEM files; see actors/node_tls.hpp):
+  /// all three or none; none: the cluster file's "cert/key/ca = PATH" lines.
+  std::string cluster_cert, cluster_key, cluster_ca;
 };
 
 /// Tokens [begin, begin + count) of a prompt that are a reusable document

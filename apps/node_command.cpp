@@ -13,6 +13,7 @@
 
 #include "actors/caf_error.hpp"
 #include "actors/node.hpp"
+#include "actors/node_tls.hpp"
 #include "actors/remote_tier_actor.hpp"
 #include "actors/system_config.hpp"
 #include "apps/commands.hpp"
@@ -31,6 +32,7 @@ struct node_command_options {
   std::string join;
   int heartbeat_ms = 500;
   int connection_timeout_ms = 5000;
+  tls_options tls;
 };
 
 int run_node(node_command_options opt) {
@@ -38,6 +40,22 @@ int run_node(node_command_options opt) {
   net.heartbeat = std::chrono::milliseconds(opt.heartbeat_ms);
   net.connection_timeout = std::chrono::milliseconds(opt.connection_timeout_ms);
   system_config cfg(net);
+  // Credentials from the flags, else from the cluster file; checked here,
+  // since CAF reports a bad path only as "cannot open port".
+  tls_options tls;
+  try {
+    tls = merge_tls(opt.tls, opt.cluster_file.empty() ? tls_options{} : read_cluster_tls(opt.cluster_file));
+    use_tls(cfg, tls);
+  } catch (const error& e) {
+    std::cerr << "kvflow node: " << e.what() << "\n";
+    return 2;
+  }
+  if (!tls.enabled() && !is_loopback(opt.host)) {
+    std::cerr << "kvflow node: refusing to listen on " << opt.host
+              << " without TLS: anyone who reaches the port could read and write the cache. Pass --cert, --key and "
+                 "--ca (see README, \"Security: nodes and tenants\"), or listen on 127.0.0.1\n";
+    return 2;
+  }
   caf::actor_system sys{cfg};
   msg::node_inventory inv;
   inv.node_id = opt.node_id.empty() ? opt.host + ":" + std::to_string(opt.port) : opt.node_id;
@@ -56,7 +74,7 @@ int run_node(node_command_options opt) {
   if (!opt.join.empty()) {
     // A node that joins checks that the cluster is reachable from here.
     auto m = parse_member(opt.join);
-    auto peer = sys.middleman().remote_actor<node_actor>(m.host, m.port);
+    auto peer = connect_node(sys, m.host, m.port);
     if (!peer) {
       std::cerr << "kvflow node: cannot join " << opt.join << ": " << sys.render(peer.error()) << "\n";
       return 1;
@@ -69,7 +87,7 @@ int run_node(node_command_options opt) {
     made_dir = !opt.keep_dir;
   }
   auto node_handle = sys.spawn(node, inv, opt.node);
-  auto port = sys.middleman().publish(node_handle, opt.port, opt.host.c_str(), true);
+  auto port = publish_node(sys, node_handle, opt.port, opt.host);
   if (!port) {
     std::cerr << "kvflow node: cannot publish on " << opt.host << ":" << opt.port << ": " << sys.render(port.error())
               << "\n";
@@ -77,7 +95,7 @@ int run_node(node_command_options opt) {
     return 1;
   }
   // The line a parent process waits for before it connects.
-  std::cout << "listening " << opt.host << ":" << *port << std::endl;
+  std::cout << "listening " << opt.host << ":" << *port << (tls.enabled() ? " tls" : "") << std::endl;
   sigset_t set;
   sigemptyset(&set);
   sigaddset(&set, SIGINT);
@@ -116,6 +134,12 @@ command_runner add_node_command(CLI::App& app) {
   cmd->add_option("--heartbeat-ms", opt->heartbeat_ms, "Middleman heartbeat interval")->capture_default_str();
   cmd->add_option("--connection-timeout-ms", opt->connection_timeout_ms, "Close a connection silent for this long")
       ->capture_default_str();
+  cmd->add_option("--cert", opt->tls.cert,
+                  "This node's certificate (PEM), signed by the cluster's CA: peers are then authenticated over TLS "
+                  "(default: the cluster file's 'cert = PATH'; without certificates a node listens on loopback only)");
+  cmd->add_option("--key", opt->tls.key, "The private key of --cert (PEM)");
+  cmd->add_option("--ca", opt->tls.ca,
+                  "The cluster's CA certificate (PEM): peers must present a certificate it signed");
   return [opt] { return run_node(*opt); };
 }
 
