@@ -144,6 +144,13 @@ void refuse_unsupported(const json& body) {
     throw bad_request("'echo' is not supported", "echo");
   if (auto* l = field(body, "logprobs"); l && !(l->is_boolean() && !l->get<bool>()))
     throw bad_request("'logprobs' is not supported", "logprobs");
+  // The cache salt is the server's to derive from the API key (tenants.hpp).
+  // vLLM takes "cache_salt" from the client; here a request naming a salt or
+  // tenant is refused rather than quietly given another.
+  for (const char* p : {"cache_salt", "salt", "tenant", "tenant_salt"})
+    if (body.contains(p))
+      throw bad_request(std::string("'") + p + "' is not accepted: the server derives the cache salt from the API key",
+                        p);
   for (const char* p : {"presence_penalty", "frequency_penalty"})
     if (auto* v = field(body, p); v && !(v->is_number() && v->get<double>() == 0))
       throw bad_request(std::string("'") + p + "' is not supported (only 0)", p);
