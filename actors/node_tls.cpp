@@ -85,14 +85,17 @@ bool is_loopback(const std::string& host) {
   return false;
 }
 
+std::string plain_listen_refusal(const std::string& host) {
+  if (is_loopback(host)) return {};
+  return "refusing to listen on " + (host.empty() ? std::string("every interface") : host) +
+         " without TLS: anyone who reaches the port could read and write the cache; pass --cert, --key and --ca "
+         "(see README, \"Security: nodes and tenants\") or listen on 127.0.0.1";
+}
+
 caf::expected<std::uint16_t> publish_node(caf::actor_system& sys, const node_actor& node, std::uint16_t port,
                                           const std::string& host) {
   if (tls_enabled(sys)) return caf::openssl::publish(node, port, host.c_str(), true);
-  if (!is_loopback(host))
-    return make_error(errc::invalid_argument,
-                      "refusing to listen on " + (host.empty() ? std::string("every interface") : host) +
-                          " without TLS: anyone who reaches the port could read and write the cache; pass --cert, "
-                          "--key and --ca (see README, \"Security: nodes and tenants\") or listen on 127.0.0.1");
+  if (auto why = plain_listen_refusal(host); !why.empty()) return make_error(errc::invalid_argument, why);
   return sys.middleman().publish(node, port, host.c_str(), true);
 }
 

@@ -57,6 +57,10 @@ bool tls_enabled(caf::actor_system& sys);
 /// "localhost". Not for "", "0.0.0.0" or "::" (every interface).
 bool is_loopback(const std::string& host);
 
+/// Why a node may not listen on `host` without TLS (what to pass instead);
+/// empty when it may (loopback).
+std::string plain_listen_refusal(const std::string& host);
+
 /// Publishes a node on host:port (0: any free port): over TLS when `sys`
 /// has credentials; in the clear only on loopback, else an error
 /// (invalid_argument) saying to pass certificates.

@@ -50,10 +50,8 @@ int run_node(node_command_options opt) {
     std::cerr << "kvflow node: " << e.what() << "\n";
     return 2;
   }
-  if (!tls.enabled() && !is_loopback(opt.host)) {
-    std::cerr << "kvflow node: refusing to listen on " << opt.host
-              << " without TLS: anyone who reaches the port could read and write the cache. Pass --cert, --key and "
-                 "--ca (see README, \"Security: nodes and tenants\"), or listen on 127.0.0.1\n";
+  if (auto why = plain_listen_refusal(opt.host); !tls.enabled() && !why.empty()) {
+    std::cerr << "kvflow node: " << why << "\n";
     return 2;
   }
   caf::actor_system sys{cfg};

@@ -204,7 +204,7 @@ struct http_server::impl {
       : rt(r),
         opts(std::move(o)),
         info(rt.model()),
-        keys(opts.api_keys, opts.api_keys.empty() ? std::string() : load_tenant_secret(opts.tenant_secret_file)),
+        keys(opts.api_keys, {opts.api_keys.empty() ? std::string() : load_tenant_secret(opts.tenant_secret_file)}),
         adm(opts.max_running, opts.max_waiting),
         started(static_cast<std::int64_t>(std::time(nullptr))),
         id_base(std::random_device{}() ^ (static_cast<std::uint64_t>(std::random_device{}()) << 32)) {

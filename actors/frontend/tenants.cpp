@@ -84,8 +84,8 @@ std::string load_tenant_secret(const std::string& path) {
   return s;
 }
 
-tenants::tenants(std::map<std::string, std::string> keys, std::string secret)
-    : keys_(std::move(keys)), secret_(secret.empty() ? random_secret() : std::move(secret)) {
+tenants::tenants(std::map<std::string, std::string> keys, tenant_secret secret)
+    : keys_(std::move(keys)), secret_(secret.bytes.empty() ? random_secret() : std::move(secret.bytes)) {
   for (auto& [key, tenant] : keys_)
     if (key.empty() || tenant.empty()) throw error(errc::invalid_argument, "api keys: an empty key or tenant name");
 }

@@ -25,12 +25,18 @@ std::array<std::uint8_t, 32> hmac_sha256(const std::string& key, const std::stri
 /// file.
 std::string load_tenant_secret(const std::string& path);
 
+/// The bytes of a server secret (a type of its own, so a braced list of
+/// keys never reads as one).
+struct tenant_secret {
+  std::string bytes;
+};
+
 class tenants {
  public:
   /// key -> tenant; no keys: the server is open and every request is tenant
   /// "default". `secret` salts the tenants' chunk keys (load_tenant_secret;
   /// empty: a random one). Throws kvflow::error on an empty key or tenant name.
-  explicit tenants(std::map<std::string, std::string> keys = {}, std::string secret = {});
+  explicit tenants(std::map<std::string, std::string> keys = {}, tenant_secret secret = {});
 
   /// The tenant of an `Authorization` header value ("Bearer KEY"); throws
   /// api_error 401 when keys are configured and it is missing or unknown.

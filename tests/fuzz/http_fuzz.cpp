@@ -57,7 +57,8 @@ class memory_stream : public httplib::Stream {
 
 class fuzz_server : public httplib::Server {
  public:
-  explicit fuzz_server(bool keyed) : keys_(keyed ? tenants({{"sk-a", "alice"}}, std::string(32, 'k')) : tenants()) {
+  explicit fuzz_server(bool keyed)
+      : keys_(keyed ? tenants({{"sk-a", "alice"}}, tenant_secret{std::string(32, 'k')}) : tenants()) {
     set_payload_max_length(1 << 16);
     Post("/v1/completions",
          [this](const httplib::Request& q, httplib::Response& s) { generate(endpoint::completions, q, s); });

@@ -34,7 +34,7 @@ BOOST_AUTO_TEST_CASE(an_open_server_has_one_tenant_and_the_runtimes_salt) {
 }
 
 BOOST_AUTO_TEST_CASE(the_key_alone_picks_the_tenant_and_its_salt) {
-  tenants keys({{"sk-a", "alice"}, {"sk-b", "bob"}}, std::string(32, 'x'));
+  tenants keys({{"sk-a", "alice"}, {"sk-b", "bob"}}, tenant_secret{std::string(32, 'x')});
   auto r = read_api_request(endpoint::completions, "Bearer sk-b", R"({"prompt":[1],"user":"alice"})", keys, limits());
   BOOST_TEST(r.tenant == "bob");
   BOOST_TEST(r.salt == keys.cache_salt("bob"));

@@ -90,9 +90,9 @@ BOOST_AUTO_TEST_CASE(hmac_sha256_matches_rfc_4231) {
 
 BOOST_AUTO_TEST_CASE(salts_come_from_the_secret_and_the_tenant_only) {
   const std::string secret(32, 's');
-  tenants t({{"sk-a", "alice"}, {"sk-b", "bob"}}, secret);
-  tenants same({{"sk-other", "alice"}}, secret);
-  tenants other({{"sk-a", "alice"}}, std::string(32, 'o'));
+  tenants t({{"sk-a", "alice"}, {"sk-b", "bob"}}, {secret});
+  tenants same({{"sk-other", "alice"}}, {secret});
+  tenants other({{"sk-a", "alice"}}, tenant_secret{std::string(32, 'o')});
   BOOST_TEST(t.cache_salt("alice") == same.cache_salt("alice"));
   BOOST_TEST(t.cache_salt("alice") != t.cache_salt("bob"));
   BOOST_TEST(t.cache_salt("alice") != other.cache_salt("alice"));
@@ -150,7 +150,7 @@ BOOST_AUTO_TEST_CASE(two_tenants_never_hit_each_others_chunks_on_any_tier) {
     BOOST_TEST_CONTEXT("host tier " << host_gb << " GB") {
       temp_dir d;
       runtime rt(tiny(d.path / "chunks", host_gb));
-      tenants t({{"sk-a", "alice"}, {"sk-b", "bob"}}, std::string(32, 'k'));
+      tenants t({{"sk-a", "alice"}, {"sk-b", "bob"}}, tenant_secret{std::string(32, 'k')});
       const std::string tier = host_gb > 0 ? "host" : "disk";
       auto p = prompt(64, 1);
       auto alice1 = ask(rt, t, "alice", p);
@@ -177,7 +177,7 @@ BOOST_AUTO_TEST_CASE(two_tenants_never_hit_each_others_chunks_on_any_tier) {
 BOOST_AUTO_TEST_CASE(two_tenants_never_share_document_entries) {
   temp_dir d;
   runtime rt(tiny(d.path / "chunks", 0.01));
-  tenants t({{"sk-a", "alice"}, {"sk-b", "bob"}}, std::string(32, 'k'));
+  tenants t({{"sk-a", "alice"}, {"sk-b", "bob"}}, tenant_secret{std::string(32, 'k')});
   std::vector<std::int32_t> doc = prompt(40, 7), head = prompt(9, 3), tail = prompt(7, 4);
   std::vector<std::int32_t> p = head;
   p.insert(p.end(), doc.begin(), doc.end());
@@ -204,7 +204,7 @@ BOOST_AUTO_TEST_CASE(cache_keys_reach_file_names_as_hex_only) {
   auto chunks = d.path / "chunks";
   {
     runtime rt(tiny(chunks, 0));
-    tenants t({{"sk-a", "alice"}}, std::string(32, 'k'));
+    tenants t({{"sk-a", "alice"}}, tenant_secret{std::string(32, 'k')});
     for (std::string name : {std::string("../../escape"), std::string("a/b"), std::string(".."), std::string("x\0y", 3),
                              std::string("/abs")})
       ask(rt, t, name, prompt(48, 2));
