@@ -12,6 +12,7 @@
 
 #include "actors/caf_error.hpp"
 #include "actors/clock.hpp"
+#include "actors/node_tls.hpp"
 #include "actors/tier_actor.hpp"
 #include "devices/keys.hpp"
 #include "messages/log.hpp"
@@ -57,6 +58,8 @@ std::vector<cluster_member> read_cluster_file(const std::string& path) {
   for (int n = 1; std::getline(in, line); ++n) {
     auto start = line.find_first_not_of(" \t\r");
     if (start == std::string::npos || line[start] == '#') continue;
+    // "cert = PATH" and the like: settings (read_cluster_tls), not members.
+    if (line.find('=') != std::string::npos) continue;
     try {
       out.push_back(parse_member(line.substr(start)));
     } catch (const error& e) {
@@ -145,7 +148,7 @@ void connect(state_t* self, std::size_t node) {
   auto& n = self->state.nodes[node];
   if (n.asking) return;
   n.asking = true;
-  auto mm = self->system().middleman().actor_handle();
+  auto mm = node_connector(self->system());
   self->request(mm, self->state.opts.retry_interval * 2, caf::connect_atom::value, n.member.host, n.member.port)
       .then(
           [=](const caf::node_id&, caf::strong_actor_ptr& ptr, const std::set<std::string>&) {

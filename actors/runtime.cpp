@@ -19,6 +19,7 @@
 #include "actors/document_request.hpp"
 #include "actors/frame_type.hpp"
 #include "actors/gpu_actor.hpp"
+#include "actors/node_tls.hpp"
 #include "actors/remote_stage.hpp"
 #include "actors/remote_tier_actor.hpp"
 #include "actors/request_actor.hpp"
@@ -102,7 +103,7 @@ struct runtime::impl {
     std::vector<node_actor> handles;
     caf::scoped_actor self{*sys};
     for (auto& m : members) {
-      auto h = sys->middleman().remote_actor<node_actor>(m.host, m.port);
+      auto h = connect_node(*sys, m.host, m.port);
       node_actor accepted;
       if (!h) {
         logger("actors")->warn("runtime: node {} unreachable: {}", m.name, sys->render(h.error()));
@@ -208,7 +209,7 @@ struct runtime::impl {
   stage_host_actor connect_stage(const stage& st) {
     const auto m = parse_member(st.node);
     const auto where = "stage " + std::to_string(st.layout.index) + " at " + st.node;
-    auto h = sys->middleman().remote_actor<stage_host_actor>(m.host, m.port);
+    auto h = kvflow::connect_stage(*sys, m.host, m.port);
     if (!h) throw error(errc::peer_down, where + " is unreachable: " + sys->render(h.error()));
     caf::scoped_actor self{*sys};
     std::optional<error> refused;
@@ -445,6 +446,9 @@ struct runtime::impl {
   }
 
   void start_actors() {
+    // Checked before the system starts: CAF reports a bad path only on connect.
+    use_tls(cfg, merge_tls({opts.cluster_cert, opts.cluster_key, opts.cluster_ca},
+                           opts.cluster_file.empty() ? tls_options{} : read_cluster_tls(opts.cluster_file)));
     sys = std::make_unique<caf::actor_system>(cfg);
     policies::caps caps;
     // Compute grants span chunks of about compute_group_tokens together (the

@@ -359,6 +359,9 @@ class bench {
       ro.ucx_tls = cluster_->ucx_tls();
       ro.ucx_devices = cluster_->ucx_devices();
       ro.ucx_lanes = opt_.ucx_lanes;
+      ro.cluster_cert = cluster_->tls_cert();
+      ro.cluster_key = cluster_->tls_key();
+      ro.cluster_ca = cluster_->tls_ca();
     }
     progress_.clear_line();
     auto rt = std::make_unique<runtime>(ro);

@@ -66,6 +66,27 @@ void run_checked(const std::string& cmd) {
   if (rc != 0) throw error(errc::io_failure, "'" + cmd + "' failed: " + out);
 }
 
+credentials make_credentials(const std::string& dir, const std::vector<std::string>& names) {
+  std::filesystem::create_directories(dir);
+  credentials c;
+  c.dir = dir;
+  c.ca = dir + "/ca.pem";
+  c.ca_key = dir + "/ca.key";
+  // P-256 keys: made in milliseconds, and TLS 1.2's ECDHE-ECDSA suites are
+  // in CAF's "HIGH:!aNULL:!MD5" list.
+  const std::string ec = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes";
+  run_checked("openssl req -x509 " + ec + " -days 2 -subj /CN=kvflow-cluster-ca -keyout " + c.ca_key + " -out " + c.ca);
+  for (std::size_t i = 0; i < names.size(); ++i) {
+    auto& n = names[i];
+    auto csr = dir + "/" + n + ".csr";
+    run_checked("openssl req " + ec + " -subj /CN=" + n + " -keyout " + c.key(n) + " -out " + csr);
+    run_checked("openssl x509 -req -days 2 -set_serial " + std::to_string(1000 + i) + " -in " + csr + " -CA " + c.ca +
+                " -CAkey " + c.ca_key + " -out " + c.cert(n));
+    std::filesystem::remove(csr);
+  }
+  return c;
+}
+
 node_cluster::node_cluster(node_cluster_options options) : opt_(std::move(options)) {
   if (opt_.nodes < 1) throw error(errc::invalid_argument, "a cluster needs a node");
   // `ip netns exec` runs the program itself: /proc/self/exe would name ip.
@@ -100,6 +121,11 @@ node_cluster::node_cluster(node_cluster_options options) : opt_(std::move(option
       run_checked("ip -n " + ns_ + " link set lo up");
       if (opt_.gbps > 0) shape(opt_.gbps);
     }
+    if (!ns_.empty() || opt_.tls) {
+      auto dir =
+          std::filesystem::temp_directory_path() / ("kvflow-certs-" + std::to_string(pid) + "-" + std::to_string(k));
+      creds_ = make_credentials(dir.string(), {"node", "client"});
+    }
     for (int i = 0; i < opt_.nodes; ++i) start_node(i);
   } catch (...) {
     cleanup();
@@ -120,6 +146,8 @@ void node_cluster::start_node(int i) {
                                    "--node-id",     "n" + std::to_string(i),
                                    "--ucx-tls",     "tcp",
                                    "--ucx-devices", ns_.empty() ? "lo" : node_dev_};
+  if (!creds_.dir.empty())
+    node.insert(node.end(), {"--cert", creds_.cert("node"), "--key", creds_.key("node"), "--ca", creds_.ca});
   args.insert(args.end(), node.begin(), node.end());
   args.insert(args.end(), opt_.node_args.begin(), opt_.node_args.end());
   std::vector<char*> argv;
@@ -238,6 +266,10 @@ void node_cluster::cleanup() noexcept {
     shell_ok("ip netns del " + ns_);
     shell_ok("ip link del " + host_dev_);
     ns_.clear();
+  }
+  if (!creds_.dir.empty()) {
+    std::error_code ec;
+    std::filesystem::remove_all(creds_.dir, ec);
   }
 }
 

@@ -18,7 +18,24 @@ struct node_cluster_options {
   double gbps = 0;                     ///< tbf rate of the nodes' link to this process; 0: unshaped
   bool use_netns = true;               ///< false: loopback even where a namespace could be made
   std::vector<std::string> node_args;  ///< more arguments for every node
+  /// Certificates (made for the cluster by make_credentials) also on
+  /// loopback; a namespaced cluster always has them, since a node refuses
+  /// to listen beyond loopback without.
+  bool tls = false;
 };
+
+/// PEM files of one cluster: a CA, and a certificate and key per name.
+struct credentials {
+  std::string ca, ca_key;
+  std::string cert(const std::string& name) const { return dir + "/" + name + ".pem"; }
+  std::string key(const std::string& name) const { return dir + "/" + name + ".key"; }
+  std::string dir;
+};
+
+/// Makes a fresh CA (P-256, valid for two days) in `dir` and a certificate
+/// it signs for each of `names`, with the openssl command. Throws
+/// kvflow::error(io_failure) naming the command that failed.
+credentials make_credentials(const std::string& dir, const std::vector<std::string>& names);
 
 class node_cluster {
  public:
@@ -42,6 +59,11 @@ class node_cluster {
   std::string ucx_devices() const { return host_dev_.empty() ? "lo" : host_dev_; }
   bool namespaced() const { return !ns_.empty(); }
   std::string describe() const;
+  /// The client's credentials towards the nodes (runtime_options::cluster_*);
+  /// empty strings when the nodes run without TLS.
+  std::string tls_cert() const { return creds_.dir.empty() ? "" : creds_.cert("client"); }
+  std::string tls_key() const { return creds_.dir.empty() ? "" : creds_.key("client"); }
+  std::string tls_ca() const { return creds_.ca; }
   pid_t pid(int node) const { return pids_.at(static_cast<std::size_t>(node)); }
   /// Sends `sig` to a node (SIGKILL, SIGSTOP, SIGCONT).
   void signal(int node, int sig);
@@ -63,6 +85,7 @@ class node_cluster {
   std::vector<FILE*> outs_;
   std::vector<std::string> members_;
   std::vector<std::string> stage_members_;
+  credentials creds_;
 };
 
 /// Runs a shell command; throws kvflow::error(io_failure) naming it when it fails.

@@ -16,6 +16,7 @@
 
 #include "actors/caf_error.hpp"
 #include "actors/node.hpp"
+#include "actors/node_tls.hpp"
 #include "actors/remote_tier_actor.hpp"
 #include "actors/stage_host.hpp"
 #include "actors/system_config.hpp"
@@ -45,6 +46,7 @@ struct node_command_options {
   std::uint64_t stage_seed = 1;
   int stage_threads = 0;
   std::uint16_t stage_port = 0;
+  tls_options tls;
 };
 
 // The stage's engine: the model's weights of layers [begin, end) only.
@@ -66,6 +68,20 @@ int run_node(node_command_options opt) {
   net.heartbeat = std::chrono::milliseconds(opt.heartbeat_ms);
   net.connection_timeout = std::chrono::milliseconds(opt.connection_timeout_ms);
   system_config cfg(net);
+  // Credentials from the flags, else from the cluster file; checked here,
+  // since CAF reports a bad path only as "cannot open port".
+  tls_options tls;
+  try {
+    tls = merge_tls(opt.tls, opt.cluster_file.empty() ? tls_options{} : read_cluster_tls(opt.cluster_file));
+    use_tls(cfg, tls);
+  } catch (const error& e) {
+    std::cerr << "kvflow node: " << e.what() << "\n";
+    return 2;
+  }
+  if (auto why = plain_listen_refusal(opt.host); !tls.enabled() && !why.empty()) {
+    std::cerr << "kvflow node: " << why << "\n";
+    return 2;
+  }
   caf::actor_system sys{cfg};
   msg::node_inventory inv;
   inv.node_id = opt.node_id.empty() ? opt.host + ":" + std::to_string(opt.port) : opt.node_id;
@@ -84,7 +100,7 @@ int run_node(node_command_options opt) {
   if (!opt.join.empty()) {
     // A node that joins checks that the cluster is reachable from here.
     auto m = parse_member(opt.join);
-    auto peer = sys.middleman().remote_actor<node_actor>(m.host, m.port);
+    auto peer = connect_node(sys, m.host, m.port);
     if (!peer) {
       std::cerr << "kvflow node: cannot join " << opt.join << ": " << sys.render(peer.error()) << "\n";
       return 1;
@@ -106,7 +122,7 @@ int run_node(node_command_options opt) {
     }
   }
   auto node_handle = sys.spawn(node, inv, opt.node);
-  auto port = sys.middleman().publish(node_handle, opt.port, opt.host.c_str(), true);
+  auto port = publish_node(sys, node_handle, opt.port, opt.host);
   if (!port) {
     std::cerr << "kvflow node: cannot publish on " << opt.host << ":" << opt.port << ": " << sys.render(port.error())
               << "\n";
@@ -114,12 +130,12 @@ int run_node(node_command_options opt) {
     return 1;
   }
   // The line a parent process waits for before it connects.
-  std::cout << "listening " << opt.host << ":" << *port << std::endl;
+  std::cout << "listening " << opt.host << ":" << *port << (tls.enabled() ? " tls" : "") << std::endl;
   stage_host_actor stage;
   if (stage_engine) {
     const auto held = stage_engine->layers_held();
     stage = sys.spawn<caf::detached>(stage_host, stage_engine);
-    auto stage_port = sys.middleman().publish(stage, opt.stage_port, opt.host.c_str(), true);
+    auto stage_port = publish_stage(sys, stage, opt.stage_port, opt.host);
     if (!stage_port) {
       std::cerr << "kvflow node: cannot publish the stage on " << opt.host << ":" << opt.stage_port << ": "
                 << sys.render(stage_port.error()) << "\n";
@@ -184,6 +200,12 @@ command_runner add_node_command(CLI::App& app) {
   cmd->add_option("--heartbeat-ms", opt->heartbeat_ms, "Middleman heartbeat interval")->capture_default_str();
   cmd->add_option("--connection-timeout-ms", opt->connection_timeout_ms, "Close a connection silent for this long")
       ->capture_default_str();
+  cmd->add_option("--cert", opt->tls.cert,
+                  "This node's certificate (PEM), signed by the cluster's CA: peers are then authenticated over TLS "
+                  "(default: the cluster file's 'cert = PATH'; without certificates a node listens on loopback only)");
+  cmd->add_option("--key", opt->tls.key, "The private key of --cert (PEM)");
+  cmd->add_option("--ca", opt->tls.ca,
+                  "The cluster's CA certificate (PEM): peers must present a certificate it signed");
   return [opt] { return run_node(*opt); };
 }
 

@@ -14,6 +14,7 @@
 #include <httplib.h>
 
 #include "actors/frontend/admission.hpp"
+#include "actors/frontend/api_request.hpp"
 #include "actors/frontend/metrics.hpp"
 #include "actors/frontend/openai_json.hpp"
 #include "actors/frontend/tenants.hpp"
@@ -197,7 +198,7 @@ struct http_server::impl {
       : rt(r),
         opts(std::move(o)),
         info(rt.model()),
-        keys(opts.api_keys),
+        keys(opts.api_keys, {opts.api_keys.empty() ? std::string() : load_tenant_secret(opts.tenant_secret_file)}),
         adm(opts.max_running, opts.max_waiting),
         started(static_cast<std::int64_t>(std::time(nullptr))),
         id_base(std::random_device{}() ^ (static_cast<std::uint64_t>(std::random_device{}()) << 32)) {
@@ -241,7 +242,7 @@ struct http_server::impl {
   // Submits to the runtime; the admission slot is given back when the
   // runtime is done with the request (also after a client went away).
   std::shared_ptr<generation> submit(const generation_request& r, std::vector<std::int32_t> prompt,
-                                     std::uint32_t max_new, const std::string& tenant, const std::string& endpoint_name,
+                                     std::uint32_t max_new, const std::string& salt, const std::string& endpoint_name,
                                      clock_type::time_point arrival) {
     auto g = std::make_shared<generation>();
     submit_options so;
@@ -250,8 +251,9 @@ struct http_server::impl {
     so.top_p = r.top_p;
     so.seed = r.seed ? *r.seed : splitmix64(id_base ^ (next_id++ << 1));
     so.stop_token_ids = r.stop_token_ids;
-    // The open server's single tenant keeps the runtime's own salt.
-    if (!keys.open()) so.tenant_salt = "tenant:" + tenant;
+    // From the API key alone (read_api_request); empty on an open server:
+    // its single tenant keeps the runtime's own salt.
+    so.tenant_salt = salt;
     so.cancel = g->cancel;
     std::weak_ptr<generation> weak = g;
     so.on_token = [weak](std::int32_t token) {
@@ -332,8 +334,8 @@ struct http_server::impl {
     auto arrival = clock_type::now();
     try {
       if (closing) throw api_error(503, "server_error", "the server is shutting down");
-      auto tenant = keys.authenticate(req.get_header_value("Authorization"));
-      auto r = parse_request(kind, req.body, limits());
+      auto in = read_api_request(kind, req.get_header_value("Authorization"), req.body, keys, limits());
+      auto& r = in.request;
       auto prompt = prompt_tokens(r);
       auto max_new = check_context(r, prompt.size(), info.context_tokens, opts.default_max_tokens);
       switch (adm.acquire()) {
@@ -349,7 +351,7 @@ struct http_server::impl {
           throw api_error(503, "server_error", "the server is shutting down");
       }
       auto endpoint_name = kind == endpoint::chat ? "chat" : "completions";
-      auto g = submit(r, std::move(prompt), max_new, tenant, endpoint_name, arrival);
+      auto g = submit(r, std::move(prompt), max_new, in.salt, endpoint_name, arrival);
       std::vector<std::int32_t> hidden = info.stop_tokens;
       hidden.insert(hidden.end(), r.stop_token_ids.begin(), r.stop_token_ids.end());
       text_stream::decode_fn decode;

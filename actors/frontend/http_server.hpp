@@ -21,12 +21,15 @@ struct server_options {
   int port = 8000;                 ///< 0: any free port (see http_server::port)
   std::string served_model_name;   ///< the name clients send as "model"; empty: the preset or model file's stem
   std::map<std::string, std::string> api_keys;  ///< key -> tenant; empty: open, one tenant "default"
-  std::size_t max_running = 8;                  ///< requests in the runtime at once
-  std::size_t max_waiting = 64;                 ///< requests waiting for a slot; beyond: 429
-  std::size_t max_body_bytes = 1 << 20;         ///< larger bodies: 413
-  std::uint32_t default_max_tokens = 256;       ///< when a request gives no max_tokens (clipped to the context)
-  int retry_after_s = 1;                        ///< Retry-After of a 429
-  double shutdown_grace_s = 30;                 ///< stop() lets requests in flight finish this long, then cancels them
+  /// File of the secret that salts tenants' chunk keys (made if missing;
+  /// see load_tenant_secret); empty: a fresh secret per process.
+  std::string tenant_secret_file;
+  std::size_t max_running = 8;             ///< requests in the runtime at once
+  std::size_t max_waiting = 64;            ///< requests waiting for a slot; beyond: 429
+  std::size_t max_body_bytes = 1 << 20;    ///< larger bodies: 413
+  std::uint32_t default_max_tokens = 256;  ///< when a request gives no max_tokens (clipped to the context)
+  int retry_after_s = 1;                   ///< Retry-After of a 429
+  double shutdown_grace_s = 30;            ///< stop() lets requests in flight finish this long, then cancels them
   /// Connection threads; 0: max_running + max_waiting + 8. As many accepted
   /// connections more may wait for a thread; the kernel's backlog holds the rest.
   int http_threads = 0;

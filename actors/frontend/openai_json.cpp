@@ -52,6 +52,13 @@ std::vector<std::int32_t> token_ids(const json& v, const char* name, const parse
 void parse_prompt(const json& body, generation_request& r, const parse_limits& limits) {
   auto* p = field(body, "prompt");
   if (!p) throw bad_request("'prompt' is required", "prompt");
+  // One prompt per request: ["text"] and [[ids]] are a batch of one. One
+  // level only: unwrapping [[[...]]] again and again took minutes for a
+  // 200 KB body (fuzz regression openai_json/deep_prompt).
+  if (p->is_array() && !p->empty() && ((*p)[0].is_string() || (*p)[0].is_array())) {
+    if (p->size() != 1) throw bad_request("batched prompts are not supported: send one prompt per request", "prompt");
+    p = &(*p)[0];
+  }
   if (p->is_string()) {
     if (!limits.has_tokenizer)
       throw bad_request("model " + limits.model + " has no tokenizer: send 'prompt' as an array of token ids",
@@ -61,11 +68,6 @@ void parse_prompt(const json& body, generation_request& r, const parse_limits& l
     return;
   }
   if (p->is_array()) {
-    // One prompt per request: ["text"] and [[ids]] are a batch of one.
-    if (p->size() == 1 && ((*p)[0].is_string() || (*p)[0].is_array()))
-      return parse_prompt({{"prompt", (*p)[0]}}, r, limits);
-    if (!p->empty() && ((*p)[0].is_string() || (*p)[0].is_array()))
-      throw bad_request("batched prompts are not supported: send one prompt per request", "prompt");
     r.prompt_ids = token_ids(*p, "prompt", limits);
     if (r.prompt_ids.empty()) throw bad_request("'prompt' is empty", "prompt");
     r.prompt_is_ids = true;
@@ -144,6 +146,13 @@ void refuse_unsupported(const json& body) {
     throw bad_request("'echo' is not supported", "echo");
   if (auto* l = field(body, "logprobs"); l && !(l->is_boolean() && !l->get<bool>()))
     throw bad_request("'logprobs' is not supported", "logprobs");
+  // The cache salt is the server's to derive from the API key (tenants.hpp).
+  // vLLM takes "cache_salt" from the client; here a request naming a salt or
+  // tenant is refused rather than quietly given another.
+  for (const char* p : {"cache_salt", "salt", "tenant", "tenant_salt"})
+    if (body.contains(p))
+      throw bad_request(std::string("'") + p + "' is not accepted: the server derives the cache salt from the API key",
+                        p);
   for (const char* p : {"presence_penalty", "frequency_penalty"})
     if (auto* v = field(body, p); v && !(v->is_number() && v->get<double>() == 0))
       throw bad_request(std::string("'") + p + "' is not supported (only 0)", p);

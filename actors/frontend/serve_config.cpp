@@ -132,6 +132,10 @@ const std::vector<setting>& serve_settings() {
        [](const serve_config& c) {
          return c.server.api_keys.empty() ? "" : std::to_string(c.server.api_keys.size()) + " keys";
        }},
+      text("tenant_secret_file",
+           "Secret that salts each tenant's chunk keys, made (0600) if missing; keep it with disk_dir so chunks "
+           "survive restarts (default: a fresh one per start)",
+           &S::tenant_secret_file),
       whole("max_running", "Requests decoding at once", &S::max_running, 1, 1 << 20),
       whole("max_waiting", "Requests queued for a slot; more get 429", &S::max_waiting, 0, 1 << 20),
       whole("max_body_bytes", "Largest request body (larger: 413)", &S::max_body_bytes, 1, 1ll << 32),

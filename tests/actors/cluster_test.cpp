@@ -51,6 +51,9 @@ runtime_options client(const app::node_cluster& c) {
   o.cluster_members = c.members();
   o.ucx_tls = c.ucx_tls();
   o.ucx_devices = c.ucx_devices();
+  o.cluster_cert = c.tls_cert();
+  o.cluster_key = c.tls_key();
+  o.cluster_ca = c.tls_ca();
   return o;
 }
 

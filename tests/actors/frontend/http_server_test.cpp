@@ -362,6 +362,26 @@ BOOST_AUTO_TEST_CASE(api_keys_authenticate_and_tenants_never_share_a_cache) {
                  metric(*s, "kvflow_cache_hits_total{tier=\"disk\"}") ==
              hits);
   BOOST_TEST(bob.body["choices"][0]["token_ids"] == alice1.body["choices"][0]["token_ids"]);
+
+  // A body field naming a salt or tenant is refused; headers that try to
+  // are ignored: bob still misses what only alice cached.
+  auto sneaky = json::parse(body);
+  sneaky["cache_salt"] = "tenant:alice";
+  BOOST_TEST(post(*s, "/v1/completions", sneaky.dump(), "sk-bob").status == 400);
+  auto other = json{{"prompt", "Header test. " + document}, {"max_tokens", 1}, {"temperature", 0}}.dump();
+  BOOST_TEST_REQUIRE(post(*s, "/v1/completions", other, "sk-alice").status == 200);
+  rt().flush();
+  httplib::Client c("127.0.0.1", s->port());
+  c.set_read_timeout(60, 0);
+  httplib::Headers h{{"Authorization", "Bearer sk-bob"},
+                     {"X-Tenant", "alice"},
+                     {"X-Kvflow-Tenant", "alice"},
+                     {"X-Cache-Salt", "tenant:alice"},
+                     {"OpenAI-Organization", "alice"}};
+  auto r = c.Post("/v1/completions", h, other, "application/json");
+  BOOST_REQUIRE(r);
+  BOOST_TEST_REQUIRE(r->status == 200);
+  BOOST_TEST(json::parse(r->body)["kvflow"]["cached_chunks"] == 0);
 }
 
 BOOST_AUTO_TEST_CASE(full_queue_gives_429_and_a_client_that_hangs_up_frees_its_request) {
