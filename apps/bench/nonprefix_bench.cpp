@@ -8,7 +8,10 @@
 // with engine::run_selected over one prompt-long block (one forward per
 // group of documents, --groups), overlapped with the loads of later
 // documents. The adaptive ratio's compute rate is run_selected's, measured
-// at the quality floor's ratio. --check compares the restore's first token and last
+// at the quality floor's ratio. Where loads are slower than compute, the
+// adaptive plan (policies/recompute_ratio, split_front) computes the first
+// documents in full as a forward that waits for no load while the others
+// load and are reused at the floor. --check compares the restore's first token and last
 // hidden state with blend_prefill's EPIC restore (CPU backend).
 // Writes JSON records (model, context_tokens, tier, ratio, ratio_source,
 // ttft_s, full_recompute_s, speedup, device, ...).
