@@ -43,6 +43,9 @@ BOOST_AUTO_TEST_CASE(selective_recompute_recovers_the_full_recompute) {
   std::vector<quality_config> configs;
   for (auto s : {token_selection::cacheblend, token_selection::epic})
     for (double r : {0.0, 0.05, 0.15, 0.30}) configs.push_back({s, r});
+  // The harness itself: recomputing every document token is the full
+  // recompute, so agreement is exactly 1 and KL 0.
+  configs.push_back({token_selection::cacheblend, 1.0});
   const auto points = evaluate_blend_quality(*e, cases, configs, 16);
   std::map<std::pair<int, double>, quality_point> at;
   for (const auto& p : points) {
@@ -51,6 +54,9 @@ BOOST_AUTO_TEST_CASE(selective_recompute_recovers_the_full_recompute) {
     BOOST_TEST(p.samples == 48);
     at[{static_cast<int>(p.config.selection), p.config.ratio}] = p;
   }
+  const auto& all = at[{static_cast<int>(token_selection::cacheblend), 1.0}];
+  BOOST_TEST(all.top1_agreement() == 1.0);
+  BOOST_TEST(all.kl() < 1e-6);
   for (auto s : {token_selection::cacheblend, token_selection::epic}) {
     const auto& none = at[{static_cast<int>(s), 0.0}];
     const auto& some = at[{static_cast<int>(s), 0.15}];
