@@ -91,18 +91,7 @@ BOOST_AUTO_TEST_CASE(selective_recompute_recovers_the_full_recompute) {
     document_kv(*e, doc, {alone.data(), kv_shape_of(c, n, dtype::f32)});
     place_document({alone.data(), kv_shape_of(c, n, dtype::f32)}, seg.begin,
                    {moved.data(), kv_shape_of(c, seg.begin + n, dtype::f32)}, inv);
-    std::vector<std::int32_t> rows(static_cast<std::size_t>(n));
-    for (int i = 0; i < n; ++i) rows[i] = i;
-    std::vector<float> hidden(static_cast<std::size_t>(n) * c.hidden);
-    selected_job job;
-    job.tokens = doc.data();
-    job.positions = rows.data();
-    job.count = n;
-    job.layer_end = c.layers;
-    job.kv = {there.data(), kv_shape_of(c, n, dtype::f32)};
-    job.hidden = {hidden.data(), n};
-    job.rope_offset = seg.begin;
-    e->run_selected(job);
+    document_kv_at(*e, doc, seg.begin, {there.data(), kv_shape_of(c, n, dtype::f32)});
     const auto ms = kv_shape_of(c, seg.begin + n, dtype::f32), ts = kv_shape_of(c, n, dtype::f32);
     double err = 0, norm = 0;
     for (int l = 0; l < c.layers; ++l)
