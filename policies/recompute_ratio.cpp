@@ -31,6 +31,39 @@ double recompute_estimate_s(const recompute_inputs& in, double r) {
   return std::max(compute, recompute_load_s(in, r) + in.tail_share * compute);
 }
 
+namespace {
+
+struct split_parts {
+  double compute_s = 0, rest_compute_s = 0, load_s = 0, load_bytes = 0;
+};
+
+split_parts split_of(const recompute_inputs& in, double front, double r) {
+  const int check = check_of(in);
+  const double per = in.token_layer_s / in.compute_share;
+  const double front_per = (in.front_token_layer_s > 0 ? in.front_token_layer_s : in.token_layer_s) / in.compute_share;
+  recompute_inputs rest = in;
+  rest.document_tokens = (1 - front) * in.document_tokens;
+  split_parts s;
+  // The rest's own compute: check layers over its tokens and the other
+  // tokens, the selected rows and the other tokens above them.
+  s.rest_compute_s = per * ((rest.document_tokens + in.other_tokens) * check +
+                            (r * rest.document_tokens + in.other_tokens) * (in.layers - check));
+  s.compute_s = front_per * front * in.document_tokens * in.layers + s.rest_compute_s;
+  if (rest.document_tokens > 0) {
+    s.load_s = recompute_load_s(rest, r);
+    s.load_bytes =
+        rest.document_tokens * ((check > 0 ? 1 : 0) + (1 - r) * (in.layers - check)) * in.kv_bytes_per_token_layer;
+  }
+  return s;
+}
+
+}  // namespace
+
+double recompute_split_estimate_s(const recompute_inputs& in, double front, double r) {
+  const auto s = split_of(in, front, r);
+  return std::max(s.compute_s, s.load_s + in.tail_share * s.rest_compute_s);
+}
+
 recompute_plan choose_recompute_ratio(const recompute_inputs& in) {
   auto bad = [](const std::string& what) { throw error(errc::invalid_argument, "recompute ratio: " + what); };
   if (in.layers <= 0) bad("layers = " + std::to_string(in.layers));
@@ -41,12 +74,15 @@ recompute_plan choose_recompute_ratio(const recompute_inputs& in) {
   if (!(in.min_ratio >= 0 && in.min_ratio <= in.max_ratio && in.max_ratio <= 1)) bad("ratio bounds");
   if (!(in.min_speedup >= 1)) bad("min_speedup below 1");
   if (!(in.tail_share >= 0 && in.tail_share < 1)) bad("tail_share outside [0, 1)");
+  if (in.front_token_layer_s < 0) bad("negative front_token_layer_s");
 
   recompute_plan p;
   // Computing every token of every layer: the plan's alternative.
-  p.full_recompute_s = in.token_layer_s / in.compute_share * (in.document_tokens + in.other_tokens) * in.layers;
+  const double prefill_per = in.front_token_layer_s > 0 ? in.front_token_layer_s : in.token_layer_s;
+  p.full_recompute_s = prefill_per / in.compute_share * (in.document_tokens + in.other_tokens) * in.layers;
   const auto full = [&] {
     p.ratio = 1;
+    p.front_share = 0;
     p.full_recompute = true;
     p.compute_s = p.estimate_s = p.full_recompute_s;
     p.load_s = p.load_bytes = 0;
@@ -72,6 +108,24 @@ recompute_plan choose_recompute_ratio(const recompute_inputs& in) {
   const int check = check_of(in);
   p.load_bytes =
       in.document_tokens * ((check > 0 ? 1 : 0) + (1 - p.ratio) * (in.layers - check)) * in.kv_bytes_per_token_layer;
+  if (in.split_front) {
+    // The leading share in steps of 1/512: the estimate is piecewise
+    // linear in it, a scan is exact enough and stays pure.
+    double best_f = 0, best_s = recompute_split_estimate_s(in, 0, in.min_ratio);
+    for (int i = 1; i < 512; ++i) {
+      const double f = i / 512.0, t = recompute_split_estimate_s(in, f, in.min_ratio);
+      if (t < best_s) best_f = f, best_s = t;
+    }
+    if (best_s < p.estimate_s) {
+      const auto parts = split_of(in, best_f, in.min_ratio);
+      p.front_share = best_f;
+      p.ratio = in.min_ratio;
+      p.estimate_s = best_s;
+      p.compute_s = parts.compute_s;
+      p.load_s = parts.load_s;
+      p.load_bytes = parts.load_bytes;
+    }
+  }
   if (p.estimate_s * in.min_speedup >= p.full_recompute_s) return full();
   return p;
 }

@@ -29,6 +29,15 @@ struct recompute_inputs {
   /// before them): 1/G where the rows run as G forwards, one per group of
   /// documents as its loads land; 0 for a perfect overlap.
   double tail_share = 0;
+  /// The restore can also compute the leading documents in full, with no
+  /// loads, while the later ones load (the two-pointer split of the prefix
+  /// restore): set where the caller runs such a plan (the bench does; the
+  /// runtime's CPU path does not yet).
+  bool split_front = false;
+  /// Compute seconds of one token through one layer for consecutive rows
+  /// (a prefill's rate): the leading documents computed in full and the
+  /// full recompute; 0: token_layer_s.
+  double front_token_layer_s = 0;
   double min_ratio = 0.15;  ///< the quality floor (apps/bench/results/nonprefix_quality.json)
   double max_ratio = 1;
   /// Reuse only where the plan is at least this much faster than a full
@@ -39,7 +48,10 @@ struct recompute_inputs {
 
 /// The plan: recompute `ratio` of the document tokens and load the rest.
 struct recompute_plan {
-  double ratio = 1;             ///< share of document tokens recomputed; 1 with full_recompute
+  double ratio = 1;  ///< share of the reused documents' tokens recomputed; 1 with full_recompute
+  /// Share of the document tokens, from the first document on, computed in
+  /// full with no loads (split_front); `ratio` applies to the rest.
+  double front_share = 0;
   bool full_recompute = false;  ///< reuse would not be faster than computing everything
   double compute_s = 0;         ///< selected tokens' and check layers' compute at this ratio
   double load_s = 0;            ///< reused tokens' loads at this ratio (overlapped with compute)
@@ -58,9 +70,19 @@ double recompute_load_s(const recompute_inputs& in, double r);
 /// The planned restore time at ratio r: max(compute, load + tail_share * compute).
 double recompute_estimate_s(const recompute_inputs& in, double r);
 
+/// The planned restore time with the leading `front` share of document
+/// tokens computed in full (overlapping the other documents' loads) and
+/// ratio r of the rest recomputed once their loads land:
+/// max(compute, load + tail_share * compute of the rest).
+double recompute_split_estimate_s(const recompute_inputs& in, double front, double r);
+
 /// The ratio in [min_ratio, max_ratio] that minimises the planned time,
 /// preferring more recompute where it is free (load-bound), or a full
-/// recompute where reuse would not be min_speedup times faster. Throws
+/// recompute where reuse would not be min_speedup times faster. With
+/// split_front, a plan that computes the leading documents in full and
+/// reuses the rest at min_ratio is taken where it is faster: loads slower
+/// than compute then shrink to what the compute can hide, so a slow tier
+/// never makes the restore slower than a full recompute. Throws
 /// kvflow::error(invalid_argument) for negative or empty inputs.
 recompute_plan choose_recompute_ratio(const recompute_inputs& in);
 

@@ -8,7 +8,10 @@
 // with engine::run_selected over one prompt-long block (one forward per
 // group of documents, --groups), overlapped with the loads of later
 // documents. The adaptive ratio's compute rate is run_selected's, measured
-// at the quality floor's ratio. --check compares the restore's first token and last
+// at the quality floor's ratio. Where loads are slower than compute, the
+// adaptive plan (policies/recompute_ratio, split_front) computes the first
+// documents in full as a forward that waits for no load while the others
+// load and are reused at the floor. --check compares the restore's first token and last
 // hidden state with blend_prefill's EPIC restore (CPU backend).
 // Writes JSON records (model, context_tokens, tier, ratio, ratio_source,
 // ttft_s, full_recompute_s, speedup, device, ...).
@@ -182,27 +185,39 @@ class bench {
   // the TTFT; fills the first token and (when asked) the last hidden state
   // on the host; *compute_s: seconds of the run_selected calls alone
   // (measured after the loads, for the policy's rate).
+  //
+  // With front_docs > 0 (the split plan of policies/recompute_ratio), the
+  // first front_docs documents are computed in full as the first forward,
+  // with no loads, while the later documents load (the two-pointer split:
+  // compute from the front, load from the back).
   double reuse(const tier_source& src, double ratio, std::int32_t* first_token, std::vector<float>* last_hidden,
-               double* load_s, int* selected_rows = nullptr) {
+               double* load_s, int* selected_rows = nullptr, int front_docs = 0) {
     const config& c = e_.cfg();
     const int docs = s_.docs, n = s_.doc_tokens, total = static_cast<int>(s_.prompt.size());
     const int k = std::clamp(static_cast<int>(std::lround(ratio * n)), 0, n);
+    const int front = std::clamp(front_docs, 0, docs);
     const kv_shape doc_shape = kv_shape_of(c, n, e_.kv_type());
     device_block whole(e_, kv_shape_of(c, total, e_.kv_type()));
-    const int groups = std::clamp(groups_, 1, docs);
+    // Document spans of the forwards: the front (if any), then the reused
+    // documents in `groups_` groups.
+    std::vector<std::pair<int, int>> spans;
+    if (front > 0) spans.push_back({0, front});
+    const int back_groups = front < docs ? std::clamp(groups_, 1, docs - front) : 0;
+    for (int g = 0; g < back_groups; ++g)
+      spans.push_back({front + g * (docs - front) / back_groups, front + (g + 1) * (docs - front) / back_groups});
+    const int groups = static_cast<int>(spans.size());
     // Rows of each group: positions ascending.
     std::vector<std::vector<std::int32_t>> rows(static_cast<std::size_t>(groups));
     std::vector<int> group_last_doc(static_cast<std::size_t>(groups));
     for (int g = 0; g < groups; ++g) {
-      const int d0 = g * docs / groups, d1 = (g + 1) * docs / groups;
       auto& r = rows[g];
       if (g == 0)
         for (int p = 0; p < s_.system_tokens; ++p) r.push_back(p);
-      for (int d = d0; d < d1; ++d)
-        for (int p = 0; p < k; ++p) r.push_back(s_.segments[1 + d].begin + p);
+      for (int d = spans[g].first; d < spans[g].second; ++d)
+        for (int p = 0; p < (d < front ? n : k); ++p) r.push_back(s_.segments[1 + d].begin + p);
       if (g == groups - 1)
         for (int p = 0; p < s_.question_tokens; ++p) r.push_back(s_.segments.back().begin + p);
-      group_last_doc[g] = d1;
+      group_last_doc[g] = spans[g].second;
     }
     std::size_t most = 1;
     int all_rows = 0;
@@ -220,11 +235,11 @@ class bench {
 
     std::mutex m;
     std::condition_variable cv;
-    int ready = 0;  // documents whose reused rows are in place and rotated
+    int ready = front;  // documents whose reused rows are in place and rotated (the front needs none)
     double loads_done_s = 0;
     const auto t0 = clock_type::now();
     std::thread loader([&] {
-      for (int d = 0; d < docs; ++d) {
+      for (int d = front; d < docs; ++d) {
         const int at = s_.segments[1 + d].begin;
         if (k < n && src.host) {
           ops_.copy_rows(whole.b.data, total, at + k, (*src.host)[d].data(), n, k, n, doc_shape);
@@ -295,7 +310,7 @@ class bench {
   // Seconds of run_selected over the rows of a restore at `ratio` (one
   // call, every layer, over a prompt-long block already in place): the
   // policy's compute rate for selected rows, rather than a full prefill's.
-  double selected_compute(double ratio, int* rows_out) {
+  double selected_compute(double ratio, int* rows_out, int front_docs = 0) {
     const config& c = e_.cfg();
     const int n = s_.doc_tokens, total = static_cast<int>(s_.prompt.size());
     const int k = std::clamp(static_cast<int>(std::lround(ratio * n)), 0, n);
@@ -303,7 +318,7 @@ class bench {
     std::vector<std::int32_t> rows, tokens;
     for (int p = 0; p < s_.system_tokens; ++p) rows.push_back(p);
     for (int d = 0; d < s_.docs; ++d)
-      for (int p = 0; p < k; ++p) rows.push_back(s_.segments[1 + d].begin + p);
+      for (int p = 0; p < (d < front_docs ? n : k); ++p) rows.push_back(s_.segments[1 + d].begin + p);
     for (int p = 0; p < s_.question_tokens; ++p) rows.push_back(s_.segments.back().begin + p);
     for (int p : rows) tokens.push_back(s_.prompt[p]);
     void* h = e_.allocate(rows.size() * c.hidden * sizeof(float));
@@ -342,7 +357,7 @@ int main(int argc, char** argv) {
   std::vector<double> ratios{0.15};
   setup s;
   int repeats = 3, chunk = 1024, sub = 64;
-  bool check = false, adaptive = true;
+  bool check = false, adaptive = true, split = true;
   app.add_option("--preset", preset, "model shape with random weights");
   app.add_option("--backend", backend, "cuda or cpu")->check(CLI::IsMember({"cuda", "cpu"}));
   app.add_option("--docs", s.docs, "documents in the prompt")->check(CLI::Range(1, 1024));
@@ -352,6 +367,8 @@ int main(int argc, char** argv) {
   app.add_option("--tiers", tiers, "host, disk, or a number: the disk paced to that many Gbit/s")->delimiter(',');
   app.add_option("--ratios", ratios, "fixed recompute ratios")->delimiter(',')->check(CLI::Range(0.0, 1.0));
   app.add_flag("!--no-adaptive", adaptive, "skip the ratio from policies/recompute_ratio");
+  app.add_flag("!--no-split", split,
+               "adaptive plans only raise the ratio (no leading documents computed in full while the rest loads)");
   app.add_option("--repeats", repeats, "runs per point (median kept)")->check(CLI::Range(1, 50));
   app.add_option("--chunk-tokens", chunk, "chunk of the full recompute")->check(CLI::Range(16, 65536));
   app.add_option("--sub-tokens", sub, "tokens per disk block of a document")->check(CLI::Range(8, 65536));
@@ -462,6 +479,11 @@ int main(int argc, char** argv) {
     const double floor_ratio = policies::recompute_inputs{}.min_ratio;
     const double sel_s = b.selected_compute(floor_ratio, &sel_rows);
     const double token_layer_s = sel_s / (static_cast<double>(sel_rows) * c.layers);
+    // The rate of documents computed in full by a split plan: run_selected
+    // over the system text, the first half of the documents and the question.
+    int front_rows = 0;
+    const double front_s = b.selected_compute(0, &front_rows, s.docs / 2);
+    const double front_token_layer_s = front_s / (static_cast<double>(front_rows) * c.layers);
     std::printf(
         "%s, %d tokens (%d documents of %d): full recompute %.4f s (%.3g s per token-layer); "
         "run_selected of %d rows %.4f s (%.3g s per token-layer)\n",
@@ -486,7 +508,12 @@ int main(int argc, char** argv) {
       b.reuse(src, 0, &token, nullptr, &load_s);
       const double reused_bytes = static_cast<double>(doc_shape.bytes()) * s.docs;
       const double bytes_per_s = reused_bytes / std::max(load_s, 1e-9);
-      std::vector<std::pair<double, std::string>> points;
+      struct point {
+        double ratio;
+        std::string how;
+        int front_docs = 0;
+      };
+      std::vector<point> points;
       for (double r : ratios) points.push_back({r, "fixed"});
       policies::recompute_plan plan;
       if (adaptive) {
@@ -501,8 +528,23 @@ int main(int argc, char** argv) {
         // Rows of the last group run after the last load (reuse() runs one
         // forward per group as its loads land).
         in.tail_share = 1.0 / std::clamp(groups, 1, s.docs);
+        in.split_front = split;
+        in.front_token_layer_s = front_token_layer_s;
         plan = policies::choose_recompute_ratio(in);
-        if (!plan.full_recompute && src.disk) {
+        int front_docs = 0;
+        if (!plan.full_recompute && plan.front_share > 0) {
+          // Whole documents: the nearest count, planned again there.
+          front_docs = std::clamp(static_cast<int>(std::lround(plan.front_share * s.docs)), 0, s.docs);
+          plan.front_share = static_cast<double>(front_docs) / s.docs;
+          plan.estimate_s = policies::recompute_split_estimate_s(in, plan.front_share, plan.ratio);
+          if (front_docs == s.docs || plan.estimate_s * in.min_speedup >= plan.full_recompute_s) {
+            plan.ratio = 1;
+            plan.full_recompute = true;
+            plan.front_share = 0;
+            plan.estimate_s = plan.full_recompute_s;
+            front_docs = 0;
+          }
+        } else if (!plan.full_recompute && src.disk) {
           // The disk reads whole sub-blocks: a reused share that starts
           // inside one loads rows that are recomputed anyway. Snap the
           // leading share to a sub-block boundary, down or up, whichever
@@ -524,9 +566,12 @@ int main(int argc, char** argv) {
             plan.estimate_s = plan.full_recompute_s;
           }
         }
-        points.push_back({plan.ratio, plan.full_recompute ? "adaptive (full recompute)" : "adaptive"});
+        points.push_back(
+            {plan.ratio,
+             plan.full_recompute ? "adaptive (full recompute)" : (front_docs > 0 ? "adaptive (split)" : "adaptive"),
+             front_docs});
       }
-      for (const auto& [ratio, how] : points) {
+      for (const auto& [ratio, how, front_docs] : points) {
         std::vector<double> ttfts, loads;
         std::int32_t first = -1;
         std::vector<float> last;
@@ -536,7 +581,7 @@ int main(int argc, char** argv) {
         } else {
           for (int r = 0; r < repeats; ++r) {
             double ls = 0;
-            ttfts.push_back(b.reuse(src, ratio, &first, check ? &last : nullptr, &ls));
+            ttfts.push_back(b.reuse(src, ratio, &first, check ? &last : nullptr, &ls, nullptr, front_docs));
             loads.push_back(ls);
           }
         }
@@ -548,7 +593,11 @@ int main(int argc, char** argv) {
                            {"doc_tokens", s.doc_tokens},
                            {"tier", t},
                            {"selection", "epic"},
-                           {"ratio", ratio},
+                           // Share of the documents' tokens recomputed: the
+                           // front documents in full plus `reused_ratio` of the others.
+                           {"ratio", (front_docs + (s.docs - front_docs) * ratio) / s.docs},
+                           {"reused_ratio", ratio},
+                           {"front_docs", front_docs},
                            {"ratio_source", how},
                            {"ttft_s", median(ttfts)},
                            {"ttft_runs_s", ttfts},
@@ -563,8 +612,11 @@ int main(int argc, char** argv) {
         if (how.rfind("adaptive", 0) == 0) {
           rec["plan_estimate_s"] = plan.estimate_s;
           rec["plan_full_recompute_s"] = plan.full_recompute_s;
+          rec["plan_load_s"] = plan.load_s;
+          rec["plan_compute_s"] = plan.compute_s;
+          rec["front_token_layer_s"] = front_token_layer_s;
         }
-        if (check && how != "adaptive (full recompute)") {
+        if (check && front_docs == 0 && how != "adaptive (full recompute)") {
           // The same restore through blend_prefill (run_selected): equal first token and hidden state.
           const kv_shape ps = kv_shape_of(c, n, dtype::f32);
           std::vector<float> kv(ps.bytes() / sizeof(float), 0.0f);
@@ -579,8 +631,8 @@ int main(int argc, char** argv) {
           if (!same)
             throw error(errc::io_failure, "restore differs from blend_prefill at ratio " + std::to_string(ratio));
         }
-        std::printf("%-6s ratio %.3f (%s): ttft %.4f s, full %.4f s, %.2fx\n", t.c_str(), ratio, how.c_str(),
-                    median(ttfts), full_s, full_s / median(ttfts));
+        std::printf("%-6s ratio %.3f, front %d docs (%s): ttft %.4f s, full %.4f s, %.2fx\n", t.c_str(), ratio,
+                    front_docs, how.c_str(), median(ttfts), full_s, full_s / median(ttfts));
         records.push_back(rec);
         if (!out_path.empty()) {  // after every point, so that a cut-short run keeps what it measured
           std::ofstream out(out_path);

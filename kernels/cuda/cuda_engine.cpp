@@ -499,6 +499,7 @@ class cuda_engine_impl {
     if (job.layer_begin < 0 || job.layer_end > cfg_.layers || job.layer_begin >= job.layer_end) bad("has no layers");
     if (job.layer_begin == 0 && !job.tokens) bad("has no tokens for layer 0");
     if (!job.hidden.data || job.hidden.tokens != job.count) bad("hidden state does not match its rows");
+    if (job.rope_offset != 0) bad("has a rope_offset, which only the CPU backend takes");
     check_block(job.kv, "selected job's KV block");
     for (int r = 0; r < job.count; ++r)
       if (job.positions[r] < 0 || job.positions[r] >= job.kv.shape.tokens ||

@@ -75,6 +75,27 @@ void document_kv(engine& e, const std::vector<std::int32_t>& tokens, kv_block ou
   e.synchronize();
 }
 
+void document_kv_at(engine& e, const std::vector<std::int32_t>& tokens, int at, kv_block out) {
+  const int n = static_cast<int>(tokens.size());
+  if (n == 0 || out.shape.tokens != n || at < 0)
+    throw error(errc::invalid_argument, "document_kv_at: a block of " + std::to_string(out.shape.tokens) +
+                                            " tokens for a document of " + std::to_string(n) + " at " +
+                                            std::to_string(at));
+  scratch hidden(e, static_cast<std::size_t>(n) * e.cfg().hidden * sizeof(float));
+  std::vector<std::int32_t> rows(static_cast<std::size_t>(n));
+  std::iota(rows.begin(), rows.end(), 0);
+  selected_job job;
+  job.tokens = tokens.data();
+  job.positions = rows.data();
+  job.count = n;
+  job.layer_end = e.cfg().layers;
+  job.kv = out;
+  job.hidden = {hidden.f(), n};
+  job.rope_offset = at;
+  e.run_selected(job);
+  e.synchronize();
+}
+
 void place_document(const kv_block& document, int at, kv_block prompt, const std::vector<float>& inv_freq) {
   const kv_shape& d = document.shape;
   const kv_shape& p = prompt.shape;

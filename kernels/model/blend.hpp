@@ -72,6 +72,12 @@ void check_segments(const std::vector<prompt_segment>& segments, int prompt_toke
 /// (out.shape.tokens == n): what a document entry stores.
 void document_kv(engine& e, const std::vector<std::int32_t>& tokens, kv_block out);
 
+/// The KV of `tokens` on their own as if they stood at positions
+/// [at, at + n) (selected_job::rope_offset): what document_kv's block
+/// rotated by `at` must equal. The independent check of a placement; CPU
+/// backend.
+void document_kv_at(engine& e, const std::vector<std::int32_t>& tokens, int at, kv_block out);
+
 /// Copies a document's block (positions from 0) into rows [at, at + n) of a
 /// prompt's block and rotates its K by `at`. CPU backend (f32 host blocks).
 void place_document(const kv_block& document, int at, kv_block prompt, const std::vector<float>& inv_freq);

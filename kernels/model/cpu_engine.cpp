@@ -266,6 +266,7 @@ void cpu_engine::run_selected(const selected_job& job) {
   if (job.layer_begin == 0 && !job.tokens) bad("has no tokens for layer 0");
   if (!job.hidden.data || job.hidden.tokens != job.count) bad("hidden state does not match its rows");
   if (!job.kv.data) bad("has no KV block");
+  if (job.rope_offset < 0) bad("has a negative rope_offset");
   check_block(job.kv.shape, "selected job's KV block");
   for (int r = 0; r < job.count; ++r)
     if (job.positions[r] < 0 || job.positions[r] >= job.kv.shape.tokens ||
@@ -297,7 +298,8 @@ void cpu_engine::run_selected(const selected_job& job) {
     cpu::matmul(&pool_, normed, n, hidden, pl.qkv, qkv, qkv_width);
     for (int r = 0; r < n; ++r) {
       float* row = qkv + static_cast<std::size_t>(r) * qkv_width;
-      cpu::rope(row, 1, qkv_width, c.heads + c.kv_heads, c.head_dim, job.positions[r], inv_freq_.data());
+      cpu::rope(row, 1, qkv_width, c.heads + c.kv_heads, c.head_dim, job.positions[r] + job.rope_offset,
+                inv_freq_.data());
       for (int kvi = 0; kvi < 2; ++kvi)
         for (int g = 0; g < c.kv_heads; ++g)
           std::memcpy(

@@ -63,6 +63,11 @@ struct selected_job {
   int layer_end = 0;
   kv_block kv;          ///< the whole prompt's block, positions [0, kv.shape.tokens)
   hidden_state hidden;  ///< [count][hidden]: input at layer_begin (unless 0), output after layer_end - 1
+  /// Added to every row's position for RoPE only (rows and attention stay
+  /// at `positions`): a document computed alone as if it stood `rope_offset`
+  /// tokens later, the independent check of a RoPE-delta placement. CPU
+  /// backend; others refuse a non-zero offset.
+  int rope_offset = 0;
 };
 
 /// The layers whose weights an engine holds, [begin, end); end < 0 means

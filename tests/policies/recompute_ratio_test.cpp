@@ -112,6 +112,44 @@ BOOST_AUTO_TEST_CASE(a_compute_tail_after_the_loads_recomputes_more) {
   BOOST_CHECK_THROW(choose_recompute_ratio(in), kvflow::error);
 }
 
+BOOST_AUTO_TEST_CASE(a_split_computes_the_leading_documents_while_the_rest_loads) {
+  // 10 Gbit/s: loading every document (2.1 GB, 1.7 s) is slower than
+  // computing them (1 s). Without a split the balance ratio is high and its
+  // tail waits for the loads; computing the first documents in full while
+  // the later ones load at the quality floor plans faster, and nothing
+  // plans slower than a full recompute.
+  auto in = llama(1.25);
+  in.check_layers = 0;  // EPIC, as the bench restores
+  in.tail_share = 0.25;
+  const auto uniform = choose_recompute_ratio(in);
+  in.split_front = true;
+  const auto split = choose_recompute_ratio(in);
+  BOOST_TEST(!split.full_recompute);
+  BOOST_TEST(split.ratio == 0.15);
+  BOOST_TEST(split.front_share > 0.3);
+  BOOST_TEST(split.front_share < 0.9);
+  BOOST_TEST(split.estimate_s < uniform.estimate_s);
+  BOOST_TEST(split.estimate_s * in.min_speedup < split.full_recompute_s);
+  // The estimate is what recompute_split_estimate_s says at the plan.
+  BOOST_TEST(split.estimate_s == recompute_split_estimate_s(in, split.front_share, split.ratio));
+  // Front share 0 is the uniform plan at the floor.
+  BOOST_TEST(recompute_split_estimate_s(in, 0, 0.15) == recompute_estimate_s(in, 0.15),
+             boost::test_tools::tolerance(1e-12));
+  // A fast tier needs no split.
+  auto host = llama(50);
+  host.split_front = true;
+  BOOST_TEST(choose_recompute_ratio(host).front_share == 0);
+  // Where even computing everything up front beats loads, the plan is a full recompute.
+  for (double gb : {0.5, 0.1, 0.01}) {
+    auto slow = llama(gb);
+    slow.split_front = true;
+    slow.tail_share = 0.25;
+    const auto p = choose_recompute_ratio(slow);
+    BOOST_TEST(p.estimate_s <= p.full_recompute_s, gb << " GB/s");
+    if (p.full_recompute) BOOST_TEST(p.front_share == 0);
+  }
+}
+
 BOOST_AUTO_TEST_CASE(bad_inputs_are_refused) {
   auto in = llama(1);
   in.layers = 0;

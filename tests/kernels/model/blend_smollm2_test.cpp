@@ -9,11 +9,13 @@
 
 #include <sys/stat.h>
 
+#include <cmath>
 #include <cstdio>
 #include <fstream>
 #include <map>
 #include <sstream>
 
+#include "kernels/cpu/rope.hpp"
 #include "kernels/model/blend_quality.hpp"
 #include "kernels/model/cpu_engine.hpp"
 #include "kernels/model/model_file.hpp"
@@ -43,6 +45,9 @@ BOOST_AUTO_TEST_CASE(selective_recompute_recovers_the_full_recompute) {
   std::vector<quality_config> configs;
   for (auto s : {token_selection::cacheblend, token_selection::epic})
     for (double r : {0.0, 0.05, 0.15, 0.30}) configs.push_back({s, r});
+  // The harness itself: recomputing every document token is the full
+  // recompute, so agreement is exactly 1 and KL 0.
+  configs.push_back({token_selection::cacheblend, 1.0});
   const auto points = evaluate_blend_quality(*e, cases, configs, 16);
   std::map<std::pair<int, double>, quality_point> at;
   for (const auto& p : points) {
@@ -51,6 +56,9 @@ BOOST_AUTO_TEST_CASE(selective_recompute_recovers_the_full_recompute) {
     BOOST_TEST(p.samples == 48);
     at[{static_cast<int>(p.config.selection), p.config.ratio}] = p;
   }
+  const auto& all = at[{static_cast<int>(token_selection::cacheblend), 1.0}];
+  BOOST_TEST(all.top1_agreement() == 1.0);
+  BOOST_TEST(all.kl() < 1e-6);
   for (auto s : {token_selection::cacheblend, token_selection::epic}) {
     const auto& none = at[{static_cast<int>(s), 0.0}];
     const auto& some = at[{static_cast<int>(s), 0.15}];
@@ -66,5 +74,35 @@ BOOST_AUTO_TEST_CASE(selective_recompute_recovers_the_full_recompute) {
       if (s == token_selection::cacheblend) BOOST_TEST(some.top1_agreement() >= 0.9);
       BOOST_TEST(std::abs(some.recomputed_share - 0.15) < 0.02);
     }
+  }
+  // Reuse at 0%, checked independently on the real model: the first
+  // document of a prompt, computed alone and rotated to its place, against
+  // the same document computed alone at its place (RoPE offset), every layer.
+  {
+    const config& c = e->cfg();
+    const auto inv = kvflow::cpu::rope_inv_freq(c.head_dim, c.rope_theta, c.scaling);
+    const auto& seg = cases[0].segments[1];
+    BOOST_REQUIRE(seg.document);
+    const std::vector<std::int32_t> doc(cases[0].prompt.begin() + seg.begin,
+                                        cases[0].prompt.begin() + seg.begin + seg.count);
+    const int n = seg.count;
+    std::vector<float> alone(kv_shape_of(c, n, dtype::f32).bytes() / 4), there(alone.size()),
+        moved(kv_shape_of(c, seg.begin + n, dtype::f32).bytes() / 4);
+    document_kv(*e, doc, {alone.data(), kv_shape_of(c, n, dtype::f32)});
+    place_document({alone.data(), kv_shape_of(c, n, dtype::f32)}, seg.begin,
+                   {moved.data(), kv_shape_of(c, seg.begin + n, dtype::f32)}, inv);
+    document_kv_at(*e, doc, seg.begin, {there.data(), kv_shape_of(c, n, dtype::f32)});
+    const auto ms = kv_shape_of(c, seg.begin + n, dtype::f32), ts = kv_shape_of(c, n, dtype::f32);
+    double err = 0, norm = 0;
+    for (int l = 0; l < c.layers; ++l)
+      for (int k = 0; k < 2; ++k)
+        for (int h = 0; h < c.kv_heads; ++h)
+          for (std::size_t i = 0; i < static_cast<std::size_t>(n) * c.head_dim; ++i) {
+            const double a = moved[ms.offset(l, k, h, seg.begin, 0) + i], b = there[ts.offset(l, k, h, 0, 0) + i];
+            err += (a - b) * (a - b);
+            norm += b * b;
+          }
+    std::printf("document at %d: relative KV error of the rotation %.3g\n", seg.begin, std::sqrt(err / norm));
+    BOOST_TEST(std::sqrt(err / norm) < 1e-4);
   }
 }

@@ -1,6 +1,7 @@
 // Non-prefix reuse on the tiny random model: selective recompute of every
 // token is the full prefill bitwise, placed documents match the full prefill
-// where KV is context-free (layer 0), and the selections pick what they say.
+// where KV is context-free (layer 0), a rotated document equals the document
+// computed alone at its place, and the selections pick what they say.
 #define BOOST_TEST_MODULE kernels.model.blend
 #include <boost/test/unit_test.hpp>
 
@@ -138,6 +139,42 @@ BOOST_AUTO_TEST_CASE(placed_documents_match_the_full_prefill_in_layer_zero) {
     const std::size_t o = sh.offset(sh.layers - 1, 1, 0, seg.begin, 0);
     BOOST_TEST(max_diff(kv.data.data() + o, full.data.data() + o, static_cast<std::size_t>(seg.count) * sh.head_dim) >
                1e-3f);
+  }
+}
+
+BOOST_AUTO_TEST_CASE(a_rotated_document_is_the_document_computed_alone_at_its_place) {
+  // The independent check of reuse at 0%: a document computed alone from
+  // position 0 and rotated by the delta has, in every layer, the K and V of
+  // the same document computed alone at its new positions (RoPE makes
+  // attention depend on relative positions only), to float rounding.
+  engine& e = tiny();
+  const config& c = e.cfg();
+  const auto inv = kvflow::cpu::rope_inv_freq(c.head_dim, c.rope_theta, c.scaling);
+  const auto doc = random_tokens(14, 3);
+  const int n = static_cast<int>(doc.size());
+  host_block alone(c, n);
+  document_kv(e, doc, alone.view);
+  for (int at : {5, 17, 4000}) {
+    host_block moved(c, at + n);
+    place_document(alone.view, at, moved.view, inv);
+    host_block there(c, n);
+    document_kv_at(e, doc, at, there.view);
+    const kv_shape& ms = moved.view.shape;
+    const kv_shape& ts = there.view.shape;
+    float worst = 0, scale = 0;
+    for (int l = 0; l < c.layers; ++l)
+      for (int k = 0; k < 2; ++k)
+        for (int h = 0; h < c.kv_heads; ++h) {
+          const float* a = moved.data.data() + ms.offset(l, k, h, at, 0);
+          const float* b = there.data.data() + ts.offset(l, k, h, 0, 0);
+          const std::size_t count = static_cast<std::size_t>(n) * c.head_dim;
+          worst = std::max(worst, max_diff(a, b, count));
+          for (std::size_t i = 0; i < count; ++i) scale = std::max(scale, std::abs(b[i]));
+        }
+    BOOST_TEST_CONTEXT("document at " << at) {
+      BOOST_TEST(scale > 0.1f);
+      BOOST_TEST(worst < 1e-4f * scale);
+    }
   }
 }
 
