@@ -16,6 +16,7 @@
 
 #include "actors/runtime.hpp"
 #include "actors/workspace.hpp"
+#include "devices/fault_plan.hpp"
 #include "messages/types.hpp"
 
 namespace kvflow {
@@ -34,7 +35,10 @@ struct request_env {
   caf::actor scheduler;
   caf::actor gpu;
   std::vector<std::pair<msg::tier, caf::actor>> tiers;
-  std::chrono::milliseconds step_timeout{600000};  ///< one grant's deadline
+  std::chrono::milliseconds step_timeout{600000};  ///< one grant's (one transfer's) deadline
+  /// Injected faults (tests and soaks; null: none): duplicate_completion
+  /// sends a cellDone to the scheduler twice, the copy after later ones.
+  std::shared_ptr<devices::fault_plan> faults;
   /// Layer-pipeline stages in layer order; empty: the gpu actor computes
   /// every layer. With stages, compute grants enter at the first stage,
   /// each stage loads its own layers of a load grant over its own links, and the
@@ -51,6 +55,9 @@ struct request_params {
   report_callback done;
   std::function<std::string(const std::vector<std::int32_t>&)> detokenize;  ///< may be empty
   std::vector<std::int32_t> stop_tokens;                                    ///< end decoding early
+  /// The whole request's deadline, from `submitted`: past it the request
+  /// fails with deadline_exceeded (restore, first token and decode alike).
+  std::chrono::milliseconds deadline{600000};
 };
 
 struct request_state {
