@@ -57,6 +57,19 @@ submit_options restore_options(const std::string& policy = "load_only") {
   return so;
 }
 
+// The tiny preset on the CPU, chunks of `chunk` tokens, a disk tier in
+// `disk_dir` and no host tier.
+runtime_options tiny_options(const std::string& disk_dir) {
+  runtime_options o;
+  o.preset = "tiny-test";
+  o.backend = "cpu";
+  o.seed = seed;
+  o.chunk_tokens = chunk;
+  o.host_tier_gb = 0;
+  o.disk_dir = disk_dir;
+  return o;
+}
+
 recompute full_recompute(const std::vector<std::int32_t>& tokens) {
   temp_dir dir("faults-ref");
   auto o = cpu_options("tiny-test", chunk, dir, 0);
@@ -298,13 +311,7 @@ struct child_role {
   child_role() {
     const char* dir = std::getenv("KVFLOW_FAULT_CHILD");
     if (dir == nullptr) return;
-    runtime_options o;
-    o.preset = "tiny-test";
-    o.backend = "cpu";
-    o.seed = seed;
-    o.chunk_tokens = chunk;
-    o.host_tier_gb = 0;
-    o.disk_dir = dir;
+    auto o = tiny_options(dir);
     o.disk_write_gbps = 0.0008;
     {
       runtime rt(o);
@@ -349,14 +356,7 @@ BOOST_AUTO_TEST_CASE(a_process_killed_during_a_store_serves_its_whole_chunks_aft
   std::mt19937 rng(12);
   auto tokens = random_tokens(rng, 24 * chunk + 5, 512);
   auto want = full_recompute(tokens);
-  runtime_options o;
-  o.preset = "tiny-test";
-  o.backend = "cpu";
-  o.seed = seed;
-  o.chunk_tokens = chunk;
-  o.host_tier_gb = 0;
-  o.disk_dir = dir.path;
-  runtime rt(o);
+  runtime rt(tiny_options(dir.path));
   // The restart removed the half-written file and serves the whole ones.
   BOOST_CHECK_EQUAL(files_with(dir.path, ".tmp."), 0u);
   auto base = rt.counters();
