@@ -33,6 +33,7 @@ void finish(state_t* self, std::exception_ptr failure) {
   msg::progress gone{st.ws->request_id(), 0, 0, true};
   self->send(st.env.scheduler, msg::encode(gone));
   if (st.params.done) st.params.done(failure, failure ? restore_report{} : st.report);
+  if (st.env.watchdog) self->send(st.env.watchdog, done_atom::value, self->id());
   self->quit();
 }
 
@@ -298,6 +299,22 @@ void lookup_then_register(state_t* self, std::size_t tier_index) {
 
 }  // namespace
 
+caf::behavior deadline_watchdog(caf::stateful_actor<watchdog_state>* self) {
+  return {
+      [=](deadline_atom, std::uint64_t id, caf::actor& request, std::int64_t ms) {
+        self->state.waiting[id] = std::move(request);
+        self->delayed_send(self, std::chrono::milliseconds(ms), deadline_atom::value, id);
+      },
+      [=](deadline_atom, std::uint64_t id) {
+        auto it = self->state.waiting.find(id);
+        if (it == self->state.waiting.end()) return;
+        self->send(it->second, deadline_atom::value);
+        self->state.waiting.erase(it);
+      },
+      [=](done_atom, std::uint64_t id) { self->state.waiting.erase(id); },
+  };
+}
+
 caf::behavior request_actor(state_t* self, request_env env, workspace_ptr ws, request_params params) {
   auto& st = self->state;
   st.env = std::move(env);
@@ -320,9 +337,14 @@ caf::behavior request_actor(state_t* self, request_env env, workspace_ptr ws, re
     fail(self, "a runtime actor went down: " + to_string(dm.reason));
   });
   {
-    auto left = st.params.deadline - std::chrono::duration_cast<std::chrono::milliseconds>(
-                                         std::chrono::steady_clock::now() - st.params.submitted);
-    self->delayed_send(self, std::max(left, std::chrono::milliseconds(0)), deadline_atom::value);
+    auto left = std::max(st.params.deadline - std::chrono::duration_cast<std::chrono::milliseconds>(
+                                                  std::chrono::steady_clock::now() - st.params.submitted),
+                         std::chrono::milliseconds(0));
+    if (st.env.watchdog)
+      self->send(st.env.watchdog, deadline_atom::value, self->id(), caf::actor_cast<caf::actor>(self),
+                 static_cast<std::int64_t>(left.count()));
+    else
+      self->delayed_send(self, left, deadline_atom::value);
   }
   self->monitor(st.env.scheduler);
   self->monitor(st.env.gpu);

@@ -82,6 +82,7 @@ struct runtime::impl {
   system_config cfg;
   std::unique_ptr<caf::actor_system> sys;
   caf::actor scheduler, gpu;
+  caf::actor watchdog;  // requests' deadline timers (deadline_watchdog)
   std::vector<std::pair<msg::tier, caf::actor>> tiers;
   std::vector<cluster_member> members;  // of the cluster whose tiers are the remote tier
   std::size_t members_up = 0;
@@ -384,6 +385,7 @@ struct runtime::impl {
     }
     env.step_timeout = std::chrono::milliseconds(static_cast<std::int64_t>(opts.step_timeout_s * 1000));
     env.faults = faults;
+    env.watchdog = watchdog;
     for (auto& s : stage_list) env.stages.push_back(s.route);
     request_params p;
     p.policy = so.policy.empty() ? opts.policy : so.policy;
@@ -492,6 +494,7 @@ struct runtime::impl {
     if (opts.remote_gbps > 0)
       prior.bytes_per_s[static_cast<std::size_t>(msg::tier::remote)] = opts.remote_gbps * 1e9 / 8;
     scheduler = sys->spawn(scheduler_actor, opts.policy, caps, prior);
+    watchdog = sys->spawn(deadline_watchdog);
     gpu = sys->spawn<caf::detached>(gpu_actor, engine, 0u);
     if (!opts.local_tiers) return join_cluster();
     if (opts.host_tier_gb > 0) tiers.emplace_back(msg::tier::host, sys->spawn<caf::detached>(host_tier_actor, store));
@@ -525,6 +528,8 @@ runtime::~runtime() {
     }
     caf::anon_send_exit(m.gpu, caf::exit_reason::user_shutdown);
     caf::anon_send_exit(m.scheduler, caf::exit_reason::user_shutdown);
+    caf::anon_send_exit(m.watchdog, caf::exit_reason::user_shutdown);
+    m.watchdog = nullptr;
     m.tiers.clear();
     m.gpu = nullptr;
     m.scheduler = nullptr;

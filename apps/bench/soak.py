@@ -25,6 +25,7 @@ import json
 import os
 import random
 import re
+import resource
 import signal
 import subprocess
 import sys
@@ -220,6 +221,7 @@ def soak(args):
     rng = random.Random(args.seed)
     shared = [[rng.randrange(512) for _ in range(rng.choice([16, 48, 96]))] for _ in range(12)]
     statuses, failures, waves, rss_peak, answered, seen = {}, [], 0, 0, [], 0
+    rss_timeline = []  # MiB, every 30 s: a leak climbs, a warm-up levels off
     checks = {}
     result = {"mode": "soak", "seconds": args.seconds, "faults": env["KVFLOW_FAULTS"]}
     try:
@@ -256,11 +258,14 @@ def soak(args):
                         answered[rng.randrange(400)] = keep
             waves += 1
             rss_peak = max(rss_peak, rss_bytes(proc.pid))
+            if time.time() - t0 >= 30 * len(rss_timeline):
+                rss_timeline.append(round(rss_bytes(proc.pid) / 2**20, 1))
         idle, after = wait_idle(url, base, 60)
         _, m = pools(url)
         result.update({"wall_s": round(time.time() - t0, 1), "waves": waves, "statuses": statuses,
                        "failures": failures[:10], "rss_before_mib": round(rss0 / 2**20, 1),
-                       "rss_peak_mib": round(rss_peak / 2**20, 1), "pools_base": base, "pools_after": after,
+                       "rss_peak_mib": round(rss_peak / 2**20, 1), "rss_mib_every_30s": rss_timeline,
+                       "pools_base": base, "pools_after": after,
                        "faults_injected": m.get('kvflow_pool{counter="faults_injected"}', 0),
                        "cached_chunks": m.get("kvflow_cached_chunks_total", 0),
                        "cells_loaded": m.get('kvflow_cells_total{how="loaded"}', 0)})
@@ -316,6 +321,12 @@ def main():
     args = p.parse_args()
     if not os.access(args.kvflow, os.X_OK):
         p.error("--kvflow %s is not an executable" % args.kvflow)
+    # A burst holds a descriptor per connection on both sides (the server
+    # inherits this limit): 1,024, a common default, is too few.
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = 4 * args.requests + 256
+    if soft != resource.RLIM_INFINITY and soft < want:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want if hard == resource.RLIM_INFINITY else min(want, hard), hard))
     result, checks = burst(args) if args.mode == "burst" else soak(args)
     result["checks"] = checks
     result["ok"] = all(checks.values())
