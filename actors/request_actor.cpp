@@ -34,6 +34,16 @@ void finish(state_t* self, std::exception_ptr failure) {
   self->send(st.env.scheduler, msg::encode(gone));
   if (st.params.done) st.params.done(failure, failure ? restore_report{} : st.report);
   if (st.env.watchdog) self->send(st.env.watchdog, done_atom::value, self->id());
+  // CAF 0.17 keeps a monitor (and with it this actor's memory, through a
+  // weak reference) on the monitored actor until it is removed: the
+  // scheduler, gpu and tiers live as long as the runtime.
+  self->demonitor(st.env.scheduler);
+  self->demonitor(st.env.gpu);
+  for (auto& t : st.env.tiers) self->demonitor(t.second);
+  for (auto& s : st.env.stages) {
+    self->demonitor(s.actor);
+    for (auto& t : s.tiers) self->demonitor(t.second);
+  }
   self->quit();
 }
 
