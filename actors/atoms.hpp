@@ -18,5 +18,6 @@ using finished_atom = caf::atom_constant<caf::atom("finished")>;
 using stats_atom = caf::atom_constant<caf::atom("stats")>;
 using blend_atom = caf::atom_constant<caf::atom("blend")>;
 using fuse_atom = caf::atom_constant<caf::atom("fuse")>;
+using deadline_atom = caf::atom_constant<caf::atom("deadline")>;
 
 }  // namespace kvflow

@@ -1,4 +1,5 @@
 #include <algorithm>
+#include <chrono>
 #include <cstring>
 #include <iterator>
 #include <mutex>
@@ -16,6 +17,10 @@
 namespace kvflow {
 
 struct disk_reads {
+  disk_reads() { tier_detail::count_load_in_flight(+1); }
+  ~disk_reads() { tier_detail::count_load_in_flight(-1); }
+  disk_reads(const disk_reads&) = delete;
+  disk_reads& operator=(const disk_reads&) = delete;
   std::mutex m;
   std::size_t left = 0;
   std::uint64_t moved = 0;
@@ -62,11 +67,15 @@ void start_disk_load(state_t* self, std::uint64_t id, std::uint32_t begin, std::
   reads->left = n;
   auto me = caf::actor_cast<caf::actor>(self);
   // Called once per chunk, by its read or by a submission that failed.
-  auto landed = [reads, me, id](const std::string& why, std::uint64_t bytes) {
+  const bool duplicate = disk.options().faults && disk.options().faults->roll(devices::fault::duplicate_completion);
+  auto landed = [reads, me, id, duplicate](const std::string& why, std::uint64_t bytes) {
     std::lock_guard<std::mutex> lock(reads->m);
     if (why.empty()) reads->moved += bytes;
     if (!why.empty() && reads->failed.empty()) reads->failed = why;
-    if (--reads->left == 0) caf::anon_send(me, finished_atom::value, id, now_ns());
+    if (--reads->left > 0) return;
+    caf::anon_send(me, finished_atom::value, id, now_ns());
+    // Injected: the same completion again, after later ones.
+    if (duplicate) caf::delayed_anon_send(me, std::chrono::milliseconds(3), finished_atom::value, id, now_ns());
   };
   const auto& ws = reads->ws;
   for (auto c = begin; c < end; ++c) {
@@ -166,6 +175,7 @@ caf::behavior disk_tier_actor(state_t* self, std::shared_ptr<devices::chunk_stor
         auto g = tier_detail::load_grant_of(f, msg::tier::disk, *ws);
         if (!g) return std::move(g.error());
         auto& st = self->state;
+        if (tier_detail::stall_grant(*st.store)) return self->make_response_promise();  // injected: never answered
         auto id = st.next_load++;
         auto& p = st.pending[id];
         p.reply = self->make_response_promise();

@@ -36,6 +36,7 @@ caf::behavior host_tier_actor(state_t* self, std::shared_ptr<devices::chunk_stor
         auto g = tier_detail::load_grant_of(f, msg::tier::host, *ws);
         if (!g) return std::move(g.error());
         auto& st = self->state;
+        if (tier_detail::stall_grant(*st.store)) return self->make_response_promise();  // injected: never answered
         auto before = st.bytes_loaded;
         try {
           load_from_host(self, *ws, g->grant.cells.chunk_begin, g->grant.cells.chunk_end, g->layers());

@@ -1,6 +1,8 @@
 #include "actors/request_actor.hpp"
 
 #include <algorithm>
+#include <atomic>
+#include <memory>
 
 #include "actors/atoms.hpp"
 #include "actors/caf_error.hpp"
@@ -31,6 +33,17 @@ void finish(state_t* self, std::exception_ptr failure) {
   msg::progress gone{st.ws->request_id(), 0, 0, true};
   self->send(st.env.scheduler, msg::encode(gone));
   if (st.params.done) st.params.done(failure, failure ? restore_report{} : st.report);
+  if (st.env.watchdog) self->send(st.env.watchdog, done_atom::value, self->id());
+  // CAF 0.17 keeps a monitor (and with it this actor's memory, through a
+  // weak reference) on the monitored actor until it is removed: the
+  // scheduler, gpu and tiers live as long as the runtime.
+  self->demonitor(st.env.scheduler);
+  self->demonitor(st.env.gpu);
+  for (auto& t : st.env.tiers) self->demonitor(t.second);
+  for (auto& s : st.env.stages) {
+    self->demonitor(s.actor);
+    for (auto& t : s.tiers) self->demonitor(t.second);
+  }
   self->quit();
 }
 
@@ -48,7 +61,25 @@ void fail(state_t* self, const std::string& what, errc code = errc::peer_down) {
 
 void fail(state_t* self, const caf::error& e) {
   bool lost = e.category() == error_category::value && static_cast<errc>(e.code()) == errc::not_found;
+  if (e == caf::sec::request_timeout)
+    return fail(self,
+                "a step (grant, transfer or first token) ran past its deadline of " +
+                    std::to_string(self->state.env.step_timeout.count()) + " ms: " + self->system().render(e),
+                errc::deadline_exceeded);
   fail(self, self->system().render(e), lost ? errc::not_found : errc::peer_down);
+}
+
+// The request's own deadline: whatever it waits for, it ends here.
+void on_deadline(state_t* self) {
+  auto& st = self->state;
+  if (st.finished) return;
+  // Decoding stops at its next step instead of running on for nobody.
+  if (st.params.opts.cancel) st.params.opts.cancel->store(true);
+  fail(self,
+       "past its deadline of " + std::to_string(st.params.deadline.count()) + " ms with " +
+           std::to_string(st.cells_done) + " of " + std::to_string(st.cells_total) + " cells restored and " +
+           std::to_string(st.ws->generated().size()) + " tokens generated",
+       errc::deadline_exceeded);
 }
 
 // After the first token: store the prompt's new chunks, and decode.
@@ -91,10 +122,13 @@ void decode_and_store(state_t* self) {
   int more = static_cast<int>(st.params.opts.max_new_tokens) - 1;
   if (stop || more <= 0 || cancelled(self)) return finish_up();
   model::sampling s{st.params.opts.temperature, st.params.opts.top_p, st.params.opts.seed};
+  // A flag of its own when the caller gave none: the deadline stops decoding with it.
+  if (!st.params.opts.cancel) st.params.opts.cancel = std::make_shared<std::atomic<bool>>(false);
   decode_hooks hooks{st.params.opts.on_token, st.params.opts.cancel};
   self->send(st.env.gpu, decode_atom::value, st.ws, more, s, st.params.stop_tokens, caf::actor_cast<caf::actor>(self),
              std::move(hooks));
-  self->become(caf::keep_behavior, [=](done_atom, std::uint64_t) { finish_up(); });
+  self->become(
+      caf::keep_behavior, [=](done_atom, std::uint64_t) { finish_up(); }, [=](deadline_atom) { on_deadline(self); });
 }
 
 void first_token(state_t* self) {
@@ -144,6 +178,10 @@ void on_cell_done(state_t* self, const msg::frame& f, msg::tier source) {
     ++st.report.grants_load;
   }
   self->send(st.env.scheduler, f);
+  // Injected: the same completion again, after later ones (the scheduler
+  // must count each grant once).
+  if (st.env.faults && st.env.faults->roll(devices::fault::duplicate_completion))
+    self->delayed_send(st.env.scheduler, std::chrono::milliseconds(2), f);
   // A cancelled restore ends here; the scheduler drops its other grants.
   if (cancelled(self)) {
     st.report.finish_reason = "cancelled";
@@ -271,6 +309,22 @@ void lookup_then_register(state_t* self, std::size_t tier_index) {
 
 }  // namespace
 
+caf::behavior deadline_watchdog(caf::stateful_actor<watchdog_state>* self) {
+  return {
+      [=](deadline_atom, std::uint64_t id, caf::actor& request, std::int64_t ms) {
+        self->state.waiting[id] = std::move(request);
+        self->delayed_send(self, std::chrono::milliseconds(ms), deadline_atom::value, id);
+      },
+      [=](deadline_atom, std::uint64_t id) {
+        auto it = self->state.waiting.find(id);
+        if (it == self->state.waiting.end()) return;
+        self->send(it->second, deadline_atom::value);
+        self->state.waiting.erase(it);
+      },
+      [=](done_atom, std::uint64_t id) { self->state.waiting.erase(id); },
+  };
+}
+
 caf::behavior request_actor(state_t* self, request_env env, workspace_ptr ws, request_params params) {
   auto& st = self->state;
   st.env = std::move(env);
@@ -281,8 +335,27 @@ caf::behavior request_actor(state_t* self, request_env env, workspace_ptr ws, re
   st.report.prompt_tokens = static_cast<std::uint32_t>(st.ws->tokens().size());
   st.report.chunks = static_cast<std::uint32_t>(st.ws->num_chunks());
   st.chunk_tier.assign(st.ws->keys().size(), std::nullopt);
-  self->set_down_handler(
-      [=](const caf::down_msg& dm) { fail(self, "a runtime actor went down: " + to_string(dm.reason)); });
+  self->set_down_handler([=](const caf::down_msg& dm) {
+    // A tier that went down took its chunks with it: not_found, so that the
+    // runtime restores again from the tiers it has now (computing the rest).
+    auto& st = self->state;
+    for (auto& t : st.env.tiers)
+      if (t.second.address() == dm.source)
+        return fail(self,
+                    std::string("tier ") + msg::to_string(t.first) + " went down mid-restore: " + to_string(dm.reason),
+                    errc::not_found);
+    fail(self, "a runtime actor went down: " + to_string(dm.reason));
+  });
+  {
+    auto left = std::max(st.params.deadline - std::chrono::duration_cast<std::chrono::milliseconds>(
+                                                  std::chrono::steady_clock::now() - st.params.submitted),
+                         std::chrono::milliseconds(0));
+    if (st.env.watchdog)
+      self->send(st.env.watchdog, deadline_atom::value, self->id(), caf::actor_cast<caf::actor>(self),
+                 static_cast<std::int64_t>(left.count()));
+    else
+      self->delayed_send(self, left, deadline_atom::value);
+  }
   self->monitor(st.env.scheduler);
   self->monitor(st.env.gpu);
   for (auto& t : st.env.tiers) self->monitor(t.second);
@@ -299,6 +372,7 @@ caf::behavior request_actor(state_t* self, request_env env, workspace_ptr ws, re
         if (auto* e = std::get_if<msg::error_report>(&*decoded)) return fail(self, "scheduler: " + e->context);
         fail(self, std::string("unexpected ") + msg::kind_name(*decoded));
       },
+      [=](deadline_atom) { on_deadline(self); },
   };
 }
 

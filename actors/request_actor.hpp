@@ -8,6 +8,7 @@
 #include <exception>
 #include <functional>
 #include <optional>
+#include <unordered_map>
 #include <vector>
 
 #include <caf/actor.hpp>
@@ -16,6 +17,7 @@
 
 #include "actors/runtime.hpp"
 #include "actors/workspace.hpp"
+#include "devices/fault_plan.hpp"
 #include "messages/types.hpp"
 
 namespace kvflow {
@@ -34,7 +36,13 @@ struct request_env {
   caf::actor scheduler;
   caf::actor gpu;
   std::vector<std::pair<msg::tier, caf::actor>> tiers;
-  std::chrono::milliseconds step_timeout{600000};  ///< one grant's deadline
+  std::chrono::milliseconds step_timeout{600000};  ///< one grant's (one transfer's) deadline
+  /// Injected faults (tests and soaks; null: none): duplicate_completion
+  /// sends a cellDone to the scheduler twice, the copy after later ones.
+  std::shared_ptr<devices::fault_plan> faults;
+  /// Holds the requests' deadline timers (deadline_watchdog); null: each
+  /// request keeps its own, which keeps its actor's memory until it fires.
+  caf::actor watchdog;
   /// Layer-pipeline stages in layer order; empty: the gpu actor computes
   /// every layer. With stages, compute grants enter at the first stage,
   /// each stage loads its own layers of a load grant over its own links, and the
@@ -51,6 +59,9 @@ struct request_params {
   report_callback done;
   std::function<std::string(const std::vector<std::int32_t>&)> detokenize;  ///< may be empty
   std::vector<std::int32_t> stop_tokens;                                    ///< end decoding early
+  /// The whole request's deadline, from `submitted`: past it the request
+  /// fails with deadline_exceeded (restore, first token and decode alike).
+  std::chrono::milliseconds deadline{600000};
 };
 
 struct request_state {
@@ -65,6 +76,18 @@ struct request_state {
   bool finished = false;
   static inline const char* name = "kvflow.request";
 };
+
+struct watchdog_state {
+  std::unordered_map<std::uint64_t, caf::actor> waiting;  // requests by actor id
+  static inline const char* name = "kvflow.deadline_watchdog";
+};
+
+/// Keeps the requests' deadlines: (deadline_atom, id, actor, ms) registers
+/// request actor `id` for `ms` from now, (done_atom, id) forgets it, and a
+/// deadline that comes first is sent to the request as deadline_atom. Its
+/// timers name requests by id only, so a request done long before its
+/// deadline frees its actor at once (a timer of its own would hold it).
+caf::behavior deadline_watchdog(caf::stateful_actor<watchdog_state>* self);
 
 /// Runs one request from lookup to its report. The callback is called
 /// exactly once, with an exception on failure (a refused grant, a timeout,

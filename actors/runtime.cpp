@@ -29,6 +29,8 @@
 #include "actors/tier_actor.hpp"
 #include "actors/workspace.hpp"
 #include "devices/document_store.hpp"
+#include "devices/fault_plan.hpp"
+#include "devices/host/pinned_buffer.hpp"
 #include "devices/keys.hpp"
 #include "kernels/model/chat_template.hpp"
 #include "kernels/model/cpu_engine.hpp"
@@ -73,10 +75,15 @@ struct runtime::impl {
   std::atomic<std::uint64_t> next_id{1};
   std::atomic<std::uint64_t> cache_epoch{0};
   std::shared_ptr<document_rates> doc_rates = std::make_shared<document_rates>();
+  std::shared_ptr<devices::fault_plan> faults;
+  std::atomic<std::int64_t> requests_live{0};
+  std::mutex tiers_mutex;  // restart_tier replaces a tier while requests start
+  std::uint64_t disk_staging_bytes = 0;
 
   system_config cfg;
   std::unique_ptr<caf::actor_system> sys;
   caf::actor scheduler, gpu;
+  caf::actor watchdog;  // requests' deadline timers (deadline_watchdog)
   std::vector<std::pair<msg::tier, caf::actor>> tiers;
   std::vector<cluster_member> members;  // of the cluster whose tiers are the remote tier
   std::size_t members_up = 0;
@@ -334,6 +341,12 @@ struct runtime::impl {
     // Always a limiter (rate 0 is unpaced), so that the rate can change later.
     disk_limiter = std::make_shared<devices::rate_limiter>(devices::rate_limiter::gbit_per_s(opts.disk_gbps));
     so.disk.read_limiter = disk_limiter;
+    if (opts.disk_write_gbps > 0)
+      so.disk.write_limiter =
+          std::make_shared<devices::rate_limiter>(devices::rate_limiter::gbit_per_s(opts.disk_write_gbps));
+    faults = opts.faults.empty() ? devices::fault_plan::from_env() : devices::fault_plan::parse(opts.faults);
+    if (faults) logger("actors")->warn("runtime: injecting faults {}", faults->describe());
+    so.disk.faults = faults;
     store = std::make_shared<devices::chunk_store>(so);
   }
 
@@ -366,12 +379,21 @@ struct runtime::impl {
     }
     // A document request never loses a chunk (a missing entry is computed), so it needs no retry.
     if (!so.documents.empty() && start_documents(ws, so, salt, done, submitted)) return;
-    request_env env{scheduler, gpu, tiers};
+    request_env env{scheduler, gpu, {}};
+    {
+      std::lock_guard<std::mutex> lock(tiers_mutex);
+      env.tiers = tiers;
+    }
+    env.step_timeout = std::chrono::milliseconds(static_cast<std::int64_t>(opts.step_timeout_s * 1000));
+    env.faults = faults;
+    env.watchdog = watchdog;
     for (auto& s : stage_list) env.stages.push_back(s.route);
     request_params p;
     p.policy = so.policy.empty() ? opts.policy : so.policy;
     p.opts = so;
     p.submitted = submitted;
+    p.deadline = std::chrono::milliseconds(
+        static_cast<std::int64_t>((so.deadline_s > 0 ? so.deadline_s : opts.request_timeout_s) * 1000));
     p.stop_tokens = stop_tokens;
     p.stop_tokens.insert(p.stop_tokens.end(), so.stop_token_ids.begin(), so.stop_token_ids.end());
     if (tok) {
@@ -476,12 +498,12 @@ struct runtime::impl {
     if (opts.remote_gbps > 0)
       prior.bytes_per_s[static_cast<std::size_t>(msg::tier::remote)] = opts.remote_gbps * 1e9 / 8;
     scheduler = sys->spawn(scheduler_actor, opts.policy, caps, prior);
+    watchdog = sys->spawn(deadline_watchdog);
     gpu = sys->spawn<caf::detached>(gpu_actor, engine, 0u);
     if (!opts.local_tiers) return join_cluster();
     if (opts.host_tier_gb > 0) tiers.emplace_back(msg::tier::host, sys->spawn<caf::detached>(host_tier_actor, store));
-    tiers.emplace_back(
-        msg::tier::disk,
-        sys->spawn<caf::detached>(disk_tier_actor, store, caps.load_bytes[static_cast<std::size_t>(msg::tier::disk)]));
+    disk_staging_bytes = caps.load_bytes[static_cast<std::size_t>(msg::tier::disk)];
+    tiers.emplace_back(msg::tier::disk, sys->spawn<caf::detached>(disk_tier_actor, store, disk_staging_bytes));
     start_stages(caps);
     join_cluster();
   }
@@ -510,6 +532,8 @@ runtime::~runtime() {
     }
     caf::anon_send_exit(m.gpu, caf::exit_reason::user_shutdown);
     caf::anon_send_exit(m.scheduler, caf::exit_reason::user_shutdown);
+    caf::anon_send_exit(m.watchdog, caf::exit_reason::user_shutdown);
+    m.watchdog = nullptr;
     m.tiers.clear();
     m.gpu = nullptr;
     m.scheduler = nullptr;
@@ -534,9 +558,20 @@ void runtime::submit(std::vector<std::int32_t> tokens, submit_options opts,
     throw error(errc::out_of_range, "prompt of " + std::to_string(tokens.size()) + " tokens plus " +
                                         std::to_string(opts.max_new_tokens) + " new ones exceeds the model's " +
                                         std::to_string(m.engine->cfg().max_positions) + " positions");
-  // Every node of a cluster may die during one restore: each loss restores again once.
-  m.start(std::move(tokens), std::move(opts), std::move(done), std::chrono::steady_clock::now(),
-          1 + static_cast<int>(m.members.size()));
+  ++m.requests_live;
+  auto counted = [&m, done = std::move(done)](std::exception_ptr e, restore_report r) {
+    --m.requests_live;
+    done(e, std::move(r));
+  };
+  // Every node of a cluster may die during one restore, and so may a local
+  // tier actor: each loss restores again once.
+  try {
+    m.start(std::move(tokens), std::move(opts), std::move(counted), std::chrono::steady_clock::now(),
+            2 + static_cast<int>(m.members.size()));
+  } catch (...) {
+    --m.requests_live;
+    throw;
+  }
 }
 
 std::future<restore_report> runtime::submit(std::vector<std::int32_t> tokens, submit_options opts) {
@@ -587,7 +622,12 @@ void runtime::flush() {
   // Stores are messages to the tier actors: a flush request queued behind
   // them finds their chunks handed to the store; then the disk writes finish.
   caf::scoped_actor self{*impl_->sys};
-  for (auto& t : impl_->tiers)
+  std::vector<std::pair<msg::tier, caf::actor>> tiers;
+  {
+    std::lock_guard<std::mutex> lock(impl_->tiers_mutex);
+    tiers = impl_->tiers;
+  }
+  for (auto& t : tiers)
     self->request(t.second, std::chrono::minutes(5), flush_atom::value)
         .receive([](bool) {},
                  [&](caf::error& e) { throw error(errc::io_failure, "tier flush: " + impl_->sys->render(e)); });
@@ -602,6 +642,40 @@ void runtime::set_disk_rate(double gbps) {
     msg::rate_sample paced{msg::tier::disk, static_cast<std::uint64_t>(gbps * 1e9 / 8), 1000000000ull};
     caf::anon_send(impl_->scheduler, msg::encode(paced));
   }
+}
+
+void runtime::restart_tier(const std::string& tier) {
+  auto& m = *impl_;
+  std::lock_guard<std::mutex> lock(m.tiers_mutex);
+  for (auto& [kind, actor] : m.tiers) {
+    if (tier != msg::to_string(kind) || (kind != msg::tier::host && kind != msg::tier::disk)) continue;
+    caf::anon_send_exit(actor, caf::exit_reason::kill);
+    actor = kind == msg::tier::host ? m.sys->spawn<caf::detached>(host_tier_actor, m.store)
+                                    : m.sys->spawn<caf::detached>(disk_tier_actor, m.store, m.disk_staging_bytes);
+    logger("actors")->warn("runtime: tier {} killed and started again", tier);
+    return;
+  }
+  throw error(errc::not_found, "runtime has no local tier '" + tier + "' to restart");
+}
+
+resource_counters runtime::counters() const {
+  auto& m = *impl_;
+  resource_counters c;
+  c.requests = m.requests_live.load();
+  c.loads_in_flight = tier_detail::loads_in_flight();
+  c.disk_reads = m.store->disk().reads_in_flight();
+  c.disk_writes = static_cast<std::int64_t>(m.store->disk().writes_pending());
+  c.host_leases = static_cast<std::int64_t>(m.store->host().leases());
+  c.staging_buffers = devices::pinned_buffer::live_count();
+  c.staging_bytes = devices::pinned_buffer::live_bytes();
+  std::error_code ec;
+  for (auto it = std::filesystem::directory_iterator("/proc/self/fd", ec); !ec && it != decltype(it){};
+       it.increment(ec))
+    ++c.open_fds;
+  if (m.faults)
+    for (std::size_t i = 0; i < static_cast<std::size_t>(devices::fault::count_); ++i)
+      c.faults_injected += m.faults->injected(static_cast<devices::fault>(i));
+  return c;
 }
 
 void runtime::stop_stage(int index) {

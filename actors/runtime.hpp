@@ -45,6 +45,7 @@ struct runtime_options {
   std::string disk_dir;                 ///< chunk file folder; empty: a temporary one, removed at the end
   double disk_tier_gb = 32;             ///< chunk files kept (least recently used go first); 0: no limit
   double disk_gbps = 0;                 ///< pace disk reads to this many Gbit/s; 0: unpaced
+  double disk_write_gbps = 0;           ///< pace chunk writes (write-behind) to this many Gbit/s; 0: unpaced
   std::string tenant_salt = "default";  ///< from the server's tenant, never from a client
   std::size_t max_compute_cells = 0;    ///< cells in flight per GPU; 0: the policy default
   /// Bytes of granted loads not yet done, per tier link; 0: two chunks'
@@ -86,6 +87,31 @@ struct runtime_options {
   /// Credentials towards the cluster's nodes (PEM files; see actors/node_tls.hpp):
   /// all three or none; none: the cluster file's "cert/key/ca = PATH" lines.
   std::string cluster_cert, cluster_key, cluster_ca;
+  /// Deadlines: a request that is not done `request_timeout_s` after its
+  /// submit fails with deadline_exceeded; so does one whose grant, load or
+  /// first token takes longer than `step_timeout_s` (a stuck tier or GPU).
+  double request_timeout_s = 600;
+  double step_timeout_s = 120;
+  /// Fault injection for tests and soaks, "fault=probability,...,seed=N"
+  /// (devices/fault_plan.hpp: disk_read_error, disk_truncate,
+  /// disk_write_full, tier_stall, duplicate_completion). Empty: the
+  /// environment variable KVFLOW_FAULTS, read once here; unset: no faults.
+  std::string faults;
+};
+
+/// What the runtime holds that a request takes and must give back: after
+/// every request is answered and flush() returned, each is back at its
+/// value before (fault tests compare them).
+struct resource_counters {
+  std::int64_t requests = 0;         ///< submitted and not yet answered
+  std::int64_t loads_in_flight = 0;  ///< disk load grants whose reads are not done and freed
+  std::int64_t disk_reads = 0;       ///< disk reads whose completion has not run
+  std::int64_t disk_writes = 0;      ///< chunk writes queued or being written
+  std::int64_t host_leases = 0;      ///< leases on host pool blocks (pinned while held)
+  std::int64_t staging_buffers = 0;  ///< host staging buffers alive (pinned where CUDA is), spares included
+  std::int64_t staging_bytes = 0;
+  std::int64_t open_fds = 0;  ///< file descriptors open in this process
+  std::uint64_t faults_injected = 0;
 };
 
 /// Tokens [begin, begin + count) of a prompt that are a reusable document
@@ -119,6 +145,7 @@ struct submit_options {
   /// requests of different tenants never share a cached chunk.
   std::string tenant_salt;
   std::vector<std::int32_t> stop_token_ids;  ///< end decoding, beside the model's end-of-turn tokens
+  double deadline_s = 0;                     ///< this request's deadline; 0: runtime_options::request_timeout_s
   /// Called with each generated token (the first included) as soon as it is
   /// sampled, in order, on an actor thread: keep it quick and non-throwing.
   std::function<void(std::int32_t token)> on_token;
@@ -236,6 +263,15 @@ class runtime {
   /// with peer_down, and so does every later request. Throws
   /// kvflow::error(out_of_range) for a stage that does not exist.
   void stop_stage(int index);
+
+  /// Kills the actor of local tier `tier` ("host" or "disk") and starts a
+  /// new one over the same store (fault tests): a request loading from it
+  /// restores again without it. Throws kvflow::error(not_found) when the
+  /// runtime has no such tier.
+  void restart_tier(const std::string& tier);
+
+  /// The pool counters now (see resource_counters).
+  resource_counters counters() const;
 
   const runtime_options& options() const;
   model_info model() const;

@@ -1,5 +1,6 @@
 #include "actors/tier_actor.hpp"
 
+#include <atomic>
 #include <memory>
 #include <string>
 
@@ -10,6 +11,17 @@
 #include "messages/log.hpp"
 
 namespace kvflow::tier_detail {
+namespace {
+std::atomic<std::int64_t> loads_now{0};
+}  // namespace
+
+std::int64_t loads_in_flight() { return loads_now.load(); }
+void count_load_in_flight(int delta) { loads_now += delta; }
+
+bool stall_grant(devices::chunk_store& store) {
+  const auto& faults = store.disk().options().faults;
+  return faults && faults->roll(devices::fault::tier_stall);
+}
 
 caf::expected<msg::frame> lookup(devices::chunk_store& store, msg::tier which, const msg::frame& f) {
   auto decoded = msg::decode(f);

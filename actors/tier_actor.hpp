@@ -84,6 +84,17 @@ caf::behavior disk_tier_actor(caf::stateful_actor<disk_tier_state>* self, std::s
 /// What both tier actors share (tier_actor.cpp).
 namespace tier_detail {
 
+/// Disk load grants of this process whose reads are not all done and freed
+/// (a pool counter: 0 when no load is in flight, also after a tier actor was
+/// killed in the middle of one).
+std::int64_t loads_in_flight();
+/// Adds `delta` to loads_in_flight() (disk_reads' constructor and destructor).
+void count_load_in_flight(int delta);
+
+/// True when the store's fault plan (tests and soaks only) says this load
+/// grant is never to be answered.
+bool stall_grant(devices::chunk_store& store);
+
 /// The handlers both tiers answer alike: lookup, flush_atom and store_atom
 /// of the interface above, for tier `which` of `store`.
 caf::message_handler shared_handlers(std::shared_ptr<devices::chunk_store> store, msg::tier which);

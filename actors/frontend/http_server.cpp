@@ -1,8 +1,11 @@
 #include "actors/frontend/http_server.hpp"
 
+#include <algorithm>
 #include <atomic>
+#include <cerrno>
 #include <chrono>
 #include <condition_variable>
+#include <cstring>
 #include <ctime>
 #include <deque>
 #include <filesystem>
@@ -10,6 +13,8 @@
 #include <random>
 #include <set>
 #include <thread>
+
+#include <sys/socket.h>
 
 #include <httplib.h>
 
@@ -193,6 +198,8 @@ struct http_server::impl {
   std::mutex streams_m;
   std::condition_variable streams_cv;
   std::size_t streams = 0;
+
+  int listen_fd = -1;  // the bound socket (httplib owns it)
 
   impl(runtime& r, server_options o)
       : rt(r),
@@ -424,7 +431,19 @@ struct http_server::impl {
     svr.set_payload_max_length(opts.max_body_bytes);
     auto threads =
         opts.http_threads > 0 ? static_cast<std::size_t>(opts.http_threads) : opts.max_running + opts.max_waiting + 8;
-    svr.new_task_queue = [threads] { return new bounded_pool(threads, threads); };
+    // Connections accepted and waiting for a thread (a descriptor and a
+    // closure each): many, because beyond them the accept loop stops and
+    // cpp-httplib 0.11's listen backlog of 5 overflows into connection
+    // resets; accepted, each gets its answer (429 past the admission queue).
+    const std::size_t pending = std::max<std::size_t>(threads, 4096);
+    svr.new_task_queue = [threads, pending] { return new bounded_pool(threads, pending); };
+    // httplib's own option (address reuse), and the listening socket kept
+    // for start(): it widens the backlog.
+    svr.set_socket_options([this](int sock) {
+      int yes = 1;
+      ::setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof yes);
+      listen_fd = sock;
+    });
     svr.Post("/v1/completions",
              [this](const httplib::Request& q, httplib::Response& s) { generate(endpoint::completions, q, s); });
     svr.Post("/v1/chat/completions",
@@ -445,6 +464,7 @@ struct http_server::impl {
     });
     svr.Get("/metrics", [this](const httplib::Request&, httplib::Response& s) {
       stats.queue(adm.running(), adm.waiting());
+      stats.pools(rt.counters());
       s.set_content(stats.text(), "text/plain; version=0.0.4");
     });
     // httplib's own refusals (unknown route, oversized body, bad request
@@ -491,6 +511,11 @@ int http_server::start() {
   if (m.port <= 0)
     throw error(errc::io_failure, "serve: cannot listen on " + m.opts.host + ":" + std::to_string(m.opts.port) +
                                       " (address in use, or not an address of this machine?)");
+  // cpp-httplib 0.11 listens with a backlog of 5: a burst of connections
+  // overflows it and waits out SYN retransmits (1, 3, 7 ... 63 s). Listening
+  // again on the bound socket widens it to the system's limit.
+  if (m.listen_fd >= 0 && ::listen(m.listen_fd, SOMAXCONN) != 0)
+    logger("actors")->warn("serve: listen backlog stays at cpp-httplib's 5: {}", std::strerror(errno));
   m.thread = std::thread([&m] { m.svr.listen_after_bind(); });
   return m.port;
 }

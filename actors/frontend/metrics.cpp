@@ -36,6 +36,10 @@ metrics::metrics() : registry_(std::make_shared<prometheus::Registry>()) {
                         .Add({});
   generation_tokens_ =
       &BuildCounter().Name("kvflow_generation_tokens_total").Help("Generated tokens").Register(r).Add({});
+  pools_ = &BuildGauge()
+                .Name("kvflow_pool")
+                .Help("Runtime pool counters: back at their idle values when no request runs")
+                .Register(r);
   running_ = &BuildGauge().Name("kvflow_requests_running").Help("Requests running in the runtime").Register(r).Add({});
   waiting_ = &BuildGauge().Name("kvflow_requests_waiting").Help("Requests waiting for admission").Register(r).Add({});
   ttft_ = &BuildHistogram()
@@ -98,6 +102,19 @@ void metrics::finished(const std::string& endpoint, const restore_report& r, std
 }
 
 void metrics::response(int status) { responses_->Add({{"code", std::to_string(status)}}).Increment(); }
+
+void metrics::pools(const resource_counters& c) {
+  auto set = [this](const char* name, double v) { pools_->Add({{"counter", name}}).Set(v); };
+  set("requests", static_cast<double>(c.requests));
+  set("loads_in_flight", static_cast<double>(c.loads_in_flight));
+  set("disk_reads", static_cast<double>(c.disk_reads));
+  set("disk_writes", static_cast<double>(c.disk_writes));
+  set("host_leases", static_cast<double>(c.host_leases));
+  set("staging_buffers", static_cast<double>(c.staging_buffers));
+  set("staging_bytes", static_cast<double>(c.staging_bytes));
+  set("open_fds", static_cast<double>(c.open_fds));
+  set("faults_injected", static_cast<double>(c.faults_injected));
+}
 
 void metrics::queue(std::size_t running, std::size_t waiting) {
   running_->Set(static_cast<double>(running));

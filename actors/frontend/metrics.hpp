@@ -43,6 +43,9 @@ class metrics {
   void response(int status);
   /// Current admission state, set before each scrape.
   void queue(std::size_t running, std::size_t waiting);
+  /// The runtime's pool counters (kvflow_pool{counter="..."}), set before
+  /// each scrape: soaks check them back at their baseline.
+  void pools(const resource_counters& c);
 
   /// Prometheus text exposition format 0.0.4.
   std::string text() const;
@@ -65,6 +68,7 @@ class metrics {
   prometheus::Counter* cached_chunks_;
   prometheus::Family<prometheus::Counter>* cells_;
   prometheus::Family<prometheus::Counter>* grants_;
+  prometheus::Family<prometheus::Gauge>* pools_;
 };
 
 }  // namespace kvflow::frontend

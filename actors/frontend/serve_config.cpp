@@ -160,6 +160,11 @@ const std::vector<setting>& serve_settings() {
             1ll << 40),
       whole("max_load_bytes_in_flight", "Granted load bytes in flight per tier (0: two chunks)",
             &R::max_load_bytes_in_flight, 0, INT64_MAX),
+      real("request_timeout_s", "A request not done this many seconds after arrival fails (deadline_exceeded)",
+           &R::request_timeout_s),
+      real("step_timeout_s", "A grant, transfer or first token taking longer fails its request", &R::step_timeout_s),
+      text("faults", "Fault injection for tests and soaks, fault=probability,...,seed=N (README; none by default)",
+           &R::faults),
   };
   return all;
 }

@@ -210,6 +210,9 @@ void disk_store::write(const msg::chunk_key& key, layer_range layers, const void
   const std::uint64_t file_bytes = chunk_file_bytes(h.payload_bytes);
   try {
     write_all(fd.get(), head.data(), chunk_header_bytes, 0, tmp, nullptr);
+    // Injected here, after a first write: the half-written file must go.
+    if (options_.faults && options_.faults->roll(fault::disk_write_full))
+      throw error(errc::io_failure, "chunk file " + tmp + ": write: " + errno_text(ENOSPC) + " (injected)");
     const auto* payload =
         static_cast<const std::uint8_t*>(block) + options_.shape.span_offset_bytes(static_cast<int>(layers.begin));
     write_all(fd.get(), payload, h.payload_bytes, chunk_header_bytes, tmp, options_.write_limiter.get());
@@ -284,6 +287,11 @@ void disk_store::flush() {
   idle_cv_.wait(lock, [this] { return queue_.empty() && !writing_; });
 }
 
+std::size_t disk_store::writes_pending() const {
+  std::lock_guard<std::mutex> lock(queue_mutex_);
+  return queue_.size() + (writing_ ? 1 : 0);
+}
+
 std::uint64_t disk_store::dropped_writes() const {
   std::lock_guard<std::mutex> lock(queue_mutex_);
   return dropped_;
@@ -320,6 +328,12 @@ std::size_t disk_store::staging_bytes(layer_range layers) const {
 }
 
 void disk_store::read_async(const msg::chunk_key& key, layer_range layers, std::uint8_t* staging, read_fn done) {
+  // Counted until the completion starts: a read that never completes shows.
+  ++reads_in_flight_;
+  done = [this, inner = std::move(done)](bool ok, const std::uint8_t* data, std::size_t bytes) {
+    --reads_in_flight_;
+    inner(ok, data, bytes);
+  };
   std::vector<std::uint64_t> sums;
   std::uint64_t span_off = 0;
   {
@@ -356,15 +370,22 @@ void disk_store::read_async(const msg::chunk_key& key, layer_range layers, std::
   }
   // A paced tier books its link before the read, so that the read overlaps
   // the link time; the bytes count as arrived when both are done.
+  if (options_.faults && options_.faults->roll(fault::disk_truncate) &&
+      ::truncate(path.c_str(), static_cast<off_t>(chunk_header_bytes)) != 0)
+    logger("tiers")->warn("disk tier: injected truncation of {} failed: {}", path, errno_text(errno));
   const auto due = options_.read_limiter ? options_.read_limiter->reserve(span) : rate_limiter::clock::time_point{};
   const int fd = file->get();
   engine_->read(fd, staging, read_len, read_off,
                 [this, key, file = std::move(file), staging, lead, span, layer_bytes, due, sums = std::move(sums),
                  done = std::move(done)](long long res) mutable {
                   file.reset();
+                  if (res >= 0 && options_.faults && options_.faults->roll(fault::disk_read_error)) res = -EIO;
                   if (res < 0) {
                     logger("tiers")->error("disk tier: read of chunk {} failed: {}", key_hex(key),
                                            errno_text(static_cast<int>(-res)));
+                    // A media error stays: the file goes, so that the next
+                    // lookup computes the chunk instead of failing again.
+                    if (res == -EIO) discard(key, "read error");
                     done(false, nullptr, 0);
                     return;
                   }

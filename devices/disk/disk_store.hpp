@@ -3,6 +3,7 @@
 // read with O_DIRECT through io_engine into pinned staging buffers, written
 // behind on a background thread (temporary name, fsync, rename).
 
+#include <atomic>
 #include <condition_variable>
 #include <cstddef>
 #include <cstdint>
@@ -18,6 +19,7 @@
 
 #include "devices/disk/chunk_file.hpp"
 #include "devices/disk/io_engine.hpp"
+#include "devices/fault_plan.hpp"
 #include "devices/host/pinned_buffer.hpp"
 #include "devices/rate_limiter.hpp"
 
@@ -34,6 +36,9 @@ struct disk_options {
   bool direct_io = true;             ///< O_DIRECT reads (where the file system allows)
   /// Paces reads / writes (may be the same object, or null for unlimited).
   std::shared_ptr<rate_limiter> read_limiter, write_limiter;
+  /// Injected faults (tests and soaks; null: none): disk_read_error,
+  /// disk_truncate, disk_write_full.
+  std::shared_ptr<fault_plan> faults;
 };
 
 /// Thread-safe. A file that fails a check (truncated, flipped bits, another
@@ -72,6 +77,10 @@ class disk_store {
   void flush();
   /// Writes dropped because the queue was full.
   std::uint64_t dropped_writes() const;
+  /// Writes queued or being written (0 when idle).
+  std::size_t writes_pending() const;
+  /// Reads started by read_async whose `done` has not run yet (0 when idle).
+  std::int64_t reads_in_flight() const { return reads_in_flight_.load(); }
 
   /// Bytes a staging buffer needs to read `layers` of a chunk.
   std::size_t staging_bytes(layer_range layers) const;
@@ -140,6 +149,7 @@ class disk_store {
   bool stopping_ = false;
   std::uint64_t dropped_ = 0;
   std::uint64_t tmp_counter_ = 0;
+  std::atomic<std::int64_t> reads_in_flight_{0};
   std::thread writer_;
 };
 

@@ -208,4 +208,11 @@ std::size_t host_pool::entries() const {
   return directory_.size();
 }
 
+std::size_t host_pool::leases() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  std::size_t n = 0;
+  for (const auto& b : blocks_) n += b.pins;
+  return n;
+}
+
 }  // namespace kvflow::devices

@@ -96,6 +96,9 @@ class host_pool {
   /// counted at the 4 KiB-aligned block stride.
   std::size_t used_bytes() const;
   std::size_t entries() const;
+  /// Leases alive (pins summed over the blocks); 0 when nobody reads or
+  /// writes the pool.
+  std::size_t leases() const;
   /// Base of the arena (for registering it with a NIC or the GPU).
   std::uint8_t* arena() const { return arena_.data(); }
   bool pinned() const { return arena_.pinned(); }

@@ -1,7 +1,9 @@
 #include "devices/host/pinned_buffer.hpp"
 
+#include <atomic>
 #include <cstdlib>
 #include <string>
+#include <utility>
 
 #include "messages/error.hpp"
 #include "messages/log.hpp"
@@ -15,12 +17,38 @@ namespace kvflow::devices {
 
 namespace {
 
+std::atomic<std::int64_t> live_buffers{0}, live_buffer_bytes{0};
+
 bool free_aligned(void* p) noexcept {
   std::free(p);
   return true;
 }
 
 }  // namespace
+
+std::int64_t pinned_buffer::live_count() { return live_buffers.load(); }
+std::int64_t pinned_buffer::live_bytes() { return live_buffer_bytes.load(); }
+
+pinned_buffer::live_token::live_token(std::size_t bytes) : bytes_(bytes) {
+  ++live_buffers;
+  live_buffer_bytes += static_cast<std::int64_t>(bytes);
+}
+
+pinned_buffer::live_token::~live_token() {
+  if (bytes_ == 0) return;
+  --live_buffers;
+  live_buffer_bytes -= static_cast<std::int64_t>(bytes_);
+}
+
+pinned_buffer::live_token::live_token(live_token&& other) noexcept : bytes_(std::exchange(other.bytes_, 0)) {}
+
+pinned_buffer::live_token& pinned_buffer::live_token::operator=(live_token&& other) noexcept {
+  if (this != &other) {
+    live_token gone(std::move(*this));
+    bytes_ = std::exchange(other.bytes_, 0);
+  }
+  return *this;
+}
 
 pinned_buffer::pinned_buffer(std::size_t bytes, bool page_lock) {
   (void)page_lock;  // without CUDA there is nothing to lock with
@@ -32,6 +60,7 @@ pinned_buffer::pinned_buffer(std::size_t bytes, bool page_lock) {
     if (void* p = platform::try_pinned_alloc(bytes)) {
       mem_ = platform::owned_memory(p, bytes, platform::pinned_free);
       pinned_ = true;
+      live_ = live_token(bytes);
       return;
     }
   }
@@ -40,6 +69,7 @@ pinned_buffer::pinned_buffer(std::size_t bytes, bool page_lock) {
   if (posix_memalign(&p, io_alignment, align_up(bytes)) != 0 || p == nullptr)
     throw error(errc::io_failure, "pinned_buffer: cannot allocate " + std::to_string(bytes) + " bytes");
   mem_ = platform::owned_memory(p, bytes, free_aligned);
+  live_ = live_token(bytes);
 }
 
 }  // namespace kvflow::devices

@@ -28,10 +28,29 @@ class pinned_buffer {
   std::size_t size() const { return mem_.size(); }
   /// True when the memory is page-locked through CUDA (fast async copies).
   bool pinned() const { return pinned_ && mem_.data() != nullptr; }
+  /// Buffers of this process holding memory now, and their bytes (pool
+  /// counters for leak checks: fault tests compare them with a baseline).
+  static std::int64_t live_count();
+  static std::int64_t live_bytes();
 
  private:
+  /// Counts one buffer's bytes in live_count()/live_bytes() while it lives;
+  /// moves with the memory.
+  class live_token {
+   public:
+    live_token() = default;
+    explicit live_token(std::size_t bytes);
+    ~live_token();
+    live_token(live_token&& other) noexcept;
+    live_token& operator=(live_token&& other) noexcept;
+
+   private:
+    std::size_t bytes_ = 0;
+  };
+
   platform::owned_memory mem_;  // frees with platform::pinned_free or std::free
   bool pinned_ = false;
+  live_token live_;  // after mem_: uncounted before the memory is freed
 };
 
 }  // namespace kvflow::devices

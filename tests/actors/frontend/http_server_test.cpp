@@ -391,6 +391,8 @@ BOOST_AUTO_TEST_CASE(full_queue_gives_429_and_a_client_that_hangs_up_frees_its_r
   o.retry_after_s = 2;
   auto s = serve(o);
   auto generated = metric(*s, "kvflow_generation_tokens_total");
+  rt().flush();
+  const auto base = rt().counters();
   answer busy;
   // Hold a long stream open; once it has sent two events, the one slot is
   // taken: another request is refused; then hang up.
@@ -411,6 +413,15 @@ BOOST_AUTO_TEST_CASE(full_queue_gives_429_and_a_client_that_hangs_up_frees_its_r
   // Far fewer than the 400 tokens asked for were decoded.
   BOOST_TEST(metric(*s, "kvflow_generation_tokens_total") - generated < 200);
   BOOST_TEST(metric(*s, "kvflow_http_responses_total{code=\"429\"}") == 1);
+  // Every pool the abandoned request held is back (its stored chunks written).
+  BOOST_TEST(eventually([&] {
+    rt().flush();
+    auto c = rt().counters();
+    return c.requests == base.requests && c.loads_in_flight == base.loads_in_flight &&
+           c.disk_reads == base.disk_reads && c.disk_writes == base.disk_writes && c.host_leases == base.host_leases &&
+           c.staging_buffers == base.staging_buffers && c.open_fds == base.open_fds;
+  }));
+  BOOST_TEST(metric(*s, "kvflow_pool{counter=\"requests\"}") == 0);
   BOOST_TEST(post(*s, "/v1/completions", R"({"prompt":"Hello","max_tokens":1})").status == 200);
 }
 
