@@ -206,9 +206,9 @@ devices::pinned_buffer pd_pack(workspace& ws) {
   return out;
 }
 
-msg::pd_reply pd_handoff_and_collect(caf::scoped_actor& self, const caf::actor& decode, devices::net::transport& net,
-                                     pd_prefilled& p, std::uint32_t max_new_tokens, const model::sampling& s,
-                                     const std::vector<std::int32_t>& stop_tokens, std::chrono::seconds timeout) {
+void pd_handoff(caf::scoped_actor& self, const caf::actor& decode, devices::net::transport& net, pd_prefilled& p,
+                std::uint32_t max_new_tokens, const model::sampling& s, const std::vector<std::int32_t>& stop_tokens,
+                std::chrono::seconds timeout) {
   auto& ws = *p.ws;
   auto& eng = ws.engine();
   auto staging = pd_pack(ws);
@@ -253,8 +253,13 @@ msg::pd_reply pd_handoff_and_collect(caf::scoped_actor& self, const caf::actor& 
   if (f.wait_for(timeout) != std::future_status::ready) throw error(errc::deadline_exceeded, "KV send timed out");
   auto m = f.get();
   if (!m.ok) throw error(errc::peer_down, "KV send failed: " + m.why);
+}
+
+msg::pd_reply pd_collect(caf::scoped_actor& self, const caf::actor& decode, std::uint64_t request_id,
+                         std::chrono::seconds timeout) {
+  std::string why;
   msg::pd_reply done;
-  self->request(decode, timeout, pd_collect_atom::value, ws.request_id())
+  self->request(decode, timeout, pd_collect_atom::value, request_id)
       .receive(
           [&](const msg::frame& fr) {
             auto r2 = msg::decode_pd_reply(fr.bytes);
@@ -266,6 +271,13 @@ msg::pd_reply pd_handoff_and_collect(caf::scoped_actor& self, const caf::actor& 
           [&](const caf::error& e) { why = "collect: " + self->system().render(e); });
   if (!why.empty()) throw error(errc::peer_down, why);
   return done;
+}
+
+msg::pd_reply pd_handoff_and_collect(caf::scoped_actor& self, const caf::actor& decode, devices::net::transport& net,
+                                     pd_prefilled& p, std::uint32_t max_new_tokens, const model::sampling& s,
+                                     const std::vector<std::int32_t>& stop_tokens, std::chrono::seconds timeout) {
+  pd_handoff(self, decode, net, p, max_new_tokens, s, stop_tokens, timeout);
+  return pd_collect(self, decode, p.ws->request_id(), timeout);
 }
 
 }  // namespace kvflow

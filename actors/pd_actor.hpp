@@ -82,9 +82,17 @@ pd_prefilled pd_prefill(caf::scoped_actor& self, const caf::actor& gpu, model::e
 /// layer: the contiguous span the handoff moves in one call.
 devices::pinned_buffer pd_pack(workspace& ws);
 
-/// Hands `p` over to `decode` (a pd_decode_actor, local or remote) and
-/// waits for its tokens: PdHandoff, one UCX send of the contiguous span
-/// from `net`, then collect. Returns the decode instance's answer.
+/// Hands `p` over to `decode` (a pd_decode_actor, local or remote):
+/// PdHandoff, then one UCX send of the contiguous span from `net`. Returns
+/// once the bytes are sent; throws kvflow::error when the decode instance
+/// refuses or the send fails.
+void pd_handoff(caf::scoped_actor& self, const caf::actor& decode, devices::net::transport& net, pd_prefilled& p,
+                std::uint32_t max_new_tokens, const model::sampling& s, const std::vector<std::int32_t>& stop_tokens,
+                std::chrono::seconds timeout = std::chrono::seconds(120));
+/// Waits for request `request_id`'s tokens from `decode`.
+msg::pd_reply pd_collect(caf::scoped_actor& self, const caf::actor& decode, std::uint64_t request_id,
+                         std::chrono::seconds timeout = std::chrono::seconds(120));
+/// pd_handoff, then pd_collect.
 msg::pd_reply pd_handoff_and_collect(caf::scoped_actor& self, const caf::actor& decode, devices::net::transport& net,
                                      pd_prefilled& p, std::uint32_t max_new_tokens, const model::sampling& s,
                                      const std::vector<std::int32_t>& stop_tokens,

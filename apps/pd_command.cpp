@@ -29,6 +29,7 @@
 #include "actors/runtime.hpp"
 #include "actors/system_config.hpp"
 #include "apps/commands.hpp"
+#include "apps/pd_mixed.hpp"
 #include "kernels/model/cpu_engine.hpp"
 #include "kernels/model/model_file.hpp"
 #include "kernels/model/weights.hpp"
@@ -55,6 +56,7 @@ struct pd_options {
   bool check = false;
   std::string ucx_tls = "tcp";
   std::string ucx_devices = "lo";
+  mixed_options mixed;
 };
 
 std::shared_ptr<model::engine> make_engine(const pd_options& o) {
@@ -229,8 +231,11 @@ command_runner add_pd_command(CLI::App& app) {
       "pd",
       "Prefill/decode disaggregation across processes: prefill here, decode in another process (started on "
       "loopback unless --decode names one), KV moved as one contiguous UCX transfer");
-  c->add_option("--role", o->role, "run (prefill here, hand over, print tokens) or decode (serve as decode instance)")
-      ->check(CLI::IsMember({"run", "decode"}))
+  c->add_option(
+       "--role", o->role,
+       "run (prefill here, hand over, print tokens), decode (serve as decode instance) or mixed (a burst of long "
+       "prompts then of long generations through in-process instances: fixed roles vs load-aware placement)")
+      ->check(CLI::IsMember({"run", "decode", "mixed"}))
       ->capture_default_str();
   c->add_option("--preset", o->preset, "random-weight model preset (tiny-test, smollm2-135m, ...)");
   c->add_option("--model", o->model_path, "GGUF/safetensors model (default: the bundled SmolLM2) when no --preset");
@@ -250,7 +255,29 @@ command_runner add_pd_command(CLI::App& app) {
   c->add_flag("--check", o->check, "also run each prompt on one instance and fail unless the tokens are equal");
   c->add_option("--ucx-tls", o->ucx_tls, "UCX transports for KV bytes")->capture_default_str();
   c->add_option("--ucx-devices", o->ucx_devices, "UCX network devices")->capture_default_str();
-  return [o] { return o->role == "decode" ? run_decode(*o) : run_prefill(*o); };
+  auto& m = o->mixed;
+  c->add_option("--instances", m.instances, "mixed: instances (each a gpu actor with its own engine)")
+      ->capture_default_str();
+  c->add_option("--prefill-instances", m.prefill_instances, "mixed: prefill instances at the start")
+      ->capture_default_str();
+  c->add_option("--long-prompts", m.long_prompts, "mixed: requests of burst 1")->capture_default_str();
+  c->add_option("--long-prompt-tokens", m.long_prompt_tokens, "mixed: their prompt length")->capture_default_str();
+  c->add_option("--long-generations", m.long_generations, "mixed: requests of burst 2")->capture_default_str();
+  c->add_option("--long-generation-tokens", m.long_generation_tokens, "mixed: tokens each of them generates")
+      ->capture_default_str();
+  c->add_option("--burst2-at", m.burst2_at_s, "mixed: seconds after burst 1 that burst 2 arrives")
+      ->capture_default_str();
+  c->add_option("--hold", m.hold_s, "mixed: seconds an imbalance must last before a role switch")
+      ->capture_default_str();
+  c->add_option("--out", m.out, "mixed: JSON report file");
+  return [o] {
+    if (o->role == "mixed") {
+      o->mixed.seed = o->seed;
+      o->mixed.chunk_tokens = o->chunk_tokens;
+      return run_pd_mixed(o->mixed, [o] { return make_engine(*o); });
+    }
+    return o->role == "decode" ? run_decode(*o) : run_prefill(*o);
+  };
 }
 
 }  // namespace kvflow::app

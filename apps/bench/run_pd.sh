@@ -7,7 +7,8 @@
 # Usage (root; ip and tc on PATH, or in ./bin of a bundle folder):
 #   run_pd.sh OUT_DIR
 # Environment: CONTEXTS (8192,32768), GBIT (25), PATHS ("cuda_ipc host_ucx"),
-# REPEATS (3), KVFLOW_BIN (./kvflow beside this script, else build/apps/kvflow).
+# REPEATS (3), STEP_S (90: cap per run), DEADLINE_S (none: skip host runs
+# starting after it), KVFLOW_BIN (./kvflow beside this script, else build/apps/kvflow).
 set -uo pipefail
 OUT=${1:?usage: $0 OUT_DIR}
 D=$(cd "$(dirname "$0")" && pwd)
@@ -32,9 +33,10 @@ trap cleanup EXIT
 for path in $PATHS; do
   case $path in
     cuda_ipc)
-      timeout -k 5 150 "$BIN" --log-level warn pd-bench --paths cuda_ipc --contexts "$CONTEXTS" --chunk-tokens 256,16 \
+      s=$SECONDS
+      timeout -k 5 "${STEP_S:-90}" "$BIN" --log-level warn pd-bench --paths cuda_ipc --contexts "$CONTEXTS" --chunk-tokens 256,16 \
         --repeats "$REPEATS" --device-name "$gpu" --out "$OUT/cuda_ipc.json" 2>> "$OUT/pd.log"
-      echo "cuda_ipc: exit $?" >> "$OUT/steps.txt" ;;
+      echo "cuda_ipc: exit $?, $((SECONDS - s)) s" >> "$OUT/steps.txt" ;;
     host_ucx)
       ip netns add "$ns" && ip link add "$hdev" type veth peer name "$ndev" && ip link set "$ndev" netns "$ns" &&
         ip addr add "$host/24" dev "$hdev" && ip link set "$hdev" up &&
@@ -44,21 +46,28 @@ for path in $PATHS; do
       tc qdisc add dev "$hdev" root tbf rate "${GBIT}gbit" burst 1mb latency 10ms
       ip netns exec "$ns" tc qdisc add dev "$ndev" root tbf rate "${GBIT}gbit" burst 1mb latency 10ms
       link="veth pair between network namespaces, tc tbf ${GBIT}gbit"
-      # UCX's defaults, then larger TCP buffers and segments.
+      # Per context, UCX's defaults and larger TCP buffers and segments; one
+      # receiver process each, so a run cut short keeps what it measured.
+      tuned="UCX_TCP_SNDBUF=16m UCX_TCP_RCVBUF=16m UCX_TCP_TX_SEG_SIZE=1m UCX_TCP_RX_SEG_SIZE=1m"
       i=0
-      for ucx in "" "UCX_TCP_SNDBUF=16m UCX_TCP_RCVBUF=16m UCX_TCP_TX_SEG_SIZE=1m UCX_TCP_RX_SEG_SIZE=1m"; do
-        i=$((i + 1))
-        rm -f "$OUT/recv$i.out"
-        ip netns exec "$ns" env $ucx "$BIN" --log-level warn pd-bench --role recv --listen "$peer:0" --ucx-tls tcp \
-          --ucx-devices "$ndev" > "$OUT/recv$i.out" 2>> "$OUT/pd.log" &
-        pids+=($!)
-        for _ in $(seq 100); do grep -q listening "$OUT/recv$i.out" 2>/dev/null && break; sleep 0.1; done
-        port=$(sed -n 's/^listening .*:\([0-9]*\)$/\1/p' "$OUT/recv$i.out")
-        [ -n "$port" ] || { echo "host_ucx: receiver did not start" >> "$OUT/steps.txt"; continue; }
-        timeout -k 5 200 env $ucx "$BIN" --log-level warn pd-bench --paths host_ucx --connect "$peer:$port" \
-          --ucx-tls tcp --ucx-devices "$hdev" --contexts "$CONTEXTS" --repeats "$REPEATS" --device-name "$gpu" \
-          --link "$link${ucx:+; $ucx}" --out "$OUT/host_ucx$i.json" 2>> "$OUT/pd.log"
-        echo "host_ucx ${ucx:-UCX defaults}: exit $?" >> "$OUT/steps.txt"
+      for ctx in ${CONTEXTS//,/ }; do
+        for ucx in "" "$tuned"; do
+          i=$((i + 1))
+          if [ -n "${DEADLINE_S:-}" ] && [ "$SECONDS" -ge "$DEADLINE_S" ]; then
+            echo "host_ucx $ctx ${ucx:-UCX defaults}: skipped, past ${DEADLINE_S} s" >> "$OUT/steps.txt"; continue
+          fi
+          ip netns exec "$ns" env $ucx "$BIN" --log-level warn pd-bench --role recv --listen "$peer:0" --ucx-tls tcp \
+            --ucx-devices "$ndev" > "$OUT/recv$i.out" 2>> "$OUT/pd.log" &
+          pids+=($!)
+          for _ in $(seq 100); do grep -q listening "$OUT/recv$i.out" 2>/dev/null && break; sleep 0.1; done
+          port=$(sed -n 's/^listening .*:\([0-9]*\)$/\1/p' "$OUT/recv$i.out")
+          [ -n "$port" ] || { echo "host_ucx: receiver did not start" >> "$OUT/steps.txt"; continue; }
+          s=$SECONDS
+          timeout -k 5 "${STEP_S:-90}" env $ucx "$BIN" --log-level warn pd-bench --paths host_ucx \
+            --connect "$peer:$port" --ucx-tls tcp --ucx-devices "$hdev" --contexts "$ctx" --repeats "$REPEATS" \
+            --device-name "$gpu" --link "$link${ucx:+; $ucx}" --out "$OUT/host_ucx$i.json" 2>> "$OUT/pd.log"
+          echo "host_ucx $ctx ${ucx:-UCX defaults}: exit $?, $((SECONDS - s)) s" >> "$OUT/steps.txt"
+        done
       done ;;
     *) echo "unknown path $path" >&2; exit 2 ;;
   esac
