@@ -36,11 +36,6 @@ std::string check_handoff(const msg::pd_handoff& h, const model::engine& eng) {
   return {};
 }
 
-void answer(pd_incoming& in, const msg::pd_reply& r) {
-  for (auto& p : in.waiting) p.deliver(frame_of(r));
-  in.waiting.clear();
-}
-
 msg::pd_reply result_of(std::uint64_t id, pd_incoming& in) {
   if (!in.why.empty()) return failed(id, in.why);
   msg::pd_reply r;
@@ -49,6 +44,18 @@ msg::pd_reply result_of(std::uint64_t id, pd_incoming& in) {
   r.tokens = in.ws->generated();
   r.transfer_ns = in.landed_ns - in.announced_ns;
   return r;
+}
+
+// The request ended (decoded, or failed with in.why): collectors already
+// waiting get the answer and the request goes; else it waits for one.
+void finish(std::map<std::uint64_t, pd_incoming>& requests, std::uint64_t id) {
+  auto it = requests.find(id);
+  if (it == requests.end()) return;
+  it->second.finished = true;
+  if (it->second.waiting.empty()) return;
+  auto r = result_of(id, it->second);
+  for (auto& p : it->second.waiting) p.deliver(frame_of(r));
+  requests.erase(it);
 }
 
 }  // namespace
@@ -127,29 +134,17 @@ caf::behavior pd_decode_actor(caf::stateful_actor<pd_decode_state>* self, std::s
           }
         }
         in.staging = devices::pinned_buffer();
-        if (!in.why.empty()) {
-          in.finished = true;
-          answer(in, result_of(id, in));
-          return;
-        }
+        if (!in.why.empty()) return finish(st.requests, id);
         in.ws->generated().push_back(in.handoff.first_token);
         const auto& stops = in.handoff.stop_tokens;
         const int more = static_cast<int>(in.handoff.max_new_tokens) - 1;
-        if (more <= 0 || std::find(stops.begin(), stops.end(), in.handoff.first_token) != stops.end()) {
-          in.finished = true;
-          answer(in, result_of(id, in));
-          return;
-        }
+        if (more <= 0 || std::find(stops.begin(), stops.end(), in.handoff.first_token) != stops.end())
+          return finish(st.requests, id);
         model::sampling s{in.handoff.temperature, in.handoff.top_p, in.handoff.seed};
         self->send(st.gpu, decode_atom::value, in.ws, more, s, stops, caf::actor_cast<caf::actor>(self),
                    decode_hooks{});
       },
-      [=](done_atom, std::uint64_t id) {
-        auto it = self->state.requests.find(id);
-        if (it == self->state.requests.end()) return;
-        it->second.finished = true;
-        answer(it->second, result_of(id, it->second));
-      },
+      [=](done_atom, std::uint64_t id) { finish(self->state.requests, id); },
       [=](pd_collect_atom, std::uint64_t id) -> caf::result<msg::frame> {
         auto& st = self->state;
         auto it = st.requests.find(id);
