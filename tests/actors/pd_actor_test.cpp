@@ -53,6 +53,23 @@ std::vector<std::int32_t> prompt_of(int n, unsigned seed) {
   return p;
 }
 
+// A handoff of a 40-token prompt of `eng`'s model, one contiguous span.
+msg::pd_handoff handoff_of(const model::engine& eng, std::uint64_t id) {
+  msg::pd_handoff h;
+  h.request_id = id;
+  h.prompt = prompt_of(40, static_cast<unsigned>(id));
+  h.first_token = 3;
+  h.max_new_tokens = 4;
+  h.kv.transfer_id = id * 100;
+  h.kv.shape = model::kv_shape_of(eng.cfg(), 40, eng.kv_type());
+  h.kv.chunk_tokens = 16;
+  h.kv.layer_begin = 0;
+  h.kv.layer_end = h.kv.shape.layers;
+  h.kv.bytes = h.kv.shape.bytes();
+  h.kv.pieces = 1;
+  return h;
+}
+
 msg::pd_reply ask(caf::scoped_actor& self, const caf::actor& to, const msg::pd_handoff& h) {
   msg::pd_reply out;
   self->request(to, std::chrono::seconds(10), pd_handoff_atom::value, msg::frame{msg::encode(h)})
@@ -86,16 +103,7 @@ BOOST_AUTO_TEST_CASE(decode_elsewhere_equals_decode_in_place) {
 BOOST_AUTO_TEST_CASE(bad_handoffs_are_refused_with_a_reason) {
   two_instances t;
   caf::scoped_actor self{t.sys};
-  msg::pd_handoff h;
-  h.request_id = 5;
-  h.prompt = prompt_of(40, 1);
-  h.first_token = 3;
-  h.max_new_tokens = 4;
-  h.kv.shape = model::kv_shape_of(t.b_engine->cfg(), 40, t.b_engine->kv_type());
-  h.kv.chunk_tokens = 16;
-  h.kv.layer_begin = 0;
-  h.kv.layer_end = h.kv.shape.layers;
-  h.kv.bytes = h.kv.shape.bytes();
+  auto h = handoff_of(*t.b_engine, 5);
   h.kv.pieces = 2;  // not one contiguous span
   auto r = ask(self, t.b_decode, h);
   BOOST_TEST(!r.ok);
@@ -116,18 +124,7 @@ BOOST_AUTO_TEST_CASE(bad_handoffs_are_refused_with_a_reason) {
 BOOST_AUTO_TEST_CASE(kv_that_lands_corrupted_is_not_decoded) {
   two_instances t;
   caf::scoped_actor self{t.sys};
-  msg::pd_handoff h;
-  h.request_id = 6;
-  h.prompt = prompt_of(40, 2);
-  h.first_token = 3;
-  h.max_new_tokens = 4;
-  h.kv.transfer_id = 600;
-  h.kv.shape = model::kv_shape_of(t.b_engine->cfg(), 40, t.b_engine->kv_type());
-  h.kv.chunk_tokens = 16;
-  h.kv.layer_begin = 0;
-  h.kv.layer_end = h.kv.shape.layers;
-  h.kv.bytes = h.kv.shape.bytes();
-  h.kv.pieces = 1;
+  auto h = handoff_of(*t.b_engine, 6);
   h.kv.checksum = 12345;  // not the bytes' checksum
   auto ready = ask(self, t.b_decode, h);
   BOOST_REQUIRE(ready.ok);

@@ -29,7 +29,7 @@ using namespace kvflow::devices;
 
 namespace {
 
-// The receiver: reads an announce on stdin, answers "<calls> <checksum>".
+// The receiver: reads an announce on stdin, answers "ipc-answer <calls> <checksum>".
 int receive() {
   std::vector<char> bytes;
   char buf[4096];
@@ -50,7 +50,8 @@ int receive() {
   KVFLOW_CUDA_CHECK(cudaMemcpy(host.data(), static_cast<std::uint8_t*>(dst) + pieces.front().offset, a->bytes,
                                cudaMemcpyDeviceToHost));
   KVFLOW_CUDA_CHECK(cudaFree(dst));
-  std::printf("%u %llu\n", calls, static_cast<unsigned long long>(net::checksum(host.data(), host.size())));
+  // Boost.Test writes to stdout too: the answer carries a marker.
+  std::printf("ipc-answer %u %llu\n", calls, static_cast<unsigned long long>(net::checksum(host.data(), host.size())));
   return 0;
 }
 
@@ -125,7 +126,9 @@ BOOST_AUTO_TEST_CASE(receiver_copies_the_exported_kv_in_one_call_or_per_block) {
     auto answer = run_receiver(msg::encode(a));
     unsigned calls = 0;
     unsigned long long sum = 0;
-    BOOST_REQUIRE(std::sscanf(answer.c_str(), "%u %llu", &calls, &sum) == 2);
+    auto at = answer.find("ipc-answer ");
+    BOOST_REQUIRE_MESSAGE(at != std::string::npos, "receiver said: " << answer);
+    BOOST_REQUIRE(std::sscanf(answer.c_str() + at, "ipc-answer %u %llu", &calls, &sum) == 2);
     BOOST_TEST(calls == a.pieces);
     BOOST_TEST(sum == a.checksum);
   }
