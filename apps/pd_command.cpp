@@ -269,6 +269,9 @@ command_runner add_pd_command(CLI::App& app) {
       ->capture_default_str();
   c->add_option("--hold", m.hold_s, "mixed: seconds an imbalance must last before a role switch")
       ->capture_default_str();
+  c->add_option("--repeats", m.repeats, "mixed: runs of each placement, alternating")
+      ->check(CLI::Range(1, 100))
+      ->capture_default_str();
   c->add_option("--out", m.out, "mixed: JSON report file");
   return [o] {
     if (o->role == "mixed") {

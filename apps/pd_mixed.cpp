@@ -92,6 +92,9 @@ class mixed_run {
 
   nlohmann::json run(const std::vector<job>& jobs_in, double burst2_at_s) {
     t0_ = now_ns();
+    // Before any thread reads them: placement samples utilisation from the start.
+    busy_at_sample_.assign(xs_.size(), 0);
+    last_sample_ns_ = t0_;
     for (std::size_t i = 0; i < xs_.size(); ++i) xs_[i]->worker = std::thread([this, i] { work(i); });
     std::thread monitor([this] { watch(); });
     for (auto j : jobs_in) {
@@ -238,8 +241,6 @@ class mixed_run {
     ro.cooldown_s = o_.hold_s;
     ro.prefill_target_s = 0.5;
     policies::pd_rebalancer rb(ro);
-    busy_at_sample_.assign(xs_.size(), 0);
-    last_sample_ns_ = now_ns();
     while (!stop_) {
       std::this_thread::sleep_for(std::chrono::milliseconds(50));
       std::lock_guard<std::mutex> lock(policy_m_);
@@ -336,18 +337,32 @@ int run_pd_mixed(const mixed_options& o, const std::function<std::shared_ptr<mod
                         " prompt tokens, " + std::to_string(o.long_generation_tokens) + " new, at " +
                         std::to_string(o.burst2_at_s) + " s"}}},
       {"runs", nlohmann::json::array()}};
-  for (bool aware : {false, true}) {
-    mixed_run run(sys, o, aware, make);
-    auto r = run.run(jobs, o.burst2_at_s);
-    std::printf(
-        "%-12s requests %zu (failed %zu), makespan %.2f s, %.1f tokens/s, mean TTFT %.3f s (long prompts %.3f, "
-        "long generations %.3f), %zu role switches\n",
-        r["placement"].get<std::string>().c_str(), r["requests"].get<std::size_t>(), r["failed"].get<std::size_t>(),
-        r["makespan_s"].get<double>(), r["throughput_tokens_per_s"].get<double>(), r["mean_ttft_s"].get<double>(),
-        r["mean_ttft_long_prompts_s"].get<double>(), r["mean_ttft_long_generations_s"].get<double>(),
-        r["role_switches"].size());
-    std::fflush(stdout);
-    out["runs"].push_back(r);
+  // Alternating, so that both see the same drift in the machine's load.
+  for (int rep = 0; rep < o.repeats; ++rep)
+    for (bool aware : {false, true}) {
+      mixed_run run(sys, o, aware, make);
+      auto r = run.run(jobs, o.burst2_at_s);
+      std::printf(
+          "%-12s requests %zu (failed %zu), makespan %.2f s, %.1f tokens/s, mean TTFT %.3f s (long prompts %.3f, "
+          "long generations %.3f), %zu role switches\n",
+          r["placement"].get<std::string>().c_str(), r["requests"].get<std::size_t>(), r["failed"].get<std::size_t>(),
+          r["makespan_s"].get<double>(), r["throughput_tokens_per_s"].get<double>(), r["mean_ttft_s"].get<double>(),
+          r["mean_ttft_long_prompts_s"].get<double>(), r["mean_ttft_long_generations_s"].get<double>(),
+          r["role_switches"].size());
+      std::fflush(stdout);
+      out["runs"].push_back(r);
+    }
+  for (const char* name : {"fixed_roles", "load_aware"}) {
+    double ttft = 0, tput = 0;
+    int n = 0;
+    for (auto& r : out["runs"])
+      if (r["placement"] == name) {
+        ttft += r["mean_ttft_s"].get<double>();
+        tput += r["throughput_tokens_per_s"].get<double>();
+        ++n;
+      }
+    out["mean_over_repeats"][name] = {{"mean_ttft_s", ttft / n}, {"throughput_tokens_per_s", tput / n}};
+    std::printf("%-12s over %d repeats: mean TTFT %.3f s, %.1f tokens/s\n", name, n, ttft / n, tput / n);
   }
   if (!o.out.empty()) {
     std::ofstream f(o.out);

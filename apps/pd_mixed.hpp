@@ -23,6 +23,7 @@ struct mixed_options {
   int short_prompt_tokens = 32;
   int long_generation_tokens = 192;
   double burst2_at_s = 1.0;
+  int repeats = 1;  ///< runs of each placement, alternating
   std::string out;
 };
 
