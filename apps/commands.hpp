@@ -16,5 +16,7 @@ command_runner add_demo_command(CLI::App& app);
 command_runner add_bench_command(CLI::App& app);
 command_runner add_serve_command(CLI::App& app);
 command_runner add_load_command(CLI::App& app);
+command_runner add_pd_bench_command(CLI::App& app);
+command_runner add_pd_command(CLI::App& app);
 
 }  // namespace kvflow::app

@@ -27,6 +27,8 @@ int main(int argc, char** argv) {
   add(kvflow::app::add_bench_command);
   add(kvflow::app::add_serve_command);
   add(kvflow::app::add_load_command);
+  add(kvflow::app::add_pd_bench_command);
+  add(kvflow::app::add_pd_command);
   CLI11_PARSE(app, argc, argv);
   try {
     kvflow::init_logging(log_level);
