@@ -7,6 +7,7 @@
 
 #include "messages/error.hpp"
 #include "messages/log.hpp"
+#include "platform/aligned_heap.hpp"
 
 #ifdef KVFLOW_HAVE_CUDA
 #include "platform/cuda.hpp"
@@ -20,7 +21,7 @@ namespace {
 std::atomic<std::int64_t> live_buffers{0}, live_buffer_bytes{0};
 
 bool free_aligned(void* p) noexcept {
-  std::free(p);
+  platform::aligned_heap_free(p);
   return true;
 }
 
@@ -65,9 +66,10 @@ pinned_buffer::pinned_buffer(std::size_t bytes, bool page_lock) {
     }
   }
 #endif
-  void* p = nullptr;
-  if (posix_memalign(&p, io_alignment, align_up(bytes)) != 0 || p == nullptr)
-    throw error(errc::io_failure, "pinned_buffer: cannot allocate " + std::to_string(bytes) + " bytes");
+  // Not posix_memalign: disk stores make one per request, and glibc hardly
+  // reuses memalign'd memory (aligned_heap.hpp).
+  void* p = platform::aligned_heap_alloc(align_up(bytes), io_alignment);
+  if (p == nullptr) throw error(errc::io_failure, "pinned_buffer: cannot allocate " + std::to_string(bytes) + " bytes");
   mem_ = platform::owned_memory(p, bytes, free_aligned);
   live_ = live_token(bytes);
 }

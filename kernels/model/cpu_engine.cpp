@@ -13,6 +13,7 @@
 #include "kernels/cpu/swiglu.hpp"
 #include "kernels/cpu/thread_pool.hpp"
 #include "messages/error.hpp"
+#include "platform/aligned_heap.hpp"
 
 namespace kvflow::model {
 namespace {
@@ -74,16 +75,14 @@ class cpu_engine final : public engine {
   dtype kv_type() const override { return dtype::f32; }
   const std::array<std::uint8_t, 32>& fingerprint() const override { return w_.fingerprint; }
 
+  // Workspaces take and give back blocks with every request: aligned new
+  // (memalign) would fragment glibc's arena without bound (aligned_heap.hpp).
   void* allocate(std::size_t bytes) override {
-    try {
-      return ::operator new(bytes == 0 ? 1 : bytes, host_alignment);
-    } catch (const std::bad_alloc&) {
-      throw error(errc::io_failure, "cpu engine: cannot allocate " + std::to_string(bytes) + " bytes");
-    }
+    void* p = platform::aligned_heap_alloc(bytes, static_cast<std::size_t>(host_alignment));
+    if (p == nullptr) throw error(errc::io_failure, "cpu engine: cannot allocate " + std::to_string(bytes) + " bytes");
+    return p;
   }
-  void release(void* p) override {
-    if (p) ::operator delete(p, host_alignment);
-  }
+  void release(void* p) override { platform::aligned_heap_free(p); }
   void to_backend(void* dst, const void* src, std::size_t bytes) override {
     if (bytes) std::memcpy(dst, src, bytes);
   }
