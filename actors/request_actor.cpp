@@ -309,7 +309,8 @@ void lookup_then_register(state_t* self, std::size_t tier_index) {
 
 }  // namespace
 
-caf::behavior deadline_watchdog(caf::stateful_actor<watchdog_state>* self) {
+caf::behavior deadline_watchdog(caf::stateful_actor<watchdog_state>* self, std::size_t expected_requests) {
+  self->state.waiting.reserve(expected_requests);
   return {
       [=](deadline_atom, std::uint64_t id, caf::actor& request, std::int64_t ms) {
         self->state.waiting[id] = std::move(request);

@@ -87,7 +87,10 @@ struct watchdog_state {
 /// deadline that comes first is sent to the request as deadline_atom. Its
 /// timers name requests by id only, so a request done long before its
 /// deadline frees its actor at once (a timer of its own would hold it).
-caf::behavior deadline_watchdog(caf::stateful_actor<watchdog_state>* self);
+/// `expected_requests` sizes its table up front. (It also keeps the spawn
+/// off CAF 0.17's argument-less path, whose empty argument tuple UBSan
+/// reports as a reference bound to a null pointer.)
+caf::behavior deadline_watchdog(caf::stateful_actor<watchdog_state>* self, std::size_t expected_requests);
 
 /// Runs one request from lookup to its report. The callback is called
 /// exactly once, with an exception on failure (a refused grant, a timeout,

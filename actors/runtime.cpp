@@ -498,7 +498,7 @@ struct runtime::impl {
     if (opts.remote_gbps > 0)
       prior.bytes_per_s[static_cast<std::size_t>(msg::tier::remote)] = opts.remote_gbps * 1e9 / 8;
     scheduler = sys->spawn(scheduler_actor, opts.policy, caps, prior);
-    watchdog = sys->spawn(deadline_watchdog);
+    watchdog = sys->spawn(deadline_watchdog, std::size_t{256});
     gpu = sys->spawn<caf::detached>(gpu_actor, engine, 0u);
     if (!opts.local_tiers) return join_cluster();
     if (opts.host_tier_gb > 0) tiers.emplace_back(msg::tier::host, sys->spawn<caf::detached>(host_tier_actor, store));
