@@ -99,7 +99,10 @@ class mixed_run {
     std::thread monitor([this] { watch(); });
     for (auto j : jobs_in) {
       const double at = j.burst == 0 ? 0.0 : burst2_at_s;
-      while (static_cast<double>(now_ns() - t0_) / 1e9 < at) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+      // The second burst arrives at its time in the schedule (open-loop arrivals).
+      std::this_thread::sleep_until(
+          std::chrono::steady_clock::time_point(std::chrono::nanoseconds(t0_)) +
+          std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::duration<double>(at)));
       j.arrival_ns = now_ns();
       submit(std::move(j));
     }
