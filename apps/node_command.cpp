@@ -21,6 +21,7 @@
 #include "actors/stage_host.hpp"
 #include "actors/system_config.hpp"
 #include "apps/commands.hpp"
+#include "apps/stop_signal.hpp"
 #include "kernels/model/cpu_engine.hpp"
 #include "kernels/model/model_file.hpp"
 #include "messages/error.hpp"
@@ -147,13 +148,7 @@ int run_node(node_command_options opt) {
     std::cout << "stage listening " << opt.host << ":" << *stage_port << " layers " << held.begin << ":" << held.end
               << " weights " << stage_engine->weight_bytes() << " bytes" << std::endl;
   }
-  sigset_t set;
-  sigemptyset(&set);
-  sigaddset(&set, SIGINT);
-  sigaddset(&set, SIGTERM);
-  pthread_sigmask(SIG_BLOCK, &set, nullptr);
-  int sig = 0;
-  sigwait(&set, &sig);
+  const int sig = wait_for_stop_signal();
   logger("actors")->info("node {} stopping on signal {}", inv.node_id, sig);
   caf::anon_send_exit(node_handle, caf::exit_reason::user_shutdown);
   if (stage) caf::anon_send_exit(stage, caf::exit_reason::user_shutdown);

@@ -30,6 +30,7 @@
 #include "actors/system_config.hpp"
 #include "apps/commands.hpp"
 #include "apps/pd_mixed.hpp"
+#include "apps/stop_signal.hpp"
 #include "kernels/model/cpu_engine.hpp"
 #include "kernels/model/model_file.hpp"
 #include "kernels/model/weights.hpp"
@@ -81,13 +82,7 @@ int run_decode(const pd_options& o) {
     return 1;
   }
   std::cout << "listening " << o.host << ":" << *port << std::endl;
-  sigset_t set;
-  sigemptyset(&set);
-  sigaddset(&set, SIGINT);
-  sigaddset(&set, SIGTERM);
-  pthread_sigmask(SIG_BLOCK, &set, nullptr);
-  int sig = 0;
-  sigwait(&set, &sig);
+  wait_for_stop_signal();
   caf::anon_send_exit(decode, caf::exit_reason::user_shutdown);
   caf::anon_send_exit(gpu, caf::exit_reason::user_shutdown);
   return 0;
