@@ -184,9 +184,11 @@ nlohmann::json time_attention(int heads, int kv_heads, int hd, int len, int coun
   return recs;
 }
 
-// TFLOP/s of llama-3-8b's four products at m rows with the algorithm chosen
-// at several reference row counts (the engine fixes one for every m).
-void time_gemms(int m) {
+// TFLOP/s of llama-3-8b's four products at each row count, with the
+// heuristic's algorithm (untuned) and the tuned one (gemm.hpp: equal bits,
+// fastest), both chosen at 4096 rows as the engine does. Also the products'
+// share of one forward: per-layer sum x layers.
+nlohmann::json time_gemms(const std::vector<int>& row_counts, const std::string& device) {
   struct shape {
     const char* name;
     int n, k;
@@ -196,32 +198,62 @@ void time_gemms(int m) {
                           {"wo", 4096, 4096, true},
                           {"gate_up", 28672, 4096, false},
                           {"down", 4096, 14336, true}};
+  const int m_max = *std::max_element(row_counts.begin(), row_counts.end());
   __nv_bfloat16 *x = nullptr, *w = nullptr;
   void* y = nullptr;
-  KVFLOW_CUDA_CHECK(cudaMalloc(reinterpret_cast<void**>(&x), static_cast<std::size_t>(m) * 14336 * 2));
+  KVFLOW_CUDA_CHECK(cudaMalloc(reinterpret_cast<void**>(&x), static_cast<std::size_t>(m_max) * 14336 * 2));
   KVFLOW_CUDA_CHECK(cudaMalloc(reinterpret_cast<void**>(&w), static_cast<std::size_t>(28672) * 4096 * 2));
-  KVFLOW_CUDA_CHECK(cudaMalloc(&y, static_cast<std::size_t>(m) * 28672 * 4));
-  KVFLOW_CUDA_CHECK(cuda::launch_fill_uniform(x, static_cast<std::size_t>(m) * 14336, 5, 0, 0.0f, 1.0f, nullptr));
+  KVFLOW_CUDA_CHECK(cudaMalloc(&y, static_cast<std::size_t>(m_max) * 28672 * 2));
+  KVFLOW_CUDA_CHECK(cuda::launch_fill_uniform(x, static_cast<std::size_t>(m_max) * 14336, 5, 0, 0.0f, 1.0f, nullptr));
   KVFLOW_CUDA_CHECK(cuda::launch_fill_uniform(w, static_cast<std::size_t>(28672) * 4096, 5, 1, 0.0f, 0.02f, nullptr));
-  KVFLOW_CUDA_CHECK(cudaMemset(y, 0, static_cast<std::size_t>(m) * 28672 * 4));
+  KVFLOW_CUDA_CHECK(cudaMemset(y, 0, static_cast<std::size_t>(m_max) * 28672 * 2));
   cudaEvent_t start, stop;
   KVFLOW_CUDA_CHECK(cudaEventCreate(&start));
   KVFLOW_CUDA_CHECK(cudaEventCreate(&stop));
-  for (int ref : {4096, 8192, 16384, 32768}) {
-    cuda::gemm_runner g(ref);
-    for (const auto& sh : shapes) {
-      std::vector<float> ms(5);
-      for (auto& t : ms) {
-        KVFLOW_CUDA_CHECK(cudaEventRecord(start, nullptr));
-        g.run(x, w, y, m, sh.n, sh.k, sh.f32, sh.f32, nullptr);
-        KVFLOW_CUDA_CHECK(cudaEventRecord(stop, nullptr));
-        KVFLOW_CUDA_CHECK(cudaEventSynchronize(stop));
-        KVFLOW_CUDA_CHECK(cudaEventElapsedTime(&t, start, stop));
+  nlohmann::json recs = nlohmann::json::array();
+  for (int tuned : {0, 1}) {
+    cuda::gemm_runner g(4096, tuned);
+    for (const auto& sh : shapes)
+      std::printf("gemm plan %s %s: %s\n", tuned ? "tuned" : "heuristic", sh.name,
+                  g.describe(sh.n, sh.k, sh.f32, sh.f32).c_str());
+    for (int m : row_counts) {
+      double layer_s = 0, layer_flops = 0;
+      for (const auto& sh : shapes) {
+        std::vector<float> ms(5);
+        g.run(x, w, y, m, sh.n, sh.k, sh.f32, sh.f32, nullptr);  // warm
+        for (auto& t : ms) {
+          KVFLOW_CUDA_CHECK(cudaEventRecord(start, nullptr));
+          g.run(x, w, y, m, sh.n, sh.k, sh.f32, sh.f32, nullptr);
+          KVFLOW_CUDA_CHECK(cudaEventRecord(stop, nullptr));
+          KVFLOW_CUDA_CHECK(cudaEventSynchronize(stop));
+          KVFLOW_CUDA_CHECK(cudaEventElapsedTime(&t, start, stop));
+        }
+        std::sort(ms.begin(), ms.end());
+        const double flops = 2.0 * m * static_cast<double>(sh.n) * sh.k;
+        layer_s += ms[2] / 1e3;
+        layer_flops += flops;
+        std::printf("gemm %-9s m %6d %-8s %8.3f ms %6.1f TFLOP/s\n", tuned ? "tuned" : "heuristic", m, sh.name, ms[2],
+                    flops / (ms[2] / 1e3) / 1e12);
+        recs.push_back({{"kind", "gemm"},
+                        {"algorithm", tuned ? "tuned" : "heuristic"},
+                        {"product", sh.name},
+                        {"m", m},
+                        {"n", sh.n},
+                        {"k", sh.k},
+                        {"seconds", ms[2] / 1e3},
+                        {"tflops", flops / (ms[2] / 1e3) / 1e12},
+                        {"plan", g.describe(sh.n, sh.k, sh.f32, sh.f32)},
+                        {"device", device}});
       }
-      std::sort(ms.begin(), ms.end());
-      const double flops = 2.0 * m * static_cast<double>(sh.n) * sh.k;
-      std::printf("gemm m %d ref %5d %-8s %8.3f ms %6.1f TFLOP/s  %s\n", m, ref, sh.name, ms[2],
-                  flops / (ms[2] / 1e3) / 1e12, g.describe(sh.n, sh.k, sh.f32, sh.f32).c_str());
+      std::printf("gemm %-9s m %6d all four: %8.3f ms a layer, %6.1f TFLOP/s, x32 layers %.4f s\n",
+                  tuned ? "tuned" : "heuristic", m, layer_s * 1e3, layer_flops / layer_s / 1e12, 32 * layer_s);
+      recs.push_back({{"kind", "gemm_layer"},
+                      {"algorithm", tuned ? "tuned" : "heuristic"},
+                      {"m", m},
+                      {"seconds", layer_s},
+                      {"seconds_32_layers", 32 * layer_s},
+                      {"tflops", layer_flops / layer_s / 1e12},
+                      {"device", device}});
     }
   }
   cudaEventDestroy(start);
@@ -229,6 +261,7 @@ void time_gemms(int m) {
   cudaFree(x);
   cudaFree(w);
   cudaFree(y);
+  return recs;
 }
 
 }  // namespace
@@ -249,9 +282,10 @@ int main(int argc, char** argv) {
   app.add_option("--seed", seed, "weight seed");
   app.add_option("--json", out_path, "write the records to this file");
   bool attention_only = false;
-  int gemm_rows = 0;
-  app.add_option("--gemm", gemm_rows,
-                 "time llama-3-8b's products at this many rows under several algorithm choices and exit");
+  bool gemm_only = false;
+  app.add_flag(
+      "--gemm", gemm_only,
+      "time llama-3-8b's four products at each of --lengths rows, heuristic against tuned algorithm, and exit");
   app.add_flag("--attention", attention_only,
                "time the attention kernels alone (old mma.sync against the default; 32/8 x 128, 9/3 x 64) and exit");
   CLI11_PARSE(app, argc, argv);
@@ -263,8 +297,9 @@ int main(int argc, char** argv) {
     }
     cudaDeviceProp prop{};
     KVFLOW_CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
-    if (gemm_rows > 0) {
-      time_gemms(gemm_rows);
+    if (gemm_only) {
+      const nlohmann::json recs = time_gemms(lengths, prop.name);
+      if (!out_path.empty()) std::ofstream(out_path) << recs.dump(1) << "\n";
       return 0;
     }
     if (attention_only) {

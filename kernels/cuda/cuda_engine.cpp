@@ -98,6 +98,12 @@ class cuda_engine_impl {
     KVFLOW_CUDA_CHECK(cudaSetDevice(device_));
     KVFLOW_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
     gemm_ = std::make_unique<cuda::gemm_runner>();
+    // The four products' algorithms (tuned: gemm.hpp) before any forward.
+    const int hid = c.hidden, inter = c.intermediate;
+    gemm_->prepare(static_cast<int>(qkv_width()), hid, false, false, stream_);
+    gemm_->prepare(hid, static_cast<int>(q_width()), true, true, stream_);
+    gemm_->prepare(2 * inter, hid, false, false, stream_);
+    gemm_->prepare(hid, inter, true, true, stream_);
     const std::vector<float> inv = cuda::rope_inv_freq(c);
     inv_freq_.alloc(inv.size());
     // Uploads go on stream_, never through cudaMemcpy: a pageable

@@ -1,9 +1,15 @@
 #include "kernels/cuda/gemm.hpp"
 
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
+#include <mutex>
+#include <optional>
 #include <sstream>
 
 #include "kernels/cuda/check.hpp"
+#include "kernels/cuda/random_init.cuh"
 #include "messages/error.hpp"
 
 namespace kvflow::cuda {
@@ -27,9 +33,53 @@ struct layouts {
   layouts& operator=(const layouts&) = delete;
 };
 
+bool env_flag(const char* name, bool fallback) {
+  const char* v = std::getenv(name);
+  if (v == nullptr || *v == 0) return fallback;
+  return !(v[0] == '0' && v[1] == 0);
+}
+
+std::string algo_text(const cublasLtMatmulAlgo_t& algo) {
+  auto get = [&](cublasLtMatmulAlgoConfigAttributes_t attr) -> long long {
+    std::size_t size = 0;  // the attribute's own width (16, 32 or 64 bits)
+    cublasLtMatmulAlgoConfigGetAttribute(&algo, attr, nullptr, 0, &size);
+    unsigned char buf[8] = {};
+    if (size == 0 || size > sizeof(buf)) return -1;
+    std::size_t written = 0;
+    if (cublasLtMatmulAlgoConfigGetAttribute(&algo, attr, buf, size, &written) != CUBLAS_STATUS_SUCCESS) return -1;
+    unsigned long long v = 0;
+    std::memcpy(&v, buf, size);  // little-endian
+    return static_cast<long long>(v);
+  };
+  std::ostringstream os;
+  os << "algo=" << get(CUBLASLT_ALGO_CONFIG_ID) << " tile=" << get(CUBLASLT_ALGO_CONFIG_TILE_ID)
+     << " splitk=" << get(CUBLASLT_ALGO_CONFIG_SPLITK_NUM)
+     << " reduction=" << get(CUBLASLT_ALGO_CONFIG_REDUCTION_SCHEME)
+     << " swizzle=" << get(CUBLASLT_ALGO_CONFIG_CTA_SWIZZLING) << " custom=" << get(CUBLASLT_ALGO_CONFIG_CUSTOM_OPTION)
+     << " stages=" << get(CUBLASLT_ALGO_CONFIG_STAGES_ID) << " cluster=" << get(CUBLASLT_ALGO_CONFIG_CLUSTER_SHAPE_ID);
+  return os.str();
+}
+
+// Tuned choices shared by every runner of the process (engines made one
+// after another tune once): (device, reference m, n, k, fp32, accumulate).
+struct tuned_entry {
+  cublasLtMatmulAlgo_t algo;
+  std::string tuning;
+};
+std::mutex tuned_mutex;
+std::map<std::tuple<int, int, int, int, bool, bool>, tuned_entry>& tuned_cache() {
+  static std::map<std::tuple<int, int, int, int, bool, bool>, tuned_entry> cache;
+  return cache;
+}
+
+bool same_algo(const cublasLtMatmulAlgo_t& a, const cublasLtMatmulAlgo_t& b) {
+  return std::memcmp(&a, &b, sizeof a) == 0;
+}
+
 }  // namespace
 
-gemm_runner::gemm_runner(int reference_m) : reference_m_(reference_m) {
+gemm_runner::gemm_runner(int reference_m, int tune)
+    : reference_m_(reference_m), tune_(tune < 0 ? env_flag("KVFLOW_GEMM_TUNE", true) : tune != 0) {
   KVFLOW_CUBLAS_CHECK(cublasLtCreate(&handle_));
   KVFLOW_CUBLAS_CHECK(cublasLtMatmulDescCreate(&desc_, CUBLAS_COMPUTE_32F, CUDA_R_32F));
   const cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
@@ -44,34 +94,194 @@ gemm_runner::~gemm_runner() {
   if (handle_) cublasLtDestroy(handle_);
 }
 
-gemm_runner::plan& gemm_runner::plan_for(int n, int k, bool y_f32, bool accumulate) {
+gemm_runner::plan& gemm_runner::plan_for(int n, int k, bool y_f32, bool accumulate, cudaStream_t stream) {
   plan& p = plans_[std::make_tuple(n, k, y_f32, accumulate)];
   if (p.valid) return p;
-  layouts l(reference_m_, n, k, y_f32);
-  cublasLtMatmulPreference_t pref = nullptr;
-  KVFLOW_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
-  const std::uint32_t no_reduction = CUBLASLT_REDUCTION_SCHEME_NONE;
-  KVFLOW_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK,
-                                                           &no_reduction, sizeof(no_reduction)));
-  KVFLOW_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
-                                                           &workspace_bytes_, sizeof(workspace_bytes_)));
-  cublasLtMatmulHeuristicResult_t result{};
-  int found = 0;
-  const cublasStatus_t st =
-      cublasLtMatmulAlgoGetHeuristic(handle_, desc_, l.a, l.b, l.c, l.c, pref, 1, &result, &found);
-  cublasLtMatmulPreferenceDestroy(pref);
-  if (st != CUBLAS_STATUS_SUCCESS || found == 0)
+  // The heuristic's top results for m rows (split-K reductions excluded).
+  auto heuristics = [&](int m, int want) {
+    layouts l(m, n, k, y_f32);
+    cublasLtMatmulPreference_t pref = nullptr;
+    KVFLOW_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
+    const std::uint32_t no_reduction = CUBLASLT_REDUCTION_SCHEME_NONE;
+    KVFLOW_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK,
+                                                             &no_reduction, sizeof(no_reduction)));
+    KVFLOW_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
+                                                             &workspace_bytes_, sizeof(workspace_bytes_)));
+    std::vector<cublasLtMatmulHeuristicResult_t> results(static_cast<std::size_t>(want));
+    int found = 0;
+    const cublasStatus_t st =
+        cublasLtMatmulAlgoGetHeuristic(handle_, desc_, l.a, l.b, l.c, l.c, pref, want, results.data(), &found);
+    cublasLtMatmulPreferenceDestroy(pref);
+    std::vector<cublasLtMatmulAlgo_t> algos;
+    if (st != CUBLAS_STATUS_SUCCESS) return algos;
+    for (int i = 0; i < found; ++i)
+      if (results[static_cast<std::size_t>(i)].state == CUBLAS_STATUS_SUCCESS)
+        algos.push_back(results[static_cast<std::size_t>(i)].algo);
+    return algos;
+  };
+  std::vector<cublasLtMatmulAlgo_t> candidates = heuristics(reference_m_, tune_ ? 8 : 1);
+  if (candidates.empty())
     throw error(errc::cuda_failure, "cuBLASLt has no algorithm for n=" + std::to_string(n) + " k=" + std::to_string(k) +
                                         (y_f32 ? " (fp32 out)" : " (bf16 out)"));
-  p.algo = result.algo;
+  p.algo = candidates.front();  // the reference: what an untuned runner uses
+  int device = 0;
+  KVFLOW_CUDA_CHECK(cudaGetDevice(&device));
+  const auto key = std::make_tuple(device, reference_m_, n, k, y_f32, accumulate);
+  if (tune_) {
+    std::lock_guard<std::mutex> lock(tuned_mutex);
+    auto it = tuned_cache().find(key);
+    if (it != tuned_cache().end()) {
+      p.algo = it->second.algo;
+      p.tuning = it->second.tuning + " (cached)";
+      p.valid = true;
+      return p;
+    }
+  }
+  if (tune_) {
+    for (int m : {1024, 4 * reference_m_})
+      for (const auto& a : heuristics(m, 8))
+        if (std::none_of(candidates.begin(), candidates.end(), [&](const auto& c) { return same_algo(a, c); }))
+          candidates.push_back(a);
+    tune(p, candidates, n, k, y_f32, accumulate, stream);
+    std::lock_guard<std::mutex> lock(tuned_mutex);
+    tuned_cache()[key] = {p.algo, p.tuning};
+  }
   p.valid = true;
   return p;
+}
+
+void gemm_runner::tune(plan& p, const std::vector<cublasLtMatmulAlgo_t>& candidates, int n, int k, bool y_f32,
+                       bool accumulate, cudaStream_t stream) {
+  const bool log = env_flag("KVFLOW_GEMM_LOG", false);
+  const std::size_t esz = y_f32 ? 4 : 2;
+  const int ref = reference_m_;
+  int big = 4 * ref;
+  platform::device_buffer x, w, y;
+  try {
+    x = platform::device_buffer(static_cast<std::size_t>(big) * k * 2);
+    y = platform::device_buffer(static_cast<std::size_t>(big) * n * esz);
+  } catch (const error& e) {
+    if (e.code() != errc::capacity_exceeded) throw;
+    big = ref;  // time at the reference m only
+    x = platform::device_buffer(static_cast<std::size_t>(big) * k * 2);
+    y = platform::device_buffer(static_cast<std::size_t>(big) * n * esz);
+  }
+  w = platform::device_buffer(static_cast<std::size_t>(n) * k * 2);
+  auto* xp = x.as<__nv_bfloat16>();
+  auto* wp = w.as<__nv_bfloat16>();
+  auto* yp = static_cast<unsigned char*>(y.data());
+  KVFLOW_CUDA_CHECK(launch_fill_uniform(xp, static_cast<std::size_t>(big) * k, 0x9e37, 0, 0.0f, 1.0f, stream));
+  KVFLOW_CUDA_CHECK(launch_fill_uniform(wp, static_cast<std::size_t>(n) * k, 0x9e37, 1, 0.0f, 0.05f, stream));
+
+  const float alpha = 1.0f, beta = accumulate ? 1.0f : 0.0f;
+  auto matmul = [&](const cublasLtMatmulAlgo_t& a, int row0, int m) {
+    layouts l(m, n, k, y_f32);
+    void* out = yp + static_cast<std::size_t>(row0) * n * esz;
+    return cublasLtMatmul(handle_, desc_, &alpha, wp, l.a, xp + static_cast<std::size_t>(row0) * k, l.b, &beta, out,
+                          l.c, out, l.c, &a, workspace_.data(), workspace_bytes_, stream);
+  };
+  // Row pieces of the reference m, and the rows compared: every piece's
+  // first and last row and 32 spread over the rest.
+  std::vector<int> pieces = ref >= 2048 ? std::vector<int>{1, 255, 1024, ref - 1280} : std::vector<int>{1, ref - 1};
+  std::vector<int> rows;
+  for (int r = 0, i = 0; i < static_cast<int>(pieces.size()); r += pieces[static_cast<std::size_t>(i)], ++i) {
+    rows.push_back(r);
+    rows.push_back(r + pieces[static_cast<std::size_t>(i)] - 1);
+  }
+  for (int i = 0; i < 32; ++i) rows.push_back(std::min(ref - 1, i * (ref / 32) + 7));
+  std::sort(rows.begin(), rows.end());
+  rows.erase(std::unique(rows.begin(), rows.end()), rows.end());
+  const std::size_t row_bytes = static_cast<std::size_t>(n) * esz;
+  // The sampled rows of one result (whole or in pieces); nullopt when the
+  // candidate cannot run this shape.
+  auto output = [&](const cublasLtMatmulAlgo_t& a, bool in_pieces) -> std::optional<std::vector<unsigned char>> {
+    KVFLOW_CUDA_CHECK(cudaMemsetAsync(yp, 0, static_cast<std::size_t>(ref) * row_bytes, stream));
+    if (in_pieces) {
+      int r = 0;
+      for (int len : pieces) {
+        if (matmul(a, r, len) != CUBLAS_STATUS_SUCCESS) return std::nullopt;
+        r += len;
+      }
+    } else if (matmul(a, 0, ref) != CUBLAS_STATUS_SUCCESS) {
+      return std::nullopt;
+    }
+    std::vector<unsigned char> host(rows.size() * row_bytes);
+    for (std::size_t i = 0; i < rows.size(); ++i)
+      KVFLOW_CUDA_CHECK(cudaMemcpyAsync(host.data() + i * row_bytes, yp + static_cast<std::size_t>(rows[i]) * row_bytes,
+                                        row_bytes, cudaMemcpyDeviceToHost, stream));
+    KVFLOW_CUDA_CHECK(cudaStreamSynchronize(stream));
+    return host;
+  };
+  cudaEvent_t start = nullptr, stop = nullptr;
+  KVFLOW_CUDA_CHECK(cudaEventCreate(&start));
+  KVFLOW_CUDA_CHECK(cudaEventCreate(&stop));
+  // Median of 3 timed calls after a warm one, in ms.
+  auto time_ms = [&](const cublasLtMatmulAlgo_t& a, int m) {
+    float t[3] = {0, 0, 0};
+    if (matmul(a, 0, m) != CUBLAS_STATUS_SUCCESS) return -1.0f;
+    for (float& v : t) {
+      KVFLOW_CUDA_CHECK(cudaEventRecord(start, stream));
+      matmul(a, 0, m);
+      KVFLOW_CUDA_CHECK(cudaEventRecord(stop, stream));
+      KVFLOW_CUDA_CHECK(cudaEventSynchronize(stop));
+      KVFLOW_CUDA_CHECK(cudaEventElapsedTime(&v, start, stop));
+    }
+    std::sort(t, t + 3);
+    return t[1];
+  };
+  // Cost of 4*ref rows: in 1024-row calls, in ref-row calls and (when it
+  // fits) in one call of 4*ref rows.
+  auto cost = [&](const cublasLtMatmulAlgo_t& a) {
+    const float small = time_ms(a, 1024), mid = time_ms(a, ref), large = big > ref ? time_ms(a, big) : 0.0f;
+    if (small < 0 || mid < 0 || large < 0) return -1.0f;
+    return small * (ref / 1024.0f) + mid + large * (static_cast<float>(ref) / static_cast<float>(big));
+  };
+  const auto reference = output(candidates.front(), false);
+  int chosen = 0, equal = 0;
+  float chosen_cost = -1, reference_cost = -1;
+  for (std::size_t i = 0; reference && i < candidates.size(); ++i) {
+    const auto& a = candidates[i];
+    const char* verdict = "equal";
+    float c = -1;
+    if (i > 0 && output(a, false) != reference)
+      verdict = "differs whole";
+    else if (i > 0 && output(a, true) != reference)
+      verdict = "differs in pieces";
+    else if ((c = cost(a)) < 0)
+      verdict = "cannot run";
+    if (c >= 0) {
+      ++equal;
+      if (i == 0) reference_cost = c;
+      if (chosen_cost < 0 || c < chosen_cost) {
+        chosen_cost = c;
+        chosen = static_cast<int>(i);
+      }
+    }
+    if (log)
+      std::fprintf(stderr, "gemm tune n=%d k=%d %s #%zu %s: %s, %.3f ms\n", n, k, y_f32 ? "fp32" : "bf16", i,
+                   algo_text(a).c_str(), verdict, c);
+  }
+  cudaEventDestroy(start);
+  cudaEventDestroy(stop);
+  p.algo = candidates[static_cast<std::size_t>(chosen)];
+  std::ostringstream os;
+  if (!reference) {
+    os << " untuned (the reference algorithm could not run)";
+  } else {
+    os << " tuned: " << candidates.size() << " candidates, " << equal << " equal bits, chose #" << chosen << " ("
+       << chosen_cost << " ms vs reference " << reference_cost << " ms)";
+  }
+  p.tuning = os.str();
+}
+
+void gemm_runner::prepare(int n, int k, bool y_f32, bool accumulate, cudaStream_t stream) {
+  plan_for(n, k, y_f32, accumulate, stream);
 }
 
 void gemm_runner::run(const __nv_bfloat16* x, const __nv_bfloat16* w, void* y, int m, int n, int k, bool y_f32,
                       bool accumulate, cudaStream_t stream) {
   if (m <= 0) return;
-  plan& p = plan_for(n, k, y_f32, accumulate);
+  plan& p = plan_for(n, k, y_f32, accumulate, stream);
   layouts l(m, n, k, y_f32);
   const float alpha = 1.0f;
   const float beta = accumulate ? 1.0f : 0.0f;
@@ -80,25 +290,8 @@ void gemm_runner::run(const __nv_bfloat16* x, const __nv_bfloat16* w, void* y, i
 }
 
 std::string gemm_runner::describe(int n, int k, bool y_f32, bool accumulate) {
-  plan& p = plan_for(n, k, y_f32, accumulate);
-  auto get = [&](cublasLtMatmulAlgoConfigAttributes_t attr) -> long long {
-    std::size_t size = 0;  // the attribute's own width (16, 32 or 64 bits)
-    cublasLtMatmulAlgoConfigGetAttribute(&p.algo, attr, nullptr, 0, &size);
-    unsigned char buf[8] = {};
-    if (size == 0 || size > sizeof(buf)) return -1;
-    std::size_t written = 0;
-    if (cublasLtMatmulAlgoConfigGetAttribute(&p.algo, attr, buf, size, &written) != CUBLAS_STATUS_SUCCESS) return -1;
-    unsigned long long v = 0;
-    std::memcpy(&v, buf, size);  // little-endian
-    return static_cast<long long>(v);
-  };
-  std::ostringstream os;
-  os << "n=" << n << " k=" << k << " algo=" << get(CUBLASLT_ALGO_CONFIG_ID)
-     << " tile=" << get(CUBLASLT_ALGO_CONFIG_TILE_ID) << " splitk=" << get(CUBLASLT_ALGO_CONFIG_SPLITK_NUM)
-     << " reduction=" << get(CUBLASLT_ALGO_CONFIG_REDUCTION_SCHEME)
-     << " swizzle=" << get(CUBLASLT_ALGO_CONFIG_CTA_SWIZZLING) << " custom=" << get(CUBLASLT_ALGO_CONFIG_CUSTOM_OPTION)
-     << " stages=" << get(CUBLASLT_ALGO_CONFIG_STAGES_ID) << " cluster=" << get(CUBLASLT_ALGO_CONFIG_CLUSTER_SHAPE_ID);
-  return os.str();
+  plan& p = plan_for(n, k, y_f32, accumulate, nullptr);
+  return "n=" + std::to_string(n) + " k=" + std::to_string(k) + " " + algo_text(p.algo) + p.tuning;
 }
 
 }  // namespace kvflow::cuda

@@ -8,6 +8,16 @@
 // same algorithm runs for every m. A fixed tiled kernel reduces each output
 // element over k in the same order whatever m is, so a row's result does not
 // depend on how many rows a call holds (tests/kernels/cuda check it).
+//
+// Tuning (on unless KVFLOW_GEMM_TUNE=0): the heuristic's first algorithm is
+// the reference. Other candidates (the heuristic's top results at 1024, the
+// reference m and 4x it, split-K excluded) are run on random data, whole and
+// in row pieces; only those whose sampled output rows are bitwise equal to
+// the reference's are kept, and the fastest of those (time at 1024 rows x4 +
+// at the reference m + at 4x it / 4) is used. So tuning changes the speed,
+// never a bit of any result, and engines in different processes that pick
+// different (equal) candidates still agree bitwise. KVFLOW_GEMM_LOG=1 prints
+// every candidate to stderr.
 
 #include <cublasLt.h>
 #include <cuda_bf16.h>
@@ -17,6 +27,7 @@
 #include <map>
 #include <string>
 #include <tuple>
+#include <vector>
 
 #include "platform/cuda_memory.hpp"
 
@@ -25,7 +36,9 @@ namespace kvflow::cuda {
 class gemm_runner {
  public:
   /// `reference_m`: the row count the algorithms are chosen for.
-  explicit gemm_runner(int reference_m = 4096);
+  /// `tune`: time the equal-bit candidates and keep the fastest (default:
+  /// on unless the environment has KVFLOW_GEMM_TUNE=0).
+  explicit gemm_runner(int reference_m = 4096, int tune = -1);
   ~gemm_runner();
   gemm_runner(const gemm_runner&) = delete;
   gemm_runner& operator=(const gemm_runner&) = delete;
@@ -41,18 +54,26 @@ class gemm_runner {
   /// The cached algorithm's configuration for a shape, for logs and tests.
   std::string describe(int n, int k, bool y_f32, bool accumulate);
 
+  /// Chooses (and tunes) the algorithm for a shape now, on `stream`, so the
+  /// first forward does not pay for it.
+  void prepare(int n, int k, bool y_f32, bool accumulate, cudaStream_t stream);
+
  private:
   struct plan {
     cublasLtMatmulAlgo_t algo;
     bool valid = false;
+    std::string tuning;  // what tuning found, for describe()
   };
-  plan& plan_for(int n, int k, bool y_f32, bool accumulate);
+  plan& plan_for(int n, int k, bool y_f32, bool accumulate, cudaStream_t stream);
+  void tune(plan& p, const std::vector<cublasLtMatmulAlgo_t>& candidates, int n, int k, bool y_f32, bool accumulate,
+            cudaStream_t stream);
 
   cublasLtHandle_t handle_ = nullptr;
   cublasLtMatmulDesc_t desc_ = nullptr;
   std::size_t workspace_bytes_ = 32u << 20;
   platform::device_buffer workspace_;  // cuBLASLt scratch, workspace_bytes_
   int reference_m_;
+  bool tune_;
   std::map<std::tuple<int, int, bool, bool>, plan> plans_;
 };
 
