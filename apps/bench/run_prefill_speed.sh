@@ -6,6 +6,8 @@
 # (KVFLOW_GEMM_TUNE=0), transformers' prefill (bf16, sdpa) at 16k/32k,
 # compute_only through the runtime at chunks 256/512/1024 at 4k/16k/32k, and
 # the GPU suites that check bit-exactness (kernels, engine, runtime_gpu).
+# The profile step (KVFLOW_ENGINE_PROFILE=1: time per step kind of a
+# forward) was added after the call of prefill_speed.md.
 #
 # Usage: apps/bench/run_prefill_speed.sh BIN_DIR OUT_DIR
 #   BIN_DIR holds kvflow, kvflow_prefill_bench, test_kernels_cuda_kernels,
@@ -47,6 +49,9 @@ for mode in tuned untuned; do
     > "$R/engine_$mode.log" 2>&1
   cat "$R/engine_$mode.log"
 done
+step profile 40 env KVFLOW_ENGINE_PROFILE=1 "$BIN/kvflow_prefill_bench" --models llama-3-8b \
+  --lengths 4096,16384,32768 --chunks 0,1024 --warmup 1 --reps 2 > "$R/engine_profile.log" 2>&1
+grep "engine profile" "$R/engine_profile.log"
 step transformers 60 python3 apps/bench/prefill_reference.py --models llama-3-8b --lengths 16384,32768 --warmup 1 \
   --reps 3 --json "$R/prefill_reference.json" --md "$R/prefill_reference.md" > "$R/prefill_reference.log" 2>&1
 tail -5 "$R/prefill_reference.log"

@@ -3,8 +3,12 @@
 #include <cuda_bf16.h>
 
 #include <algorithm>
+#include <array>
 #include <cmath>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
+#include <map>
 #include <string>
 #include <utility>
 #include <vector>
@@ -81,6 +85,75 @@ std::string config_text(const config& c) {
          std::to_string(c.scaling.high_freq_factor) + "|" + std::to_string(c.scaling.original_max_positions) + "|" +
          std::to_string(c.tie_embeddings);
 }
+
+// KVFLOW_ENGINE_PROFILE=1: events between the kernels of run()'s forward;
+// the time of each kind of step is summed per row count and printed to
+// stderr when the engine goes (where a forward's time goes: products,
+// attention, elementwise). Each forward then ends with a wait, so profile
+// runs are for the breakdown, not the total.
+class op_profile {
+ public:
+  enum kind { embed, norm, qkv, rope, attention, o_proj, gate_up, swiglu, down, kinds };
+  op_profile() {
+    const char* v = std::getenv("KVFLOW_ENGINE_PROFILE");
+    on_ = v != nullptr && v[0] == '1';
+  }
+  ~op_profile() {
+    if (!on_) return;
+    static const char* names[kinds] = {"embed",  "norm",    "qkv",    "rope", "attention",
+                                       "o_proj", "gate_up", "swiglu", "down"};
+    for (const auto& [rows, t] : totals_) {
+      double all = 0;
+      for (double v : t.ms) all += v;
+      std::fprintf(stderr, "engine profile: %d rows, %d forwards, ms per forward:", rows, t.runs);
+      for (int k = 0; k < kinds; ++k)
+        if (t.ms[k] > 0) std::fprintf(stderr, " %s %.3f (%.1f%%)", names[k], t.ms[k] / t.runs, 100.0 * t.ms[k] / all);
+      std::fprintf(stderr, " | all %.3f\n", all / t.runs);
+    }
+    for (cudaEvent_t e : pool_) cudaEventDestroy(e);
+  }
+  /// Starts a forward of `rows` rows on `s`.
+  void begin(int rows, cudaStream_t s) {
+    if (!on_) return;
+    rows_ = rows;
+    marks_.clear();
+    mark(kinds, s);
+  }
+  /// The step of `k` enqueued just now on `s` ends here.
+  void mark(int k, cudaStream_t s) {
+    if (!on_) return;
+    if (marks_.size() == pool_.size()) {
+      cudaEvent_t e = nullptr;
+      KVFLOW_CUDA_CHECK(cudaEventCreate(&e));
+      pool_.push_back(e);
+    }
+    KVFLOW_CUDA_CHECK(cudaEventRecord(pool_[marks_.size()], s));
+    marks_.push_back(k);
+  }
+  /// Waits for the forward and adds its steps' times.
+  void end() {
+    if (!on_ || marks_.empty()) return;
+    KVFLOW_CUDA_CHECK(cudaEventSynchronize(pool_[marks_.size() - 1]));
+    entry& t = totals_[rows_];
+    ++t.runs;
+    for (std::size_t i = 1; i < marks_.size(); ++i) {
+      float ms = 0;
+      KVFLOW_CUDA_CHECK(cudaEventElapsedTime(&ms, pool_[i - 1], pool_[i]));
+      t.ms[marks_[i]] += ms;
+    }
+  }
+
+ private:
+  struct entry {
+    int runs = 0;
+    std::array<double, kinds> ms{};
+  };
+  bool on_ = false;
+  int rows_ = 0;
+  std::vector<cudaEvent_t> pool_;
+  std::vector<int> marks_;
+  std::map<int, entry> totals_;
+};
 
 }  // namespace
 
@@ -350,11 +423,13 @@ class cuda_engine_impl {
     const auto* d_tokens = reinterpret_cast<const std::int32_t*>(dev + table_bytes);
 
     float* resid = job.hidden.data ? static_cast<float*>(job.hidden.data) : resid_.ptr;
+    prof_.begin(count, stream_);
     const int hidden = cfg_.hidden;
     const int hd = cfg_.head_dim;
     if (job.layer_begin == 0)
       KVFLOW_LAUNCH_CHECK(
           cuda::launch_embedding(d_tokens, count, embedding_.ptr, cfg_.vocab_size, hidden, resid, stream_));
+    prof_.mark(op_profile::embed, stream_);
     const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
     const std::size_t half_layer = static_cast<std::size_t>(cfg_.kv_heads) * count * hd;
     for (int li = job.layer_begin; li < job.layer_end; ++li) {
@@ -363,20 +438,30 @@ class cuda_engine_impl {
       bf16* v_out = k_out + half_layer;
       KVFLOW_LAUNCH_CHECK(
           cuda::launch_rms_norm(resid, L.attn_norm.ptr, cfg_.rms_eps, count, hidden, act_a_.ptr, stream_));
+      prof_.mark(op_profile::norm, stream_);
       gemm_->run(act_a_.ptr, L.wqkv.ptr, act_big_.ptr, count, static_cast<int>(qkv_width()), hidden, false, false,
                  stream_);
+      prof_.mark(op_profile::qkv, stream_);
       KVFLOW_LAUNCH_CHECK(cuda::launch_qkv_rope(act_big_.ptr, count, job.pos0, inv_freq_.ptr, cfg_.heads, cfg_.kv_heads,
                                                 hd, act_q_.ptr, k_out, v_out, stream_));
+      prof_.mark(op_profile::rope, stream_);
       KVFLOW_LAUNCH_CHECK(cuda::launch_attention(act_q_.ptr, count, job.pos0, d_table, static_cast<int>(table.size()),
                                                  li, cfg_.heads, cfg_.kv_heads, hd, scale, act_a_.ptr, stream_));
+      prof_.mark(op_profile::attention, stream_);
       gemm_->run(act_a_.ptr, L.wo.ptr, resid, count, hidden, static_cast<int>(q_width()), true, true, stream_);
+      prof_.mark(op_profile::o_proj, stream_);
       KVFLOW_LAUNCH_CHECK(
           cuda::launch_rms_norm(resid, L.ffn_norm.ptr, cfg_.rms_eps, count, hidden, act_a_.ptr, stream_));
+      prof_.mark(op_profile::norm, stream_);
       gemm_->run(act_a_.ptr, L.w_gate_up.ptr, act_big_.ptr, count, 2 * cfg_.intermediate, hidden, false, false,
                  stream_);
+      prof_.mark(op_profile::gate_up, stream_);
       KVFLOW_LAUNCH_CHECK(cuda::launch_swiglu(act_big_.ptr, count, cfg_.intermediate, act_ffn_.ptr, stream_));
+      prof_.mark(op_profile::swiglu, stream_);
       gemm_->run(act_ffn_.ptr, L.w_down.ptr, resid, count, hidden, cfg_.intermediate, true, true, stream_);
+      prof_.mark(op_profile::down, stream_);
     }
+    prof_.end();
   }
 
   // Whether job b is the chunk right after job a of the same request: it
@@ -593,6 +678,7 @@ class cuda_engine_impl {
   dev_buf<float> part_;    // run_selected's split attention: partial outputs, maxima and sums
   std::array<upload_slot, 32> slots_{};
   std::size_t next_slot_ = 0;
+  op_profile prof_;  // KVFLOW_ENGINE_PROFILE=1 only
 };
 
 cuda_engine::cuda_engine(std::unique_ptr<cuda_engine_impl> impl) : impl_(std::move(impl)) {}

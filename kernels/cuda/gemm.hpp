@@ -9,15 +9,20 @@
 // element over k in the same order whatever m is, so a row's result does not
 // depend on how many rows a call holds (tests/kernels/cuda check it).
 //
-// Tuning (on unless KVFLOW_GEMM_TUNE=0): the heuristic's first algorithm is
-// the reference. Other candidates (the heuristic's top results at 1024, the
+// Tuning (off unless KVFLOW_GEMM_TUNE=1; see below): the heuristic's first
+// algorithm is the reference. Other candidates (the heuristic's top results at 1024, the
 // reference m and 4x it, split-K excluded) are run on random data, whole and
 // in row pieces; only those whose sampled output rows are bitwise equal to
 // the reference's are kept, and the fastest of those (time at 1024 rows x4 +
-// at the reference m + at 4x it / 4) is used. So tuning changes the speed,
+// at the reference m + at 4x it / 4, best of three rounds after a warm-up)
+// is used. So tuning changes the speed,
 // never a bit of any result, and engines in different processes that pick
 // different (equal) candidates still agree bitwise. KVFLOW_GEMM_LOG=1 prints
-// every candidate to stderr.
+// every candidate to stderr. Off by default: on the H200 (llama-3-8b) every
+// candidate (11-19 a shape) had equal bits, but the heuristic's pick already
+// ran the four products at 690-790 TFLOP/s and the first tuner's choices,
+// timed without a warm-up, were not faster
+// (apps/bench/results/h200/prefill_speed.md).
 
 #include <cublasLt.h>
 #include <cuda_bf16.h>
@@ -37,7 +42,7 @@ class gemm_runner {
  public:
   /// `reference_m`: the row count the algorithms are chosen for.
   /// `tune`: time the equal-bit candidates and keep the fastest (default:
-  /// on unless the environment has KVFLOW_GEMM_TUNE=0).
+  /// off unless the environment has KVFLOW_GEMM_TUNE=1).
   explicit gemm_runner(int reference_m = 4096, int tune = -1);
   ~gemm_runner();
   gemm_runner(const gemm_runner&) = delete;
