@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """The transformers side of the prefill benchmark, and the merge of results.
 
-Runs LlamaForCausalLM (random weights, bf16, sdpa attention, torch.no_grad,
+Runs LlamaForCausalLM (random weights, bf16, --attn attention: sdpa unless
+told; auto takes flash_attention_2 where flash_attn is installed, torch.no_grad,
 use_cache=True, logits_to_keep=1) on the same shapes as kvflow_prefill_bench
 and times compute-only prefill with CUDA events (warmup, then the median of
 timed runs). Merges kvflow_prefill_bench's JSON records with its own into
@@ -10,6 +11,7 @@ prefill.json and a markdown table.
   python3 prefill_reference.py --kvflow kvflow.json --json prefill.json --md prefill.md
 """
 import argparse
+import importlib.util
 import inspect
 import json
 import statistics
@@ -31,7 +33,14 @@ def prefill_flops(name, s):
     return 2.0 * s * layers * per_token + 2.0 * 2.0 * layers * q * s * (s + 1) / 2.0 + 2.0 * h * vocab
 
 
-def run_transformers(models, lengths, warmup, reps):
+def attention_impl(asked):
+    """The transformers attention implementation to use for --attn."""
+    if asked != "auto":
+        return asked
+    return "flash_attention_2" if importlib.util.find_spec("flash_attn") is not None else "sdpa"
+
+
+def run_transformers(models, lengths, warmup, reps, attn="sdpa"):
     import torch
     import transformers
     from transformers import LlamaConfig, LlamaForCausalLM
@@ -56,7 +65,7 @@ def run_transformers(models, lengths, warmup, reps):
             if llama3:
                 kwargs["rope_scaling"] = scaling
         cfg = LlamaConfig(**kwargs)
-        cfg._attn_implementation = "sdpa"
+        cfg._attn_implementation = attn
         torch.set_default_dtype(torch.bfloat16)
         with torch.device("cuda"):
             model = LlamaForCausalLM(cfg)
@@ -90,7 +99,7 @@ def run_transformers(models, lengths, warmup, reps):
             tf = prefill_flops(name, s) / sec / 1e12
             print(f"transformers {name:12s} {s:8d} {sec:10.4f} s {tf:8.1f} TFLOP/s", flush=True)
             records.append({"model": name, "context_tokens": s, "impl": "transformers", "seconds": sec,
-                            "tflops": tf, "device": device_name})
+                            "tflops": tf, "device": device_name, "attn": model.config._attn_implementation})
         del model
         torch.cuda.empty_cache()
     return records
@@ -108,9 +117,10 @@ def markdown(records):
         else:
             rows[key]["transformers"] = r
     device = records[0]["device"] if records else "?"
+    attn = sorted({r.get("attn", "sdpa") for r in records if r["impl"] == "transformers"}) or ["sdpa"]
     lines = [f"# Prefill, compute only ({device})", "",
              "Random weights, bf16. kvflow: cuda_engine (weights made on the device), best of one shot (chunk 0) "
-             "and chunked; transformers: LlamaForCausalLM, sdpa, use_cache=True, logits_to_keep=1. Median of timed "
+             "and chunked; transformers: LlamaForCausalLM, " + "/".join(attn) + ", use_cache=True, logits_to_keep=1. Median of timed "
              "runs after a warmup. TFLOP/s = model FLOPs (projections, MLP, causal attention, one logits row) / time.",
              "", "| model | tokens | kvflow s | chunk | kvflow TFLOP/s | transformers s | transformers TFLOP/s | "
              "kvflow / transformers time |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
@@ -130,6 +140,8 @@ def main():
     ap.add_argument("--lengths", default="4096,8192,16384,32768")
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--attn", default="sdpa", choices=["sdpa", "flash_attention_2", "eager", "auto"],
+                    help="transformers attention; auto: flash_attention_2 where flash_attn is installed, else sdpa")
     ap.add_argument("--kvflow", help="kvflow_prefill_bench --json output to merge")
     ap.add_argument("--skip-run", action="store_true", help="only merge existing records (--previous)")
     ap.add_argument("--previous", help="transformers records from an earlier run to merge")
@@ -144,7 +156,8 @@ def main():
         with open(a.previous) as f:
             records += [r for r in json.load(f) if r["impl"] == "transformers"]
     if not a.skip_run:
-        records += run_transformers(a.models.split(","), [int(x) for x in a.lengths.split(",")], a.warmup, a.reps)
+        records += run_transformers(a.models.split(","), [int(x) for x in a.lengths.split(",")], a.warmup, a.reps,
+                                    attention_impl(a.attn))
     with open(a.json, "w") as f:
         json.dump(records, f, indent=1)
     md = markdown(records)

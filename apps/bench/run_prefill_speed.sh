@@ -3,11 +3,12 @@
 # (about 3 minutes on an H200): llama-3-8b's four products at 1k-32k rows
 # with the heuristic's and the tuned cuBLASLt algorithm (gemm.hpp), the
 # engine's one-shot prefill at 4k/16k/32k tuned and untuned
-# (KVFLOW_GEMM_TUNE=0), transformers' prefill (bf16, sdpa) at 16k/32k,
+# (KVFLOW_GEMM_TUNE=1 and 0), transformers' prefill (bf16) at 16k/32k,
 # compute_only through the runtime at chunks 256/512/1024 at 4k/16k/32k, and
 # the GPU suites that check bit-exactness (kernels, engine, runtime_gpu).
 # The profile step (KVFLOW_ENGINE_PROFILE=1: time per step kind of a
-# forward) was added after the call of prefill_speed.md.
+# forward) and `--attn auto` for transformers (flash_attention_2 where
+# flash_attn is installed) were added after the call of prefill_speed.md.
 #
 # Usage: apps/bench/run_prefill_speed.sh BIN_DIR OUT_DIR
 #   BIN_DIR holds kvflow, kvflow_prefill_bench, test_kernels_cuda_kernels,
@@ -52,8 +53,8 @@ done
 step profile 40 env KVFLOW_ENGINE_PROFILE=1 "$BIN/kvflow_prefill_bench" --models llama-3-8b \
   --lengths 4096,16384,32768 --chunks 0,1024 --warmup 1 --reps 2 > "$R/engine_profile.log" 2>&1
 grep "engine profile" "$R/engine_profile.log"
-step transformers 60 python3 apps/bench/prefill_reference.py --models llama-3-8b --lengths 16384,32768 --warmup 1 \
-  --reps 3 --json "$R/prefill_reference.json" --md "$R/prefill_reference.md" > "$R/prefill_reference.log" 2>&1
+step transformers 60 python3 apps/bench/prefill_reference.py --models llama-3-8b --lengths 16384,32768 --attn auto \
+  --warmup 1 --reps 3 --json "$R/prefill_reference.json" --md "$R/prefill_reference.md" > "$R/prefill_reference.log" 2>&1
 tail -5 "$R/prefill_reference.log"
 refs=""
 [ -s "$R/prefill_reference.json" ] && refs=$R/prefill_reference.json
