@@ -27,6 +27,7 @@
 // wider search around the crossing).
 
 #include <algorithm>
+#include <cmath>
 #include <unordered_map>
 
 #include "policies/grant_helpers.hpp"
@@ -145,6 +146,12 @@ class two_pointer final : public policy {
     const std::uint64_t G = b.limits().compute_group;
     std::uint64_t queue = std::uint64_t(opts_.load_queue_chunks) * r.chunk_bytes() * G;
     std::uint64_t max_grant = opts_.max_load_grant_bytes ? opts_.max_load_grant_bytes : r.chunk_bytes() * G;
+    // A grant of one chunk's layers pays the link's latency once: span
+    // enough layers that it is at most a twentieth of the grant's time.
+    const auto tier = r.tier_of(P - 1);
+    const double cell_s = costs.load_s(tier, double(r.cell_bytes()));
+    const auto run = static_cast<std::uint32_t>(
+        std::clamp(cell_s > 0 ? std::ceil(costs.latency_s(tier) / (0.05 * cell_s)) : 1.0, 1.0, std::max(1.0, L / 4.0)));
     auto x = detail::head_position(r);
     std::uint32_t h = static_cast<std::uint32_t>(std::min<std::uint64_t>(x / L, P));
     auto z = p.z;
@@ -154,14 +161,14 @@ class two_pointer final : public policy {
         std::uint64_t from = std::max<std::uint64_t>(z, std::uint64_t(c) * L + r.compute_top(c));
         return from >= std::uint64_t(c + 1) * L ? L : static_cast<std::uint32_t>(from - std::uint64_t(c) * L);
       };
-      detail::grant_loads(b, r, 0, start, queue, max_grant, out);
+      detail::grant_loads(b, r, 0, start, queue, max_grant, out, run);
       return;
     }
     // Before meeting: finish the claimed chunks, then claim the next one down
     // while it lies above the split (the head's own chunk from the split's layer).
     auto none = [L](std::uint32_t) { return L; };
     for (;;) {
-      detail::grant_loads(b, r, 0, none, queue, max_grant, out);
+      detail::grant_loads(b, r, 0, none, queue, max_grant, out, run);
       std::uint32_t lo = P;
       while (lo > h && r.load_claimed(lo - 1) > 0) --lo;
       bool pending = false;
@@ -181,7 +188,7 @@ class two_pointer final : public policy {
       auto s = static_cast<std::uint32_t>(from - std::uint64_t(j) * L);
       auto before = out.size();
       detail::grant_loads(
-          b, r, j, [&](std::uint32_t c) { return c == j ? s : L; }, queue, max_grant, out);
+          b, r, j, [&](std::uint32_t c) { return c == j ? s : L; }, queue, max_grant, out, run);
       if (out.size() == before) return;
     }
   }
