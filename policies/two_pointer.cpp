@@ -55,6 +55,9 @@ class two_pointer final : public policy {
   std::vector<msg::grant> decide(batch_state& b, const cost_model& measured) override {
     const cost_model& costs = opts_.truth ? *opts_.truth : measured;
     std::vector<msg::grant> out;
+    // The trip is the runtime's, measured even where the oracle plans on the truth.
+    trip_cells_ =
+        costs.cell_s(0) > 0 ? static_cast<std::uint64_t>(std::ceil(measured.compute_trip_s() / costs.cell_s(0))) : 0;
     struct entry {
       double est;
       std::uint64_t arrival;
@@ -106,9 +109,15 @@ class two_pointer final : public policy {
   // new request change the plan within a few milliseconds of GPU time.
   // With compute_group G the quarter chunk is G chunks wide (a grant spans
   // G chunks a quarter of the layers deep, run as one forward).
-  static std::uint64_t gpu_target(const batch_state& b, const policy_options& o, const request_state& r) {
-    return std::uint64_t(o.lookahead_chunks) * std::max<std::uint32_t>(1, (r.layers() + 3) / 4) *
-           b.limits().compute_group;
+  // A grant's trip beyond GPU work (cost_model::compute_trip_s: a decode
+  // step the gpu actor runs first, the actors' messages) must be covered by
+  // the piece still in flight when one completes: twice that many cells
+  // more, up to the cap. Else the GPU idles for every trip, and a plan that
+  // counts on its compute rate falls behind.
+  std::uint64_t gpu_target(const batch_state& b, const policy_options& o, const request_state& r) const {
+    std::uint64_t base =
+        std::uint64_t(o.lookahead_chunks) * std::max<std::uint32_t>(1, (r.layers() + 3) / 4) * b.limits().compute_group;
+    return std::max(base, std::min<std::uint64_t>(b.limits().compute_cells, base + 2 * trip_cells_));
   }
 
   // Compute is granted in pieces of half the target, so that one is queued
@@ -305,6 +314,7 @@ class two_pointer final : public policy {
   bool oracle_;
   std::unordered_map<std::uint64_t, split_point> splits_;
   std::vector<double> cum_c_, cum_l_;
+  std::uint64_t trip_cells_ = 0;  // compute cells that cover one grant's trip
 };
 
 }  // namespace

@@ -44,6 +44,10 @@ struct truth {
   msg::tier change_tier = msg::tier::remote;
   double change_bw = 0;
   std::array<double, msg::tier_count> latency{};  // per load grant, before its bytes move
+  // A compute grant's trip through the actors beyond its GPU time (the gpu
+  // actor running a decode step first, say): half before the GPU may start
+  // it, half before its completion reaches the scheduler.
+  double gpu_round_trip = 0;
 
   double rate(msg::tier t, double now) const {
     return t == change_tier && now >= change_at ? change_bw : bw[static_cast<std::size_t>(t)];
@@ -103,6 +107,9 @@ class harness {
     specs_ = &specs;
     now_ = 0;
     gpu_.clear();
+    reports_.clear();
+    sent_.clear();
+    gpu_finished_ = -1;
     gpu_busy_until_ = 0;
     for (auto& l : links_) l.clear();
     links_busy_until_.fill(0);
@@ -136,7 +143,10 @@ class harness {
       // The next event: a completion or an arrival.
       double next = inf;
       int which = -2;
-      if (!gpu_.empty() && gpu_busy_until_ < next) next = gpu_busy_until_, which = -1;
+      if (!gpu_.empty() && gpu_.front().running && gpu_busy_until_ < next) next = gpu_busy_until_, which = -1;
+      if (!gpu_.empty() && !gpu_.front().running && gpu_.front().ready_at < next)
+        next = gpu_.front().ready_at, which = -4;
+      if (!reports_.empty() && reports_.front().second < next) next = reports_.front().second, which = -5;
       for (int t = 0; t < 4; ++t)
         if (!links_[t].empty() && links_busy_until_[t] < next) next = links_busy_until_[t], which = t;
       for (std::size_t i = 0; i < specs.size(); ++i)
@@ -144,10 +154,24 @@ class harness {
       if (which == -2) break;
       now_ = next;
       if (which == -3) continue;
-      job j = which == -1 ? gpu_.front() : links_[which].front();
+      if (which == -4) continue;
+      double finished_at = now_;
+      job j;
+      if (which == -5) {
+        j = reports_.front().first;
+        finished_at = j.finished;
+        reports_.pop_front();
+      } else {
+        j = which == -1 ? gpu_.front() : links_[which].front();
+      }
       if (which == -1) {
         gpu_.pop_front();
-      } else {
+        if (truth_.gpu_round_trip > 0) {
+          j.finished = now_;
+          reports_.emplace_back(j, now_ + truth_.gpu_round_trip / 2);
+          continue;
+        }
+      } else if (which >= 0) {
         links_[which].pop_front();
       }
       finish(j, out);
@@ -157,10 +181,17 @@ class harness {
       d.act = j.g.act;
       d.cells = j.g.cells;
       d.started_ns = static_cast<std::uint64_t>(j.started * 1e9);
-      d.finished_ns = static_cast<std::uint64_t>(now_ * 1e9);
+      d.finished_ns = static_cast<std::uint64_t>(finished_at * 1e9);
       d.bytes = j.bytes;
       if (auto sample = batch.apply(d)) costs.observe(*sample);
       costs.observe(d);
+      if (j.g.act == msg::action::compute) {
+        // As the scheduler measures a grant's trip: sent to GPU start (when
+        // the GPU had finished everything before it), GPU finish to heard.
+        const double sent = sent_[j.g.grant_id];
+        costs.observe_compute_trip(j.started - sent, j.started > gpu_finished_, now_ - finished_at);
+        gpu_finished_ = std::max(gpu_finished_, finished_at);
+      }
       auto i = static_cast<std::size_t>(j.g.request_id);
       if (out.ttft[i] < 0 && batch.find(j.g.request_id)->restored()) {
         out.ttft[i] = now_ - specs[i].arrival;
@@ -183,6 +214,7 @@ class harness {
     std::uint64_t bytes = 0;
     double started = 0;
     bool running = false;
+    double ready_at = 0, finished = 0;
   };
 
   msg::register_request registration(std::size_t i) const {
@@ -242,6 +274,8 @@ class harness {
       BOOST_REQUIRE_MESSAGE(used_.compute_cells + n <= caps_.compute_cells || (used_.compute_cells == 0 && n == 1),
                             "compute cap exceeded: " << used_.compute_cells << " + " << n);
       used_.compute_cells += n;
+      j.ready_at = now_ + truth_.gpu_round_trip / 2;
+      sent_[g.grant_id] = now_;
       gpu_.push_back(j);
     } else {
       auto t = static_cast<std::size_t>(g.source);
@@ -259,7 +293,7 @@ class harness {
 
   // Starts the head of each idle queue; a compute grant's inputs must be there.
   void start_work() {
-    if (!gpu_.empty() && !gpu_.front().running) {
+    if (!gpu_.empty() && !gpu_.front().running && gpu_.front().ready_at <= now_) {
       auto& j = gpu_.front();
       auto i = static_cast<std::size_t>(j.g.request_id);
       double d = 0;
@@ -313,6 +347,9 @@ class harness {
   double now_ = 0;
   std::deque<job> gpu_;
   double gpu_busy_until_ = 0;
+  std::deque<std::pair<job, double>> reports_;  // GPU-finished compute grants and when the scheduler hears
+  std::map<std::uint64_t, double> sent_;        // compute grant -> sent at
+  double gpu_finished_ = -1;                    // the latest GPU finish the scheduler has heard of
   std::array<std::deque<job>, msg::tier_count> links_;
   std::array<double, msg::tier_count> links_busy_until_{};
   usage used_;
@@ -1007,8 +1044,10 @@ scenario h200_batch(const h200_point& pt, std::uint64_t seed) {
   s.t.latency[static_cast<std::size_t>(pt.tier)] = pt.latency;
   std::mt19937_64 rng(seed);
   std::uniform_int_distribution<std::uint32_t> len(4, 16);
+  // Seed 0: the bench's own batch (kvflow bench --contexts 16384 --batch 8, seed 1).
+  const std::uint32_t bench[] = {8, 15, 16, 16, 4, 12, 7, 14};
   for (int i = 0; i < 8; ++i) {
-    request_spec r = one(len(rng), 0, pt.tier)[0];
+    request_spec r = one(seed == 0 ? bench[i] : len(rng), 0, pt.tier)[0];
     r.cached = r.chunks - 1;
     r.chunk_bytes = 2 * chunk64mib;
     s.specs.push_back(r);
@@ -1041,7 +1080,7 @@ batch_bound bound_of(const scenario& s) {
 // bidirectional's and the batch bound, p99 no worse than bidirectional's.
 BOOST_AUTO_TEST_CASE(h200_batch8_against_bidirectional_and_the_bound) {
   for (auto& pt : h200_points) {
-    for (std::uint64_t seed : {1u, 2u, 3u}) {
+    for (std::uint64_t seed : {0u, 1u, 2u, 3u}) {
       auto s = h200_batch(pt, seed);
       auto c = h200_caps(pt);
       std::map<std::string, outcome> r;
@@ -1124,6 +1163,46 @@ BOOST_AUTO_TEST_CASE(warm_two_pointer_amortises_load_latency) {
                   o.ttft[0], o.ttft[0] / bound.mean_ttft_s);
       BOOST_CHECK_MESSAGE(o.ttft[0] <= 1.15 * bound.mean_ttft_s,
                           lat * 1e3 << " ms, " << bw / 1e9 << " GB/s: " << o.ttft[0] / bound.mean_ttft_s);
+    }
+  }
+}
+
+// Compute grants that spend 20-50 ms beyond their GPU work on the way (the
+// gpu actor runs a decode step of other requests before each: kvflow serve's
+// rag at 2 requests/s, where two_pointer lost to load_only): once
+// two_pointer has learned the trip it keeps enough compute in flight to
+// cover it, and stays ahead of both single resources and of bidirectional's
+// batch. (With the quarter-chunk queue alone: 50 ms, batch 1 1.106 s against
+// compute_only's 0.750 s.)
+BOOST_AUTO_TEST_CASE(two_pointer_covers_compute_trips) {
+  for (double trip : {0.02, 0.05}) {
+    for (auto& pt : h200_points) {
+      if (std::string(pt.name) == "disk0") continue;
+      auto s = h200_batch(pt, 0);
+      s.t.gpu_round_trip = trip;
+      auto c = h200_caps(pt);
+      for (int b : {1, 8}) {
+        std::vector<request_spec> specs = s.specs;
+        if (b == 1) {
+          specs = one(16, 15, pt.tier);
+          specs[0].chunk_bytes = 2 * chunk64mib;
+        }
+        std::map<std::string, double> mean;
+        for (auto n : {"compute_only", "load_only", "bidirectional", "two_pointer"})
+          mean[n] = run_policy(n, specs, s.t, c).mean();
+        std::printf(
+            "compute trip %.0f ms, %-4s batch %d: two_pointer %.3f s, compute_only %.3f, load_only %.3f, "
+            "bidirectional %.3f\n",
+            trip * 1e3, pt.name, b, mean["two_pointer"], mean["compute_only"], mean["load_only"],
+            mean["bidirectional"]);
+        BOOST_CHECK_MESSAGE(
+            mean["two_pointer"] < std::min(mean["compute_only"], mean["load_only"]),
+            trip << " s trip, " << pt.name << " batch " << b << ": two_pointer " << mean["two_pointer"]);
+        if (b > 1)
+          BOOST_CHECK_MESSAGE(mean["two_pointer"] * 1.3 < mean["bidirectional"],
+                              trip << " s trip, " << pt.name << ": two_pointer " << mean["two_pointer"]
+                                   << ", bidirectional " << mean["bidirectional"]);
+      }
     }
   }
 }
