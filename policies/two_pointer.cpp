@@ -56,8 +56,8 @@ class two_pointer final : public policy {
     const cost_model& costs = opts_.truth ? *opts_.truth : measured;
     std::vector<msg::grant> out;
     // The trip is the runtime's, measured even where the oracle plans on the truth.
-    trip_cells_ =
-        costs.cell_s(0) > 0 ? static_cast<std::uint64_t>(std::ceil(measured.compute_trip_s() / costs.cell_s(0))) : 0;
+    const double trip = costs.cell_s(0) > 0 ? std::ceil(measured.compute_trip_s() / costs.cell_s(0)) : 0.0;
+    trip_cells_ = std::isfinite(trip) ? static_cast<std::uint64_t>(std::clamp(trip, 0.0, 1e9)) : 0;
     struct entry {
       double est;
       std::uint64_t arrival;
@@ -159,8 +159,9 @@ class two_pointer final : public policy {
     // enough layers that it is at most a twentieth of the grant's time.
     const auto tier = r.tier_of(P - 1);
     const double cell_s = costs.load_s(tier, double(r.cell_bytes()));
-    const auto run = static_cast<std::uint32_t>(
-        std::clamp(cell_s > 0 ? std::ceil(costs.latency_s(tier) / (0.05 * cell_s)) : 1.0, 1.0, std::max(1.0, L / 4.0)));
+    const double want = cell_s > 0 ? std::ceil(costs.latency_s(tier) / (0.05 * cell_s)) : 1.0;
+    const auto run =
+        static_cast<std::uint32_t>(std::isfinite(want) ? std::clamp(want, 1.0, std::max(1.0, L / 4.0)) : 1.0);
     auto x = detail::head_position(r);
     std::uint32_t h = static_cast<std::uint32_t>(std::min<std::uint64_t>(x / L, P));
     auto z = p.z;
