@@ -3,6 +3,7 @@
 #include <chrono>
 
 #include "actors/atoms.hpp"
+#include "actors/clock.hpp"
 #include "actors/frame_type.hpp"
 #include "messages/error.hpp"
 #include "messages/log.hpp"
@@ -57,6 +58,7 @@ void tick(state_t* self) {
     auto it = st.requests.find(g.request_id);
     if (it == st.requests.end()) continue;
     ++st.grants_sent;
+    if (g.act == msg::action::compute) st.computing[g.grant_id] = {g.request_id, now_ns()};
     log->debug("grant {} to request {}: {} chunks [{}, {}) layers [{}, {}) from {}", g.grant_id, g.request_id,
                msg::to_string(g.act), g.cells.chunk_begin, g.cells.chunk_end, g.cells.layer_begin, g.cells.layer_end,
                msg::to_string(g.source));
@@ -139,7 +141,16 @@ caf::behavior scheduler_actor(state_t* self, std::string default_policy, policie
             st.costs.observe(*sample);
             retune(sample->source);
           }
-          if (done->act == msg::action::compute) st.costs.observe(*done);
+          if (done->act == msg::action::compute) {
+            st.costs.observe(*done);
+            if (auto it = st.computing.find(done->grant_id); it != st.computing.end()) {
+              auto secs = [](std::uint64_t from, std::uint64_t to) { return (double(to) - double(from)) / 1e9; };
+              st.costs.observe_compute_trip(secs(it->second.second, done->started_ns),
+                                            done->started_ns > st.gpu_finished_ns, secs(done->finished_ns, now_ns()));
+              st.gpu_finished_ns = std::max(st.gpu_finished_ns, done->finished_ns);
+              st.computing.erase(it);
+            }
+          }
         } else if (auto* rate = std::get_if<msg::rate_sample>(&*decoded)) {
           st.costs.observe(*rate);
           retune(rate->source);
@@ -147,6 +158,8 @@ caf::behavior scheduler_actor(state_t* self, std::string default_policy, policie
           if (p->done) {
             st.batch.remove(p->request_id);
             st.requests.erase(p->request_id);
+            for (auto it = st.computing.begin(); it != st.computing.end();)
+              it = it->second.first == p->request_id ? st.computing.erase(it) : std::next(it);
             drain_queue(self);
           }
         }

@@ -34,6 +34,11 @@ struct scheduler_state {
   };
   std::deque<waiting> queue;  ///< registrations for another policy than the active one
   std::uint64_t grants_sent = 0;
+  /// Compute grants in flight: their request and when each was sent
+  /// (now_ns), and when the GPU last finished one: the trips
+  /// cost_model::observe_compute_trip learns.
+  std::unordered_map<std::uint64_t, std::pair<std::uint64_t, std::uint64_t>> computing;
+  std::uint64_t gpu_finished_ns = 0;
   static inline const char* name = "kvflow.scheduler";
 };
 

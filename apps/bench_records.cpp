@@ -50,6 +50,33 @@ void bench_records::add(std::map<std::string, point>& points, const std::vector<
     bound = policies::lowest_ttft(in).ttft_s;
     if (orac > 0 && orac < 0.99 * bound)
       warn("warning: oracle " + fmt(orac) + " s beats the bound " + fmt(bound) + " s");
+    if (pc.batch == 1) costs_[{pc.tier, pc.context}] = in;
+  }
+  // Batches arriving together: the lowest mean TTFT their prompts allow
+  // (policies::lowest_batch_ttft) on batch 1's per-chunk costs of this tier
+  // and context, each prompt's chunks costing what the same positions cost there.
+  auto batch_costs = costs_.end();
+  if (!points.empty() && points.begin()->second.batch > 1 && extra["arrival"] == "together")
+    batch_costs = costs_.find({points.begin()->second.tier, points.begin()->second.context});
+  if (batch_costs != costs_.end() && facts_.chunk_tokens > 0) {
+    const auto& one = batch_costs->second;
+    std::vector<policies::bound_inputs> batch;
+    for (auto& p : prompts) {
+      const auto n = static_cast<int>(p.size());
+      const auto chunks = static_cast<std::size_t>((n + facts_.chunk_tokens - 1) / facts_.chunk_tokens);
+      const auto cached = static_cast<std::uint32_t>(std::max(0, n - facts_.suffix_tokens) / facts_.chunk_tokens);
+      if (chunks > one.chunk_compute_s.size() || cached >= chunks) {
+        batch.clear();
+        break;
+      }
+      batch.push_back({std::vector<double>(one.chunk_compute_s.begin(), one.chunk_compute_s.begin() + chunks), cached,
+                       one.layers, one.cell_load_s});
+    }
+    if (!batch.empty()) {
+      bound = policies::lowest_batch_ttft(batch).mean_ttft_s;
+      if (orac > 0 && orac < 0.99 * bound)
+        warn("warning: oracle's mean " + fmt(orac) + " s beats the batch bound " + fmt(bound) + " s");
+    }
   }
   for (auto& policy : policies) {
     auto& pt = points[policy];

@@ -17,6 +17,7 @@
 
 #include "actors/runtime.hpp"
 #include "policies/policy.hpp"
+#include "policies/restore_bound.hpp"
 
 namespace kvflow::app {
 
@@ -167,6 +168,9 @@ class bench_records {
   std::vector<nlohmann::json> records_, traces_;
   std::vector<std::string> previous_notes_;
   std::map<std::pair<std::string, int>, double> reference_;  // (model, tokens) -> transformers prefill s
+  // Batch 1's measured costs per (tier, context): the batches of the same
+  // tier and context (prompts of up to that many tokens) take their bound from them.
+  std::map<std::pair<std::string, int>, policies::bound_inputs> costs_;
   std::string reference_device_;
 };
 

@@ -135,4 +135,15 @@ void cost_model::refit_link(std::size_t i) {
   latency_[i] = l;
 }
 
+void cost_model::observe_compute_trip(double to_gpu_s, bool gpu_was_idle, double from_gpu_s) {
+  if (frozen_) return;
+  auto learn = [&](double v, double& mean, std::uint64_t& samples) {
+    if (!(v >= 0 && v <= 1)) return;  // NaN too
+    if (samples++ == 0) return;       // the first grant pays one-time setup
+    mean = samples == 2 ? v : (1 - prior_.rate_alpha) * mean + prior_.rate_alpha * v;
+  };
+  if (gpu_was_idle) learn(to_gpu_s, to_gpu_s_, to_gpu_samples_);
+  learn(from_gpu_s, from_gpu_s_, from_gpu_samples_);
+}
+
 }  // namespace kvflow::policies

@@ -58,6 +58,19 @@ class cost_model {
   void observe(const msg::cell_done& done);
   /// Learns a link's latency and rate from one grant's `bytes` moved in `elapsed_ns`.
   void observe(const msg::rate_sample& sample);
+  /// Learns a compute grant's trip beyond GPU work, on the scheduler's and
+  /// the GPU's clock (the same steady clock): `to_gpu_s` from its sending to
+  /// the GPU starting it, learned only when `gpu_was_idle` (the GPU had
+  /// finished every earlier grant, so it waited for this one: the actors'
+  /// messages, a decode step of other requests run first; else the time
+  /// includes queueing behind earlier grants), and `from_gpu_s` from the GPU
+  /// finishing it to the scheduler hearing. Compute in flight must cover
+  /// both, or the GPU idles between grants. Decayed means (rate_alpha); the
+  /// first sample (one-time setup) and times outside [0, 1] s (a clock of
+  /// another machine) are ignored.
+  void observe_compute_trip(double to_gpu_s, bool gpu_was_idle, double from_gpu_s);
+  /// Seconds of a compute grant's trip beyond GPU work; 0 until learned.
+  double compute_trip_s() const { return to_gpu_s_ + from_gpu_s_; }
 
   std::uint64_t compute_samples() const { return compute_samples_; }
   std::uint64_t rate_samples(msg::tier t) const { return rate_samples_[static_cast<std::size_t>(t)]; }
@@ -75,6 +88,8 @@ class cost_model {
   std::uint64_t compute_samples_ = 0;
   bool seen_first_compute_ = false;
   std::array<std::uint64_t, msg::tier_count> rate_samples_{};
+  double to_gpu_s_ = 0, from_gpu_s_ = 0;
+  std::uint64_t to_gpu_samples_ = 0, from_gpu_samples_ = 0;
   std::array<double, msg::tier_count> latency_{};
   // Decayed sums of each tier's per-grant regression seconds = latency + bytes / rate.
   struct link_sums {

@@ -35,10 +35,13 @@ std::uint64_t grant_suffix(batch_state& b, const request_state& r, std::uint64_t
 /// lowest claimed layer; an unclaimed chunk c starts at start(c) (and is
 /// skipped when start(c) >= L). Keeps each tier's bytes in flight under
 /// `queue_bytes` and the cap; one grant is one layer of adjacent chunks of
-/// one tier, at most `max_grant_bytes`. Returns bytes granted.
+/// one tier, at most `max_grant_bytes`; a grant of one chunk spans up to
+/// `layer_run` of its layers upward (fewer grants where each pays a fixed
+/// latency). Returns bytes granted.
 template <class Start>
 std::uint64_t grant_loads(batch_state& b, const request_state& r, std::uint32_t lo, Start start,
-                          std::uint64_t queue_bytes, std::uint64_t max_grant_bytes, std::vector<msg::grant>& out);
+                          std::uint64_t queue_bytes, std::uint64_t max_grant_bytes, std::vector<msg::grant>& out,
+                          std::uint32_t layer_run = 1);
 
 /// Appends and applies one grant.
 void emit(batch_state& b, const request_state& r, msg::action act, const msg::cell_range& cells, msg::tier source,
@@ -108,7 +111,8 @@ std::uint64_t grant_stage_loads(batch_state& b, const request_state& r, std::uin
 
 template <class Start>
 std::uint64_t grant_loads(batch_state& b, const request_state& r, std::uint32_t lo, Start start,
-                          std::uint64_t queue_bytes, std::uint64_t max_grant_bytes, std::vector<msg::grant>& out) {
+                          std::uint64_t queue_bytes, std::uint64_t max_grant_bytes, std::vector<msg::grant>& out,
+                          std::uint32_t layer_run) {
   if (b.limits().stages() > 1) return grant_stage_loads(b, r, lo, start, queue_bytes, max_grant_bytes, out);
   const std::uint32_t L = r.layers(), P = r.cached();
   const std::uint64_t cell = r.cell_bytes();
@@ -137,8 +141,13 @@ std::uint64_t grant_loads(batch_state& b, const request_state& r, std::uint32_t 
     while (begin > lo && r.tier_of(begin - 1) == t && next_load_layer(r, begin - 1, start(begin - 1)) == best_l &&
            r.at(begin - 1, best_l) == cell_state::pending && room(best_c + 1 - (begin - 1)))
       --begin;
-    emit(b, r, msg::action::load, msg::cell_range{begin, best_c + 1, best_l, best_l + 1}, t, out);
-    granted += std::uint64_t(best_c + 1 - begin) * cell;
+    // One chunk: upward over its next pending layers, up to layer_run.
+    std::uint32_t top = best_l + 1;
+    if (begin == best_c)
+      while (top < L && top - best_l < layer_run && r.at(best_c, top) == cell_state::pending && room(top + 1 - best_l))
+        ++top;
+    emit(b, r, msg::action::load, msg::cell_range{begin, best_c + 1, best_l, top}, t, out);
+    granted += std::uint64_t(best_c + 1 - begin) * (top - best_l) * cell;
   }
 }
 

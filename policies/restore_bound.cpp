@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <numeric>
 #include <string>
 
 #include "messages/error.hpp"
@@ -40,6 +41,55 @@ restore_bound lowest_ttft(const bound_inputs& in) {
     if (std::max(gpu, link) < best.ttft_s) best = {std::max(gpu, link), (c + 1) * L};
   }
   return best;
+}
+
+batch_bound lowest_batch_ttft(const std::vector<bound_inputs>& batch) {
+  batch_bound out;
+  out.ttft_s.assign(batch.size(), 0);
+  if (batch.empty()) return out;
+  std::vector<double> alone(batch.size());
+  for (std::size_t i = 0; i < batch.size(); ++i) alone[i] = lowest_ttft(batch[i]).ttft_s;  // checks the inputs
+  std::vector<std::size_t> rank(batch.size());
+  std::iota(rank.begin(), rank.end(), std::size_t{0});
+  std::stable_sort(rank.begin(), rank.end(), [&](auto a, auto b) { return alone[a] < alone[b]; });
+  // The pooled prefix chunks of the first k requests: a chunk's L cells
+  // compute in `gpu` and load in `link` seconds.
+  struct piece {
+    double gpu, link;
+  };
+  std::vector<piece> pool;
+  double suffix = 0, sum = 0;
+  for (std::size_t k = 0; k < rank.size(); ++k) {
+    const auto& in = batch[rank[k]];
+    for (std::size_t c = 0; c < in.chunk_compute_s.size(); ++c) {
+      if (c >= in.cached) {
+        suffix += in.chunk_compute_s[c];
+      } else {
+        pool.push_back({in.chunk_compute_s[c], double(in.layers) * in.cell_load_s});
+      }
+    }
+    // Cheapest compute per second of load first onto the GPU (a fractional
+    // knapsack: the split at the crossing is exact within a chunk).
+    std::sort(pool.begin(), pool.end(), [](const piece& a, const piece& b) { return a.gpu * b.link < b.gpu * a.link; });
+    double gpu = suffix, link = 0;
+    for (auto& p : pool) link += p.link;
+    double best = std::max(gpu, link);
+    for (auto& p : pool) {
+      if (gpu + p.gpu >= link - p.link) {
+        const double f = p.gpu + p.link > 0 ? std::clamp((link - gpu) / (p.gpu + p.link), 0.0, 1.0) : 0.0;
+        best = std::min(best, std::max(gpu + f * p.gpu, link - f * p.link));
+        break;
+      }
+      gpu += p.gpu;
+      link -= p.link;
+      best = std::min(best, std::max(gpu, link));
+    }
+    // A request cannot finish before it could alone either.
+    out.ttft_s[rank[k]] = std::max(best, alone[rank[k]]);
+    sum += out.ttft_s[rank[k]];
+  }
+  out.mean_ttft_s = sum / double(batch.size());
+  return out;
 }
 
 }  // namespace kvflow::policies

@@ -34,4 +34,24 @@ struct restore_bound {
 /// finite, or layers is 0.
 restore_bound lowest_ttft(const bound_inputs& in);
 
+/// The lowest TTFTs a batch arriving together allows on one GPU and one
+/// shared link: per request, in input order, and their mean.
+struct batch_bound {
+  std::vector<double> ttft_s;  ///< per request of the input
+  double mean_ttft_s = 0;
+};
+
+/// Requests ranked by lowest_ttft() alone; the k-th to finish cannot finish
+/// before the k first of that ranking could all be restored together: the
+/// best split of their pooled cells between GPU and link (cells whose
+/// compute costs most per second of load go to the link), with every
+/// suffix computed. Exact as a lower bound on each finishing position when
+/// the requests' costs nest (one model and link: a shorter prompt's chunks
+/// cost what a longer one's first chunks cost, so the k shortest are the k
+/// quickest to restore together), as in `kvflow bench`'s batches; like
+/// lowest_ttft it ignores dependencies and grant latencies. Every request's
+/// cell_load_s is a cell's time on the one shared link. Throws like
+/// lowest_ttft.
+batch_bound lowest_batch_ttft(const std::vector<bound_inputs>& batch);
+
 }  // namespace kvflow::policies

@@ -27,6 +27,7 @@
 // wider search around the crossing).
 
 #include <algorithm>
+#include <cmath>
 #include <unordered_map>
 
 #include "policies/grant_helpers.hpp"
@@ -54,6 +55,9 @@ class two_pointer final : public policy {
   std::vector<msg::grant> decide(batch_state& b, const cost_model& measured) override {
     const cost_model& costs = opts_.truth ? *opts_.truth : measured;
     std::vector<msg::grant> out;
+    // The trip is the runtime's, measured even where the oracle plans on the truth.
+    const double trip = costs.cell_s(0) > 0 ? std::ceil(measured.compute_trip_s() / costs.cell_s(0)) : 0.0;
+    trip_cells_ = std::isfinite(trip) ? static_cast<std::uint64_t>(std::clamp(trip, 0.0, 1e9)) : 0;
     struct entry {
       double est;
       std::uint64_t arrival;
@@ -105,9 +109,15 @@ class two_pointer final : public policy {
   // new request change the plan within a few milliseconds of GPU time.
   // With compute_group G the quarter chunk is G chunks wide (a grant spans
   // G chunks a quarter of the layers deep, run as one forward).
-  static std::uint64_t gpu_target(const batch_state& b, const policy_options& o, const request_state& r) {
-    return std::uint64_t(o.lookahead_chunks) * std::max<std::uint32_t>(1, (r.layers() + 3) / 4) *
-           b.limits().compute_group;
+  // A grant's trip beyond GPU work (cost_model::compute_trip_s: a decode
+  // step the gpu actor runs first, the actors' messages) must be covered by
+  // the piece still in flight when one completes: twice that many cells
+  // more, up to the cap. Else the GPU idles for every trip, and a plan that
+  // counts on its compute rate falls behind.
+  std::uint64_t gpu_target(const batch_state& b, const policy_options& o, const request_state& r) const {
+    std::uint64_t base =
+        std::uint64_t(o.lookahead_chunks) * std::max<std::uint32_t>(1, (r.layers() + 3) / 4) * b.limits().compute_group;
+    return std::max(base, std::min<std::uint64_t>(b.limits().compute_cells, base + 2 * trip_cells_));
   }
 
   // Compute is granted in pieces of half the target, so that one is queued
@@ -145,6 +155,13 @@ class two_pointer final : public policy {
     const std::uint64_t G = b.limits().compute_group;
     std::uint64_t queue = std::uint64_t(opts_.load_queue_chunks) * r.chunk_bytes() * G;
     std::uint64_t max_grant = opts_.max_load_grant_bytes ? opts_.max_load_grant_bytes : r.chunk_bytes() * G;
+    // A grant of one chunk's layers pays the link's latency once: span
+    // enough layers that it is at most a twentieth of the grant's time.
+    const auto tier = r.tier_of(P - 1);
+    const double cell_s = costs.load_s(tier, double(r.cell_bytes()));
+    const double want = cell_s > 0 ? std::ceil(costs.latency_s(tier) / (0.05 * cell_s)) : 1.0;
+    const auto run =
+        static_cast<std::uint32_t>(std::isfinite(want) ? std::clamp(want, 1.0, std::max(1.0, L / 4.0)) : 1.0);
     auto x = detail::head_position(r);
     std::uint32_t h = static_cast<std::uint32_t>(std::min<std::uint64_t>(x / L, P));
     auto z = p.z;
@@ -154,14 +171,14 @@ class two_pointer final : public policy {
         std::uint64_t from = std::max<std::uint64_t>(z, std::uint64_t(c) * L + r.compute_top(c));
         return from >= std::uint64_t(c + 1) * L ? L : static_cast<std::uint32_t>(from - std::uint64_t(c) * L);
       };
-      detail::grant_loads(b, r, 0, start, queue, max_grant, out);
+      detail::grant_loads(b, r, 0, start, queue, max_grant, out, run);
       return;
     }
     // Before meeting: finish the claimed chunks, then claim the next one down
     // while it lies above the split (the head's own chunk from the split's layer).
     auto none = [L](std::uint32_t) { return L; };
     for (;;) {
-      detail::grant_loads(b, r, 0, none, queue, max_grant, out);
+      detail::grant_loads(b, r, 0, none, queue, max_grant, out, run);
       std::uint32_t lo = P;
       while (lo > h && r.load_claimed(lo - 1) > 0) --lo;
       bool pending = false;
@@ -181,7 +198,7 @@ class two_pointer final : public policy {
       auto s = static_cast<std::uint32_t>(from - std::uint64_t(j) * L);
       auto before = out.size();
       detail::grant_loads(
-          b, r, j, [&](std::uint32_t c) { return c == j ? s : L; }, queue, max_grant, out);
+          b, r, j, [&](std::uint32_t c) { return c == j ? s : L; }, queue, max_grant, out, run);
       if (out.size() == before) return;
     }
   }
@@ -298,6 +315,7 @@ class two_pointer final : public policy {
   bool oracle_;
   std::unordered_map<std::uint64_t, split_point> splits_;
   std::vector<double> cum_c_, cum_l_;
+  std::uint64_t trip_cells_ = 0;  // compute cells that cover one grant's trip
 };
 
 }  // namespace

@@ -80,3 +80,25 @@ BOOST_AUTO_TEST_CASE(fixed_model_never_learns) {
   BOOST_CHECK_CLOSE(m.cell_s(5), 1e-3, 1e-9);
   BOOST_CHECK_CLOSE(m.bytes_per_s(msg::tier::host), 1e9, 1e-9);
 }
+
+BOOST_AUTO_TEST_CASE(learns_a_compute_grants_trip_beyond_gpu_work) {
+  cost_model m;
+  BOOST_TEST(m.compute_trip_s() == 0.0);
+  m.observe_compute_trip(0.9, true, 0.5);  // the first grant: one-time setup, ignored
+  BOOST_TEST(m.compute_trip_s() == 0.0);
+  m.observe_compute_trip(0.020, true, 0.010);
+  BOOST_TEST(m.compute_trip_s() == 0.030, boost::test_tools::tolerance(1e-12));
+  // Sent while the GPU was busy: the way there includes queueing, not learned.
+  m.observe_compute_trip(0.5, false, 0.010);
+  BOOST_TEST(m.compute_trip_s() == 0.030, boost::test_tools::tolerance(1e-12));
+  for (int i = 0; i < 40; ++i) m.observe_compute_trip(0.001, true, 0.001);  // decays towards 2 ms
+  BOOST_TEST(m.compute_trip_s() == 0.002, boost::test_tools::tolerance(1e-3));
+  // Another machine's clock: negative or absurd times are ignored.
+  const double before = m.compute_trip_s();
+  m.observe_compute_trip(-3.0, true, 1e6);
+  BOOST_TEST(m.compute_trip_s() == before);
+  auto fixed = cost_model::fixed(1e-3, 0, {1e9, 1e9, 1e9, 1e9});
+  fixed.observe_compute_trip(0.5, true, 0.5);
+  fixed.observe_compute_trip(0.5, true, 0.5);
+  BOOST_TEST(fixed.compute_trip_s() == 0.0);
+}

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <limits>
 #include <random>
+#include <vector>
 
 #include "messages/error.hpp"
 #include "policies/restore_bound.hpp"
@@ -77,4 +78,74 @@ BOOST_AUTO_TEST_CASE(bad_inputs_are_errors) {
   BOOST_CHECK_THROW(lowest_ttft(bound_inputs{{1, 1}, 1, 0, 1}), kvflow::error);
   BOOST_CHECK_THROW(lowest_ttft(bound_inputs{{1, -1}, 1, 4, 1}), kvflow::error);
   BOOST_CHECK_THROW(lowest_ttft(bound_inputs{{1, 1}, 1, 4, std::nan("")}), kvflow::error);
+}
+
+BOOST_AUTO_TEST_CASE(batch_of_one_is_the_single_bound) {
+  bound_inputs in{{0.4, 0.5, 0.6, 0.7, 0.2}, 4, 8, 0.02};
+  auto b = lowest_batch_ttft({in});
+  BOOST_REQUIRE_EQUAL(b.ttft_s.size(), 1u);
+  BOOST_TEST(b.ttft_s[0] == lowest_ttft(in).ttft_s, boost::test_tools::tolerance(1e-12));
+  BOOST_TEST(b.mean_ttft_s == b.ttft_s[0], boost::test_tools::tolerance(1e-12));
+}
+
+BOOST_AUTO_TEST_CASE(equal_requests_finish_one_alone_time_apart) {
+  // n copies: the k first together take k times one alone (both resources
+  // scale), so the mean is (n + 1) / 2 alone times.
+  bound_inputs in{{0.4, 0.5, 0.6, 0.7, 0.2}, 4, 8, 0.02};
+  const double alone = lowest_ttft(in).ttft_s;
+  auto b = lowest_batch_ttft(std::vector<bound_inputs>(8, in));
+  auto sorted = b.ttft_s;
+  std::sort(sorted.begin(), sorted.end());
+  for (std::size_t k = 0; k < sorted.size(); ++k)
+    BOOST_TEST(sorted[k] == (k + 1) * alone, boost::test_tools::tolerance(1e-9));
+  BOOST_TEST(b.mean_ttft_s == 4.5 * alone, boost::test_tools::tolerance(1e-9));
+}
+
+BOOST_AUTO_TEST_CASE(batch_bound_ranks_short_requests_first_and_pools_the_link) {
+  // Nested prompts of one model: 4, 8 and 12 chunks, suffix = the last chunk.
+  std::vector<double> cost;
+  for (int c = 0; c < 12; ++c) cost.push_back(0.02 + 0.002 * c);
+  auto prompt = [&](std::uint32_t chunks) {
+    return bound_inputs{std::vector<double>(cost.begin(), cost.begin() + chunks), chunks - 1, 32, 0.1 / 32};
+  };
+  std::vector<bound_inputs> batch{prompt(12), prompt(4), prompt(8)};
+  auto b = lowest_batch_ttft(batch);
+  // The shortest is ranked first and bounded by its time alone.
+  BOOST_TEST(b.ttft_s[1] == lowest_ttft(batch[1]).ttft_s, boost::test_tools::tolerance(1e-12));
+  BOOST_TEST(b.ttft_s[1] < b.ttft_s[2]);
+  BOOST_TEST(b.ttft_s[2] < b.ttft_s[0]);
+  // The last bound is the whole batch's best split: GPU and link equally busy
+  // (the crossing falls inside a chunk here), and no single request's alone
+  // time exceeds it.
+  double all_compute = 0, all_load = 0;
+  for (auto& in : batch) {
+    for (double v : in.chunk_compute_s) all_compute += v;
+    all_load += in.cached * in.layers * in.cell_load_s;
+  }
+  BOOST_TEST(b.ttft_s[0] >= lowest_ttft(batch[0]).ttft_s);
+  BOOST_TEST(b.ttft_s[0] < std::min(all_compute, all_load));
+  // Brute force over whole cells, cheapest compute first onto the GPU: the
+  // bound is that best split, within one cell's time.
+  std::vector<double> cells;
+  double suffix = 0;
+  for (auto& in : batch)
+    for (std::size_t c = 0; c < in.chunk_compute_s.size(); ++c) {
+      if (c >= in.cached) {
+        suffix += in.chunk_compute_s[c];
+        continue;
+      }
+      for (std::uint32_t l = 0; l < in.layers; ++l) cells.push_back(in.chunk_compute_s[c] / in.layers);
+    }
+  std::sort(cells.begin(), cells.end());
+  const double cell_load = batch[0].cell_load_s;
+  double gpu = suffix, best = std::numeric_limits<double>::infinity();
+  for (std::size_t z = 0; z <= cells.size(); ++z) {
+    best = std::min(best, std::max(gpu, double(cells.size() - z) * cell_load));
+    if (z < cells.size()) gpu += cells[z];
+  }
+  BOOST_TEST(b.ttft_s[0] <= best + 1e-12);
+  BOOST_TEST(b.ttft_s[0] >= best - std::max(cells.back(), cell_load));
+  BOOST_TEST(b.mean_ttft_s == (b.ttft_s[0] + b.ttft_s[1] + b.ttft_s[2]) / 3, boost::test_tools::tolerance(1e-12));
+  BOOST_CHECK_THROW(lowest_batch_ttft({bound_inputs{{0.1}, 2, 4, 0.01}}), error);
+  BOOST_TEST(lowest_batch_ttft({}).ttft_s.empty());
 }
