@@ -98,6 +98,84 @@ void decode_steps(model::engine& eng, std::vector<decode_job*>& jobs) {
   }
 }
 
+// Enqueues every compute grant that arrived since the last call as fused
+// forwards. Called on the fuse message and before each decode step, so a
+// grant that arrived during a step is on the device before the next step
+// rather than behind it (a step blocks the actor until its logits are back).
+void enqueue_queued(caf::stateful_actor<gpu_state>* self) {
+  auto& st = self->state;
+  auto* eng = st.engine.get();
+  auto queued = std::move(st.queued);
+  st.queued.clear();
+  // Consecutive grants of one layer range form a group (a request's
+  // grants stay in arrival order: a group never jumps over a grant of
+  // another layer range).
+  for (std::size_t i = 0; i < queued.size();) {
+    const auto& first = queued[i].grant.cells;
+    std::size_t j = i + 1;
+    int rows = grant_rows(*queued[i].ws, first);
+    while (j < queued.size() && queued[j].grant.cells.layer_begin == first.layer_begin &&
+           queued[j].grant.cells.layer_end == first.layer_end &&
+           rows + grant_rows(*queued[j].ws, queued[j].grant.cells) <= gpu_fuse_rows) {
+      rows += grant_rows(*queued[j].ws, queued[j].grant.cells);
+      ++j;
+    }
+    // A group that fails its checks (nothing was enqueued: the engine
+    // checks every job first) runs again one grant at a time, so that
+    // one request's bad grant fails only that request.
+    std::vector<model::chunk_job> jobs;
+    auto enqueue = [&](std::size_t from, std::size_t to) {
+      jobs.clear();
+      for (std::size_t k = from; k < to; ++k) add_chunk_jobs(*queued[k].ws, queued[k].grant.cells, jobs);
+      eng->run_fused(jobs);
+    };
+    // Taken before enqueuing: the CPU engine computes inside run_fused.
+    const std::uint64_t queued_ns = now_ns();
+    std::size_t to = j;
+    try {
+      enqueue(i, to);
+    } catch (const error& e) {
+      if (j - i == 1) {
+        queued[i].reply.deliver(make_error(e));
+        i = j;
+        continue;
+      }
+      to = i + 1;
+      try {
+        enqueue(i, to);
+      } catch (const error& e1) {
+        queued[i].reply.deliver(make_error(e1));
+        ++i;
+        continue;
+      }
+    }
+    pending_group group;
+    group.queued_ns = queued_ns;
+    for (std::size_t k = i; k < to; ++k) {
+      auto& q = queued[k];
+      pending_grant p{q.reply, {}};
+      p.done.request_id = q.grant.request_id;
+      p.done.grant_id = q.grant.grant_id;
+      p.done.act = msg::action::compute;
+      p.done.cells = q.grant.cells;
+      p.done.device = st.device;
+      group.grants.push_back(std::move(p));
+    }
+    i = to;
+    auto id = st.next_job++;
+    auto it = st.pending.emplace(id, std::move(group)).first;
+    // The engine calls back from its driver thread when the device has
+    // finished this group: hand that over as a message to this actor.
+    auto me = caf::actor_cast<caf::actor>(self);
+    try {
+      eng->when_done([me, id] { caf::anon_send(me, finished_atom::value, id, now_ns()); });
+    } catch (const error& e) {
+      for (auto& p : it->second.grants) p.reply.deliver(make_error(e));
+      st.pending.erase(it);
+    }
+  }
+}
+
 }  // namespace
 
 caf::behavior gpu_actor(caf::stateful_actor<gpu_state>* self, std::shared_ptr<model::engine> engine,
@@ -121,77 +199,8 @@ caf::behavior gpu_actor(caf::stateful_actor<gpu_state>* self, std::shared_ptr<mo
         return reply;
       },
       [=](fuse_atom) {
-        auto& st = self->state;
-        st.fuse_scheduled = false;
-        auto queued = std::move(st.queued);
-        st.queued.clear();
-        // Consecutive grants of one layer range form a group (a request's
-        // grants stay in arrival order: a group never jumps over a grant of
-        // another layer range).
-        for (std::size_t i = 0; i < queued.size();) {
-          const auto& first = queued[i].grant.cells;
-          std::size_t j = i + 1;
-          int rows = grant_rows(*queued[i].ws, first);
-          while (j < queued.size() && queued[j].grant.cells.layer_begin == first.layer_begin &&
-                 queued[j].grant.cells.layer_end == first.layer_end &&
-                 rows + grant_rows(*queued[j].ws, queued[j].grant.cells) <= gpu_fuse_rows) {
-            rows += grant_rows(*queued[j].ws, queued[j].grant.cells);
-            ++j;
-          }
-          // A group that fails its checks (nothing was enqueued: the engine
-          // checks every job first) runs again one grant at a time, so that
-          // one request's bad grant fails only that request.
-          std::vector<model::chunk_job> jobs;
-          auto enqueue = [&](std::size_t from, std::size_t to) {
-            jobs.clear();
-            for (std::size_t k = from; k < to; ++k) add_chunk_jobs(*queued[k].ws, queued[k].grant.cells, jobs);
-            eng->run_fused(jobs);
-          };
-          // Taken before enqueuing: the CPU engine computes inside run_fused.
-          const std::uint64_t queued_ns = now_ns();
-          std::size_t to = j;
-          try {
-            enqueue(i, to);
-          } catch (const error& e) {
-            if (j - i == 1) {
-              queued[i].reply.deliver(make_error(e));
-              i = j;
-              continue;
-            }
-            to = i + 1;
-            try {
-              enqueue(i, to);
-            } catch (const error& e1) {
-              queued[i].reply.deliver(make_error(e1));
-              ++i;
-              continue;
-            }
-          }
-          pending_group group;
-          group.queued_ns = queued_ns;
-          for (std::size_t k = i; k < to; ++k) {
-            auto& q = queued[k];
-            pending_grant p{q.reply, {}};
-            p.done.request_id = q.grant.request_id;
-            p.done.grant_id = q.grant.grant_id;
-            p.done.act = msg::action::compute;
-            p.done.cells = q.grant.cells;
-            p.done.device = st.device;
-            group.grants.push_back(std::move(p));
-          }
-          i = to;
-          auto id = st.next_job++;
-          auto it = st.pending.emplace(id, std::move(group)).first;
-          // The engine calls back from its driver thread when the device has
-          // finished this group: hand that over as a message to this actor.
-          auto me = caf::actor_cast<caf::actor>(self);
-          try {
-            eng->when_done([me, id] { caf::anon_send(me, finished_atom::value, id, now_ns()); });
-          } catch (const error& e) {
-            for (auto& p : it->second.grants) p.reply.deliver(make_error(e));
-            st.pending.erase(it);
-          }
-        }
+        self->state.fuse_scheduled = false;
+        enqueue_queued(self);
       },
       [=](finished_atom, std::uint64_t id, std::uint64_t finished_ns) {
         auto& st = self->state;
@@ -246,6 +255,7 @@ caf::behavior gpu_actor(caf::stateful_actor<gpu_state>* self, std::shared_ptr<mo
       },
       [=](step_atom) {
         self->state.step_scheduled = false;
+        if (!self->state.queued.empty()) enqueue_queued(self);
         auto& active = self->state.decoding;
         std::vector<decode_job*> stepping;
         for (auto& job : active) {
