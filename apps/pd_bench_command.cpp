@@ -41,6 +41,8 @@
 #ifdef KVFLOW_HAVE_CUDA
 #include "devices/gpu/ipc.hpp"
 #include "platform/cuda_check.hpp"
+#include "platform/cuda_copy.hpp"
+#include "platform/cuda_memory.hpp"
 #endif
 
 extern char** environ;
@@ -446,9 +448,7 @@ std::vector<measured> run_host_sender(const pd_bench_options& o, const model::co
 int run_ipc_receiver() {
   std::unique_ptr<devices::ipc_mapping> mapped;
   std::vector<std::uint8_t> mapped_handle;
-  void* dst = nullptr;
-  void* scratch = nullptr;
-  std::size_t have = 0;
+  platform::device_buffer dst, scratch;
   cudaStream_t stream = nullptr;
   cudaEvent_t start = nullptr, stop = nullptr;
   KVFLOW_CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
@@ -461,19 +461,18 @@ int run_ipc_receiver() {
     try {
       auto a = msg::decode_kv_announce(body);
       if (!a) throw a.error();
-      if (have < a->shape.bytes()) {
-        if (dst) KVFLOW_CUDA_CHECK(cudaFree(dst));
-        if (scratch) KVFLOW_CUDA_CHECK(cudaFree(scratch));
-        KVFLOW_CUDA_CHECK(cudaMalloc(&dst, a->shape.bytes()));
-        KVFLOW_CUDA_CHECK(cudaMalloc(&scratch, a->shape.bytes()));
-        have = a->shape.bytes();
+      if (dst.size() < a->shape.bytes()) {
+        dst.reset();
+        scratch.reset();
+        dst = platform::device_buffer(a->shape.bytes());
+        scratch = platform::device_buffer(a->shape.bytes());
       }
       std::uint32_t calls = 0;
-      KVFLOW_CUDA_CHECK(cudaMemsetAsync(dst, 0, a->shape.bytes(), stream));
+      KVFLOW_CUDA_CHECK(cudaMemsetAsync(dst.data(), 0, a->shape.bytes(), stream));
       if (tag == tag_raw) {
         // A plain cudaMemcpy of the same bytes inside this process.
         KVFLOW_CUDA_CHECK(cudaEventRecord(start, stream));
-        KVFLOW_CUDA_CHECK(cudaMemcpyAsync(scratch, dst, a->bytes, cudaMemcpyDeviceToDevice, stream));
+        platform::enqueue_copy(scratch.data(), dst.data(), a->bytes, cudaMemcpyDeviceToDevice, stream);
         KVFLOW_CUDA_CHECK(cudaEventRecord(stop, stream));
         calls = 1;
       } else {
@@ -486,7 +485,7 @@ int run_ipc_receiver() {
         auto pieces = a->contiguous ? devices::net::contiguous_pieces(r, a->layer_begin, a->layer_end)
                                     : devices::net::per_block_pieces(r, a->layer_begin, a->layer_end);
         KVFLOW_CUDA_CHECK(cudaEventRecord(start, stream));
-        calls = devices::copy_pieces(dst, mapped->data(), pieces, stream);
+        calls = devices::copy_pieces(dst.data(), mapped->data(), pieces, stream);
         KVFLOW_CUDA_CHECK(cudaEventRecord(stop, stream));
       }
       KVFLOW_CUDA_CHECK(cudaEventSynchronize(stop));
@@ -497,9 +496,8 @@ int run_ipc_receiver() {
       reply.tokens = {static_cast<std::int32_t>(calls)};
       if (tag != tag_raw && a->checksum != 0) {
         std::vector<std::uint8_t> host(a->bytes);
-        KVFLOW_CUDA_CHECK(cudaMemcpy(host.data(),
-                                     static_cast<std::uint8_t*>(dst) + a->shape.span_offset_bytes(a->layer_begin),
-                                     a->bytes, cudaMemcpyDeviceToHost));
+        platform::copy_now(host.data(), dst.as<std::uint8_t>() + a->shape.span_offset_bytes(a->layer_begin), a->bytes,
+                           cudaMemcpyDeviceToHost);
         if (devices::net::checksum(host.data(), host.size()) != a->checksum) {
           reply.ok = false;
           reply.why = "checksum mismatch";
@@ -512,8 +510,6 @@ int run_ipc_receiver() {
     send_frame(STDOUT_FILENO, 'r', msg::encode(reply));
   }
   mapped.reset();
-  if (dst) cudaFree(dst);
-  if (scratch) cudaFree(scratch);
   return 0;
 }
 
@@ -528,23 +524,22 @@ std::vector<measured> run_ipc_sender(const pd_bench_options& o, const model::con
   std::vector<measured> out;
   // Every exported allocation stays until the receiver quits: it may still
   // map the previous one.
-  std::vector<void*> sources;
+  std::vector<platform::device_buffer> sources;
   auto finish = [&](bool killed) {
     if (killed) kill(child, SIGTERM);
     ::close(wfd);
     ::close(rfd);
     waitpid(child, nullptr, 0);
-    for (void* p : sources) KVFLOW_CUDA_OK(cudaFree(p));
+    sources.clear();
   };
   try {
     for (int ctx : o.contexts) {
       const auto shape = model::kv_shape_of(cfg, ctx, model::dtype::bf16);
-      void* src = nullptr;
-      KVFLOW_CUDA_CHECK(cudaMalloc(&src, shape.bytes()));
-      sources.push_back(src);
+      sources.emplace_back(shape.bytes());
+      void* src = sources.back().data();
       std::vector<std::uint8_t> host(shape.bytes());
       fill_pattern(host.data(), host.size());
-      KVFLOW_CUDA_CHECK(cudaMemcpy(src, host.data(), host.size(), cudaMemcpyHostToDevice));
+      platform::copy_now(src, host.data(), host.size(), cudaMemcpyHostToDevice);
       auto handle = devices::ipc_export(src);
       auto ranges = ranges_of(cfg.layers, o.layer_ranges);
       for (int chunk : o.chunk_tokens) {
