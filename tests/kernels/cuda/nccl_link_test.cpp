@@ -13,6 +13,7 @@
 #include "kernels/cuda/nccl_link.hpp"
 #include "kernels/model/stage_link.hpp"
 #include "messages/error.hpp"
+#include "platform/cuda.hpp"
 #include "platform/cuda_copy.hpp"
 #include "platform/cuda_memory.hpp"
 
@@ -55,9 +56,7 @@ BOOST_AUTO_TEST_CASE(an_nccl_link_on_one_gpu_hands_activations_over) {
 
 // Two ranks of one communicator in this process, where there are two GPUs.
 BOOST_AUTO_TEST_CASE(an_nccl_link_between_two_gpus_hands_activations_over) {
-  int devices = 0;
-  cudaGetDeviceCount(&devices);
-  if (devices < 2) {
+  if (platform::cuda_device_count() < 2) {
     BOOST_TEST_MESSAGE("one GPU: the two-rank link is not exercised here");
     return;
   }
