@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <atomic>
 #include <memory>
+#include <tuple>
 
 #include "actors/atoms.hpp"
 #include "actors/caf_error.hpp"
@@ -309,20 +310,62 @@ void lookup_then_register(state_t* self, std::size_t tier_index) {
 
 }  // namespace
 
-caf::behavior deadline_watchdog(caf::stateful_actor<watchdog_state>* self, std::size_t expected_requests) {
+namespace {
+
+using watchdog_actor = caf::stateful_actor<watchdog_state>;
+
+// Arms a CAF timer for `when` unless one in flight fires no later.
+void arm(watchdog_actor* self, watchdog_state::clock_type::time_point when) {
+  auto& st = self->state;
+  if (!st.armed.empty() && *st.armed.begin() <= when) return;
+  st.armed.insert(when);
+  const auto delay = std::max(when - watchdog_state::clock_type::now(), watchdog_state::clock_type::duration::zero());
+  self->delayed_send(self, std::chrono::duration_cast<std::chrono::microseconds>(delay), tick_atom::value,
+                     static_cast<std::int64_t>(when.time_since_epoch().count()));
+}
+
+}  // namespace
+
+caf::behavior deadline_watchdog(watchdog_actor* self, std::size_t expected_requests) {
+  using clock_type = watchdog_state::clock_type;
   self->state.waiting.reserve(expected_requests);
   return {
       [=](deadline_atom, std::uint64_t id, caf::actor& request, std::int64_t ms) {
-        self->state.waiting[id] = std::move(request);
-        self->delayed_send(self, std::chrono::milliseconds(ms), deadline_atom::value, id);
+        auto& st = self->state;
+        const auto when = clock_type::now() + std::chrono::milliseconds(ms);
+        auto old = st.waiting.find(id);
+        if (old != st.waiting.end()) {
+          st.due.erase(old->second.at);
+          st.waiting.erase(old);
+        }
+        st.waiting.emplace(id, watchdog_state::entry{std::move(request), st.due.emplace(when, id)});
+        arm(self, when);
       },
-      [=](deadline_atom, std::uint64_t id) {
-        auto it = self->state.waiting.find(id);
-        if (it == self->state.waiting.end()) return;
-        self->send(it->second, deadline_atom::value);
-        self->state.waiting.erase(it);
+      [=](tick_atom, std::int64_t armed_for) {
+        auto& st = self->state;
+        auto fired = st.armed.find(clock_type::time_point(clock_type::duration(armed_for)));
+        if (fired != st.armed.end()) st.armed.erase(fired);
+        const auto now = clock_type::now();
+        while (!st.due.empty() && st.due.begin()->first <= now) {
+          auto it = st.waiting.find(st.due.begin()->second);
+          st.due.erase(st.due.begin());
+          if (it == st.waiting.end()) continue;
+          self->send(it->second.request, deadline_atom::value);
+          st.waiting.erase(it);
+        }
+        if (!st.due.empty()) arm(self, st.due.begin()->first);
       },
-      [=](done_atom, std::uint64_t id) { self->state.waiting.erase(id); },
+      [=](done_atom, std::uint64_t id) {
+        auto& st = self->state;
+        auto it = st.waiting.find(id);
+        if (it == st.waiting.end()) return;
+        st.due.erase(it->second.at);
+        st.waiting.erase(it);
+      },
+      [=](stats_atom) {
+        return std::make_tuple(static_cast<std::uint64_t>(self->state.waiting.size()),
+                               static_cast<std::uint64_t>(self->state.armed.size()));
+      },
   };
 }
 

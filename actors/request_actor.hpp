@@ -7,7 +7,9 @@
 #include <chrono>
 #include <exception>
 #include <functional>
+#include <map>
 #include <optional>
+#include <set>
 #include <unordered_map>
 #include <vector>
 
@@ -78,15 +80,26 @@ struct request_state {
 };
 
 struct watchdog_state {
-  std::unordered_map<std::uint64_t, caf::actor> waiting;  // requests by actor id
+  using clock_type = std::chrono::steady_clock;
+  struct entry {
+    caf::actor request;
+    std::multimap<clock_type::time_point, std::uint64_t>::iterator at;  // in `due`
+  };
+  std::unordered_map<std::uint64_t, entry> waiting;          // requests by actor id
+  std::multimap<clock_type::time_point, std::uint64_t> due;  // ids by deadline
+  std::multiset<clock_type::time_point> armed;               // CAF timers in flight
   static inline const char* name = "kvflow.deadline_watchdog";
 };
 
 /// Keeps the requests' deadlines: (deadline_atom, id, actor, ms) registers
 /// request actor `id` for `ms` from now, (done_atom, id) forgets it, and a
-/// deadline that comes first is sent to the request as deadline_atom. Its
-/// timers name requests by id only, so a request done long before its
-/// deadline frees its actor at once (a timer of its own would hold it).
+/// deadline that comes first is sent to the request as deadline_atom.
+/// A request done long before its deadline frees everything it held at
+/// once: the watchdog keeps one CAF timer for its earliest deadline, not
+/// one per request (a timer, with its message, stays in CAF's clock until
+/// it fires: one per request kept about 220 bytes per request for the
+/// whole request_timeout_s, the soak's residual growth). (stats_atom)
+/// answers (waiting requests, timers in flight), for tests.
 /// `expected_requests` sizes its table up front. (It also keeps the spawn
 /// off CAF 0.17's argument-less path, whose empty argument tuple UBSan
 /// reports as a reference bound to a null pointer.)

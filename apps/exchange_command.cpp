@@ -19,6 +19,7 @@
 #include "actors/system_config.hpp"
 #include "apps/commands.hpp"
 #include "messages/error.hpp"
+#include "policies/policy.hpp"
 
 extern char** environ;
 
@@ -51,7 +52,7 @@ bool converse(caf::actor_system& sys, const caf::actor& node, const char* where)
   sub.tenant = "demo";
   sub.tokens = {1, 2, 3, 4};
   sub.max_new_tokens = 16;
-  sub.policy = "two_pointer";
+  sub.policy = policies::to_string(policies::policy_kind::two_pointer);
   self->request(node, 5s, msg::encode(sub))
       .receive(
           [&](const msg::frame& f) {

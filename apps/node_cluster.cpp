@@ -18,6 +18,7 @@
 
 #include "messages/error.hpp"
 #include "messages/log.hpp"
+#include "platform/unique_fd.hpp"
 
 namespace kvflow::app {
 namespace {
@@ -202,28 +203,25 @@ bool node_cluster::shape(double gbps) {
 
 double node_cluster::measure_gbps(std::size_t bytes) {
   if (ns_.empty() || !shell_ok("command -v python3")) return 0;
-  int s = ::socket(AF_INET, SOCK_STREAM, 0);
+  platform::unique_fd listener(::socket(AF_INET, SOCK_STREAM, 0));
+  const int s = listener.get();
   sockaddr_in a{};
   a.sin_family = AF_INET;
   inet_pton(AF_INET, host_ip_.c_str(), &a.sin_addr);
   socklen_t len = sizeof a;
   if (s < 0 || ::bind(s, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 || ::listen(s, 1) != 0 ||
-      ::getsockname(s, reinterpret_cast<sockaddr*>(&a), &len) != 0) {
-    if (s >= 0) ::close(s);
+      ::getsockname(s, reinterpret_cast<sockaddr*>(&a), &len) != 0)
     return 0;
-  }
   std::ostringstream py;
   py << "import socket; s=socket.create_connection(('" << host_ip_ << "'," << ntohs(a.sin_port)
      << ")); b=bytearray(1<<20); n=" << bytes
      << "\nwhile n>0:\n k=min(n,len(b)); s.sendall(memoryview(b)[:k]); n-=k\ns.close()";
   std::string cmd = "ip netns exec " + ns_ + " python3 -c \"" + py.str() + "\" &";
-  if (std::system(cmd.c_str()) != 0) {
-    ::close(s);
-    return 0;
-  }
-  int c = ::accept(s, nullptr, nullptr);
-  ::close(s);
-  if (c < 0) return 0;
+  if (std::system(cmd.c_str()) != 0) return 0;
+  platform::unique_fd conn(::accept(s, nullptr, nullptr));
+  listener.reset();
+  if (!conn) return 0;
+  const int c = conn.get();
   std::vector<char> buf(1 << 20);
   std::size_t got = 0;
   auto start = std::chrono::steady_clock::now();
@@ -235,7 +233,7 @@ double node_cluster::measure_gbps(std::size_t bytes) {
     first = false;
     got += static_cast<std::size_t>(n);
   }
-  ::close(c);
+  conn.reset();
   double s_elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   return s_elapsed > 0 ? got * 8.0 / s_elapsed / 1e9 : 0;
 }

@@ -38,9 +38,12 @@
 #include "messages/error.hpp"
 #include "messages/pd_codec.hpp"
 #include "platform/cuda.hpp"
+#include "platform/unique_fd.hpp"
 #ifdef KVFLOW_HAVE_CUDA
 #include "devices/gpu/ipc.hpp"
 #include "platform/cuda_check.hpp"
+#include "platform/cuda_copy.hpp"
+#include "platform/cuda_memory.hpp"
 #endif
 
 extern char** environ;
@@ -144,31 +147,30 @@ sockaddr_in address_of(const std::string& host, int port) {
   return a;
 }
 
-int listen_on(const std::string& host, int port, int& bound_port) {
-  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+platform::unique_fd listen_on(const std::string& host, int port, int& bound_port) {
+  platform::unique_fd fd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
   int one = 1;
-  setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
   auto a = address_of(host, port);
-  if (::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 || ::listen(fd, 4) != 0)
+  if (!fd || ::bind(fd.get(), reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 || ::listen(fd.get(), 4) != 0)
     throw error(errc::io_failure,
                 "pd-bench: cannot listen on " + host + ":" + std::to_string(port) + ": " + std::strerror(errno));
   socklen_t len = sizeof a;
-  getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
+  getsockname(fd.get(), reinterpret_cast<sockaddr*>(&a), &len);
   bound_port = ntohs(a.sin_port);
   return fd;
 }
 
-int connect_to(const std::string& host, int port) {
+platform::unique_fd connect_to(const std::string& host, int port) {
   auto a = address_of(host, port);
   // The receiver may still be starting (another namespace, another process).
   for (int attempt = 0; attempt < 100; ++attempt) {
-    int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0) {
+    platform::unique_fd fd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    if (fd && ::connect(fd.get(), reinterpret_cast<sockaddr*>(&a), sizeof a) == 0) {
       int one = 1;
-      setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+      setsockopt(fd.get(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
       return fd;
     }
-    ::close(fd);
     ::usleep(50000);  // a retry interval while the peer starts, not a stand-in for work
   }
   throw error(errc::peer_down, "pd-bench: cannot connect to " + host + ":" + std::to_string(port));
@@ -179,12 +181,13 @@ int connect_to(const std::string& host, int port) {
 int run_host_receiver(const pd_bench_options& o) {
   auto [host, port] = split_host_port(o.listen);
   int ctl_port = 0, data_port = 0;
-  int ctl = listen_on(host, port, ctl_port);
-  int data = listen_on(host, 0, data_port);
+  platform::unique_fd ctl = listen_on(host, port, ctl_port);
+  platform::unique_fd data = listen_on(host, 0, data_port);
   std::printf("listening %s:%d\n", host.c_str(), ctl_port);
   std::fflush(stdout);
-  int fd = ::accept(ctl, nullptr, nullptr);
-  if (fd < 0) throw error(errc::io_failure, "pd-bench: accept failed");
+  platform::unique_fd conn(::accept(ctl.get(), nullptr, nullptr));
+  if (!conn) throw error(errc::io_failure, "pd-bench: accept failed");
+  const int fd = conn.get();
   devices::net::transport t({o.ucx_tls, o.ucx_devices});
   msg::pd_reply hello;
   hello.ok = true;
@@ -207,10 +210,9 @@ int run_host_receiver(const pd_bench_options& o) {
     std::memset(dst.data(), 0, a->bytes);  // a stale buffer must not pass the checksum
     if (tag == tag_raw) {
       send_frame(fd, 'r', msg::encode(reply));
-      int s = ::accept(data, nullptr, nullptr);
-      bool ok = s >= 0 && read_all(s, dst.data(), a->bytes);
+      platform::unique_fd s(::accept(data.get(), nullptr, nullptr));
+      bool ok = s && read_all(s.get(), dst.data(), a->bytes);
       reply.transfer_ns = steady_ns();
-      if (s >= 0) ::close(s);
       reply.ok = ok;
       if (!ok) reply.why = "raw stream ended early";
     } else {
@@ -237,9 +239,6 @@ int run_host_receiver(const pd_bench_options& o) {
     }
     send_frame(fd, 'r', msg::encode(reply));
   }
-  ::close(fd);
-  ::close(ctl);
-  ::close(data);
   return 0;
 }
 
@@ -358,7 +357,8 @@ std::vector<measured> run_host_sender(const pd_bench_options& o, const model::co
     target = std::string(host) + ":" + std::to_string(port);
   }
   auto [host, port] = split_host_port(target);
-  int fd = connect_to(host, port);
+  platform::unique_fd conn = connect_to(host, port);
+  const int fd = conn.get();
   auto hello = expect_reply(fd);
   const int data_port = std::stoi(hello.why);
   devices::net::transport t({o.ucx_tls, o.ucx_devices.empty() && o.connect.empty() ? "lo" : o.ucx_devices});
@@ -411,11 +411,11 @@ std::vector<measured> run_host_sender(const pd_bench_options& o, const model::co
         auto a = announce_of(r, 0, cfg.layers, true, 1, 0);
         send_frame(fd, tag_raw, msg::encode(a));
         expect_reply(fd);
-        int s = connect_to(host, data_port);
+        platform::unique_fd s = connect_to(host, data_port);
         const std::uint64_t t0 = steady_ns();
-        write_all(s, src.data(), a.bytes);
+        write_all(s.get(), src.data(), a.bytes);
         auto landed = expect_reply(fd);
-        ::close(s);
+        s.reset();
         const double raw = static_cast<double>(landed.transfer_ns - t0) / 1e9;
         contiguous.raw_seconds.push_back(raw);
         per_block.raw_seconds.push_back(raw);
@@ -430,7 +430,7 @@ std::vector<measured> run_host_sender(const pd_bench_options& o, const model::co
     }
   }
   send_frame(fd, tag_quit, {});
-  ::close(fd);
+  conn.reset();
   if (child > 0) {
     int status = 0;
     waitpid(child, &status, 0);
@@ -446,9 +446,7 @@ std::vector<measured> run_host_sender(const pd_bench_options& o, const model::co
 int run_ipc_receiver() {
   std::unique_ptr<devices::ipc_mapping> mapped;
   std::vector<std::uint8_t> mapped_handle;
-  void* dst = nullptr;
-  void* scratch = nullptr;
-  std::size_t have = 0;
+  platform::device_buffer dst, scratch;
   cudaStream_t stream = nullptr;
   cudaEvent_t start = nullptr, stop = nullptr;
   KVFLOW_CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
@@ -461,19 +459,18 @@ int run_ipc_receiver() {
     try {
       auto a = msg::decode_kv_announce(body);
       if (!a) throw a.error();
-      if (have < a->shape.bytes()) {
-        if (dst) KVFLOW_CUDA_CHECK(cudaFree(dst));
-        if (scratch) KVFLOW_CUDA_CHECK(cudaFree(scratch));
-        KVFLOW_CUDA_CHECK(cudaMalloc(&dst, a->shape.bytes()));
-        KVFLOW_CUDA_CHECK(cudaMalloc(&scratch, a->shape.bytes()));
-        have = a->shape.bytes();
+      if (dst.size() < a->shape.bytes()) {
+        dst.reset();
+        scratch.reset();
+        dst = platform::device_buffer(a->shape.bytes());
+        scratch = platform::device_buffer(a->shape.bytes());
       }
       std::uint32_t calls = 0;
-      KVFLOW_CUDA_CHECK(cudaMemsetAsync(dst, 0, a->shape.bytes(), stream));
+      KVFLOW_CUDA_CHECK(cudaMemsetAsync(dst.data(), 0, a->shape.bytes(), stream));
       if (tag == tag_raw) {
         // A plain cudaMemcpy of the same bytes inside this process.
         KVFLOW_CUDA_CHECK(cudaEventRecord(start, stream));
-        KVFLOW_CUDA_CHECK(cudaMemcpyAsync(scratch, dst, a->bytes, cudaMemcpyDeviceToDevice, stream));
+        platform::enqueue_copy(scratch.data(), dst.data(), a->bytes, cudaMemcpyDeviceToDevice, stream);
         KVFLOW_CUDA_CHECK(cudaEventRecord(stop, stream));
         calls = 1;
       } else {
@@ -486,7 +483,7 @@ int run_ipc_receiver() {
         auto pieces = a->contiguous ? devices::net::contiguous_pieces(r, a->layer_begin, a->layer_end)
                                     : devices::net::per_block_pieces(r, a->layer_begin, a->layer_end);
         KVFLOW_CUDA_CHECK(cudaEventRecord(start, stream));
-        calls = devices::copy_pieces(dst, mapped->data(), pieces, stream);
+        calls = devices::copy_pieces(dst.data(), mapped->data(), pieces, stream);
         KVFLOW_CUDA_CHECK(cudaEventRecord(stop, stream));
       }
       KVFLOW_CUDA_CHECK(cudaEventSynchronize(stop));
@@ -497,9 +494,8 @@ int run_ipc_receiver() {
       reply.tokens = {static_cast<std::int32_t>(calls)};
       if (tag != tag_raw && a->checksum != 0) {
         std::vector<std::uint8_t> host(a->bytes);
-        KVFLOW_CUDA_CHECK(cudaMemcpy(host.data(),
-                                     static_cast<std::uint8_t*>(dst) + a->shape.span_offset_bytes(a->layer_begin),
-                                     a->bytes, cudaMemcpyDeviceToHost));
+        platform::copy_now(host.data(), dst.as<std::uint8_t>() + a->shape.span_offset_bytes(a->layer_begin), a->bytes,
+                           cudaMemcpyDeviceToHost);
         if (devices::net::checksum(host.data(), host.size()) != a->checksum) {
           reply.ok = false;
           reply.why = "checksum mismatch";
@@ -512,8 +508,6 @@ int run_ipc_receiver() {
     send_frame(STDOUT_FILENO, 'r', msg::encode(reply));
   }
   mapped.reset();
-  if (dst) cudaFree(dst);
-  if (scratch) cudaFree(scratch);
   return 0;
 }
 
@@ -528,23 +522,22 @@ std::vector<measured> run_ipc_sender(const pd_bench_options& o, const model::con
   std::vector<measured> out;
   // Every exported allocation stays until the receiver quits: it may still
   // map the previous one.
-  std::vector<void*> sources;
+  std::vector<platform::device_buffer> sources;
   auto finish = [&](bool killed) {
     if (killed) kill(child, SIGTERM);
     ::close(wfd);
     ::close(rfd);
     waitpid(child, nullptr, 0);
-    for (void* p : sources) KVFLOW_CUDA_OK(cudaFree(p));
+    sources.clear();
   };
   try {
     for (int ctx : o.contexts) {
       const auto shape = model::kv_shape_of(cfg, ctx, model::dtype::bf16);
-      void* src = nullptr;
-      KVFLOW_CUDA_CHECK(cudaMalloc(&src, shape.bytes()));
-      sources.push_back(src);
+      sources.emplace_back(shape.bytes());
+      void* src = sources.back().data();
       std::vector<std::uint8_t> host(shape.bytes());
       fill_pattern(host.data(), host.size());
-      KVFLOW_CUDA_CHECK(cudaMemcpy(src, host.data(), host.size(), cudaMemcpyHostToDevice));
+      platform::copy_now(src, host.data(), host.size(), cudaMemcpyHostToDevice);
       auto handle = devices::ipc_export(src);
       auto ranges = ranges_of(cfg.layers, o.layer_ranges);
       for (int chunk : o.chunk_tokens) {

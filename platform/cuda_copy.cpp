@@ -74,6 +74,16 @@ void enqueue_copy(void* dst, const void* src, std::size_t bytes, cudaMemcpyKind 
                                       cudaGetErrorName(e) + ": " + cudaGetErrorString(e));
 }
 
+void enqueue_copy_2d(void* dst, std::size_t dst_pitch, const void* src, std::size_t src_pitch, std::size_t width,
+                     std::size_t height, cudaMemcpyKind kind, cudaStream_t stream) {
+  const cudaError_t e = cudaMemcpy2DAsync(dst, dst_pitch, src, src_pitch, width, height, kind, stream);
+  if (e == cudaSuccess) return;
+  cudaGetLastError();
+  throw error(errc::cuda_failure, "enqueue_copy_2d: " + std::to_string(height) + " rows of " + std::to_string(width) +
+                                      " bytes " + direction(kind) + ": " + cudaGetErrorName(e) + ": " +
+                                      cudaGetErrorString(e));
+}
+
 copy_ticket copy_to_device(void* dst, const void* src, std::size_t bytes, cudaStream_t stream) {
   enqueue_copy(dst, src, bytes, cudaMemcpyHostToDevice, stream);
   return ticket_after(stream);
@@ -82,6 +92,11 @@ copy_ticket copy_to_device(void* dst, const void* src, std::size_t bytes, cudaSt
 copy_ticket copy_to_host(void* dst, const void* src, std::size_t bytes, cudaStream_t stream) {
   enqueue_copy(dst, src, bytes, cudaMemcpyDeviceToHost, stream);
   return ticket_after(stream);
+}
+
+void copy_now(void* dst, const void* src, std::size_t bytes, cudaMemcpyKind kind) {
+  enqueue_copy(dst, src, bytes, kind, nullptr);
+  KVFLOW_CUDA_CHECK(cudaStreamSynchronize(nullptr));
 }
 
 }  // namespace kvflow::platform

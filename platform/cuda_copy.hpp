@@ -47,9 +47,20 @@ copy_ticket ticket_after(cudaStream_t stream);
 /// event. Throws kvflow::error(cuda_failure) naming the bytes and direction.
 void enqueue_copy(void* dst, const void* src, std::size_t bytes, cudaMemcpyKind kind, cudaStream_t stream);
 
+/// Enqueues one strided cudaMemcpy2DAsync: `height` rows of `width` bytes,
+/// `src_pitch` bytes apart in `src` and `dst_pitch` apart in `dst`. Throws
+/// as enqueue_copy does.
+void enqueue_copy_2d(void* dst, std::size_t dst_pitch, const void* src, std::size_t src_pitch, std::size_t width,
+                     std::size_t height, cudaMemcpyKind kind, cudaStream_t stream);
+
 /// enqueue_copy from host to device, then ticket_after(stream).
 copy_ticket copy_to_device(void* dst, const void* src, std::size_t bytes, cudaStream_t stream);
 /// The same, device to host.
 copy_ticket copy_to_host(void* dst, const void* src, std::size_t bytes, cudaStream_t stream);
+
+/// enqueue_copy on the legacy default stream, then waits until the bytes
+/// landed: for tests, benchmarks and set-up code that need the data now
+/// (never in actors). Throws as enqueue_copy does, or when the stream failed.
+void copy_now(void* dst, const void* src, std::size_t bytes, cudaMemcpyKind kind);
 
 }  // namespace kvflow::platform

@@ -13,6 +13,7 @@
 #include "actors/frontend/openai_json.hpp"
 #include "messages/digest.hpp"
 #include "messages/error.hpp"
+#include "platform/unique_fd.hpp"
 
 namespace kvflow::frontend {
 namespace {
@@ -69,14 +70,14 @@ std::string load_tenant_secret(const std::string& path) {
   }
   auto s = random_secret();
   // O_EXCL: two servers starting on one folder never overwrite each other's.
-  int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-  if (fd < 0) {
+  platform::unique_fd fd(::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
+  if (!fd) {
     if (errno == EEXIST) return load_tenant_secret(path);
     throw error(errc::io_failure, "cannot create tenant secret " + path + ": " + std::strerror(errno));
   }
-  bool ok = ::write(fd, s.data(), s.size()) == static_cast<ssize_t>(s.size());
-  ok = ::fsync(fd) == 0 && ok;
-  ::close(fd);
+  bool ok = ::write(fd.get(), s.data(), s.size()) == static_cast<ssize_t>(s.size());
+  ok = ::fsync(fd.get()) == 0 && ok;
+  fd.reset();
   if (!ok) {
     ::unlink(path.c_str());
     throw error(errc::io_failure, "cannot write tenant secret " + path);

@@ -49,6 +49,8 @@
 #include "kernels/cuda/cuda_engine.hpp"
 #include "kernels/cuda/rope.cuh"
 #include "kernels/cuda/rope_delta.cuh"
+#include "platform/cuda_copy.hpp"
+#include "platform/cuda_memory.hpp"
 #endif
 
 namespace {
@@ -65,8 +67,8 @@ struct backend_ops {
   engine* e = nullptr;
   bool cuda = false;
   std::vector<float> inv_freq;  // host
-  void* inv_freq_dev = nullptr;
 #ifdef KVFLOW_HAVE_CUDA
+  platform::device_buffer inv_freq_dev;
   cudaStream_t stream = nullptr;  // the loader's
 #endif
 
@@ -82,8 +84,7 @@ struct backend_ops {
     if (width == 0) return;
 #ifdef KVFLOW_HAVE_CUDA
     if (cuda) {
-      KVFLOW_CUDA_CHECK(
-          cudaMemcpy2DAsync(to, dst_pitch, from, src_pitch, width, height, cudaMemcpyHostToDevice, stream));
+      platform::enqueue_copy_2d(to, dst_pitch, from, src_pitch, width, height, cudaMemcpyHostToDevice, stream);
       return;
     }
 #endif
@@ -95,8 +96,7 @@ struct backend_ops {
 #ifdef KVFLOW_HAVE_CUDA
     if (cuda) {
       KVFLOW_CUDA_CHECK(cuda::launch_rope_delta(static_cast<__nv_bfloat16*>(block), s.layers, s.kv_heads, s.tokens,
-                                                s.head_dim, r0, count, delta, static_cast<float*>(inv_freq_dev),
-                                                stream));
+                                                s.head_dim, r0, count, delta, inv_freq_dev.as<float>(), stream));
       return;
     }
 #endif
@@ -390,8 +390,8 @@ int main(int argc, char** argv) {
       e = make_cuda_engine_random(c, 1);
       ops.cuda = true;
       const auto inv = cuda::rope_inv_freq(c);
-      KVFLOW_CUDA_CHECK(cudaMalloc(&ops.inv_freq_dev, inv.size() * sizeof(float)));
-      KVFLOW_CUDA_CHECK(cudaMemcpy(ops.inv_freq_dev, inv.data(), inv.size() * sizeof(float), cudaMemcpyHostToDevice));
+      ops.inv_freq_dev = platform::device_buffer(inv.size() * sizeof(float));
+      platform::copy_now(ops.inv_freq_dev.data(), inv.data(), ops.inv_freq_dev.size(), cudaMemcpyHostToDevice);
       KVFLOW_CUDA_CHECK(cudaStreamCreateWithFlags(&ops.stream, cudaStreamNonBlocking));
 #else
       throw error(errc::unsupported, "this build has no CUDA: use --backend cpu");

@@ -24,6 +24,8 @@
 #include "kernels/cuda/random_init.cuh"
 #include "messages/error.hpp"
 #include "platform/cuda.hpp"
+#include "platform/cuda_copy.hpp"
+#include "platform/cuda_memory.hpp"
 
 namespace {
 
@@ -107,19 +109,19 @@ double time_prefill(cuda_engine& e, const std::vector<std::int32_t>& tokens, int
 // a cached prefix). FLOPs: 4 d heads per (query, key) pair the mask keeps.
 // Returns one JSON record per kernel; the outputs of the two are compared.
 nlohmann::json time_attention(int heads, int kv_heads, int hd, int len, int count, const std::string& device) {
-  __nv_bfloat16 *q = nullptr, *kv = nullptr, *out = nullptr, *out_old = nullptr;
-  cuda::attn_block* table = nullptr;
   const std::size_t qn = static_cast<std::size_t>(count) * heads * hd;
   const std::size_t kvn = static_cast<std::size_t>(2) * kv_heads * len * hd;
-  KVFLOW_CUDA_CHECK(cudaMalloc(reinterpret_cast<void**>(&q), qn * 2));
-  KVFLOW_CUDA_CHECK(cudaMalloc(reinterpret_cast<void**>(&out), qn * 2));
-  KVFLOW_CUDA_CHECK(cudaMalloc(reinterpret_cast<void**>(&out_old), qn * 2));
-  KVFLOW_CUDA_CHECK(cudaMalloc(reinterpret_cast<void**>(&kv), kvn * 2));
-  KVFLOW_CUDA_CHECK(cudaMalloc(reinterpret_cast<void**>(&table), sizeof(cuda::attn_block)));
+  platform::device_buffer q_mem(qn * 2), out_mem(qn * 2), out_old_mem(qn * 2), kv_mem(kvn * 2),
+      table_mem(sizeof(cuda::attn_block));
+  auto* q = q_mem.as<__nv_bfloat16>();
+  auto* out = out_mem.as<__nv_bfloat16>();
+  auto* out_old = out_old_mem.as<__nv_bfloat16>();
+  auto* kv = kv_mem.as<__nv_bfloat16>();
+  auto* table = table_mem.as<cuda::attn_block>();
   KVFLOW_CUDA_CHECK(cuda::launch_fill_uniform(q, qn, 3, 0, 0.0f, 2.0f, nullptr));
   KVFLOW_CUDA_CHECK(cuda::launch_fill_uniform(kv, kvn, 3, 1, 0.0f, 2.0f, nullptr));
   cuda::attn_block b{kv, 0, len};
-  KVFLOW_CUDA_CHECK(cudaMemcpy(table, &b, sizeof(b), cudaMemcpyHostToDevice));
+  platform::copy_now(table, &b, sizeof(b), cudaMemcpyHostToDevice);
   cudaEvent_t start, stop;
   KVFLOW_CUDA_CHECK(cudaEventCreate(&start));
   KVFLOW_CUDA_CHECK(cudaEventCreate(&stop));
@@ -159,8 +161,8 @@ nlohmann::json time_attention(int heads, int kv_heads, int hd, int len, int coun
   // The two kernels' outputs agree (bf16 rounding apart): a large-shape
   // check beside the unit tests' CPU reference.
   std::vector<__nv_bfloat16> a(qn), c(qn);
-  KVFLOW_CUDA_CHECK(cudaMemcpy(a.data(), out, qn * 2, cudaMemcpyDeviceToHost));
-  KVFLOW_CUDA_CHECK(cudaMemcpy(c.data(), out_old, qn * 2, cudaMemcpyDeviceToHost));
+  platform::copy_now(a.data(), out, qn * 2, cudaMemcpyDeviceToHost);
+  platform::copy_now(c.data(), out_old, qn * 2, cudaMemcpyDeviceToHost);
   double num = 0, den = 0, worst = 0;
   for (std::size_t i = 0; i < qn; ++i) {
     const double x = __bfloat162float(a[i]), y = __bfloat162float(c[i]);
@@ -176,11 +178,6 @@ nlohmann::json time_attention(int heads, int kv_heads, int hd, int len, int coun
   }
   cudaEventDestroy(start);
   cudaEventDestroy(stop);
-  cudaFree(q);
-  cudaFree(out);
-  cudaFree(out_old);
-  cudaFree(kv);
-  cudaFree(table);
   return recs;
 }
 
@@ -199,14 +196,14 @@ nlohmann::json time_gemms(const std::vector<int>& row_counts, const std::string&
                           {"gate_up", 28672, 4096, false},
                           {"down", 4096, 14336, true}};
   const int m_max = *std::max_element(row_counts.begin(), row_counts.end());
-  __nv_bfloat16 *x = nullptr, *w = nullptr;
-  void* y = nullptr;
-  KVFLOW_CUDA_CHECK(cudaMalloc(reinterpret_cast<void**>(&x), static_cast<std::size_t>(m_max) * 14336 * 2));
-  KVFLOW_CUDA_CHECK(cudaMalloc(reinterpret_cast<void**>(&w), static_cast<std::size_t>(28672) * 4096 * 2));
-  KVFLOW_CUDA_CHECK(cudaMalloc(&y, static_cast<std::size_t>(m_max) * 28672 * 2));
+  platform::device_buffer x_mem(static_cast<std::size_t>(m_max) * 14336 * 2),
+      w_mem(static_cast<std::size_t>(28672) * 4096 * 2), y_mem(static_cast<std::size_t>(m_max) * 28672 * 4);
+  auto* x = x_mem.as<__nv_bfloat16>();
+  auto* w = w_mem.as<__nv_bfloat16>();
+  void* y = y_mem.data();
   KVFLOW_CUDA_CHECK(cuda::launch_fill_uniform(x, static_cast<std::size_t>(m_max) * 14336, 5, 0, 0.0f, 1.0f, nullptr));
   KVFLOW_CUDA_CHECK(cuda::launch_fill_uniform(w, static_cast<std::size_t>(28672) * 4096, 5, 1, 0.0f, 0.02f, nullptr));
-  KVFLOW_CUDA_CHECK(cudaMemset(y, 0, static_cast<std::size_t>(m_max) * 28672 * 2));
+  KVFLOW_CUDA_CHECK(cudaMemset(y, 0, static_cast<std::size_t>(m_max) * 28672 * 4));
   cudaEvent_t start, stop;
   KVFLOW_CUDA_CHECK(cudaEventCreate(&start));
   KVFLOW_CUDA_CHECK(cudaEventCreate(&stop));
@@ -265,9 +262,6 @@ nlohmann::json time_gemms(const std::vector<int>& row_counts, const std::string&
   }
   cudaEventDestroy(start);
   cudaEventDestroy(stop);
-  cudaFree(x);
-  cudaFree(w);
-  cudaFree(y);
   return recs;
 }
 

@@ -222,6 +222,7 @@ def soak(args):
     shared = [[rng.randrange(512) for _ in range(rng.choice([16, 48, 96]))] for _ in range(12)]
     statuses, failures, waves, rss_peak, answered, seen = {}, [], 0, 0, [], 0
     rss_timeline = []  # MiB, every 30 s: a leak climbs, a warm-up levels off
+    answered_timeline = []  # requests answered at each of those samples
     checks = {}
     result = {"mode": "soak", "seconds": args.seconds, "faults": env["KVFLOW_FAULTS"]}
     try:
@@ -260,17 +261,23 @@ def soak(args):
             rss_peak = max(rss_peak, rss_bytes(proc.pid))
             if time.time() - t0 >= 30 * len(rss_timeline):
                 rss_timeline.append(round(rss_bytes(proc.pid) / 2**20, 1))
+                answered_timeline.append(sum(statuses.values()))
         idle, after = wait_idle(url, base, 60)
         _, m = pools(url)
         result.update({"wall_s": round(time.time() - t0, 1), "waves": waves, "statuses": statuses,
                        "failures": failures[:10], "rss_before_mib": round(rss0 / 2**20, 1),
                        "rss_peak_mib": round(rss_peak / 2**20, 1), "rss_mib_every_30s": rss_timeline,
+                       "answered_every_30s": answered_timeline,
                        "pools_base": base, "pools_after": after,
                        "faults_injected": m.get('kvflow_pool{counter="faults_injected"}', 0),
                        "cached_chunks": m.get("kvflow_cached_chunks_total", 0),
                        "cells_loaded": m.get('kvflow_cells_total{how="loaded"}', 0)})
         checks["server alive"] = proc.poll() is None
         checks["every request answered"] = not failures
+        if len(rss_timeline) >= 3 and answered_timeline[-1] > answered_timeline[1]:
+            # After the first 30 s (tiers filled, threads and caches made).
+            result["rss_growth_bytes_per_request_after_30s"] = round(
+                (rss_timeline[-1] - rss_timeline[1]) * 2**20 / (answered_timeline[-1] - answered_timeline[1]), 1)
         checks["faults injected"] = result["faults_injected"] > 0
         checks["chunks loaded despite faults"] = result["cells_loaded"] > 0
         checks["rss bounded"] = rss_peak - rss0 < args.rss_slack_mib * 2**20
@@ -318,6 +325,7 @@ def main():
     p.add_argument("--rss-slack-mib", type=float, default=512, help="largest RSS growth allowed")
     p.add_argument("--log", default="/tmp/kvflow-soak-serve.log", help="the server's stderr")
     p.add_argument("--out", help="write the result as JSON here")
+    p.add_argument("--note", action="append", default=[], help="a line kept in the result's notes (repeatable)")
     args = p.parse_args()
     if not os.access(args.kvflow, os.X_OK):
         p.error("--kvflow %s is not an executable" % args.kvflow)
@@ -331,6 +339,8 @@ def main():
     result["checks"] = checks
     result["ok"] = all(checks.values())
     result["date"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    if args.note:
+        result["notes"] = args.note
     text = json.dumps(result, indent=2, sort_keys=True)
     print(text)
     if args.out:

@@ -5,6 +5,7 @@
 
 #include "messages/error.hpp"
 #include "platform/cuda_check.hpp"
+#include "platform/cuda_copy.hpp"
 
 namespace kvflow::devices {
 
@@ -35,7 +36,7 @@ std::uint32_t copy_pieces(void* dst, const void* src, const std::vector<net::kv_
   auto* d = static_cast<std::uint8_t*>(dst);
   const auto* s = static_cast<const std::uint8_t*>(src);
   for (const auto& p : pieces)
-    KVFLOW_CUDA_CHECK(cudaMemcpyAsync(d + p.offset, s + p.offset, p.bytes, cudaMemcpyDeviceToDevice, stream));
+    platform::enqueue_copy(d + p.offset, s + p.offset, p.bytes, cudaMemcpyDeviceToDevice, stream);
   return static_cast<std::uint32_t>(pieces.size());
 }
 

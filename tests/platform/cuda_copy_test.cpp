@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <cstring>
 #include <string>
+#include <vector>
 
 #include "messages/error.hpp"
 #include "platform/cuda_check.hpp"
@@ -65,4 +66,17 @@ BOOST_AUTO_TEST_CASE(a_failed_copy_names_its_size_and_direction) {
   // Not sticky: the stream still copies.
   copy_to_device(dev.data(), src.data(), 16, a.s).wait();
   BOOST_CHECK_THROW(KVFLOW_CUDA_CHECK(cudaMemcpy(nullptr, src.data(), 1, cudaMemcpyHostToDevice)), kvflow::error);
+}
+
+BOOST_AUTO_TEST_CASE(copy_now_returns_with_the_bytes_landed) {
+  // Pageable host memory on both ends: copy_now must not return before a
+  // pageable host-to-device copy has really landed.
+  const std::size_t bytes = (5 << 20) + 3;
+  std::vector<std::uint8_t> in(bytes), back(bytes, 0);
+  for (std::size_t i = 0; i < bytes; ++i) in[i] = static_cast<std::uint8_t>(i * 13 + 1);
+  device_buffer dev(bytes, 0);
+  copy_now(dev.data(), in.data(), bytes, cudaMemcpyHostToDevice);
+  copy_now(back.data(), dev.data(), bytes, cudaMemcpyDeviceToHost);
+  BOOST_TEST(std::memcmp(in.data(), back.data(), bytes) == 0);
+  BOOST_CHECK_THROW(copy_now(dev.data(), in.data(), 16, static_cast<cudaMemcpyKind>(42)), kvflow::error);
 }

@@ -21,6 +21,8 @@
 #include "messages/pd_codec.hpp"
 #include "platform/cuda.hpp"
 #include "platform/cuda_check.hpp"
+#include "platform/cuda_copy.hpp"
+#include "platform/cuda_memory.hpp"
 
 extern char** environ;
 
@@ -43,13 +45,10 @@ int receive() {
   auto pieces = a->contiguous ? net::contiguous_pieces(r, a->layer_begin, a->layer_end)
                               : net::per_block_pieces(r, a->layer_begin, a->layer_end);
   ipc_mapping src(a->ipc_handle);
-  void* dst = nullptr;
-  KVFLOW_CUDA_CHECK(cudaMalloc(&dst, r.shape.bytes()));
-  auto calls = copy_pieces(dst, src.data(), pieces, nullptr);
+  platform::device_buffer dst(r.shape.bytes());
+  auto calls = copy_pieces(dst.data(), src.data(), pieces, nullptr);
   std::vector<std::uint8_t> host(a->bytes);
-  KVFLOW_CUDA_CHECK(cudaMemcpy(host.data(), static_cast<std::uint8_t*>(dst) + pieces.front().offset, a->bytes,
-                               cudaMemcpyDeviceToHost));
-  KVFLOW_CUDA_CHECK(cudaFree(dst));
+  platform::copy_now(host.data(), dst.as<std::uint8_t>() + pieces.front().offset, a->bytes, cudaMemcpyDeviceToHost);
   // Boost.Test writes to stdout too: the answer carries a marker.
   std::printf("ipc-answer %u %llu\n", calls, static_cast<unsigned long long>(net::checksum(host.data(), host.size())));
   return 0;
@@ -109,9 +108,9 @@ BOOST_AUTO_TEST_CASE(receiver_copies_the_exported_kv_in_one_call_or_per_block) {
   const std::size_t bytes = r.shape.bytes();
   std::vector<std::uint8_t> host(bytes);
   for (std::size_t i = 0; i < bytes; ++i) host[i] = static_cast<std::uint8_t>(i * 131 + 17);
-  void* src = nullptr;
-  KVFLOW_CUDA_CHECK(cudaMalloc(&src, bytes));
-  KVFLOW_CUDA_CHECK(cudaMemcpy(src, host.data(), bytes, cudaMemcpyHostToDevice));
+  platform::device_buffer src_mem(bytes);
+  void* src = src_mem.data();
+  platform::copy_now(src, host.data(), bytes, cudaMemcpyHostToDevice);
   for (bool contiguous : {true, false}) {
     msg::kv_announce a;
     a.shape = r.shape;
@@ -132,7 +131,6 @@ BOOST_AUTO_TEST_CASE(receiver_copies_the_exported_kv_in_one_call_or_per_block) {
     BOOST_TEST(calls == a.pieces);
     BOOST_TEST(sum == a.checksum);
   }
-  KVFLOW_CUDA_CHECK(cudaFree(src));
 }
 
 BOOST_AUTO_TEST_CASE(a_handle_of_the_wrong_size_is_refused) {

@@ -27,6 +27,8 @@
 #include "kernels/cuda/rope.cuh"
 #include "kernels/cuda/swiglu.cuh"
 #include "kernels/model/config.hpp"
+#include "platform/cuda_copy.hpp"
+#include "platform/cuda_memory.hpp"
 #include "tests/kernels/cuda/gpu_main.hpp"
 
 namespace {
@@ -34,25 +36,22 @@ namespace {
 using bf16 = __nv_bfloat16;
 using namespace kvflow;
 
+// A typed device array on platform::device_buffer, the one owner of CUDA
+// memory.
 template <typename T>
 struct dbuf {
+  platform::device_buffer mem;
   T* p = nullptr;
   std::size_t n = 0;
-  explicit dbuf(std::size_t count) : n(count) {
-    KVFLOW_CUDA_CHECK(cudaMalloc(reinterpret_cast<void**>(&p), std::max<std::size_t>(count, 1) * sizeof(T)));
+  explicit dbuf(std::size_t count) : mem(std::max<std::size_t>(count, 1) * sizeof(T)), p(mem.as<T>()), n(count) {
     // Poison: 0xFF bytes are NaN in bf16 and fp32, so unwritten outputs show.
-    KVFLOW_CUDA_CHECK(cudaMemset(p, 0xFF, std::max<std::size_t>(count, 1) * sizeof(T)));
+    KVFLOW_CUDA_CHECK(cudaMemset(p, 0xFF, mem.size()));
   }
-  ~dbuf() { cudaFree(p); }
-  dbuf(const dbuf&) = delete;
-  dbuf& operator=(const dbuf&) = delete;
-  void put(const std::vector<T>& v) {
-    KVFLOW_CUDA_CHECK(cudaMemcpy(p, v.data(), v.size() * sizeof(T), cudaMemcpyHostToDevice));
-  }
+  void put(const std::vector<T>& v) { platform::copy_now(p, v.data(), v.size() * sizeof(T), cudaMemcpyHostToDevice); }
   std::vector<T> get() const {
     std::vector<T> v(n);
     KVFLOW_CUDA_CHECK(cudaDeviceSynchronize());
-    KVFLOW_CUDA_CHECK(cudaMemcpy(v.data(), p, n * sizeof(T), cudaMemcpyDeviceToHost));
+    platform::copy_now(v.data(), p, n * sizeof(T), cudaMemcpyDeviceToHost);
     return v;
   }
 };

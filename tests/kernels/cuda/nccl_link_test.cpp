@@ -13,6 +13,9 @@
 #include "kernels/cuda/nccl_link.hpp"
 #include "kernels/model/stage_link.hpp"
 #include "messages/error.hpp"
+#include "platform/cuda.hpp"
+#include "platform/cuda_copy.hpp"
+#include "platform/cuda_memory.hpp"
 
 using namespace kvflow;
 using namespace kvflow::model;
@@ -26,25 +29,20 @@ void check_link(stage_link& link, int receiver) {
   const std::size_t n = 256 * 4096;
   std::vector<float> host(n), back(n, -1.0f);
   std::iota(host.begin(), host.end(), 0.25f);
-  void *src = nullptr, *dst = nullptr;
-  BOOST_REQUIRE(cudaSetDevice(0) == cudaSuccess);
-  BOOST_REQUIRE(cudaMalloc(&src, n * sizeof(float)) == cudaSuccess);
-  BOOST_REQUIRE(cudaMemcpy(src, host.data(), n * sizeof(float), cudaMemcpyHostToDevice) == cudaSuccess);
-  BOOST_REQUIRE(cudaSetDevice(receiver) == cudaSuccess);
-  BOOST_REQUIRE(cudaMalloc(&dst, n * sizeof(float)) == cudaSuccess);
-  BOOST_REQUIRE(cudaMemset(dst, 0, n * sizeof(float)) == cudaSuccess);
-  link.send(src, dst, n * sizeof(float));  // the first call sets up the channels
+  platform::device_buffer src(n * sizeof(float), 0);
+  platform::copy_now(src.data(), host.data(), src.size(), cudaMemcpyHostToDevice);
+  platform::device_buffer dst(n * sizeof(float), receiver);
+  BOOST_REQUIRE(cudaMemset(dst.data(), 0, dst.size()) == cudaSuccess);
+  link.send(src.data(), dst.data(), n * sizeof(float));  // the first call sets up the channels
   const int reps = 20;
   auto start = std::chrono::steady_clock::now();
-  for (int i = 0; i < reps; ++i) link.send(src, dst, n * sizeof(float));
+  for (int i = 0; i < reps; ++i) link.send(src.data(), dst.data(), n * sizeof(float));
   double per = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count() / reps;
   std::printf("nccl hand-off of %zu bytes (device 0 -> %d): %.3f ms\n", n * sizeof(float), receiver, per);
   BOOST_REQUIRE(cudaSetDevice(receiver) == cudaSuccess);
-  BOOST_REQUIRE(cudaMemcpy(back.data(), dst, n * sizeof(float), cudaMemcpyDeviceToHost) == cudaSuccess);
+  platform::copy_now(back.data(), dst.data(), dst.size(), cudaMemcpyDeviceToHost);
   BOOST_TEST(back == host);
-  BOOST_CHECK_THROW(link.send(src, dst, 6), error);  // not f32 activations
-  cudaFree(src);
-  cudaFree(dst);
+  BOOST_CHECK_THROW(link.send(src.data(), dst.data(), 6), error);  // not f32 activations
 }
 
 }  // namespace
@@ -58,9 +56,7 @@ BOOST_AUTO_TEST_CASE(an_nccl_link_on_one_gpu_hands_activations_over) {
 
 // Two ranks of one communicator in this process, where there are two GPUs.
 BOOST_AUTO_TEST_CASE(an_nccl_link_between_two_gpus_hands_activations_over) {
-  int devices = 0;
-  cudaGetDeviceCount(&devices);
-  if (devices < 2) {
+  if (platform::cuda_device_count() < 2) {
     BOOST_TEST_MESSAGE("one GPU: the two-rank link is not exercised here");
     return;
   }

@@ -14,6 +14,8 @@
 #include "kernels/cuda/rope.cuh"
 #include "kernels/cuda/rope_delta.cuh"
 #include "kernels/model/config.hpp"
+#include "platform/cuda_copy.hpp"
+#include "platform/cuda_memory.hpp"
 #include "tests/kernels/cuda/gpu_main.hpp"
 
 namespace {
@@ -39,17 +41,12 @@ BOOST_AUTO_TEST_CASE(rope_delta_matches_the_cpu_reference) {
     auto ref = bf16_block(s.bytes() / 4, 5);
     std::vector<__nv_bfloat16> host(ref.size());
     for (std::size_t i = 0; i < ref.size(); ++i) host[i] = __float2bfloat16(ref[i]);
-    __nv_bfloat16* d_block = nullptr;
-    float* d_inv = nullptr;
-    KVFLOW_CUDA_CHECK(cudaMalloc(reinterpret_cast<void**>(&d_block), host.size() * sizeof(__nv_bfloat16)));
-    KVFLOW_CUDA_CHECK(cudaMalloc(reinterpret_cast<void**>(&d_inv), inv.size() * sizeof(float)));
-    KVFLOW_CUDA_CHECK(cudaMemcpy(d_block, host.data(), host.size() * 2, cudaMemcpyHostToDevice));
-    KVFLOW_CUDA_CHECK(cudaMemcpy(d_inv, inv.data(), inv.size() * 4, cudaMemcpyHostToDevice));
-    KVFLOW_CUDA_CHECK(cuda::launch_rope_delta(d_block, s.layers, s.kv_heads, s.tokens, s.head_dim, begin, count, delta,
-                                              d_inv, nullptr));
-    KVFLOW_CUDA_CHECK(cudaMemcpy(host.data(), d_block, host.size() * 2, cudaMemcpyDeviceToHost));
-    cudaFree(d_block);
-    cudaFree(d_inv);
+    platform::device_buffer d_block(host.size() * sizeof(__nv_bfloat16)), d_inv(inv.size() * sizeof(float));
+    platform::copy_now(d_block.data(), host.data(), d_block.size(), cudaMemcpyHostToDevice);
+    platform::copy_now(d_inv.data(), inv.data(), d_inv.size(), cudaMemcpyHostToDevice);
+    KVFLOW_CUDA_CHECK(cuda::launch_rope_delta(d_block.as<__nv_bfloat16>(), s.layers, s.kv_heads, s.tokens, s.head_dim,
+                                              begin, count, delta, d_inv.as<float>(), nullptr));
+    platform::copy_now(host.data(), d_block.data(), d_block.size(), cudaMemcpyDeviceToHost);
     cpu::rope_delta_block(ref.data(), s, begin, count, delta, inv.data());
     double num = 0, den = 0;
     bool untouched_same = true;
