@@ -19,10 +19,14 @@ using clock_type = std::chrono::steady_clock;
 
 double seconds_since(clock_type::time_point t) { return std::chrono::duration<double>(clock_type::now() - t).count(); }
 
-// The ratio of this request: the caller's, or the cost model's over the
-// rates measured so far (the quality floor until both are known).
-double choose_ratio(const document_params& p, const model::config& c) {
-  if (p.blend.ratio >= 0) return std::min(1.0, p.blend.ratio);
+}  // namespace
+
+policies::recompute_plan choose_document_plan(const document_params& p, const model::config& c) {
+  policies::recompute_plan plan;
+  if (p.blend.ratio >= 0) {
+    plan.ratio = std::min(1.0, p.blend.ratio);
+    return plan;
+  }
   policies::recompute_inputs in;
   for (const auto& s : p.segments) (s.document ? in.document_tokens : in.other_tokens) += s.count;
   in.layers = c.layers;
@@ -30,11 +34,30 @@ double choose_ratio(const document_params& p, const model::config& c) {
   in.token_layer_s = p.rates ? p.rates->token_layer_s() : 0;
   in.load_bytes_per_s = p.rates ? p.rates->load_bytes_per_s() : 0;
   in.kv_bytes_per_token_layer = 2.0 * c.kv_heads * c.head_dim * sizeof(float);
-  if (in.token_layer_s <= 0 || in.load_bytes_per_s <= 0) return in.min_ratio;
-  return policies::choose_recompute_ratio(in).ratio;
+  in.split_front = true;
+  if (in.token_layer_s <= 0 || in.load_bytes_per_s <= 0) {
+    plan.ratio = in.min_ratio;
+    return plan;
+  }
+  return policies::choose_recompute_ratio(in);
 }
 
-}  // namespace
+std::vector<bool> documents_in_full(const document_params& p, const policies::recompute_plan& plan) {
+  int total = 0;
+  for (const auto& s : p.segments)
+    if (s.document) total += s.count;
+  const double front = plan.full_recompute ? total : plan.front_share * total;
+  std::vector<bool> out;
+  int upto = 0;
+  std::size_t d = 0;
+  for (const auto& s : p.segments) {
+    if (!s.document) continue;
+    upto += s.count;
+    out.push_back(upto <= front + 0.5 && p.store && devices::has_document(*p.store, p.keys[d]));
+    ++d;
+  }
+  return out;
+}
 
 void run_document_work(model::engine& e, document_work& w) {
   const model::config& c = e.cfg();
@@ -150,21 +173,48 @@ caf::behavior document_request_actor(caf::stateful_actor<document_request_state>
         const model::config& c = ws->engine().cfg();
         auto work = std::make_shared<document_work>();
         work->ws = ws;
-        work->segments = p->segments;
         report->request_id = ws->request_id();
         report->prompt_tokens = static_cast<std::uint32_t>(ws->tokens().size());
         report->chunks = static_cast<std::uint32_t>(ws->num_chunks());
         report->policy = std::string("documents/") + model::to_string(p->blend.selection);
+        policies::recompute_plan plan;
+        std::vector<bool> in_full;
+        try {
+          plan = choose_document_plan(*p, c);
+          in_full = documents_in_full(*p, plan);
+        } catch (const error& e) {
+          return fail(e.what());
+        }
+        // Documents computed in full become plain segments of the blend.
+        work->segments.clear();
+        std::vector<std::size_t> blended;  // document index (p->keys) of each blended document
+        {
+          std::size_t d = 0;
+          for (const auto& s : p->segments) {
+            if (!s.document) {
+              work->segments.push_back(s);
+              continue;
+            }
+            if (in_full[d]) {
+              work->segments.push_back({s.begin, s.count, false});
+              ++report->documents_computed;
+            } else {
+              work->segments.push_back(s);
+              blended.push_back(d);
+            }
+            ++d;
+          }
+        }
         const auto t0 = clock_type::now();
         double bytes = 0;
         std::size_t d = 0;
-        for (const auto& s : p->segments) {
+        for (const auto& s : work->segments) {
           if (!s.document) continue;
           const auto shape = model::kv_shape_of(c, s.count, model::dtype::f32);
           std::vector<float> kv(shape.bytes() / sizeof(float));
           bool ok = false;
           try {
-            ok = p->store && devices::load_document(*p->store, p->keys[d], kv.data(), shape);
+            ok = p->store && devices::load_document(*p->store, p->keys[blended[d]], kv.data(), shape);
           } catch (const error& e) {
             logger("actors")->warn("request {}: document entry unreadable, computing it: {}", ws->request_id(),
                                    e.what());
@@ -177,11 +227,7 @@ caf::behavior document_request_actor(caf::stateful_actor<document_request_state>
         if (bytes > 0 && p->rates) p->rates->observe_load(bytes, seconds_since(t0));
         report->bytes_from_host = static_cast<std::uint64_t>(bytes);
         work->blend = p->blend;
-        try {
-          work->blend.ratio = choose_ratio(*p, c);
-        } catch (const error& e) {
-          return fail(e.what());
-        }
+        work->blend.ratio = plan.ratio;
         report->recompute_ratio = work->blend.ratio;
         self->request(gpu, p->timeout, blend_atom::value, work)
             .then(
@@ -196,14 +242,14 @@ caf::behavior document_request_actor(caf::stateful_actor<document_request_state>
                                               work->compute_s);
                   report->document_tokens_recomputed = static_cast<std::uint32_t>(r.selected_document_tokens);
                   std::size_t d = 0;
-                  for (const auto& s : p->segments) {
+                  for (const auto& s : work->segments) {
                     if (!s.document) continue;
                     if (work->loaded[d]) {
                       ++report->documents_reused;
                     } else {
                       ++report->documents_computed;
                       if (p->store && p->base.opts.store)
-                        devices::store_document(*p->store, p->keys[d], work->documents[d].data(),
+                        devices::store_document(*p->store, p->keys[blended[d]], work->documents[d].data(),
                                                 model::kv_shape_of(c, s.count, model::dtype::f32));
                     }
                     ++d;

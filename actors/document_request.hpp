@@ -18,6 +18,7 @@
 #include "actors/request_actor.hpp"
 #include "devices/chunk_store.hpp"
 #include "kernels/model/blend.hpp"
+#include "policies/recompute_ratio.hpp"
 
 namespace kvflow {
 
@@ -63,6 +64,21 @@ struct document_params {
   model::blend_options blend;  ///< ratio < 0: chosen from `rates` (policies/recompute_ratio)
   std::chrono::milliseconds timeout{600000};
 };
+
+/// The plan of a request: the caller's ratio (blend.ratio >= 0), or the
+/// cost model's over the rates measured so far (policies/recompute_ratio
+/// with split_front: the leading documents computed in full where loading
+/// them is slower than computing them; a full recompute where reuse would
+/// not pay). Until both rates are known: the quality floor. Throws
+/// kvflow::error(invalid_argument) on inputs the policy refuses.
+policies::recompute_plan choose_document_plan(const document_params& p, const model::config& c);
+
+/// Per document segment of `p`: whether the plan computes it in full, in
+/// context, with no load (every document for a full recompute, else the
+/// leading ones within front_share of the document tokens). A document the
+/// store does not hold stays a document: it is computed alone and stored,
+/// so that later requests can reuse it.
+std::vector<bool> documents_in_full(const document_params& p, const policies::recompute_plan& plan);
 
 struct document_request_state {
   static inline const char* name = "kvflow.document_request";

@@ -31,8 +31,8 @@ struct recompute_inputs {
   double tail_share = 0;
   /// The restore can also compute the leading documents in full, with no
   /// loads, while the later ones load (the two-pointer split of the prefix
-  /// restore): set where the caller runs such a plan (the bench does; the
-  /// runtime's CPU path does not yet).
+  /// restore): set where the caller runs such a plan (the bench and the
+  /// runtime's document path do).
   bool split_front = false;
   /// Compute seconds of one token through one layer for consecutive rows
   /// (a prefill's rate): the leading documents computed in full and the

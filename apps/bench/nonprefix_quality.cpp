@@ -30,6 +30,8 @@ int main(int argc, char** argv) {
   std::uint64_t seed = 20;
   std::vector<double> ratios{0, 0.05, 0.15, 0.3};
   std::vector<std::string> selections{"cacheblend", "epic"};
+  std::vector<std::string> sinks{"on"};
+  int sink_tokens = 1;
   app.add_option("--model", model_path, "GGUF or safetensors model (default: SmolLM2-135M-Instruct from models/)");
   app.add_option("--corpus", corpus_path, "documents and questions (JSON)")->check(CLI::ExistingFile);
   app.add_option("--out", out_path, "JSON file for the records (default: stdout only)");
@@ -48,6 +50,13 @@ int main(int argc, char** argv) {
       ->delimiter(',')
       ->check(CLI::Range(0.0, 1.0));
   app.add_option("--selections", selections, "cacheblend and/or epic")->delimiter(',');
+  app.add_option("--sinks", sinks,
+                 "document entries computed after the sink prefix (on: the prompts' first token) and/or alone (off)")
+      ->delimiter(',')
+      ->check(CLI::IsMember({"on", "off"}));
+  app.add_option("--sink-tokens", sink_tokens,
+                 "length of the sink prefix: the prompts' first tokens (1: the chat start token alone)")
+      ->check(CLI::Range(1, 64));
   app.add_option("--seed", seed, "prompt sampling seed");
   app.add_option("--threads", threads, "CPU threads (0: all cores)")->check(CLI::Range(0, 256));
   CLI11_PARSE(app, argc, argv);
@@ -65,11 +74,19 @@ int main(int argc, char** argv) {
     const std::string model_name = lm.w.cfg.name;
     auto e = make_cpu_engine(std::move(lm.w), threads);
     std::vector<quality_config> configs;
-    for (const auto& s : selections)
-      for (double r : ratios) configs.push_back({parse_selection(s), r});
+    for (const auto& k : sinks)
+      for (const auto& s : selections)
+        for (double r : ratios) configs.push_back({parse_selection(s), r, k == "on"});
+    // The sink prefix: the token every prompt of this model starts with
+    // (SmolLM2's chat start <|im_start|>, or BOS), whose KV the prompt holds
+    // at position 0 anyway.
+    if (sink_tokens > qcases.front().segments.front().count)
+      throw kvflow::error(kvflow::errc::invalid_argument, "--sink-tokens longer than the prompts' system text");
+    const std::vector<std::int32_t> sink(qcases.front().prompt.begin(), qcases.front().prompt.begin() + sink_tokens);
+    const std::string lm_sink_text = lm.tok->decode(sink);
     const auto t0 = std::chrono::steady_clock::now();
     const auto points =
-        evaluate_blend_quality(*e, qcases, configs, answer_tokens, check_layers, refine_layers, refine_factor);
+        evaluate_blend_quality(*e, qcases, configs, answer_tokens, check_layers, refine_layers, refine_factor, sink);
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     int prompt_tokens = 0;
     for (const auto& c : qcases) prompt_tokens += static_cast<int>(c.prompt.size());
@@ -79,12 +96,14 @@ int main(int argc, char** argv) {
                          {"backend", "cpu"},
                          {"selection", to_string(p.config.selection)},
                          {"ratio", p.config.ratio},
+                         {"sink_prefix", p.config.sink ? lm_sink_text : std::string("none")},
                          {"check_layers", p.config.selection == token_selection::cacheblend ? check_layers : 0},
                          {"refine_layers", p.config.selection == token_selection::cacheblend ? refine_layers : 0},
                          {"refine_factor", refine_factor},
                          {"top1_agreement", p.top1_agreement()},
                          {"kl", p.kl()},
                          {"first_token_agreement", p.first_token_agreement()},
+                         {"near_tie_misses", p.near_tie_misses},
                          {"samples", p.samples},
                          {"cases", cases},
                          {"documents_per_prompt", std::to_string(min_docs) + "-" + std::to_string(max_docs)},
@@ -94,10 +113,10 @@ int main(int argc, char** argv) {
                          {"seed", seed},
                          {"seconds_all_configs", seconds}});
       std::printf(
-          "%-10s ratio %.2f  top1 %.3f  kl %.4f  first token %.3f  (%d samples, %.3f of document tokens "
-          "recomputed)\n",
-          to_string(p.config.selection), p.config.ratio, p.top1_agreement(), p.kl(), p.first_token_agreement(),
-          p.samples, p.recomputed_share);
+          "%-10s sink %-3s ratio %.2f  top1 %.3f  kl %.4f  first token %.3f  (%d samples, %.3f of document tokens "
+          "recomputed, %d misses near a tie)\n",
+          to_string(p.config.selection), p.config.sink ? "on" : "off", p.config.ratio, p.top1_agreement(), p.kl(),
+          p.first_token_agreement(), p.samples, p.recomputed_share, p.near_tie_misses);
     }
     if (!out_path.empty()) {
       std::ofstream out(out_path);

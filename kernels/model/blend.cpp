@@ -59,20 +59,44 @@ void check_segments(const std::vector<prompt_segment>& segments, int prompt_toke
                 "prompt segments cover " + std::to_string(at) + " of " + std::to_string(prompt_tokens) + " tokens");
 }
 
-void document_kv(engine& e, const std::vector<std::int32_t>& tokens, kv_block out) {
+std::vector<std::int32_t> sink_prefix(const std::vector<std::int32_t>& prompt,
+                                      const std::vector<prompt_segment>& segments) {
+  if (prompt.empty() || segments.empty() || segments.front().document) return {};
+  return {prompt.front()};
+}
+
+void document_kv(engine& e, const std::vector<std::int32_t>& tokens, kv_block out,
+                 const std::vector<std::int32_t>& sink) {
   const int n = static_cast<int>(tokens.size());
   if (n == 0 || out.shape.tokens != n)
     throw error(errc::invalid_argument, "document_kv: a block of " + std::to_string(out.shape.tokens) +
                                             " tokens for a document of " + std::to_string(n));
-  scratch hidden(e, static_cast<std::size_t>(n) * e.cfg().hidden * sizeof(float));
+  // With a sink prefix the prefix and the document run as one block and
+  // only the document's rows are kept (positions [p, p + n): place_document's
+  // stored_at).
+  const int p = static_cast<int>(sink.size());
+  if (p > 0) require_host_f32(e, "document_kv with a sink prefix");
+  std::vector<std::int32_t> all(sink);
+  all.insert(all.end(), tokens.begin(), tokens.end());
+  const kv_shape ws = kv_shape_of(e.cfg(), p + n, out.shape.type);
+  std::vector<float> whole(p > 0 ? ws.bytes() / sizeof(float) : 0);
+  scratch hidden(e, static_cast<std::size_t>(p + n) * e.cfg().hidden * sizeof(float));
   chunk_job job;
-  job.tokens = tokens.data();
-  job.count = n;
+  job.tokens = all.data();
+  job.count = p + n;
   job.layer_end = e.cfg().layers;
-  job.out = out;
-  job.hidden = {hidden.f(), n};
+  job.out = p > 0 ? kv_block{whole.data(), ws} : out;
+  job.hidden = {hidden.f(), p + n};
   e.run(job);
   e.synchronize();
+  if (p == 0) return;
+  const kv_shape& os = out.shape;
+  auto* dst = static_cast<float*>(out.data);
+  const std::size_t row = sizeof(float) * static_cast<std::size_t>(n) * os.head_dim;
+  for (int l = 0; l < os.layers; ++l)
+    for (int kv = 0; kv < 2; ++kv)
+      for (int h = 0; h < os.kv_heads; ++h)
+        std::memcpy(dst + os.offset(l, kv, h, 0, 0), whole.data() + ws.offset(l, kv, h, p, 0), row);
 }
 
 void document_kv_at(engine& e, const std::vector<std::int32_t>& tokens, int at, kv_block out) {
@@ -96,7 +120,8 @@ void document_kv_at(engine& e, const std::vector<std::int32_t>& tokens, int at, 
   e.synchronize();
 }
 
-void place_document(const kv_block& document, int at, kv_block prompt, const std::vector<float>& inv_freq) {
+void place_document(const kv_block& document, int at, kv_block prompt, const std::vector<float>& inv_freq,
+                    int stored_at) {
   const kv_shape& d = document.shape;
   const kv_shape& p = prompt.shape;
   if (d.type != dtype::f32 || p.type != dtype::f32 || d.layers != p.layers || d.kv_heads != p.kv_heads ||
@@ -111,7 +136,7 @@ void place_document(const kv_block& document, int at, kv_block prompt, const std
     for (int kv = 0; kv < 2; ++kv)
       for (int h = 0; h < d.kv_heads; ++h)
         std::memcpy(dst + p.offset(l, kv, h, at, 0), src + d.offset(l, kv, h, 0, 0), row);
-  cpu::rope_delta_block(prompt.data, p, at, d.tokens, at, inv_freq.data());
+  cpu::rope_delta_block(prompt.data, p, at, d.tokens, at - stored_at, inv_freq.data());
 }
 
 std::vector<std::int32_t> select_leading(const std::vector<prompt_segment>& segments, double ratio) {

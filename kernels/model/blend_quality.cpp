@@ -65,6 +65,19 @@ std::size_t argmax(const std::vector<double>& v) {
   return static_cast<std::size_t>(std::max_element(v.begin(), v.end()) - v.begin());
 }
 
+// Probability of the most likely token minus the second's (log-probabilities in).
+double top2_margin(const std::vector<double>& logp) {
+  double a = -INFINITY, b = -INFINITY;
+  for (double x : logp)
+    if (x > a) {
+      b = a;
+      a = x;
+    } else if (x > b) {
+      b = x;
+    }
+  return std::exp(a) - std::exp(b);
+}
+
 // Greedy answer of the full recompute, decoded one token at a time.
 std::vector<std::int32_t> greedy_answer(engine& e, const kv_block& prompt_kv, const std::vector<float>& last_hidden,
                                         int tokens) {
@@ -147,7 +160,8 @@ std::vector<quality_case> make_rag_cases(const tokenizer& tok, const rag_corpus&
 
 std::vector<quality_point> evaluate_blend_quality(engine& e, const std::vector<quality_case>& cases,
                                                   const std::vector<quality_config>& configs, int answer_tokens,
-                                                  int check_layers, int refine_layers, double refine_factor) {
+                                                  int check_layers, int refine_layers, double refine_factor,
+                                                  const std::vector<std::int32_t>& sink) {
   if (answer_tokens < 1) throw error(errc::invalid_argument, "evaluate_blend_quality: answer_tokens < 1");
   const config& c = e.cfg();
   const auto inv = cpu::rope_inv_freq(c.head_dim, c.rope_theta, c.scaling);
@@ -169,18 +183,27 @@ std::vector<quality_point> evaluate_blend_quality(engine& e, const std::vector<q
     const auto answer = greedy_answer(e, full.view, last, answer_tokens);
     const auto reference = answer_distributions(e, full.view, last, answer);
 
-    // Every document computed alone, placed once; each configuration starts from a copy.
-    host_kv placed(c, n);
-    for (const auto& s : qc.segments) {
-      if (!s.document) continue;
-      host_kv doc(c, s.count);
-      document_kv(e, std::vector<std::int32_t>(qc.prompt.begin() + s.begin, qc.prompt.begin() + s.begin + s.count),
-                  doc.view);
-      place_document(doc.view, s.begin, placed.view, inv);
-    }
+    // Every document computed alone (without and with the sink prefix, as the
+    // configurations ask), placed once; each configuration starts from a copy.
+    auto place_all = [&](const std::vector<std::int32_t>& prefix) {
+      host_kv placed(c, n);
+      for (const auto& s : qc.segments) {
+        if (!s.document) continue;
+        host_kv doc(c, s.count);
+        document_kv(e, std::vector<std::int32_t>(qc.prompt.begin() + s.begin, qc.prompt.begin() + s.begin + s.count),
+                    doc.view, prefix);
+        place_document(doc.view, s.begin, placed.view, inv, static_cast<int>(prefix.size()));
+      }
+      return placed.data;
+    };
+    bool want[2] = {false, false};
+    for (const auto& p : points) want[p.config.sink ? 1 : 0] = true;
+    std::vector<float> placed[2];
+    if (want[0]) placed[0] = place_all({});
+    if (want[1]) placed[1] = place_all(sink);
     for (auto& p : points) {
       host_kv kv(c, n);
-      kv.data = placed.data;
+      kv.data = placed[p.config.sink ? 1 : 0];
       kv.view.data = kv.data.data();
       blend_options o;
       o.selection = p.config.selection;
@@ -194,6 +217,7 @@ std::vector<quality_point> evaluate_blend_quality(engine& e, const std::vector<q
         ++p.samples;
         if (i == 0) ++p.prompts;
         if (argmax(got[i]) == argmax(reference[i])) ++p.agreements;
+        if (argmax(got[i]) != argmax(reference[i]) && top2_margin(reference[i]) < kNearTie) ++p.near_tie_misses;
         if (i == 0 && argmax(got[i]) == argmax(reference[i])) ++p.first_agreements;
         double kl = 0;
         for (std::size_t v = 0; v < got[i].size(); ++v) kl += std::exp(reference[i][v]) * (reference[i][v] - got[i][v]);

@@ -39,7 +39,14 @@ std::vector<quality_case> make_rag_cases(const tokenizer& tok, const rag_corpus&
 struct quality_config {
   token_selection selection = token_selection::cacheblend;
   double ratio = 0.15;
+  /// Documents computed after evaluate_blend_quality's sink prefix (true) or
+  /// from position 0 on their own (false).
+  bool sink = false;
 };
+
+/// A disagreement where the full recompute itself hesitates: its two most
+/// likely tokens' probabilities differ by less than this.
+inline constexpr double kNearTie = 0.05;
 
 /// One configuration's scores over every case.
 struct quality_point {
@@ -48,6 +55,7 @@ struct quality_point {
   int agreements = 0;           ///< same argmax as the full recompute
   int prompts = 0;              ///< prompts compared (their first answer position)
   int first_agreements = 0;     ///< prompts whose first answer token is the full recompute's
+  int near_tie_misses = 0;      ///< disagreements where the full recompute's top two differ by < kNearTie
   double kl_sum = 0;            ///< sum of KL(full || reuse) in nats
   double recomputed_share = 0;  ///< mean share of document tokens recomputed above the check layers
   double top1_agreement() const { return samples ? static_cast<double>(agreements) / samples : 0; }
@@ -59,9 +67,11 @@ struct quality_point {
 /// configuration restores it from its documents (each computed alone and
 /// placed) and compares the `answer_tokens` next-token distributions.
 /// check_layers, refine_layers, refine_factor: blend_options' (cacheblend).
+/// `sink`: the prefix documents are computed after in configurations with
+/// quality_config::sink (document_kv).
 std::vector<quality_point> evaluate_blend_quality(engine& e, const std::vector<quality_case>& cases,
                                                   const std::vector<quality_config>& configs, int answer_tokens,
-                                                  int check_layers = 2, int refine_layers = 0,
-                                                  double refine_factor = 2);
+                                                  int check_layers = 2, int refine_layers = 0, double refine_factor = 2,
+                                                  const std::vector<std::int32_t>& sink = {});
 
 }  // namespace kvflow::model
