@@ -50,6 +50,7 @@ struct outcome {
   int burst = 0;
   double ttft_s = 0, done_s = 0;
   std::size_t tokens = 0;
+  std::size_t prefill = 0, decode = 0;  ///< the instances it ran on
 };
 
 struct instance {
@@ -220,13 +221,13 @@ class mixed_run {
         auto burst = j.burst;
         auto arrival = j.arrival_ns;
         std::lock_guard<std::mutex> lock(done_m_);
-        collectors_.push_back(std::async(std::launch::async, [this, &y, id, burst, arrival, ttft] {
+        collectors_.push_back(std::async(std::launch::async, [this, &y, id, burst, arrival, ttft, i, d] {
           caf::scoped_actor me{sys_};
           auto r = pd_collect(me, y.decode, id);
           y.active--;
           std::lock_guard<std::mutex> lock2(done_m_);
           if (r.ok)
-            outcomes_.push_back({burst, ttft, static_cast<double>(now_ns() - arrival) / 1e9, r.tokens.size()});
+            outcomes_.push_back({burst, ttft, static_cast<double>(now_ns() - arrival) / 1e9, r.tokens.size(), i, d});
           else
             ++failures_;
           last_done_ns_ = now_ns();
@@ -276,6 +277,13 @@ class mixed_run {
       ++n[2];
     }
     auto mean = [&](int k) { return n[k] ? ttft[k] / n[k] : 0.0; };
+    // Where each burst's requests prefilled and decoded: [burst][instance].
+    nlohmann::json prefilled_on = {std::vector<int>(xs_.size(), 0), std::vector<int>(xs_.size(), 0)};
+    nlohmann::json decoded_on = prefilled_on;
+    for (auto& r : outcomes_) {
+      prefilled_on[r.burst][r.prefill] = prefilled_on[r.burst][r.prefill].get<int>() + 1;
+      decoded_on[r.burst][r.decode] = decoded_on[r.burst][r.decode].get<int>() + 1;
+    }
     return {{"placement", load_aware_ ? "load_aware" : "fixed_roles"},
             {"requests", outcomes_.size()},
             {"failed", failures_},
@@ -286,6 +294,8 @@ class mixed_run {
             {"mean_ttft_s", mean(2)},
             {"mean_ttft_long_prompts_s", mean(0)},
             {"mean_ttft_long_generations_s", mean(1)},
+            {"prefilled_on_by_burst", prefilled_on},
+            {"decoded_on_by_burst", decoded_on},
             {"role_switches", switches_}};
   }
 
