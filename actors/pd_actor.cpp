@@ -10,8 +10,82 @@
 #include "actors/gpu_actor.hpp"
 #include "messages/codec.hpp"
 #include "messages/log.hpp"
+#ifdef KVFLOW_HAVE_CUDA
+#include "devices/gpu/ipc.hpp"
+#include "kernels/cuda/cuda_engine.hpp"
+#include "platform/cuda_check.hpp"
+#include "platform/cuda_memory.hpp"
+#endif
 
 namespace kvflow {
+
+#ifdef KVFLOW_HAVE_CUDA
+struct pd_device_side {
+  int device = 0;
+  cudaStream_t stream = nullptr;
+  platform::device_buffer buffer;  ///< the contiguous span (packed to send, or landed)
+  devices::ipc_exported exported;  ///< of `buffer`, once a sender exported it
+  std::vector<std::uint8_t> handle;
+  std::unique_ptr<devices::ipc_mapping> mapped;  ///< the last sender's buffer
+  /// Exported buffers outgrown: a decode instance may still map one until
+  /// its next handoff, so they live as long as this.
+  std::vector<std::pair<platform::device_buffer, devices::ipc_exported>> retired;
+
+  explicit pd_device_side(int d) : device(d) {
+    KVFLOW_CUDA_CHECK(cudaSetDevice(device));
+    KVFLOW_CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+  }
+  ~pd_device_side() {
+    mapped.reset();
+    exported = devices::ipc_exported();
+    retired.clear();
+    if (stream) KVFLOW_CUDA_OK(cudaStreamDestroy(stream));
+  }
+  pd_device_side(const pd_device_side&) = delete;
+  pd_device_side& operator=(const pd_device_side&) = delete;
+
+  // At least `bytes` of buffer (grown, never shrunk: the next request
+  // reuses it and a decode instance keeps its mapping).
+  void* buffer_of(std::size_t bytes) {
+    KVFLOW_CUDA_CHECK(cudaSetDevice(device));
+    if (buffer.size() < bytes) {
+      if (!exported.handle().empty()) retired.emplace_back(std::move(buffer), std::move(exported));
+      buffer = platform::device_buffer();
+      buffer = platform::device_buffer(bytes, device);
+    }
+    return buffer.data();
+  }
+  const std::vector<std::uint8_t>& export_buffer() {
+    if (exported.handle().empty()) exported = devices::ipc_exported(buffer.data());
+    return exported.handle();
+  }
+  // The sender's buffer behind `h`, mapped once per allocation.
+  const void* map(const std::vector<std::uint8_t>& h) {
+    if (!mapped || handle != h) {
+      mapped.reset();
+      handle.clear();
+      mapped = std::make_unique<devices::ipc_mapping>(h);
+      handle = h;
+    }
+    return mapped->data();
+  }
+  void sync() { KVFLOW_CUDA_CHECK(cudaStreamSynchronize(stream)); }
+};
+
+namespace {
+std::shared_ptr<pd_device_side> device_side_of(model::engine& eng) {
+  auto* ce = dynamic_cast<model::cuda_engine*>(&eng);
+  return ce ? std::make_shared<pd_device_side>(ce->device()) : nullptr;
+}
+}  // namespace
+#else
+struct pd_device_side {};
+
+namespace {
+std::shared_ptr<pd_device_side> device_side_of(model::engine&) { return nullptr; }
+}  // namespace
+#endif
+
 namespace {
 
 msg::frame frame_of(const msg::pd_reply& r) { return msg::frame{msg::encode(r)}; }
@@ -36,6 +110,67 @@ std::string check_handoff(const msg::pd_handoff& h, const model::engine& eng) {
   return {};
 }
 
+std::vector<void*> block_ptrs(workspace& ws) {
+  std::vector<void*> out;
+  for (int c = 0; c < ws.num_chunks(); ++c) out.push_back(ws.block(c).data);
+  return out;
+}
+
+// The landed contiguous span (host memory) into the workspace's chunk
+// blocks: on a CUDA engine one pinned->device copy and a device relayout,
+// else a host relayout and a copy per chunk.
+void land_from_host(pd_decode_state& st, pd_incoming& in) {
+  const auto& kv = in.handoff.kv;
+  devices::net::request_kv r{kv.shape, kv.chunk_tokens};
+#ifdef KVFLOW_HAVE_CUDA
+  if (st.dev) {
+    auto& d = *st.dev;
+    void* span = d.buffer_of(kv.bytes);
+    KVFLOW_CUDA_CHECK(cudaMemcpyAsync(span, in.staging.data(), kv.bytes, cudaMemcpyHostToDevice, d.stream));
+    devices::unpack_chunks_device(r, span, block_ptrs(*in.ws), 0, r.shape.layers, d.stream);
+    d.sync();
+    return;
+  }
+#endif
+  std::vector<std::vector<std::uint8_t>> host(static_cast<std::size_t>(r.chunks()));
+  std::vector<void*> ptrs;
+  for (int c = 0; c < r.chunks(); ++c) {
+    host[static_cast<std::size_t>(c)].resize(r.chunk_shape(c).bytes());
+    ptrs.push_back(host[static_cast<std::size_t>(c)].data());
+  }
+  devices::net::unpack_chunks(r, in.staging.data(), ptrs, 0, r.shape.layers);
+  for (int c = 0; c < r.chunks(); ++c)
+    st.engine->to_backend(in.ws->block(c).data, ptrs[static_cast<std::size_t>(c)],
+                          host[static_cast<std::size_t>(c)].size());
+}
+
+// A handoff by CUDA IPC: the sender's span copied in ONE call into this
+// instance's buffer, then relaid into the chunk blocks on the device.
+// Returns why it failed, or empty.
+std::string land_by_ipc(pd_decode_state& st, pd_incoming& in) {
+#ifdef KVFLOW_HAVE_CUDA
+  if (!st.dev) return "CUDA IPC handoff to a decode instance without a CUDA engine";
+  try {
+    const auto& kv = in.handoff.kv;
+    devices::net::request_kv r{kv.shape, kv.chunk_tokens};
+    auto& d = *st.dev;
+    void* span = d.buffer_of(kv.bytes);
+    const void* src = d.map(kv.ipc_handle);
+    devices::copy_pieces(span, src, devices::net::contiguous_pieces(r, 0, r.shape.layers), d.stream);
+    devices::unpack_chunks_device(r, span, block_ptrs(*in.ws), 0, r.shape.layers, d.stream);
+    d.sync();
+    in.landed_ns = now_ns();
+    return {};
+  } catch (const error& e) {
+    return e.what();
+  }
+#else
+  (void)st;
+  (void)in;
+  return "CUDA IPC handoff to a build without CUDA";
+#endif
+}
+
 msg::pd_reply result_of(std::uint64_t id, pd_incoming& in) {
   if (!in.why.empty()) return failed(id, in.why);
   msg::pd_reply r;
@@ -58,6 +193,20 @@ void finish(std::map<std::uint64_t, pd_incoming>& requests, std::uint64_t id) {
   requests.erase(it);
 }
 
+// The KV landed: the first token counts, and decoding goes on in the gpu
+// actor's batch unless it already ended.
+void start_decode(caf::stateful_actor<pd_decode_state>* self, std::uint64_t id) {
+  auto& st = self->state;
+  auto& in = st.requests.at(id);
+  in.ws->generated().push_back(in.handoff.first_token);
+  const auto& stops = in.handoff.stop_tokens;
+  const int more = static_cast<int>(in.handoff.max_new_tokens) - 1;
+  if (more <= 0 || std::find(stops.begin(), stops.end(), in.handoff.first_token) != stops.end())
+    return finish(st.requests, id);
+  model::sampling s{in.handoff.temperature, in.handoff.top_p, in.handoff.seed};
+  self->send(st.gpu, decode_atom::value, in.ws, more, s, stops, caf::actor_cast<caf::actor>(self), decode_hooks{});
+}
+
 }  // namespace
 
 caf::behavior pd_decode_actor(caf::stateful_actor<pd_decode_state>* self, std::shared_ptr<model::engine> engine,
@@ -65,6 +214,7 @@ caf::behavior pd_decode_actor(caf::stateful_actor<pd_decode_state>* self, std::s
   self->state.engine = std::move(engine);
   self->state.gpu = std::move(gpu);
   self->state.net = std::move(net);
+  self->state.dev = device_side_of(*self->state.engine);
   return {
       [=](pd_handoff_atom, const msg::frame& f) -> msg::frame {
         auto h = msg::decode_pd_handoff(f.bytes);
@@ -74,16 +224,29 @@ caf::behavior pd_decode_actor(caf::stateful_actor<pd_decode_state>* self, std::s
         if (st.requests.count(id))
           return frame_of(failed(id, "request " + std::to_string(id) + " already handed over"));
         if (auto why = check_handoff(*h, *st.engine); !why.empty()) return frame_of(failed(id, why));
+        const bool ipc = !h->kv.ipc_handle.empty();
         pd_incoming in;
         try {
           in.ws = std::make_shared<workspace>(id, h->prompt, h->kv.chunk_tokens, *st.engine);
-          in.staging = devices::pinned_buffer(h->kv.bytes);
+          if (!ipc) in.staging = devices::pinned_buffer(h->kv.bytes);
         } catch (const error& e) {
           return frame_of(failed(id, e.what()));
         }
         in.handoff = std::move(*h);
         in.announced_ns = now_ns();
         auto& slot = st.requests.emplace(id, std::move(in)).first->second;
+        if (ipc) {
+          if (auto why = land_by_ipc(st, slot); !why.empty()) {
+            st.requests.erase(id);
+            return frame_of(failed(id, why));
+          }
+          msg::pd_reply landed;
+          landed.request_id = id;
+          landed.ok = true;
+          landed.transfer_ns = slot.landed_ns - slot.announced_ns;
+          start_decode(self, id);
+          return frame_of(landed);
+        }
         auto me = caf::actor_cast<caf::actor>(self);
         devices::net::request_kv r{slot.handoff.kv.shape, slot.handoff.kv.chunk_tokens};
         try {
@@ -118,31 +281,14 @@ caf::behavior pd_decode_actor(caf::stateful_actor<pd_decode_state>* self, std::s
         if (ok) {
           try {
             // The contiguous span back into this engine's chunk blocks.
-            devices::net::request_kv r{kv.shape, kv.chunk_tokens};
-            std::vector<std::vector<std::uint8_t>> host(static_cast<std::size_t>(r.chunks()));
-            std::vector<void*> ptrs;
-            for (int c = 0; c < r.chunks(); ++c) {
-              host[static_cast<std::size_t>(c)].resize(r.chunk_shape(c).bytes());
-              ptrs.push_back(host[static_cast<std::size_t>(c)].data());
-            }
-            devices::net::unpack_chunks(r, in.staging.data(), ptrs, 0, r.shape.layers);
-            for (int c = 0; c < r.chunks(); ++c)
-              st.engine->to_backend(in.ws->block(c).data, ptrs[static_cast<std::size_t>(c)],
-                                    host[static_cast<std::size_t>(c)].size());
+            land_from_host(st, in);
           } catch (const error& e) {
             in.why = e.what();
           }
         }
         in.staging = devices::pinned_buffer();
         if (!in.why.empty()) return finish(st.requests, id);
-        in.ws->generated().push_back(in.handoff.first_token);
-        const auto& stops = in.handoff.stop_tokens;
-        const int more = static_cast<int>(in.handoff.max_new_tokens) - 1;
-        if (more <= 0 || std::find(stops.begin(), stops.end(), in.handoff.first_token) != stops.end())
-          return finish(st.requests, id);
-        model::sampling s{in.handoff.temperature, in.handoff.top_p, in.handoff.seed};
-        self->send(st.gpu, decode_atom::value, in.ws, more, s, stops, caf::actor_cast<caf::actor>(self),
-                   decode_hooks{});
+        start_decode(self, id);
       },
       [=](done_atom, std::uint64_t id) { finish(self->state.requests, id); },
       [=](pd_collect_atom, std::uint64_t id) -> caf::result<msg::frame> {
@@ -201,12 +347,27 @@ devices::pinned_buffer pd_pack(workspace& ws) {
   return out;
 }
 
-void pd_handoff(caf::scoped_actor& self, const caf::actor& decode, devices::net::transport& net, pd_prefilled& p,
+pd_path parse_pd_path(const std::string& name) {
+  if (name == "host_ucx") return pd_path::host_ucx;
+  if (name == "cuda_ipc") return pd_path::cuda_ipc;
+  throw error(errc::invalid_argument, "KV path '" + name + "' (use host_ucx or cuda_ipc)");
+}
+
+const char* to_string(pd_path p) { return p == pd_path::cuda_ipc ? "cuda_ipc" : "host_ucx"; }
+
+pd_outbox::pd_outbox(devices::net::transport& net, pd_path path) : net_(net), path_(path) {}
+pd_outbox::~pd_outbox() = default;
+
+pd_device_side* pd_outbox::device(model::engine& eng) {
+  if (!dev_) dev_ = device_side_of(eng);
+  return dev_.get();
+}
+
+void pd_handoff(caf::scoped_actor& self, const caf::actor& decode, pd_outbox& out, pd_prefilled& p,
                 std::uint32_t max_new_tokens, const model::sampling& s, const std::vector<std::int32_t>& stop_tokens,
                 std::chrono::seconds timeout) {
   auto& ws = *p.ws;
   auto& eng = ws.engine();
-  auto staging = pd_pack(ws);
   msg::pd_handoff h;
   h.request_id = ws.request_id();
   h.prompt = ws.tokens();
@@ -224,8 +385,33 @@ void pd_handoff(caf::scoped_actor& self, const caf::actor& decode, devices::net:
   h.kv.bytes = h.kv.shape.bytes();
   h.kv.contiguous = true;
   h.kv.pieces = 1;
-  h.kv.checksum = devices::net::checksum(staging.data(), h.kv.bytes);
-  h.kv.sender = net.address();
+  devices::net::request_kv r{h.kv.shape, h.kv.chunk_tokens};
+  auto* dev = out.device(eng);
+  devices::pinned_buffer staging;
+#ifdef KVFLOW_HAVE_CUDA
+  if (dev) {
+    // The chunk blocks into one device span (a 2D copy per chunk); IPC
+    // hands that span over, the host path copies it to pinned memory once.
+    std::vector<const void*> blocks;
+    for (int c = 0; c < ws.num_chunks(); ++c) blocks.push_back(ws.block(c).data);
+    void* span = dev->buffer_of(h.kv.bytes);
+    devices::pack_chunks_device(r, blocks, span, 0, r.shape.layers, dev->stream);
+    if (out.path() == pd_path::cuda_ipc) {
+      h.kv.ipc_handle = dev->export_buffer();
+    } else {
+      staging = devices::pinned_buffer(h.kv.bytes);
+      KVFLOW_CUDA_CHECK(cudaMemcpyAsync(staging.data(), span, h.kv.bytes, cudaMemcpyDeviceToHost, dev->stream));
+    }
+    dev->sync();
+  }
+#endif
+  if (out.path() == pd_path::cuda_ipc && !dev)
+    throw error(errc::unsupported, "pd: the cuda_ipc KV path needs a CUDA engine on both instances");
+  if (out.path() == pd_path::host_ucx) {
+    if (!dev) staging = pd_pack(ws);
+    h.kv.checksum = devices::net::checksum(staging.data(), h.kv.bytes);
+    h.kv.sender = out.net().address();
+  }
   msg::pd_reply ready;
   std::string why;
   auto reply_of = [&](const msg::frame& f) {
@@ -239,15 +425,23 @@ void pd_handoff(caf::scoped_actor& self, const caf::actor& decode, devices::net:
       .receive(reply_of, [&](const caf::error& e) { why = "handoff: " + self->system().render(e); });
   if (!why.empty()) throw error(errc::peer_down, why);
   if (!ready.ok) throw error(errc::invalid_argument, "decode instance refused the handoff: " + ready.why);
+  // By IPC the decode instance copied the span before it answered.
+  if (out.path() == pd_path::cuda_ipc) return;
   std::promise<devices::net::moved> sent;
   auto f = sent.get_future();
-  devices::net::request_kv r{h.kv.shape, h.kv.chunk_tokens};
-  devices::net::send_pieces(net, ready.receiver, h.kv.transfer_id, staging.data(),
+  devices::net::send_pieces(out.net(), ready.receiver, h.kv.transfer_id, staging.data(),
                             devices::net::contiguous_pieces(r, 0, r.shape.layers),
                             [&sent](devices::net::moved m) { sent.set_value(m); });
   if (f.wait_for(timeout) != std::future_status::ready) throw error(errc::deadline_exceeded, "KV send timed out");
   auto m = f.get();
   if (!m.ok) throw error(errc::peer_down, "KV send failed: " + m.why);
+}
+
+void pd_handoff(caf::scoped_actor& self, const caf::actor& decode, devices::net::transport& net, pd_prefilled& p,
+                std::uint32_t max_new_tokens, const model::sampling& s, const std::vector<std::int32_t>& stop_tokens,
+                std::chrono::seconds timeout) {
+  pd_outbox out(net);
+  pd_handoff(self, decode, out, p, max_new_tokens, s, stop_tokens, timeout);
 }
 
 msg::pd_reply pd_collect(caf::scoped_actor& self, const caf::actor& decode, std::uint64_t request_id,
@@ -268,10 +462,10 @@ msg::pd_reply pd_collect(caf::scoped_actor& self, const caf::actor& decode, std:
   return done;
 }
 
-msg::pd_reply pd_handoff_and_collect(caf::scoped_actor& self, const caf::actor& decode, devices::net::transport& net,
-                                     pd_prefilled& p, std::uint32_t max_new_tokens, const model::sampling& s,
+msg::pd_reply pd_handoff_and_collect(caf::scoped_actor& self, const caf::actor& decode, pd_outbox& out, pd_prefilled& p,
+                                     std::uint32_t max_new_tokens, const model::sampling& s,
                                      const std::vector<std::int32_t>& stop_tokens, std::chrono::seconds timeout) {
-  pd_handoff(self, decode, net, p, max_new_tokens, s, stop_tokens, timeout);
+  pd_handoff(self, decode, out, p, max_new_tokens, s, stop_tokens, timeout);
   return pd_collect(self, decode, p.ws->request_id(), timeout);
 }
 

@@ -4,7 +4,9 @@
 // actor, hands each request's KV to a decode instance as one contiguous
 // UCX transfer and prints the tokens the decode instance generated. With
 // --check it also runs the same prompts on one instance (kvflow::runtime)
-// and fails unless the tokens are equal.
+// and fails unless the tokens are equal. `--backend cuda` puts both roles on
+// CUDA engines; `--kv-path cuda_ipc` then hands the KV over by CUDA IPC (one
+// device copy per layer range) instead of pinned host memory and UCX.
 
 #include <caf/actor_system.hpp>
 #include <caf/io/middleman.hpp>
@@ -36,6 +38,10 @@
 #include "kernels/model/weights.hpp"
 #include "messages/error.hpp"
 #include "messages/log.hpp"
+#include "platform/cuda.hpp"
+#ifdef KVFLOW_HAVE_CUDA
+#include "kernels/cuda/cuda_engine.hpp"
+#endif
 
 extern char** environ;
 
@@ -57,10 +63,25 @@ struct pd_options {
   bool check = false;
   std::string ucx_tls = "tcp";
   std::string ucx_devices = "lo";
+  std::string backend = "cpu";
+  std::string kv_path = "host_ucx";
+  int device = 0;
   mixed_options mixed;
 };
 
 std::shared_ptr<model::engine> make_engine(const pd_options& o) {
+  if (o.backend == "cuda") {
+#ifdef KVFLOW_HAVE_CUDA
+    if (!platform::cuda_device_available())
+      throw error(errc::unsupported, "pd: --backend cuda, but no CUDA device was found");
+    // Random presets are drawn on the device, as the runtime makes them.
+    if (!o.preset.empty()) return model::make_cuda_engine_random(model::preset(o.preset), o.seed, o.device);
+    auto loaded = model::load_model_file(o.model_path.empty() ? model::default_model_path() : o.model_path);
+    return model::make_cuda_engine(loaded.w, o.device);
+#else
+    throw error(errc::unsupported, "pd: --backend cuda needs a build with CUDA (KVFLOW_CUDA=ON)");
+#endif
+  }
   if (!o.preset.empty())
     return model::make_cpu_engine(model::random_weights(model::preset(o.preset), o.seed), o.threads);
   auto loaded = model::load_model_file(o.model_path.empty() ? model::default_model_path() : o.model_path);
@@ -117,7 +138,9 @@ void start_decode(const pd_options& o, child_decode& c) {
                                 "--seed",        std::to_string(o.seed),
                                 "--threads",     std::to_string(o.threads),
                                 "--ucx-tls",     o.ucx_tls,
-                                "--ucx-devices", o.ucx_devices};
+                                "--ucx-devices", o.ucx_devices,
+                                "--backend",     o.backend,
+                                "--device",      std::to_string(o.device)};
   if (!o.preset.empty()) args.insert(args.end(), {"--preset", o.preset});
   if (!o.model_path.empty()) args.insert(args.end(), {"--model", o.model_path});
   std::vector<char*> argv;
@@ -147,6 +170,8 @@ std::string join(const std::vector<std::int32_t>& v) {
 }
 
 int run_prefill(const pd_options& o) {
+  // First: a missing device or model fails here, not as a silent child.
+  auto engine = make_engine(o);
   child_decode child;
   std::string target = o.decode;
   if (target.empty()) {
@@ -162,8 +187,8 @@ int run_prefill(const pd_options& o) {
   if (!remote)
     throw error(errc::peer_down,
                 "pd: cannot reach the decode instance at " + target + ": " + sys.render(remote.error()));
-  auto engine = make_engine(o);
   devices::net::transport net({o.ucx_tls, o.ucx_devices});
+  pd_outbox outbox(net, parse_pd_path(o.kv_path));
   auto gpu = sys.spawn<caf::detached>(gpu_actor, engine, 0u);
 
   // The reference: the same prompts on one instance, prefill and decode.
@@ -174,7 +199,7 @@ int run_prefill(const pd_options& o) {
     ro.preset = o.preset;
     ro.model_path = o.model_path;
     ro.seed = o.seed;
-    ro.backend = "cpu";
+    ro.backend = o.backend;
     ro.threads = o.threads;
     ro.chunk_tokens = o.chunk_tokens;
     ro.host_tier_gb = 0.05;
@@ -191,15 +216,16 @@ int run_prefill(const pd_options& o) {
     for (auto& t : prompt) t = static_cast<std::int32_t>(rng() % static_cast<unsigned>(vocab));
     model::sampling s;  // greedy
     auto p = pd_prefill(self, caf::actor_cast<caf::actor>(gpu), *engine, id, prompt, o.chunk_tokens, s);
-    auto got = pd_handoff_and_collect(self, *remote, net, p, o.max_new_tokens, s, stops);
+    auto got = pd_handoff_and_collect(self, *remote, outbox, p, o.max_new_tokens, s, stops);
     p.ws.reset();
     if (!got.ok)
       throw error(errc::io_failure, "pd: decode instance failed request " + std::to_string(id) + ": " + got.why);
     std::printf(
-        "request %llu: %d prompt tokens, prefill %.3f s, KV %.1f KiB in 1 call, transfer %.3f ms at the decode end\n",
+        "request %llu: %d prompt tokens, prefill %.3f s, KV %.1f KiB in 1 call (%s), transfer %.3f ms at the decode "
+        "end\n",
         static_cast<unsigned long long>(id), n, p.prefill_s,
         static_cast<double>(model::kv_shape_of(engine->cfg(), n, engine->kv_type()).bytes()) / 1024,
-        static_cast<double>(got.transfer_ns) / 1e6);
+        to_string(outbox.path()), static_cast<double>(got.transfer_ns) / 1e6);
     std::printf("  pd tokens:     %s\n", join(got.tokens).c_str());
     if (single) {
       submit_options so;
@@ -250,6 +276,15 @@ command_runner add_pd_command(CLI::App& app) {
   c->add_flag("--check", o->check, "also run each prompt on one instance and fail unless the tokens are equal");
   c->add_option("--ucx-tls", o->ucx_tls, "UCX transports for KV bytes")->capture_default_str();
   c->add_option("--ucx-devices", o->ucx_devices, "UCX network devices")->capture_default_str();
+  c->add_option("--backend", o->backend, "engine of every instance: cpu or cuda")
+      ->check(CLI::IsMember({"cpu", "cuda"}))
+      ->capture_default_str();
+  c->add_option("--device", o->device, "--backend cuda: the GPU of the instances")->capture_default_str();
+  c->add_option("--kv-path", o->kv_path,
+                "how KV moves: host_ucx (pinned host memory, one UCX send; any backend) or cuda_ipc (a CUDA IPC "
+                "handle, one device copy; --backend cuda, instances on one node)")
+      ->check(CLI::IsMember({"host_ucx", "cuda_ipc"}))
+      ->capture_default_str();
   auto& m = o->mixed;
   c->add_option("--instances", m.instances, "mixed: instances (each a gpu actor with its own engine)")
       ->capture_default_str();
@@ -269,9 +304,14 @@ command_runner add_pd_command(CLI::App& app) {
       ->capture_default_str();
   c->add_option("--out", m.out, "mixed: JSON report file");
   return [o] {
+    if (o->kv_path == "cuda_ipc" && o->backend != "cuda")
+      throw error(errc::invalid_argument, "pd: --kv-path cuda_ipc needs --backend cuda");
     if (o->role == "mixed") {
       o->mixed.seed = o->seed;
       o->mixed.chunk_tokens = o->chunk_tokens;
+      o->mixed.kv_path = o->kv_path;
+      o->mixed.backend = o->backend;
+      o->mixed.model = !o->preset.empty() ? o->preset : o->model_path.empty() ? "default model" : o->model_path;
       return run_pd_mixed(o->mixed, [o] { return make_engine(*o); });
     }
     return o->role == "decode" ? run_decode(*o) : run_prefill(*o);

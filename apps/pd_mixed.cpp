@@ -29,6 +29,7 @@
 #include "actors/gpu_actor.hpp"
 #include "actors/pd_actor.hpp"
 #include "actors/system_config.hpp"
+#include "actors/workspace.hpp"
 #include "messages/error.hpp"
 #include "policies/pd_placement.hpp"
 
@@ -49,12 +50,14 @@ struct outcome {
   int burst = 0;
   double ttft_s = 0, done_s = 0;
   std::size_t tokens = 0;
+  std::size_t prefill = 0, decode = 0;  ///< the instances it ran on
 };
 
 struct instance {
   std::shared_ptr<model::engine> engine;
   caf::actor gpu, decode;
   std::unique_ptr<devices::net::transport> net;
+  std::unique_ptr<pd_outbox> out;
   std::mutex m;
   std::condition_variable cv;
   std::deque<job> queue;
@@ -68,12 +71,13 @@ struct instance {
 class mixed_run {
  public:
   mixed_run(caf::actor_system& sys, const mixed_options& o, bool load_aware,
-            const std::function<std::shared_ptr<model::engine>()>& make)
+            const std::vector<std::shared_ptr<model::engine>>& engines)
       : sys_(sys), o_(o), load_aware_(load_aware) {
     for (int i = 0; i < o.instances; ++i) {
       auto x = std::make_unique<instance>();
-      x->engine = make();
+      x->engine = engines[static_cast<std::size_t>(i)];
       x->net = std::make_unique<devices::net::transport>(devices::net::transport_options{"tcp", "lo"});
+      x->out = std::make_unique<pd_outbox>(*x->net, parse_pd_path(o.kv_path));
       x->gpu = caf::actor_cast<caf::actor>(sys.spawn<caf::detached>(gpu_actor, x->engine, 0u));
       auto shared_net = std::shared_ptr<devices::net::transport>(x->net.get(), [](devices::net::transport*) {});
       x->decode = caf::actor_cast<caf::actor>(sys.spawn(pd_decode_actor, x->engine, x->gpu, shared_net));
@@ -211,19 +215,19 @@ class mixed_run {
         auto d = decode_target(i);
         auto& y = *xs_[d];
         y.active++;
-        pd_handoff(self, y.decode, *x.net, p, j.max_new, s, {});
+        pd_handoff(self, y.decode, *x.out, p, j.max_new, s, {});
         p.ws.reset();
         auto id = j.id;
         auto burst = j.burst;
         auto arrival = j.arrival_ns;
         std::lock_guard<std::mutex> lock(done_m_);
-        collectors_.push_back(std::async(std::launch::async, [this, &y, id, burst, arrival, ttft] {
+        collectors_.push_back(std::async(std::launch::async, [this, &y, id, burst, arrival, ttft, i, d] {
           caf::scoped_actor me{sys_};
           auto r = pd_collect(me, y.decode, id);
           y.active--;
           std::lock_guard<std::mutex> lock2(done_m_);
           if (r.ok)
-            outcomes_.push_back({burst, ttft, static_cast<double>(now_ns() - arrival) / 1e9, r.tokens.size()});
+            outcomes_.push_back({burst, ttft, static_cast<double>(now_ns() - arrival) / 1e9, r.tokens.size(), i, d});
           else
             ++failures_;
           last_done_ns_ = now_ns();
@@ -273,6 +277,13 @@ class mixed_run {
       ++n[2];
     }
     auto mean = [&](int k) { return n[k] ? ttft[k] / n[k] : 0.0; };
+    // Where each burst's requests prefilled and decoded: [burst][instance].
+    nlohmann::json prefilled_on = {std::vector<int>(xs_.size(), 0), std::vector<int>(xs_.size(), 0)};
+    nlohmann::json decoded_on = prefilled_on;
+    for (auto& r : outcomes_) {
+      prefilled_on[r.burst][r.prefill] = prefilled_on[r.burst][r.prefill].get<int>() + 1;
+      decoded_on[r.burst][r.decode] = decoded_on[r.burst][r.decode].get<int>() + 1;
+    }
     return {{"placement", load_aware_ ? "load_aware" : "fixed_roles"},
             {"requests", outcomes_.size()},
             {"failed", failures_},
@@ -283,6 +294,8 @@ class mixed_run {
             {"mean_ttft_s", mean(2)},
             {"mean_ttft_long_prompts_s", mean(0)},
             {"mean_ttft_long_generations_s", mean(1)},
+            {"prefilled_on_by_burst", prefilled_on},
+            {"decoded_on_by_burst", decoded_on},
             {"role_switches", switches_}};
   }
 
@@ -306,6 +319,21 @@ class mixed_run {
   nlohmann::json switches_ = nlohmann::json::array();
 };
 
+// A CUDA engine's first forward loads its modules and makes its handles
+// (130-160 ms for a llama-3-8b chunk): one chunk per engine before the runs,
+// so that the first placement measured does not pay it alone.
+void warm_up(model::engine& eng, int tokens) {
+  workspace ws(0, std::vector<std::int32_t>(static_cast<std::size_t>(tokens), 0), tokens, eng);
+  model::chunk_job job;
+  job.tokens = ws.tokens().data();
+  job.count = tokens;
+  job.layer_end = eng.cfg().layers;
+  job.out = ws.block(0);
+  job.hidden = ws.hidden(0);
+  eng.run(job);
+  eng.synchronize();
+}
+
 }  // namespace
 
 int run_pd_mixed(const mixed_options& o, const std::function<std::shared_ptr<model::engine>()>& make) {
@@ -314,7 +342,12 @@ int run_pd_mixed(const mixed_options& o, const std::function<std::shared_ptr<mod
   system_config cfg;
   caf::actor_system sys{cfg};
   std::mt19937 rng(static_cast<std::uint32_t>(o.seed));
-  const int vocab = make()->cfg().vocab_size;
+  std::vector<std::shared_ptr<model::engine>> engines;
+  for (int i = 0; i < o.instances; ++i) {
+    engines.push_back(make());
+    warm_up(*engines.back(), std::min(o.chunk_tokens, engines.back()->cfg().max_positions));
+  }
+  const int vocab = engines.front()->cfg().vocab_size;
   std::vector<job> jobs;
   std::uint64_t id = 1;
   auto add = [&](int count, int prompt, int gen, int burst) {
@@ -333,6 +366,10 @@ int run_pd_mixed(const mixed_options& o, const std::function<std::shared_ptr<mod
   nlohmann::json out = {
       {"load",
        {{"instances", o.instances},
+        {"model", o.model},
+        {"backend", o.backend},
+        {"kv_path", o.kv_path},
+        {"chunk_tokens", o.chunk_tokens},
         {"prefill_instances_at_start", o.prefill_instances},
         {"burst_1", std::to_string(o.long_prompts) + " x " + std::to_string(o.long_prompt_tokens) + " prompt tokens, " +
                         std::to_string(o.short_generation) + " new"},
@@ -343,7 +380,7 @@ int run_pd_mixed(const mixed_options& o, const std::function<std::shared_ptr<mod
   // Alternating, so that both see the same drift in the machine's load.
   for (int rep = 0; rep < o.repeats; ++rep)
     for (bool aware : {false, true}) {
-      mixed_run run(sys, o, aware, make);
+      mixed_run run(sys, o, aware, engines);
       auto r = run.run(jobs, o.burst2_at_s);
       std::printf(
           "%-12s requests %zu (failed %zu), makespan %.2f s, %.1f tokens/s, mean TTFT %.3f s (long prompts %.3f, "

@@ -23,12 +23,15 @@ struct mixed_options {
   int short_prompt_tokens = 32;
   int long_generation_tokens = 192;
   double burst2_at_s = 1.0;
-  int repeats = 1;  ///< runs of each placement, alternating
+  int repeats = 1;                   ///< runs of each placement, alternating
+  std::string kv_path = "host_ucx";  ///< or cuda_ipc (CUDA engines)
+  std::string model, backend;        ///< named in the report
   std::string out;
 };
 
 /// Runs the mixed load with fixed roles, then with load-aware placement;
 /// prints a line per run and writes JSON to o.out. 1 when a request failed.
+/// `make` is called once per instance: every run reuses those engines.
 int run_pd_mixed(const mixed_options& o, const std::function<std::shared_ptr<model::engine>()>& make);
 
 }  // namespace kvflow::app

@@ -137,3 +137,23 @@ BOOST_AUTO_TEST_CASE(kv_that_lands_corrupted_is_not_decoded) {
   BOOST_TEST(!r.ok);
   BOOST_TEST(r.why.find("checksum") != std::string::npos, r.why);
 }
+
+BOOST_AUTO_TEST_CASE(cuda_ipc_is_refused_without_cuda_engines) {
+  two_instances t;
+  caf::scoped_actor self{t.sys};
+  // A CPU engine has no device buffer to export.
+  model::sampling greedy;
+  auto p = pd_prefill(self, t.a_gpu, *t.a_engine, 21, prompt_of(40, 5), 16, greedy);
+  pd_outbox ipc(*t.a_net, pd_path::cuda_ipc);
+  BOOST_CHECK_THROW(pd_handoff(self, t.b_decode, ipc, p, 4, greedy, {}), kvflow::error);
+  // A decode instance on a CPU engine cannot map a handle: refused, and the
+  // request is not kept.
+  auto h = handoff_of(*t.b_engine, 22);
+  h.kv.ipc_handle.assign(64, 1);
+  auto r = ask(self, t.b_decode, h);
+  BOOST_TEST(!r.ok);
+  BOOST_TEST(r.why.find("IPC") != std::string::npos, r.why);
+  BOOST_TEST(!pd_collect(self, t.b_decode, 22).ok);
+  BOOST_TEST(std::string(to_string(parse_pd_path("cuda_ipc"))) == "cuda_ipc");
+  BOOST_CHECK_THROW(parse_pd_path("nvlink"), kvflow::error);
+}
