@@ -145,29 +145,28 @@ BOOST_AUTO_TEST_CASE(device_relayout_equals_the_host_one_and_inverts) {
   std::vector<std::vector<std::uint8_t>> host(static_cast<std::size_t>(r.chunks()));
   std::vector<const void*> host_ptrs, dev_ptrs;
   std::vector<void*> back_ptrs;
+  std::vector<platform::device_buffer> mem;  // owns dev_ptrs' and back_ptrs' memory
   for (int c = 0; c < r.chunks(); ++c) {
     auto& h = host[static_cast<std::size_t>(c)];
     h.resize(r.chunk_shape(c).bytes());
     for (std::size_t i = 0; i < h.size(); ++i)
       h[i] = static_cast<std::uint8_t>(i * 7 + static_cast<std::size_t>(c) * 31);
     host_ptrs.push_back(h.data());
-    void* d = nullptr;
-    KVFLOW_CUDA_CHECK(cudaMalloc(&d, h.size()));
-    KVFLOW_CUDA_CHECK(cudaMemcpy(d, h.data(), h.size(), cudaMemcpyHostToDevice));
-    dev_ptrs.push_back(d);
-    void* b = nullptr;
-    KVFLOW_CUDA_CHECK(cudaMalloc(&b, h.size()));
-    KVFLOW_CUDA_CHECK(cudaMemset(b, 0, h.size()));
-    back_ptrs.push_back(b);
+    auto& d = mem.emplace_back(h.size());
+    platform::copy_now(d.data(), h.data(), h.size(), cudaMemcpyHostToDevice);
+    dev_ptrs.push_back(d.data());
+    auto& b = mem.emplace_back(h.size());
+    KVFLOW_CUDA_CHECK(cudaMemset(b.data(), 0, h.size()));
+    back_ptrs.push_back(b.data());
   }
   for (auto [lb, le] : {std::pair{0, 3}, std::pair{1, 2}}) {
     std::vector<std::uint8_t> want(r.shape.bytes(), 0), got(r.shape.bytes(), 1);
     net::pack_chunks(r, host_ptrs, want.data(), lb, le);
-    void* span = nullptr;
-    KVFLOW_CUDA_CHECK(cudaMalloc(&span, r.shape.bytes()));
+    platform::device_buffer span_mem(r.shape.bytes());
+    void* span = span_mem.data();
     KVFLOW_CUDA_CHECK(cudaMemset(span, 0, r.shape.bytes()));
     BOOST_TEST(pack_chunks_device(r, dev_ptrs, span, lb, le, nullptr) == static_cast<std::uint32_t>(r.chunks()));
-    KVFLOW_CUDA_CHECK(cudaMemcpy(got.data(), span, got.size(), cudaMemcpyDeviceToHost));
+    platform::copy_now(got.data(), span, got.size(), cudaMemcpyDeviceToHost);
     const auto at = r.shape.span_offset_bytes(lb), n = r.shape.span_bytes(lb, le);
     BOOST_TEST(std::equal(want.begin() + static_cast<std::ptrdiff_t>(at),
                           want.begin() + static_cast<std::ptrdiff_t>(at + n),
@@ -176,23 +175,20 @@ BOOST_AUTO_TEST_CASE(device_relayout_equals_the_host_one_and_inverts) {
     for (int c = 0; c < r.chunks(); ++c) {
       const auto cs = r.chunk_shape(c);
       std::vector<std::uint8_t> b(cs.bytes());
-      KVFLOW_CUDA_CHECK(cudaMemcpy(b.data(), back_ptrs[static_cast<std::size_t>(c)], b.size(), cudaMemcpyDeviceToHost));
+      platform::copy_now(b.data(), back_ptrs[static_cast<std::size_t>(c)], b.size(), cudaMemcpyDeviceToHost);
       const auto& h = host[static_cast<std::size_t>(c)];
       BOOST_TEST(std::equal(h.begin() + static_cast<std::ptrdiff_t>(cs.span_offset_bytes(lb)),
                             h.begin() + static_cast<std::ptrdiff_t>(cs.span_offset_bytes(le)),
                             b.begin() + static_cast<std::ptrdiff_t>(cs.span_offset_bytes(lb))),
                  "chunk " << c << " layers " << lb << ".." << le);
     }
-    KVFLOW_CUDA_CHECK(cudaFree(span));
   }
   BOOST_CHECK_THROW(pack_chunks_device(r, {dev_ptrs.front()}, nullptr, 0, 3, nullptr), kvflow::error);
-  for (auto* p : dev_ptrs) KVFLOW_CUDA_CHECK(cudaFree(const_cast<void*>(p)));
-  for (auto* p : back_ptrs) KVFLOW_CUDA_CHECK(cudaFree(p));
 }
 
 BOOST_AUTO_TEST_CASE(an_export_of_this_process_maps_to_its_own_pointer) {
-  void* p = nullptr;
-  KVFLOW_CUDA_CHECK(cudaMalloc(&p, 1 << 20));
+  platform::device_buffer mem(1 << 20);
+  void* p = mem.data();
   {
     ipc_exported e(p);
     ipc_mapping m(e.handle());  // the driver refuses a handle of its own process
@@ -201,5 +197,4 @@ BOOST_AUTO_TEST_CASE(an_export_of_this_process_maps_to_its_own_pointer) {
     BOOST_TEST(e.handle().empty());
     BOOST_TEST(ipc_mapping(moved.handle()).data() == p);
   }
-  KVFLOW_CUDA_CHECK(cudaFree(p));
 }
