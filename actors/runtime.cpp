@@ -160,9 +160,8 @@ struct runtime::impl {
       if (backend == backend_kind::cuda) {
         // Large presets are made on the device: no host copy of their weights.
         auto seed = opts.seed;
-        // The CUDA engine holds every layer still (issue 16: layer ranges on CUDA).
-        make_engine = [c, seed](int device, model::layer_range) {
-          return model::make_cuda_engine_random(c, seed, device);
+        make_engine = [c, seed](int device, model::layer_range held) {
+          return model::make_cuda_engine_random(c, seed, device, held);
         };
         engine = make_engine(0, {});
         return;
@@ -181,9 +180,9 @@ struct runtime::impl {
     auto kept = stage_count() > 1 ? std::make_shared<model::weights>(w) : nullptr;
 #ifdef KVFLOW_HAVE_CUDA
     if (backend == backend_kind::cuda) {
-      make_engine = [kept](int device, model::layer_range) -> std::shared_ptr<model::engine> {
+      make_engine = [kept](int device, model::layer_range held) -> std::shared_ptr<model::engine> {
         if (!kept) throw error(errc::invalid_argument, "no weights kept for stage engines");
-        return model::make_cuda_engine(*kept, device);
+        return model::make_cuda_engine(*kept, device, held);
       };
       engine = model::make_cuda_engine(w);
       return;
