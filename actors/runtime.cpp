@@ -163,6 +163,7 @@ struct runtime::impl {
         make_engine = [c, seed](int device, model::layer_range held) {
           return model::make_cuda_engine_random(c, seed, device, held);
         };
+        // Every layer: decode runs on this engine (README: decode across stages).
         engine = make_engine(0, {});
         return;
       }
