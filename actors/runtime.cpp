@@ -229,6 +229,12 @@ struct runtime::impl {
               if (!l || !std::equal(fp.begin(), fp.end(), l->fingerprint.begin()) ||
                   l->layers != static_cast<std::uint32_t>(engine->cfg().layers))
                 refused = error(errc::invalid_argument, where + " serves another model than " + model_name);
+              else if (l->dtype != static_cast<std::uint8_t>(engine->kv_type()))
+                // A CPU stage (f32 KV) and a CUDA runtime (bf16) or the reverse.
+                refused = error(errc::invalid_argument,
+                                where + " keeps KV as " + (l->dtype == 0 ? "f32 (cpu)" : "bf16 (cuda)") +
+                                    ", this runtime as " + (engine->kv_type() == model::dtype::f32 ? "f32" : "bf16") +
+                                    ": start the node with the runtime's --backend");
               else if (begin != static_cast<std::uint32_t>(st.layout.layer_begin) ||
                        end != static_cast<std::uint32_t>(st.layout.layer_end))
                 refused = error(errc::invalid_argument, where + " serves layers [" + std::to_string(begin) + ", " +

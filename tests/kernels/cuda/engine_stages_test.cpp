@@ -10,12 +10,14 @@
 #include <cuda_runtime_api.h>
 
 #include <cstdio>
+#include <cstring>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "kernels/cuda/cuda_engine.hpp"
 #include "messages/error.hpp"
+#include "tests/kernels/cuda/chunk_mem.hpp"
 #include "tests/kernels/cuda/gpu_main.hpp"
 
 namespace {
@@ -23,42 +25,15 @@ namespace {
 using namespace kvflow;
 using namespace kvflow::model;
 
-// One chunk's block and hidden state in an engine's memory.
-struct chunk_mem {
-  engine* e;
-  kv_block block;
-  hidden_state hidden;
-  chunk_mem(engine& eng, int tokens) : e(&eng) {
-    block.shape = kv_shape_of(eng.cfg(), tokens, eng.kv_type());
-    block.data = eng.allocate(block.shape.bytes());
-    hidden.tokens = tokens;
-    hidden.data = eng.allocate(hidden_bytes());
-  }
-  ~chunk_mem() {
-    e->release(block.data);
-    e->release(hidden.data);
-  }
-  chunk_mem(const chunk_mem&) = delete;
-  chunk_mem& operator=(const chunk_mem&) = delete;
-  std::size_t hidden_bytes() const { return static_cast<std::size_t>(hidden.tokens) * e->cfg().hidden * sizeof(float); }
-  // Bytes of layers [lb, le) of the block (contiguous: layer is outermost).
-  std::vector<unsigned char> kv_layers(int lb, int le) const {
-    const std::size_t per_layer = block.shape.bytes() / static_cast<std::size_t>(block.shape.layers);
-    std::vector<unsigned char> v(per_layer * static_cast<std::size_t>(le - lb));
-    e->to_host(v.data(), static_cast<const unsigned char*>(block.data) + per_layer * lb, v.size());
-    return v;
-  }
-  std::vector<unsigned char> hidden_bytes_host() const {
-    std::vector<unsigned char> v(hidden_bytes());
-    e->to_host(v.data(), hidden.data, v.size());
-    return v;
-  }
-};
-
 std::vector<std::int32_t> prompt(int n, int vocab) {
   std::vector<std::int32_t> t(static_cast<std::size_t>(n));
   for (int i = 0; i < n; ++i) t[i] = static_cast<std::int32_t>((i * 2654435761u + 7u) % static_cast<unsigned>(vocab));
   return t;
+}
+
+// Equal bit for bit (not as floats: -0 == 0, NaN != NaN).
+bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
+  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
 }
 
 chunk_job job_of(const std::vector<std::int32_t>& toks, int pos0, int count, const std::vector<kv_block>& past,
@@ -97,18 +72,18 @@ void check_chain(engine& full, engine& first, engine& second, const std::string&
     full.run(job_of(toks, p, n, pf, *mf.back(), 0, L));
     first.run(job_of(toks, p, n, pa, *ma.back(), 0, mid));
     // The hand-off between stages: bytes through the host.
-    const auto h = ma.back()->hidden_bytes_host();
-    second.to_backend(mb.back()->hidden.data, h.data(), h.size());
+    const auto h = ma.back()->hidden_rows();
+    second.to_backend(mb.back()->hidden.data, h.data(), h.size() * sizeof(float));
     second.run(job_of(toks, p, n, pb, *mb.back(), mid, L));
     pf.push_back(mf.back()->block);
     pa.push_back(ma.back()->block);
     pb.push_back(mb.back()->block);
     kv_a = kv_a && ma.back()->kv_layers(0, mid) == mf.back()->kv_layers(0, mid);
     kv_b = kv_b && mb.back()->kv_layers(mid, L) == mf.back()->kv_layers(mid, L);
-    hidden_same = hidden_same && mb.back()->hidden_bytes_host() == mf.back()->hidden_bytes_host();
+    hidden_same = hidden_same && same_bits(mb.back()->hidden_rows(), mf.back()->hidden_rows());
     full.logits(mf.back()->hidden, lf);
     second.logits(mb.back()->hidden, lb);
-    logits_same = logits_same && lf == lb;
+    logits_same = logits_same && same_bits(lf, lb);
   }
   BOOST_TEST_INFO(what);
   BOOST_TEST(kv_a);
