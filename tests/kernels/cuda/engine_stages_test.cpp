@@ -18,19 +18,13 @@
 
 #include "kernels/cuda/cuda_engine.hpp"
 #include "messages/error.hpp"
-#include "tests/kernels/cuda/chunk_mem.hpp"
+#include "tests/kernels/cuda/engine_helpers.hpp"
 #include "tests/kernels/cuda/gpu_main.hpp"
 
 namespace {
 
 using namespace kvflow;
 using namespace kvflow::model;
-
-std::vector<std::int32_t> prompt(int n, int vocab) {
-  std::vector<std::int32_t> t(static_cast<std::size_t>(n));
-  for (int i = 0; i < n; ++i) t[i] = static_cast<std::int32_t>((i * 2654435761u + 7u) % static_cast<unsigned>(vocab));
-  return t;
-}
 
 // Equal bit for bit (not as floats: -0 == 0, NaN != NaN).
 bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {

@@ -19,20 +19,13 @@
 #include "kernels/model/cpu_engine.hpp"
 #include "kernels/model/model_file.hpp"
 #include "messages/error.hpp"
-#include "tests/kernels/cuda/chunk_mem.hpp"
+#include "tests/kernels/cuda/engine_helpers.hpp"
 #include "tests/kernels/cuda/gpu_main.hpp"
 
 namespace {
 
 using namespace kvflow;
 using namespace kvflow::model;
-
-std::vector<std::int32_t> prompt(int n, int vocab) {
-  std::vector<std::int32_t> t(static_cast<std::size_t>(n));
-  for (int i = 0; i < n; ++i)
-    t[i] = static_cast<std::int32_t>((i * 2654435761u + 12345u) % static_cast<unsigned>(vocab));
-  return t;
-}
 
 // Runs tokens [pos0, pos0 + count) as one job over `past`.
 void run_chunk(engine& e, const std::vector<std::int32_t>& toks, int pos0, int count, const std::vector<kv_block>& past,

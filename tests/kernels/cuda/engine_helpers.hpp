@@ -1,8 +1,10 @@
 #pragma once
-// Test helper of the engine suites: one chunk's KV block and hidden state in
-// an engine's memory, freed on scope exit, with host copies of their bytes.
+// Helpers of the engine suites: one chunk's KV block and hidden state in an
+// engine's memory, freed on scope exit, with host copies of their bytes; a
+// fixed pseudo-random prompt.
 
 #include <cstddef>
+#include <cstdint>
 #include <vector>
 
 #include "kernels/model/engine.hpp"
@@ -44,5 +46,13 @@ struct chunk_mem {
     return v;
   }
 };
+
+/// `n` tokens below `vocab`, the same on every run.
+inline std::vector<std::int32_t> prompt(int n, int vocab) {
+  std::vector<std::int32_t> t(static_cast<std::size_t>(n));
+  for (int i = 0; i < n; ++i)
+    t[i] = static_cast<std::int32_t>((i * 2654435761u + 12345u) % static_cast<unsigned>(vocab));
+  return t;
+}
 
 }  // namespace kvflow::model
