@@ -160,10 +160,10 @@ struct runtime::impl {
       if (backend == backend_kind::cuda) {
         // Large presets are made on the device: no host copy of their weights.
         auto seed = opts.seed;
-        // The CUDA engine holds every layer still (issue 16: layer ranges on CUDA).
-        make_engine = [c, seed](int device, model::layer_range) {
-          return model::make_cuda_engine_random(c, seed, device);
+        make_engine = [c, seed](int device, model::layer_range held) {
+          return model::make_cuda_engine_random(c, seed, device, held);
         };
+        // Every layer: decode runs on this engine (README: decode across stages).
         engine = make_engine(0, {});
         return;
       }
@@ -181,9 +181,9 @@ struct runtime::impl {
     auto kept = stage_count() > 1 ? std::make_shared<model::weights>(w) : nullptr;
 #ifdef KVFLOW_HAVE_CUDA
     if (backend == backend_kind::cuda) {
-      make_engine = [kept](int device, model::layer_range) -> std::shared_ptr<model::engine> {
+      make_engine = [kept](int device, model::layer_range held) -> std::shared_ptr<model::engine> {
         if (!kept) throw error(errc::invalid_argument, "no weights kept for stage engines");
-        return model::make_cuda_engine(*kept, device);
+        return model::make_cuda_engine(*kept, device, held);
       };
       engine = model::make_cuda_engine(w);
       return;
@@ -229,6 +229,12 @@ struct runtime::impl {
               if (!l || !std::equal(fp.begin(), fp.end(), l->fingerprint.begin()) ||
                   l->layers != static_cast<std::uint32_t>(engine->cfg().layers))
                 refused = error(errc::invalid_argument, where + " serves another model than " + model_name);
+              else if (l->dtype != static_cast<std::uint8_t>(engine->kv_type()))
+                // A CPU stage (f32 KV) and a CUDA runtime (bf16) or the reverse.
+                refused = error(errc::invalid_argument,
+                                where + " keeps KV as " + (l->dtype == 0 ? "f32 (cpu)" : "bf16 (cuda)") +
+                                    ", this runtime as " + (engine->kv_type() == model::dtype::f32 ? "f32" : "bf16") +
+                                    ": start the node with the runtime's --backend");
               else if (begin != static_cast<std::uint32_t>(st.layout.layer_begin) ||
                        end != static_cast<std::uint32_t>(st.layout.layer_end))
                 refused = error(errc::invalid_argument, where + " serves layers [" + std::to_string(begin) + ", " +

@@ -188,6 +188,7 @@ void node_cluster::start_node(int i) {
   if (!fgets(line, sizeof line, f) || std::sscanf(line, "stage listening %127[^:]:%u", addr, &port) != 2)
     throw error(errc::peer_down, "node " + std::to_string(i) + " did not report its stage's port");
   stage_members_.push_back(std::string(addr) + ":" + std::to_string(port));
+  stage_reports_.push_back(line);
 }
 
 void node_cluster::signal(int node, int sig) { ::kill(pid(node), sig); }

@@ -53,6 +53,9 @@ class node_cluster {
   /// "host:port" of every node's pipeline stage (nodes started with
   /// --stage-layers in node_args), for runtime_options::stage_nodes.
   const std::vector<std::string>& stage_members() const { return stage_members_; }
+  /// Each stage node's whole "stage listening ..." line (layers, weight
+  /// bytes, the engine's memory), as the node printed it.
+  const std::vector<std::string>& stage_reports() const { return stage_reports_; }
   /// UCX settings this process should use to reach the nodes over the link
   /// (TCP over the veth, or over loopback).
   std::string ucx_tls() const { return "tcp"; }
@@ -85,6 +88,7 @@ class node_cluster {
   std::vector<FILE*> outs_;
   std::vector<std::string> members_;
   std::vector<std::string> stage_members_;
+  std::vector<std::string> stage_reports_;
   credentials creds_;
 };
 

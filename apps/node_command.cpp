@@ -2,7 +2,7 @@
 // of a disk tier, reached by other processes as one remote tier) on a TCP
 // port through CAF's middleman, with heartbeats and a connection timeout;
 // with --stage-layers it also serves one pipeline stage (a layer range of a
-// model on a CPU engine holding only those layers) on a second port.
+// model on a CPU or CUDA engine holding only those layers) on a second port.
 
 #include <caf/actor_system.hpp>
 #include <caf/io/middleman.hpp>
@@ -18,11 +18,17 @@
 #include "actors/node.hpp"
 #include "actors/node_tls.hpp"
 #include "actors/remote_tier_actor.hpp"
+#include "actors/runtime.hpp"
 #include "actors/stage_host.hpp"
 #include "actors/system_config.hpp"
 #include "apps/commands.hpp"
 #include "apps/stop_signal.hpp"
 #include "kernels/model/cpu_engine.hpp"
+#ifdef KVFLOW_HAVE_CUDA
+#include <cuda_runtime_api.h>
+
+#include "kernels/cuda/cuda_engine.hpp"
+#endif
 #include "kernels/model/model_file.hpp"
 #include "messages/error.hpp"
 #include "messages/log.hpp"
@@ -46,21 +52,61 @@ struct node_command_options {
   std::string stage_model;
   std::uint64_t stage_seed = 1;
   int stage_threads = 0;
+  std::string stage_backend = "cpu";
+  int stage_device = 0;
   std::uint16_t stage_port = 0;
   tls_options tls;
 };
 
-// The stage's engine: the model's weights of layers [begin, end) only.
-std::shared_ptr<model::engine> make_stage_engine(const node_command_options& opt) {
+#ifdef KVFLOW_HAVE_CUDA
+// Bytes of device memory in use on `device` (by every process on it).
+std::size_t device_used_bytes(int device, std::size_t* total = nullptr) {
+  std::size_t free_b = 0, total_b = 0;
+  if (cudaSetDevice(device) != cudaSuccess || cudaMemGetInfo(&free_b, &total_b) != cudaSuccess) return 0;
+  if (total) *total = total_b;
+  return total_b - free_b;
+}
+#endif
+
+// The stage's engine: the model's weights of layers [begin, end) only, on
+// the CPU or on CUDA device --stage-device. `memory` describes what it
+// holds, for the node's log and its "stage listening" line.
+std::shared_ptr<model::engine> make_stage_engine(const node_command_options& opt, std::string& memory) {
   int begin = 0, end = 0;
   char tail = 0;
   if (std::sscanf(opt.stage_layers.c_str(), "%d:%d%c", &begin, &end, &tail) != 2)
     throw error(errc::invalid_argument, "--stage-layers '" + opt.stage_layers + "': want begin:end");
+  const backend_kind backend = resolve_backend(opt.stage_backend);
+#ifdef KVFLOW_HAVE_CUDA
+  if (backend == backend_kind::cuda) {
+    // Used memory before and after: what the stage's engine took on the
+    // device (weights, the product library's workspace, buffers).
+    const std::size_t before = device_used_bytes(opt.stage_device);
+    std::shared_ptr<model::cuda_engine> e;
+    if (!opt.stage_preset.empty()) {
+      // Drawn on the device, as the runtime's --backend cuda --preset does
+      // (the same fingerprint), with no host copy of the weights.
+      e = model::make_cuda_engine_random(model::preset(opt.stage_preset), opt.stage_seed, opt.stage_device,
+                                         {begin, end});
+    } else {
+      const auto w = model::load_model_file(opt.stage_model.empty() ? model::default_model_path() : opt.stage_model).w;
+      e = model::make_cuda_engine(w, opt.stage_device, {begin, end});
+    }
+    std::size_t total = 0;
+    const std::size_t after = device_used_bytes(opt.stage_device, &total);
+    memory = "on cuda device " + std::to_string(opt.stage_device) + ", engine " +
+             std::to_string(after > before ? after - before : 0) + " bytes of " + std::to_string(total) +
+             " device memory";
+    return e;
+  }
+#endif
+  (void)backend;  // cpu: resolve_backend refused cuda where this build has none
   model::weights w;
   if (!opt.stage_preset.empty())
     w = model::random_weights(model::preset(opt.stage_preset), opt.stage_seed);
   else
     w = model::load_model_file(opt.stage_model.empty() ? model::default_model_path() : opt.stage_model).w;
+  memory = "on cpu";
   return model::make_cpu_engine(std::move(w), opt.stage_threads, {begin, end});
 }
 
@@ -114,9 +160,10 @@ int run_node(node_command_options opt) {
     made_dir = !opt.keep_dir;
   }
   std::shared_ptr<model::engine> stage_engine;
+  std::string stage_memory;
   if (!opt.stage_layers.empty()) {
     try {
-      stage_engine = make_stage_engine(opt);
+      stage_engine = make_stage_engine(opt, stage_memory);
     } catch (const error& e) {
       std::cerr << "kvflow node: cannot make the stage: " << e.what() << "\n";
       return 2;
@@ -146,7 +193,10 @@ int run_node(node_command_options opt) {
     }
     // The second line a parent waits for: where runtimes find the stage.
     std::cout << "stage listening " << opt.host << ":" << *stage_port << " layers " << held.begin << ":" << held.end
-              << " weights " << stage_engine->weight_bytes() << " bytes" << std::endl;
+              << " weights " << stage_engine->weight_bytes() << " bytes " << stage_memory << std::endl;
+    logger("actors")->info("node {}: stage of layers [{}, {}) of {} ({} layers): weights {} bytes, {}", inv.node_id,
+                           held.begin, held.end, stage_engine->cfg().name, stage_engine->cfg().layers,
+                           stage_engine->weight_bytes(), stage_memory);
   }
   const int sig = wait_for_stop_signal();
   logger("actors")->info("node {} stopping on signal {}", inv.node_id, sig);
@@ -180,11 +230,19 @@ command_runner add_node_command(CLI::App& app) {
   cmd->add_option("--ucx-devices", opt->node.net.devices, "UCX network devices (UCX_NET_DEVICES syntax)");
   cmd->add_option("--stage-layers", opt->stage_layers,
                   "Also serve a pipeline stage of layers begin:end (e.g. 16:32) to runtimes whose --stage-nodes "
-                  "name it; its CPU engine holds only those layers' weights");
+                  "name it; its engine (CPU or CUDA, --backend) holds only those layers' weights. Decode still runs "
+                  "on the runtime's own engine, which holds every layer");
   cmd->add_option("--stage-preset", opt->stage_preset,
                   "The stage's model: a preset with random weights (as the runtime's --preset)");
   cmd->add_option("--stage-model", opt->stage_model, "The stage's model file (default: the bundled model)");
   cmd->add_option("--stage-seed", opt->stage_seed, "Seed of the preset's random weights (the runtime's --seed)")
+      ->capture_default_str();
+  cmd->add_option("--backend", opt->stage_backend,
+                  "The stage's engine: cpu, cuda or auto (cuda: bf16 weights of the stage's layers only on "
+                  "--stage-device; the runtime using the stage must run on cuda too)")
+      ->capture_default_str();
+  cmd->add_option("--stage-device", opt->stage_device, "CUDA device of the stage's engine (--backend cuda)")
+      ->check(CLI::NonNegativeNumber)
       ->capture_default_str();
   cmd->add_option("--stage-threads", opt->stage_threads, "CPU threads of the stage's engine (0: all cores)")
       ->capture_default_str();

@@ -159,8 +159,13 @@ class op_profile {
 
 class cuda_engine_impl {
  public:
-  cuda_engine_impl(const config& c, int device) : cfg_(c), device_(device) {
+  cuda_engine_impl(const config& c, int device, layer_range held) : cfg_(c), device_(device), held_(held) {
     validate(c, "cuda_engine");
+    if (held_.end < 0) held_.end = c.layers;
+    if (held_.begin < 0 || held_.begin >= held_.end || held_.end > c.layers)
+      throw error(errc::invalid_argument, "cuda_engine: layer range [" + std::to_string(held.begin) + ", " +
+                                              std::to_string(held.end) + ") of a model of " + std::to_string(c.layers) +
+                                              " layers");
     if (!cuda::attention_supports(c.head_dim))
       throw error(errc::unsupported,
                   "cuda_engine: head_dim " + std::to_string(c.head_dim) + " has no attention kernel (16, 32, 64, 128)");
@@ -185,8 +190,10 @@ class cuda_engine_impl {
     platform::enqueue_copy(inv_freq_.ptr, inv.data(), inv.size() * sizeof(float), cudaMemcpyHostToDevice, stream_);
     KVFLOW_CUDA_CHECK(cudaStreamSynchronize(stream_));
     layers_.resize(static_cast<std::size_t>(c.layers));
-    norm_row_.alloc(static_cast<std::size_t>(c.hidden));
-    logits_.alloc(static_cast<std::size_t>(c.vocab_size));
+    if (holds_last()) {
+      norm_row_.alloc(static_cast<std::size_t>(c.hidden));
+      logits_.alloc(static_cast<std::size_t>(c.vocab_size));
+    }
     for (auto& s : slots_) KVFLOW_CUDA_CHECK(cudaEventCreateWithFlags(&s.copied, cudaEventDisableTiming));
   }
 
@@ -205,13 +212,33 @@ class cuda_engine_impl {
   std::size_t q_width() const { return static_cast<std::size_t>(cfg_.heads) * cfg_.head_dim; }
   std::size_t qkv_width() const { return static_cast<std::size_t>(cfg_.heads + 2 * cfg_.kv_heads) * cfg_.head_dim; }
 
+  // Whether the engine runs the model's last layer (and so logits()).
+  bool holds_last() const { return held_.end == cfg_.layers; }
+  // The embedding runs at layer 0, and is the output projection of a model
+  // with tied embeddings.
+  bool needs_embedding() const { return held_.begin == 0 || (holds_last() && cfg_.tie_embeddings); }
+
+  // Throws unless layers [begin, end) are held (`what` names the call).
+  void check_held(int begin, int end, const std::string& what) const {
+    if (begin < held_.begin || end > held_.end)
+      throw error(errc::invalid_argument, "cuda_engine::" + what + " of layers [" + std::to_string(begin) + ", " +
+                                              std::to_string(end) + ") on an engine holding layers [" +
+                                              std::to_string(held_.begin) + ", " + std::to_string(held_.end) + ")");
+  }
+
+  // Only the held layers' weights (plus the embedding, final norm and
+  // output where the range needs them): a stage of a model too large for
+  // one device fits on it.
   void alloc_weights() {
     const std::size_t h = static_cast<std::size_t>(cfg_.hidden);
     const std::size_t inter = static_cast<std::size_t>(cfg_.intermediate);
-    embedding_.alloc(static_cast<std::size_t>(cfg_.vocab_size) * h);
-    final_norm_.alloc(h);
-    if (!cfg_.tie_embeddings) output_.alloc(static_cast<std::size_t>(cfg_.vocab_size) * h);
-    for (auto& l : layers_) {
+    if (needs_embedding()) embedding_.alloc(static_cast<std::size_t>(cfg_.vocab_size) * h);
+    if (holds_last()) {
+      final_norm_.alloc(h);
+      if (!cfg_.tie_embeddings) output_.alloc(static_cast<std::size_t>(cfg_.vocab_size) * h);
+    }
+    for (int li = held_.begin; li < held_.end; ++li) {
+      auto& l = layers_[static_cast<std::size_t>(li)];
       l.attn_norm.alloc(h);
       l.wqkv.alloc(qkv_width() * h);
       l.wo.alloc(h * q_width());
@@ -240,17 +267,27 @@ class cuda_engine_impl {
     const int q_w = c.heads * c.head_dim;
     const std::size_t kv_rows = static_cast<std::size_t>(c.kv_heads) * c.head_dim;
     const std::size_t hid = static_cast<std::size_t>(c.hidden);
+    // Tensor ids follow random_weights' order over the whole model, also
+    // for tensors this engine does not hold (drawn nowhere, id skipped), so
+    // a held tensor gets the values it has in the all-layer engine.
     std::uint64_t id = 0;
     auto mat = [&](bf16* p, std::size_t n, float scale) {
-      KVFLOW_LAUNCH_CHECK(cuda::launch_fill_uniform(p, n, seed, id++, 0.0f, scale, stream_));
+      if (p != nullptr) KVFLOW_LAUNCH_CHECK(cuda::launch_fill_uniform(p, n, seed, id, 0.0f, scale, stream_));
+      ++id;
     };
     auto norm = [&](dev_buf<float>& b) {
-      KVFLOW_LAUNCH_CHECK(cuda::launch_fill_uniform_f32(b.ptr, b.n, seed, id++, 1.0f, 0.1f, stream_));
+      if (b.ptr != nullptr)
+        KVFLOW_LAUNCH_CHECK(cuda::launch_fill_uniform_f32(b.ptr, b.n, seed, id, 1.0f, 0.1f, stream_));
+      ++id;
     };
     mat(embedding_.ptr, embedding_.n, 1.0f);
     norm(final_norm_);
     if (!c.tie_embeddings) mat(output_.ptr, output_.n, amp(c.hidden));
     for (auto& l : layers_) {
+      if (l.wqkv.ptr == nullptr) {
+        id += 9;  // the layer's tensors below: attn_norm, wq, wk, wv, wo, ffn_norm, gate, up, down
+        continue;
+      }
       norm(l.attn_norm);
       // wqkv holds wq rows, then wk rows, then wv rows: three tensors.
       mat(l.wqkv.ptr, static_cast<std::size_t>(q_w) * hid, amp(c.hidden));
@@ -274,11 +311,13 @@ class cuda_engine_impl {
   void init_from(const weights& w) {
     check_shapes(w, "cuda_engine upload");
     alloc_weights();
+    // Staging as large as the largest tensor uploaded (a held one).
     std::size_t largest = 0;
     auto note = [&](std::size_t n) { largest = std::max(largest, n); };
-    note(w.embedding.size());
-    note(w.output.size());
-    for (auto& l : w.layers) {
+    if (embedding_.ptr) note(w.embedding.size());
+    if (output_.ptr) note(w.output.size());
+    for (int li = held_.begin; li < held_.end; ++li) {
+      const auto& l = w.layers[static_cast<std::size_t>(li)];
       note(l.wq.size() + l.wk.size() + l.wv.size());
       note(l.wo.size());
       note(l.w_gate.size() + l.w_up.size());
@@ -299,10 +338,10 @@ class cuda_engine_impl {
     auto put_f32 = [&](dev_buf<float>& dst, const std::vector<float>& v) {
       platform::enqueue_copy(dst.ptr, v.data(), v.size() * sizeof(float), cudaMemcpyHostToDevice, stream_);
     };
-    put(embedding_, {&w.embedding});
-    put_f32(final_norm_, w.final_norm);
-    if (!cfg_.tie_embeddings) put(output_, {&w.output});
-    for (std::size_t i = 0; i < layers_.size(); ++i) {
+    if (embedding_.ptr) put(embedding_, {&w.embedding});
+    if (final_norm_.ptr) put_f32(final_norm_, w.final_norm);
+    if (output_.ptr) put(output_, {&w.output});
+    for (auto i = static_cast<std::size_t>(held_.begin); i < static_cast<std::size_t>(held_.end); ++i) {
       auto& s = w.layers[i];
       auto& d = layers_[i];
       put_f32(d.attn_norm, s.attn_norm);
@@ -371,6 +410,7 @@ class cuda_engine_impl {
     if (job.layer_begin < 0 || job.layer_end > cfg_.layers || job.layer_begin >= job.layer_end)
       throw error(errc::invalid_argument, "cuda_engine::run: layers [" + std::to_string(job.layer_begin) + ", " +
                                               std::to_string(job.layer_end) + ")");
+    check_held(job.layer_begin, job.layer_end, "run: chunk job");
     check_block(job.out, "out block");
     if (job.out.shape.tokens != count)
       throw error(errc::invalid_argument, "cuda_engine::run: out block holds " + std::to_string(job.out.shape.tokens) +
@@ -588,6 +628,7 @@ class cuda_engine_impl {
     };
     if (job.count <= 0 || !job.positions) bad("has no rows");
     if (job.layer_begin < 0 || job.layer_end > cfg_.layers || job.layer_begin >= job.layer_end) bad("has no layers");
+    check_held(job.layer_begin, job.layer_end, "run_selected: selected job");
     if (job.layer_begin == 0 && !job.tokens) bad("has no tokens for layer 0");
     if (!job.hidden.data || job.hidden.tokens != job.count) bad("hidden state does not match its rows");
     if (job.rope_offset != 0) bad("has a rope_offset, which only the CPU backend takes");
@@ -647,6 +688,11 @@ class cuda_engine_impl {
     KVFLOW_CUDA_CHECK(cudaSetDevice(device_));
     if (h.data == nullptr || h.tokens <= 0)
       throw error(errc::invalid_argument, "cuda_engine::logits: empty hidden state");
+    if (!holds_last())
+      throw error(errc::invalid_argument, "cuda_engine::logits: the engine holds layers [" +
+                                              std::to_string(held_.begin) + ", " + std::to_string(held_.end) +
+                                              "), not the last of " + std::to_string(cfg_.layers) +
+                                              " (no final norm or output projection)");
     const float* last = static_cast<const float*>(h.data) + static_cast<std::size_t>(h.tokens - 1) * cfg_.hidden;
     KVFLOW_LAUNCH_CHECK(
         cuda::launch_rms_norm_f32(last, final_norm_.ptr, cfg_.rms_eps, 1, cfg_.hidden, norm_row_.ptr, stream_));
@@ -659,6 +705,7 @@ class cuda_engine_impl {
 
   config cfg_;
   int device_;
+  layer_range held_;
   cudaStream_t stream_ = nullptr;
   std::array<std::uint8_t, 32> fingerprint_{};
   std::unique_ptr<cuda::gemm_runner> gemm_;
@@ -760,15 +807,17 @@ void cuda_engine::logits(const hidden_state& h, std::vector<float>& out) { impl_
 cudaStream_t cuda_engine::stream() const { return impl_->stream_; }
 int cuda_engine::device() const { return impl_->device_; }
 std::size_t cuda_engine::weight_bytes() const { return impl_->weight_bytes(); }
+layer_range cuda_engine::layers_held() const { return impl_->held_; }
 
-std::unique_ptr<cuda_engine> make_cuda_engine(const weights& w, int device) {
-  auto impl = std::make_unique<cuda_engine_impl>(w.cfg, device);
+std::unique_ptr<cuda_engine> make_cuda_engine(const weights& w, int device, layer_range held) {
+  auto impl = std::make_unique<cuda_engine_impl>(w.cfg, device, held);
   impl->init_from(w);
   return std::unique_ptr<cuda_engine>(new cuda_engine(std::move(impl)));
 }
 
-std::unique_ptr<cuda_engine> make_cuda_engine_random(const config& c, std::uint64_t seed, int device) {
-  auto impl = std::make_unique<cuda_engine_impl>(c, device);
+std::unique_ptr<cuda_engine> make_cuda_engine_random(const config& c, std::uint64_t seed, int device,
+                                                     layer_range held) {
+  auto impl = std::make_unique<cuda_engine_impl>(c, device, held);
   impl->init_random(seed);
   return std::unique_ptr<cuda_engine>(new cuda_engine(std::move(impl)));
 }

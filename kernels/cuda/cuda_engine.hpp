@@ -57,27 +57,41 @@ class cuda_engine : public engine {
   cudaStream_t stream() const;
   /// The device ordinal the engine lives on.
   int device() const;
-  /// Bytes of device memory held by the weights.
-  std::size_t weight_bytes() const;
+  /// Bytes of device memory held by the weights (the held layers' only).
+  std::size_t weight_bytes() const override;
+  /// The layers whose weights were allocated (engine::layers_held).
+  layer_range layers_held() const override;
 
  private:
-  friend std::unique_ptr<cuda_engine> make_cuda_engine(const weights& w, int device);
-  friend std::unique_ptr<cuda_engine> make_cuda_engine_random(const config& c, std::uint64_t seed, int device);
+  friend std::unique_ptr<cuda_engine> make_cuda_engine(const weights& w, int device, layer_range held);
+  friend std::unique_ptr<cuda_engine> make_cuda_engine_random(const config& c, std::uint64_t seed, int device,
+                                                              layer_range held);
   explicit cuda_engine(std::unique_ptr<cuda_engine_impl> impl);
   std::unique_ptr<cuda_engine_impl> impl_;
 };
 
 /// Uploads host weights (fp32, HF order) once, as bf16 (norms fp32).
-/// Throws kvflow::error(cuda_failure) when the device or memory is missing,
-/// (unsupported) for a head_dim without an attention kernel.
-std::unique_ptr<cuda_engine> make_cuda_engine(const weights& w, int device = 0);
+/// With `held` narrower than the model (a pipeline stage), only those
+/// layers' weights reach the device, the embedding only when the range
+/// starts at layer 0 (or ends at the last layer of a model with tied
+/// embeddings) and the final norm and output projection only when it ends at
+/// the last layer; jobs, selected jobs and logits() outside the range throw
+/// kvflow::error(invalid_argument). The fingerprint stays the whole model's,
+/// so chunk keys do not depend on the split. Throws kvflow::error
+/// (cuda_failure) when the device or memory is missing, (unsupported) for a
+/// head_dim without an attention kernel, (invalid_argument) for an empty or
+/// out-of-model range.
+std::unique_ptr<cuda_engine> make_cuda_engine(const weights& w, int device = 0, layer_range held = {});
 
 /// Weights drawn on the device from `seed`: the values of
 /// random_weights(c, seed) rounded to bf16 (norms fp32), with no host copy,
 /// for the large presets; the KV equals make_cuda_engine(random_weights(c,
 /// seed))'s bitwise. The fingerprint hashes the config, the seed and the
 /// generator's name (not the weight bytes, which never reach the host), so
-/// it differs from that engine's.
-std::unique_ptr<cuda_engine> make_cuda_engine_random(const config& c, std::uint64_t seed, int device = 0);
+/// it differs from that engine's. `held` as make_cuda_engine's: each held
+/// tensor is drawn from the same (seed, tensor id) as in the all-layer
+/// engine, so a stage's layers equal that engine's bitwise.
+std::unique_ptr<cuda_engine> make_cuda_engine_random(const config& c, std::uint64_t seed, int device = 0,
+                                                     layer_range held = {});
 
 }  // namespace kvflow::model

@@ -19,48 +19,13 @@
 #include "kernels/model/cpu_engine.hpp"
 #include "kernels/model/model_file.hpp"
 #include "messages/error.hpp"
+#include "tests/kernels/cuda/engine_helpers.hpp"
 #include "tests/kernels/cuda/gpu_main.hpp"
 
 namespace {
 
 using namespace kvflow;
 using namespace kvflow::model;
-
-// A block and a hidden state in the engine's memory, freed on scope exit.
-struct chunk_mem {
-  engine* e;
-  kv_block block;
-  hidden_state hidden;
-  chunk_mem(engine& eng, int tokens) : e(&eng) {
-    block.shape = kv_shape_of(eng.cfg(), tokens, eng.kv_type());
-    block.data = eng.allocate(block.shape.bytes());
-    hidden.tokens = tokens;
-    hidden.data = eng.allocate(static_cast<std::size_t>(tokens) * eng.cfg().hidden * sizeof(float));
-  }
-  ~chunk_mem() {
-    e->release(block.data);
-    e->release(hidden.data);
-  }
-  chunk_mem(const chunk_mem&) = delete;
-  chunk_mem& operator=(const chunk_mem&) = delete;
-  std::vector<unsigned char> kv_bytes() const {
-    std::vector<unsigned char> v(block.shape.bytes());
-    e->to_host(v.data(), block.data, v.size());
-    return v;
-  }
-  std::vector<float> hidden_rows() const {
-    std::vector<float> v(static_cast<std::size_t>(hidden.tokens) * e->cfg().hidden);
-    e->to_host(v.data(), hidden.data, v.size() * sizeof(float));
-    return v;
-  }
-};
-
-std::vector<std::int32_t> prompt(int n, int vocab) {
-  std::vector<std::int32_t> t(static_cast<std::size_t>(n));
-  for (int i = 0; i < n; ++i)
-    t[i] = static_cast<std::int32_t>((i * 2654435761u + 12345u) % static_cast<unsigned>(vocab));
-  return t;
-}
 
 // Runs tokens [pos0, pos0 + count) as one job over `past`.
 void run_chunk(engine& e, const std::vector<std::int32_t>& toks, int pos0, int count, const std::vector<kv_block>& past,
