@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <fstream>
 #include <iterator>
+#include <limits>
 #include <random>
 #include <set>
 #include <sstream>
@@ -90,6 +91,26 @@ void keep_staging(remote_tier_state& st, std::shared_ptr<devices::pinned_buffer>
 }
 
 void answer_ready(state_t* self);
+
+// The scheduler's name of a node's link (0 is the tier as a whole).
+std::uint16_t link_of(std::size_t node) {
+  return static_cast<std::uint16_t>(std::min<std::size_t>(node + 1, std::numeric_limits<std::uint16_t>::max()));
+}
+
+// One rate sample per node of an answered grant, in grant order per node:
+// a node's time starts where its previous grant's ended, as the tier's does.
+void sample_nodes(state_t* self, const remote_grant& gr) {
+  auto& st = self->state;
+  for (auto& [node, landed] : gr.by_node) {
+    auto& last = st.node_finished_ns[node];
+    auto start = std::max(gr.issued_ns, last);
+    auto finish = std::max(landed.second, start);
+    last = finish;
+    if (!st.opts.rates || finish == start || landed.first == 0) continue;
+    msg::rate_sample s{msg::tier::remote, landed.first, finish - start, link_of(node)};
+    self->send(st.opts.rates, msg::encode(s));
+  }
+}
 
 void fail_grant(state_t* self, std::uint64_t grant, const std::string& why) {
   auto& st = self->state;
@@ -208,6 +229,7 @@ caf::result<msg::frame> lookup(state_t* self, const msg::lookup& q) {
                   if (loc.chunk >= idx.size()) continue;
                   loc.chunk = idx[loc.chunk];
                   loc.where = msg::tier::remote;
+                  loc.link = link_of(n);
                   out->chunks.push_back(loc);
                 }
               }
@@ -237,6 +259,7 @@ void answer_ready(state_t* self) {
     gr.done.started_ns = std::max(gr.done.started_ns, st.last_finished_ns);
     gr.done.finished_ns = std::max(gr.done.finished_ns, gr.done.started_ns);
     st.last_finished_ns = gr.done.finished_ns;
+    sample_nodes(self, gr);
     gr.reply.deliver(msg::encode(gr.done));
     st.grants.erase(st.grants.begin());
   }
@@ -272,6 +295,9 @@ void complete_fetch(state_t* self, std::uint64_t id) {
     return fail_grant(self, f.grant, std::string("copy of a remote fetch: ") + e.what());
   }
   keep_staging(st, f.staging);
+  auto& mine = gr.by_node[f.node];
+  mine.first += f.bytes;
+  mine.second = std::max(mine.second, f.finished_ns);
   gr.done.bytes += f.bytes;
   gr.done.finished_ns = std::max(gr.done.finished_ns, f.finished_ns);
   if (--gr.left > 0) return;
@@ -297,6 +323,7 @@ caf::result<msg::frame> load(state_t* self, const msg::grant& g, workspace_ptr w
   gr.done.act = msg::action::load;
   gr.done.cells = g.cells;
   gr.done.started_ns = now_ns();
+  gr.issued_ns = gr.done.started_ns;
   auto reply = gr.reply;
   auto me = caf::actor_cast<caf::actor>(self);
   // Consecutive chunks of one owner travel as one transfer.
@@ -466,6 +493,7 @@ caf::behavior remote_tier_proxy(state_t* self, remote_tier_options opts, std::ve
     st.names.push_back(n.member.name);
     st.nodes.push_back(std::move(n));
   }
+  st.node_finished_ns.assign(st.nodes.size(), 0);
   for (std::size_t i = 0; i < st.nodes.size(); ++i) {
     if (!st.nodes[i].handle) continue;
     self->monitor(st.nodes[i].handle);

@@ -47,11 +47,13 @@ void tick(state_t* self) {
       if (auto sp = st.active->planned_split(r.id()))
         splits += fmt::format(" {}:({},{})", r.id(), sp->chunk, sp->layer);
     log->debug(
-        "plan: cell {:.3f} ms + {:.4f} ms per chunk, host {:.2f} GB/s + {:.3f} ms, disk {:.2f} GB/s + {:.3f} ms per "
-        "grant; splits{}",
+        "plan: cell {:.3f} ms + {:.4f} ms per chunk, host {:.2f} GB/s + {:.3f} ms, disk {:.2f} GB/s + {:.3f} ms, "
+        "remote {:.2f} GB/s + {:.3f} ms ({} samples) per grant; splits{}",
         st.costs.cell_s(0) * 1e3, (st.costs.cell_s(1) - st.costs.cell_s(0)) * 1e3,
         st.costs.bytes_per_s(msg::tier::host) / 1e9, st.costs.latency_s(msg::tier::host) * 1e3,
-        st.costs.bytes_per_s(msg::tier::disk) / 1e9, st.costs.latency_s(msg::tier::disk) * 1e3, splits);
+        st.costs.bytes_per_s(msg::tier::disk) / 1e9, st.costs.latency_s(msg::tier::disk) * 1e3,
+        st.costs.bytes_per_s(msg::tier::remote) / 1e9, st.costs.latency_s(msg::tier::remote) * 1e3,
+        st.costs.rate_samples(msg::tier::remote), splits);
   }
   for (auto& g : grants) {
     auto it = st.requests.find(g.request_id);

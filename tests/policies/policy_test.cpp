@@ -918,6 +918,50 @@ BOOST_AUTO_TEST_CASE(claims_the_split_chunk_early_only_when_warm) {
   BOOST_TEST((cold == 0u || cold == layers32));
 }
 
+// Two remote nodes, one fast and one slow: two_pointer plans each chunk at
+// the rate of the node that holds it, so a prompt held by the fast node
+// loads more of its prefix than the same prompt held by the slow one, and
+// a prompt with no links plans at the tier's rate.
+BOOST_AUTO_TEST_CASE(two_pointer_plans_each_node_at_its_own_rate) {
+  const double cell = 23.2e-3 / 32;
+  cost_model m;
+  msg::cell_done d;
+  d.act = msg::action::compute;
+  d.cells = msg::cell_range{0, 1, 0, 32};
+  d.started_ns = 1;
+  d.finished_ns = 1 + static_cast<std::uint64_t>(32 * cell * 1e9);
+  m.observe(d);  // setup, ignored
+  m.observe(d);
+  auto sample = [&](double bw, std::uint16_t link) {
+    m.observe(msg::rate_sample{msg::tier::remote, 100u << 20, static_cast<std::uint64_t>((100u << 20) / bw * 1e9),
+                               link});
+  };
+  sample(25 * gbit, 1);
+  sample(5 * gbit, 2);
+  sample(10 * gbit, 0);
+  auto split = [&](std::uint16_t link) {
+    msg::register_request reg;
+    reg.request_id = 1;
+    reg.chunk_tokens = 1024;
+    reg.num_chunks = 17;
+    reg.num_layers = layers32;
+    reg.chunk_tiers.assign(16, msg::tier::remote);
+    if (link) reg.chunk_links.assign(16, link);
+    reg.chunk_bytes = 2 * chunk64mib;
+    batch_state b(default_caps());
+    b.add(reg);
+    auto pol = make_policy("two_pointer", {});
+    pol->decide(b, m);
+    auto sp = pol->planned_split(1);
+    BOOST_REQUIRE(sp);
+    return std::uint64_t(sp->chunk) * layers32 + sp->layer;
+  };
+  auto fast = split(1), slow = split(2), tier = split(0);
+  BOOST_TEST_MESSAGE("split at 25 / 10 / 5 Gbit/s: " << fast << " / " << tier << " / " << slow);
+  BOOST_TEST(fast < tier);
+  BOOST_TEST(tier < slow);
+}
+
 // A small model's restore (smollm2-135m on the H100: 0.14 ms a cell, 786 KB
 // a cell) from an O_DIRECT disk whose every read also waits 0.3 ms: the
 // scheduler, warmed by loads of one and three cells, learns the latency and
