@@ -97,17 +97,28 @@ std::uint16_t link_of(std::size_t node) {
   return static_cast<std::uint16_t>(std::min<std::size_t>(node + 1, std::numeric_limits<std::uint16_t>::max()));
 }
 
-// One rate sample per node of an answered grant, in grant order per node:
-// a node's time starts where its previous grant's ended, as the tier's does.
+// Rate samples per node, from its grants in grant order: a node's time
+// starts where its previous grant's ended, as the tier's does. Grants in
+// flight together share the lanes, so one grant's time holds part of the
+// next ones' bytes and one may land in no time of its own: one grant alone
+// is a poor sample (on the CPU loopback at 0.3 Gbit/s, 5.9 MB took 726 ms
+// and the next 13 MB 35 ms). A sample therefore spans grants until it holds
+// opts.rate_sample_min of the node's time, or the node has nothing more in
+// flight (then nothing is left half-moved).
 void sample_nodes(state_t* self, const remote_grant& gr) {
   auto& st = self->state;
   for (auto& [node, landed] : gr.by_node) {
-    auto& last = st.node_finished_ns[node];
-    auto start = std::max(gr.issued_ns, last);
+    auto& acc = st.node_acc[node];
+    auto start = std::max(gr.issued_ns, acc.last_finished_ns);
     auto finish = std::max(landed.second, start);
-    last = finish;
-    if (!st.opts.rates || finish == start || landed.first == 0) continue;
-    msg::rate_sample s{msg::tier::remote, landed.first, finish - start, link_of(node)};
+    acc.last_finished_ns = finish;
+    acc.bytes += landed.first;
+    acc.ns += finish - start;
+    if (!st.opts.rates || acc.bytes == 0 || acc.ns == 0) continue;
+    auto busy = std::any_of(st.fetches.begin(), st.fetches.end(), [n = node](auto& f) { return f.second.node == n; });
+    if (busy && acc.ns < static_cast<std::uint64_t>(st.opts.rate_sample_min.count()) * 1000000ull) continue;
+    msg::rate_sample s{msg::tier::remote, acc.bytes, acc.ns, link_of(node)};
+    acc.bytes = acc.ns = 0;
     self->send(st.opts.rates, msg::encode(s));
   }
 }
@@ -493,7 +504,7 @@ caf::behavior remote_tier_proxy(state_t* self, remote_tier_options opts, std::ve
     st.names.push_back(n.member.name);
     st.nodes.push_back(std::move(n));
   }
-  st.node_finished_ns.assign(st.nodes.size(), 0);
+  st.node_acc.assign(st.nodes.size(), {});
   for (std::size_t i = 0; i < st.nodes.size(); ++i) {
     if (!st.nodes[i].handle) continue;
     self->monitor(st.nodes[i].handle);

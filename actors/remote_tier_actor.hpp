@@ -57,6 +57,9 @@ struct remote_tier_options {
   /// node index + 1): the scheduler, which learns every node's link apart.
   /// None: not sent (the grants' cell_done still give the tier's rate).
   caf::actor rates;
+  /// A node's rate sample spans at least this much of its time (or ends when
+  /// it has nothing more in flight).
+  std::chrono::milliseconds rate_sample_min{50};
 };
 
 struct remote_node {
@@ -102,7 +105,12 @@ struct remote_tier_state {
   std::multimap<std::size_t, devices::pinned_buffer> spare;
   std::uint64_t spare_bytes = 0;
   std::uint64_t last_finished_ns = 0;
-  std::vector<std::uint64_t> node_finished_ns;  ///< per node: when its last answered fetch landed
+  /// Per node: its next rate sample, summed over answered grants.
+  struct node_sample {
+    std::uint64_t last_finished_ns = 0;  ///< when its last answered grant's bytes landed
+    std::uint64_t bytes = 0, ns = 0;
+  };
+  std::vector<node_sample> node_acc;
   std::map<std::uint64_t, std::shared_ptr<std::vector<std::uint8_t>>> stores;  ///< sending, by transfer id
   std::vector<caf::response_promise> flushes;
   static inline const char* name = "kvflow.remote_tier";

@@ -127,9 +127,13 @@ caf::behavior scheduler_actor(state_t* self, std::string default_policy, policie
         auto retune = [&](msg::tier t) {
           auto caps = st.batch.limits();
           auto i = static_cast<std::size_t>(t);
-          caps.load_bytes[i] = std::min<std::uint64_t>(
-              st.configured.load_bytes[i],
-              std::max<std::uint64_t>(1, static_cast<std::uint64_t>(st.costs.bytes_per_s(t) * st.load_window_s)));
+          // A tier of several links (a remote tier's nodes) moves what its
+          // links move together; their own samples are also steadier than the
+          // tier's per-grant ones, whose grants share the links.
+          const double rate = std::max(st.costs.bytes_per_s(t), st.costs.links_bytes_per_s(t));
+          caps.load_bytes[i] =
+              std::min<std::uint64_t>(st.configured.load_bytes[i],
+                                      std::max<std::uint64_t>(1, static_cast<std::uint64_t>(rate * st.load_window_s)));
           st.batch.set_limits(caps);
         };
         if (auto* done = std::get_if<msg::cell_done>(&*decoded)) {
@@ -144,6 +148,9 @@ caf::behavior scheduler_actor(state_t* self, std::string default_policy, policie
           if (done->act == msg::action::compute) st.costs.observe(*done);
         } else if (auto* rate = std::get_if<msg::rate_sample>(&*decoded)) {
           st.costs.observe(*rate);
+          logger("actors")->debug("rate {} link {}: {} bytes in {:.1f} ms, learned {:.3f} GB/s",
+                                  msg::to_string(rate->source), rate->link, rate->bytes, rate->elapsed_ns / 1e6,
+                                  st.costs.bytes_per_s(rate->source, rate->link) / 1e9);
           retune(rate->source);
         } else if (auto* p = std::get_if<msg::progress>(&*decoded)) {
           if (p->done) {

@@ -97,6 +97,13 @@ double cost_model::latency_s(msg::tier t, std::uint16_t link) const {
   return it != per_link_.end() && it->second.samples > 0 ? it->second.latency : latency_s(t);
 }
 
+double cost_model::links_bytes_per_s(msg::tier t) const {
+  double sum = 0;
+  for (auto& [k, f] : per_link_)
+    if (k.first == t && f.samples > 0) sum += f.rate;
+  return sum;
+}
+
 std::uint64_t cost_model::rate_samples(msg::tier t) const {
   auto n = rate_samples_[static_cast<std::size_t>(t)];
   for (auto& [k, f] : per_link_)
@@ -122,8 +129,18 @@ void cost_model::observe(const msg::rate_sample& s) {
     if (per_link_.size() >= max_links) return;
     it = per_link_.emplace(std::make_pair(s.source, s.link), link_fit{}).first;
   }
+  // A link's samples (a node's, summed over grants that were in flight
+  // together, see actors/remote_tier_actor) hide its per-grant latency in
+  // the pipeline and split its time among grants only roughly: the rate
+  // alone, as decayed bytes over decayed seconds, so that what one sample
+  // overcounts the next gives back.
   auto& f = it->second;
-  fit_link(f.sums, f.samples, f.rate, f.latency, x, y);
+  const double d = 1 - prior_.rate_alpha;
+  f.sums.sx = d * f.sums.sx + x;
+  f.sums.sy = d * f.sums.sy + y;
+  ++f.samples;
+  f.rate = f.sums.sx / f.sums.sy;
+  f.latency = 0;
 }
 
 void cost_model::fit_link(link_sums& L, std::uint64_t& samples, double& rate, double& latency, double x,

@@ -58,14 +58,18 @@ class cost_model {
   /// (an O_DIRECT read's or a request's round trip).
   double latency_s(msg::tier t) const { return latency_[static_cast<std::size_t>(t)]; }
   double latency_s(msg::tier t, std::uint16_t link) const;
+  /// What the tier's links move together: the sum of its learned links'
+  /// rates (nodes on links of their own), 0 while none has a sample.
+  double links_bytes_per_s(msg::tier t) const;
 
   /// Learns from a finished compute grant of two cells or more, except the
   /// first one ever (one-time setup). Loads are ignored here: their rate
   /// comes as a rate_sample, see batch_state::apply(cell_done).
   void observe(const msg::cell_done& done);
-  /// Learns a link's latency and rate from one grant's `bytes` moved in
-  /// `elapsed_ns`: the tier's (sample.link 0) or one link's alone. At most
-  /// max_links links per model are learned; samples of others are ignored.
+  /// Learns from `bytes` moved in `elapsed_ns`: the tier's latency and rate
+  /// from one grant (sample.link 0), or one link's rate alone (decayed bytes
+  /// over decayed seconds, no latency: its samples span pipelined grants).
+  /// At most max_links links per model are learned; others are ignored.
   void observe(const msg::rate_sample& sample);
 
   std::uint64_t compute_samples() const { return compute_samples_; }

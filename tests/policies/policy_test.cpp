@@ -933,8 +933,8 @@ BOOST_AUTO_TEST_CASE(two_pointer_plans_each_node_at_its_own_rate) {
   m.observe(d);  // setup, ignored
   m.observe(d);
   auto sample = [&](double bw, std::uint16_t link) {
-    m.observe(msg::rate_sample{msg::tier::remote, 100u << 20, static_cast<std::uint64_t>((100u << 20) / bw * 1e9),
-                               link});
+    m.observe(
+        msg::rate_sample{msg::tier::remote, 100u << 20, static_cast<std::uint64_t>((100u << 20) / bw * 1e9), link});
   };
   sample(25 * gbit, 1);
   sample(5 * gbit, 2);
