@@ -162,6 +162,11 @@ caf::behavior scheduler_actor(state_t* self, std::string default_policy, policie
         tick(self);
       },
       [=](stats_atom) { return caf::make_message(self->state.grants_sent, self->state.costs.compute_samples()); },
+      [=](stats_atom, std::uint8_t tier, std::uint16_t link) {
+        auto t = static_cast<msg::tier>(std::min<std::size_t>(tier, msg::tier_count - 1));
+        auto& c = self->state.costs;
+        return caf::make_message(c.rate_samples(t, link), c.bytes_per_s(t, link));
+      },
   };
 }
 
