@@ -114,12 +114,13 @@ void sample_nodes(state_t* self, const remote_grant& gr) {
     acc.last_finished_ns = finish;
     acc.bytes += landed.first;
     acc.ns += finish - start;
-    if (!st.opts.rates || acc.bytes == 0 || acc.ns == 0) continue;
+    auto to = caf::actor_cast<caf::actor>(st.opts.rates);
+    if (!to || acc.bytes == 0 || acc.ns == 0) continue;
     auto busy = std::any_of(st.fetches.begin(), st.fetches.end(), [n = node](auto& f) { return f.second.node == n; });
     if (busy && acc.ns < static_cast<std::uint64_t>(st.opts.rate_sample_min.count()) * 1000000ull) continue;
     msg::rate_sample s{msg::tier::remote, acc.bytes, acc.ns, link_of(node)};
     acc.bytes = acc.ns = 0;
-    self->send(st.opts.rates, msg::encode(s));
+    self->send(to, msg::encode(s));
   }
 }
 

@@ -56,7 +56,8 @@ struct remote_tier_options {
   /// Where each node's own rate samples go (frame rateSample with link =
   /// node index + 1): the scheduler, which learns every node's link apart.
   /// None: not sent (the grants' cell_done still give the tier's rate).
-  caf::actor rates;
+  /// Weak: the remote tier must not keep the scheduler alive at shutdown.
+  caf::actor_addr rates;
   /// A node's rate sample spans at least this much of its time (or ends when
   /// it has nothing more in flight).
   std::chrono::milliseconds rate_sample_min{50};

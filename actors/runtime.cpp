@@ -100,7 +100,7 @@ struct runtime::impl {
     remote_tier_options ro;
     ro.members = members;
     ro.replicas = opts.cluster_replicas;
-    ro.rates = scheduler;  // each node's rate, learned apart
+    ro.rates = scheduler.address();  // each node's rate, learned apart
     auto shape = model::kv_shape_of(engine->cfg(), opts.chunk_tokens, engine->kv_type());
     ro.layout.fingerprint = engine->fingerprint();
     ro.layout.layers = static_cast<std::uint32_t>(shape.layers);
