@@ -53,6 +53,14 @@ struct remote_tier_options {
   /// How often a node that is down is asked (or connected to) again.
   std::chrono::milliseconds retry_interval{1000};
   std::uint64_t staging_cap = 1ull << 30;  ///< page-locked landing buffers kept for reuse
+  /// Where each node's own rate samples go (frame rateSample with link =
+  /// node index + 1): the scheduler, which learns every node's link apart.
+  /// None: not sent (the grants' cell_done still give the tier's rate).
+  /// Weak: the remote tier must not keep the scheduler alive at shutdown.
+  caf::actor_addr rates;
+  /// A node's rate sample spans at least this much of its time (or ends when
+  /// it has nothing more in flight).
+  std::chrono::milliseconds rate_sample_min{50};
 };
 
 struct remote_node {
@@ -82,6 +90,9 @@ struct remote_grant {
   workspace_ptr ws;
   std::size_t left = 0;
   bool ready = false;  ///< every fetch in: answered once the grants before it are
+  std::uint64_t issued_ns = 0;
+  /// Per node: bytes landed and when its last fetch of this grant landed.
+  std::map<std::size_t, std::pair<std::uint64_t, std::uint64_t>> by_node;
 };
 
 struct remote_tier_state {
@@ -95,6 +106,12 @@ struct remote_tier_state {
   std::multimap<std::size_t, devices::pinned_buffer> spare;
   std::uint64_t spare_bytes = 0;
   std::uint64_t last_finished_ns = 0;
+  /// Per node: its next rate sample, summed over answered grants.
+  struct node_sample {
+    std::uint64_t last_finished_ns = 0;  ///< when its last answered grant's bytes landed
+    std::uint64_t bytes = 0, ns = 0;
+  };
+  std::vector<node_sample> node_acc;
   std::map<std::uint64_t, std::shared_ptr<std::vector<std::uint8_t>>> stores;  ///< sending, by transfer id
   std::vector<caf::response_promise> flushes;
   static inline const char* name = "kvflow.remote_tier";

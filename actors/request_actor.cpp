@@ -284,6 +284,9 @@ void lookup_then_register(state_t* self, std::size_t tier_index) {
     reg.num_chunks = static_cast<std::uint32_t>(st.ws->num_chunks());
     reg.num_layers = static_cast<std::uint32_t>(st.ws->engine().cfg().layers);
     for (std::size_t c = 0; c < prefix; ++c) reg.chunk_tiers.push_back(*st.chunk_tier[c]);
+    if (std::any_of(st.chunk_link.begin(), st.chunk_link.begin() + static_cast<std::ptrdiff_t>(prefix),
+                    [](std::uint16_t l) { return l != 0; }))
+      reg.chunk_links.assign(st.chunk_link.begin(), st.chunk_link.begin() + static_cast<std::ptrdiff_t>(prefix));
     reg.chunk_bytes = st.ws->block(0).shape.bytes();
     st.cells_total = static_cast<std::uint64_t>(reg.num_chunks) * reg.num_layers;
     self->send(st.env.scheduler, msg::encode(reg), st.params.policy, caf::actor_cast<caf::actor>(self));
@@ -302,7 +305,10 @@ void lookup_then_register(state_t* self, std::size_t tier_index) {
                                        static_cast<std::uint32_t>(st.ws->keys().size()),
                                        static_cast<std::uint32_t>(found.size()), 0});
             for (auto& loc : found)
-              if (loc.chunk < st.chunk_tier.size() && !st.chunk_tier[loc.chunk]) st.chunk_tier[loc.chunk] = loc.where;
+              if (loc.chunk < st.chunk_tier.size() && !st.chunk_tier[loc.chunk]) {
+                st.chunk_tier[loc.chunk] = loc.where;
+                st.chunk_link[loc.chunk] = loc.link;
+              }
             lookup_then_register(self, tier_index + 1);
           },
           [=](caf::error& e) { fail(self, e); });
@@ -379,6 +385,7 @@ caf::behavior request_actor(state_t* self, request_env env, workspace_ptr ws, re
   st.report.prompt_tokens = static_cast<std::uint32_t>(st.ws->tokens().size());
   st.report.chunks = static_cast<std::uint32_t>(st.ws->num_chunks());
   st.chunk_tier.assign(st.ws->keys().size(), std::nullopt);
+  st.chunk_link.assign(st.ws->keys().size(), 0);
   self->set_down_handler([=](const caf::down_msg& dm) {
     // A tier that went down took its chunks with it: not_found, so that the
     // runtime restores again from the tiers it has now (computing the rest).

@@ -75,6 +75,7 @@ struct request_state {
   std::uint64_t cells_done = 0;
   /// The fastest tier holding each full prompt chunk; nullopt: none does.
   std::vector<std::optional<msg::tier>> chunk_tier;
+  std::vector<std::uint16_t> chunk_link;  ///< link of the tier holding each chunk (0: its only one)
   bool finished = false;
   static inline const char* name = "kvflow.request";
 };

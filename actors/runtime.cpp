@@ -100,6 +100,7 @@ struct runtime::impl {
     remote_tier_options ro;
     ro.members = members;
     ro.replicas = opts.cluster_replicas;
+    ro.rates = scheduler.address();  // each node's rate, learned apart
     auto shape = model::kv_shape_of(engine->cfg(), opts.chunk_tokens, engine->kv_type());
     ro.layout.fingerprint = engine->fingerprint();
     ro.layout.layers = static_cast<std::uint32_t>(shape.layers);
@@ -637,6 +638,21 @@ void runtime::flush() {
     self->request(t.second, std::chrono::minutes(5), flush_atom::value)
         .receive([](bool) {},
                  [&](caf::error& e) { throw error(errc::io_failure, "tier flush: " + impl_->sys->render(e)); });
+}
+
+std::pair<std::uint64_t, double> runtime::learned_rate(const std::string& tier, std::uint16_t link) const {
+  std::uint8_t t = 0;
+  while (t < msg::tier_count && tier != msg::to_string(static_cast<msg::tier>(t))) ++t;
+  if (t == msg::tier_count) throw error(errc::invalid_argument, "learned_rate: no tier named '" + tier + "'");
+  std::pair<std::uint64_t, double> out{0, 0};
+  caf::scoped_actor self{*impl_->sys};
+  self->request(impl_->scheduler, std::chrono::seconds(10), stats_atom::value, t, link)
+      .receive(
+          [&](std::uint64_t samples, double rate) {
+            out = {samples, rate};
+          },
+          [&](caf::error& e) { throw error(errc::io_failure, "learned_rate: " + impl_->sys->render(e)); });
+  return out;
 }
 
 void runtime::set_disk_rate(double gbps) {

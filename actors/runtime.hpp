@@ -10,6 +10,7 @@
 #include <future>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace kvflow {
@@ -272,6 +273,12 @@ class runtime {
 
   /// The pool counters now (see resource_counters).
   resource_counters counters() const;
+
+  /// What the scheduler has learned of a load link: rate samples and bytes
+  /// per second of tier `tier` ("host", "disk", "remote") as a whole (link
+  /// 0) or of one of its links (a remote tier's node index + 1). Throws
+  /// kvflow::error(invalid_argument) for an unknown tier name.
+  std::pair<std::uint64_t, double> learned_rate(const std::string& tier, std::uint16_t link = 0) const;
 
   const runtime_options& options() const;
   model_info model() const;

@@ -48,11 +48,13 @@ void tick(state_t* self) {
       if (auto sp = st.active->planned_split(r.id()))
         splits += fmt::format(" {}:({},{})", r.id(), sp->chunk, sp->layer);
     log->debug(
-        "plan: cell {:.3f} ms + {:.4f} ms per chunk, host {:.2f} GB/s + {:.3f} ms, disk {:.2f} GB/s + {:.3f} ms per "
-        "grant; splits{}",
+        "plan: cell {:.3f} ms + {:.4f} ms per chunk, host {:.2f} GB/s + {:.3f} ms, disk {:.2f} GB/s + {:.3f} ms, "
+        "remote {:.2f} GB/s + {:.3f} ms ({} samples) per grant; splits{}",
         st.costs.cell_s(0) * 1e3, (st.costs.cell_s(1) - st.costs.cell_s(0)) * 1e3,
         st.costs.bytes_per_s(msg::tier::host) / 1e9, st.costs.latency_s(msg::tier::host) * 1e3,
-        st.costs.bytes_per_s(msg::tier::disk) / 1e9, st.costs.latency_s(msg::tier::disk) * 1e3, splits);
+        st.costs.bytes_per_s(msg::tier::disk) / 1e9, st.costs.latency_s(msg::tier::disk) * 1e3,
+        st.costs.bytes_per_s(msg::tier::remote) / 1e9, st.costs.latency_s(msg::tier::remote) * 1e3,
+        st.costs.rate_samples(msg::tier::remote), splits);
   }
   for (auto& g : grants) {
     auto it = st.requests.find(g.request_id);
@@ -127,9 +129,13 @@ caf::behavior scheduler_actor(state_t* self, std::string default_policy, policie
         auto retune = [&](msg::tier t) {
           auto caps = st.batch.limits();
           auto i = static_cast<std::size_t>(t);
-          caps.load_bytes[i] = std::min<std::uint64_t>(
-              st.configured.load_bytes[i],
-              std::max<std::uint64_t>(1, static_cast<std::uint64_t>(st.costs.bytes_per_s(t) * st.load_window_s)));
+          // A tier of several links (a remote tier's nodes) moves what its
+          // links move together; their own samples are also steadier than the
+          // tier's per-grant ones, whose grants share the links.
+          const double rate = std::max(st.costs.bytes_per_s(t), st.costs.links_bytes_per_s(t));
+          caps.load_bytes[i] =
+              std::min<std::uint64_t>(st.configured.load_bytes[i],
+                                      std::max<std::uint64_t>(1, static_cast<std::uint64_t>(rate * st.load_window_s)));
           st.batch.set_limits(caps);
         };
         if (auto* done = std::get_if<msg::cell_done>(&*decoded)) {
@@ -153,6 +159,9 @@ caf::behavior scheduler_actor(state_t* self, std::string default_policy, policie
           }
         } else if (auto* rate = std::get_if<msg::rate_sample>(&*decoded)) {
           st.costs.observe(*rate);
+          logger("actors")->debug("rate {} link {}: {} bytes in {:.1f} ms, learned {:.3f} GB/s",
+                                  msg::to_string(rate->source), rate->link, rate->bytes, rate->elapsed_ns / 1e6,
+                                  st.costs.bytes_per_s(rate->source, rate->link) / 1e9);
           retune(rate->source);
         } else if (auto* p = std::get_if<msg::progress>(&*decoded)) {
           if (p->done) {
@@ -166,6 +175,11 @@ caf::behavior scheduler_actor(state_t* self, std::string default_policy, policie
         tick(self);
       },
       [=](stats_atom) { return caf::make_message(self->state.grants_sent, self->state.costs.compute_samples()); },
+      [=](stats_atom, std::uint8_t tier, std::uint16_t link) {
+        auto t = static_cast<msg::tier>(std::min<std::size_t>(tier, msg::tier_count - 1));
+        auto& c = self->state.costs;
+        return caf::make_message(c.rate_samples(t, link), c.bytes_per_s(t, link));
+      },
   };
 }
 

@@ -49,6 +49,8 @@ struct scheduler_state {
 ///   frame cellDone | rateSample | progress{done}: updates the batch and the
 ///       cost model, then ticks.
 ///   (stats_atom) -> (uint64 grants_sent, uint64 compute_samples)
+///   (stats_atom, uint8 tier, uint16 link) -> (uint64 rate samples, double
+///       bytes per second): what it learned of a tier (link 0) or one link
 /// Grants go to request actors as frames; a registration the batch refuses
 /// gets an error frame back.
 caf::behavior scheduler_actor(caf::stateful_actor<scheduler_state>* self, std::string default_policy,

@@ -56,6 +56,10 @@ struct encoder {
     auto tiers = b.initChunkTiers(m.chunk_tiers.size());
     for (unsigned i = 0; i < m.chunk_tiers.size(); ++i) tiers.set(i, to_wire(m.chunk_tiers[i]));
     b.setChunkBytes(m.chunk_bytes);
+    if (!m.chunk_links.empty()) {
+      auto links = b.initChunkLinks(m.chunk_links.size());
+      for (unsigned i = 0; i < m.chunk_links.size(); ++i) links.set(i, m.chunk_links[i]);
+    }
   }
   void operator()(const grant& m) {
     auto b = env.initGrant();
@@ -99,6 +103,7 @@ struct encoder {
       c.setChunk(m.chunks[i].chunk);
       c.setTier(to_wire(m.chunks[i].where));
       c.setBytes(m.chunks[i].bytes);
+      c.setLink(m.chunks[i].link);
     }
   }
   void operator()(const load& m) {
@@ -124,6 +129,7 @@ struct encoder {
     b.setTier(to_wire(m.source));
     b.setBytes(m.bytes);
     b.setElapsedNs(m.elapsed_ns);
+    b.setLink(m.link);
   }
   void operator()(const result& m) {
     auto b = env.initResult();
@@ -276,6 +282,9 @@ struct decoder {
         if (tiers.size() > m.num_chunks) fail("register.chunkTiers: more entries than numChunks");
         for (auto t : tiers) m.chunk_tiers.push_back(get(t, "register.chunkTiers"));
         m.chunk_bytes = r.getChunkBytes();
+        auto links = r.getChunkLinks();
+        if (links.size() > 0 && links.size() != tiers.size()) fail("register.chunkLinks: not one per cached chunk");
+        for (auto l : links) m.chunk_links.push_back(l);
         if (m.num_chunks > 0 && (m.chunk_tokens == 0 || m.chunk_tokens > lim.max_tokens))
           fail("register.chunkTokens: " + std::to_string(m.chunk_tokens) + " not in [1, " +
                std::to_string(lim.max_tokens) + "]");
@@ -324,7 +333,7 @@ struct decoder {
           if (c.getChunk() >= lim.max_chunks) fail("chunkLocated.chunks.chunk: over cap");
           if (c.getBytes() > lim.max_chunk_bytes) fail("chunkLocated.chunks.bytes: over cap");
           m.chunks.push_back({key(c.getKey(), "chunkLocated.chunks.key"), c.getChunk(),
-                              get(c.getTier(), "chunkLocated.chunks.tier"), c.getBytes()});
+                              get(c.getTier(), "chunkLocated.chunks.tier"), c.getBytes(), c.getLink()});
         }
         return m;
       }
@@ -345,7 +354,7 @@ struct decoder {
       }
       case wire::Envelope::RATE_SAMPLE: {
         auto r = env.getRateSample();
-        return rate_sample{get(r.getTier(), "rateSample.tier"), r.getBytes(), r.getElapsedNs()};
+        return rate_sample{get(r.getTier(), "rateSample.tier"), r.getBytes(), r.getElapsedNs(), r.getLink()};
       }
       case wire::Envelope::RESULT: {
         auto r = env.getResult();

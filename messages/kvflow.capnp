@@ -37,6 +37,7 @@ struct Register {
   numLayers @3 :UInt32;
   chunkTiers @4 :List(Tier);   # tier of each cached chunk [0, P)
   chunkBytes @5 :UInt64;       # bytes of one chunk's KV for all layers
+  chunkLinks @6 :List(UInt16); # link of each cached chunk inside its tier (empty: all 0)
 }
 
 # The scheduler lets a request run an action on a set of cells.
@@ -78,6 +79,7 @@ struct ChunkLocation {
   chunk @1 :UInt32;
   tier @2 :Tier;
   bytes @3 :UInt64;
+  link @4 :UInt16;             # which link of the tier (a remote tier's node + 1; 0: the tier's only one)
 }
 
 struct ChunkLocated {
@@ -107,6 +109,7 @@ struct RateSample {
   tier @0 :Tier;
   bytes @1 :UInt64;
   elapsedNs @2 :UInt64;
+  link @3 :UInt16;             # 0: the tier as a whole; else one link of it (ChunkLocation.link)
 }
 
 struct TierBytes {

@@ -56,6 +56,7 @@ struct register_request {
   std::uint32_t num_layers = 0;
   std::vector<tier> chunk_tiers;  // tier of each cached chunk [0, P)
   std::uint64_t chunk_bytes = 0;
+  std::vector<std::uint16_t> chunk_links;  // link of each cached chunk in its tier; empty: all 0
 };
 
 struct grant {
@@ -93,6 +94,9 @@ struct chunk_location {
   std::uint32_t chunk = 0;
   tier where = tier::host;
   std::uint64_t bytes = 0;
+  /// Which link of the tier holds it: a remote tier's node index + 1; 0 where
+  /// the tier has one link. The scheduler learns each link's rate apart.
+  std::uint16_t link = 0;
 };
 
 struct chunk_located {
@@ -120,6 +124,7 @@ struct rate_sample {
   tier source = tier::host;
   std::uint64_t bytes = 0;
   std::uint64_t elapsed_ns = 0;
+  std::uint16_t link = 0;  ///< 0: the tier as a whole; else one of its links (chunk_location::link)
 };
 
 struct tier_bytes {

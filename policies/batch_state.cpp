@@ -28,6 +28,7 @@ request_state::request_state(const msg::register_request& reg, std::uint64_t arr
       chunks_(reg.num_chunks),
       layers_(reg.num_layers),
       tiers_(reg.chunk_tiers),
+      links_(reg.chunk_links),
       chunk_bytes_(reg.chunk_bytes) {
   if (chunks_ == 0 || layers_ == 0)
     throw error(errc::invalid_argument, where() + ": num_chunks and num_layers must be positive");
@@ -38,6 +39,9 @@ request_state::request_state(const msg::register_request& reg, std::uint64_t arr
                                             std::to_string(chunks_) + " (the last chunk is always computed)");
   if (!tiers_.empty() && chunk_bytes_ < layers_)
     throw error(errc::invalid_argument, where() + ": chunk_bytes " + std::to_string(chunk_bytes_) + " too small");
+  if (!links_.empty() && links_.size() != tiers_.size())
+    throw error(errc::invalid_argument, where() + ": " + std::to_string(links_.size()) + " chunk links for " +
+                                            std::to_string(tiers_.size()) + " cached chunks");
   for (auto t : tiers_)
     if (static_cast<std::size_t>(t) > 3) throw error(errc::invalid_argument, where() + ": bad tier in chunk_tiers");
   cells_.assign(std::size_t(chunks_) * layers_, cell_state::pending);

@@ -57,6 +57,8 @@ class request_state {
   std::uint32_t layers() const { return layers_; }       ///< L
   std::uint32_t cached() const { return static_cast<std::uint32_t>(tiers_.size()); }  ///< P
   msg::tier tier_of(std::uint32_t chunk) const { return tiers_[chunk]; }
+  /// Which link of its tier holds cached chunk `chunk` (0: the tier's only one).
+  std::uint16_t link_of(std::uint32_t chunk) const { return links_.empty() ? 0 : links_[chunk]; }
   std::uint64_t chunk_bytes() const { return chunk_bytes_; }
   std::uint64_t cell_bytes() const { return chunk_bytes_ / layers_; }
 
@@ -97,6 +99,7 @@ class request_state {
   double registered_s_;
   std::uint32_t chunks_, layers_;
   std::vector<msg::tier> tiers_;
+  std::vector<std::uint16_t> links_;  // empty or one per cached chunk
   std::uint64_t chunk_bytes_;
   std::vector<cell_state> cells_;                               // [chunk][layer]
   std::vector<std::uint32_t> ready_;                            // [layer]

@@ -87,12 +87,64 @@ void cost_model::refit() {
   b_ = std::max(b, -a_ / 1e6);
 }
 
+double cost_model::bytes_per_s(msg::tier t, std::uint16_t link) const {
+  auto it = link ? per_link_.find({t, link}) : per_link_.end();
+  return it != per_link_.end() && it->second.samples > 0 ? it->second.rate : bytes_per_s(t);
+}
+
+double cost_model::latency_s(msg::tier t, std::uint16_t link) const {
+  auto it = link ? per_link_.find({t, link}) : per_link_.end();
+  return it != per_link_.end() && it->second.samples > 0 ? it->second.latency : latency_s(t);
+}
+
+double cost_model::links_bytes_per_s(msg::tier t) const {
+  double sum = 0;
+  for (auto& [k, f] : per_link_)
+    if (k.first == t && f.samples > 0) sum += f.rate;
+  return sum;
+}
+
+std::uint64_t cost_model::rate_samples(msg::tier t) const {
+  auto n = rate_samples_[static_cast<std::size_t>(t)];
+  for (auto& [k, f] : per_link_)
+    if (k.first == t) n += f.samples;
+  return n;
+}
+
+std::uint64_t cost_model::rate_samples(msg::tier t, std::uint16_t link) const {
+  if (link == 0) return rate_samples_[static_cast<std::size_t>(t)];
+  auto it = per_link_.find({t, link});
+  return it == per_link_.end() ? 0 : it->second.samples;
+}
+
 void cost_model::observe(const msg::rate_sample& s) {
   if (frozen_ || s.bytes == 0 || s.elapsed_ns == 0) return;
   auto i = static_cast<std::size_t>(s.source);
   if (i >= rate_.size()) return;
   const double x = double(s.bytes), y = s.elapsed_ns * 1e-9;
-  auto& L = links_[i];
+  if (s.link == 0) return fit_link(links_[i], rate_samples_[i], rate_[i], latency_[i], x, y);
+  auto it = per_link_.find({s.source, s.link});
+  if (it == per_link_.end()) {
+    // Links come from the network (a node index): keep their count bounded.
+    if (per_link_.size() >= max_links) return;
+    it = per_link_.emplace(std::make_pair(s.source, s.link), link_fit{}).first;
+  }
+  // A link's samples (a node's, summed over grants that were in flight
+  // together, see actors/remote_tier_actor) hide its per-grant latency in
+  // the pipeline and split its time among grants only roughly: the rate
+  // alone, as decayed bytes over decayed seconds, so that what one sample
+  // overcounts the next gives back.
+  auto& f = it->second;
+  const double d = 1 - prior_.rate_alpha;
+  f.sums.sx = d * f.sums.sx + x;
+  f.sums.sy = d * f.sums.sy + y;
+  ++f.samples;
+  f.rate = f.sums.sx / f.sums.sy;
+  f.latency = 0;
+}
+
+void cost_model::fit_link(link_sums& L, std::uint64_t& samples, double& rate, double& latency, double x,
+                          double y) const {
   const double f = 1 - prior_.rate_alpha;
   L.s0 = f * L.s0 + 1;
   L.sx = f * L.sx + x;
@@ -100,23 +152,18 @@ void cost_model::observe(const msg::rate_sample& s) {
   L.sy = f * L.sy + y;
   L.sxy = f * L.sxy + x * y;
   // The first measurement replaces the prior (a configured nominal rate).
-  if (rate_samples_[i]++ == 0) {
-    rate_[i] = x / y;
-    latency_[i] = 0;
+  if (samples++ == 0) {
+    rate = x / y;
+    latency = 0;
     return;
   }
-  refit_link(i);
-}
-
-void cost_model::refit_link(std::size_t i) {
-  const auto& L = links_[i];
   // Least squares of seconds = l + k * bytes, with ridges: l toward 0 (half
   // a sample's weight) and k toward its last value (a twentieth, at the
   // samples' mean size). Samples of one size cannot tell latency from
   // bandwidth; the ridges then keep l near 0 and let k follow the rate.
   const double mean_x = L.sx / L.s0;
   const double rl = 0.5, rk = 0.05 * mean_x * mean_x;
-  const double k_prev = 1 / rate_[i];
+  const double k_prev = 1 / rate;
   double m00 = L.s0 + rl, m01 = L.sx, m11 = L.sxx + rk;
   double v0 = L.sy, v1 = L.sxy + rk * k_prev;
   double det = m00 * m11 - m01 * m01;
@@ -131,8 +178,8 @@ void cost_model::refit_link(std::size_t i) {
     k = v1 / m11;
   }
   if (!(k > 0) || !std::isfinite(k) || !std::isfinite(l)) return;
-  rate_[i] = 1 / k;
-  latency_[i] = l;
+  rate = 1 / k;
+  latency = l;
 }
 
 void cost_model::observe_compute_trip(double to_gpu_s, bool gpu_was_idle, double from_gpu_s) {

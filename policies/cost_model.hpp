@@ -5,6 +5,7 @@
 
 #include <array>
 #include <cstdint>
+#include <map>
 
 #include "messages/types.hpp"
 
@@ -46,17 +47,29 @@ class cost_model {
   double compute_s(std::uint32_t begin, std::uint32_t end, std::uint32_t layers) const;
   /// Bytes per second of a tier's link.
   double bytes_per_s(msg::tier t) const { return rate_[static_cast<std::size_t>(t)]; }
+  /// Bytes per second of one link of a tier (msg::chunk_location::link: a
+  /// remote tier's node), as learned from that link's own samples; the
+  /// tier's rate until it has one (and for link 0).
+  double bytes_per_s(msg::tier t, std::uint16_t link) const;
   /// Transfer seconds of `bytes` over a tier's link (latency not included).
   double load_s(msg::tier t, double bytes) const { return bytes / bytes_per_s(t); }
+  double load_s(msg::tier t, std::uint16_t link, double bytes) const { return bytes / bytes_per_s(t, link); }
   /// Fixed seconds of one load grant of a tier, beyond its bytes' transfer
   /// (an O_DIRECT read's or a request's round trip).
   double latency_s(msg::tier t) const { return latency_[static_cast<std::size_t>(t)]; }
+  double latency_s(msg::tier t, std::uint16_t link) const;
+  /// What the tier's links move together: the sum of its learned links'
+  /// rates (nodes on links of their own), 0 while none has a sample.
+  double links_bytes_per_s(msg::tier t) const;
 
   /// Learns from a finished compute grant of two cells or more, except the
   /// first one ever (one-time setup). Loads are ignored here: their rate
   /// comes as a rate_sample, see batch_state::apply(cell_done).
   void observe(const msg::cell_done& done);
-  /// Learns a link's latency and rate from one grant's `bytes` moved in `elapsed_ns`.
+  /// Learns from `bytes` moved in `elapsed_ns`: the tier's latency and rate
+  /// from one grant (sample.link 0), or one link's rate alone (decayed bytes
+  /// over decayed seconds, no latency: its samples span pipelined grants).
+  /// At most max_links links per model are learned; others are ignored.
   void observe(const msg::rate_sample& sample);
   /// Learns a compute grant's trip beyond GPU work, on the scheduler's and
   /// the GPU's clock (the same steady clock): `to_gpu_s` from its sending to
@@ -73,11 +86,27 @@ class cost_model {
   double compute_trip_s() const { return to_gpu_s_ + from_gpu_s_; }
 
   std::uint64_t compute_samples() const { return compute_samples_; }
-  std::uint64_t rate_samples(msg::tier t) const { return rate_samples_[static_cast<std::size_t>(t)]; }
+  /// Samples of the tier as a whole (link 0) plus those of its links.
+  std::uint64_t rate_samples(msg::tier t) const;
+  std::uint64_t rate_samples(msg::tier t, std::uint16_t link) const;
+
+  static constexpr std::size_t max_links = 1024;
 
  private:
+  // Decayed sums of one link's per-grant regression seconds = latency + bytes / rate.
+  struct link_sums {
+    double s0 = 0, sx = 0, sxx = 0, sy = 0, sxy = 0;
+  };
+  // One link of a tier, learned from its own samples.
+  struct link_fit {
+    double rate = 0, latency = 0;
+    link_sums sums;
+    std::uint64_t samples = 0;
+  };
   void refit();
-  void refit_link(std::size_t i);
+  // Adds a sample to `sums` and refits rate and latency (the first sample
+  // sets the rate alone). False where the sample is unusable.
+  void fit_link(link_sums& sums, std::uint64_t& samples, double& rate, double& latency, double x, double y) const;
 
   cost_prior prior_;
   bool frozen_ = false;
@@ -91,11 +120,8 @@ class cost_model {
   double to_gpu_s_ = 0, from_gpu_s_ = 0;
   std::uint64_t to_gpu_samples_ = 0, from_gpu_samples_ = 0;
   std::array<double, msg::tier_count> latency_{};
-  // Decayed sums of each tier's per-grant regression seconds = latency + bytes / rate.
-  struct link_sums {
-    double s0 = 0, sx = 0, sxx = 0, sy = 0, sxy = 0;
-  };
   std::array<link_sums, msg::tier_count> links_{};
+  std::map<std::pair<msg::tier, std::uint16_t>, link_fit> per_link_;  ///< link != 0
 };
 
 }  // namespace kvflow::policies

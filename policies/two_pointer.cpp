@@ -213,7 +213,8 @@ class two_pointer final : public policy {
     const std::uint32_t L = r.layers(), P = r.cached(), S = r.chunks();
     plan_t p;
     const double cell_bytes = double(r.cell_bytes());
-    auto load_cell_s = [&](std::uint32_t c) { return costs.load_s(r.tier_of(c), cell_bytes); };
+    // Each chunk at its own link's rate: a remote tier's nodes are learned apart.
+    auto load_cell_s = [&](std::uint32_t c) { return costs.load_s(r.tier_of(c), r.link_of(c), cell_bytes); };
 
     double suffix = 0, row = 0;
     for (std::uint32_t c = P; c < S; ++c) {
@@ -269,7 +270,8 @@ class two_pointer final : public policy {
     // claimed chunk loads a layer a grant, so this undercounts there. The
     // term matters where a layer's transfer is about as short as the
     // latency (smollm2's 786 KB layers: 0.6 ms from the H100 machine's disk).
-    const double grant_latency = y > 0 ? costs.latency_s(r.tier_of(static_cast<std::uint32_t>((y - 1) / L))) : 0.0;
+    const auto last = static_cast<std::uint32_t>((y - 1) / L);
+    const double grant_latency = y > 0 ? costs.latency_s(r.tier_of(last), r.link_of(last)) : 0.0;
     auto load_left = [&](std::uint64_t z) {
       double rows = z < y ? double(std::min<std::uint64_t>(L, y - z)) : 0.0;
       return committed + cum_l_.back() - at(cum_l_, z) + grant_latency * rows;

@@ -107,6 +107,16 @@ BOOST_AUTO_TEST_CASE(every_policy_restores_from_the_nodes_as_a_full_recompute) {
       }
     }
   }
+  // The scheduler learned each node's link apart (link = node index + 1):
+  // 25 chunks over 3 nodes leave none without chunks but once in 25,000.
+  for (std::uint16_t link = 1; link <= 3; ++link) {
+    auto [samples, rate] = reader.learned_rate("remote", link);
+    BOOST_TEST_MESSAGE("node " << link - 1 << ": " << samples << " samples, " << rate / 1e9 << " GB/s");
+    BOOST_TEST(samples > 0u);
+    BOOST_TEST(rate > 0);
+  }
+  BOOST_TEST(reader.learned_rate("remote", 9).first == 0u);
+  BOOST_CHECK_THROW(reader.learned_rate("tape"), kvflow::error);
 }
 
 // Stores a prompt on three nodes, then restores it load_only over a link

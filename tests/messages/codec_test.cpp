@@ -21,15 +21,15 @@ chunk_key key_of(std::uint8_t seed) {
 std::vector<message> one_of_each() {
   return {
       submit{1, "tenant-a", {1, 2, 3, 128000}, "hello", 32, 0.7f, 0.9f, "two_pointer", 123456789},
-      register_request{2, 256, 64, 32, {tier::host, tier::disk, tier::remote}, 1u << 20},
+      register_request{2, 256, 64, 32, {tier::host, tier::disk, tier::remote}, 1u << 20, {0, 0, 2}},
       grant{3, 99, action::load, {4, 8, 0, 16}, tier::disk},
       cell_done{4, 99, action::compute, {0, 1, 0, 32}, 1000, 2000, 4096, 1},
       progress{5, 3, 60, true},
       lookup{6, {key_of(1), key_of(2)}},
-      chunk_located{7, {{key_of(3), 0, tier::host, 1024}, {key_of(4), 1, tier::disk, 2048}}},
+      chunk_located{7, {{key_of(3), 0, tier::host, 1024}, {key_of(4), 1, tier::remote, 2048, 3}}},
       load{8, key_of(5), 0, 32, tier::disk, 0xdeadbeef, 5000},
       store{key_of(6), 4, 8, tier::host, 42},
-      rate_sample{tier::remote, 1u << 30, 1000000},
+      rate_sample{tier::remote, 1u << 30, 1000000, 2},
       result{9, 42, 12345, 10, 20, {{tier::host, 100}, {tier::disk, 200}}, {42, 43}, "hi"},
       node_inventory{"n1", "10.0.0.1", 4242, {{"H100", 80ull << 30}}, {{tier::host, 1ull << 36, 1ull << 30}}},
       error_report{static_cast<std::uint16_t>(errc::peer_down), "node n2 vanished", 11},
@@ -250,4 +250,13 @@ BOOST_AUTO_TEST_CASE(encode_refuses_what_decode_would_refuse) {
     BOOST_CHECK_NE(std::string(e.what()).find("register.chunkTokens"), std::string::npos);
   }
   BOOST_CHECK_THROW(encode(submit{1, "", {1, -2}, "", 0, 0.f, 1.f, "", 0}), kvflow::error);
+}
+
+BOOST_AUTO_TEST_CASE(register_needs_one_link_per_cached_chunk) {
+  // encode() checks its frame with the decoder, whose limits are the ones
+  // a frame from a socket meets.
+  register_request r{2, 256, 64, 32, {tier::remote, tier::remote}, 1u << 20, {1}};
+  BOOST_CHECK_EXCEPTION(encode(r), kvflow::error, [](const kvflow::error& e) {
+    return std::string(e.what()).find("chunkLinks") != std::string::npos;
+  });
 }

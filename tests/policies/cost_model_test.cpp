@@ -73,6 +73,32 @@ BOOST_AUTO_TEST_CASE(bandwidth_follows_rate_samples) {
   BOOST_CHECK_EQUAL(m.rate_samples(msg::tier::remote), 30u);
 }
 
+// A remote tier's nodes: each link's samples move that link's rate alone;
+// a link never sampled (or link 0) plans at the tier's rate.
+BOOST_AUTO_TEST_CASE(links_of_a_tier_are_learned_apart) {
+  cost_model m;
+  const auto remote = msg::tier::remote;
+  for (int i = 0; i < 10; ++i) {
+    m.observe(msg::rate_sample{remote, 100000000, 100000000, 1});  // node 0: 1 GB/s
+    m.observe(msg::rate_sample{remote, 100000000, 400000000, 2});  // node 1: 0.25 GB/s
+  }
+  BOOST_CHECK_CLOSE(m.bytes_per_s(remote, 1), 1e9, 1.0);
+  BOOST_CHECK_CLOSE(m.bytes_per_s(remote, 2), 0.25e9, 1.0);
+  BOOST_CHECK_CLOSE(m.bytes_per_s(remote), 1.25e9, 1e-9);  // the tier's own estimate: still the prior
+  BOOST_CHECK_CLOSE(m.bytes_per_s(remote, 3), 1.25e9, 1e-9);
+  BOOST_CHECK_CLOSE(m.load_s(remote, 2, 1e9), 4.0, 1.0);
+  BOOST_CHECK_EQUAL(m.rate_samples(remote, 1), 10u);
+  BOOST_CHECK_EQUAL(m.rate_samples(remote, 0), 0u);
+  BOOST_CHECK_EQUAL(m.rate_samples(remote), 20u);
+  m.observe(msg::rate_sample{remote, 100000000, 50000000, 0});  // the tier as a whole: 2 GB/s
+  BOOST_CHECK_CLOSE(m.bytes_per_s(remote), 2e9, 1.0);
+  BOOST_CHECK_CLOSE(m.bytes_per_s(remote, 1), 1e9, 1.0);
+  // Links come off the network: only max_links of them are kept.
+  for (std::uint32_t l = 3; l < cost_model::max_links + 10; ++l)
+    m.observe(msg::rate_sample{remote, 1000, 1000, static_cast<std::uint16_t>(l)});
+  BOOST_CHECK_EQUAL(m.rate_samples(remote, static_cast<std::uint16_t>(cost_model::max_links + 5)), 0u);
+}
+
 BOOST_AUTO_TEST_CASE(fixed_model_never_learns) {
   auto m = cost_model::fixed(1e-3, 0, {1e12, 1e9, 1e9, 1e9});
   m.observe(compute_done(0, 1, 1, 1.0));

@@ -912,19 +912,42 @@ BOOST_AUTO_TEST_CASE(warm_two_pointer_near_oracle_at_h100_points) {
   std::printf("warm H100 points: two_pointer/oracle worst %.3f\n", worst);
 }
 
+namespace {
+
+// One compute sample of a whole chunk at `cell` seconds a cell, after the
+// ignored first (setup) one: the model's compute is then measured.
+void warm_compute(cost_model& m, double cell) {
+  msg::cell_done d;
+  d.act = msg::action::compute;
+  d.cells = msg::cell_range{0, 1, 0, 32};
+  d.started_ns = 1;
+  d.finished_ns = 1 + static_cast<std::uint64_t>(32 * cell * 1e9);
+  m.observe(d);  // setup, ignored
+  m.observe(d);
+}
+
+// A llama-3-8b request of 1024-token chunks whose first `cached` chunks lie
+// on the remote tier.
+msg::register_request remote_request(std::uint32_t chunks, std::uint32_t cached) {
+  msg::register_request reg;
+  reg.request_id = 1;
+  reg.chunk_tokens = 1024;
+  reg.num_chunks = chunks;
+  reg.num_layers = layers32;
+  reg.chunk_tiers.assign(cached, msg::tier::remote);
+  reg.chunk_bytes = 2 * chunk64mib;
+  return reg;
+}
+
+}  // namespace
+
 // The first tick of the H100's 4k restore at 10 Gbit/s (3 cached chunks, the
 // split inside the last): a warm scheduler (compute and the link measured)
 // claims that chunk's layers above the split at once; a cold one, on prior
 // costs only, claims no part of a chunk (whole chunks only: here the prior's
 // slower compute puts its split at chunk 2's start).
 BOOST_AUTO_TEST_CASE(claims_the_split_chunk_early_only_when_warm) {
-  msg::register_request reg;
-  reg.request_id = 1;
-  reg.chunk_tokens = 1024;
-  reg.num_chunks = 4;
-  reg.num_layers = layers32;
-  reg.chunk_tiers.assign(3, msg::tier::remote);
-  reg.chunk_bytes = 2 * chunk64mib;
+  const auto reg = remote_request(4, 3);
   const double cell = 23.2e-3 / 32, bw = 10 * gbit;
   // The lowest layer of chunk 2 that the first tick loads (L: none).
   auto first_load_layer = [&](bool warm) {
@@ -932,13 +955,7 @@ BOOST_AUTO_TEST_CASE(claims_the_split_chunk_early_only_when_warm) {
     prior.bytes_per_s[static_cast<std::size_t>(msg::tier::remote)] = bw;
     cost_model m(prior);
     if (warm) {
-      msg::cell_done d;
-      d.act = msg::action::compute;
-      d.cells = msg::cell_range{0, 1, 0, 32};
-      d.started_ns = 1;
-      d.finished_ns = 1 + static_cast<std::uint64_t>(32 * cell * 1e9);
-      m.observe(d);  // setup, ignored
-      m.observe(d);
+      warm_compute(m, cell);
       m.observe(msg::rate_sample{msg::tier::remote, 100u << 20, static_cast<std::uint64_t>((100u << 20) / bw * 1e9)});
     }
     batch_state b(default_caps());
@@ -954,6 +971,37 @@ BOOST_AUTO_TEST_CASE(claims_the_split_chunk_early_only_when_warm) {
   BOOST_TEST(warm > 0u);
   BOOST_TEST(warm < layers32);
   BOOST_TEST((cold == 0u || cold == layers32));
+}
+
+// Two remote nodes, one fast and one slow: two_pointer plans each chunk at
+// the rate of the node that holds it, so a prompt held by the fast node
+// loads more of its prefix than the same prompt held by the slow one, and
+// a prompt with no links plans at the tier's rate.
+BOOST_AUTO_TEST_CASE(two_pointer_plans_each_node_at_its_own_rate) {
+  cost_model m;
+  warm_compute(m, 23.2e-3 / 32);
+  auto sample = [&](double bw, std::uint16_t link) {
+    m.observe(
+        msg::rate_sample{msg::tier::remote, 100u << 20, static_cast<std::uint64_t>((100u << 20) / bw * 1e9), link});
+  };
+  sample(25 * gbit, 1);
+  sample(5 * gbit, 2);
+  sample(10 * gbit, 0);
+  auto split = [&](std::uint16_t link) {
+    auto reg = remote_request(17, 16);
+    if (link) reg.chunk_links.assign(16, link);
+    batch_state b(default_caps());
+    b.add(reg);
+    auto pol = make_policy("two_pointer", {});
+    pol->decide(b, m);
+    auto sp = pol->planned_split(1);
+    BOOST_REQUIRE(sp);
+    return std::uint64_t(sp->chunk) * layers32 + sp->layer;
+  };
+  auto fast = split(1), slow = split(2), tier = split(0);
+  BOOST_TEST_MESSAGE("split at 25 / 10 / 5 Gbit/s: " << fast << " / " << tier << " / " << slow);
+  BOOST_TEST(fast < tier);
+  BOOST_TEST(tier < slow);
 }
 
 // A small model's restore (smollm2-135m on the H100: 0.14 ms a cell, 786 KB
