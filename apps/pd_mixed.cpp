@@ -114,7 +114,11 @@ class mixed_run {
       std::unique_lock<std::mutex> lock(done_m_);
       done_cv_.wait(lock, [&] { return outcomes_.size() + failures_ == jobs_in.size(); });
     }
-    stop_ = true;
+    {
+      std::lock_guard<std::mutex> lock(watch_m_);
+      stop_ = true;
+    }
+    watch_cv_.notify_all();
     for (auto& x : xs_) {
       x->cv.notify_all();
       x->worker.join();
@@ -248,8 +252,10 @@ class mixed_run {
     ro.cooldown_s = o_.hold_s;
     ro.prefill_target_s = 0.5;
     policies::pd_rebalancer rb(ro);
-    while (!stop_) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    // Samples the instances' load every 50 ms (the rebalancer's period);
+    // the run's end wakes it at once.
+    std::unique_lock<std::mutex> wl(watch_m_);
+    while (!watch_cv_.wait_for(wl, std::chrono::milliseconds(50), [&] { return stop_.load(); })) {
       std::lock_guard<std::mutex> lock(policy_m_);
       auto snap = snapshot();
       for (std::size_t i = 0; i < xs_.size(); ++i) busy_at_sample_[i] = xs_[i]->busy_ns.load();
@@ -308,6 +314,8 @@ class mixed_run {
   std::size_t rr_prefill_ = 0, rr_decode_ = 0;
   std::uint64_t t0_ = 0;
   std::atomic<bool> stop_{false};
+  std::mutex watch_m_;  // with watch_cv_: wakes the load sampler when the run ends
+  std::condition_variable watch_cv_;
   std::vector<std::uint64_t> busy_at_sample_;
   std::uint64_t last_sample_ns_ = 0;
   std::mutex done_m_;

@@ -121,16 +121,22 @@ struct join {
   }
 };
 
+// One join for `calls` calls, answering `done` once all have finished.
+std::shared_ptr<join> join_of(std::size_t calls, std::function<void(moved)> done) {
+  auto j = std::make_shared<join>();
+  j->left = calls;
+  j->result.ok = true;
+  j->result.calls = static_cast<std::uint32_t>(calls);
+  j->done = std::move(done);
+  return j;
+}
+
 }  // namespace
 
 void expect_pieces(transport& t, std::uint64_t id0, void* dst, const std::vector<kv_piece>& pieces,
                    std::function<void(moved)> done) {
   if (pieces.empty()) throw error(errc::invalid_argument, "expect_pieces: nothing to receive");
-  auto j = std::make_shared<join>();
-  j->left = pieces.size();
-  j->result.ok = true;
-  j->result.calls = static_cast<std::uint32_t>(pieces.size());
-  j->done = std::move(done);
+  auto j = join_of(pieces.size(), std::move(done));
   auto* base = static_cast<std::uint8_t*>(dst);
   for (std::size_t i = 0; i < pieces.size(); ++i)
     t.expect(id0 + i, pieces[i].bytes, base + pieces[i].offset,
@@ -140,11 +146,7 @@ void expect_pieces(transport& t, std::uint64_t id0, void* dst, const std::vector
 void send_pieces(transport& t, const std::vector<std::uint8_t>& peer, std::uint64_t id0, const void* src,
                  const std::vector<kv_piece>& pieces, std::function<void(moved)> done) {
   if (pieces.empty()) throw error(errc::invalid_argument, "send_pieces: nothing to send");
-  auto j = std::make_shared<join>();
-  j->left = pieces.size();
-  j->result.ok = true;
-  j->result.calls = static_cast<std::uint32_t>(pieces.size());
-  j->done = std::move(done);
+  auto j = join_of(pieces.size(), std::move(done));
   const auto* base = static_cast<const std::uint8_t*>(src);
   for (std::size_t i = 0; i < pieces.size(); ++i) {
     const auto n = pieces[i].bytes;
