@@ -514,8 +514,9 @@ class cuda_engine_impl {
   }
 
   // Rows of all jobs in one forward (engine::run_fused). Products, norms and
-  // the activation run once over every row; RoPE and the KV writes per job
-  // (own positions and block); attention once per run of consecutive chunks
+  // the activation run once over every row; RoPE and the KV writes too (one
+  // launch, each row at its job's positions and into its job's block);
+  // attention once per run of consecutive chunks
   // of one request (a segment: its queries are consecutive positions over
   // one block table). Each kernel computes a row from that row alone
   // (gemm.hpp, attention.cuh), so a job's bits equal run(job)'s.
@@ -557,6 +558,15 @@ class cuda_engine_impl {
       const auto* p = reinterpret_cast<const unsigned char*>(t.data());
       host.insert(host.end(), p, p + t.size() * sizeof(attn_block));
     }
+    // The jobs' rows for RoPE and the KV writes: one launch a layer.
+    std::vector<cuda::rope_job> rope_jobs;
+    for (std::size_t i = 0; i < jobs.size(); ++i)
+      rope_jobs.push_back({static_cast<bf16*>(jobs[i].out.data), row0[i], jobs[i].count, jobs[i].pos0, 0});
+    const std::size_t rope_offset = host.size();
+    {
+      const auto* p = reinterpret_cast<const unsigned char*>(rope_jobs.data());
+      host.insert(host.end(), p, p + rope_jobs.size() * sizeof(cuda::rope_job));
+    }
     const std::size_t tok_offset = host.size();
     if (lb == 0)
       for (const auto& j : jobs) {
@@ -569,6 +579,7 @@ class cuda_engine_impl {
     const int hd = cfg_.head_dim;
     const std::size_t hrow = static_cast<std::size_t>(hidden);
     float* resid = resid_.ptr;
+    prof_.begin(rows, stream_);
     if (lb == 0) {
       KVFLOW_LAUNCH_CHECK(cuda::launch_embedding(reinterpret_cast<const std::int32_t*>(dev + tok_offset), rows,
                                                  embedding_.ptr, cfg_.vocab_size, hidden, resid, stream_));
@@ -578,21 +589,20 @@ class cuda_engine_impl {
                                static_cast<std::size_t>(jobs[i].count) * hrow * sizeof(float), cudaMemcpyDeviceToDevice,
                                stream_);
     }
+    prof_.mark(op_profile::embed, stream_);
     const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
     const std::size_t qkv_w = qkv_width(), q_w = q_width();
     for (int li = lb; li < le; ++li) {
       const layer_dev& L = layers_[static_cast<std::size_t>(li)];
       KVFLOW_LAUNCH_CHECK(
           cuda::launch_rms_norm(resid, L.attn_norm.ptr, cfg_.rms_eps, rows, hidden, act_a_.ptr, stream_));
+      prof_.mark(op_profile::norm, stream_);
       gemm_->run(act_a_.ptr, L.wqkv.ptr, act_big_.ptr, rows, static_cast<int>(qkv_w), hidden, false, false, stream_);
-      for (std::size_t i = 0; i < jobs.size(); ++i) {
-        const auto& j = jobs[i];
-        const std::size_t half_layer = static_cast<std::size_t>(cfg_.kv_heads) * j.count * hd;
-        bf16* k_out = static_cast<bf16*>(j.out.data) + static_cast<std::size_t>(li) * 2 * half_layer;
-        KVFLOW_LAUNCH_CHECK(cuda::launch_qkv_rope(act_big_.ptr + row0[i] * qkv_w, j.count, j.pos0, inv_freq_.ptr,
-                                                  cfg_.heads, cfg_.kv_heads, hd, act_q_.ptr + row0[i] * q_w, k_out,
-                                                  k_out + half_layer, stream_));
-      }
+      prof_.mark(op_profile::qkv, stream_);
+      KVFLOW_LAUNCH_CHECK(cuda::launch_qkv_rope_jobs(
+          act_big_.ptr, rows, reinterpret_cast<const cuda::rope_job*>(dev + rope_offset), rope_jobs.data(),
+          static_cast<int>(rope_jobs.size()), li, inv_freq_.ptr, cfg_.heads, cfg_.kv_heads, hd, act_q_.ptr, stream_));
+      prof_.mark(op_profile::rope, stream_);
       for (const auto& sg : segs) {
         const int r0 = row0[sg.first];
         const int n = row0[sg.last] + jobs[sg.last].count - r0;
@@ -601,13 +611,20 @@ class cuda_engine_impl {
                                                    static_cast<int>(tables[sg.last].size()), li, cfg_.heads,
                                                    cfg_.kv_heads, hd, scale, act_a_.ptr + r0 * q_w, stream_));
       }
+      prof_.mark(op_profile::attention, stream_);
       gemm_->run(act_a_.ptr, L.wo.ptr, resid, rows, hidden, static_cast<int>(q_w), true, true, stream_);
+      prof_.mark(op_profile::o_proj, stream_);
       KVFLOW_LAUNCH_CHECK(
           cuda::launch_rms_norm(resid, L.ffn_norm.ptr, cfg_.rms_eps, rows, hidden, act_a_.ptr, stream_));
+      prof_.mark(op_profile::norm, stream_);
       gemm_->run(act_a_.ptr, L.w_gate_up.ptr, act_big_.ptr, rows, 2 * cfg_.intermediate, hidden, false, false, stream_);
+      prof_.mark(op_profile::gate_up, stream_);
       KVFLOW_LAUNCH_CHECK(cuda::launch_swiglu(act_big_.ptr, rows, cfg_.intermediate, act_ffn_.ptr, stream_));
+      prof_.mark(op_profile::swiglu, stream_);
       gemm_->run(act_ffn_.ptr, L.w_down.ptr, resid, rows, hidden, cfg_.intermediate, true, true, stream_);
+      prof_.mark(op_profile::down, stream_);
     }
+    prof_.end();
     for (std::size_t i = 0; i < jobs.size(); ++i)
       if (jobs[i].hidden.data)
         platform::enqueue_copy(jobs[i].hidden.data, resid + row0[i] * hrow,

@@ -35,4 +35,22 @@ cudaError_t launch_qkv_rope_at(const __nv_bfloat16* qkv, int count, const int* p
                                const float* inv_freq, int heads, int kv_heads, int head_dim, __nv_bfloat16* q_out,
                                __nv_bfloat16* k_out, __nv_bfloat16* v_out, cudaStream_t stream);
 
+/// One chunk job of a fused forward (launch_qkv_rope_jobs): its rows
+/// [row0, row0 + count) of the launch are tokens at [pos0, pos0 + count),
+/// written to its own KV block of count tokens.
+struct rope_job {
+  __nv_bfloat16* kv;  // the block: [layers][2][kv_heads][count][head_dim]
+  int row0, count, pos0, pad;
+};
+
+/// As launch_qkv_rope for the rows of several jobs in one launch (jobs
+/// ascending by row0, covering [0, rows)): row t of job j gets position
+/// pos0 + t - row0, its K/V go to slot t - row0 of layer `layer` of j's
+/// block. The same arithmetic per row as launch_qkv_rope, so the same bits.
+/// `jobs` on the device; `host_jobs` the same list on the host (checked for
+/// 16-byte alignment to pick the kernel).
+cudaError_t launch_qkv_rope_jobs(const __nv_bfloat16* qkv, int rows, const rope_job* jobs, const rope_job* host_jobs,
+                                 int num_jobs, int layer, const float* inv_freq, int heads, int kv_heads, int head_dim,
+                                 __nv_bfloat16* q_out, cudaStream_t stream);
+
 }  // namespace kvflow::cuda

@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <memory>
 #include <random>
 #include <vector>
 
@@ -116,22 +117,52 @@ BOOST_AUTO_TEST_CASE(embedding_matches_cpu) {
 }
 
 BOOST_AUTO_TEST_CASE(rms_norm_matches_cpu) {
-  const int rows = 33, n = 4096;
-  const auto x = random_floats(static_cast<std::size_t>(rows) * n, 2, -3.0f, 3.0f);
-  const auto w = random_floats(n, 3, 0.5f, 1.5f);
-  dbuf<float> d_x(x.size()), d_w(w.size()), d_y32(x.size());
-  dbuf<bf16> d_y(x.size());
-  d_x.put(x);
-  d_w.put(w);
-  KVFLOW_LAUNCH_CHECK(cuda::launch_rms_norm(d_x.p, d_w.p, 1e-5f, rows, n, d_y.p, nullptr));
-  KVFLOW_LAUNCH_CHECK(cuda::launch_rms_norm_f32(d_x.p, d_w.p, 1e-5f, rows, n, d_y32.p, nullptr));
-  std::vector<float> ref(x.size());
-  cpu::rmsnorm(x.data(), w.data(), rows, n, 1e-5f, ref.data());
-  const double e16 = rel_err(to_f32(d_y.get()), ref);
-  const double e32 = rel_err(d_y32.get(), ref);
-  BOOST_TEST_MESSAGE("rms_norm rel err bf16 " << e16 << " fp32 " << e32);
-  BOOST_TEST(e16 < 5e-3);
-  BOOST_TEST(e32 < 1e-5);
+  // 4096 and 8192: whole rows in registers (4 and 8 float4s a thread); 576:
+  // one float4 a thread, 160 threads; 100 and 12288: the scalar kernel (not
+  // a multiple of 4, wider than the registers hold).
+  for (int n : {4096, 8192, 576, 100, 12288}) {
+    const int rows = 33;
+    const auto x = random_floats(static_cast<std::size_t>(rows) * n, 2, -3.0f, 3.0f);
+    const auto w = random_floats(n, 3, 0.5f, 1.5f);
+    dbuf<float> d_x(x.size()), d_w(w.size()), d_y32(x.size());
+    dbuf<bf16> d_y(x.size());
+    d_x.put(x);
+    d_w.put(w);
+    KVFLOW_LAUNCH_CHECK(cuda::launch_rms_norm(d_x.p, d_w.p, 1e-5f, rows, n, d_y.p, nullptr));
+    KVFLOW_LAUNCH_CHECK(cuda::launch_rms_norm_f32(d_x.p, d_w.p, 1e-5f, rows, n, d_y32.p, nullptr));
+    std::vector<float> ref(x.size());
+    cpu::rmsnorm(x.data(), w.data(), rows, n, 1e-5f, ref.data());
+    const double e16 = rel_err(to_f32(d_y.get()), ref);
+    const double e32 = rel_err(d_y32.get(), ref);
+    BOOST_TEST_MESSAGE("rms_norm n " << n << " rel err bf16 " << e16 << " fp32 " << e32);
+    BOOST_TEST_INFO("n " << n);
+    BOOST_TEST(e16 < 5e-3);
+    BOOST_TEST_INFO("n " << n);
+    BOOST_TEST(e32 < 1e-5);
+  }
+}
+
+// A row's norm depends on that row alone: rows [5, 17) normalised by
+// themselves equal the same rows of a 33-row launch, bit for bit (chunked
+// prefill == one-shot).
+BOOST_AUTO_TEST_CASE(rms_norm_is_row_invariant) {
+  for (int n : {4096, 576, 100}) {
+    const int rows = 33, first = 5, count = 12;
+    const auto x = random_floats(static_cast<std::size_t>(rows) * n, 4, -3.0f, 3.0f);
+    const auto w = random_floats(n, 5, 0.5f, 1.5f);
+    dbuf<float> d_x(x.size()), d_w(w.size());
+    dbuf<bf16> d_all(x.size()), d_part(static_cast<std::size_t>(count) * n);
+    d_x.put(x);
+    d_w.put(w);
+    KVFLOW_LAUNCH_CHECK(cuda::launch_rms_norm(d_x.p, d_w.p, 1e-5f, rows, n, d_all.p, nullptr));
+    KVFLOW_LAUNCH_CHECK(
+        cuda::launch_rms_norm(d_x.p + static_cast<std::size_t>(first) * n, d_w.p, 1e-5f, count, n, d_part.p, nullptr));
+    const auto all = d_all.get();
+    const std::vector<bf16> rows_of_all(all.begin() + static_cast<std::ptrdiff_t>(first) * n,
+                                        all.begin() + static_cast<std::ptrdiff_t>(first + count) * n);
+    BOOST_TEST_INFO("n " << n);
+    BOOST_TEST(same_bits(d_part.get(), rows_of_all));
+  }
 }
 
 BOOST_AUTO_TEST_CASE(rope_inv_freq_matches_cpu) {
@@ -145,36 +176,113 @@ BOOST_AUTO_TEST_CASE(rope_inv_freq_matches_cpu) {
 }
 
 BOOST_AUTO_TEST_CASE(qkv_rope_matches_cpu) {
-  auto c = model::preset("llama-3-8b");  // scaled RoPE, GQA
-  const int count = 19, pos0 = 9000;
+  // llama-3-8b: scaled RoPE, GQA, head_dim 128; smollm2: head_dim 64.
+  for (const char* name : {"llama-3-8b", "smollm2-135m"}) {
+    auto c = model::preset(name);
+    const int count = 19, pos0 = 9000;
+    const int heads = c.heads, kvh = c.kv_heads, hd = c.head_dim;
+    const int width = (heads + 2 * kvh) * hd;
+    const auto qkv = round_bf16(random_floats(static_cast<std::size_t>(count) * width, 4));
+    const auto inv = cuda::rope_inv_freq(c);
+    dbuf<bf16> d_qkv(qkv.size()), d_q(static_cast<std::size_t>(count) * heads * hd),
+        d_k(static_cast<std::size_t>(count) * kvh * hd), d_v(static_cast<std::size_t>(count) * kvh * hd);
+    dbuf<float> d_inv(inv.size());
+    d_qkv.put(to_bf16(qkv));
+    d_inv.put(inv);
+    KVFLOW_LAUNCH_CHECK(
+        cuda::launch_qkv_rope(d_qkv.p, count, pos0, d_inv.p, heads, kvh, hd, d_q.p, d_k.p, d_v.p, nullptr));
+    std::vector<float> ref = qkv;
+    cpu::rope(ref.data(), count, width, heads + kvh, hd, pos0, inv.data());
+    std::vector<float> q_ref, k_ref(d_k.n), v_ref(d_v.n);
+    for (int t = 0; t < count; ++t) {
+      const float* row = ref.data() + static_cast<std::size_t>(t) * width;
+      q_ref.insert(q_ref.end(), row, row + heads * hd);
+      for (int h = 0; h < kvh; ++h)
+        for (int d = 0; d < hd; ++d) {
+          k_ref[(static_cast<std::size_t>(h) * count + t) * hd + d] = row[(heads + h) * hd + d];
+          v_ref[(static_cast<std::size_t>(h) * count + t) * hd + d] = row[(heads + kvh + h) * hd + d];
+        }
+    }
+    const double eq = rel_err(to_f32(d_q.get()), q_ref), ek = rel_err(to_f32(d_k.get()), k_ref);
+    BOOST_TEST_MESSAGE(name << " rope rel err q " << eq << " k " << ek);
+    BOOST_TEST_INFO(name);
+    BOOST_TEST(eq < 5e-3);
+    BOOST_TEST_INFO(name);
+    BOOST_TEST(ek < 5e-3);
+    BOOST_TEST_INFO(name);
+    BOOST_TEST(same_bits(to_f32(d_v.get()), v_ref));
+  }
+}
+
+// The 16-byte kernel (aligned pointers) and the element kernel (an input
+// one bf16 off alignment) give the same bits: the same fp32 arithmetic.
+BOOST_AUTO_TEST_CASE(qkv_rope_vector_and_scalar_paths_agree) {
+  auto c = model::preset("llama-3-8b");
+  const int count = 23, pos0 = 31000;
   const int heads = c.heads, kvh = c.kv_heads, hd = c.head_dim;
   const int width = (heads + 2 * kvh) * hd;
-  const auto qkv = round_bf16(random_floats(static_cast<std::size_t>(count) * width, 4));
+  const auto qkv = to_bf16(random_floats(static_cast<std::size_t>(count) * width, 6, -2.0f, 2.0f));
+  std::vector<bf16> shifted(qkv.size() + 1);
+  std::copy(qkv.begin(), qkv.end(), shifted.begin() + 1);
   const auto inv = cuda::rope_inv_freq(c);
-  dbuf<bf16> d_qkv(qkv.size()), d_q(static_cast<std::size_t>(count) * heads * hd),
-      d_k(static_cast<std::size_t>(count) * kvh * hd), d_v(static_cast<std::size_t>(count) * kvh * hd);
+  const std::size_t nq = static_cast<std::size_t>(count) * heads * hd, nk = static_cast<std::size_t>(count) * kvh * hd;
+  dbuf<bf16> d_a(qkv.size()), d_b(shifted.size()), q1(nq), k1(nk), v1(nk), q2(nq), k2(nk), v2(nk);
   dbuf<float> d_inv(inv.size());
-  d_qkv.put(to_bf16(qkv));
+  d_a.put(qkv);
+  d_b.put(shifted);
   d_inv.put(inv);
+  KVFLOW_LAUNCH_CHECK(cuda::launch_qkv_rope(d_a.p, count, pos0, d_inv.p, heads, kvh, hd, q1.p, k1.p, v1.p, nullptr));
   KVFLOW_LAUNCH_CHECK(
-      cuda::launch_qkv_rope(d_qkv.p, count, pos0, d_inv.p, heads, kvh, hd, d_q.p, d_k.p, d_v.p, nullptr));
-  std::vector<float> ref = qkv;
-  cpu::rope(ref.data(), count, width, heads + kvh, hd, pos0, inv.data());
-  std::vector<float> q_ref, k_ref(d_k.n), v_ref(d_v.n);
-  for (int t = 0; t < count; ++t) {
-    const float* row = ref.data() + static_cast<std::size_t>(t) * width;
-    q_ref.insert(q_ref.end(), row, row + heads * hd);
-    for (int h = 0; h < kvh; ++h)
-      for (int d = 0; d < hd; ++d) {
-        k_ref[(static_cast<std::size_t>(h) * count + t) * hd + d] = row[(heads + h) * hd + d];
-        v_ref[(static_cast<std::size_t>(h) * count + t) * hd + d] = row[(heads + kvh + h) * hd + d];
-      }
+      cuda::launch_qkv_rope(d_b.p + 1, count, pos0, d_inv.p, heads, kvh, hd, q2.p, k2.p, v2.p, nullptr));
+  BOOST_TEST(same_bits(q1.get(), q2.get()));
+  BOOST_TEST(same_bits(k1.get(), k2.get()));
+  BOOST_TEST(same_bits(v1.get(), v2.get()));
+}
+
+// The jobs of a fused forward in one launch give each job the bits of its
+// own launch_qkv_rope (chunks of one request and of another, odd counts),
+// on the 16-byte kernel (head_dim 128) and the element kernel (head_dim 24).
+BOOST_AUTO_TEST_CASE(qkv_rope_jobs_equal_one_launch_per_job) {
+  for (int hd : {128, 24}) {
+    const int heads = 8, kvh = 2, layers = 3, layer = 2;
+    const int width = (heads + 2 * kvh) * hd;
+    const std::vector<int> counts{5, 16, 2, 9}, pos0s{0, 5, 21, 7000};
+    int rows = 0;
+    for (int c : counts) rows += c;
+    const auto qkv = to_bf16(random_floats(static_cast<std::size_t>(rows) * width, 8, -2.0f, 2.0f));
+    std::vector<float> inv(static_cast<std::size_t>(hd / 2));
+    for (int i = 0; i < hd / 2; ++i) inv[i] = std::pow(500000.0f, -2.0f * i / hd);
+    dbuf<bf16> d_qkv(qkv.size()), q_fused(static_cast<std::size_t>(rows) * heads * hd),
+        q_each(static_cast<std::size_t>(rows) * heads * hd);
+    dbuf<float> d_inv(inv.size());
+    d_qkv.put(qkv);
+    d_inv.put(inv);
+    std::vector<std::unique_ptr<dbuf<bf16>>> fused_kv, each_kv;
+    std::vector<cuda::rope_job> jobs;
+    int row0 = 0;
+    for (std::size_t j = 0; j < counts.size(); ++j) {
+      const std::size_t block = static_cast<std::size_t>(layers) * 2 * kvh * counts[j] * hd;
+      fused_kv.push_back(std::make_unique<dbuf<bf16>>(block));
+      each_kv.push_back(std::make_unique<dbuf<bf16>>(block));
+      jobs.push_back({fused_kv.back()->p, row0, counts[j], pos0s[j], 0});
+      const std::size_t half_layer = static_cast<std::size_t>(kvh) * counts[j] * hd;
+      bf16* k = each_kv.back()->p + static_cast<std::size_t>(layer) * 2 * half_layer;
+      KVFLOW_LAUNCH_CHECK(cuda::launch_qkv_rope(
+          d_qkv.p + static_cast<std::size_t>(row0) * width, counts[j], pos0s[j], d_inv.p, heads, kvh, hd,
+          q_each.p + static_cast<std::size_t>(row0) * heads * hd, k, k + half_layer, nullptr));
+      row0 += counts[j];
+    }
+    dbuf<cuda::rope_job> d_jobs(jobs.size());
+    d_jobs.put(jobs);
+    KVFLOW_LAUNCH_CHECK(cuda::launch_qkv_rope_jobs(d_qkv.p, rows, d_jobs.p, jobs.data(), static_cast<int>(jobs.size()),
+                                                   layer, d_inv.p, heads, kvh, hd, q_fused.p, nullptr));
+    BOOST_TEST_INFO("head_dim " << hd);
+    BOOST_TEST(same_bits(q_fused.get(), q_each.get()));
+    for (std::size_t j = 0; j < counts.size(); ++j) {
+      BOOST_TEST_INFO("head_dim " << hd << " job " << j);
+      BOOST_TEST(same_bits(fused_kv[j]->get(), each_kv[j]->get()));
+    }
   }
-  const double eq = rel_err(to_f32(d_q.get()), q_ref), ek = rel_err(to_f32(d_k.get()), k_ref);
-  BOOST_TEST_MESSAGE("rope rel err q " << eq << " k " << ek);
-  BOOST_TEST(eq < 5e-3);
-  BOOST_TEST(ek < 5e-3);
-  BOOST_TEST(same_bits(to_f32(d_v.get()), v_ref));
 }
 
 BOOST_AUTO_TEST_CASE(swiglu_matches_cpu) {
@@ -190,6 +298,20 @@ BOOST_AUTO_TEST_CASE(swiglu_matches_cpu) {
     BOOST_TEST_INFO("inter " << inter);
     BOOST_TEST(e < 5e-3);
   }
+}
+
+// The 16-byte kernel and the element kernel (output one bf16 off
+// alignment) give the same bits.
+BOOST_AUTO_TEST_CASE(swiglu_vector_and_scalar_paths_agree) {
+  const int count = 37, inter = 14336;
+  const auto gu = to_bf16(random_floats(static_cast<std::size_t>(count) * 2 * inter, 7, -6.0f, 6.0f));
+  const std::size_t n = static_cast<std::size_t>(count) * inter;
+  dbuf<bf16> d_gu(gu.size()), d_vec(n), d_scalar(n + 1);
+  d_gu.put(gu);
+  KVFLOW_LAUNCH_CHECK(cuda::launch_swiglu(d_gu.p, count, inter, d_vec.p, nullptr));
+  KVFLOW_LAUNCH_CHECK(cuda::launch_swiglu(d_gu.p, count, inter, d_scalar.p + 1, nullptr));
+  const auto scalar = d_scalar.get();
+  BOOST_TEST(same_bits(d_vec.get(), std::vector<bf16>(scalar.begin() + 1, scalar.end())));
 }
 
 BOOST_AUTO_TEST_CASE(logits_matches_cpu) {
