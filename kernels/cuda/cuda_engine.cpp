@@ -86,7 +86,7 @@ std::string config_text(const config& c) {
          std::to_string(c.tie_embeddings);
 }
 
-// KVFLOW_ENGINE_PROFILE=1: events between the kernels of run()'s forward;
+// KVFLOW_ENGINE_PROFILE=1: events between the kernels of run()'s and run_fused()'s forwards;
 // the time of each kind of step is summed per row count and printed to
 // stderr when the engine goes (where a forward's time goes: products,
 // attention, elementwise). Each forward then ends with a wait, so profile
