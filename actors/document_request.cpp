@@ -248,10 +248,19 @@ caf::behavior document_request_actor(caf::stateful_actor<document_request_state>
         work->blend = p->blend;
         work->blend.ratio = plan.ratio;
         report->recompute_ratio = work->blend.ratio;
+        const auto sent = clock_type::now();
         self->request(gpu, p->timeout, blend_atom::value, work)
             .then(
                 [=](bool) {
                   const auto& r = work->result;
+                  if (device)
+                    // What a TTFT beyond max(loads, compute) is made of: the rest of
+                    // the round trip (allocation, waits, copies into the chunks).
+                    logger("actors")->debug(
+                        "request {} (documents): plan {:.3f} (front {:.3f}, estimate {:.4f} s); round trip {:.4f} "
+                        "s, GPU compute {:.4f} s, loads {:.4f} s ({:.3f} GB)",
+                        ws->request_id(), plan.ratio, plan.front_share, plan.estimate_s, seconds_since(sent),
+                        work->compute_s, work->load_s, work->load_bytes / 1e9);
                   const int check = work->blend.selection == model::token_selection::cacheblend
                                         ? std::min(work->blend.check_layers, c.layers)
                                         : 0;
@@ -267,20 +276,20 @@ caf::behavior document_request_actor(caf::stateful_actor<document_request_state>
                                               work->compute_s);
                   }
                   report->document_tokens_recomputed = static_cast<std::uint32_t>(r.selected_document_tokens);
+                  for (bool l : work->loaded) ++(l ? report->documents_reused : report->documents_computed);
+                  first_token();
+                  // The entries computed here are stored while the first token is
+                  // sampled (this actor handles its reply only after this handler,
+                  // so they are stored before the request is answered).
+                  if (!p->store || !p->base.opts.store) return;
                   std::size_t d = 0;
                   for (const auto& s : work->segments) {
                     if (!s.document) continue;
-                    if (work->loaded[d]) {
-                      ++report->documents_reused;
-                    } else {
-                      ++report->documents_computed;
-                      if (p->store && p->base.opts.store)
-                        devices::store_document(*p->store, p->keys[blended[d]], work->documents[d].data(),
-                                                model::kv_shape_of(c, s.count, ws->engine().kv_type()));
-                    }
+                    if (!work->loaded[d])
+                      devices::store_document(*p->store, p->keys[blended[d]], work->documents[d].data(),
+                                              model::kv_shape_of(c, s.count, ws->engine().kv_type()));
                     ++d;
                   }
-                  first_token();
                 },
                 [=](caf::error& e) { fail(self->system().render(e)); });
       },
