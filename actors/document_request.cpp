@@ -5,6 +5,7 @@
 
 #include "actors/atoms.hpp"
 #include "actors/caf_error.hpp"
+#include "actors/document_cuda.hpp"
 #include "actors/gpu_actor.hpp"
 #include "devices/document_store.hpp"
 #include "kernels/cpu/rope.hpp"
@@ -21,7 +22,8 @@ double seconds_since(clock_type::time_point t) { return std::chrono::duration<do
 
 }  // namespace
 
-policies::recompute_plan choose_document_plan(const document_params& p, const model::config& c) {
+policies::recompute_plan choose_document_plan(const document_params& p, const model::config& c, model::dtype kv,
+                                              int device_groups) {
   policies::recompute_plan plan;
   if (p.blend.ratio >= 0) {
     plan.ratio = std::min(1.0, p.blend.ratio);
@@ -33,8 +35,15 @@ policies::recompute_plan choose_document_plan(const document_params& p, const mo
   in.check_layers = p.blend.selection == model::token_selection::cacheblend ? p.blend.check_layers : 0;
   in.token_layer_s = p.rates ? p.rates->token_layer_s() : 0;
   in.load_bytes_per_s = p.rates ? p.rates->load_bytes_per_s() : 0;
-  in.kv_bytes_per_token_layer = 2.0 * c.kv_heads * c.head_dim * sizeof(float);
+  in.kv_bytes_per_token_layer = 2.0 * c.kv_heads * c.head_dim * static_cast<double>(model::dtype_size(kv));
   in.split_front = true;
+  if (device_groups > 0) {
+    // The device path: EPIC's rows run in device_groups forwards as their
+    // loads land; cacheblend's check layers overlap the loads, the layers
+    // above them wait for the last one.
+    in.tail_share = in.check_layers > 0 ? 1.0 - static_cast<double>(std::min(in.check_layers, c.layers)) / c.layers
+                                        : 1.0 / device_groups;
+  }
   if (in.token_layer_s <= 0 || in.load_bytes_per_s <= 0) {
     plan.ratio = in.min_ratio;
     return plan;
@@ -60,6 +69,7 @@ std::vector<bool> documents_in_full(const document_params& p, const policies::re
 }
 
 void run_document_work(model::engine& e, document_work& w) {
+  if (e.kv_type() != model::dtype::f32) return run_document_work_device(e, w);
   const model::config& c = e.cfg();
   workspace& ws = *w.ws;
   const auto& tokens = ws.tokens();
@@ -180,7 +190,8 @@ caf::behavior document_request_actor(caf::stateful_actor<document_request_state>
         policies::recompute_plan plan;
         std::vector<bool> in_full;
         try {
-          plan = choose_document_plan(*p, c);
+          plan = choose_document_plan(*p, c, ws->engine().kv_type(),
+                                      ws->engine().kv_type() != model::dtype::f32 ? p->device_groups : 0);
           in_full = documents_in_full(*p, plan);
         } catch (const error& e) {
           return fail(e.what());
@@ -205,13 +216,19 @@ caf::behavior document_request_actor(caf::stateful_actor<document_request_state>
             ++d;
           }
         }
+        const bool device = ws->engine().kv_type() != model::dtype::f32;
         const auto t0 = clock_type::now();
         double bytes = 0;
         std::size_t d = 0;
         for (const auto& s : work->segments) {
           if (!s.document) continue;
+          if (device) {
+            // The device path reads the entries itself, overlapped with the recompute.
+            work->keys.push_back(p->keys[blended[d++]]);
+            continue;
+          }
           const auto shape = model::kv_shape_of(c, s.count, model::dtype::f32);
-          std::vector<float> kv(shape.bytes() / sizeof(float));
+          std::vector<std::uint8_t> kv(shape.bytes());
           bool ok = false;
           try {
             ok = p->store && devices::load_document(*p->store, p->keys[blended[d]], kv.data(), shape);
@@ -226,35 +243,53 @@ caf::behavior document_request_actor(caf::stateful_actor<document_request_state>
         }
         if (bytes > 0 && p->rates) p->rates->observe_load(bytes, seconds_since(t0));
         report->bytes_from_host = static_cast<std::uint64_t>(bytes);
+        work->store = p->store;
+        work->groups = p->device_groups;
         work->blend = p->blend;
         work->blend.ratio = plan.ratio;
         report->recompute_ratio = work->blend.ratio;
+        const auto sent = clock_type::now();
         self->request(gpu, p->timeout, blend_atom::value, work)
             .then(
                 [=](bool) {
                   const auto& r = work->result;
+                  if (device)
+                    // What a TTFT beyond max(loads, compute) is made of: the rest of
+                    // the round trip (allocation, waits, copies into the chunks).
+                    logger("actors")->debug(
+                        "request {} (documents): plan {:.3f} (front {:.3f}, estimate {:.4f} s); round trip {:.4f} "
+                        "s, GPU compute {:.4f} s, loads {:.4f} s ({:.3f} GB)",
+                        ws->request_id(), plan.ratio, plan.front_share, plan.estimate_s, seconds_since(sent),
+                        work->compute_s, work->load_s, work->load_bytes / 1e9);
                   const int check = work->blend.selection == model::token_selection::cacheblend
                                         ? std::min(work->blend.check_layers, c.layers)
                                         : 0;
-                  if (p->rates)
+                  if (device) {
+                    if (p->rates) {
+                      p->rates->observe_compute(work->token_layers, work->compute_s);
+                      p->rates->observe_load(work->load_bytes, work->load_s);
+                    }
+                    report->bytes_from_host = static_cast<std::uint64_t>(work->load_bytes);
+                  } else if (p->rates) {
                     p->rates->observe_compute(static_cast<double>(ws->tokens().size()) * check +
                                                   static_cast<double>(r.recomputed.size()) * (c.layers - check),
                                               work->compute_s);
+                  }
                   report->document_tokens_recomputed = static_cast<std::uint32_t>(r.selected_document_tokens);
+                  for (bool l : work->loaded) ++(l ? report->documents_reused : report->documents_computed);
+                  first_token();
+                  // The entries computed here are stored while the first token is
+                  // sampled (this actor handles its reply only after this handler,
+                  // so they are stored before the request is answered).
+                  if (!p->store || !p->base.opts.store) return;
                   std::size_t d = 0;
                   for (const auto& s : work->segments) {
                     if (!s.document) continue;
-                    if (work->loaded[d]) {
-                      ++report->documents_reused;
-                    } else {
-                      ++report->documents_computed;
-                      if (p->store && p->base.opts.store)
-                        devices::store_document(*p->store, p->keys[blended[d]], work->documents[d].data(),
-                                                model::kv_shape_of(c, s.count, model::dtype::f32));
-                    }
+                    if (!work->loaded[d])
+                      devices::store_document(*p->store, p->keys[blended[d]], work->documents[d].data(),
+                                              model::kv_shape_of(c, s.count, ws->engine().kv_type()));
                     ++d;
                   }
-                  first_token();
                 },
                 [=](caf::error& e) { fail(self->system().render(e)); });
       },

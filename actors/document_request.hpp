@@ -1,13 +1,16 @@
 #pragma once
 // The document path of a request (non-prefix reuse, issue 20): a prompt
-// whose marked documents the prefix chain misses. A detached actor reads
-// the document entries from the tiers (blocking reads, off the actor
-// pool), the gpu actor places them and runs the selective recompute
-// (blend_atom), then the request takes its first token and decodes as any
-// other. Its KV is approximate: nothing is stored under prefix keys, only
-// the document entries that had to be computed.
+// whose marked documents the prefix chain misses. On the CPU backend a
+// detached actor reads the document entries from the tiers (blocking reads,
+// off the actor pool) and the gpu actor places them and runs the selective
+// recompute (blend_atom); on CUDA the gpu actor's work reads them itself,
+// overlapped with the recompute (actors/document_cuda.hpp). Then the
+// request takes its first token and decodes as any other. Its KV is
+// approximate: nothing is stored under prefix keys, only the document
+// entries that had to be computed.
 
 #include <chrono>
+#include <cstdint>
 #include <memory>
 #include <mutex>
 #include <vector>
@@ -26,18 +29,30 @@ namespace kvflow {
 struct document_work {
   workspace_ptr ws;
   std::vector<model::prompt_segment> segments;  ///< tile the prompt; documents marked
-  std::vector<std::vector<float>> documents;    ///< per document segment: its KV from position 0 (f32)
-  std::vector<bool> loaded;                     ///< per document segment: read from a tier (else computed here)
+  /// Per document segment: its KV from position 0 (the engine's kv type),
+  /// where loaded by the caller (CPU) or computed here (to be stored).
+  std::vector<std::vector<std::uint8_t>> documents;
+  std::vector<bool> loaded;  ///< per document segment: read from a tier (else computed here)
   model::blend_options blend;
   model::blend_result result;  ///< filled in by run_document_work
-  double compute_s = 0;        ///< seconds run_document_work took
+  double compute_s = 0;        ///< seconds of the recompute (device path: the GPU's, from events)
+
+  // The device path reads the entries itself (documents and loaded are its outputs).
+  std::shared_ptr<devices::chunk_store> store;
+  std::vector<std::vector<msg::chunk_key>> keys;  ///< per document segment: document_block_keys
+  int groups = 4;                                 ///< forwards the reused documents' recompute is cut into
+  double load_bytes = 0;                          ///< bytes the device path moved from the tiers
+  double load_s = 0;                              ///< seconds from its first load to its last
+  double token_layers = 0;                        ///< token-layers the device path computed
 };
 using document_work_ptr = std::shared_ptr<document_work>;
 
 /// On the engine's owner thread: computes the documents not loaded, places
 /// every document, runs blend_prefill and leaves the prompt's KV in the
 /// workspace's chunk blocks and the last position's hidden state in its
-/// last chunk's last row (what first_atom reads). Throws kvflow::error.
+/// last chunk's last row (what first_atom reads). An engine whose blocks are
+/// not f32 host memory (CUDA) takes the device path instead
+/// (run_document_work_device). Throws kvflow::error.
 void run_document_work(model::engine& e, document_work& w);
 
 /// Measured rates of the document path, shared by its requests: what the
@@ -62,6 +77,7 @@ struct document_params {
   std::shared_ptr<devices::chunk_store> store;
   std::shared_ptr<document_rates> rates;
   model::blend_options blend;  ///< ratio < 0: chosen from `rates` (policies/recompute_ratio)
+  int device_groups = 4;       ///< device path: forwards the reused documents' recompute is cut into
   std::chrono::milliseconds timeout{600000};
 };
 
@@ -70,8 +86,13 @@ struct document_params {
 /// with split_front: the leading documents computed in full where loading
 /// them is slower than computing them; a full recompute where reuse would
 /// not pay). Until both rates are known: the quality floor. Throws
-/// kvflow::error(invalid_argument) on inputs the policy refuses.
-policies::recompute_plan choose_document_plan(const document_params& p, const model::config& c);
+/// kvflow::error(invalid_argument) on inputs the policy refuses. `kv` is
+/// the blocks' type (the bytes a load moves); with `device_groups` > 0 the
+/// plan is the device path's: loads overlap the recompute, whose last of
+/// that many forwards waits for the last load (cacheblend: everything above
+/// the check layers waits for it).
+policies::recompute_plan choose_document_plan(const document_params& p, const model::config& c,
+                                              model::dtype kv = model::dtype::f32, int device_groups = 0);
 
 /// Per document segment of `p`: whether the plan computes it in full, in
 /// context, with no load (every document for a full recompute, else the

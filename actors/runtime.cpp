@@ -427,8 +427,11 @@ struct runtime::impl {
   // prefix hit stays bit-exact. True when the document path took it.
   bool start_documents(const std::shared_ptr<workspace>& ws, const submit_options& so, const std::string& salt,
                        report_callback done, std::chrono::steady_clock::time_point submitted) {
-    if (backend != backend_kind::cpu) {
-      logger("actors")->debug("documents marked, but the {} backend has no selective recompute", to_string(backend));
+    // CUDA runs the document path on the device (actors/document_cuda.hpp),
+    // on one engine: pipeline stages restore marked prompts as usual.
+    if (backend != backend_kind::cpu && !(backend == backend_kind::cuda && stage_list.empty())) {
+      logger("actors")->debug("documents marked, but the {} backend with {} stages has no document path",
+                              to_string(backend), stage_list.size());
       return false;
     }
     const int n = static_cast<int>(ws->tokens().size());
