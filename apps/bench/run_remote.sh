@@ -17,7 +17,8 @@
 #            lanes), load_only and two_pointer; skipped once TOTAL_S passed
 # BUDGET_S caps each step (default 150), TOTAL_S the optional ones (100).
 # TRACE_BATCH=1 traces two_pointer's batch-1 restore on the first tier and
-# context (restore_trace_two_pointer.json; default -1: none).
+# context (restore_trace_two_pointer.json; default -1: none); TRACE_POLICIES
+# (comma-separated) traces others too.
 set -uo pipefail
 STEPS=${1:?usage: $0 STEPS OUT_DIR}
 OUT=${2:?usage: $0 STEPS OUT_DIR}
@@ -31,7 +32,7 @@ run() {
   local name=$1 out=$2; shift 2
   local s=$SECONDS
   timeout -k 10 "${BUDGET_S:-150}" "$BIN" bench --device-name "${gpu:-unknown GPU}" --backend cuda --disk-root /tmp \
-    --paced-root "$paced" --chunk-tokens 1024 --suffix-tokens 256 --repeats 1 --no-digest --trace-batch "${TRACE_BATCH:--1}" --trace-policies two_pointer \
+    --paced-root "$paced" --chunk-tokens 1024 --suffix-tokens 256 --repeats 1 --no-digest --trace-batch "${TRACE_BATCH:--1}" --trace-policies "${TRACE_POLICIES:-two_pointer}" \
     --append --out "$out" "$@" 2>> "$OUT/bench.log"
   echo "$name: exit $?, $((SECONDS - s)) s" >> "$OUT/steps.txt"
   rm -rf "$paced"/kvflow-bench-* /tmp/kvflow-bench-*
