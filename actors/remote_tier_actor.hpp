@@ -53,6 +53,13 @@ struct remote_tier_options {
   /// How often a node that is down is asked (or connected to) again.
   std::chrono::milliseconds retry_interval{1000};
   std::uint64_t staging_cap = 1ull << 30;  ///< page-locked landing buffers kept for reuse
+  /// Landing buffers of one layer of one chunk (a one-cell grant's size)
+  /// page-locked at start, at most 128, kept beyond staging_cap: page-locking
+  /// them as a restore's first one-cell grants come takes milliseconds each
+  /// on the actor's thread and the CUDA driver's lock, so the GPU's first
+  /// forward and the first answers wait (H200, 16k at 25 Gbit/s: 52 ms for a
+  /// 7.5 ms forward). 0: none.
+  std::uint64_t warm_staging_bytes = 512ull << 20;
   /// Where each node's own rate samples go (frame rateSample with link =
   /// node index + 1): the scheduler, which learns every node's link apart.
   /// None: not sent (the grants' cell_done still give the tier's rate).

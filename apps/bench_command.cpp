@@ -65,6 +65,7 @@ struct bench_options {
   std::string device_name;                              // e.g. the GPU's name, for the records
   std::string disk_root;                                // folder of the disk tier's chunk files; empty: the temp folder
   std::size_t ucx_lanes = runtime_options{}.ucx_lanes;  // remote:N, both ends
+  int link_mtu = 0;                                     // remote:N: the veth pair's MTU; 0: the kernel's 1500
   std::string paced_root;                               // same for paced tiers; empty: disk_root
   int stages = 0;                                       // layer-pipeline stages; 0 or 1: none
   std::string stage_link;  // hand-off between stages: host or nccl; empty: the runtime's default
@@ -342,6 +343,7 @@ class bench {
       co.kvflow_exe = "/proc/self/exe";
       co.nodes = 1;
       co.gbps = t.gbps;
+      co.mtu = opt_.link_mtu;
       co.node_args = {"--host-gb", std::to_string(tier_bytes_needed(t) * 1.25 / 1e9 + 1), "--ucx-lanes",
                       std::to_string(opt_.ucx_lanes)};
       cluster_ = std::make_unique<app::node_cluster>(co);
@@ -350,11 +352,16 @@ class bench {
                       ": no network namespace here (root and ip/tc needed): unshaped loopback");
       remote_gbps_ = t.gbps;
       facts_.link_gbps = t.gbps;
-      // About a second of traffic at the shaped rate.
-      link_raw_gbps_ = cluster_->measure_gbps(static_cast<std::size_t>(std::max(16e6, t.gbps * 1e9 / 8)));
+      // About a second of traffic at the shaped rate: one TCP stream, and as
+      // many streams as the UCX lanes (what the loads use).
+      const auto raw_bytes = static_cast<std::size_t>(std::max(16e6, t.gbps * 1e9 / 8));
+      facts_.link_raw_1stream_gbps = cluster_->measure_gbps(raw_bytes);
+      link_raw_gbps_ = cluster_->measure_gbps(raw_bytes, static_cast<int>(opt_.ucx_lanes));
       facts_.link_raw_gbps = link_raw_gbps_;
       facts_.ucx_lanes = opt_.ucx_lanes;
-      progress_.say(cluster_->describe() + ", raw TCP stream " + fmt(link_raw_gbps_) + " Gbit/s");
+      facts_.link_mtu = opt_.link_mtu > 0 ? opt_.link_mtu : 1500;
+      progress_.say(cluster_->describe() + ", raw TCP " + fmt(facts_.link_raw_1stream_gbps) + " Gbit/s (1 stream), " +
+                    fmt(link_raw_gbps_) + " Gbit/s (" + std::to_string(opt_.ucx_lanes) + " streams)");
       ro.cluster_members = cluster_->members();
       ro.ucx_tls = cluster_->ucx_tls();
       ro.ucx_devices = cluster_->ucx_devices();
@@ -728,6 +735,10 @@ command_runner add_bench_command(CLI::App& app) {
   cmd->add_option("--ucx-lanes", opt->ucx_lanes, "remote:N: UCX workers (threads, TCP connections) at each end")
       ->check(CLI::Range(1, 64))
       ->capture_default_str();
+  cmd->add_option("--link-mtu", opt->link_mtu,
+                  "remote:N: MTU of the veth pair (0: the kernel's 1500; 9000: jumbo frames, fewer header bytes "
+                  "in the shaped rate)")
+      ->check(CLI::Range(0, 65535));
   cmd->add_option("--out", opt->out_dir, "Folder for restore.json, restore.md and trace files");
   cmd->add_option("--disk-root", opt->disk_root, "Folder for the disk tier's chunk files (default: the temp folder)");
   cmd->add_option("--paced-root", opt->paced_root,

@@ -119,6 +119,9 @@ void bench_records::add(std::map<std::string, point>& points, const std::vector<
         {"device", facts_.device},
         {"link_gbps", facts_.remote_tier ? json(facts_.link_gbps) : json(nullptr)},
         {"link_raw_gbps", facts_.remote_tier ? json(facts_.link_raw_gbps) : json(nullptr)},
+        {"link_raw_streams", facts_.remote_tier ? json(facts_.ucx_lanes) : json(nullptr)},
+        {"link_raw_1stream_gbps", facts_.remote_tier ? json(facts_.link_raw_1stream_gbps) : json(nullptr)},
+        {"link_mtu", facts_.remote_tier ? json(facts_.link_mtu) : json(nullptr)},
         {"ucx_lanes", facts_.remote_tier ? json(facts_.ucx_lanes) : json(nullptr)},
         {"gb_from_remote", pt.remote_bytes / n / 1e9},
         {"link_utilization", facts_.remote_tier && pt.remote_busy_s > 0

@@ -126,7 +126,10 @@ struct run_facts {
   int stages = 1;                            ///< layer-pipeline stages (--stages)
   std::string stage_link;                    ///< --stage-link; empty: the runtime's default
   bool remote_tier = false;                  ///< the current tier is remote:N (a kvflow node behind a shaped link)
-  double link_gbps = 0, link_raw_gbps = 0;   ///< its shaped rate, and one TCP stream measured over it
+  double link_gbps = 0;                      ///< its shaped rate
+  double link_raw_gbps = 0;                  ///< ucx_lanes TCP streams at once measured over it
+  double link_raw_1stream_gbps = 0;          ///< one TCP stream measured over it
+  int link_mtu = 0;                          ///< its MTU
   std::size_t ucx_lanes = 0;                 ///< UCX workers at each end of it
 };
 

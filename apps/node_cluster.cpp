@@ -2,6 +2,7 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
@@ -120,6 +121,10 @@ node_cluster::node_cluster(node_cluster_options options) : opt_(std::move(option
       run_checked("ip -n " + ns_ + " addr add " + node_ip_ + "/24 dev " + node_dev_);
       run_checked("ip -n " + ns_ + " link set " + node_dev_ + " up");
       run_checked("ip -n " + ns_ + " link set lo up");
+      if (opt_.mtu > 0) {
+        run_checked("ip link set dev " + host_dev_ + " mtu " + std::to_string(opt_.mtu));
+        run_checked("ip -n " + ns_ + " link set dev " + node_dev_ + " mtu " + std::to_string(opt_.mtu));
+      }
       if (opt_.gbps > 0) shape(opt_.gbps);
     }
     if (!ns_.empty() || opt_.tls) {
@@ -202,39 +207,65 @@ bool node_cluster::shape(double gbps) {
   return true;
 }
 
-double node_cluster::measure_gbps(std::size_t bytes) {
-  if (ns_.empty() || !shell_ok("command -v python3")) return 0;
+double node_cluster::measure_gbps(std::size_t bytes, int streams) {
+  if (ns_.empty() || streams < 1 || !shell_ok("command -v python3")) return 0;
   platform::unique_fd listener(::socket(AF_INET, SOCK_STREAM, 0));
   const int s = listener.get();
   sockaddr_in a{};
   a.sin_family = AF_INET;
   inet_pton(AF_INET, host_ip_.c_str(), &a.sin_addr);
   socklen_t len = sizeof a;
-  if (s < 0 || ::bind(s, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 || ::listen(s, 1) != 0 ||
+  if (s < 0 || ::bind(s, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 || ::listen(s, streams) != 0 ||
       ::getsockname(s, reinterpret_cast<sockaddr*>(&a), &len) != 0)
     return 0;
   std::ostringstream py;
   py << "import socket; s=socket.create_connection(('" << host_ip_ << "'," << ntohs(a.sin_port)
-     << ")); b=bytearray(1<<20); n=" << bytes
+     << ")); b=bytearray(1<<20); n=" << bytes / static_cast<std::size_t>(streams)
      << "\nwhile n>0:\n k=min(n,len(b)); s.sendall(memoryview(b)[:k]); n-=k\ns.close()";
-  std::string cmd = "ip netns exec " + ns_ + " python3 -c \"" + py.str() + "\" &";
-  if (std::system(cmd.c_str()) != 0) return 0;
-  platform::unique_fd conn(::accept(s, nullptr, nullptr));
-  listener.reset();
-  if (!conn) return 0;
-  const int c = conn.get();
+  // One sender process a stream (threads would share one interpreter lock).
+  for (int i = 0; i < streams; ++i) {
+    std::string cmd = "ip netns exec " + ns_ + " python3 -c \"" + py.str() + "\" &";
+    if (std::system(cmd.c_str()) != 0) return 0;
+  }
+  // Accepts the streams as their senders start (one may start well after
+  // another) while reading the ones already there; the clock starts at the
+  // first bytes read, which do not count (they arrived before it started).
+  std::vector<platform::unique_fd> conns;
+  std::vector<pollfd> fds{{s, POLLIN, 0}};
   std::vector<char> buf(1 << 20);
   std::size_t got = 0;
   auto start = std::chrono::steady_clock::now();
   bool first = true;
-  for (;;) {
-    auto n = ::recv(c, buf.data(), buf.size(), 0);
-    if (n <= 0) break;
-    if (first) start = std::chrono::steady_clock::now();
-    first = false;
-    got += static_cast<std::size_t>(n);
+  int accepted = 0, open = 0;
+  while (accepted < streams || open > 0) {
+    if (::poll(fds.data(), fds.size(), 30000) <= 0) break;
+    for (std::size_t k = 1; k < fds.size(); ++k) {
+      auto& p = fds[k];
+      if (p.fd < 0 || !(p.revents & (POLLIN | POLLHUP | POLLERR))) continue;
+      auto n = ::recv(p.fd, buf.data(), buf.size(), 0);
+      if (n <= 0) {
+        p.fd = -1;  // poll skips it; conns closes it
+        --open;
+        continue;
+      }
+      if (first) {
+        start = std::chrono::steady_clock::now();
+        first = false;
+      } else {
+        got += static_cast<std::size_t>(n);
+      }
+    }
+    if (fds[0].fd >= 0 && (fds[0].revents & POLLIN)) {
+      int c = ::accept(s, nullptr, nullptr);
+      if (c < 0) break;
+      conns.emplace_back(c);
+      fds.push_back({c, POLLIN, 0});
+      ++open;
+      if (++accepted == streams) fds[0].fd = -1;
+    }
   }
-  conn.reset();
+  listener.reset();
+  conns.clear();
   double s_elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   return s_elapsed > 0 ? got * 8.0 / s_elapsed / 1e9 : 0;
 }
@@ -248,6 +279,7 @@ std::string node_cluster::describe() const {
     o << "in namespace " << ns_ << " behind veth " << host_dev_ << " (" << host_ip_ << ") <-> " << node_dev_ << " ("
       << node_ip_ << ")";
   if (opt_.gbps > 0 && !ns_.empty()) o << " shaped to " << opt_.gbps << " Gbit/s";
+  if (opt_.mtu > 0 && !ns_.empty()) o << ", MTU " << opt_.mtu;
   return o.str();
 }
 

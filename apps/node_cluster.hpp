@@ -22,6 +22,10 @@ struct node_cluster_options {
   /// loopback; a namespaced cluster always has them, since a node refuses
   /// to listen beyond loopback without.
   bool tls = false;
+  /// MTU of both ends of the veth pair (0: the kernel's default, 1500). tbf
+  /// counts every packet's headers: one TCP stream's payload is 1448/1514 of
+  /// the shaped rate at 1500, 8948/9014 at 9000 (jumbo frames).
+  int mtu = 0;  // last: tests list the fields above in order
 };
 
 /// PEM files of one cluster: a CA, and a certificate and key per name.
@@ -73,10 +77,11 @@ class node_cluster {
   /// Shapes the nodes' side of the link to `gbps` (0: removes the shape).
   /// Only in a namespace; false on loopback.
   bool shape(double gbps);
-  /// Measures the link's raw rate from the namespace to this process: one
-  /// TCP stream of `bytes` (python3 in the namespace sends). 0 when not
-  /// namespaced or python3 is missing.
-  double measure_gbps(std::size_t bytes);
+  /// Measures the link's raw rate from the namespace to this process:
+  /// `streams` TCP streams at once (one python3 sender each in the
+  /// namespace) of `bytes` in all, from the first byte received to the last.
+  /// 0 when not namespaced or python3 is missing.
+  double measure_gbps(std::size_t bytes, int streams = 1);
 
  private:
   void start_node(int i);

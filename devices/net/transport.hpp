@@ -122,6 +122,9 @@ class transport {
 
   /// Pieces dropped: unannounced ids, sizes that differ, repeats.
   std::uint64_t refused() const;
+  /// Pieces of announced transfers landed on each lane (its worker and
+  /// thread received them).
+  std::vector<std::uint64_t> landed_per_lane() const;
 
   struct impl;
 

@@ -165,3 +165,24 @@ BOOST_AUTO_TEST_CASE(a_node_killed_mid_transfer_costs_time_not_output) { restore
 BOOST_AUTO_TEST_CASE(a_node_stopped_mid_transfer_costs_time_not_output) {
   restore_through_a_failure(SIGSTOP, "stopped");
 }
+
+BOOST_AUTO_TEST_CASE(a_shaped_link_carries_its_mtu_and_several_streams_share_its_rate) {
+  app::node_cluster_options o{kvflow_exe(), 1, 0.2, true, {}};
+  o.mtu = 9000;
+  app::node_cluster nodes(o);
+  if (!nodes.namespaced()) {
+    BOOST_TEST_MESSAGE("no network namespace here: nothing to shape");
+    return;
+  }
+  std::string cmd = "ip link show dev " + nodes.ucx_devices() + " | grep -q 'mtu 9000'";
+  BOOST_TEST(std::system(cmd.c_str()) == 0, cmd);
+  // 5 MB at 0.2 Gbit/s: about 0.2 s. Headers count in the shape, so the
+  // payload rate stays below it; several streams share it, not multiply it
+  // (they may read lower: each sender is a python3 that starts when it may).
+  for (int streams : {1, 4}) {
+    double gbps = nodes.measure_gbps(5'000'000, streams);
+    BOOST_TEST_MESSAGE(streams << " stream(s): " << gbps << " Gbit/s");
+    BOOST_TEST(gbps > 0.05);
+    BOOST_TEST(gbps < 0.2 * 1.1);
+  }
+}

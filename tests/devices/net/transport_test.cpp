@@ -152,3 +152,33 @@ BOOST_AUTO_TEST_CASE(pieces_spread_over_lanes_land_in_order_with_one_checksum) {
   BOOST_CHECK_THROW(b.expect(std::uint64_t{1} << transfer_id_bits, 1, dst.data(), [](landed) {}), kvflow::error);
   BOOST_TEST(b.refused() == 0u);
 }
+
+BOOST_AUTO_TEST_CASE(one_piece_transfers_rotate_over_the_receivers_lanes) {
+  // A grant of one span is a transfer of one piece: consecutive ones must
+  // land on every lane of the receiver, not all on its first (one thread
+  // would receive and hash everything).
+  transport a({"tcp", "lo", 4}), b({"tcp", "lo", 4});
+  const std::size_t n = 256 << 10;
+  const int sends = 8;
+  auto src = pattern(n, 3);
+  std::vector<std::vector<std::uint8_t>> dst(sends, std::vector<std::uint8_t>(n));
+  std::vector<std::promise<landed>> got(sends);
+  std::vector<std::promise<sent>> out(sends);
+  for (int k = 0; k < sends; ++k) {
+    auto id = static_cast<std::uint64_t>(100 + k);
+    b.expect(id, n, dst[k].data(), [&got, k](landed l) { got[k].set_value(l); });
+    a.send(b.address(), id, {region{src.data(), n}}, 0, [&out, k](sent s) { out[k].set_value(s); });
+  }
+  for (int k = 0; k < sends; ++k) {
+    auto gf = got[k].get_future();
+    auto of = out[k].get_future();
+    auto l = wait_for(gf);
+    BOOST_TEST(l.ok, l.why);
+    BOOST_TEST(wait_for(of).ok);
+    BOOST_TEST((dst[k] == src));
+  }
+  auto per_lane = b.landed_per_lane();
+  BOOST_TEST(per_lane.size() == 4u);
+  BOOST_TEST(std::accumulate(per_lane.begin(), per_lane.end(), std::uint64_t{0}) == std::uint64_t(sends));
+  for (auto p : per_lane) BOOST_TEST(p == std::uint64_t(sends) / 4);
+}
