@@ -51,6 +51,12 @@ for tier in $tiers; do
     done
     if [ $ok = 0 ]; then echo "run_serve: server ($tier, $name) did not start"; tail -5 "$log"; kill $server; continue; fi
     for scenario in $scenarios; do
+      # The scenario file from this checkout (kvflow load's own lookup is
+      # the source folder it was built in, absent on another machine).
+      scenario_file=$scenario
+      for f in "$here/../load/scenarios/$scenario.lua" "apps/load/scenarios/$scenario.lua"; do
+        [ -f "$f" ] && { scenario_file=$f; break; }
+      done
       case $scenario in
         multi_turn) args=(--arg sessions=4 --arg turns=3 --arg context=$context --arg question=64 --arg max_tokens=16) ;;
         rag) args=(--arg docs=6 --arg doc_len=$doc_len --arg k=3 --arg question=64 --arg max_tokens=16) ;;
@@ -59,7 +65,7 @@ for tier in $tiers; do
       for rate in $rates; do
         point="${scenario}_${tier}_${name}_r${rate}"
         echo "run_serve: $point"
-        "$bin" load --url "http://127.0.0.1:$port" --scenario "$scenario" "${args[@]}" --token-ids --vocab "$vocab" \
+        "$bin" load --url "http://127.0.0.1:$port" --scenario "$scenario_file" "${args[@]}" --token-ids --vocab "$vocab" \
           --ignore-eos --request-rate "$rate" --num-requests 12 --seed 7 --goodput ttft:1000 tpot:50 \
           --label "tier=$tier policy=$name" --no-plot --no-progress --out "$out/runs/$point.json" \
           >"$out/runs/$point.txt" 2>&1 || echo "run_serve: $point failed (see runs/$point.txt)"
