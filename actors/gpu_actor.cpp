@@ -315,11 +315,12 @@ caf::behavior budgeted_gpu_actor(caf::stateful_actor<gpu_state>* self, std::shar
           before += n;
           p.done.finished_ns = start + (end - start) * before / std::max<std::uint64_t>(cells, 1);
           if (p.split) {
-            // A part of a split grant: the last answers for the whole grant.
-            p.split->started_ns = std::min(p.split->started_ns, p.done.started_ns);
+            // A part of a split grant: the last answers for the whole grant,
+            // timed by its parts' device time (not the steps between them).
+            p.split->busy_ns += p.done.finished_ns - p.done.started_ns;
             if (!p.last || p.split->failed) continue;
             p.done.cells = p.split->cells;
-            p.done.started_ns = p.split->started_ns;
+            p.done.started_ns = p.done.finished_ns - std::min(p.split->busy_ns, p.done.finished_ns);
           }
           p.reply.deliver(msg::encode(p.done));
         }

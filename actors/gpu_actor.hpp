@@ -37,9 +37,9 @@ struct decode_job {
 /// A compute grant that the step budget split by chunks over several
 /// decode steps: its parts share this, and only the last one answers.
 struct grant_split {
-  msg::cell_range cells;                         // the whole grant
-  std::uint64_t started_ns = ~std::uint64_t{0};  // its first part's start
-  bool failed = false;                           // a part failed and answered; later parts are dropped
+  msg::cell_range cells;      // the whole grant
+  std::uint64_t busy_ns = 0;  // device time of its parts so far
+  bool failed = false;        // a part failed and answered; later parts are dropped
 };
 
 /// A compute grant (or a part of one) enqueued on the engine and not
@@ -141,11 +141,12 @@ caf::expected<msg::grant> compute_grant_of(const msg::frame& f, const workspace&
 /// by chunks where the budget ends inside it (at least one chunk a step);
 /// the rest wait for the next step, so a step is never behind more than
 /// the budget of restore compute. A split grant answers once, when its
-/// last part is done, timed from its first part's start. A budgeted
-/// group's time also takes its share (its tokens over the budget) of a
-/// decode step's device time: the rate a restore gets while requests
-/// decode, which the scheduler's cost model then learns. With no request
-/// decoding, or `step_tokens` 0, grants are enqueued as they arrive.
+/// last part is done, timed by its parts' device time (ending when the
+/// last part ends). A budgeted group's time also takes its share (its
+/// tokens over the budget) of a decode step's device time: the rate a
+/// restore gets while requests decode, which the scheduler's cost model
+/// then learns. With no request decoding, or `step_tokens` 0, grants are
+/// enqueued as they arrive.
 caf::behavior gpu_actor(caf::stateful_actor<gpu_state>* self, std::shared_ptr<model::engine> engine,
                         std::uint32_t device);
 /// gpu_actor with a prefill budget of `step_tokens` per decode step (0: none).
