@@ -50,6 +50,14 @@ int grant_rows(workspace& ws, const msg::cell_range& cells) {
   return rows;
 }
 
+}  // namespace
+
+double grant_tokens(workspace& ws, const msg::cell_range& cells, int layers) {
+  return double(grant_rows(ws, cells)) * double(cells.layer_end - cells.layer_begin) / double(std::max(1, layers));
+}
+
+namespace {
+
 // One decode step for every job in `jobs` (each feeds its last token and
 // samples the next) as one forward: the products read each weight once for
 // all the requests decoding now (continuous batching), attention runs per
@@ -98,15 +106,68 @@ void decode_steps(model::engine& eng, std::vector<decode_job*>& jobs) {
   }
 }
 
-// Enqueues every compute grant that arrived since the last call as fused
-// forwards. Called on the fuse message and before each decode step, so a
-// grant that arrived during a step is on the device before the next step
-// rather than behind it (a step blocks the actor until its logits are back).
-void enqueue_queued(caf::stateful_actor<gpu_state>* self) {
+// Answers a grant (or a part of one) with `e`; the rest of a split grant
+// is dropped when its turn comes.
+void fail_grant(caf::response_promise& reply, const std::shared_ptr<grant_split>& split, const caf::error& e) {
+  if (split) {
+    if (split->failed) return;
+    split->failed = true;
+  }
+  reply.deliver(e);
+}
+
+// Takes from the front of st.queued what a step's budget allows (`budget`
+// token-equivalents; <= 0: everything): whole grants while they fit, then
+// the leading chunks of the next one that fit (at least one chunk when
+// nothing was taken yet, so that every step makes progress). A grant split
+// here keeps its other chunks at the front of the queue, sharing a
+// grant_split with the part taken. Returns the tokens taken in `tokens`.
+std::vector<queued_grant> take_queued(gpu_state& st, double budget, double& tokens) {
+  tokens = 0;
+  std::vector<queued_grant> out;
+  const int layers = st.engine->cfg().layers;
+  std::size_t i = 0;
+  for (; i < st.queued.size(); ++i) {
+    auto& q = st.queued[i];
+    if (q.split && q.split->failed) continue;  // an earlier part failed and answered
+    auto& cells = q.grant.cells;
+    auto end = cells.chunk_begin;
+    double used = tokens;
+    while (end < cells.chunk_end) {
+      const double t = grant_tokens(*q.ws, {end, end + 1, cells.layer_begin, cells.layer_end}, layers);
+      if (budget > 0 && used + t > budget && !(out.empty() && end == cells.chunk_begin)) break;
+      used += t;
+      ++end;
+    }
+    if (end == cells.chunk_begin) break;
+    tokens = used;
+    if (end == cells.chunk_end) {
+      out.push_back(std::move(q));
+      continue;
+    }
+    if (!q.split) q.split = std::make_shared<grant_split>(grant_split{cells});
+    queued_grant part{q.grant, q.ws, q.reply, q.split, false};
+    part.grant.cells.chunk_end = end;
+    cells.chunk_begin = end;
+    out.push_back(std::move(part));
+    break;
+  }
+  st.queued.erase(st.queued.begin(), st.queued.begin() + static_cast<std::ptrdiff_t>(i));
+  return out;
+}
+
+// Enqueues the compute grants that arrived since the last call as fused
+// forwards: all of them, or with `budget` > 0 (a decode step follows) the
+// part take_queued allows. Called on the fuse message and before each
+// decode step, so a grant that arrived during a step is on the device
+// before the next step rather than behind it (a step blocks the actor
+// until its logits are back).
+void enqueue_queued(caf::stateful_actor<gpu_state>* self, double budget) {
   auto& st = self->state;
   auto* eng = st.engine.get();
-  auto queued = std::move(st.queued);
-  st.queued.clear();
+  double taken_tokens = 0;
+  auto queued = take_queued(st, budget, taken_tokens);
+  const int layers = eng->cfg().layers;
   // Consecutive grants of one layer range form a group (a request's
   // grants stay in arrival order: a group never jumps over a grant of
   // another layer range).
@@ -136,7 +197,7 @@ void enqueue_queued(caf::stateful_actor<gpu_state>* self) {
       enqueue(i, to);
     } catch (const error& e) {
       if (j - i == 1) {
-        queued[i].reply.deliver(make_error(e));
+        fail_grant(queued[i].reply, queued[i].split, make_error(e));
         i = j;
         continue;
       }
@@ -144,45 +205,69 @@ void enqueue_queued(caf::stateful_actor<gpu_state>* self) {
       try {
         enqueue(i, to);
       } catch (const error& e1) {
-        queued[i].reply.deliver(make_error(e1));
+        fail_grant(queued[i].reply, queued[i].split, make_error(e1));
         ++i;
         continue;
       }
     }
     pending_group group;
     group.queued_ns = queued_ns;
+    double group_tokens = 0;
     for (std::size_t k = i; k < to; ++k) {
       auto& q = queued[k];
-      pending_grant p{q.reply, {}};
+      pending_grant p{q.reply, {}, q.split, q.last};
       p.done.request_id = q.grant.request_id;
       p.done.grant_id = q.grant.grant_id;
       p.done.act = msg::action::compute;
       p.done.cells = q.grant.cells;
       p.done.device = st.device;
       group.grants.push_back(std::move(p));
+      group_tokens += grant_tokens(*q.ws, q.grant.cells, layers);
     }
+    if (budget > 0) group.budget_share = group_tokens / budget;
     i = to;
     auto id = st.next_job++;
     auto it = st.pending.emplace(id, std::move(group)).first;
+    if (budget > 0) st.step_group = id;
     // The engine calls back from its driver thread when the device has
     // finished this group: hand that over as a message to this actor.
     auto me = caf::actor_cast<caf::actor>(self);
     try {
       eng->when_done([me, id] { caf::anon_send(me, finished_atom::value, id, now_ns()); });
     } catch (const error& e) {
-      for (auto& p : it->second.grants) p.reply.deliver(make_error(e));
+      for (auto& p : it->second.grants) fail_grant(p.reply, p.split, make_error(e));
       st.pending.erase(it);
     }
   }
+}
+
+// Whether a request is decoding: compute grants then wait for a step's budget.
+bool budget_applies(const gpu_state& st) {
+  if (st.step_tokens <= 0) return false;
+  for (auto& job : st.decoding)
+    if (job.remaining > 0 && !(job.hooks.cancel && job.hooks.cancel->load())) return true;
+  return false;
+}
+
+// Adds a sample of a decode step's own time to the decayed mean.
+void observe_step(gpu_state& st, double ns) {
+  if (ns <= 0) return;
+  st.decode_step_ns = st.decode_step_ns > 0 ? 0.8 * st.decode_step_ns + 0.2 * ns : ns;
 }
 
 }  // namespace
 
 caf::behavior gpu_actor(caf::stateful_actor<gpu_state>* self, std::shared_ptr<model::engine> engine,
                         std::uint32_t device) {
+  return budgeted_gpu_actor(self, std::move(engine), device, default_step_prefill_tokens);
+}
+
+caf::behavior budgeted_gpu_actor(caf::stateful_actor<gpu_state>* self, std::shared_ptr<model::engine> engine,
+                                 std::uint32_t device, int step_tokens) {
   // The actor is the engine's only driver from now on.
   self->state.engine = std::move(engine);
   self->state.device = device;
+  self->state.step_tokens = std::max(0, step_tokens);
   auto* eng = self->state.engine.get();
   return {
       [=](const msg::frame& f, workspace_ptr& ws) -> caf::result<msg::frame> {
@@ -200,7 +285,8 @@ caf::behavior gpu_actor(caf::stateful_actor<gpu_state>* self, std::shared_ptr<mo
       },
       [=](fuse_atom) {
         self->state.fuse_scheduled = false;
-        enqueue_queued(self);
+        // While requests decode, the next step takes grants by its budget.
+        if (!budget_applies(self->state)) enqueue_queued(self, 0);
       },
       [=](finished_atom, std::uint64_t id, std::uint64_t finished_ns) {
         auto& st = self->state;
@@ -212,7 +298,14 @@ caf::behavior gpu_actor(caf::stateful_actor<gpu_state>* self, std::shared_ptr<mo
         // later. Its grants share that time in proportion to their cells
         // (the cost model learns compute seconds per cell from these times).
         const std::uint64_t start = std::max(group.queued_ns, st.last_finished_ns);
-        const std::uint64_t end = std::max(finished_ns, start);
+        std::uint64_t end = std::max(finished_ns, start);
+        // The last group before a step: the step ran right after it.
+        if (id == st.step_group && st.step_end_ns > end) observe_step(st, double(st.step_end_ns - end));
+        // A budgeted group pays its share of the step it rode with (never
+        // past now: the step is over when this message is handled).
+        if (group.budget_share > 0 && st.decode_step_ns > 0)
+          end = std::max(end,
+                         std::min(now_ns(), end + static_cast<std::uint64_t>(group.budget_share * st.decode_step_ns)));
         st.last_finished_ns = end;
         std::uint64_t cells = 0, before = 0;
         for (auto& p : group.grants) cells += policies::cell_count(p.done.cells);
@@ -221,6 +314,14 @@ caf::behavior gpu_actor(caf::stateful_actor<gpu_state>* self, std::shared_ptr<mo
           p.done.started_ns = start + (end - start) * before / std::max<std::uint64_t>(cells, 1);
           before += n;
           p.done.finished_ns = start + (end - start) * before / std::max<std::uint64_t>(cells, 1);
+          if (p.split) {
+            // A part of a split grant: the last answers for the whole grant,
+            // timed by its parts' device time (not the steps between them).
+            p.split->busy_ns += p.done.finished_ns - p.done.started_ns;
+            if (!p.last || p.split->failed) continue;
+            p.done.cells = p.split->cells;
+            p.done.started_ns = p.done.finished_ns - std::min(p.split->busy_ns, p.done.finished_ns);
+          }
           p.reply.deliver(msg::encode(p.done));
         }
         st.pending.erase(it);
@@ -254,16 +355,23 @@ caf::behavior gpu_actor(caf::stateful_actor<gpu_state>* self, std::shared_ptr<mo
         }
       },
       [=](step_atom) {
-        self->state.step_scheduled = false;
-        if (!self->state.queued.empty()) enqueue_queued(self);
-        auto& active = self->state.decoding;
+        auto& st = self->state;
+        st.step_scheduled = false;
+        auto& active = st.decoding;
         std::vector<decode_job*> stepping;
         for (auto& job : active) {
           // A cancelled job (its client went away) frees its slot now.
           if (job.hooks.cancel && job.hooks.cancel->load()) job.remaining = 0;
           if (job.remaining > 0) stepping.push_back(&job);
         }
+        // Restore compute rides with the step, at most the budget of it.
+        const bool budgeted = !stepping.empty() && st.step_tokens > 0;
+        st.step_group = ~std::uint64_t{0};
+        if (!st.queued.empty()) enqueue_queued(self, budgeted ? st.step_tokens : 0);
+        // Nothing left on the device before the step: its time is its own.
+        const bool alone = st.pending.empty();
         if (!stepping.empty()) {
+          const std::uint64_t step_start = now_ns();
           try {
             decode_steps(*eng, stepping);
           } catch (const error& e) {
@@ -275,6 +383,8 @@ caf::behavior gpu_actor(caf::stateful_actor<gpu_state>* self, std::shared_ptr<mo
               job->remaining = 0;
             }
           }
+          st.step_end_ns = now_ns();
+          if (alone) observe_step(st, double(st.step_end_ns - step_start));
         }
         // Finished jobs report; the rest take another step after whatever
         // compute cells arrived meanwhile (continuous batching).
@@ -287,8 +397,10 @@ caf::behavior gpu_actor(caf::stateful_actor<gpu_state>* self, std::shared_ptr<mo
           }
         }
         if (!active.empty()) {
-          self->state.step_scheduled = true;
+          st.step_scheduled = true;
           self->send(self, step_atom::value);
+        } else if (!st.queued.empty()) {
+          enqueue_queued(self, 0);  // the last request finished: full speed again
         }
       },
   };

@@ -34,10 +34,21 @@ struct decode_job {
   decode_hooks hooks;
 };
 
-/// A compute grant enqueued on the engine and not finished yet.
+/// A compute grant that the step budget split by chunks over several
+/// decode steps: its parts share this, and only the last one answers.
+struct grant_split {
+  msg::cell_range cells;      // the whole grant
+  std::uint64_t busy_ns = 0;  // device time of its parts so far
+  bool failed = false;        // a part failed and answered; later parts are dropped
+};
+
+/// A compute grant (or a part of one) enqueued on the engine and not
+/// finished yet.
 struct pending_grant {
   caf::response_promise reply;
-  msg::cell_done done;  // filled in but for the times
+  msg::cell_done done;                 // filled in but for the times; cells: this part's
+  std::shared_ptr<grant_split> split;  // set where the grant was split
+  bool last = true;                    // the part that answers
 };
 
 /// Grants enqueued as one fused forward (engine::run_fused); they finish
@@ -45,14 +56,17 @@ struct pending_grant {
 struct pending_group {
   std::vector<pending_grant> grants;
   std::uint64_t queued_ns = 0;  // when it was enqueued
+  double budget_share = 0;      // of a decode step: its tokens over the step budget (0: not budgeted)
 };
 
 /// A compute grant received and not yet enqueued: grants that arrive
 /// together are fused before they go to the engine.
 struct queued_grant {
-  msg::grant grant;
+  msg::grant grant;  // cells: what is left to enqueue
   workspace_ptr ws;
   caf::response_promise reply;
+  std::shared_ptr<grant_split> split;  // set once a part of it was enqueued
+  bool last = true;                    // false: a part taken ahead of the rest of its grant
 };
 
 struct gpu_state {
@@ -65,6 +79,10 @@ struct gpu_state {
   std::uint64_t last_finished_ns = 0;
   std::vector<decode_job> decoding;
   bool step_scheduled = false;
+  int step_tokens = 0;                           // prefill budget per decode step (0: none)
+  double decode_step_ns = 0;                     // decayed time of a decode step alone (0: not measured yet)
+  std::uint64_t step_group = ~std::uint64_t{0};  // the last group enqueued before the last step
+  std::uint64_t step_end_ns = 0;                 // when the last step's tokens were out
   static inline const char* name = "kvflow.gpu";
 };
 
@@ -73,6 +91,18 @@ struct gpu_state {
 /// 8B model on an H200; gathering more would make queued grants finish
 /// together and leave the device idle while their completions travel.
 constexpr int gpu_fuse_rows = 1024;
+
+/// Default prefill budget of a decode step (runtime_options::
+/// step_prefill_tokens): 512 token-equivalents of compute grants ride with
+/// each step, as Sarathi-Serve's strict-latency setting (vLLM's chunked
+/// prefill budget is of the same order). On an H200 with llama-3-8b that
+/// adds about 15-20 ms to a step instead of a whole restore's compute.
+constexpr int default_step_prefill_tokens = 512;
+
+/// Token-equivalents of compute cells: rows times the fraction of the
+/// model's `layers` they span (a grant of 1024 rows over 8 of 32 layers
+/// costs as much as 256 full-depth rows).
+double grant_tokens(workspace& ws, const msg::cell_range& cells, int layers);
 
 /// Appends the engine jobs of layers [layer_begin, layer_end) of chunks
 /// [chunk_begin, chunk_end) of `ws`, in chunk order; each job's hidden state
@@ -104,8 +134,24 @@ caf::expected<msg::grant> compute_grant_of(const msg::frame& f, const workspace&
 ///       decode steps and restore cells (continuous batching: each step
 ///       decodes one token of every active job), passes each token to the
 ///       hooks' on_token, then sends (done_atom, request_id) to reply_to.
+///
+/// Prefill budget (Sarathi-Serve's stall-free batching): while a request
+/// decodes, compute grants are enqueued only before a decode step, at most
+/// `step_tokens` token-equivalents (grant_tokens) per step, a grant split
+/// by chunks where the budget ends inside it (at least one chunk a step);
+/// the rest wait for the next step, so a step is never behind more than
+/// the budget of restore compute. A split grant answers once, when its
+/// last part is done, timed by its parts' device time (ending when the
+/// last part ends). A budgeted group's time also takes its share (its
+/// tokens over the budget) of a decode step's device time: the rate a
+/// restore gets while requests decode, which the scheduler's cost model
+/// then learns. With no request decoding, or `step_tokens` 0, grants are
+/// enqueued as they arrive.
 caf::behavior gpu_actor(caf::stateful_actor<gpu_state>* self, std::shared_ptr<model::engine> engine,
                         std::uint32_t device);
+/// gpu_actor with a prefill budget of `step_tokens` per decode step (0: none).
+caf::behavior budgeted_gpu_actor(caf::stateful_actor<gpu_state>* self, std::shared_ptr<model::engine> engine,
+                                 std::uint32_t device, int step_tokens);
 
 }  // namespace kvflow
 

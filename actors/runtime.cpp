@@ -509,7 +509,7 @@ struct runtime::impl {
       prior.bytes_per_s[static_cast<std::size_t>(msg::tier::remote)] = opts.remote_gbps * 1e9 / 8;
     scheduler = sys->spawn(scheduler_actor, opts.policy, caps, prior);
     watchdog = sys->spawn(deadline_watchdog, std::size_t{256});
-    gpu = sys->spawn<caf::detached>(gpu_actor, engine, 0u);
+    gpu = sys->spawn<caf::detached>(budgeted_gpu_actor, engine, 0u, opts.step_prefill_tokens);
     if (!opts.local_tiers) return join_cluster();
     if (opts.host_tier_gb > 0) tiers.emplace_back(msg::tier::host, sys->spawn<caf::detached>(host_tier_actor, store));
     disk_staging_bytes = caps.load_bytes[static_cast<std::size_t>(msg::tier::disk)];

@@ -49,6 +49,12 @@ struct runtime_options {
   double disk_write_gbps = 0;           ///< pace chunk writes (write-behind) to this many Gbit/s; 0: unpaced
   std::string tenant_salt = "default";  ///< from the server's tenant, never from a client
   std::size_t max_compute_cells = 0;    ///< cells in flight per GPU; 0: the policy default
+  /// Prefill budget of a decode step: while requests decode, at most this
+  /// many tokens of restore compute (rows times the share of layers a
+  /// grant spans) run before each decode step, the rest wait for the next
+  /// (Sarathi-Serve); restores run at full speed while nothing decodes.
+  /// 0: no budget (restore compute runs ahead of decode steps).
+  int step_prefill_tokens = 512;
   /// Bytes of granted loads not yet done, per tier link; 0: two chunks'
   /// worth. Small keeps the split adaptable: a granted load is never revoked.
   std::size_t max_load_bytes_in_flight = 0;

@@ -52,6 +52,7 @@ struct bench_options {
   std::vector<int> batches{1};
   std::vector<std::string> batch_tiers;  // tiers that run batches > 1 and streams; empty: all
   int repeats = 3;
+  int batch_repeats = 0;                                            // runs of a batch > 1; 0: repeats
   int poisson = 0;                                                  // requests of the Poisson stream; 0: none
   double poisson_load = 0.7;                                        // arrival rate over the measured capacity
   std::string capacity_policy = name_of(policy_kind::two_pointer);  // restores the stream serially to measure capacity
@@ -238,7 +239,7 @@ class bench {
     std::size_t total = 0;
     for (auto& t : tiers_) {
       for (int b : opt_.batches)
-        if (batch_runs_on(b, t.name)) total += opt_.contexts.size() * policies_.size() * opt_.repeats;
+        if (batch_runs_on(b, t.name)) total += opt_.contexts.size() * policies_.size() * repeats_of(b);
       if (poisson_on(t.name)) total += opt_.contexts.size() * (policies_.size() + 1);  // + the capacity run
     }
     progress_.set_total(total * opt_.suffix_tokens.size());
@@ -454,6 +455,8 @@ class bench {
     rt.flush();
   }
 
+  int repeats_of(int batch) const { return batch > 1 && opt_.batch_repeats > 0 ? opt_.batch_repeats : opt_.repeats; }
+
   submit_options restore_options(const std::string& policy) const {
     submit_options so;
     so.policy = policy;
@@ -506,7 +509,7 @@ class bench {
     prime(rt, prompts, pool_blocks);
     std::vector<restore_report> reference(batch);  // compute_only's, per prompt
     std::map<std::string, point> points;
-    for (int rep = 0; rep < opt_.repeats; ++rep) {
+    for (int rep = 0; rep < repeats_of(batch); ++rep) {
       for (auto& policy : policies_) {
         auto so = restore_options(policy);
         bool trace =
@@ -692,6 +695,8 @@ command_runner add_bench_command(CLI::App& app) {
       ->delimiter(',');
   cmd->add_option("--repeats", opt->repeats,
                   "Runs per policy and batch (batch 1 reports the median); a stream runs once")
+      ->capture_default_str();
+  cmd->add_option("--batch-repeats", opt->batch_repeats, "Runs per policy of a batch > 1 (0: --repeats)")
       ->capture_default_str();
   cmd->add_option("--poisson", opt->poisson,
                   "Requests of a Poisson stream per context and batch tier, after the batches (0: none)")

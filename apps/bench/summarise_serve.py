@@ -39,9 +39,12 @@ def main():
              "| scenario | tier | rate/s | policy | TTFT p50 | TTFT mean | TTFT p99 | TPOT p50 | goodput/s | vs best single |",
              "|---|---|---:|---|---:|---:|---:|---:|---:|---:|"]
     for (scenario, tier, rate), pols in sorted(by_point.items()):
-        singles = [pols[p]["ttft_mean_s"] for p in ("compute_only", "load_only") if p in pols]
-        best = min(singles) if singles else None
         for p, r in sorted(pols.items()):
+            # Against the single resources of the same step budget (POLICY@bN), else of any.
+            budget = p[p.index("@"):] if "@" in p else ""
+            singles = [pols[q + budget]["ttft_mean_s"] for q in ("compute_only", "load_only") if q + budget in pols]
+            singles = singles or [v["ttft_mean_s"] for q, v in pols.items() if q.split("@")[0] in ("compute_only", "load_only")]
+            best = min(singles) if singles else None
             r["vs_best_single"] = best / r["ttft_mean_s"] if best and r["ttft_mean_s"] > 0 else None
             vs = f"{r['vs_best_single']:.2f}x" if r["vs_best_single"] else ""
             lines.append(f"| {scenario} | {tier} | {rate:g} | {p} | {r['ttft_p50_s']:.3f} | {r['ttft_mean_s']:.3f} | "

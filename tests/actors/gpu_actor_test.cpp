@@ -10,6 +10,7 @@
 
 #include <caf/all.hpp>
 
+#include "actors/atoms.hpp"
 #include "actors/frame_type.hpp"
 #include "actors/gpu_actor.hpp"
 #include "actors/system_config.hpp"
@@ -23,7 +24,9 @@
 // The gpu actor's compute path: grants that arrive together with one layer
 // range run as one engine::run_fused call (across requests), grants of
 // another layer range do not join it, the group's time is shared by cells,
-// and a grant that fails its checks fails alone.
+// and a grant that fails its checks fails alone. While a request decodes,
+// each decode step has at most the step budget of grants before it (a grant
+// split by chunks where needed), and neither the tokens nor the KV change.
 
 using namespace kvflow;
 
@@ -102,10 +105,12 @@ struct fixture {
 
   // Sends the first grant, then `grants` while the engine holds the first
   // one back, then lets it go; returns every answer in sending order.
-  std::vector<answer> run(const msg::frame& first, const std::vector<std::pair<msg::frame, int>>& grants) {
+  std::vector<answer> run(const msg::frame& first, const std::vector<std::pair<msg::frame, int>>& grants,
+                          int step_tokens = default_step_prefill_tokens) {
     system_config cfg;
     caf::actor_system sys{cfg};
-    auto gpu = sys.spawn<caf::detached>(gpu_actor, std::static_pointer_cast<model::engine>(engine), 0u);
+    auto gpu =
+        sys.spawn<caf::detached>(budgeted_gpu_actor, std::static_pointer_cast<model::engine>(engine), 0u, step_tokens);
     std::vector<answer> out(grants.size() + 1);
     {
       caf::scoped_actor self{sys};
@@ -171,4 +176,144 @@ BOOST_AUTO_TEST_CASE(a_refused_grant_fails_alone) {
   BOOST_TEST(answers[1].error.find("poisoned") != std::string::npos, answers[1].error);
   BOOST_TEST(answers[2].ok, answers[2].error);
   BOOST_TEST(answers[2].done.request_id == 2u);
+}
+
+BOOST_AUTO_TEST_CASE(with_nothing_decoding_no_budget_applies) {
+  fixture fx;
+  // A budget of one chunk, and three chunks of grants arrive together: with
+  // no request decoding they still run as one forward.
+  auto answers = fx.run(grant_frame(1, 1, 0, 1, 0, 4),
+                        {{grant_frame(2, 2, 0, 2, 0, 4), 1}, {grant_frame(3, 3, 0, 1, 0, 4), 2}}, chunk_tokens);
+  for (auto& a : answers) BOOST_TEST(a.ok, a.error);
+  std::lock_guard<std::mutex> lock(fx.engine->mu);
+  BOOST_TEST_REQUIRE(fx.engine->calls.size() == 2u);
+  BOOST_TEST(fx.engine->calls[1].size() == 3u);
+}
+
+namespace {
+
+constexpr int layers = 4;  // tiny-test
+
+// Request 1 (ws[0]) restored outside the actor, its first token sampled
+// (as first_atom does); the engine's gate still closed for the next call.
+void restore_directly(fixture& fx) {
+  std::vector<model::chunk_job> jobs;
+  add_chunk_jobs(*fx.ws[0], msg::cell_range{0, 4, 0, layers}, jobs);
+  fx.engine->first_call = false;
+  fx.engine->run_fused(jobs);
+  fx.engine->synchronize();
+  fx.engine->first_call = true;
+  fx.engine->calls.clear();
+  std::vector<float> logits;
+  fx.engine->logits(fx.ws[0]->hidden(3), logits);
+  fx.ws[0]->generated().push_back(model::sample(logits, model::sampling{}, 0));
+}
+
+struct decode_run {
+  std::vector<std::int32_t> tokens;
+  std::vector<answer> answers;
+};
+
+// Request 1 decodes `n` tokens; its first step holds the engine until
+// `grants` (for ws[1], ws[2]) are in the mailbox.
+decode_run decode_with(fixture& fx, int n, const std::vector<std::pair<msg::frame, int>>& grants, int step_tokens) {
+  restore_directly(fx);
+  decode_run out;
+  system_config cfg;
+  caf::actor_system sys{cfg};
+  auto gpu =
+      sys.spawn<caf::detached>(budgeted_gpu_actor, std::static_pointer_cast<model::engine>(fx.engine), 0u, step_tokens);
+  {
+    caf::scoped_actor self{sys};
+    auto tokens = std::make_shared<std::vector<std::int32_t>>();
+    decode_hooks hooks;
+    hooks.on_token = [tokens](std::int32_t t) { tokens->push_back(t); };
+    self->send(gpu, decode_atom::value, fx.ws[0], n, model::sampling{}, std::vector<std::int32_t>{},
+               caf::actor_cast<caf::actor>(self), hooks);
+    for (int i = 0; i < 2000; ++i) {
+      {
+        std::lock_guard<std::mutex> lock(fx.engine->mu);
+        if (!fx.engine->calls.empty()) break;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+    const auto timeout = std::chrono::seconds(20);
+    using handle = decltype(self->request(gpu, timeout, msg::frame{}, fx.ws[0]));
+    std::vector<handle> pending;
+    for (auto& [f, r] : grants) pending.push_back(self->request(gpu, timeout, f, fx.ws[r]));
+    fx.open.set_value();
+    out.answers.resize(grants.size());
+    for (std::size_t i = 0; i < pending.size(); ++i) test::receive_answer(sys, pending[i], out.answers[i]);
+    bool done = false;
+    self->receive([&](done_atom, std::uint64_t id) { done = id == 1; }, caf::after(std::chrono::seconds(20)) >> [] {});
+    BOOST_TEST(done);
+    out.tokens = *tokens;
+  }
+  caf::anon_send_exit(gpu, caf::exit_reason::user_shutdown);
+  return out;
+}
+
+std::vector<std::uint8_t> kv_bytes(workspace& ws) {
+  std::vector<std::uint8_t> out;
+  for (int c = 0; c < ws.num_chunks(); ++c) {
+    auto& b = ws.block(c);
+    auto* p = static_cast<const std::uint8_t*>(b.data);
+    out.insert(out.end(), p, p + b.shape.bytes());
+  }
+  return out;
+}
+
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(a_decode_step_waits_for_at_most_the_budget) {
+  // Request 2: all layers of chunks 0-3 in one grant (64 tokens); request
+  // 3: layers [0, 2) of chunks 0-3 (32 token-equivalents), then [2, 4).
+  const std::vector<std::pair<msg::frame, int>> grants = {{grant_frame(2, 1, 0, 4, 0, layers), 1},
+                                                          {grant_frame(3, 2, 0, 4, 0, 2), 2},
+                                                          {grant_frame(3, 3, 0, 4, 2, layers), 2}};
+  const int budget = 2 * chunk_tokens + chunk_tokens / 2;  // two full-depth chunks, not three
+  fixture fx;
+  auto run = decode_with(fx, 24, grants, budget);
+  for (auto& a : run.answers) BOOST_TEST(a.ok, a.error);
+  // The split grant answers once, for all its cells.
+  BOOST_TEST(run.answers[0].done.cells.chunk_begin == 0u);
+  BOOST_TEST(run.answers[0].done.cells.chunk_end == 4u);
+  BOOST_TEST(run.answers[0].done.started_ns < run.answers[0].done.finished_ns);
+  {
+    std::lock_guard<std::mutex> lock(fx.engine->mu);
+    // Calls in order: decode steps (one row a job) and compute groups in
+    // between; before each step at most the budget of compute.
+    double before_step = 0;
+    int steps = 0, steps_with_compute = 0;
+    for (auto& call : fx.engine->calls) {
+      if (call.front().count == 1) {
+        BOOST_TEST(before_step <= budget);
+        steps_with_compute += before_step > 0;
+        before_step = 0;
+        ++steps;
+        continue;
+      }
+      for (auto& j : call) before_step += double(j.count) * (j.layer_end - j.layer_begin) / layers;
+    }
+    BOOST_TEST(steps == 24);
+    // 128 token-equivalents, at most 40 a step: 32, 40, 40 and 16.
+    BOOST_TEST(steps_with_compute == 4);
+  }
+  // The same tokens as a decode alone, the same KV as the grants alone.
+  fixture alone;
+  auto ref = decode_with(alone, 24, {}, budget);
+  BOOST_TEST(ref.tokens.size() == 24u);
+  BOOST_TEST(run.tokens == ref.tokens, boost::test_tools::per_element());
+  fixture unbudgeted;
+  unbudgeted.engine->first_call = false;
+  std::vector<model::chunk_job> jobs;
+  for (auto [w, cells] : {std::pair{1, msg::cell_range{0, 4, 0, layers}}, std::pair{2, msg::cell_range{0, 4, 0, 2}},
+                          std::pair{2, msg::cell_range{0, 4, 2, layers}}}) {
+    jobs.clear();
+    add_chunk_jobs(*unbudgeted.ws[w], cells, jobs);
+    unbudgeted.engine->run_fused(jobs);
+  }
+  unbudgeted.engine->synchronize();
+  BOOST_TEST((kv_bytes(*fx.ws[1]) == kv_bytes(*unbudgeted.ws[1])));
+  BOOST_TEST((kv_bytes(*fx.ws[2]) == kv_bytes(*unbudgeted.ws[2])));
 }
