@@ -409,6 +409,10 @@ struct runtime::impl {
     }
     p.done = [this, tokens = std::move(tokens), so, done = std::move(done), submitted, retries](
                  std::exception_ptr e, restore_report r) mutable {
+      // A prompt computed in full by this path: the full recompute a
+      // document plan must beat (one engine: the document path's own case).
+      if (!e && r.cached_chunks == 0 && r.cells_loaded == 0 && stage_list.empty())
+        doc_rates->observe_full(r.prompt_tokens, r.ttft_s);
       if (retries > 0 && lost_chunk(e)) {
         try {
           return start(std::move(tokens), std::move(so), std::move(done), submitted, retries - 1);
@@ -473,6 +477,32 @@ struct runtime::impl {
     dp.rates = doc_rates;
     dp.blend.selection = model::parse_selection(so.document_selection);
     dp.blend.ratio = so.recompute_ratio;
+    // Where the cost model finds no gain worth its margin (the path's
+    // measured fixed cost included) and every document is stored already,
+    // the request is restored by the ordinary path, which computes every
+    // chunk in fused prefill forwards, faster than the document path at
+    // 100%: an adaptive request is then never slower than a full recompute
+    // by construction (up to the noise of the measurements the plan uses).
+    // A document no tier holds keeps the document path, which computes it
+    // alone and stores it.
+    if (dp.blend.ratio < 0) {
+      policies::recompute_plan plan;
+      try {
+        plan = choose_document_plan(dp, engine->cfg(), engine->kv_type(),
+                                    engine->kv_type() != model::dtype::f32 ? dp.device_groups : 0);
+      } catch (const error&) {
+        plan.full_recompute = false;  // the request reports it
+      }
+      const bool all_held = std::all_of(dp.keys.begin(), dp.keys.end(),
+                                        [&](const auto& k) { return devices::has_document(*store, k); });
+      if (plan.full_recompute && all_held) {
+        logger("actors")->debug(
+            "request {}: documents held, but reuse would not pay (estimate {:.4f} s + fixed {:.4f} s against "
+            "a full recompute of {:.4f} s): the ordinary path",
+            ws->request_id(), plan.estimate_s, plan.fixed_s, plan.full_recompute_s);
+        return false;
+      }
+    }
     sys->spawn<caf::detached>(document_request_actor, gpu, ws, std::move(dp));
     return true;
   }
