@@ -24,6 +24,7 @@
 #include "kernels/cuda/rope.cuh"
 #include "kernels/cuda/rope_delta.cuh"
 #include "platform/cuda_copy.hpp"
+#include "platform/cuda_memory.hpp"
 #endif
 
 namespace kvflow {
@@ -34,7 +35,29 @@ void run_document_work_device(model::engine&, document_work&) {
   throw error(errc::unsupported, "the document path on a device needs a CUDA build");
 }
 
+std::shared_ptr<document_scratch> make_document_scratch() { return nullptr; }
+
 #else
+
+void* document_scratch::device_buffer::get(std::size_t need, int device) {
+  if (need > bytes) {
+    // Grow-only: the old block is free (the last request synchronized).
+    platform::device_free(p);
+    p = nullptr;
+    bytes = 0;
+    p = platform::device_alloc(need, device);
+    bytes = need;
+  }
+  return p;
+}
+
+document_scratch::device_buffer::~device_buffer() { platform::device_free(p); }
+
+document_scratch::~document_scratch() {
+  if (load_stream) cudaStreamDestroy(static_cast<cudaStream_t>(load_stream));
+}
+
+std::shared_ptr<document_scratch> make_document_scratch() { return std::make_shared<document_scratch>(); }
 
 namespace {
 
@@ -60,6 +83,30 @@ class device_mem {
  private:
   model::engine& e_;
   void* p_;
+};
+
+// A device buffer for one request: the scratch's (kept, grown when too
+// small) or one of its own (freed at the end of the request).
+class dev_buf {
+ public:
+  dev_buf(model::engine& e, document_scratch::device_buffer* kept, std::size_t bytes, int device) {
+    if (bytes == 0) return;
+    if (kept) {
+      p_ = kept->get(bytes, device);
+    } else {
+      own_ = std::make_unique<device_mem>(e, bytes);
+      p_ = own_->get();
+    }
+  }
+  void* get() const { return p_; }
+  template <class T>
+  T* as() const {
+    return static_cast<T*>(p_);
+  }
+
+ private:
+  std::unique_ptr<device_mem> own_;
+  void* p_ = nullptr;
 };
 
 // GPU seconds of the work enqueued between start() and stop() on a stream.
@@ -152,8 +199,18 @@ int rounded_share(double ratio, int count) {
 }  // namespace
 
 void run_document_work_device(model::engine& eng, document_work& w) {
+  const auto t_entry = clock_type::now();
   auto* e = dynamic_cast<model::cuda_engine*>(&eng);
   if (!e) throw error(errc::unsupported, "the document path on a device runs on a CUDA engine");
+  // The kept buffers, unless another request holds them.
+  document_scratch* sc = nullptr;
+  std::unique_lock<std::mutex> hold_scratch;
+  if (w.scratch) {
+    hold_scratch = std::unique_lock<std::mutex>(w.scratch->busy, std::try_to_lock);
+    if (hold_scratch.owns_lock()) sc = w.scratch.get();
+  }
+  auto kept = [&](document_scratch::device_buffer document_scratch::*b) { return sc ? &(sc->*b) : nullptr; };
+  const int device = e->device();
   const model::config& c = e->cfg();
   workspace& ws = *w.ws;
   const auto& tokens = ws.tokens();
@@ -186,12 +243,13 @@ void run_document_work_device(model::engine& eng, document_work& w) {
   w.loaded.assign(docs.size(), false);
   w.documents.assign(docs.size(), {});
   w.load_bytes = w.load_s = w.token_layers = w.compute_s = 0;
+  w.wall_s = w.setup_s = w.wait_s = w.drain_s = w.finish_s = 0;
 
   const model::kv_shape ps = model::kv_shape_of(c, n, e->kv_type());
-  device_mem prompt(*e, ps.bytes());
-  device_mem side(*e, blend ? ps.layer_elems() * model::dtype_size(ps.type) : 0);
+  dev_buf prompt(*e, kept(&document_scratch::prompt), ps.bytes(), device);
+  dev_buf side(*e, kept(&document_scratch::side), blend ? ps.layer_elems() * model::dtype_size(ps.type) : 0, device);
   const auto inv = cuda::rope_inv_freq(c);
-  device_mem inv_dev(*e, inv.size() * sizeof(float));
+  dev_buf inv_dev(*e, kept(&document_scratch::inv_freq), inv.size() * sizeof(float), device);
   e->to_backend(inv_dev.get(), inv.data(), inv.size() * sizeof(float));
   const placer put{ps, prompt.get(), side.get(), check, inv_dev.as<float>()};
 
@@ -220,18 +278,26 @@ void run_document_work_device(model::engine& eng, document_work& w) {
       state[d.index] = doc_state::compute;
     else if (d.r0 < d.count)
       state[d.index] = doc_state::pending;
+  std::vector<devices::pinned_buffer> own_staging;
+  std::vector<devices::pinned_buffer>& staging = sc ? sc->staging : own_staging;
   const auto t_load = clock_type::now();
+  w.setup_s = std::chrono::duration<double>(t_load - t_entry).count();
   std::thread loader([&] {
     try {
       if (!w.store) return;  // nothing is held, nothing loads
-      KVFLOW_CUDA_CHECK(cudaSetDevice(e->device()));
-      cudaStream_t ls = nullptr;
-      KVFLOW_CUDA_CHECK(cudaStreamCreateWithFlags(&ls, cudaStreamNonBlocking));
-      std::unique_ptr<CUstream_st, void (*)(cudaStream_t)> own(ls, [](cudaStream_t s) { cudaStreamDestroy(s); });
+      KVFLOW_CUDA_CHECK(cudaSetDevice(device));
+      cudaStream_t ls = sc ? static_cast<cudaStream_t>(sc->load_stream) : nullptr;
+      std::unique_ptr<CUstream_st, void (*)(cudaStream_t)> own(nullptr, [](cudaStream_t s) { cudaStreamDestroy(s); });
+      if (!ls) {
+        KVFLOW_CUDA_CHECK(cudaStreamCreateWithFlags(&ls, cudaStreamNonBlocking));
+        if (sc)
+          sc->load_stream = ls;  // kept with the scratch
+        else
+          own.reset(ls);
+      }
       devices::chunk_store& store = *w.store;
       const int C = store.disk().options().shape.tokens;
       const devices::layer_range all{0, static_cast<std::uint32_t>(L)};
-      std::vector<devices::pinned_buffer> staging;
       for (const auto& d : docs) {
         {
           std::lock_guard<std::mutex> lock(m);
@@ -246,7 +312,10 @@ void run_document_work_device(model::engine& eng, document_work& w) {
         std::vector<const std::uint8_t*> src(blocks, nullptr);
         std::vector<std::promise<const std::uint8_t*> > got(blocks);
         std::vector<bool> reading(blocks, false);
-        while (staging.size() < blocks) staging.emplace_back(store.disk().staging_bytes(all), true);
+        const std::size_t staging_bytes = store.disk().staging_bytes(all);
+        for (auto& b : staging)
+          if (b.size() < staging_bytes) b = devices::pinned_buffer(staging_bytes, true);
+        while (staging.size() < blocks) staging.emplace_back(staging_bytes, true);
         for (std::size_t b = 0; b < blocks; ++b) {
           const int t0 = static_cast<int>(b) * C;
           if (std::min(d.count, t0 + C) <= d.r0) continue;
@@ -312,7 +381,9 @@ void run_document_work_device(model::engine& eng, document_work& w) {
     for (std::size_t i = 0; i < upto; ++i) {
       {
         std::unique_lock<std::mutex> lock(m);
+        const auto t_wait = clock_type::now();
         cv.wait(lock, [&] { return state[i] != doc_state::pending; });
+        w.wait_s += since(t_wait);
         if (state[i] == doc_state::ready) continue;
         state[i] = doc_state::ready;
       }
@@ -355,7 +426,7 @@ void run_document_work_device(model::engine& eng, document_work& w) {
   };
 
   std::vector<std::int32_t> last_rows;  // rows of the last forward; its last row is position n - 1
-  std::unique_ptr<device_mem> last_hidden;
+  dev_buf last_hidden(*e, kept(&document_scratch::last_hidden), hidden_row, device);
   if (!blend) {
     // EPIC (or every row): the first r0 rows of each document, plus the
     // rest of the prompt, in forwards that wait only for the documents
@@ -367,7 +438,11 @@ void run_document_work_device(model::engine& eng, document_work& w) {
     const std::vector<std::int32_t> rows = with_others(chosen);
     w.result.recomputed = rows;
     // Forwards: the front (rows before the first document that loads), then
-    // `groups` spans of the loading documents.
+    // `groups` spans of the loading documents. A front much smaller than the
+    // first group (the system text alone) joins it: as a forward of its own
+    // it reads every weight for a few rows, an extra forward the plan's
+    // estimate (tail_share = 1/groups) does not count; joined, it adds a
+    // few rows to a forward that waits for the first group's loads.
     std::vector<std::size_t> loading;  // what the loader reads (its state may have moved on already)
     for (const auto& d : docs)
       if (d.held && d.r0 < d.count) loading.push_back(d.index);
@@ -377,6 +452,13 @@ void run_document_work_device(model::engine& eng, document_work& w) {
     for (std::size_t g = 0; g < groups; ++g) {
       const std::size_t first = loading[g * loading.size() / groups];
       cuts.push_back({docs[first].at, 0});
+    }
+    if (cuts.size() > 1) {
+      const int second = cuts.size() > 2 ? cuts[2].first : n;
+      const auto in_span = [&](int b, int end) {
+        return std::count_if(rows.begin(), rows.end(), [&](std::int32_t r) { return r >= b && r < end; });
+      };
+      if (4 * in_span(0, cuts[1].first) <= in_span(cuts[1].first, second)) cuts.erase(cuts.begin() + 1);
     }
     for (std::size_t k = 0; k < cuts.size(); ++k) {
       // A forward waits for every document before its last row's end.
@@ -392,7 +474,7 @@ void run_document_work_device(model::engine& eng, document_work& w) {
       while (i < rows.size() && rows[i] < end) spans[k].push_back(rows[i++]);
       most = std::max(most, spans[k].size());
     }
-    device_mem hidden(*e, most * hidden_row);
+    dev_buf hidden(*e, kept(&document_scratch::hidden), most * hidden_row, device);
     for (std::size_t k = 0; k < cuts.size(); ++k) {
       if (spans[k].empty()) continue;
       wait_for(cuts[k].second);
@@ -400,8 +482,7 @@ void run_document_work_device(model::engine& eng, document_work& w) {
       last_rows = spans[k];
     }
     wait_for(docs.size());  // documents after the last row (none: the last row is n - 1)
-    last_hidden = std::make_unique<device_mem>(*e, hidden_row);
-    KVFLOW_CUDA_CHECK(cudaMemcpyAsync(last_hidden->get(),
+    KVFLOW_CUDA_CHECK(cudaMemcpyAsync(last_hidden.get(),
                                       hidden.as<std::uint8_t>() + (last_rows.size() - 1) * hidden_row, hidden_row,
                                       cudaMemcpyDeviceToDevice, cs));
   } else {
@@ -409,7 +490,7 @@ void run_document_work_device(model::engine& eng, document_work& w) {
     // (they write only the layers above, and the side block).
     std::vector<std::int32_t> every(static_cast<std::size_t>(n));
     std::iota(every.begin(), every.end(), 0);
-    device_mem all_hidden(*e, static_cast<std::size_t>(n) * hidden_row);
+    dev_buf all_hidden(*e, kept(&document_scratch::all_hidden), static_cast<std::size_t>(n) * hidden_row, device);
     for (const auto& d : docs)
       if (!d.held) {  // the loader never touches these
         {
@@ -422,7 +503,7 @@ void run_document_work_device(model::engine& eng, document_work& w) {
     wait_for(docs.size());
     // Each document row's deviation in the last check layer, recomputed
     // against the loaded (rotated) values.
-    device_mem dev(*e, static_cast<std::size_t>(n) * sizeof(float));
+    dev_buf dev(*e, kept(&document_scratch::deviation), static_cast<std::size_t>(n) * sizeof(float), device);
     const std::size_t layer_elems = ps.layer_elems();
     KVFLOW_LAUNCH_CHECK(cuda::launch_kv_deviation(prompt.as<__nv_bfloat16>() + layer_elems * (check - 1),
                                                   side.as<__nv_bfloat16>(), ps.kv_heads, n, ps.head_dim,
@@ -433,15 +514,14 @@ void run_document_work_device(model::engine& eng, document_work& w) {
     w.result.selected_document_tokens = static_cast<int>(chosen.size());
     const std::vector<std::int32_t> rows = with_others(chosen);
     w.result.recomputed = rows;
-    device_mem index(*e, rows.size() * sizeof(std::int32_t));
+    dev_buf index(*e, kept(&document_scratch::index), rows.size() * sizeof(std::int32_t), device);
     e->to_backend(index.get(), rows.data(), rows.size() * sizeof(std::int32_t));
-    device_mem hidden(*e, rows.size() * hidden_row);
+    dev_buf hidden(*e, kept(&document_scratch::hidden), rows.size() * hidden_row, device);
     KVFLOW_LAUNCH_CHECK(cuda::launch_gather_rows(all_hidden.as<float>(), index.as<int>(), static_cast<int>(rows.size()),
                                                  c.hidden, hidden.as<float>(), cs));
     run_rows(rows, check, L, hidden.get());
     last_rows = rows;
-    last_hidden = std::make_unique<device_mem>(*e, hidden_row);
-    KVFLOW_CUDA_CHECK(cudaMemcpyAsync(last_hidden->get(), hidden.as<std::uint8_t>() + (rows.size() - 1) * hidden_row,
+    KVFLOW_CUDA_CHECK(cudaMemcpyAsync(last_hidden.get(), hidden.as<std::uint8_t>() + (rows.size() - 1) * hidden_row,
                                       hidden_row, cudaMemcpyDeviceToDevice, cs));
     e->synchronize();  // before `index`, `hidden` and `all_hidden` go
   }
@@ -460,6 +540,11 @@ void run_document_work_device(model::engine& eng, document_work& w) {
   }
   for (const auto& d : docs) w.loaded[d.index] = d.held && w.documents[d.index].empty();
 
+  // Where the time goes: the compute still queued, then the copies out.
+  auto t_drain = clock_type::now();
+  e->synchronize();
+  w.drain_s = since(t_drain);
+  const auto t_finish = clock_type::now();
   // The prompt's rows into the workspace's chunk blocks, then the last
   // position's hidden state where first_atom reads it.
   const std::size_t row = static_cast<std::size_t>(ps.head_dim) * model::dtype_size(ps.type);
@@ -472,11 +557,13 @@ void run_document_work_device(model::engine& eng, document_work& w) {
   }
   model::hidden_state& last = ws.hidden(ws.num_chunks() - 1);
   KVFLOW_CUDA_CHECK(cudaMemcpyAsync(static_cast<std::uint8_t*>(last.data) + (last.tokens - 1) * hidden_row,
-                                    last_hidden->get(), hidden_row, cudaMemcpyDeviceToDevice, cs));
+                                    last_hidden.get(), hidden_row, cudaMemcpyDeviceToDevice, cs));
   w.result.last_hidden.resize(static_cast<std::size_t>(c.hidden));
-  e->to_host(w.result.last_hidden.data(), last_hidden->get(), hidden_row);
+  e->to_host(w.result.last_hidden.data(), last_hidden.get(), hidden_row);
   e->synchronize();
   for (const auto& t : timers) w.compute_s += t->seconds();
+  w.finish_s = since(t_finish);
+  w.wall_s = since(t_entry);
 }
 
 #endif

@@ -24,9 +24,43 @@
 // Then the block is copied into the workspace's chunk blocks and the last
 // row's hidden state where first_atom reads it.
 
+#include <cstddef>
+#include <memory>
+#include <mutex>
+#include <vector>
+
 #include "actors/document_request.hpp"
+#include "devices/host/pinned_buffer.hpp"
 
 namespace kvflow {
+
+/// Buffers the device path keeps between requests, owned by the gpu actor:
+/// the prompt-long block (2.1 GB for 16k tokens of llama-3-8b) and the
+/// smaller ones, the disk loads' pinned staging and the loader's stream.
+/// Allocating and freeing them per request cost a cudaMalloc and a
+/// device-wide cudaFree each time, inside the TTFT. Grow-only: the device
+/// memory of the largest prompt seen stays taken while the actor lives.
+/// One request uses it at a time (`busy`); another finds it taken and
+/// allocates its own.
+class document_scratch {
+ public:
+  struct device_buffer {
+    void* p = nullptr;
+    std::size_t bytes = 0;
+    /// At least `need` bytes on `device`, reallocated only when larger.
+    void* get(std::size_t need, int device);
+    ~device_buffer();
+  };
+  ~document_scratch();
+
+  std::mutex busy;
+  device_buffer prompt, side, inv_freq, hidden, all_hidden, index, deviation, last_hidden;
+  std::vector<devices::pinned_buffer> staging;  ///< disk reads, one entry block each
+  void* load_stream = nullptr;                  ///< cudaStream_t of the loader (non-blocking)
+};
+
+/// A scratch for a gpu actor (null without CUDA).
+std::shared_ptr<document_scratch> make_document_scratch();
 
 /// run_document_work for an engine whose blocks are device memory (a
 /// cuda_engine): reads w.store under w.keys itself and fills w.loaded,

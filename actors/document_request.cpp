@@ -44,6 +44,9 @@ policies::recompute_plan choose_document_plan(const document_params& p, const mo
     in.tail_share = in.check_layers > 0 ? 1.0 - static_cast<double>(std::min(in.check_layers, c.layers)) / c.layers
                                         : 1.0 / device_groups;
   }
+  const double tokens = in.document_tokens + in.other_tokens;
+  in.fixed_s = p.rates ? p.rates->overhead_s() : 0;
+  in.full_recompute_s = p.rates ? p.rates->full_s(tokens) : 0;
   if (in.token_layer_s <= 0 || in.load_bytes_per_s <= 0) {
     plan.ratio = in.min_ratio;
     return plan;
@@ -121,6 +124,29 @@ void document_rates::observe_load(double bytes, double seconds) {
   load_bytes_per_s_ = load_bytes_per_s_ > 0 ? 0.7 * load_bytes_per_s_ + 0.3 * sample : sample;
 }
 
+void document_rates::observe_full(double tokens, double ttft_s) {
+  if (tokens < min_full_tokens || ttft_s <= 0) return;
+  std::lock_guard<std::mutex> lock(mutex_);
+  const double sample = ttft_s / tokens;
+  full_token_s_ = full_token_s_ > 0 ? 0.7 * full_token_s_ + 0.3 * sample : sample;
+}
+
+void document_rates::observe_overhead(double seconds) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  overhead_s_ = overhead_seen_ ? 0.7 * overhead_s_ + 0.3 * seconds : seconds;
+  overhead_seen_ = true;
+}
+
+double document_rates::full_s(double tokens) const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return full_token_s_ * tokens;
+}
+
+double document_rates::overhead_s() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return std::max(0.0, overhead_s_);
+}
+
 double document_rates::token_layer_s() const {
   std::lock_guard<std::mutex> lock(mutex_);
   return token_layer_s_;
@@ -136,6 +162,10 @@ caf::behavior document_request_actor(caf::stateful_actor<document_request_state>
   auto p = std::make_shared<document_params>(std::move(params));
   auto report = std::make_shared<restore_report>();
   auto finished = std::make_shared<bool>(false);
+  // The estimate (seconds) of a reuse plan the cost model chose, whose TTFT
+  // teaches the path's fixed cost; 0: nothing to learn (a fixed ratio, a
+  // full recompute, documents computed alone).
+  auto planned_s = std::make_shared<double>(0);
   auto finish = [=](std::exception_ptr failure) {
     if (*finished) return;
     *finished = true;
@@ -166,6 +196,7 @@ caf::behavior document_request_actor(caf::stateful_actor<document_request_state>
             [=](std::int32_t token) {
               report->first_token = token;
               report->ttft_s = seconds_since(p->base.submitted);
+              if (*planned_s > 0 && p->rates) p->rates->observe_overhead(report->ttft_s - *planned_s);
               if (p->base.opts.on_token) p->base.opts.on_token(token);
               if (p->base.opts.digest_kv) report->kv_sha256 = digest_kv(*ws);
               const auto& stops = p->base.stop_tokens;
@@ -257,9 +288,13 @@ caf::behavior document_request_actor(caf::stateful_actor<document_request_state>
                     // What a TTFT beyond max(loads, compute) is made of: the rest of
                     // the round trip (allocation, waits, copies into the chunks).
                     logger("actors")->debug(
-                        "request {} (documents): plan {:.3f} (front {:.3f}, estimate {:.4f} s); round trip {:.4f} "
-                        "s, GPU compute {:.4f} s, loads {:.4f} s ({:.3f} GB)",
-                        ws->request_id(), plan.ratio, plan.front_share, plan.estimate_s, seconds_since(sent),
+                        "request {} (documents): plan {:.3f} (front {:.3f}, estimate {:.4f} s + fixed {:.4f} s, "
+                        "full {:.4f} s); submit to send {:.4f} s, round trip {:.4f} s (in the gpu actor {:.4f} s: "
+                        "buffers {:.4f} s, waiting for loads {:.4f} s, for the GPU {:.4f} s, copies out {:.4f} s), GPU compute {:.4f} s, "
+                        "loads {:.4f} s ({:.3f} GB)",
+                        ws->request_id(), plan.ratio, plan.front_share, plan.estimate_s, plan.fixed_s,
+                        plan.full_recompute_s, std::chrono::duration<double>(sent - p->base.submitted).count(),
+                        seconds_since(sent), work->wall_s, work->setup_s, work->wait_s, work->drain_s, work->finish_s,
                         work->compute_s, work->load_s, work->load_bytes / 1e9);
                   const int check = work->blend.selection == model::token_selection::cacheblend
                                         ? std::min(work->blend.check_layers, c.layers)
@@ -277,6 +312,9 @@ caf::behavior document_request_actor(caf::stateful_actor<document_request_state>
                   }
                   report->document_tokens_recomputed = static_cast<std::uint32_t>(r.selected_document_tokens);
                   for (bool l : work->loaded) ++(l ? report->documents_reused : report->documents_computed);
+                  if (plan.estimate_s > 0 && !plan.full_recompute &&
+                      std::all_of(work->loaded.begin(), work->loaded.end(), [](bool l) { return l; }))
+                    *planned_s = plan.estimate_s;
                   first_token();
                   // The entries computed here are stored while the first token is
                   // sampled (this actor handles its reply only after this handler,

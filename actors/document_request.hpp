@@ -25,6 +25,8 @@
 
 namespace kvflow {
 
+class document_scratch;
+
 /// What the gpu actor does for a document request (in-process handle).
 struct document_work {
   workspace_ptr ws;
@@ -44,6 +46,15 @@ struct document_work {
   double load_bytes = 0;                          ///< bytes the device path moved from the tiers
   double load_s = 0;                              ///< seconds from its first load to its last
   double token_layers = 0;                        ///< token-layers the device path computed
+  // Where the device path's wall time goes (seconds, for the debug log):
+  double wall_s = 0;    ///< all of run_document_work_device
+  double setup_s = 0;   ///< buffers and the loader's start
+  double wait_s = 0;    ///< the gpu actor's thread blocked on loads
+  double drain_s = 0;   ///< then waiting for the GPU to finish the enqueued compute
+  double finish_s = 0;  ///< the copies into the chunk blocks and the last sync
+  /// Buffers kept between requests (actors/document_cuda.hpp); null: the
+  /// request allocates its own.
+  std::shared_ptr<document_scratch> scratch;
 };
 using document_work_ptr = std::shared_ptr<document_work>;
 
@@ -61,13 +72,29 @@ class document_rates {
  public:
   void observe_compute(double token_layers, double seconds);
   void observe_load(double bytes, double seconds);
+  /// A TTFT of the runtime's ordinary path that computed every chunk of a
+  /// prompt of `tokens` (the alternative a reuse plan must beat). Prompts
+  /// shorter than min_full_tokens are ignored: their per-request costs would
+  /// make a per-token rate overstate a long prompt's full recompute, the
+  /// direction that makes reuse look better than it is.
+  void observe_full(double tokens, double ttft_s);
+  /// A document request's TTFT beyond its plan's estimate (buffers, copies,
+  /// actor hops, the estimate's error): the reuse path's fixed cost.
+  void observe_overhead(double seconds);
   /// Seconds per token-layer and bytes per second (0 until observed).
   double token_layer_s() const;
   double load_bytes_per_s() const;
+  /// The full recompute's TTFT for `tokens` (0 until observed).
+  double full_s(double tokens) const;
+  /// The reuse path's fixed seconds (0 until observed; never negative).
+  double overhead_s() const;
+
+  static constexpr double min_full_tokens = 1024;
 
  private:
   mutable std::mutex mutex_;
-  double token_layer_s_ = 0, load_bytes_per_s_ = 0;
+  double token_layer_s_ = 0, load_bytes_per_s_ = 0, full_token_s_ = 0, overhead_s_ = 0;
+  bool overhead_seen_ = false;
 };
 
 struct document_params {
@@ -85,7 +112,9 @@ struct document_params {
 /// cost model's over the rates measured so far (policies/recompute_ratio
 /// with split_front: the leading documents computed in full where loading
 /// them is slower than computing them; a full recompute where reuse would
-/// not pay). Until both rates are known: the quality floor. Throws
+/// not pay: its estimate plus the path's measured fixed cost within the
+/// policy's margin of the measured full recompute, where both are known).
+/// Until both rates are known: the quality floor. Throws
 /// kvflow::error(invalid_argument) on inputs the policy refuses. `kv` is
 /// the blocks' type (the bytes a load moves); with `device_groups` > 0 the
 /// plan is the device path's: loads overlap the recompute, whose last of

@@ -6,6 +6,7 @@
 #include "actors/atoms.hpp"
 #include "actors/caf_error.hpp"
 #include "actors/clock.hpp"
+#include "actors/document_cuda.hpp"
 #include "actors/document_request.hpp"
 #include "actors/frame_type.hpp"
 #include "messages/log.hpp"
@@ -269,6 +270,8 @@ caf::behavior budgeted_gpu_actor(caf::stateful_actor<gpu_state>* self, std::shar
   self->state.device = device;
   self->state.step_tokens = std::max(0, step_tokens);
   auto* eng = self->state.engine.get();
+  // The device document path's buffers, kept between its requests.
+  auto doc_scratch = make_document_scratch();
   return {
       [=](const msg::frame& f, workspace_ptr& ws) -> caf::result<msg::frame> {
         auto g = compute_grant_of(f, *ws, eng->cfg().layers, "gpu actor");
@@ -329,6 +332,7 @@ caf::behavior budgeted_gpu_actor(caf::stateful_actor<gpu_state>* self, std::shar
       // Document path (actors/document_request.hpp): placement and selective recompute.
       [=](blend_atom, document_work_ptr& w) -> caf::result<bool> {
         try {
+          if (!w->scratch) w->scratch = doc_scratch;
           run_document_work(*eng, *w);
         } catch (const error& e) {
           return make_error(e);

@@ -385,7 +385,8 @@ struct runtime::impl {
       ws->add_stages(engines);
     }
     // A document request never loses a chunk (a missing entry is computed), so it needs no retry.
-    if (!so.documents.empty() && start_documents(ws, so, salt, done, submitted)) return;
+    bool full_by_plan = false;  // documents marked, but the plan found reuse would not pay
+    if (!so.documents.empty() && start_documents(ws, so, salt, done, submitted, full_by_plan)) return;
     request_env env{scheduler, gpu, {}};
     {
       std::lock_guard<std::mutex> lock(tiers_mutex);
@@ -407,8 +408,13 @@ struct runtime::impl {
       auto t = tok;
       p.detokenize = [t](const std::vector<std::int32_t>& ids) { return t->decode(ids); };
     }
-    p.done = [this, tokens = std::move(tokens), so, done = std::move(done), submitted, retries](
+    p.done = [this, tokens = std::move(tokens), so, done = std::move(done), submitted, retries, full_by_plan](
                  std::exception_ptr e, restore_report r) mutable {
+      if (full_by_plan) r.recompute_ratio = 1;  // every document token recomputed
+      // A prompt computed in full by this path: the full recompute a
+      // document plan must beat (one engine: the document path's own case).
+      if (!e && r.cached_chunks == 0 && r.cells_loaded == 0 && stage_list.empty())
+        doc_rates->observe_full(r.prompt_tokens, r.ttft_s);
       if (retries > 0 && lost_chunk(e)) {
         try {
           return start(std::move(tokens), std::move(so), std::move(done), submitted, retries - 1);
@@ -425,8 +431,9 @@ struct runtime::impl {
   // document path; a prompt whose documents all lie in the cached prefix
   // (or a backend without selective recompute) restores as usual, so a
   // prefix hit stays bit-exact. True when the document path took it.
+  // `full_by_plan`: set where the plan sent it down the ordinary path.
   bool start_documents(const std::shared_ptr<workspace>& ws, const submit_options& so, const std::string& salt,
-                       report_callback done, std::chrono::steady_clock::time_point submitted) {
+                       report_callback done, std::chrono::steady_clock::time_point submitted, bool& full_by_plan) {
     // CUDA runs the document path on the device (actors/document_cuda.hpp),
     // on one engine: pipeline stages restore marked prompts as usual.
     if (backend != backend_kind::cpu && !(backend == backend_kind::cuda && stage_list.empty())) {
@@ -473,6 +480,33 @@ struct runtime::impl {
     dp.rates = doc_rates;
     dp.blend.selection = model::parse_selection(so.document_selection);
     dp.blend.ratio = so.recompute_ratio;
+    // Where the cost model finds no gain worth its margin (the path's
+    // measured fixed cost included) and every document is stored already,
+    // the request is restored by the ordinary path, which computes every
+    // chunk in fused prefill forwards, faster than the document path at
+    // 100%: an adaptive request is then never slower than a full recompute
+    // by construction (up to the noise of the measurements the plan uses).
+    // A document no tier holds keeps the document path, which computes it
+    // alone and stores it.
+    if (dp.blend.ratio < 0) {
+      policies::recompute_plan plan;
+      try {
+        plan = choose_document_plan(dp, engine->cfg(), engine->kv_type(),
+                                    engine->kv_type() != model::dtype::f32 ? dp.device_groups : 0);
+      } catch (const error&) {
+        plan.full_recompute = false;  // the request reports it
+      }
+      const bool all_held = std::all_of(dp.keys.begin(), dp.keys.end(),
+                                        [&](const auto& k) { return devices::has_document(*store, k); });
+      if (plan.full_recompute && all_held) {
+        logger("actors")->debug(
+            "request {}: documents held, but reuse would not pay (estimate {:.4f} s + fixed {:.4f} s against "
+            "a full recompute of {:.4f} s): the ordinary path",
+            ws->request_id(), plan.estimate_s, plan.fixed_s, plan.full_recompute_s);
+        full_by_plan = true;
+        return false;
+      }
+    }
     sys->spawn<caf::detached>(document_request_actor, gpu, ws, std::move(dp));
     return true;
   }

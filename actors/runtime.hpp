@@ -203,7 +203,7 @@ struct restore_report {
   std::uint32_t documents_reused = 0;            ///< document entries loaded from a tier
   std::uint32_t documents_computed = 0;          ///< document entries computed alone (and stored)
   std::uint32_t document_tokens_recomputed = 0;  ///< selected document tokens, above the check layers
-  double recompute_ratio = 0;                    ///< the ratio the document path used
+  double recompute_ratio = 0;                    ///< the document path's; 1 where the plan chose the ordinary path
   std::string finish_reason;                     ///< "stop" (a stop token), "length" (max_new_tokens) or "cancelled"
   std::uint32_t grants_compute = 0;              ///< compute grants carried out
   std::uint32_t grants_load = 0;                 ///< load grants carried out

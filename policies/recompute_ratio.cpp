@@ -75,11 +75,14 @@ recompute_plan choose_recompute_ratio(const recompute_inputs& in) {
   if (!(in.min_speedup >= 1)) bad("min_speedup below 1");
   if (!(in.tail_share >= 0 && in.tail_share < 1)) bad("tail_share outside [0, 1)");
   if (in.front_token_layer_s < 0) bad("negative front_token_layer_s");
+  if (in.fixed_s < 0 || in.full_recompute_s < 0) bad("negative fixed_s or full_recompute_s");
 
   recompute_plan p;
   // Computing every token of every layer: the plan's alternative.
   const double prefill_per = in.front_token_layer_s > 0 ? in.front_token_layer_s : in.token_layer_s;
-  p.full_recompute_s = prefill_per / in.compute_share * (in.document_tokens + in.other_tokens) * in.layers;
+  p.full_recompute_s = in.full_recompute_s > 0
+                           ? in.full_recompute_s
+                           : prefill_per / in.compute_share * (in.document_tokens + in.other_tokens) * in.layers;
   const auto full = [&] {
     p.ratio = 1;
     p.front_share = 0;
@@ -126,7 +129,10 @@ recompute_plan choose_recompute_ratio(const recompute_inputs& in) {
       p.load_bytes = parts.load_bytes;
     }
   }
-  if (p.estimate_s * in.min_speedup >= p.full_recompute_s) return full();
+  // The fixed cost of the reuse path counts here only: it is the same for
+  // every reuse plan, so it cannot change which one is best.
+  p.fixed_s = in.fixed_s;
+  if ((p.estimate_s + in.fixed_s) * in.min_speedup >= p.full_recompute_s) return full();
   return p;
 }
 

@@ -44,6 +44,16 @@ struct recompute_inputs {
   /// recompute: estimates carry error (per-job costs, a rate that moved),
   /// and a reuse that turns out slower than computing loses quality for nothing.
   double min_speedup = 1.1;
+  /// Seconds the reuse path costs beyond max(compute, load) whatever the
+  /// plan (buffers, copies into the chunk blocks, actor hops, the estimate's
+  /// own error), as measured on earlier requests; 0 where unknown. It moves
+  /// every reuse plan alike, so it decides only between reuse and a full
+  /// recompute.
+  double fixed_s = 0;
+  /// The full recompute's measured seconds for this prompt (the runtime's
+  /// ordinary path, which may be faster than the rate above predicts: fused
+  /// prefill forwards); 0: estimated from front_token_layer_s.
+  double full_recompute_s = 0;
 };
 
 /// The plan: recompute `ratio` of the document tokens and load the rest.
@@ -56,7 +66,8 @@ struct recompute_plan {
   double compute_s = 0;         ///< selected tokens' and check layers' compute at this ratio
   double load_s = 0;            ///< reused tokens' loads at this ratio (overlapped with compute)
   double estimate_s = 0;        ///< recompute_estimate_s at `ratio`: the planned restore time
-  double full_recompute_s = 0;  ///< computing every token
+  double fixed_s = 0;           ///< recompute_inputs::fixed_s, on top of estimate_s for a reuse plan
+  double full_recompute_s = 0;  ///< computing every token (measured where given)
   double load_bytes = 0;        ///< bytes the plan moves
 };
 
@@ -78,7 +89,8 @@ double recompute_split_estimate_s(const recompute_inputs& in, double front, doub
 
 /// The ratio in [min_ratio, max_ratio] that minimises the planned time,
 /// preferring more recompute where it is free (load-bound), or a full
-/// recompute where reuse would not be min_speedup times faster. With
+/// recompute where reuse (estimate_s + fixed_s) would not be min_speedup
+/// times faster than full_recompute_s (measured where given). With
 /// split_front, a plan that computes the leading documents in full and
 /// reuses the rest at min_ratio is taken where it is faster: loads slower
 /// than compute then shrink to what the compute can hide, so a slow tier

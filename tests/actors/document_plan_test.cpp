@@ -2,7 +2,9 @@
 // ratio as given; with measured rates, the leading documents the store holds
 // are computed in full where loading them is slower than computing them
 // (split_front), and a slow enough tier means a full recompute; documents
-// the store lacks are always computed alone, so that they get stored.
+// the store lacks are always computed alone, so that they get stored; a
+// measured full recompute and the path's measured fixed cost decide
+// whether reuse pays at all.
 #define BOOST_TEST_MODULE actors.document_plan
 #include <boost/test/unit_test.hpp>
 
@@ -103,4 +105,40 @@ BOOST_AUTO_TEST_CASE(a_tier_slower_than_compute_means_a_full_recompute_of_what_i
   BOOST_TEST(plan.full_recompute);
   // The fourth document is not stored: it is computed alone and stored.
   BOOST_TEST((documents_in_full(f.p, plan) == std::vector<bool>{true, true, true, false}));
+}
+
+BOOST_AUTO_TEST_CASE(a_measured_full_recompute_and_fixed_cost_can_make_reuse_not_pay) {
+  fixture f;
+  f.p.rates->observe_compute(1, 1e-3);
+  f.p.rates->observe_load(1e12, 1);
+  const auto reuse = choose_document_plan(f.p, small_model());
+  BOOST_TEST_REQUIRE(!reuse.full_recompute);
+  const double tokens = 144;
+  // A short prompt's TTFT says nothing about a long one's: ignored.
+  f.p.rates->observe_full(100, 1e3);
+  BOOST_TEST(f.p.rates->full_s(tokens) == 0.0);
+  // The ordinary path measured barely slower than the plan: a full recompute.
+  f.p.rates->observe_full(2048, reuse.estimate_s * 1.05 * 2048 / tokens);
+  BOOST_TEST(f.p.rates->full_s(tokens) == reuse.estimate_s * 1.05, boost::test_tools::tolerance(1e-9));
+  const auto measured = choose_document_plan(f.p, small_model());
+  BOOST_TEST(measured.full_recompute);
+  BOOST_TEST(documents_in_full(f.p, measured) == std::vector<bool>({true, true, true, false}));
+  // Measured much slower, reuse pays again, until the path's fixed cost eats the gain.
+  auto g = fixture();
+  g.p.rates->observe_compute(1, 1e-3);
+  g.p.rates->observe_load(1e12, 1);
+  g.p.rates->observe_full(2048, reuse.estimate_s * 3 * 2048 / tokens);
+  BOOST_TEST(!choose_document_plan(g.p, small_model()).full_recompute);
+  g.p.rates->observe_overhead(reuse.estimate_s * 2);
+  BOOST_TEST(g.p.rates->overhead_s() == reuse.estimate_s * 2, boost::test_tools::tolerance(1e-9));
+  const auto costly = choose_document_plan(g.p, small_model());
+  BOOST_TEST(costly.full_recompute);
+  BOOST_TEST(costly.full_recompute_s == reuse.estimate_s * 3, boost::test_tools::tolerance(1e-9));
+}
+
+BOOST_AUTO_TEST_CASE(the_fixed_cost_is_never_negative) {
+  document_rates r;
+  BOOST_TEST(r.overhead_s() == 0.0);
+  r.observe_overhead(-0.5);  // a TTFT below the estimate
+  BOOST_TEST(r.overhead_s() == 0.0);
 }

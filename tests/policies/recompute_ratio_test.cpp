@@ -150,6 +150,40 @@ BOOST_AUTO_TEST_CASE(a_split_computes_the_leading_documents_while_the_rest_loads
   }
 }
 
+BOOST_AUTO_TEST_CASE(a_fixed_cost_and_a_measured_full_recompute_decide_reuse) {
+  // A slow tier where the split plan is a little faster than computing
+  // everything by the rate (the H200's disk case).
+  auto in = llama(2);
+  in.split_front = true;
+  in.tail_share = 0.25;
+  const auto base = choose_recompute_ratio(in);
+  BOOST_TEST_REQUIRE(!base.full_recompute);
+  BOOST_TEST(base.fixed_s == 0);
+  // The measured full recompute replaces the rate's estimate.
+  auto measured = in;
+  measured.full_recompute_s = base.full_recompute_s * 0.9;
+  BOOST_TEST(choose_recompute_ratio(measured).full_recompute_s == measured.full_recompute_s);
+  // A fixed cost that leaves the margin: the same plan, carrying it.
+  auto small = in;
+  small.fixed_s = 0.01 * base.estimate_s;
+  const auto p = choose_recompute_ratio(small);
+  BOOST_TEST(!p.full_recompute);
+  BOOST_TEST(p.ratio == base.ratio);
+  BOOST_TEST(p.front_share == base.front_share);
+  BOOST_TEST(p.fixed_s == small.fixed_s);
+  // One that eats it (estimate + fixed within min_speedup of the full
+  // recompute): a full recompute, never a reuse that is slower.
+  auto big = in;
+  big.fixed_s = base.full_recompute_s / in.min_speedup - base.estimate_s + 1e-6;
+  BOOST_TEST(choose_recompute_ratio(big).full_recompute);
+  // Likewise a full recompute measured faster than the rate says.
+  auto fast = in;
+  fast.full_recompute_s = base.estimate_s * in.min_speedup;
+  BOOST_TEST(choose_recompute_ratio(fast).full_recompute);
+  in.fixed_s = -1;
+  BOOST_CHECK_THROW(choose_recompute_ratio(in), kvflow::error);
+}
+
 BOOST_AUTO_TEST_CASE(bad_inputs_are_refused) {
   auto in = llama(1);
   in.layers = 0;
