@@ -172,13 +172,19 @@ void enqueue_queued(caf::stateful_actor<gpu_state>* self, double budget) {
   // Consecutive grants of one layer range form a group (a request's
   // grants stay in arrival order: a group never jumps over a grant of
   // another layer range).
+  // Past gpu_fuse_rows_free rows, at most half of what arrived a forward
+  // (gpu_actor.hpp): the device has the next forward while one's
+  // completions travel.
+  int arrived = 0;
+  for (const auto& q : queued) arrived += grant_rows(*q.ws, q.grant.cells);
+  const int fuse_rows = std::max(gpu_fuse_rows_free, std::min(gpu_fuse_rows, arrived / 2));
   for (std::size_t i = 0; i < queued.size();) {
     const auto& first = queued[i].grant.cells;
     std::size_t j = i + 1;
     int rows = grant_rows(*queued[i].ws, first);
     while (j < queued.size() && queued[j].grant.cells.layer_begin == first.layer_begin &&
            queued[j].grant.cells.layer_end == first.layer_end &&
-           rows + grant_rows(*queued[j].ws, queued[j].grant.cells) <= gpu_fuse_rows) {
+           rows + grant_rows(*queued[j].ws, queued[j].grant.cells) <= fuse_rows) {
       rows += grant_rows(*queued[j].ws, queued[j].grant.cells);
       ++j;
     }

@@ -86,11 +86,18 @@ struct gpu_state {
   static inline const char* name = "kvflow.gpu";
 };
 
-/// Most rows a fused forward gathers from grants that arrived together (a
-/// grant larger than this runs alone): 1024 rows fill the products of an
-/// 8B model on an H200; gathering more would make queued grants finish
-/// together and leave the device idle while their completions travel.
-constexpr int gpu_fuse_rows = 1024;
+/// Rows a fused forward gathers from grants that arrived together (a grant
+/// larger than this runs alone): up to gpu_fuse_rows_free rows always, up
+/// to gpu_fuse_rows while that leaves at least as many rows that arrived
+/// for another forward, so that the device runs one while the other's
+/// completions travel (two pieces of 1024 rows, as two_pointer keeps in
+/// flight, stay apart). Policies grant compute at most compute_group chunks
+/// (1024 tokens) wide, so compute_only at 256-token chunks sends grants of
+/// 1024 rows together; fused to 4096 they run like its grants at
+/// 1024-token chunks, which took 0.496 s at 16k against 0.533 s in
+/// 1024-row forwards on the H200 (prefill_speed_r2.md).
+constexpr int gpu_fuse_rows_free = 1024;
+constexpr int gpu_fuse_rows = 4096;
 
 /// Default prefill budget of a decode step (runtime_options::
 /// step_prefill_tokens): 512 token-equivalents of compute grants ride with

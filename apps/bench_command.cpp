@@ -47,6 +47,7 @@ struct bench_options {
   std::vector<int> contexts{16384};
   std::vector<int> suffix_tokens{256};  // swept: each value is a full run of the other axes
   int chunk_tokens = 256;
+  std::size_t max_compute_cells = 0;  // runtime_options::max_compute_cells; 0: the runtime's default
   std::vector<std::string> tiers{"disk", "25", "10"};
   std::vector<std::string> policies = kvflow::policies::policy_names();
   std::vector<int> batches{1};
@@ -315,6 +316,7 @@ class bench {
     ro.backend = opt_.backend;
     ro.threads = opt_.threads;
     ro.chunk_tokens = opt_.chunk_tokens;
+    ro.max_compute_cells = opt_.max_compute_cells;
     ro.policy = name_of(policy_kind::two_pointer);
     ro.stages = opt_.stages;
     ro.stage_link = opt_.stage_link;
@@ -675,6 +677,9 @@ command_runner add_bench_command(CLI::App& app) {
       ->delimiter(',')
       ->capture_default_str();
   cmd->add_option("--chunk-tokens", opt->chunk_tokens, "Tokens per chunk")->capture_default_str();
+  cmd->add_option("--max-compute-cells", opt->max_compute_cells,
+                  "Compute cells in flight on the GPU (0: the runtime's default; compute_only grants half)")
+      ->capture_default_str();
   cmd->add_option(
          "--tiers", opt->tiers,
          "Where the cached prefix lies: host (pinned pool), disk (O_DIRECT), N (the disk paced to N "

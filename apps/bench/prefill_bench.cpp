@@ -56,8 +56,12 @@ struct chunk_buffers {
 };
 
 // Seconds of the median of `reps` prefills of `tokens` in chunks of `chunk`
-// (0: one shot), timed with events on the engine's stream.
-double time_prefill(cuda_engine& e, const std::vector<std::int32_t>& tokens, int chunk, int warmup, int reps) {
+// (0: one shot), timed with events on the engine's stream. With `logits`,
+// each prefill ends with the last row's logits copied to the host (the
+// first token's work, which a runtime's TTFT and transformers'
+// logits_to_keep=1 also hold).
+double time_prefill(cuda_engine& e, const std::vector<std::int32_t>& tokens, int chunk, int warmup, int reps,
+                    bool logits) {
   const int total = static_cast<int>(tokens.size());
   const int step = chunk > 0 ? chunk : total;
   chunk_buffers buf{&e, {}, nullptr, 0};
@@ -74,6 +78,7 @@ double time_prefill(cuda_engine& e, const std::vector<std::int32_t>& tokens, int
   KVFLOW_CUDA_CHECK(cudaEventCreate(&start));
   KVFLOW_CUDA_CHECK(cudaEventCreate(&stop));
   std::vector<double> times;
+  std::vector<float> row;
   for (int r = 0; r < warmup + reps; ++r) {
     KVFLOW_CUDA_CHECK(cudaEventRecord(start, e.stream()));
     int i = 0;
@@ -90,6 +95,8 @@ double time_prefill(cuda_engine& e, const std::vector<std::int32_t>& tokens, int
       job.hidden = {buf.hidden, n};
       e.run(job);
     }
+    // Enqueued on the stream and waited for: the stop event follows it.
+    if (logits) e.logits({buf.hidden, std::min(step, total - (total - 1) / step * step)}, row);
     KVFLOW_CUDA_CHECK(cudaEventRecord(stop, e.stream()));
     KVFLOW_CUDA_CHECK(cudaEventSynchronize(stop));
     float ms = 0;
@@ -284,6 +291,10 @@ int main(int argc, char** argv) {
   app.add_option("--json", out_path, "write the records to this file");
   bool attention_only = false;
   bool gemm_only = false;
+  bool logits = false;
+  app.add_flag("--logits", logits,
+               "end each prefill with the last row's logits on the host (the work of a prompt's prefill up to its "
+               "first token)");
   app.add_flag(
       "--gemm", gemm_only,
       "time llama-3-8b's four products at each of --lengths rows, heuristic against tuned algorithm, and exit");
@@ -328,7 +339,7 @@ int main(int argc, char** argv) {
         for (int i = 0; i < len; ++i) tokens[i] = static_cast<std::int32_t>((i * 2654435761u + 7u) % c.vocab_size);
         for (int chunk : chunks) {
           if (chunk >= len) continue;  // same as one shot
-          const double s = time_prefill(*e, tokens, chunk, warmup, reps);
+          const double s = time_prefill(*e, tokens, chunk, warmup, reps, logits);
           const double tf = prefill_flops(c, len) / s / 1e12;
           std::printf("%-12s %8d %8d %10.4f %8.1f\n", name.c_str(), len, chunk, s, tf);
           std::fflush(stdout);
@@ -336,6 +347,7 @@ int main(int argc, char** argv) {
                              {"context_tokens", len},
                              {"impl", "kvflow"},
                              {"chunk_tokens", chunk},
+                             {"logits", logits},
                              {"seconds", s},
                              {"tflops", tf},
                              {"device", prop.name}});

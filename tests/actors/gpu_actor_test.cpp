@@ -317,3 +317,26 @@ BOOST_AUTO_TEST_CASE(a_decode_step_waits_for_at_most_the_budget) {
   BOOST_TEST((kv_bytes(*fx.ws[1]) == kv_bytes(*unbudgeted.ws[1])));
   BOOST_TEST((kv_bytes(*fx.ws[2]) == kv_bytes(*unbudgeted.ws[2])));
 }
+
+// Past gpu_fuse_rows_free rows, a forward takes at most half the rows that
+// arrived together (up to gpu_fuse_rows): two grants of 1024 rows stay two
+// forwards, four run as two forwards of 2048.
+BOOST_AUTO_TEST_CASE(past_1024_rows_a_forward_takes_half_of_what_arrived) {
+  for (std::uint32_t grants : {2u, 4u}) {
+    fixture fx;
+    constexpr std::uint32_t chunk = 256, per_grant = gpu_fuse_rows_free / chunk;
+    std::vector<std::int32_t> tokens(static_cast<std::size_t>(grants * per_grant * chunk));
+    for (std::size_t i = 0; i < tokens.size(); ++i) tokens[i] = static_cast<std::int32_t>((i * 5 + 1) % 512);
+    fx.ws.push_back(std::make_shared<workspace>(4, std::move(tokens), chunk, *fx.engine));
+    std::vector<std::pair<msg::frame, int>> frames;
+    for (std::uint32_t g = 0; g < grants; ++g)
+      frames.push_back({grant_frame(4, 2 + g, g * per_grant, (g + 1) * per_grant, 0, 1), 3});
+    auto answers = fx.run(grant_frame(1, 1, 0, 1, 0, 4), frames);
+    for (auto& a : answers) BOOST_TEST(a.ok, a.error);
+    std::lock_guard<std::mutex> lock(fx.engine->mu);
+    BOOST_TEST_INFO(grants << " grants of " << gpu_fuse_rows_free << " rows");
+    BOOST_TEST_REQUIRE(fx.engine->calls.size() == 3u);
+    BOOST_TEST(fx.engine->calls[1].size() == std::size_t(grants / 2 * per_grant));
+    BOOST_TEST(fx.engine->calls[2].size() == std::size_t(grants / 2 * per_grant));
+  }
+}

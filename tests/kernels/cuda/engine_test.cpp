@@ -171,10 +171,10 @@ BOOST_AUTO_TEST_CASE(chunked_prefill_is_bitwise_one_shot) {
 }
 
 // engine::run_fused: chunks of one request fused into one forward (groups
-// of 1 to 5 chunks, and over a layer split), and chunks of two requests
-// fused together, give each chunk the KV and hidden state of one-shot
-// prefill bitwise, whatever rows they were batched with.
-static void check_fused_jobs(engine& e, int total, int chunk) {
+// of `groups` chunks in turn, and over a layer split), and chunks of two
+// requests fused together, give each chunk the KV and hidden state of
+// one-shot prefill bitwise, whatever rows they were batched with.
+static void check_fused_jobs(engine& e, int total, int chunk, const std::vector<int>& groups = {1, 2, 3, 4, 5}) {
   const int L = e.cfg().layers, hidden = e.cfg().hidden;
   const auto toks_a = prompt(total, e.cfg().vocab_size);
   auto toks_b = toks_a;
@@ -213,7 +213,8 @@ static void check_fused_jobs(engine& e, int total, int chunk) {
   // Groups of growing size; request a in one piece, request b split at a
   // layer (both halves fused), and the two requests' chunks interleaved.
   const int mid = L / 2;
-  for (int group = 1; ra.next < chunks || rb.next < chunks; group = group % 5 + 1) {
+  for (std::size_t turn = 0; ra.next < chunks || rb.next < chunks; ++turn) {
+    const int group = groups[turn % groups.size()];
     std::vector<chunk_job> first, second;
     const int a_end = std::min(chunks, ra.next + group), b_end = std::min(chunks, rb.next + (group + 1) / 2);
     for (int c = ra.next; c < a_end; ++c) first.push_back(job_of(ra, c, 0, mid));
@@ -252,6 +253,9 @@ BOOST_AUTO_TEST_CASE(fused_jobs_are_bitwise_one_shot) {
   check_fused_jobs(*tiny, 300, 37);
   auto smol = make_cuda_engine_random(preset("smollm2-135m"), 7);
   check_fused_jobs(*smol, 700, 64);
+  // The runtime's compute_only grants at 256-token chunks: 16 chunks (4096
+  // rows) a forward, then 24 with the other request's 8.
+  check_fused_jobs(*smol, 5000, 256, {16, 3});
 }
 
 BOOST_AUTO_TEST_CASE(device_random_weights_are_deterministic) {
