@@ -25,6 +25,7 @@ namespace kvflow {
 using landed_atom = caf::atom_constant<caf::atom("landed")>;
 using sent_atom = caf::atom_constant<caf::atom("sent")>;
 using expire_atom = caf::atom_constant<caf::atom("expire")>;
+using room_atom = caf::atom_constant<caf::atom("room")>;
 
 cluster_member parse_member(const std::string& line) {
   std::istringstream in(line);
@@ -85,13 +86,8 @@ std::vector<bool> up_mask(const remote_tier_state& st) {
   return up;
 }
 
-void keep_staging(remote_tier_state& st, std::shared_ptr<devices::pinned_buffer>& b) {
-  // Only a buffer nobody else holds (a withdrawn landing may still write it).
-  if (b && b.use_count() == 1) tier_detail::keep_staging(st, std::move(*b), st.opts.staging_cap);
-  b.reset();
-}
-
 void answer_ready(state_t* self);
+void start_waiting(state_t* self);
 
 // The scheduler's name of a node's link (0 is the tier as a whole).
 std::uint16_t link_of(std::size_t node) {
@@ -131,7 +127,9 @@ void fail_grant(state_t* self, std::uint64_t grant, const std::string& why) {
   if (g == st.grants.end()) return;
   for (auto it = st.fetches.begin(); it != st.fetches.end();) {
     if (it->second.grant == grant) {
-      st.net->cancel(it->first);
+      // A waiting fetch was never announced; a started one's lease stays
+      // with the transport's callback while pieces may still land in it.
+      if (it->second.staging) st.net->cancel(it->first);
       it = st.fetches.erase(it);
     } else {
       ++it;
@@ -141,7 +139,8 @@ void fail_grant(state_t* self, std::uint64_t grant, const std::string& why) {
   // the new lookup finds them missing (the node is down) and computes them.
   g->second.reply.deliver(make_error(errc::not_found, why));
   st.grants.erase(g);
-  answer_ready(self);  // grants behind it wait no more
+  answer_ready(self);   // grants behind it wait no more
+  start_waiting(self);  // nor fetches waiting for its landing room
 }
 
 // A node that died or went silent: its chunks are misses from now on and
@@ -280,7 +279,7 @@ void answer_ready(state_t* self) {
 
 // Copies a checked fetch into the workspace; marks its grant ready when it
 // was the last.
-void complete_fetch(state_t* self, std::uint64_t id) {
+void copy_fetch(state_t* self, std::uint64_t id) {
   auto& st = self->state;
   auto it = st.fetches.find(id);
   if (it == st.fetches.end() || !it->second.landed || !it->second.answered) return;
@@ -307,7 +306,7 @@ void complete_fetch(state_t* self, std::uint64_t id) {
   } catch (const std::exception& e) {
     return fail_grant(self, f.grant, std::string("copy of a remote fetch: ") + e.what());
   }
-  keep_staging(st, f.staging);
+  f.staging.reset();  // its slots may take the next fetch (start_waiting, in complete_fetch)
   auto& mine = gr.by_node[f.node];
   mine.first += f.bytes;
   mine.second = std::max(mine.second, f.finished_ns);
@@ -317,6 +316,12 @@ void complete_fetch(state_t* self, std::uint64_t id) {
   gr.ready = true;
   gr.done.finished_ns = std::max(gr.done.finished_ns, now_ns());
   answer_ready(self);
+}
+
+// copy_fetch, then the fetches waiting for the room it gave back.
+void complete_fetch(state_t* self, std::uint64_t id) {
+  copy_fetch(self, id);
+  start_waiting(self);
 }
 
 caf::result<msg::frame> load(state_t* self, const msg::grant& g, workspace_ptr ws) {
@@ -338,80 +343,123 @@ caf::result<msg::frame> load(state_t* self, const msg::grant& g, workspace_ptr w
   gr.done.started_ns = now_ns();
   gr.issued_ns = gr.done.started_ns;
   auto reply = gr.reply;
-  auto me = caf::actor_cast<caf::actor>(self);
-  // Consecutive chunks of one owner travel as one transfer.
+  if (!st.landing) {
+    fail_grant(self, grant_id, "remote tier has no landing memory (its start failed to make it: see the log)");
+    return reply;
+  }
+  // Consecutive chunks of one owner travel as one transfer, of at most a
+  // quarter of the landing slab (one chunk at least): several stay in flight.
+  const auto chunk_span = ws->block(static_cast<int>(g.cells.chunk_begin)).shape.span_bytes(lb, le);
+  const auto per_fetch =
+      std::max<std::size_t>(1, std::max<std::uint64_t>(chunk_span, st.landing->capacity() / 4) / chunk_span);
   for (std::size_t i = 0; i < keys.size();) {
     auto node = owner[i];
     auto j = i + 1;
-    while (j < keys.size() && owner[j] == node) ++j;
+    while (j < keys.size() && j - i < per_fetch && owner[j] == node) ++j;
     if (node >= st.nodes.size()) {
       fail_grant(self, grant_id, "no node of the cluster is up for chunk " + std::to_string(g.cells.chunk_begin + i));
       return reply;
     }
-    msg::transfer t;
-    t.transfer_id = st.next_id++;
-    t.keys.assign(keys.begin() + static_cast<std::ptrdiff_t>(i), keys.begin() + static_cast<std::ptrdiff_t>(j));
-    t.layer_begin = g.cells.layer_begin;
-    t.layer_end = g.cells.layer_end;
-    t.bytes = ws->block(static_cast<int>(g.cells.chunk_begin)).shape.span_bytes(lb, le) * (j - i);
-    t.peer = st.net->address();
     remote_fetch f;
     f.grant = grant_id;
     f.node = node;
     f.chunk_begin = g.cells.chunk_begin + static_cast<std::uint32_t>(i);
     f.chunk_end = g.cells.chunk_begin + static_cast<std::uint32_t>(j);
-    f.bytes = t.bytes;
-    try {
-      f.staging = std::make_shared<devices::pinned_buffer>(tier_detail::take_staging(st, t.bytes));
-      auto staging = f.staging;
-      auto id = t.transfer_id;
-      // The callback holds the buffer while pieces may land in it, and lets
-      // go before it reports, so the actor can reuse the buffer at once.
-      st.net->expect(
-          id, t.bytes, staging->data(),
-          [me, id, staging](devices::net::landed l) mutable {
-            staging.reset();
-            caf::anon_send(me, landed_atom::value, id, l.ok, l.why, l.finished_ns, l.checksum);
-          },
-          devices::net::piece_bytes_for(t.bytes / t.keys.size()));
-    } catch (const std::exception& e) {
-      fail_grant(self, grant_id, std::string("remote fetch not started: ") + e.what());
-      return reply;
-    }
-    st.fetches[t.transfer_id] = std::move(f);
-    ++st.grants[grant_id].left;
-    auto deadline = st.opts.transfer_timeout +
-                    std::chrono::milliseconds(static_cast<long>(t.bytes * 8 / (st.opts.deadline_gbps * 1e6)));
-    auto id = t.transfer_id;
-    self->delayed_send(self, deadline, expire_atom::value, id);
-    self->request(st.nodes[node].handle, deadline, fetch_atom::value, msg::encode(t))
-        .then(
-            [=](const msg::frame& answer) {
-              auto& st = self->state;
-              auto it = st.fetches.find(id);
-              if (it == st.fetches.end()) return;
-              auto decoded = msg::decode(answer);
-              if (!decoded || !std::holds_alternative<msg::transfer>(*decoded) ||
-                  std::get<msg::transfer>(*decoded).transfer_id != id ||
-                  std::get<msg::transfer>(*decoded).bytes != it->second.bytes)
-                return fail_grant(self, it->second.grant,
-                                  "node answered fetch " + std::to_string(id) + " with something else");
-              it->second.answered = true;
-              it->second.checksum = std::get<msg::transfer>(*decoded).checksum;
-              complete_fetch(self, id);
-            },
-            [=](caf::error& e) {
-              auto& st = self->state;
-              auto it = st.fetches.find(id);
-              if (it == st.fetches.end()) return;
-              auto why = self->system().render(e);
-              if (e == caf::sec::request_timeout) mark_down(self, it->second.node, "fetch deadline passed");
-              fail_grant(self, it->second.grant,
-                         "fetch from node " + st.nodes[it->second.node].member.name + ": " + why);
-            });
+    f.bytes = chunk_span * (j - i);
+    f.keys.assign(keys.begin() + static_cast<std::ptrdiff_t>(i), keys.begin() + static_cast<std::ptrdiff_t>(j));
+    const auto id = st.next_id++;
+    st.fetches[id] = std::move(f);
+    st.waiting.push_back(id);
+    ++gr.left;
     i = j;
   }
+  start_waiting(self);
   return reply;
+}
+
+// Announces fetch `id` (its landing room taken) and asks its node for it.
+void start_fetch(state_t* self, std::uint64_t id) {
+  auto& st = self->state;
+  auto& f = st.fetches.at(id);
+  const auto& cells = st.grants.at(f.grant).done.cells;
+  msg::transfer t;
+  t.transfer_id = id;
+  t.keys = f.keys;
+  t.layer_begin = cells.layer_begin;
+  t.layer_end = cells.layer_end;
+  t.bytes = f.bytes;
+  t.peer = st.net->address();
+  auto me = caf::actor_cast<caf::actor>(self);
+  try {
+    auto staging = f.staging;
+    // The callback holds the lease while pieces may land in it, and lets
+    // go before it reports, so its slots may serve the next fetch at once.
+    st.net->expect(
+        id, t.bytes, staging->data(),
+        [me, id, staging](devices::net::landed l) mutable {
+          staging.reset();
+          caf::anon_send(me, landed_atom::value, id, l.ok, l.why, l.finished_ns, l.checksum);
+        },
+        devices::net::piece_bytes_for(t.bytes / t.keys.size()));
+  } catch (const std::exception& e) {
+    f.staging.reset();
+    return fail_grant(self, f.grant, std::string("remote fetch not started: ") + e.what());
+  }
+  const auto node = f.node;
+  auto deadline = st.opts.transfer_timeout +
+                  std::chrono::milliseconds(static_cast<long>(t.bytes * 8 / (st.opts.deadline_gbps * 1e6)));
+  self->delayed_send(self, deadline, expire_atom::value, id);
+  self->request(st.nodes[node].handle, deadline, fetch_atom::value, msg::encode(t))
+      .then(
+          [=](const msg::frame& answer) {
+            auto& st = self->state;
+            auto it = st.fetches.find(id);
+            if (it == st.fetches.end()) return;
+            auto decoded = msg::decode(answer);
+            if (!decoded || !std::holds_alternative<msg::transfer>(*decoded) ||
+                std::get<msg::transfer>(*decoded).transfer_id != id ||
+                std::get<msg::transfer>(*decoded).bytes != it->second.bytes)
+              return fail_grant(self, it->second.grant,
+                                "node answered fetch " + std::to_string(id) + " with something else");
+            it->second.answered = true;
+            it->second.checksum = std::get<msg::transfer>(*decoded).checksum;
+            complete_fetch(self, id);
+          },
+          [=](caf::error& e) {
+            auto& st = self->state;
+            auto it = st.fetches.find(id);
+            if (it == st.fetches.end()) return;
+            auto why = self->system().render(e);
+            if (e == caf::sec::request_timeout) mark_down(self, it->second.node, "fetch deadline passed");
+            fail_grant(self, it->second.grant, "fetch from node " + st.nodes[it->second.node].member.name + ": " + why);
+          });
+}
+
+// Starts the waiting fetches, in order, while the landing slab has room for
+// the first; the rest wait for slots to return (room_atom, or a fetch
+// completed or failed here). The deadline of a fetch runs from its start.
+void start_waiting(state_t* self) {
+  auto& st = self->state;
+  while (!st.waiting.empty()) {
+    const auto id = st.waiting.front();
+    auto it = st.fetches.find(id);
+    if (it == st.fetches.end() || it->second.staging) {  // failed meanwhile
+      st.waiting.pop_front();
+      continue;
+    }
+    std::shared_ptr<devices::pinned_slab::lease> room;
+    try {
+      room = st.landing->take(it->second.bytes);
+    } catch (const std::exception& e) {
+      st.waiting.pop_front();
+      fail_grant(self, it->second.grant, std::string("remote fetch has no landing room: ") + e.what());
+      continue;
+    }
+    if (!room) return;  // the slab tells (room_atom) when slots return
+    st.waiting.pop_front();
+    it->second.staging = std::move(room);
+    start_fetch(self, id);
+  }
 }
 
 void release_flushes(state_t* self);
@@ -510,21 +558,23 @@ caf::behavior remote_tier_proxy(state_t* self, remote_tier_options opts, std::ve
   const model::kv_shape shape{static_cast<int>(st.opts.layout.layers), static_cast<int>(st.opts.layout.kv_heads),
                               static_cast<int>(st.opts.layout.tokens), static_cast<int>(st.opts.layout.head_dim),
                               static_cast<model::dtype>(st.opts.layout.dtype)};
-  if (const auto cell = shape.layer_bytes(); cell > 0 && st.opts.warm_staging_bytes >= cell) {
-    const auto n = std::min<std::uint64_t>(128, st.opts.warm_staging_bytes / cell);
-    // On top of the cap: inside it, the warm buffers (the smallest, never
-    // dropped first) left larger grants' buffers too little room, and each
-    // such grant page-locked and freed its own (call 6 on the H200:
-    // bidirectional 0.668 -> 0.901 s at 32k, 25 Gbit/s).
-    st.opts.staging_cap += n * cell;
+  if (const auto cell = shape.layer_bytes(); cell > 0) {
+    const auto slots = std::max<std::uint64_t>(st.opts.landing_bytes / devices::align_up(cell), shape.layers);
     const auto t0 = now_ns();
     try {
-      for (std::uint64_t i = 0; i < n; ++i)
-        tier_detail::keep_staging(st, devices::pinned_buffer(cell), st.opts.staging_cap);
-      logger("actors")->info("remote tier: {} landing buffers of {} bytes ready in {:.1f} ms", n, cell,
+      st.landing = std::make_unique<devices::pinned_slab>(cell, slots);
+      // Slots returned on a lane's thread (a withdrawn fetch's last piece)
+      // wake the fetches waiting here. Weak: the slab must not keep the
+      // actor alive.
+      st.landing->set_on_free([addr = self->address()] {
+        if (auto me = caf::actor_cast<caf::actor>(addr)) caf::anon_send(me, room_atom::value);
+      });
+      logger("actors")->info("remote tier: landing slab of {} slots of {} bytes{} ready in {:.1f} ms", slots,
+                             st.landing->slot_bytes(), st.landing->pinned() ? ", page-locked," : "",
                              (now_ns() - t0) / 1e6);
     } catch (const std::exception& e) {
-      logger("actors")->warn("remote tier: landing buffers not made at start: {}", e.what());
+      // Loads fail with this reason; lookups and stores still work.
+      logger("actors")->error("remote tier: no landing slab of {} x {} bytes: {}", slots, cell, e.what());
     }
   }
   for (std::size_t i = 0; i < st.nodes.size(); ++i) {
@@ -581,6 +631,7 @@ caf::behavior remote_tier_proxy(state_t* self, remote_tier_options opts, std::ve
         mark_down(self, node, why);
         fail_grant(self, grant, why);
       },
+      [=](room_atom) { start_waiting(self); },
       [=](store_atom, workspace_ptr& ws, std::uint32_t first, std::uint32_t end) { store(self, ws, first, end); },
       [=](sent_atom, std::uint64_t id, bool ok, const std::string& why) {
         if (!ok) logger("actors")->warn("remote tier: store {} not sent: {}", id, why);

@@ -7,6 +7,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <deque>
 #include <map>
 #include <memory>
 #include <string>
@@ -19,7 +20,7 @@
 
 #include "actors/interfaces.hpp"
 #include "actors/workspace.hpp"
-#include "devices/host/pinned_buffer.hpp"
+#include "devices/host/pinned_slab.hpp"
 #include "devices/net/transport.hpp"
 
 namespace kvflow {
@@ -52,14 +53,18 @@ struct remote_tier_options {
   double deadline_gbps = 1;
   /// How often a node that is down is asked (or connected to) again.
   std::chrono::milliseconds retry_interval{1000};
-  std::uint64_t staging_cap = 1ull << 30;  ///< page-locked landing buffers kept for reuse
-  /// Landing buffers of one layer of one chunk (a one-cell grant's size)
-  /// page-locked at start, at most 128, kept beyond staging_cap: page-locking
-  /// them as a restore's first one-cell grants come takes milliseconds each
-  /// on the actor's thread and the CUDA driver's lock, so the GPU's first
-  /// forward and the first answers wait (H200, 16k at 25 Gbit/s: 52 ms for a
-  /// 7.5 ms forward). 0: none.
-  std::uint64_t warm_staging_bytes = 512ull << 20;
+  /// Page-locked landing memory for fetches, allocated once at start and
+  /// lent in slots of one layer of one chunk (a one-cell grant's size); a
+  /// fetch takes adjacent slots. A grant's fetch larger than a quarter of
+  /// this is split by chunks, so the largest is one chunk of all layers:
+  /// smaller values are raised to that. Fetches that find no room wait, in
+  /// order, for earlier ones to land (their deadline runs from when they
+  /// start); nothing is lost or overwritten. Nothing is
+  /// page-locked or freed while restores run: page-locking takes
+  /// milliseconds per buffer on the actor's thread and the CUDA driver's
+  /// lock (H200, 16k at 25 Gbit/s: a 7.5 ms forward took 52 ms). 1 GiB is
+  /// 256 ms of a 32 Gbit/s link: more than the scheduler's loads in flight.
+  std::uint64_t landing_bytes = 1ull << 30;
   /// Where each node's own rate samples go (frame rateSample with link =
   /// node index + 1): the scheduler, which learns every node's link apart.
   /// None: not sent (the grants' cell_done still give the tier's rate).
@@ -83,8 +88,9 @@ struct remote_fetch {
   std::uint64_t grant = 0;
   std::size_t node = 0;
   std::uint32_t chunk_begin = 0, chunk_end = 0;
-  std::shared_ptr<devices::pinned_buffer> staging;
+  std::shared_ptr<devices::pinned_slab::lease> staging;  ///< null while it waits for landing room
   std::uint64_t bytes = 0;
+  std::vector<msg::chunk_key> keys;
   bool landed = false, answered = false;
   std::uint64_t checksum = 0;         ///< as the node announced it
   std::uint64_t landed_checksum = 0;  ///< as the bytes landed (hashed on the transport's lanes)
@@ -110,8 +116,8 @@ struct remote_tier_state {
   std::uint64_t next_id = 0;                      ///< transfer and grant ids (random start: ids are per receiver)
   std::map<std::uint64_t, remote_grant> grants;   ///< by id, in the order they came
   std::map<std::uint64_t, remote_fetch> fetches;  ///< by transfer id
-  std::multimap<std::size_t, devices::pinned_buffer> spare;
-  std::uint64_t spare_bytes = 0;
+  std::unique_ptr<devices::pinned_slab> landing;  ///< where fetches land
+  std::deque<std::uint64_t> waiting;              ///< fetches (ids) waiting for landing room, in order
   std::uint64_t last_finished_ns = 0;
   /// Per node: its next rate sample, summed over answered grants.
   struct node_sample {
@@ -130,7 +136,8 @@ struct remote_tier_state {
 ///       keys it owns (a node down or silent: misses);
 ///   (frame grant{load}, workspace_ptr) -> frame cellDone: fetches each
 ///       owner's chunks as one announced transfer, checks its checksum and
-///       copies the spans into the workspace. A node that dies, goes silent
+///       copies the spans into the workspace (fetches land in the
+///       landing slab, waiting for room when it is full). A node that dies, goes silent
 ///       or misses the deadline fails the grant with not_found (its chunks
 ///       were lost: the runtime restores again, computing them);
 ///   (store_atom, workspace_ptr, uint32 first, uint32 end): sends chunks

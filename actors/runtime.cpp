@@ -100,6 +100,7 @@ struct runtime::impl {
     remote_tier_options ro;
     ro.members = members;
     ro.replicas = opts.cluster_replicas;
+    ro.landing_bytes = opts.remote_landing_bytes;
     ro.rates = scheduler.address();  // each node's rate, learned apart
     auto shape = model::kv_shape_of(engine->cfg(), opts.chunk_tokens, engine->kv_type());
     ro.layout.fingerprint = engine->fingerprint();

@@ -91,6 +91,9 @@ struct runtime_options {
   std::string ucx_tls;               ///< UCX transports for KV across nodes (empty: UCX's choice)
   std::string ucx_devices;           ///< UCX network devices (empty: all)
   std::size_t ucx_lanes = 4;         ///< UCX workers (threads, connections per node) for KV across nodes
+  /// Page-locked memory the remote tier's fetches land in, made once at
+  /// start (remote_tier_options::landing_bytes; at least one chunk).
+  std::uint64_t remote_landing_bytes = 1ull << 30;
   /// Credentials towards the cluster's nodes (PEM files; see actors/node_tls.hpp):
   /// all three or none; none: the cluster file's "cert/key/ca = PATH" lines.
   std::string cluster_cert, cluster_key, cluster_ca;

@@ -8,6 +8,7 @@
 # Usage: run_remote.sh STEPS OUT_DIR, STEPS a quoted list of
 #   b1       16k and 32k, batch 1, remote:25 and remote:10, four policies
 #            (25 first: TRACE_BATCH=1 traces two_pointer there at 16k)
+#   b1-25    b1 at remote:25 only
 #   paced    16k and 32k, batch 1, the disk paced to 10 and 25, two_pointer
 #   b8-10    batch of 8 (4k..16k) at remote:10, bidirectional and two_pointer
 #   mtu9000  b1 at remote:25 with jumbo frames on the veth pair (--link-mtu
@@ -41,6 +42,8 @@ for step in $STEPS; do
   case $step in
     b1) run "$step" "$OUT" --preset llama-3-8b --contexts 16384,32768 --tiers remote:25,remote:10 --batch 1 \
           --policies compute_only,load_only,bidirectional,two_pointer ;;
+    b1-25) run "$step" "$OUT" --preset llama-3-8b --contexts 16384,32768 --tiers remote:25 --batch 1 \
+             --policies compute_only,load_only,bidirectional,two_pointer ;;
     paced) run "$step" "$OUT" --preset llama-3-8b --contexts 16384,32768 --tiers 10,25 --batch 1 --policies two_pointer ;;
     b8-10) run "$step" "$OUT" --preset llama-3-8b --contexts 16384 --tiers remote:10 --batch 8 \
              --policies bidirectional,two_pointer ;;

@@ -119,6 +119,32 @@ BOOST_AUTO_TEST_CASE(every_policy_restores_from_the_nodes_as_a_full_recompute) {
   BOOST_CHECK_THROW(reader.learned_rate("tape"), kvflow::error);
 }
 
+// A landing slab of one chunk (the least the remote tier takes): a whole
+// chunk's fetch fills it and spans many slots, a grant of several chunks
+// becomes fetches that wait for each other's room, and every policy still
+// restores what a full recompute makes.
+BOOST_AUTO_TEST_CASE(a_landing_slab_of_one_chunk_serves_every_policy_by_waiting) {
+  app::node_cluster nodes({kvflow_exe(), 2, 0, true, {}});
+  auto p = prompt(1000, 3);
+  {
+    runtime writer(client(nodes));
+    store_on_nodes(writer, {p});
+  }
+  auto o = client(nodes);
+  o.remote_landing_bytes = 1;  // raised to one chunk of all layers
+  runtime reader(o);
+  auto full = restore(reader, p, "compute_only");
+  BOOST_TEST(full.cached_chunks > 2u);
+  for (std::string policy : {"load_only", "bidirectional", "two_pointer", "load_only"}) {
+    BOOST_TEST_CONTEXT(policy) {
+      auto r = restore(reader, p, policy);
+      BOOST_TEST(r.kv_sha256 == full.kv_sha256);
+      BOOST_TEST(r.first_token == full.first_token);
+      if (policy == "load_only") BOOST_TEST(r.cells_loaded > 0u);
+    }
+  }
+}
+
 // Stores a prompt on three nodes, then restores it load_only over a link
 // shaped to 40 Mbit/s (where namespaced: 3 MB of tiny-test KV take ~0.6 s)
 // and sends node 0 `sig` 150 ms in, in the middle of its transfers.
