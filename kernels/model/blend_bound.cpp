@@ -91,7 +91,8 @@ std::vector<bound_point> evaluate_bounds(engine& e, const std::vector<quality_ca
   }
   const std::size_t first_token_point = points.size();
   if (opts.tokens)
-    for (const char* s : {"true_deviation", "marginal", "greedy"}) points.push_back({"oracle_tokens", s, 0, opts.ratio, {}});
+    for (const char* s : {"true_deviation", "marginal", "greedy"})
+      points.push_back({"oracle_tokens", s, 0, opts.ratio, {}});
 
   for (const auto& qc : cases) {
     prompt_state p;

@@ -64,7 +64,8 @@ BOOST_AUTO_TEST_CASE(oracles_score_what_they_say) {
   BOOST_TEST(from1.kl() < 1e-6);
   BOOST_TEST(placed.kl() > 1e-4);
   BOOST_TEST(std::abs(below1.kl() - placed.kl()) < 1e-6 * (1 + placed.kl()));
-  for (const char* s : {"true_deviation", "marginal", "greedy"}) BOOST_TEST(find(points, "oracle_tokens", s, 0).ratio == 0.3);
+  for (const char* s : {"true_deviation", "marginal", "greedy"})
+    BOOST_TEST(find(points, "oracle_tokens", s, 0).ratio == 0.3);
   o.ratio = 0;
   BOOST_CHECK_THROW(evaluate_bounds(*e, cases, 6, o), kvflow::error);
   o.ratio = 0.3;
