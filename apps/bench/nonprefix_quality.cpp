@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "kernels/model/blend_bound.hpp"
 #include "kernels/model/blend_quality.hpp"
 #include "kernels/model/cpu_engine.hpp"
 #include "kernels/model/model_file.hpp"
@@ -31,6 +32,7 @@ int main(int argc, char** argv) {
   std::vector<double> ratios{0, 0.05, 0.15, 0.3};
   std::vector<std::string> selections{"cacheblend", "epic"};
   std::vector<std::string> sinks{"on"};
+  std::vector<double> tapers{0};
   int sink_tokens = 1;
   app.add_option("--model", model_path, "GGUF or safetensors model (default: SmolLM2-135M-Instruct from models/)");
   app.add_option("--corpus", corpus_path, "documents and questions (JSON)")->check(CLI::ExistingFile);
@@ -57,6 +59,26 @@ int main(int argc, char** argv) {
   app.add_option("--sink-tokens", sink_tokens,
                  "length of the sink prefix: the prompts' first tokens (1: the chat start token alone)")
       ->check(CLI::Range(1, 64));
+  app.add_option("--tapers", tapers,
+                 "cacheblend: gradual filtering, per-layer shares falling linearly from ratio x (1 + t) to "
+                 "ratio x (1 - t) at the same compute (0: the same share in every layer)")
+      ->delimiter(',')
+      ->check(CLI::Range(0.0, 1.0));
+  bool bounds = false, bound_tokens = false;
+  int greedy_candidates = 32, greedy_steps = 6;
+  std::vector<int> layer_cuts{2, 4, 8, 16, 24};
+  app.add_flag("--bounds", bounds,
+               "instead of the selections: oracles from the full recompute's own KV (kernels/model/blend_bound.hpp) "
+               "at the first of --ratios, documents as the first of --sinks")
+      ->group("Bounds");
+  app.add_flag("--bound-tokens", bound_tokens, "with --bounds: the token oracles too (slow)")->group("Bounds");
+  app.add_option("--layer-cuts", layer_cuts, "with --bounds: layer cuts")->delimiter(',')->group("Bounds");
+  app.add_option("--greedy-candidates", greedy_candidates, "with --bound-tokens: candidates per greedy step")
+      ->check(CLI::Range(1, 4096))
+      ->group("Bounds");
+  app.add_option("--greedy-steps", greedy_steps, "with --bound-tokens: greedy steps")
+      ->check(CLI::Range(1, 4096))
+      ->group("Bounds");
   app.add_option("--seed", seed, "prompt sampling seed");
   app.add_option("--threads", threads, "CPU threads (0: all cores)")->check(CLI::Range(0, 256));
   CLI11_PARSE(app, argc, argv);
@@ -73,10 +95,54 @@ int main(int argc, char** argv) {
     auto qcases = make_rag_cases(*lm.tok, corpus, cases, min_docs, max_docs, seed);
     const std::string model_name = lm.w.cfg.name;
     auto e = make_cpu_engine(std::move(lm.w), threads);
+    if (bounds) {
+      bound_options bo;
+      bo.ratio = ratios.front();
+      bo.layer_cuts = layer_cuts;
+      bo.tokens = bound_tokens;
+      bo.candidates = greedy_candidates;
+      bo.steps = greedy_steps;
+      bo.sink = sinks.front() == "on";
+      const auto t0 = std::chrono::steady_clock::now();
+      const auto points = evaluate_bounds(*e, qcases, answer_tokens, bo);
+      const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      nlohmann::json records = nlohmann::json::array();
+      for (const auto& p : points) {
+        records.push_back({{"model", model_name},
+                           {"backend", "cpu"},
+                           {"bound", p.kind},
+                           {"selection", p.selection.empty() ? p.kind : "oracle_" + p.selection},
+                           {"layer_cut", p.layer},
+                           {"ratio", p.ratio},
+                           {"sink_prefix", bo.sink ? lm.tok->decode({qcases.front().prompt.front()}) : "none"},
+                           {"top1_agreement", p.top1()},
+                           {"kl", p.kl()},
+                           {"near_tie_misses", p.score.near_tie_misses},
+                           {"samples", p.score.samples},
+                           {"cases", cases},
+                           {"documents_per_prompt", std::to_string(min_docs) + "-" + std::to_string(max_docs)},
+                           {"answer_tokens", answer_tokens},
+                           {"greedy_candidates", greedy_candidates},
+                           {"greedy_steps", greedy_steps},
+                           {"seed", seed},
+                           {"seconds_all_bounds", seconds}});
+        std::printf("%-20s %-16s cut %2d ratio %.2f  top1 %.3f  kl %.4f  (%d samples, %d misses near a tie)\n",
+                    p.kind.c_str(), p.selection.c_str(), p.layer, p.ratio, p.top1(), p.kl(), p.score.samples,
+                    p.score.near_tie_misses);
+      }
+      if (!out_path.empty()) {
+        std::ofstream out(out_path);
+        out << records.dump(2) << "\n";
+        if (!out) throw kvflow::error(kvflow::errc::io_failure, "cannot write " + out_path);
+      }
+      return 0;
+    }
     std::vector<quality_config> configs;
     for (const auto& k : sinks)
       for (const auto& s : selections)
-        for (double r : ratios) configs.push_back({parse_selection(s), r, k == "on"});
+        for (double r : ratios)
+          for (double t : tapers)
+            if (t == 0 || s == "cacheblend") configs.push_back({parse_selection(s), r, k == "on", t});
     // The sink prefix: the token every prompt of this model starts with
     // (SmolLM2's chat start <|im_start|>, or BOS), whose KV the prompt holds
     // at position 0 anyway.
@@ -100,6 +166,7 @@ int main(int argc, char** argv) {
                          {"check_layers", p.config.selection == token_selection::cacheblend ? check_layers : 0},
                          {"refine_layers", p.config.selection == token_selection::cacheblend ? refine_layers : 0},
                          {"refine_factor", refine_factor},
+                         {"taper", p.config.taper},
                          {"top1_agreement", p.top1_agreement()},
                          {"kl", p.kl()},
                          {"first_token_agreement", p.first_token_agreement()},
@@ -113,10 +180,11 @@ int main(int argc, char** argv) {
                          {"seed", seed},
                          {"seconds_all_configs", seconds}});
       std::printf(
-          "%-10s sink %-3s ratio %.2f  top1 %.3f  kl %.4f  first token %.3f  (%d samples, %.3f of document tokens "
+          "%-10s sink %-3s taper %.2f ratio %.2f  top1 %.3f  kl %.4f  first token %.3f  (%d samples, %.3f of document "
+          "tokens "
           "recomputed, %d misses near a tie)\n",
-          to_string(p.config.selection), p.config.sink ? "on" : "off", p.config.ratio, p.top1_agreement(), p.kl(),
-          p.first_token_agreement(), p.samples, p.recomputed_share, p.near_tie_misses);
+          to_string(p.config.selection), p.config.sink ? "on" : "off", p.config.taper, p.config.ratio,
+          p.top1_agreement(), p.kl(), p.first_token_agreement(), p.samples, p.recomputed_share, p.near_tie_misses);
     }
     if (!out_path.empty()) {
       std::ofstream out(out_path);

@@ -274,8 +274,17 @@ blend_result blend_prefill(engine& e, const std::vector<std::int32_t>& prompt,
       if (in_wide[t]) deviation[t] = 0;
     add_deviation(s, base + s.offset(last, 0, 0, 0, 0), cached.data(), in_wide, deviation);
   }
+  const bool tapered = opts.selection == token_selection::cacheblend && opts.taper > 0 && refine == 0 && check > 0 &&
+                       check < c.layers && opts.ratio > 0 && opts.ratio < 1;
+  // With taper, layer l recomputes share(l) of the document tokens; the
+  // shares fall linearly and average `ratio` over [check, layers).
+  auto share = [&](int l) {
+    const int span = c.layers - 1 - check;
+    const double x = span > 0 ? static_cast<double>(l - check) / span : 0.5;
+    return std::clamp(opts.ratio * (1 + std::min(1.0, opts.taper) * (1 - 2 * x)), 0.0, 1.0);
+  };
   std::vector<std::int32_t> chosen = opts.selection == token_selection::cacheblend
-                                         ? select_deviating(segments, deviation, opts.ratio)
+                                         ? select_deviating(segments, deviation, tapered ? share(check) : opts.ratio)
                                          : select_leading(segments, opts.ratio);
   r.selected_document_tokens = static_cast<int>(chosen.size());
   // Tokens outside documents have no cached KV; the last one's hidden state
@@ -294,7 +303,8 @@ blend_result blend_prefill(engine& e, const std::vector<std::int32_t>& prompt,
     if (check > 0)
       std::memcpy(rows.f() + i * hidden_row, all_hidden.f() + chosen[i] * hidden_row, hidden_row * sizeof(float));
   }
-  if (check < c.layers) {
+  r.recomputed_row_layers = static_cast<double>(m) * (c.layers - check);
+  if (check < c.layers && !tapered) {
     selected_job job;
     job.tokens = tokens.data();
     job.positions = chosen.data();
@@ -305,7 +315,55 @@ blend_result blend_prefill(engine& e, const std::vector<std::int32_t>& prompt,
     job.hidden = {rows.f(), m};
     e.run_selected(job);
   }
-  const float* last = check < c.layers ? rows.f() + (m - 1) * hidden_row : all_hidden.f() + (n - 1) * hidden_row;
+  int rows_left = m;
+  if (tapered) {
+    // CacheBlend's gradual filtering: one layer at a time; after layer l the
+    // document rows keep the share(l + 1) of the document tokens whose K/V
+    // moved most in layer l (a subset of this layer's: a row's hidden state
+    // exists only while it is computed in every layer below).
+    const kv_shape& s = kv.shape;
+    const float* base = static_cast<const float*>(kv.data);
+    std::vector<std::int32_t> pos = chosen;
+    std::vector<char> marked(static_cast<std::size_t>(n), 0);
+    r.recomputed_row_layers = 0;
+    for (int l = check; l < c.layers; ++l) {
+      const int w = static_cast<int>(pos.size());
+      std::vector<float> cached;
+      if (l + 1 < c.layers)
+        cached.assign(base + s.offset(l, 0, 0, 0, 0), base + s.offset(l, 0, 0, 0, 0) + s.layer_elems());
+      selected_job job;
+      job.positions = pos.data();
+      job.count = w;
+      job.layer_begin = l;
+      job.layer_end = l + 1;
+      job.kv = kv;
+      job.hidden = {rows.f(), w};
+      e.run_selected(job);
+      r.recomputed_row_layers += w;
+      if (l + 1 == c.layers) break;
+      std::fill(marked.begin(), marked.end(), 0);
+      std::vector<float> dev(static_cast<std::size_t>(n), -1.0f);  // not a candidate: never kept
+      for (auto p : pos)
+        if (is_document[p] && p != n - 1) marked[p] = 1, dev[p] = 0;
+      add_deviation(s, base + s.offset(l, 0, 0, 0, 0), cached.data(), marked, dev);
+      std::vector<std::int32_t> keep = select_deviating(segments, dev, share(l + 1));
+      std::vector<char> kept(static_cast<std::size_t>(n), 0);
+      for (auto p : keep)
+        if (marked[p]) kept[p] = 1;
+      // Compact the rows in place (ascending positions stay ascending).
+      int out = 0;
+      for (int i = 0; i < w; ++i) {
+        const auto p = pos[i];
+        if (is_document[p] && p != n - 1 && !kept[p]) continue;
+        if (out != i) std::memcpy(rows.f() + out * hidden_row, rows.f() + i * hidden_row, hidden_row * sizeof(float));
+        pos[out++] = p;
+      }
+      pos.resize(static_cast<std::size_t>(out));
+    }
+    rows_left = static_cast<int>(pos.size());
+  }
+  const float* last =
+      check < c.layers ? rows.f() + (rows_left - 1) * hidden_row : all_hidden.f() + (n - 1) * hidden_row;
   r.last_hidden.assign(last, last + hidden_row);
   return r;
 }

@@ -54,13 +54,24 @@ struct blend_options {
   /// which tokens lost most). 0: select at the check layers alone.
   int refine_layers = 0;
   double refine_factor = 2;
+  /// cacheblend: CacheBlend's gradual filtering at the same compute. 0: the
+  /// same `ratio` of document tokens in every layer above the check layers.
+  /// t in (0, 1]: layer l recomputes r_l = ratio * (1 + t * (1 - 2x)) of
+  /// them (x = 0 at the first layer above the check layers, 1 at the last;
+  /// the mean over those layers is `ratio`), each layer's set the
+  /// largest-deviating part of the previous one by its K/V deviation in that
+  /// layer (more tokens where the cross-document mixing starts, fewer where
+  /// it has been settled).
+  double taper = 0;
 };
 
 /// What blend_prefill did.
 struct blend_result {
-  std::vector<std::int32_t> recomputed;  ///< positions recomputed above the check layers, ascending
+  std::vector<std::int32_t>
+      recomputed;  ///< positions recomputed above the check layers, ascending (with taper: in the first of them)
   int document_tokens = 0;
   int selected_document_tokens = 0;  ///< document tokens among `recomputed`
+  double recomputed_row_layers = 0;  ///< rows x layers run above the check layers (the compute spent)
   std::vector<float> last_hidden;    ///< [hidden] of the prompt's last position (host, f32)
 };
 

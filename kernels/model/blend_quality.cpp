@@ -30,11 +30,10 @@ std::vector<double> log_softmax(const std::vector<float>& logits) {
   return out;
 }
 
-// The next-token log-distributions after the prompt and after each of the
-// first answer.size() - 1 answer tokens (teacher-forced in one chunk).
-std::vector<std::vector<double>> answer_distributions(engine& e, const kv_block& prompt_kv,
-                                                      const std::vector<float>& last_hidden,
-                                                      const std::vector<std::int32_t>& answer) {
+// Teacher-forced in one chunk.
+std::vector<std::vector<double>> distributions_along(engine& e, const kv_block& prompt_kv,
+                                                     const std::vector<float>& last_hidden,
+                                                     const std::vector<std::int32_t>& answer) {
   const config& c = e.cfg();
   std::vector<std::vector<double>> out;
   std::vector<float> logits;
@@ -108,6 +107,51 @@ std::vector<std::int32_t> greedy_answer(engine& e, const kv_block& prompt_kv, co
 
 }  // namespace
 
+std::vector<std::vector<double>> answer_distributions(engine& e, const kv_block& prompt_kv,
+                                                      const std::vector<float>& last_hidden,
+                                                      const std::vector<std::int32_t>& answer) {
+  return distributions_along(e, prompt_kv, last_hidden, answer);
+}
+
+agreement compare_distributions(const std::vector<std::vector<double>>& reference,
+                                const std::vector<std::vector<double>>& got) {
+  if (got.size() > reference.size())
+    throw error(errc::invalid_argument, "compare_distributions: " + std::to_string(got.size()) +
+                                            " distributions against " + std::to_string(reference.size()));
+  agreement a;
+  for (std::size_t i = 0; i < got.size(); ++i) {
+    ++a.samples;
+    const bool same = argmax(got[i]) == argmax(reference[i]);
+    if (same) ++a.agreements;
+    if (!same && top2_margin(reference[i]) < kNearTie) ++a.near_tie_misses;
+    double kl = 0;
+    for (std::size_t v = 0; v < got[i].size(); ++v) kl += std::exp(reference[i][v]) * (reference[i][v] - got[i][v]);
+    a.kl_sum += std::max(0.0, kl);
+  }
+  return a;
+}
+
+full_reference full_recompute(engine& e, const quality_case& qc, int answer_tokens) {
+  if (answer_tokens < 1) throw error(errc::invalid_argument, "full_recompute: answer_tokens < 1");
+  const config& c = e.cfg();
+  const int n = static_cast<int>(qc.prompt.size());
+  host_kv full(c, n);
+  std::vector<float> hidden(static_cast<std::size_t>(n) * c.hidden);
+  chunk_job job;
+  job.tokens = qc.prompt.data();
+  job.count = n;
+  job.layer_end = c.layers;
+  job.out = full.view;
+  job.hidden = {hidden.data(), n};
+  e.run(job);
+  const std::vector<float> last(hidden.end() - c.hidden, hidden.end());
+  full_reference r;
+  r.answer = greedy_answer(e, full.view, last, answer_tokens);
+  r.logp = distributions_along(e, full.view, last, r.answer);
+  r.kv = std::move(full.data);
+  return r;
+}
+
 rag_corpus parse_rag_corpus(const std::string& json_text) {
   rag_corpus c;
   try {
@@ -170,18 +214,9 @@ std::vector<quality_point> evaluate_blend_quality(engine& e, const std::vector<q
   for (const auto& qc : cases) {
     const int n = static_cast<int>(qc.prompt.size());
     check_segments(qc.segments, n);
-    host_kv full(c, n);
-    std::vector<float> hidden(static_cast<std::size_t>(n) * c.hidden);
-    chunk_job job;
-    job.tokens = qc.prompt.data();
-    job.count = n;
-    job.layer_end = c.layers;
-    job.out = full.view;
-    job.hidden = {hidden.data(), n};
-    e.run(job);
-    const std::vector<float> last(hidden.end() - c.hidden, hidden.end());
-    const auto answer = greedy_answer(e, full.view, last, answer_tokens);
-    const auto reference = answer_distributions(e, full.view, last, answer);
+    const auto ref = full_recompute(e, qc, answer_tokens);
+    const auto& answer = ref.answer;
+    const auto& reference = ref.logp;
 
     // Every document computed alone (without and with the sink prefix, as the
     // configurations ask), placed once; each configuration starts from a copy.
@@ -211,20 +246,22 @@ std::vector<quality_point> evaluate_blend_quality(engine& e, const std::vector<q
       o.check_layers = check_layers;
       o.refine_layers = refine_layers;
       o.refine_factor = refine_factor;
+      o.taper = p.config.taper;
       const auto r = blend_prefill(e, qc.prompt, qc.segments, kv.view, o);
       const auto got = answer_distributions(e, kv.view, r.last_hidden, answer);
-      for (std::size_t i = 0; i < got.size(); ++i) {
-        ++p.samples;
-        if (i == 0) ++p.prompts;
-        if (argmax(got[i]) == argmax(reference[i])) ++p.agreements;
-        if (argmax(got[i]) != argmax(reference[i]) && top2_margin(reference[i]) < kNearTie) ++p.near_tie_misses;
-        if (i == 0 && argmax(got[i]) == argmax(reference[i])) ++p.first_agreements;
-        double kl = 0;
-        for (std::size_t v = 0; v < got[i].size(); ++v) kl += std::exp(reference[i][v]) * (reference[i][v] - got[i][v]);
-        p.kl_sum += std::max(0.0, kl);
-      }
-      if (r.document_tokens > 0)
-        p.recomputed_share += static_cast<double>(r.selected_document_tokens) / r.document_tokens / cases.size();
+      const auto a = compare_distributions(reference, got);
+      p.samples += a.samples;
+      p.agreements += a.agreements;
+      p.near_tie_misses += a.near_tie_misses;
+      p.kl_sum += a.kl_sum;
+      ++p.prompts;
+      if (!got.empty() && argmax(got[0]) == argmax(reference[0])) ++p.first_agreements;
+      // Document rows per layer above the check layers (with taper the
+      // layers differ; the other rows are computed in every layer).
+      const int above = c.layers - (o.selection == token_selection::cacheblend ? std::min(check_layers, c.layers) : 0);
+      const double other_rows = static_cast<double>(r.recomputed.size() - r.selected_document_tokens);
+      if (r.document_tokens > 0 && above > 0)
+        p.recomputed_share += (r.recomputed_row_layers / above - other_rows) / r.document_tokens / cases.size();
     }
   }
   return points;

@@ -42,6 +42,8 @@ struct quality_config {
   /// Documents computed after evaluate_blend_quality's sink prefix (true) or
   /// from position 0 on their own (false).
   bool sink = false;
+  /// blend_options::taper (cacheblend): gradual filtering at the same compute.
+  double taper = 0;
 };
 
 /// A disagreement where the full recompute itself hesitates: its two most
@@ -57,11 +59,35 @@ struct quality_point {
   int first_agreements = 0;     ///< prompts whose first answer token is the full recompute's
   int near_tie_misses = 0;      ///< disagreements where the full recompute's top two differ by < kNearTie
   double kl_sum = 0;            ///< sum of KL(full || reuse) in nats
-  double recomputed_share = 0;  ///< mean share of document tokens recomputed above the check layers
+  double recomputed_share = 0;  ///< mean share of document tokens recomputed per layer above the check layers
   double top1_agreement() const { return samples ? static_cast<double>(agreements) / samples : 0; }
   double kl() const { return samples ? kl_sum / samples : 0; }
   double first_token_agreement() const { return prompts ? static_cast<double>(first_agreements) / prompts : 0; }
 };
+
+/// A case computed in full: its KV, the greedy answer of `answer_tokens`
+/// and the next-token log-distributions along it (teacher-forced).
+struct full_reference {
+  std::vector<float> kv;  ///< f32 block of the prompt, kv_shape_of(cfg, prompt tokens)
+  std::vector<std::int32_t> answer;
+  std::vector<std::vector<double>> logp;
+};
+full_reference full_recompute(engine& e, const quality_case& qc, int answer_tokens);
+
+/// The next-token log-distributions after a prompt restored in `prompt_kv`
+/// (last position's hidden state `last_hidden`) and after each of the first
+/// answer.size() - 1 answer tokens, teacher-forced.
+std::vector<std::vector<double>> answer_distributions(engine& e, const kv_block& prompt_kv,
+                                                      const std::vector<float>& last_hidden,
+                                                      const std::vector<std::int32_t>& answer);
+
+/// Top-1 agreements and summed KL(reference || got) of two such lists.
+struct agreement {
+  int samples = 0, agreements = 0, near_tie_misses = 0;
+  double kl_sum = 0;
+};
+agreement compare_distributions(const std::vector<std::vector<double>>& reference,
+                                const std::vector<std::vector<double>>& got);
 
 /// Runs every case in full (greedy answer of `answer_tokens`), then per
 /// configuration restores it from its documents (each computed alone and

@@ -265,3 +265,40 @@ BOOST_AUTO_TEST_CASE(refined_selection_keeps_the_budget) {
   BOOST_TEST(wide.selected_document_tokens == plain.selected_document_tokens);
   BOOST_TEST(wide.recomputed.size() == plain.recomputed.size());
 }
+
+// Taper (cacheblend's gradual filtering): more document tokens in the first
+// layer above the check layers, fewer in the last, the same compute on
+// average; rows never selected keep their placed KV above the check layers.
+BOOST_AUTO_TEST_CASE(tapered_selection_keeps_the_compute) {
+  const auto s = make_prompt();
+  const int layers = tiny().cfg().layers;
+  blend_options o;
+  o.ratio = 0.3;
+  auto kv0 = placed(s);
+  const auto plain = blend_prefill(tiny(), s.prompt, s.segments, kv0.view, o);
+  BOOST_TEST(plain.recomputed_row_layers == static_cast<double>(plain.recomputed.size()) * (layers - 2));
+  o.taper = 1;
+  auto kv1 = placed(s);
+  const auto before = kv1.data;
+  const auto tapered = blend_prefill(tiny(), s.prompt, s.segments, kv1.view, o);
+  BOOST_TEST(tapered.selected_document_tokens > plain.selected_document_tokens);
+  const double other_rows = static_cast<double>(plain.recomputed.size() - plain.selected_document_tokens);
+  const double document_rows_per_layer = tapered.recomputed_row_layers / (layers - 2) - other_rows;
+  BOOST_TEST(std::abs(document_rows_per_layer - 0.3 * 34) <= 1.0);
+  const kv_shape& sh = kv1.view.shape;
+  std::vector<char> selected(s.prompt.size(), 0);
+  for (auto p : tapered.recomputed) selected[p] = 1;
+  for (int t = 0; t < sh.tokens; ++t)
+    if (!selected[t])
+      for (int l = 2; l < layers; ++l) {
+        const std::size_t o = sh.offset(l, 1, 0, t, 0);
+        BOOST_TEST(std::memcmp(kv1.data.data() + o, before.data() + o, sh.head_dim * 4) == 0);
+      }
+  // The last layer recomputes fewer document rows than the first above the check layers.
+  int changed_last = 0;
+  for (int t = 0; t < sh.tokens; ++t) {
+    const std::size_t o = sh.offset(layers - 1, 1, 0, t, 0);
+    changed_last += selected[t] && std::memcmp(kv1.data.data() + o, before.data() + o, sh.head_dim * 4) != 0;
+  }
+  BOOST_TEST(changed_last < static_cast<int>(tapered.recomputed.size()));
+}
