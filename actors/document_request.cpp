@@ -290,7 +290,8 @@ caf::behavior document_request_actor(caf::stateful_actor<document_request_state>
                     logger("actors")->debug(
                         "request {} (documents): plan {:.3f} (front {:.3f}, estimate {:.4f} s + fixed {:.4f} s, "
                         "full {:.4f} s); submit to send {:.4f} s, round trip {:.4f} s (in the gpu actor {:.4f} s: "
-                        "buffers {:.4f} s, waiting for loads {:.4f} s, for the GPU {:.4f} s, copies out {:.4f} s), GPU compute {:.4f} s, "
+                        "buffers {:.4f} s, waiting for loads {:.4f} s, for the GPU {:.4f} s, copies out {:.4f} s), GPU "
+                        "compute {:.4f} s, "
                         "loads {:.4f} s ({:.3f} GB)",
                         ws->request_id(), plan.ratio, plan.front_share, plan.estimate_s, plan.fixed_s,
                         plan.full_recompute_s, std::chrono::duration<double>(sent - p->base.submitted).count(),

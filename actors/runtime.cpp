@@ -497,8 +497,8 @@ struct runtime::impl {
       } catch (const error&) {
         plan.full_recompute = false;  // the request reports it
       }
-      const bool all_held = std::all_of(dp.keys.begin(), dp.keys.end(),
-                                        [&](const auto& k) { return devices::has_document(*store, k); });
+      const bool all_held =
+          std::all_of(dp.keys.begin(), dp.keys.end(), [&](const auto& k) { return devices::has_document(*store, k); });
       if (plan.full_recompute && all_held) {
         logger("actors")->debug(
             "request {}: documents held, but reuse would not pay (estimate {:.4f} s + fixed {:.4f} s against "

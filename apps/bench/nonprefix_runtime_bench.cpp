@@ -182,9 +182,9 @@ int main(int argc, char** argv) {
         std::printf(
             "%-5s %-10s plan %s%s: share %.3f (reused at %.3f, %u in full, %u reused), ttft %.4f s, "
             "full %.4f s, %.2fx, %.2f GB moved\n",
-            tier.c_str(), pt.selection.c_str(), pt.ratio < 0 ? "adaptive" : "fixed",
-            ordinary ? " (ordinary path)" : "", share, last.recompute_ratio,
-            last.documents_computed, last.documents_reused, t, full_s, full_s / t, last.bytes_from_host / 1e9);
+            tier.c_str(), pt.selection.c_str(), pt.ratio < 0 ? "adaptive" : "fixed", ordinary ? " (ordinary path)" : "",
+            share, last.recompute_ratio, last.documents_computed, last.documents_reused, t, full_s, full_s / t,
+            last.bytes_from_host / 1e9);
         std::fflush(stdout);
         records.push_back(rec);
         write();

@@ -20,9 +20,9 @@ constexpr std::size_t slot = 2 * io_alignment;
 BOOST_AUTO_TEST_CASE(leases_are_runs_of_whole_slots_that_do_not_overlap) {
   pinned_slab s(slot, 8);
   BOOST_TEST(s.capacity() == 8 * slot);
-  auto a = s.take(1);             // one slot
-  auto b = s.take(slot + 1);      // two: larger than a slot
-  auto c = s.take(3 * slot);      // three
+  auto a = s.take(1);         // one slot
+  auto b = s.take(slot + 1);  // two: larger than a slot
+  auto c = s.take(3 * slot);  // three
   BOOST_REQUIRE(a);
   BOOST_REQUIRE(b);
   BOOST_REQUIRE(c);
