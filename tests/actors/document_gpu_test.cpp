@@ -27,6 +27,7 @@
 #include "kernels/cuda/cuda_engine.hpp"
 #include "kernels/model/cpu_engine.hpp"
 #include "kernels/model/weights.hpp"
+#include "tests/actors/document_prompt.hpp"
 #include "tests/devices/test_util.hpp"
 #include "tests/kernels/cuda/gpu_main.hpp"
 
@@ -35,13 +36,7 @@ using namespace kvflow::devices::test;
 
 namespace {
 
-std::vector<std::int32_t> random_tokens(int n, unsigned seed, int vocab) {
-  std::mt19937 gen(seed);
-  std::uniform_int_distribution<int> d(0, vocab - 1);
-  std::vector<std::int32_t> t(static_cast<std::size_t>(n));
-  for (auto& x : t) x = d(gen);
-  return t;
-}
+using test::random_tokens;
 
 double rel_err(const std::vector<float>& a, const std::vector<float>& b) {
   double num = 0, den = 0;
@@ -219,21 +214,9 @@ BOOST_AUTO_TEST_CASE(device_document_work_matches_full_prefill_and_the_cpu_path)
 
 namespace {
 
-struct prompt {
-  std::vector<std::int32_t> tokens;
-  std::vector<document_span> documents;
-};
-
-prompt stitch(const std::vector<std::vector<std::int32_t>>& docs, const std::vector<int>& order, unsigned question) {
-  prompt p;
-  p.tokens = random_tokens(9, 1, 49152);
-  for (int d : order) {
-    p.documents.push_back({static_cast<std::uint32_t>(p.tokens.size()), static_cast<std::uint32_t>(docs[d].size())});
-    p.tokens.insert(p.tokens.end(), docs[d].begin(), docs[d].end());
-  }
-  auto q = random_tokens(7, question, 49152);
-  p.tokens.insert(p.tokens.end(), q.begin(), q.end());
-  return p;
+test::prompt stitch(const std::vector<std::vector<std::int32_t>>& docs, const std::vector<int>& order,
+                    unsigned question) {
+  return test::stitch(docs, order, question, 49152);  // SmolLM2's vocabulary
 }
 
 runtime_options on_gpu(const std::string& dir) {
@@ -246,15 +229,8 @@ runtime_options on_gpu(const std::string& dir) {
   return o;
 }
 
-restore_report run(runtime& rt, const prompt& p, bool documents, double ratio, bool store = true) {
-  submit_options so;
-  so.max_new_tokens = 4;
-  so.digest_kv = true;
-  so.store = store;
-  if (documents) so.documents = p.documents;
-  so.recompute_ratio = ratio;
-  return rt.submit(p.tokens, so).get();
-}
+using test::prompt;
+using test::run;
 
 }  // namespace
 

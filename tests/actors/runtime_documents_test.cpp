@@ -11,34 +11,19 @@
 
 #include "actors/runtime.hpp"
 #include "messages/error.hpp"
+#include "tests/actors/document_prompt.hpp"
 
 using namespace kvflow;
 
 namespace {
 
-std::vector<std::int32_t> random_tokens(int n, unsigned seed) {
-  std::mt19937 gen(seed);
-  std::uniform_int_distribution<int> d(0, 511);  // tiny-test's vocabulary
-  std::vector<std::int32_t> t(static_cast<std::size_t>(n));
-  for (auto& x : t) x = d(gen);
-  return t;
-}
+constexpr int vocab = 512;  // tiny-test's vocabulary
 
-struct prompt {
-  std::vector<std::int32_t> tokens;
-  std::vector<document_span> documents;
-};
+std::vector<std::int32_t> random_tokens(int n, unsigned seed) { return test::random_tokens(n, seed, vocab); }
 
-prompt stitch(const std::vector<std::vector<std::int32_t>>& docs, const std::vector<int>& order, unsigned question) {
-  prompt p;
-  p.tokens = random_tokens(9, 1);  // system text
-  for (int d : order) {
-    p.documents.push_back({static_cast<std::uint32_t>(p.tokens.size()), static_cast<std::uint32_t>(docs[d].size())});
-    p.tokens.insert(p.tokens.end(), docs[d].begin(), docs[d].end());
-  }
-  auto q = random_tokens(7, question);
-  p.tokens.insert(p.tokens.end(), q.begin(), q.end());
-  return p;
+test::prompt stitch(const std::vector<std::vector<std::int32_t>>& docs, const std::vector<int>& order,
+                    unsigned question) {
+  return test::stitch(docs, order, question, vocab);
 }
 
 runtime_options tiny() {
@@ -51,15 +36,8 @@ runtime_options tiny() {
   return o;
 }
 
-restore_report run(runtime& rt, const prompt& p, bool documents, double ratio, bool store = true) {
-  submit_options so;
-  so.max_new_tokens = 4;
-  so.digest_kv = true;
-  so.store = store;
-  if (documents) so.documents = p.documents;
-  so.recompute_ratio = ratio;
-  return rt.submit(p.tokens, so).get();
-}
+using test::prompt;
+using test::run;
 
 }  // namespace
 
