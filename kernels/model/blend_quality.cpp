@@ -30,10 +30,12 @@ std::vector<double> log_softmax(const std::vector<float>& logits) {
   return out;
 }
 
+}  // namespace
+
 // Teacher-forced in one chunk.
-std::vector<std::vector<double>> distributions_along(engine& e, const kv_block& prompt_kv,
-                                                     const std::vector<float>& last_hidden,
-                                                     const std::vector<std::int32_t>& answer) {
+std::vector<std::vector<double>> answer_distributions(engine& e, const kv_block& prompt_kv,
+                                                      const std::vector<float>& last_hidden,
+                                                      const std::vector<std::int32_t>& answer) {
   const config& c = e.cfg();
   std::vector<std::vector<double>> out;
   std::vector<float> logits;
@@ -59,6 +61,8 @@ std::vector<std::vector<double>> distributions_along(engine& e, const kv_block& 
   }
   return out;
 }
+
+namespace {
 
 std::size_t argmax(const std::vector<double>& v) {
   return static_cast<std::size_t>(std::max_element(v.begin(), v.end()) - v.begin());
@@ -107,12 +111,6 @@ std::vector<std::int32_t> greedy_answer(engine& e, const kv_block& prompt_kv, co
 
 }  // namespace
 
-std::vector<std::vector<double>> answer_distributions(engine& e, const kv_block& prompt_kv,
-                                                      const std::vector<float>& last_hidden,
-                                                      const std::vector<std::int32_t>& answer) {
-  return distributions_along(e, prompt_kv, last_hidden, answer);
-}
-
 agreement compare_distributions(const std::vector<std::vector<double>>& reference,
                                 const std::vector<std::vector<double>>& got) {
   if (got.size() > reference.size())
@@ -147,7 +145,7 @@ full_reference full_recompute(engine& e, const quality_case& qc, int answer_toke
   const std::vector<float> last(hidden.end() - c.hidden, hidden.end());
   full_reference r;
   r.answer = greedy_answer(e, full.view, last, answer_tokens);
-  r.logp = distributions_along(e, full.view, last, r.answer);
+  r.logp = answer_distributions(e, full.view, last, r.answer);
   r.kv = std::move(full.data);
   return r;
 }
