@@ -23,6 +23,7 @@
 #include "kernels/cuda/cuda_engine.hpp"
 #include "kernels/cuda/rope.cuh"
 #include "kernels/cuda/rope_delta.cuh"
+#include "kernels/model/engine_memory.hpp"
 #include "platform/cuda_copy.hpp"
 #include "platform/cuda_memory.hpp"
 #endif
@@ -65,26 +66,6 @@ using clock_type = std::chrono::steady_clock;
 
 double since(clock_type::time_point t) { return std::chrono::duration<double>(clock_type::now() - t).count(); }
 
-// Device memory owned for one call (engine::release waits for the engine's stream).
-class device_mem {
- public:
-  device_mem(model::engine& e, std::size_t bytes) : e_(e), p_(bytes > 0 ? e.allocate(bytes) : nullptr) {}
-  ~device_mem() {
-    if (p_) e_.release(p_);
-  }
-  device_mem(const device_mem&) = delete;
-  device_mem& operator=(const device_mem&) = delete;
-  void* get() const { return p_; }
-  template <class T>
-  T* as() const {
-    return static_cast<T*>(p_);
-  }
-
- private:
-  model::engine& e_;
-  void* p_;
-};
-
 // A device buffer for one request: the scratch's (kept, grown when too
 // small) or one of its own (freed at the end of the request).
 class dev_buf {
@@ -94,7 +75,7 @@ class dev_buf {
     if (kept) {
       p_ = kept->get(bytes, device);
     } else {
-      own_ = std::make_unique<device_mem>(e, bytes);
+      own_ = std::make_unique<model::engine_memory>(e, bytes);
       p_ = own_->get();
     }
   }
@@ -105,7 +86,7 @@ class dev_buf {
   }
 
  private:
-  std::unique_ptr<device_mem> own_;
+  std::unique_ptr<model::engine_memory> own_;
   void* p_ = nullptr;
 };
 
@@ -257,7 +238,7 @@ void run_document_work_device(model::engine& eng, document_work& w) {
   // alone, kept for the caller to store, and placed like a loaded entry.
   auto compute_alone = [&](const placed_doc& d) {
     const model::kv_shape ds = model::kv_shape_of(c, d.count, e->kv_type());
-    device_mem kv(*e, ds.bytes());
+    model::engine_memory kv(*e, ds.bytes());
     model::document_kv(*e, std::vector<std::int32_t>(tokens.begin() + d.at, tokens.begin() + d.at + d.count),
                        {kv.get(), ds});
     w.documents[d.index].resize(ds.bytes());

@@ -6,24 +6,11 @@
 #include <numeric>
 
 #include "kernels/cpu/rope_delta.hpp"
+#include "kernels/model/engine_memory.hpp"
 #include "messages/error.hpp"
 
 namespace kvflow::model {
 namespace {
-
-// Backend memory owned for one call.
-class scratch {
- public:
-  scratch(engine& e, std::size_t bytes) : e_(e), p_(e.allocate(bytes)) {}
-  ~scratch() { e_.release(p_); }
-  scratch(const scratch&) = delete;
-  scratch& operator=(const scratch&) = delete;
-  float* f() const { return static_cast<float*>(p_); }
-
- private:
-  engine& e_;
-  void* p_;
-};
 
 void require_host_f32(const engine& e, const char* what) {
   if (e.kv_type() != dtype::f32)
@@ -80,13 +67,13 @@ void document_kv(engine& e, const std::vector<std::int32_t>& tokens, kv_block ou
   all.insert(all.end(), tokens.begin(), tokens.end());
   const kv_shape ws = kv_shape_of(e.cfg(), p + n, out.shape.type);
   std::vector<float> whole(p > 0 ? ws.bytes() / sizeof(float) : 0);
-  scratch hidden(e, static_cast<std::size_t>(p + n) * e.cfg().hidden * sizeof(float));
+  engine_memory hidden(e, static_cast<std::size_t>(p + n) * e.cfg().hidden * sizeof(float));
   chunk_job job;
   job.tokens = all.data();
   job.count = p + n;
   job.layer_end = e.cfg().layers;
   job.out = p > 0 ? kv_block{whole.data(), ws} : out;
-  job.hidden = {hidden.f(), p + n};
+  job.hidden = {hidden.as<float>(), p + n};
   e.run(job);
   e.synchronize();
   if (p == 0) return;
@@ -105,7 +92,7 @@ void document_kv_at(engine& e, const std::vector<std::int32_t>& tokens, int at, 
     throw error(errc::invalid_argument, "document_kv_at: a block of " + std::to_string(out.shape.tokens) +
                                             " tokens for a document of " + std::to_string(n) + " at " +
                                             std::to_string(at));
-  scratch hidden(e, static_cast<std::size_t>(n) * e.cfg().hidden * sizeof(float));
+  engine_memory hidden(e, static_cast<std::size_t>(n) * e.cfg().hidden * sizeof(float));
   std::vector<std::int32_t> rows(static_cast<std::size_t>(n));
   std::iota(rows.begin(), rows.end(), 0);
   selected_job job;
@@ -114,7 +101,7 @@ void document_kv_at(engine& e, const std::vector<std::int32_t>& tokens, int at, 
   job.count = n;
   job.layer_end = e.cfg().layers;
   job.kv = out;
-  job.hidden = {hidden.f(), n};
+  job.hidden = {hidden.as<float>(), n};
   job.rope_offset = at;
   e.run_selected(job);
   e.synchronize();
@@ -214,7 +201,7 @@ blend_result blend_prefill(engine& e, const std::vector<std::int32_t>& prompt,
   // Check layers: every token, every row of the block recomputed. The last
   // check layer's cached K and V are kept to measure how far each document
   // token moved once it could attend across documents.
-  scratch all_hidden(e, static_cast<std::size_t>(n) * hidden_row * sizeof(float));
+  engine_memory all_hidden(e, static_cast<std::size_t>(n) * hidden_row * sizeof(float));
   std::vector<float> deviation(static_cast<std::size_t>(n), 0.0f);
   if (check > 0) {
     const kv_shape& s = kv.shape;
@@ -230,7 +217,7 @@ blend_result blend_prefill(engine& e, const std::vector<std::int32_t>& prompt,
     job.count = n;
     job.layer_end = check;
     job.kv = kv;
-    job.hidden = {all_hidden.f(), n};
+    job.hidden = {all_hidden.as<float>(), n};
     e.run_selected(job);
     add_deviation(s, base + s.offset(check - 1, 0, 0, 0, 0), cached.data(), is_document, deviation);
   }
@@ -254,11 +241,12 @@ blend_result blend_prefill(engine& e, const std::vector<std::int32_t>& prompt,
     std::sort(wide.begin(), wide.end());
     wide.erase(std::unique(wide.begin(), wide.end()), wide.end());
     const int w = static_cast<int>(wide.size());
-    scratch wide_rows(e, static_cast<std::size_t>(w) * hidden_row * sizeof(float));
+    engine_memory wide_rows(e, static_cast<std::size_t>(w) * hidden_row * sizeof(float));
     std::vector<std::int32_t> wide_tokens(static_cast<std::size_t>(w));
     for (int i = 0; i < w; ++i) {
       wide_tokens[i] = prompt[wide[i]];
-      std::memcpy(wide_rows.f() + i * hidden_row, all_hidden.f() + wide[i] * hidden_row, hidden_row * sizeof(float));
+      std::memcpy(wide_rows.as<float>() + i * hidden_row, all_hidden.as<float>() + wide[i] * hidden_row,
+                  hidden_row * sizeof(float));
     }
     selected_job job;
     job.tokens = wide_tokens.data();
@@ -267,7 +255,7 @@ blend_result blend_prefill(engine& e, const std::vector<std::int32_t>& prompt,
     job.layer_begin = check;
     job.layer_end = check + refine;
     job.kv = kv;
-    job.hidden = {wide_rows.f(), w};
+    job.hidden = {wide_rows.as<float>(), w};
     e.run_selected(job);
     std::fill(deviation.begin(), deviation.end(), -1.0f);  // outside the wide set: never chosen
     for (int t = 0; t < n; ++t)
@@ -296,12 +284,13 @@ blend_result blend_prefill(engine& e, const std::vector<std::int32_t>& prompt,
   r.recomputed = chosen;
 
   const int m = static_cast<int>(chosen.size());
-  scratch rows(e, static_cast<std::size_t>(m) * hidden_row * sizeof(float));
+  engine_memory rows(e, static_cast<std::size_t>(m) * hidden_row * sizeof(float));
   std::vector<std::int32_t> tokens(static_cast<std::size_t>(m));
   for (int i = 0; i < m; ++i) {
     tokens[i] = prompt[chosen[i]];
     if (check > 0)
-      std::memcpy(rows.f() + i * hidden_row, all_hidden.f() + chosen[i] * hidden_row, hidden_row * sizeof(float));
+      std::memcpy(rows.as<float>() + i * hidden_row, all_hidden.as<float>() + chosen[i] * hidden_row,
+                  hidden_row * sizeof(float));
   }
   r.recomputed_row_layers = static_cast<double>(m) * (c.layers - check);
   if (check < c.layers && !tapered) {
@@ -312,7 +301,7 @@ blend_result blend_prefill(engine& e, const std::vector<std::int32_t>& prompt,
     job.layer_begin = check;
     job.layer_end = c.layers;
     job.kv = kv;
-    job.hidden = {rows.f(), m};
+    job.hidden = {rows.as<float>(), m};
     e.run_selected(job);
   }
   int rows_left = m;
@@ -337,7 +326,7 @@ blend_result blend_prefill(engine& e, const std::vector<std::int32_t>& prompt,
       job.layer_begin = l;
       job.layer_end = l + 1;
       job.kv = kv;
-      job.hidden = {rows.f(), w};
+      job.hidden = {rows.as<float>(), w};
       e.run_selected(job);
       r.recomputed_row_layers += w;
       if (l + 1 == c.layers) break;
@@ -355,15 +344,17 @@ blend_result blend_prefill(engine& e, const std::vector<std::int32_t>& prompt,
       for (int i = 0; i < w; ++i) {
         const auto p = pos[i];
         if (is_document[p] && p != n - 1 && !kept[p]) continue;
-        if (out != i) std::memcpy(rows.f() + out * hidden_row, rows.f() + i * hidden_row, hidden_row * sizeof(float));
+        if (out != i)
+          std::memcpy(rows.as<float>() + out * hidden_row, rows.as<float>() + i * hidden_row,
+                      hidden_row * sizeof(float));
         pos[out++] = p;
       }
       pos.resize(static_cast<std::size_t>(out));
     }
     rows_left = static_cast<int>(pos.size());
   }
-  const float* last =
-      check < c.layers ? rows.f() + (rows_left - 1) * hidden_row : all_hidden.f() + (n - 1) * hidden_row;
+  const float* last = check < c.layers ? rows.as<float>() + (rows_left - 1) * hidden_row
+                                       : all_hidden.as<float>() + (n - 1) * hidden_row;
   r.last_hidden.assign(last, last + hidden_row);
   return r;
 }
