@@ -23,6 +23,7 @@
 #include "kernels/cuda/cuda_engine.hpp"
 #include "kernels/cuda/rope.cuh"
 #include "kernels/cuda/rope_delta.cuh"
+#include "kernels/model/blend.hpp"
 #include "kernels/model/engine_memory.hpp"
 #include "platform/cuda_copy.hpp"
 #include "platform/cuda_memory.hpp"
@@ -173,10 +174,6 @@ struct placer {
   }
 };
 
-int rounded_share(double ratio, int count) {
-  return std::clamp(static_cast<int>(std::lround(ratio * count)), 0, count);
-}
-
 }  // namespace
 
 void run_document_work_device(model::engine& eng, document_work& w) {
@@ -214,7 +211,7 @@ void run_document_work_device(model::engine& eng, document_work& w) {
     d.index = docs.size();
     d.at = s.begin;
     d.count = s.count;
-    d.r0 = full ? s.count : blend ? 0 : rounded_share(ratio, s.count);
+    d.r0 = full ? s.count : blend ? 0 : model::recomputed_share(ratio, s.count);
     docs.push_back(d);
   }
   if (w.keys.size() != docs.size())
@@ -412,9 +409,7 @@ void run_document_work_device(model::engine& eng, document_work& w) {
     // EPIC (or every row): the first r0 rows of each document, plus the
     // rest of the prompt, in forwards that wait only for the documents
     // before their last row.
-    std::vector<std::int32_t> chosen;
-    for (const auto& d : docs)
-      for (int i = 0; i < std::min(d.r0, d.count); ++i) chosen.push_back(d.at + i);
+    const std::vector<std::int32_t> chosen = model::select_leading(w.segments, ratio);  // each document's first r0
     w.result.selected_document_tokens = static_cast<int>(chosen.size());
     const std::vector<std::int32_t> rows = with_others(chosen);
     w.result.recomputed = rows;

@@ -17,11 +17,11 @@ void require_host_f32(const engine& e, const char* what) {
     throw error(errc::unsupported, std::string(what) + ": selective recompute runs on the CPU backend (f32 blocks)");
 }
 
-int rounded_share(double ratio, int count) {
+}  // namespace
+
+int recomputed_share(double ratio, int count) {
   return std::clamp(static_cast<int>(std::lround(ratio * count)), 0, count);
 }
-
-}  // namespace
 
 const char* to_string(token_selection s) { return s == token_selection::epic ? "epic" : "cacheblend"; }
 
@@ -130,7 +130,7 @@ std::vector<std::int32_t> select_leading(const std::vector<prompt_segment>& segm
   std::vector<std::int32_t> out;
   for (const auto& s : segments) {
     if (!s.document) continue;
-    const int k = rounded_share(ratio, s.count);
+    const int k = recomputed_share(ratio, s.count);
     for (int i = 0; i < k; ++i) out.push_back(s.begin + i);
   }
   return out;
@@ -142,7 +142,7 @@ std::vector<std::int32_t> select_deviating(const std::vector<prompt_segment>& se
   for (const auto& s : segments)
     if (s.document)
       for (int i = 0; i < s.count; ++i) candidates.push_back(s.begin + i);
-  const int k = rounded_share(ratio, static_cast<int>(candidates.size()));
+  const int k = recomputed_share(ratio, static_cast<int>(candidates.size()));
   for (auto p : candidates)
     if (static_cast<std::size_t>(p) >= deviation.size())
       throw error(errc::invalid_argument, "select_deviating: no deviation for position " + std::to_string(p));

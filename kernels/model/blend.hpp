@@ -120,6 +120,10 @@ void document_kv_at(engine& e, const std::vector<std::int32_t>& tokens, int at, 
 void place_document(const kv_block& document, int at, kv_block prompt, const std::vector<float>& inv_freq,
                     int stored_at = 0);
 
+/// The tokens of `count` that `ratio` recomputes: round(ratio * count),
+/// clamped to [0, count].
+int recomputed_share(double ratio, int count);
+
 /// EPIC: the first round(ratio * count) tokens of each document.
 std::vector<std::int32_t> select_leading(const std::vector<prompt_segment>& segments, double ratio);
 
