@@ -29,6 +29,7 @@
 #include "kernels/model/weights.hpp"
 #include "tests/actors/document_prompt.hpp"
 #include "tests/devices/test_util.hpp"
+#include "tests/kernels/cuda/engine_helpers.hpp"
 #include "tests/kernels/cuda/gpu_main.hpp"
 
 using namespace kvflow;
@@ -36,17 +37,8 @@ using namespace kvflow::devices::test;
 
 namespace {
 
+using model::rel_err;
 using test::random_tokens;
-
-double rel_err(const std::vector<float>& a, const std::vector<float>& b) {
-  double num = 0, den = 0;
-  for (std::size_t i = 0; i < a.size(); ++i) {
-    if (!std::isfinite(a[i])) return 1e30;
-    num += (static_cast<double>(a[i]) - b[i]) * (static_cast<double>(a[i]) - b[i]);
-    den += static_cast<double>(b[i]) * b[i];
-  }
-  return std::sqrt(num / std::max(den, 1e-30));
-}
 
 std::int32_t argmax(const std::vector<float>& v) {
   return static_cast<std::int32_t>(std::max_element(v.begin(), v.end()) - v.begin());

@@ -1,8 +1,10 @@
 #pragma once
 // Helpers of the engine suites: one chunk's KV block and hidden state in an
 // engine's memory, freed on scope exit, with host copies of their bytes; a
-// fixed pseudo-random prompt.
+// fixed pseudo-random prompt; a relative error.
 
+#include <algorithm>
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <vector>
@@ -53,6 +55,17 @@ inline std::vector<std::int32_t> prompt(int n, int vocab) {
   for (int i = 0; i < n; ++i)
     t[i] = static_cast<std::int32_t>((i * 2654435761u + 12345u) % static_cast<unsigned>(vocab));
   return t;
+}
+
+/// ||a - b|| / ||b||; 1e30 where `a` holds a NaN or an infinity.
+inline double rel_err(const std::vector<float>& a, const std::vector<float>& b) {
+  double num = 0, den = 0;
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    if (!std::isfinite(a[i])) return 1e30;
+    num += (static_cast<double>(a[i]) - b[i]) * (static_cast<double>(a[i]) - b[i]);
+    den += static_cast<double>(b[i]) * b[i];
+  }
+  return std::sqrt(num / std::max(den, 1e-30));
 }
 
 }  // namespace kvflow::model
