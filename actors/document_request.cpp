@@ -54,6 +54,11 @@ policies::recompute_plan choose_document_plan(const document_params& p, const mo
   return policies::choose_recompute_ratio(in);
 }
 
+policies::recompute_plan choose_document_plan(const document_params& p, const model::engine& e) {
+  const bool device = e.kv_type() != model::dtype::f32;
+  return choose_document_plan(p, e.cfg(), e.kv_type(), device ? p.device_groups : 0);
+}
+
 std::vector<bool> documents_in_full(const document_params& p, const policies::recompute_plan& plan) {
   int total = 0;
   for (const auto& s : p.segments)
@@ -221,8 +226,7 @@ caf::behavior document_request_actor(caf::stateful_actor<document_request_state>
         policies::recompute_plan plan;
         std::vector<bool> in_full;
         try {
-          plan = choose_document_plan(*p, c, ws->engine().kv_type(),
-                                      ws->engine().kv_type() != model::dtype::f32 ? p->device_groups : 0);
+          plan = choose_document_plan(*p, ws->engine());
           in_full = documents_in_full(*p, plan);
         } catch (const error& e) {
           return fail(e.what());

@@ -122,6 +122,9 @@ struct document_params {
 /// the check layers waits for it).
 policies::recompute_plan choose_document_plan(const document_params& p, const model::config& c,
                                               model::dtype kv = model::dtype::f32, int device_groups = 0);
+/// The plan for `e`'s backend: the device path's (p.device_groups forwards)
+/// where its blocks are not f32, the CPU path's otherwise.
+policies::recompute_plan choose_document_plan(const document_params& p, const model::engine& e);
 
 /// Per document segment of `p`: whether the plan computes it in full, in
 /// context, with no load (every document for a full recompute, else the

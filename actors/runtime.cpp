@@ -492,8 +492,7 @@ struct runtime::impl {
     if (dp.blend.ratio < 0) {
       policies::recompute_plan plan;
       try {
-        plan = choose_document_plan(dp, engine->cfg(), engine->kv_type(),
-                                    engine->kv_type() != model::dtype::f32 ? dp.device_groups : 0);
+        plan = choose_document_plan(dp, *engine);
       } catch (const error&) {
         plan.full_recompute = false;  // the request reports it
       }
