@@ -525,14 +525,14 @@ struct runtime::impl {
     caps.compute_group =
         static_cast<std::uint32_t>(std::max(1, (group_tokens + opts.chunk_tokens - 1) / opts.chunk_tokens));
     // The cap on compute in flight scales with the rows of a forward that
-    // fills the device: 4096 on CUDA (at least a group). compute_only
+    // fills the device: gpu_fuse_rows on CUDA (at least a group). compute_only
     // grants half the cap at a time, so each of its grants is one forward
     // of that many rows; at 1024 rows (the cap before) the H200 ran
     // llama-3-8b's QKV product 28% slower a row (192 tiles of 256x128 are
     // 1.45 waves of 132 SMs) and paid the elementwise kernels' launches 4x
     // as often. two_pointer and bidirectional size their grants from
     // compute_group and their own queue depth, below the cap.
-    const int forward_tokens = backend == backend_kind::cuda ? std::max(4096, group_tokens) : group_tokens;
+    const int forward_tokens = backend == backend_kind::cuda ? std::max(gpu_fuse_rows, group_tokens) : group_tokens;
     caps.compute_cells *= std::max<std::uint32_t>(
         caps.compute_group, static_cast<std::uint32_t>((forward_tokens + opts.chunk_tokens - 1) / opts.chunk_tokens));
     if (opts.max_compute_cells) caps.compute_cells = opts.max_compute_cells;
