@@ -3,6 +3,8 @@
 # union of load spans and the idle gaps between them (the remote tier
 # answers grants in order: a span starts where the previous one ended).
 import json, sys, os, glob
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from trace_gaps import union  # noqa: E402
 R = sys.argv[1]
 for path in [os.path.join(R, 'restore.json'), os.path.join(R, 'mtu9000', 'restore.json')]:
     if not os.path.exists(path): continue
@@ -17,15 +19,11 @@ for p in sorted(glob.glob(os.path.join(R, 'restore_trace_*.json'))):
     if not ld: continue
     cells = [(e['args']['chunk_end'] - e['args']['chunk_begin']) * (e['args']['layer_end'] - e['args']['layer_begin']) for e in ld]
     spans = [(e['ts'], e['ts'] + e['dur']) for e in ld]
-    union, gaps, end = 0.0, [], None
-    for s, t in spans:
-        if end is None or s > end:
-            if end is not None: gaps.append(s - end)
-            union += t - s; end = t
-        elif t > end:
-            union += t - end; end = t
+    merged = union(spans)  # the link's busy intervals
+    busy, end = sum(t - s for s, t in merged), merged[-1][1]
+    gaps = [b[0] - a[1] for a, b in zip(merged, merged[1:])]
     print(os.path.basename(p), 'loads', len(ld), 'cells', sum(cells), 'mean cells/grant %.1f' % (sum(cells) / len(ld)),
-          'union ms %.1f' % (union / 1e3), 'first %.1f last end %.1f ms' % (spans[0][0] / 1e3, end / 1e3),
+          'union ms %.1f' % (busy / 1e3), 'first %.1f last end %.1f ms' % (spans[0][0] / 1e3, end / 1e3),
           'gaps', len(gaps), 'gap ms %.2f' % (sum(gaps) / 1e3))
     # In-order answers: a span starts where the previous one ended, so grants
     # that land together show as one long span and several of ~0 ms.
