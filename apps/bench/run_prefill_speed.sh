@@ -28,7 +28,7 @@ BIN=$(cd "${1:?usage: $0 BIN_DIR OUT_DIR}" && pwd)
 R=${2:?usage: $0 BIN_DIR OUT_DIR}
 BUDGET_S=${BUDGET_S:-230}
 SUFFIX=${SUFFIX:-256}
-here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+bench_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ctx=4096,16384,32768
 equal=$((4096 + SUFFIX)),$((16384 + SUFFIX)),$((32768 + SUFFIX))
 start=$SECONDS
@@ -79,7 +79,7 @@ if [ "${ATTENTION:-0}" = 1 ]; then
     > "$R/attention.log" 2>&1
 fi
 # transformers at 16k and 32k (the bars' lengths), context and context + suffix.
-step transformers 60 python3 "$here/prefill_reference.py" --models llama-3-8b \
+step transformers 60 python3 "$bench_dir/prefill_reference.py" --models llama-3-8b \
   --lengths 16384,$((16384 + SUFFIX)),32768,$((32768 + SUFFIX)) \
   --attn "${ATTN:-sdpa}" --warmup 1 --reps 3 --json "$R/prefill_reference.json" --md "$R/prefill_reference.md" \
   > "$R/prefill_reference.log" 2>&1
@@ -113,7 +113,7 @@ if [ "${RT_PROFILE:-0}" = 1 ]; then
 fi
 kill "$smi" 2>/dev/null
 grep -E "gemm plan|failure|error|No errors" "$R/gpu_tests.txt" | head -20
-[ -s "$R/rt/restore.json" ] && python3 "$here/summarise_prefill_speed.py" --engine "$R/engine.json" \
+[ -s "$R/rt/restore.json" ] && python3 "$bench_dir/summarise_prefill_speed.py" --engine "$R/engine.json" \
   --engine-equal "$R/engine_equal.json" --transformers "$R/prefill_reference.json" --runtime "$R/rt/restore.json" \
   ${OLD_CAP:+--runtime-old "$R/rt_old/restore.json"} --json "$R/summary.json" --md "$R/summary.md"
 note "all: $((SECONDS - start)) s"
