@@ -63,16 +63,23 @@ class fake_server {
   int max_in_flight() const { return max_in_flight_; }
 
  private:
-  // Counts a request in flight until its answer (streamed or not) is written.
+  // Counts a request in flight until its answer (streamed or not) is
+  // written. A stream lets go before its last event: the client starts its
+  // next request once it reads that event, while the content provider that
+  // holds the guard lives until httplib has finished with the response.
   struct in_flight_guard {
     fake_server* f;
+    std::atomic<bool> counted{true};
     explicit in_flight_guard(fake_server* s) : f(s) {
       int now = ++f->in_flight_;
       int seen = f->max_in_flight_;
       while (now > seen && !f->max_in_flight_.compare_exchange_weak(seen, now)) {
       }
     }
-    ~in_flight_guard() { --f->in_flight_; }
+    void release() {
+      if (counted.exchange(false)) --f->in_flight_;
+    }
+    ~in_flight_guard() { release(); }
   };
 
   void answer(const httplib::Request& q, httplib::Response& s, bool chat) {
@@ -128,6 +135,7 @@ class fake_server {
       }
       if (want_usage) send({{"choices", json::array()}, {"usage", usage}});
       std::string done = "data: [DONE]\n\n";
+      hold->release();
       sink.write(done.data(), done.size());
       sink.done();
       return true;
