@@ -1,6 +1,7 @@
 #include "policies/policy.hpp"
 
 #include <algorithm>
+#include <cmath>
 #include <iterator>
 
 #include "messages/error.hpp"
@@ -22,6 +23,12 @@ void emit(batch_state& b, const request_state& r, msg::action act, const msg::ce
   g.source = act == msg::action::load ? source : msg::tier::gpu;
   b.apply(g);
   out.push_back(g);
+}
+
+std::uint32_t layer_run(const cost_model& costs, msg::tier t, std::uint64_t cell_bytes, std::uint32_t layers) {
+  const double cell_s = costs.load_s(t, double(cell_bytes));
+  const double want = cell_s > 0 ? std::ceil(costs.latency_s(t) / (0.05 * cell_s)) : 1.0;
+  return static_cast<std::uint32_t>(std::isfinite(want) ? std::clamp(want, 1.0, std::max(1.0, layers / 4.0)) : 1.0);
 }
 
 std::uint64_t head_position(const request_state& r) {
@@ -170,13 +177,18 @@ class load_only final : public policy {
  public:
   explicit load_only(policy_options o) : opts_(std::move(o)) {}
   const char* name() const override { return to_string(policy_kind::load_only); }
-  std::vector<msg::grant> decide(batch_state& b, const cost_model&) override {
+  std::vector<msg::grant> decide(batch_state& b, const cost_model& costs) override {
     std::vector<msg::grant> out;
     for (auto& r : b.requests()) {
       if (r.restored()) continue;
       std::uint64_t queue = std::uint64_t(opts_.load_queue_chunks) * r.chunk_bytes();
+      // Grants as deep as two_pointer's on the same link: the bench's bound
+      // takes the link's time per cell from load_only, so it must read no
+      // slower than any policy can.
+      const auto run =
+          r.cached() > 0 ? detail::layer_run(costs, r.tier_of(r.cached() - 1), r.cell_bytes(), r.layers()) : 1;
       detail::grant_loads(
-          b, r, 0, [](std::uint32_t) { return 0u; }, queue, grant_bytes(opts_, r), out);
+          b, r, 0, [](std::uint32_t) { return 0u; }, queue, grant_bytes(opts_, r), out, run);
       detail::grant_suffix(b, r, b.compute_room(), out);
     }
     return out;

@@ -155,13 +155,7 @@ class two_pointer final : public policy {
     const std::uint64_t G = b.limits().compute_group;
     std::uint64_t queue = std::uint64_t(opts_.load_queue_chunks) * r.chunk_bytes() * G;
     std::uint64_t max_grant = opts_.max_load_grant_bytes ? opts_.max_load_grant_bytes : r.chunk_bytes() * G;
-    // A grant of one chunk's layers pays the link's latency once: span
-    // enough layers that it is at most a twentieth of the grant's time.
-    const auto tier = r.tier_of(P - 1);
-    const double cell_s = costs.load_s(tier, double(r.cell_bytes()));
-    const double want = cell_s > 0 ? std::ceil(costs.latency_s(tier) / (0.05 * cell_s)) : 1.0;
-    const auto run =
-        static_cast<std::uint32_t>(std::isfinite(want) ? std::clamp(want, 1.0, std::max(1.0, L / 4.0)) : 1.0);
+    const auto run = detail::layer_run(costs, r.tier_of(P - 1), r.cell_bytes(), L);
     auto x = detail::head_position(r);
     std::uint32_t h = static_cast<std::uint32_t>(std::min<std::uint64_t>(x / L, P));
     auto z = p.z;
@@ -265,16 +259,18 @@ class two_pointer final : public policy {
       return cum[i] + frac * (cum[i + 1] - cum[i]);
     };
     auto compute_left = [&](std::uint64_t z) { return in_flight + at(cum_c_, z) + suffix; };
-    // One grant's latency per layer of the region [z, y): after the pointers
-    // meet, loads go a layer row of adjacent chunks a grant. Before, a
-    // claimed chunk loads a layer a grant, so this undercounts there. The
-    // term matters where a layer's transfer is about as short as the
-    // latency (smollm2's 786 KB layers: 0.6 ms from the H100 machine's disk).
+    // One grant's latency per band of layer_run layers of the region
+    // [z, y): after the pointers meet, loads go a band of adjacent chunks a
+    // grant. Before, a claimed chunk loads a band a grant, so this
+    // undercounts there. The term matters where a layer's transfer is about
+    // as short as the latency (smollm2's 786 KB layers: 0.6 ms from the
+    // H100 machine's disk).
     const auto last = static_cast<std::uint32_t>((y - 1) / L);
     const double grant_latency = y > 0 ? costs.latency_s(r.tier_of(last), r.link_of(last)) : 0.0;
+    const double band = y > 0 ? double(detail::layer_run(costs, r.tier_of(last), r.cell_bytes(), L)) : 1.0;
     auto load_left = [&](std::uint64_t z) {
       double rows = z < y ? double(std::min<std::uint64_t>(L, y - z)) : 0.0;
-      return committed + cum_l_.back() - at(cum_l_, z) + grant_latency * rows;
+      return committed + cum_l_.back() - at(cum_l_, z) + grant_latency * std::ceil(rows / band);
     };
     auto est = [&](std::uint64_t z) {
       double l = load_left(z);
