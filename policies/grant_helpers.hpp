@@ -35,18 +35,18 @@ std::uint64_t grant_suffix(batch_state& b, const request_state& r, std::uint64_t
 /// among chunks [lo, P): a chunk already claimed continues upward from its
 /// lowest claimed layer; an unclaimed chunk c starts at start(c) (and is
 /// skipped when start(c) >= L). Keeps each tier's bytes in flight under
-/// `queue_bytes` and the cap; one grant is up to `layer_run` layers upward
-/// of adjacent chunks of one tier (a read per chunk: fewer reads where each
-/// pays a fixed latency), at most `max_grant_bytes`. Returns bytes granted.
+/// `queue_bytes` and the cap; one grant is one layer of adjacent chunks of
+/// one tier, at most `max_grant_bytes`; a grant of one chunk spans up to
+/// `layer_run` of its layers upward (fewer grants where each pays a fixed
+/// latency). Returns bytes granted.
 template <class Start>
 std::uint64_t grant_loads(batch_state& b, const request_state& r, std::uint32_t lo, Start start,
                           std::uint64_t queue_bytes, std::uint64_t max_grant_bytes, std::vector<msg::grant>& out,
                           std::uint32_t layer_run = 1);
 
-/// Layers a load grant spans per chunk on tier `t`, at most L/4 (a load
-/// order still layer-major in bands, so that the uncached suffix's layer
-/// rows follow the loads closely): enough that the tier's fixed cost per
-/// grant (cost_model::latency_s) is at most a twentieth of the grant's time.
+/// Layers a load grant of one chunk spans on tier `t` (grant_loads'
+/// layer_run), at most L/4: enough that the tier's fixed cost per grant
+/// (cost_model::latency_s) is at most a twentieth of the grant's time.
 std::uint32_t layer_run(const cost_model& costs, msg::tier t, std::uint64_t cell_bytes, std::uint32_t layers);
 
 /// Appends and applies one grant.
@@ -137,26 +137,21 @@ std::uint64_t grant_loads(batch_state& b, const request_state& r, std::uint32_t 
     }
     if (best_c == P) return granted;
     auto t = r.tier_of(best_c);
+    // Extend downward over adjacent chunks at the same next layer and tier.
+    std::uint32_t begin = best_c;
     auto used = b.in_flight().load_bytes[static_cast<std::size_t>(t)];
     auto room = [&](std::uint32_t n) {
       std::uint64_t bytes = std::uint64_t(n) * cell;
       return bytes <= max_grant_bytes && (used == 0 || used + bytes <= queue_bytes) && b.fits_load(t, bytes, n);
     };
-    // Upward over best_c's next pending layers, up to layer_run: one read
-    // of a chunk's layer span pays a tier's fixed cost once.
+    while (begin > lo && r.tier_of(begin - 1) == t && next_load_layer(r, begin - 1, start(begin - 1)) == best_l &&
+           r.at(begin - 1, best_l) == cell_state::pending && room(best_c + 1 - (begin - 1)))
+      --begin;
+    // One chunk: upward over its next pending layers, up to layer_run.
     std::uint32_t top = best_l + 1;
-    while (top < L && top - best_l < layer_run && r.at(best_c, top) == cell_state::pending && room(top + 1 - best_l))
-      ++top;
-    // Then downward over adjacent chunks of the tier whose next layers are
-    // the same and pending: a rectangle of cells, a span read per chunk.
-    auto same_rows = [&](std::uint32_t c) {
-      if (r.tier_of(c) != t || next_load_layer(r, c, start(c)) != best_l || best_l < r.compute_top(c)) return false;
-      for (std::uint32_t l = best_l; l < top; ++l)
-        if (r.at(c, l) != cell_state::pending) return false;
-      return true;
-    };
-    std::uint32_t begin = best_c;
-    while (begin > lo && same_rows(begin - 1) && room((best_c + 2 - begin) * (top - best_l))) --begin;
+    if (begin == best_c)
+      while (top < L && top - best_l < layer_run && r.at(best_c, top) == cell_state::pending && room(top + 1 - best_l))
+        ++top;
     emit(b, r, msg::action::load, msg::cell_range{begin, best_c + 1, best_l, top}, t, out);
     granted += std::uint64_t(best_c + 1 - begin) * (top - best_l) * cell;
   }

@@ -177,18 +177,13 @@ class load_only final : public policy {
  public:
   explicit load_only(policy_options o) : opts_(std::move(o)) {}
   const char* name() const override { return to_string(policy_kind::load_only); }
-  std::vector<msg::grant> decide(batch_state& b, const cost_model& costs) override {
+  std::vector<msg::grant> decide(batch_state& b, const cost_model&) override {
     std::vector<msg::grant> out;
     for (auto& r : b.requests()) {
       if (r.restored()) continue;
       std::uint64_t queue = std::uint64_t(opts_.load_queue_chunks) * r.chunk_bytes();
-      // Grants as deep as two_pointer's on the same link: the bench's bound
-      // takes the link's time per cell from load_only, so it must read no
-      // slower than any policy can.
-      const auto run =
-          r.cached() > 0 ? detail::layer_run(costs, r.tier_of(r.cached() - 1), r.cell_bytes(), r.layers()) : 1;
       detail::grant_loads(
-          b, r, 0, [](std::uint32_t) { return 0u; }, queue, grant_bytes(opts_, r), out, run);
+          b, r, 0, [](std::uint32_t) { return 0u; }, queue, grant_bytes(opts_, r), out);
       detail::grant_suffix(b, r, b.compute_room(), out);
     }
     return out;

@@ -259,18 +259,16 @@ class two_pointer final : public policy {
       return cum[i] + frac * (cum[i + 1] - cum[i]);
     };
     auto compute_left = [&](std::uint64_t z) { return in_flight + at(cum_c_, z) + suffix; };
-    // One grant's latency per band of layer_run layers of the region
-    // [z, y): after the pointers meet, loads go a band of adjacent chunks a
-    // grant. Before, a claimed chunk loads a band a grant, so this
-    // undercounts there. The term matters where a layer's transfer is about
-    // as short as the latency (smollm2's 786 KB layers: 0.6 ms from the
-    // H100 machine's disk).
+    // One grant's latency per layer of the region [z, y): after the pointers
+    // meet, loads go a layer row of adjacent chunks a grant. Before, a
+    // claimed chunk loads a layer a grant, so this undercounts there. The
+    // term matters where a layer's transfer is about as short as the
+    // latency (smollm2's 786 KB layers: 0.6 ms from the H100 machine's disk).
     const auto last = static_cast<std::uint32_t>((y - 1) / L);
     const double grant_latency = y > 0 ? costs.latency_s(r.tier_of(last), r.link_of(last)) : 0.0;
-    const double band = y > 0 ? double(detail::layer_run(costs, r.tier_of(last), r.cell_bytes(), L)) : 1.0;
     auto load_left = [&](std::uint64_t z) {
       double rows = z < y ? double(std::min<std::uint64_t>(L, y - z)) : 0.0;
-      return committed + cum_l_.back() - at(cum_l_, z) + grant_latency * std::ceil(rows / band);
+      return committed + cum_l_.back() - at(cum_l_, z) + grant_latency * rows;
     };
     auto est = [&](std::uint64_t z) {
       double l = load_left(z);

@@ -1257,10 +1257,10 @@ BOOST_AUTO_TEST_CASE(two_pointer_covers_compute_trips) {
 
 // A link whose every grant pays a fixed latency (an O_DIRECT read per chunk
 // and the actors' round trip), restored cold: with the tier's latency as a
-// prior, load grants span several layers of each chunk from the first tick
-// (fewer grants, each paying the latency once), where without it every
-// grant is one layer until samples of several sizes have measured the
-// latency. Both load_only (the bound's link time) and two_pointer.
+// prior, two_pointer's grants of a claimed chunk span several layers from
+// the first tick (fewer grants, each paying the latency once), where
+// without it every grant is one layer until samples of several sizes have
+// measured the latency.
 BOOST_AUTO_TEST_CASE(a_latency_prior_makes_load_grants_deep_from_the_start) {
   truth t;
   t.cell_s = 27e-3 / 32;
@@ -1270,7 +1270,7 @@ BOOST_AUTO_TEST_CASE(a_latency_prior_makes_load_grants_deep_from_the_start) {
   t.latency[disk] = 0.5e-3;
   auto spec = one(64, 63, msg::tier::disk);
   spec[0].chunk_bytes = 32u << 20;  // 256-token chunks of llama-3-8b: 1 MiB cells
-  for (const std::string name : {"load_only", "two_pointer"}) {
+  for (const std::string name : {"two_pointer"}) {
     cost_prior cold;
     cold.bytes_per_s = t.bw;
     cold.cell_s = t.cell_s;
