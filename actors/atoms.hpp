@@ -19,5 +19,6 @@ using stats_atom = caf::atom_constant<caf::atom("stats")>;
 using blend_atom = caf::atom_constant<caf::atom("blend")>;
 using fuse_atom = caf::atom_constant<caf::atom("fuse")>;
 using deadline_atom = caf::atom_constant<caf::atom("deadline")>;
+using room_atom = caf::atom_constant<caf::atom("room")>;
 
 }  // namespace kvflow

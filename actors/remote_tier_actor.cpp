@@ -25,7 +25,6 @@ namespace kvflow {
 using landed_atom = caf::atom_constant<caf::atom("landed")>;
 using sent_atom = caf::atom_constant<caf::atom("sent")>;
 using expire_atom = caf::atom_constant<caf::atom("expire")>;
-using room_atom = caf::atom_constant<caf::atom("room")>;
 
 cluster_member parse_member(const std::string& line) {
   std::istringstream in(line);

@@ -5,7 +5,7 @@
 // Spawn detached: host copies and page-locking run on its thread.
 
 #include <cstdint>
-#include <iterator>
+#include <deque>
 #include <map>
 #include <memory>
 #include <vector>
@@ -20,7 +20,7 @@
 #include "actors/frame_type.hpp"
 #include "actors/workspace.hpp"
 #include "devices/chunk_store.hpp"
-#include "devices/host/pinned_buffer.hpp"
+#include "devices/host/pinned_slab.hpp"
 
 namespace kvflow {
 
@@ -46,8 +46,8 @@ struct host_tier_state {
 caf::behavior host_tier_actor(caf::stateful_actor<host_tier_state>* self, std::shared_ptr<devices::chunk_store> store);
 
 /// The reads of one disk grant (disk_tier_actor.cpp): shared with the I/O
-/// thread's completions, so that its buffers and workspace outlive the actor
-/// if it stops first.
+/// thread's completions, so that its workspace outlives the actor if it
+/// stops first.
 struct disk_reads;
 
 /// A disk load grant whose reads are in flight.
@@ -57,13 +57,22 @@ struct pending_load {
   std::shared_ptr<disk_reads> reads;
 };
 
+/// One chunk's read of a disk grant, waiting for room in the staging slab.
+struct waiting_read {
+  std::uint64_t id;  // the grant's key in disk_tier_state::pending
+  std::uint32_t chunk;
+  devices::layer_range layers;
+};
+
 struct disk_tier_state {
   std::shared_ptr<devices::chunk_store> store;
   std::uint64_t bytes_loaded = 0;
-  std::map<std::uint64_t, pending_load> pending;             // grants by arrival
-  std::multimap<std::size_t, devices::pinned_buffer> spare;  // staging buffers free, by size
-  std::uint64_t spare_bytes = 0;
-  std::uint64_t spare_cap = 0;  // spares beyond it are freed, largest first
+  std::map<std::uint64_t, pending_load> pending;  // grants by arrival
+  // Read buffers, page-locked once when the actor starts: pinning or
+  // unpinning while a restore runs (cudaHostAlloc, cudaFreeHost) holds the
+  // driver and stalls the GPU's forwards and every copy with it.
+  std::unique_ptr<devices::pinned_slab> staging;
+  std::deque<waiting_read> waiting;  // reads not started for want of slab room, in grant order
   std::uint64_t next_load = 0;
   std::uint64_t last_finished_ns = 0;
   static inline const char* name = "kvflow.disk_tier";
@@ -71,11 +80,11 @@ struct disk_tier_state {
 
 /// The disk tier (chunk files). It does not wait for a grant's reads: the
 /// next grant's reads queue behind them, and each grant is answered when its
-/// last read has landed, checked and been copied. It page-locks
-/// `staging_bytes` of one-layer read buffers when it starts (the scheduler's
-/// cap on its loads in flight), so that restores of one-layer grants
-/// (two_pointer's, load_only's) do not pay for it; buffers of other sizes
-/// are made when grants need them and kept up to twice that. Grants still
+/// last read has landed, checked and been copied. Reads land in one
+/// page-locked slab of one-layer slots made when the actor starts, sized to
+/// `staging_bytes` (the scheduler's cap on its loads in flight) and at least
+/// a whole chunk; a read of several layers takes adjacent slots, and a read
+/// that finds no room waits until earlier reads return theirs. Grants still
 /// reading when the actor is told to exit are answered with an error
 /// (peer_down).
 caf::behavior disk_tier_actor(caf::stateful_actor<disk_tier_state>* self, std::shared_ptr<devices::chunk_store> store,
@@ -123,33 +132,6 @@ span_target target_of(workspace& ws, std::uint32_t c, devices::layer_range layer
 /// the host tier, and behind to the disk either way. A failed chunk is
 /// logged and skipped.
 void store_chunks(devices::chunk_store& store, msg::tier which, workspace& ws, std::uint32_t first, std::uint32_t end);
-
-/// A staging buffer of at least `bytes` from a state's spare pool (`spare`,
-/// a multimap by size, and `spare_bytes`): the smallest spare that fits,
-/// else a new one (page-locking is slow, so buffers are kept and reused).
-template <class State>
-devices::pinned_buffer take_staging(State& st, std::size_t bytes) {
-  auto it = st.spare.lower_bound(bytes);
-  if (it == st.spare.end()) return devices::pinned_buffer(bytes);
-  devices::pinned_buffer b = std::move(it->second);
-  st.spare_bytes -= it->first;
-  st.spare.erase(it);
-  return b;
-}
-
-/// Returns a staging buffer to a state's spare pool, then drops the largest
-/// spares while the pool holds more than `cap` bytes.
-template <class State>
-void keep_staging(State& st, devices::pinned_buffer&& b, std::uint64_t cap) {
-  auto size = b.size();
-  st.spare.emplace(size, std::move(b));
-  st.spare_bytes += size;
-  while (st.spare_bytes > cap && !st.spare.empty()) {
-    auto largest = std::prev(st.spare.end());
-    st.spare_bytes -= largest->first;
-    st.spare.erase(largest);
-  }
-}
 
 }  // namespace tier_detail
 

@@ -15,7 +15,7 @@ constexpr double slope_scale = 8.0;
 }  // namespace
 
 cost_model::cost_model(cost_prior prior)
-    : prior_(prior), a_(prior.cell_s), b_(prior.cell_slope_s), rate_(prior.bytes_per_s) {}
+    : prior_(prior), a_(prior.cell_s), b_(prior.cell_slope_s), rate_(prior.bytes_per_s), latency_(prior.latency_s) {}
 
 cost_model cost_model::fixed(double cell_s, double cell_slope_s, const std::array<double, msg::tier_count>& bytes_per_s,
                              const std::array<double, msg::tier_count>& latency_s) {
@@ -122,7 +122,7 @@ void cost_model::observe(const msg::rate_sample& s) {
   auto i = static_cast<std::size_t>(s.source);
   if (i >= rate_.size()) return;
   const double x = double(s.bytes), y = s.elapsed_ns * 1e-9;
-  if (s.link == 0) return fit_link(links_[i], rate_samples_[i], rate_[i], latency_[i], x, y);
+  if (s.link == 0) return fit_link(links_[i], rate_samples_[i], rate_[i], latency_[i], prior_.latency_s[i], x, y);
   auto it = per_link_.find({s.source, s.link});
   if (it == per_link_.end()) {
     // Links come from the network (a node index): keep their count bounded.
@@ -143,8 +143,8 @@ void cost_model::observe(const msg::rate_sample& s) {
   f.latency = 0;
 }
 
-void cost_model::fit_link(link_sums& L, std::uint64_t& samples, double& rate, double& latency, double x,
-                          double y) const {
+void cost_model::fit_link(link_sums& L, std::uint64_t& samples, double& rate, double& latency, double latency0,
+                          double x, double y) const {
   const double f = 1 - prior_.rate_alpha;
   L.s0 = f * L.s0 + 1;
   L.sx = f * L.sx + x;
@@ -152,20 +152,22 @@ void cost_model::fit_link(link_sums& L, std::uint64_t& samples, double& rate, do
   L.sy = f * L.sy + y;
   L.sxy = f * L.sxy + x * y;
   // The first measurement replaces the prior (a configured nominal rate).
+  // (A prior latency stays, up to half the sample's time.)
   if (samples++ == 0) {
-    rate = x / y;
-    latency = 0;
+    latency = std::min(latency0, 0.5 * y);
+    rate = x / (y - latency);
     return;
   }
-  // Least squares of seconds = l + k * bytes, with ridges: l toward 0 (half
-  // a sample's weight) and k toward its last value (a twentieth, at the
-  // samples' mean size). Samples of one size cannot tell latency from
-  // bandwidth; the ridges then keep l near 0 and let k follow the rate.
+  // Least squares of seconds = l + k * bytes, with ridges: l toward the
+  // prior's latency (half a sample's weight) and k toward its last value (a
+  // twentieth, at the samples' mean size). Samples of one size cannot tell
+  // latency from bandwidth; the ridges then keep l near the prior's and let
+  // k follow the rate.
   const double mean_x = L.sx / L.s0;
   const double rl = 0.5, rk = 0.05 * mean_x * mean_x;
   const double k_prev = 1 / rate;
   double m00 = L.s0 + rl, m01 = L.sx, m11 = L.sxx + rk;
-  double v0 = L.sy, v1 = L.sxy + rk * k_prev;
+  double v0 = L.sy + rl * latency0, v1 = L.sxy + rk * k_prev;
   double det = m00 * m11 - m01 * m01;
   double l = 0, k = k_prev;
   if (std::fabs(det) > 0) {

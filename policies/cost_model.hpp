@@ -20,6 +20,10 @@ struct cost_prior {
   double cell_s = 37e-3 / 32;                                                   ///< one cell (chunk x layer) at chunk 0
   double cell_slope_s = (78e-3 - 37e-3) / 32 / 63;                              ///< added per chunk of position
   std::array<double, msg::tier_count> bytes_per_s{400e9, 55e9, 1.5e9, 1.25e9};  ///< by msg::tier
+  /// Fixed seconds of one load grant by msg::tier until samples of several
+  /// sizes tell it apart from the bandwidth (samples of one size keep it
+  /// here). 0: none.
+  std::array<double, msg::tier_count> latency_s{};
   double rate_alpha = 0.3;       ///< weight of a new load sample (old ones decay by 1 - it)
   double compute_forget = 0.98;  ///< per-sample decay of old compute samples
 };
@@ -27,9 +31,10 @@ struct cost_prior {
 /// Compute cost of cell (c, l) = a + b*c seconds (attention grows with the
 /// tokens before the chunk), fitted online by decayed least squares with a
 /// ridge toward the prior. A load grant of a tier takes latency + bytes /
-/// bandwidth: the first sample sets the bandwidth (no latency), later ones
-/// refit both by decayed least squares over the grants' sizes (a link that
-/// only ever sees one size keeps its latency near 0 and follows the rate).
+/// bandwidth: the first sample sets the bandwidth (beside the prior's
+/// latency), later ones refit both by decayed least squares over the
+/// grants' sizes (a link that only ever sees one size keeps its latency
+/// near the prior's and follows the rate).
 /// Not thread-safe; owned by the scheduler.
 class cost_model {
  public:
@@ -105,8 +110,10 @@ class cost_model {
   };
   void refit();
   // Adds a sample to `sums` and refits rate and latency (the first sample
-  // sets the rate alone). False where the sample is unusable.
-  void fit_link(link_sums& sums, std::uint64_t& samples, double& rate, double& latency, double x, double y) const;
+  // sets the rate alone beside `latency0`, the latency samples of one size
+  // keep). False where the sample is unusable.
+  void fit_link(link_sums& sums, std::uint64_t& samples, double& rate, double& latency, double latency0, double x,
+                double y) const;
 
   cost_prior prior_;
   bool frozen_ = false;

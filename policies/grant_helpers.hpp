@@ -8,6 +8,7 @@
 
 #include "messages/types.hpp"
 #include "policies/batch_state.hpp"
+#include "policies/cost_model.hpp"
 
 namespace kvflow::policies::detail {
 
@@ -42,6 +43,11 @@ template <class Start>
 std::uint64_t grant_loads(batch_state& b, const request_state& r, std::uint32_t lo, Start start,
                           std::uint64_t queue_bytes, std::uint64_t max_grant_bytes, std::vector<msg::grant>& out,
                           std::uint32_t layer_run = 1);
+
+/// Layers a load grant of one chunk spans on tier `t` (grant_loads'
+/// layer_run), at most L/4: enough that the tier's fixed cost per grant
+/// (cost_model::latency_s) is at most a twentieth of the grant's time.
+std::uint32_t layer_run(const cost_model& costs, msg::tier t, std::uint64_t cell_bytes, std::uint32_t layers);
 
 /// Appends and applies one grant.
 void emit(batch_state& b, const request_state& r, msg::action act, const msg::cell_range& cells, msg::tier source,

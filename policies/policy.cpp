@@ -1,6 +1,7 @@
 #include "policies/policy.hpp"
 
 #include <algorithm>
+#include <cmath>
 #include <iterator>
 
 #include "messages/error.hpp"
@@ -22,6 +23,12 @@ void emit(batch_state& b, const request_state& r, msg::action act, const msg::ce
   g.source = act == msg::action::load ? source : msg::tier::gpu;
   b.apply(g);
   out.push_back(g);
+}
+
+std::uint32_t layer_run(const cost_model& costs, msg::tier t, std::uint64_t cell_bytes, std::uint32_t layers) {
+  const double cell_s = costs.load_s(t, double(cell_bytes));
+  const double want = cell_s > 0 ? std::ceil(costs.latency_s(t) / (0.05 * cell_s)) : 1.0;
+  return static_cast<std::uint32_t>(std::isfinite(want) ? std::clamp(want, 1.0, std::max(1.0, layers / 4.0)) : 1.0);
 }
 
 std::uint64_t head_position(const request_state& r) {

@@ -24,12 +24,14 @@ struct restore_bound {
 };
 
 /// min over splits of max(suffix compute + compute of the first z prefix
-/// cells, load of the other P*L - z cells). A chunk's cells cost the same
+/// cells, load of the other P*L - z cells + one layer row of the suffix
+/// where any load: the suffix's top layer needs every chunk's top layer, so
+/// it computes after the link's last cell). A chunk's cells cost the same
 /// to load wherever they are while later chunks cost more to compute
 /// (attention over a longer prefix), so computing a chunk-major head of the
-/// prefix is an optimal split; the bound ignores the order the cells
-/// depend on each other in, grant latencies and the first token's logits,
-/// so no schedule beats it. Throws kvflow::error(invalid_argument) when
+/// prefix is an optimal split; beyond that row the bound ignores the order
+/// the cells depend on each other in, grant latencies and the first
+/// token's logits, so no schedule beats it. Throws kvflow::error(invalid_argument) when
 /// chunk_compute_s is shorter than `cached`, a cost is negative or not
 /// finite, or layers is 0.
 restore_bound lowest_ttft(const bound_inputs& in);

@@ -155,13 +155,7 @@ class two_pointer final : public policy {
     const std::uint64_t G = b.limits().compute_group;
     std::uint64_t queue = std::uint64_t(opts_.load_queue_chunks) * r.chunk_bytes() * G;
     std::uint64_t max_grant = opts_.max_load_grant_bytes ? opts_.max_load_grant_bytes : r.chunk_bytes() * G;
-    // A grant of one chunk's layers pays the link's latency once: span
-    // enough layers that it is at most a twentieth of the grant's time.
-    const auto tier = r.tier_of(P - 1);
-    const double cell_s = costs.load_s(tier, double(r.cell_bytes()));
-    const double want = cell_s > 0 ? std::ceil(costs.latency_s(tier) / (0.05 * cell_s)) : 1.0;
-    const auto run =
-        static_cast<std::uint32_t>(std::isfinite(want) ? std::clamp(want, 1.0, std::max(1.0, L / 4.0)) : 1.0);
+    const auto run = detail::layer_run(costs, r.tier_of(P - 1), r.cell_bytes(), L);
     auto x = detail::head_position(r);
     std::uint32_t h = static_cast<std::uint32_t>(std::min<std::uint64_t>(x / L, P));
     auto z = p.z;

@@ -24,6 +24,7 @@
 #include "kernels/cuda/swiglu.cuh"
 #include "messages/digest.hpp"
 #include "messages/error.hpp"
+#include "platform/block_cache.hpp"
 #include "platform/cuda.hpp"
 #include "platform/cuda_copy.hpp"
 #include "platform/cuda_memory.hpp"
@@ -195,11 +196,22 @@ class cuda_engine_impl {
       logits_.alloc(static_cast<std::size_t>(c.vocab_size));
     }
     for (auto& s : slots_) KVFLOW_CUDA_CHECK(cudaEventCreateWithFlags(&s.copied, cudaEventDisableTiming));
+    // Requests' blocks and hidden states come and go with every restore:
+    // cudaFree waits for the whole device (other requests' forwards and
+    // loads included), so freed blocks are kept for the next request, up to
+    // an eighth of the device's memory.
+    std::size_t free_bytes = 0, total_bytes = 0;
+    KVFLOW_CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total_bytes));
+    const int dev = device_;
+    blocks_ =
+        std::make_unique<platform::block_cache>([dev](std::size_t bytes) { return platform::device_alloc(bytes, dev); },
+                                                [](void* p) { platform::device_free(p); }, total_bytes / 8);
   }
 
   ~cuda_engine_impl() {
     cudaSetDevice(device_);
     if (stream_) cudaStreamSynchronize(stream_);
+    blocks_.reset();
     for (auto& s : slots_) {
       s.host.reset();
       s.dev.reset();
@@ -740,6 +752,7 @@ class cuda_engine_impl {
   dev_buf<bf16> act_ffn_;  // [tokens][intermediate]
   dev_buf<float> resid_;   // [tokens][hidden] when the job brings no hidden state
   dev_buf<float> part_;    // run_selected's split attention: partial outputs, maxima and sums
+  std::unique_ptr<platform::block_cache> blocks_;  // allocate()/release(): device blocks kept for reuse
   std::array<upload_slot, 32> slots_{};
   std::size_t next_slot_ = 0;
   op_profile prof_;  // KVFLOW_ENGINE_PROFILE=1 only
@@ -751,13 +764,30 @@ cuda_engine::~cuda_engine() = default;
 const config& cuda_engine::cfg() const { return impl_->cfg_; }
 const std::array<std::uint8_t, 32>& cuda_engine::fingerprint() const { return impl_->fingerprint_; }
 
-void* cuda_engine::allocate(std::size_t bytes) { return platform::device_alloc(bytes, impl_->device_); }
+void* cuda_engine::allocate(std::size_t bytes) {
+  KVFLOW_CUDA_CHECK(cudaSetDevice(impl_->device_));
+  return impl_->blocks_->take(std::max<std::size_t>(bytes, 1));
+}
 
 void cuda_engine::release(void* p) {
   if (p == nullptr) return;
   KVFLOW_CUDA_CHECK(cudaSetDevice(impl_->device_));
-  KVFLOW_CUDA_CHECK(cudaStreamSynchronize(impl_->stream_));
-  platform::device_free(p);
+  // Jobs enqueued before now may still use p: whoever takes it next waits
+  // for this event first (usually long past), instead of everyone waiting
+  // for the device now.
+  cudaEvent_t used = nullptr;
+  KVFLOW_CUDA_CHECK(cudaEventCreateWithFlags(&used, cudaEventDisableTiming));
+  const cudaError_t e = cudaEventRecord(used, impl_->stream_);
+  if (e != cudaSuccess) cudaEventDestroy(used);
+  KVFLOW_CUDA_CHECK(e);
+  const int dev = impl_->device_;
+  impl_->blocks_->give(p, [used, dev] {
+    // Runs on whichever thread takes or frees the block; errors are the
+    // device's, which every later call reports.
+    cudaSetDevice(dev);
+    cudaEventSynchronize(used);
+    cudaEventDestroy(used);
+  });
 }
 
 namespace {

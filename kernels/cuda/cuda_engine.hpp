@@ -35,6 +35,9 @@ class cuda_engine : public engine {
   dtype kv_type() const override { return dtype::bf16; }
   const std::array<std::uint8_t, 32>& fingerprint() const override;
 
+  /// Device memory; release() keeps it for the next allocate() of the same
+  /// size (platform::block_cache, up to an eighth of the device) instead of
+  /// cudaFree, which waits for the whole device. Any thread may call these.
   void* allocate(std::size_t bytes) override;
   void release(void* p) override;
   void to_backend(void* dst, const void* src, std::size_t bytes) override;

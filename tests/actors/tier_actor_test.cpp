@@ -20,6 +20,7 @@
 #include "actors/tier_actor.hpp"
 #include "actors/workspace.hpp"
 #include "devices/chunk_store.hpp"
+#include "devices/host/pinned_buffer.hpp"
 #include "devices/keys.hpp"
 #include "devices/rate_limiter.hpp"
 #include "kernels/model/cpu_engine.hpp"
@@ -223,6 +224,61 @@ BOOST_AUTO_TEST_CASE(an_exit_answers_the_grants_still_reading) {
   // buffer would fail its checksum and remove the file.
   std::this_thread::sleep_for(std::chrono::duration<double>((chunks + 2) * chunk_link_s));
   for (std::uint32_t c = 0; c < chunks; ++c) BOOST_CHECK(fx.store->disk().contains(fx.ws->keys()[c]));
+}
+
+// Grants of any layer range read into the slab the tier page-locked when
+// it started: no buffer is pinned (or freed: cudaFreeHost waits for the
+// whole device) while loads run, and reads that find the slab full wait
+// for room instead. Here the slab holds two chunks (a cap of one), less
+// than the grants ask at once.
+BOOST_AUTO_TEST_CASE(grants_of_any_size_read_into_the_slab_made_at_start) {
+  fixture fx;
+  const auto L = static_cast<std::uint32_t>(fx.shape.layers);
+  BOOST_REQUIRE_GE(L, 4u);
+  const std::vector<msg::cell_range> cells{{0, 3, 0, 1}, {3, 4, 0, 3}, {4, 5, 0, L}, {5, 8, 2, L}, {0, 3, 1, 2},
+                                           {0, 2, 2, L}, {2, 3, 2, L}, {3, 4, 3, L}, {5, 8, 0, 2}};
+  system_config cfg;
+  caf::actor_system sys{cfg};
+  auto tier = sys.spawn<caf::detached>(disk_tier_actor, fx.store, std::uint64_t{fx.shape.bytes()});
+  auto grant = [&](std::uint32_t i) {
+    msg::grant g;
+    g.request_id = 1;
+    g.grant_id = i;
+    g.act = msg::action::load;
+    g.source = msg::tier::disk;
+    g.cells = cells[i];
+    return msg::encode(g);
+  };
+  std::vector<answer> out(cells.size());
+  std::int64_t pinned_before = 0;
+  {
+    caf::scoped_actor self{sys};
+    const auto timeout = std::chrono::seconds(10);
+    // The first grant alone: the tier has made its slab once it answers.
+    auto first = self->request(tier, timeout, grant(0), fx.ws);
+    test::receive_answer(sys, first, out[0]);
+    pinned_before = devices::pinned_buffer::live_count();
+    using handle = decltype(self->request(tier, timeout, grant(0), fx.ws));
+    std::vector<handle> pending;
+    for (std::uint32_t i = 1; i < cells.size(); ++i) pending.push_back(self->request(tier, timeout, grant(i), fx.ws));
+    for (std::uint32_t i = 1; i < cells.size(); ++i) test::receive_answer(sys, pending[i - 1], out[i]);
+  }
+  BOOST_CHECK_EQUAL(devices::pinned_buffer::live_count(), pinned_before);
+  for (std::uint32_t i = 0; i < cells.size(); ++i) {
+    BOOST_TEST_CONTEXT("grant " << i) {
+      BOOST_REQUIRE_MESSAGE(out[i].ok, out[i].error);
+      const auto& r = cells[i];
+      BOOST_CHECK_EQUAL(out[i].done.bytes,
+                        (r.chunk_end - r.chunk_begin) *
+                            fx.shape.span_bytes(static_cast<int>(r.layer_begin), static_cast<int>(r.layer_end)));
+    }
+  }
+  // Every cell of every chunk was granted once: the blocks are the files.
+  for (std::uint32_t c = 0; c < chunks; ++c)
+    BOOST_CHECK_MESSAGE(
+        std::memcmp(fx.ws->block(static_cast<int>(c)).data, fx.written[c].data(), fx.shape.bytes()) == 0,
+        "chunk " << c);
+  caf::anon_send_exit(tier, caf::exit_reason::user_shutdown);
 }
 
 // A chunk whose file vanished after the lookup fails its own grant, naming

@@ -128,3 +128,28 @@ BOOST_AUTO_TEST_CASE(learns_a_compute_grants_trip_beyond_gpu_work) {
   fixed.observe_compute_trip(0.5, true, 0.5);
   BOOST_TEST(fixed.compute_trip_s() == 0.0);
 }
+
+// A tier's prior latency stays while every sample has one size (they cannot
+// tell latency from bandwidth) and the rate is what is left of each sample's
+// time; samples of two sizes then move it to the true latency (the ridge
+// keeps some pull toward the prior, as it pulled toward 0 without one).
+BOOST_AUTO_TEST_CASE(a_prior_latency_holds_until_sizes_differ) {
+  cost_prior p;
+  const auto disk = static_cast<std::size_t>(msg::tier::disk);
+  p.latency_s[disk] = 0.5e-3;
+  cost_model m(p);
+  BOOST_CHECK_CLOSE(m.latency_s(msg::tier::disk), 0.5e-3, 1e-9);
+  BOOST_CHECK_EQUAL(m.latency_s(msg::tier::host), 0.0);
+  // 1 MB in 0.65 ms, again and again.
+  for (int i = 0; i < 20; ++i) m.observe(msg::rate_sample{msg::tier::disk, 1000000, 650000});
+  BOOST_CHECK_CLOSE(m.latency_s(msg::tier::disk), 0.5e-3, 10.0);
+  BOOST_CHECK_CLOSE(m.latency_s(msg::tier::disk) + m.load_s(msg::tier::disk, 1e6), 0.65e-3, 2.0);
+  // The truth: 0.2 ms + 4 GB/s.
+  for (int i = 0; i < 30; ++i)
+    for (double mb : {1.0, 8.0})
+      m.observe(msg::rate_sample{msg::tier::disk, static_cast<std::uint64_t>(mb * 1e6),
+                                 static_cast<std::uint64_t>((0.2e-3 + mb * 1e6 / 4e9) * 1e9)});
+  BOOST_CHECK_GE(m.latency_s(msg::tier::disk), 0.19e-3);
+  BOOST_CHECK_LE(m.latency_s(msg::tier::disk), 0.35e-3);
+  BOOST_CHECK_CLOSE(m.bytes_per_s(msg::tier::disk), 4e9, 10.0);
+}

@@ -1254,3 +1254,37 @@ BOOST_AUTO_TEST_CASE(two_pointer_covers_compute_trips) {
     }
   }
 }
+
+// A link whose every grant pays a fixed latency (an O_DIRECT read per chunk
+// and the actors' round trip), restored cold: with the tier's latency as a
+// prior, two_pointer's grants of a claimed chunk span several layers from
+// the first tick (fewer grants, each paying the latency once), where
+// without it every grant is one layer until samples of several sizes have
+// measured the latency.
+BOOST_AUTO_TEST_CASE(a_latency_prior_makes_load_grants_deep_from_the_start) {
+  truth t;
+  t.cell_s = 27e-3 / 32;
+  t.slope_s = 1.5e-3 / 32;
+  const auto disk = static_cast<std::size_t>(msg::tier::disk);
+  t.bw[disk] = 1.8e9;
+  t.latency[disk] = 0.5e-3;
+  auto spec = one(64, 63, msg::tier::disk);
+  spec[0].chunk_bytes = 32u << 20;  // 256-token chunks of llama-3-8b: 1 MiB cells
+  for (const std::string name : {"two_pointer"}) {
+    cost_prior cold;
+    cold.bytes_per_s = t.bw;
+    cold.cell_s = t.cell_s;
+    cold.cell_slope_s = t.slope_s;
+    cost_prior told = cold;
+    told.latency_s[disk] = t.latency[disk];
+    auto without = run_policy(name, spec, t, default_caps(), {}, cold);
+    auto with = run_policy(name, spec, t, default_caps(), {}, told);
+    std::printf("%s cold, 0.5 ms a grant: %.3f s in %llu grants without the latency prior, %.3f s in %llu with it\n",
+                name.c_str(), without.ttft[0], static_cast<unsigned long long>(without.grants), with.ttft[0],
+                static_cast<unsigned long long>(with.grants));
+    BOOST_TEST_CONTEXT(name) {
+      BOOST_CHECK_LT(with.grants, without.grants);
+      BOOST_CHECK_LT(with.ttft[0], 0.95 * without.ttft[0]);
+    }
+  }
+}

@@ -15,13 +15,15 @@ using namespace kvflow::policies;
 
 namespace {
 
-// max(GPU, link) when the first z cells of the prefix (chunk-major) compute.
+// max(GPU, link + the suffix's top layer row) when the first z cells of the
+// prefix (chunk-major) compute (the row only where something loads).
 double at_split(const bound_inputs& in, std::uint64_t z) {
   double gpu = 0;
   for (std::size_t c = in.cached; c < in.chunk_compute_s.size(); ++c) gpu += in.chunk_compute_s[c];
+  const double row = gpu / in.layers;
   for (std::uint64_t i = 0; i < z; ++i) gpu += in.chunk_compute_s[i / in.layers] / in.layers;
   double link = double(std::uint64_t(in.cached) * in.layers - z) * in.cell_load_s;
-  return std::max(gpu, link);
+  return std::max(gpu, link > 0 ? link + row : 0.0);
 }
 
 }  // namespace
@@ -34,12 +36,28 @@ BOOST_AUTO_TEST_CASE(nothing_cached_is_the_whole_compute) {
 }
 
 BOOST_AUTO_TEST_CASE(equal_costs_meet_in_the_middle) {
-  // 4 cached chunks of 2 layers, a cell computes or loads in 1 s, suffix 2 s:
-  // GPU 2 + z, link 8 - z, equal at z = 3.
+  // 4 cached chunks of 2 layers, a cell computes or loads in 1 s, suffix 2 s
+  // (a layer row of it 1 s): GPU 2 + z, link 8 - z and then the suffix's top
+  // row, equal at z = 3.5.
   bound_inputs in{{2, 2, 2, 2, 2}, 4, 2, 1.0};
   auto b = lowest_ttft(in);
-  BOOST_TEST(b.ttft_s == 5.0, boost::test_tools::tolerance(1e-12));
-  BOOST_TEST(b.computed_cells == 3.0, boost::test_tools::tolerance(1e-12));
+  BOOST_TEST(b.ttft_s == 5.5, boost::test_tools::tolerance(1e-12));
+  BOOST_TEST(b.computed_cells == 3.5, boost::test_tools::tolerance(1e-12));
+}
+
+// The suffix's top layer needs every prefix chunk's top layer: however the
+// link orders its cells, one suffix row follows the last one. With a link
+// ten times the GPU's speed the bound is that row past the loads, not the
+// suffix alone.
+BOOST_AUTO_TEST_CASE(the_suffix_top_row_follows_the_last_load) {
+  // 8 cached chunks of 4 layers at 0.1 s a cell to load (3.2 s), 1 s to
+  // compute each; suffix 0.4 s, a row 0.1 s.
+  bound_inputs in{{1, 1, 1, 1, 1, 1, 1, 1, 0.4}, 8, 4, 0.1};
+  auto b = lowest_ttft(in);
+  // GPU 0.4 + 0.25 z, link 3.2 - 0.1 z + 0.1: equal at z = 2.9 / 0.35.
+  const double z = 2.9 / 0.35;
+  BOOST_TEST(b.computed_cells == z, boost::test_tools::tolerance(1e-9));
+  BOOST_TEST(b.ttft_s == 0.4 + 0.25 * z, boost::test_tools::tolerance(1e-9));
 }
 
 BOOST_AUTO_TEST_CASE(fast_link_loads_everything_and_slow_link_nothing) {
@@ -90,15 +108,22 @@ BOOST_AUTO_TEST_CASE(batch_of_one_is_the_single_bound) {
 
 BOOST_AUTO_TEST_CASE(equal_requests_finish_one_alone_time_apart) {
   // n copies: the k first together take k times one alone (both resources
-  // scale), so the mean is (n + 1) / 2 alone times.
+  // scale), but for the one suffix row after the last load, which the k
+  // pay once: with GPU s + a z and link m - b z (+ the row r) alone, k
+  // together take k alone - a (k - 1) r / (a + b).
   bound_inputs in{{0.4, 0.5, 0.6, 0.7, 0.2}, 4, 8, 0.02};
   const double alone = lowest_ttft(in).ttft_s;
+  const double a = 0.4 / 8, b_ = 0.02, r = 0.2 / 8;  // the crossing falls in chunk 0
   auto b = lowest_batch_ttft(std::vector<bound_inputs>(8, in));
   auto sorted = b.ttft_s;
   std::sort(sorted.begin(), sorted.end());
-  for (std::size_t k = 0; k < sorted.size(); ++k)
-    BOOST_TEST(sorted[k] == (k + 1) * alone, boost::test_tools::tolerance(1e-9));
-  BOOST_TEST(b.mean_ttft_s == 4.5 * alone, boost::test_tools::tolerance(1e-9));
+  double sum = 0;
+  for (std::size_t k = 0; k < sorted.size(); ++k) {
+    const double want = (k + 1) * alone - a * k * r / (a + b_);
+    BOOST_TEST(sorted[k] == want, boost::test_tools::tolerance(1e-9));
+    sum += want;
+  }
+  BOOST_TEST(b.mean_ttft_s == sum / 8, boost::test_tools::tolerance(1e-9));
 }
 
 BOOST_AUTO_TEST_CASE(batch_bound_ranks_short_requests_first_and_pools_the_link) {
@@ -138,9 +163,11 @@ BOOST_AUTO_TEST_CASE(batch_bound_ranks_short_requests_first_and_pools_the_link) 
     }
   std::sort(cells.begin(), cells.end());
   const double cell_load = batch[0].cell_load_s;
+  const double row = cost[3] / 32;  // the least suffix row: the 4-chunk prompt's
   double gpu = suffix, best = std::numeric_limits<double>::infinity();
   for (std::size_t z = 0; z <= cells.size(); ++z) {
-    best = std::min(best, std::max(gpu, double(cells.size() - z) * cell_load));
+    const double link = double(cells.size() - z) * cell_load;
+    best = std::min(best, std::max(gpu, link > 0 ? link + row : 0.0));
     if (z < cells.size()) gpu += cells[z];
   }
   BOOST_TEST(b.ttft_s[0] <= best + 1e-12);
