@@ -121,7 +121,7 @@ def attention_part(lib, lengths, reps, records):
                 if name == "sdpa default":
                     ref = fn()[0].transpose(0, 1).reshape(s, HEADS * HD).float()
             elif ref is not None:
-                o = fn().float()
+                o = fn().float().reshape(s, HEADS * HD)
                 rec["max_abs_diff_vs_sdpa"] = (o - ref).abs().max().item()
                 rec["rel_l2_vs_sdpa"] = ((o - ref).norm() / ref.norm()).item()
             print(f"{s:6d} {name:28s}: alone {alone * 1e3:8.3f} ms {rec['alone_tflops']:6.1f} TFLOP/s, "
