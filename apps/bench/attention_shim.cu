@@ -7,8 +7,7 @@
 #include "kernels/cuda/attention_sm90.cuh"
 
 extern "C" int kvflow_attention_sm90(const void* q, int count, int pos0, const void* blocks, int num_blocks, int heads,
-                                     int kv_heads, float scale, void* out, void* stream, int variant) {
-  kvflow::cuda::attention_sm90_set_variant(variant);
+                                     int kv_heads, float scale, void* out, void* stream) {
   return static_cast<int>(kvflow::cuda::launch_attention_sm90(
       static_cast<const __nv_bfloat16*>(q), count, pos0, nullptr, static_cast<const kvflow::cuda::attn_block*>(blocks),
       num_blocks, 0, heads, kv_heads, scale, static_cast<__nv_bfloat16*>(out), static_cast<cudaStream_t>(stream)));

@@ -3,7 +3,7 @@
 and how fast, against kvflow's Hopper kernel in the same process (issue 19).
 
 1. alone: sdpa (its default pick and each backend forced) and kvflow's
-   attention_sm90 (variants 0 and 1, through attention_shim.cu by ctypes) on
+   attention_sm90 (through attention_shim.cu by ctypes) on
    the same tensors: 32 query / 8 KV heads, head_dim 128, causal, bf16, one
    layer; the median of --reps; the kernels the profiler saw for sdpa; the
    largest difference between kvflow's output and sdpa's.
@@ -93,16 +93,15 @@ def attention_part(lib, lengths, reps, records):
                     return F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
             calls["sdpa " + name] = f
         if lib is not None:
-            for var in (0, 1):
-                def g(var=var):
-                    rc = lib.kvflow_attention_sm90(
-                        ctypes.c_void_p(q_rows.data_ptr()), s, 0, ctypes.c_void_p(table.data_ptr()), 1, HEADS,
-                        KV_HEADS, ctypes.c_float(scale), ctypes.c_void_p(out.data_ptr()),
-                        ctypes.c_void_p(torch.cuda.current_stream().cuda_stream), var)
-                    if rc != 0:
-                        raise RuntimeError(f"kvflow_attention_sm90: cuda error {rc}")
-                    return out
-                calls[f"kvflow sm90 v{var}"] = g
+            def g():
+                rc = lib.kvflow_attention_sm90(
+                    ctypes.c_void_p(q_rows.data_ptr()), s, 0, ctypes.c_void_p(table.data_ptr()), 1, HEADS,
+                    KV_HEADS, ctypes.c_float(scale), ctypes.c_void_p(out.data_ptr()),
+                    ctypes.c_void_p(torch.cuda.current_stream().cuda_stream))
+                if rc != 0:
+                    raise RuntimeError(f"kvflow_attention_sm90: cuda error {rc}")
+                return out
+            calls["kvflow sm90"] = g
         ref = None
         for name, fn in calls.items():
             try:

@@ -28,7 +28,6 @@
 #include <climits>
 #include <cmath>
 #include <cstdint>
-#include <cstdlib>
 
 #include "kernels/cuda/attention_sm90.cuh"
 #include "kernels/cuda/common.cuh"
@@ -156,10 +155,6 @@ __device__ __forceinline__ void wgmma_rs(float (&d)[64], const unsigned (&a)[4],
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b));
 }
 
-// Lazy: o is rescaled only when some row of the warp has a new maximum
-// (alpha != 1 on some lane); o * 1 == o, so the bits are the same either way,
-// and past the first tiles of a long row the maximum rarely moves.
-template <bool Lazy>
 __global__ void __launch_bounds__(threads, 1) attention_sm90_kernel(params p) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   extern __shared__ unsigned char smem_raw[];
@@ -329,14 +324,12 @@ __global__ void __launch_bounds__(threads, 1) attention_sm90_kernel(params p) {
     };
     // After o's products are done: rescale o, and P (bf16) from sc.
     auto rescale_and_pack = [&]() {
-      if (!Lazy || __any_sync(0xffffffffu, alpha[0] != 1.0f || alpha[1] != 1.0f)) {
 #pragma unroll
-        for (int j = 0; j < 16; ++j) {
-          o[4 * j] *= alpha[0];
-          o[4 * j + 1] *= alpha[0];
-          o[4 * j + 2] *= alpha[1];
-          o[4 * j + 3] *= alpha[1];
-        }
+      for (int j = 0; j < 16; ++j) {
+        o[4 * j] *= alpha[0];
+        o[4 * j + 1] *= alpha[0];
+        o[4 * j + 2] *= alpha[1];
+        o[4 * j + 3] *= alpha[1];
       }
 #pragma unroll
       for (int kk = 0; kk < 8; ++kk) {
@@ -422,25 +415,7 @@ __global__ void __launch_bounds__(threads, 1) attention_sm90_kernel(params p) {
 #endif
 }
 
-// 0: the kernel as measured in attention.md; 1: Lazy rescaling. Read once
-// from KVFLOW_ATTENTION_SM90 (unset: 0) unless set by attention_sm90_set_variant.
-std::atomic<int> variant{-1};
-
-int current_variant() {
-  int v = variant.load(std::memory_order_relaxed);
-  if (v < 0) {
-    const char* e = std::getenv("KVFLOW_ATTENTION_SM90");
-    v = e != nullptr && std::atoi(e) == 1 ? 1 : 0;
-    variant.store(v, std::memory_order_relaxed);
-  }
-  return v;
-}
-
 }  // namespace
-
-void attention_sm90_set_variant(int v) { variant.store(v == 1 ? 1 : 0, std::memory_order_relaxed); }
-
-int attention_sm90_variant() { return current_variant(); }
 
 bool attention_sm90_available() {
   static std::atomic<int> state[64];  // per device: 0 unknown, 1 yes, 2 no
@@ -457,12 +432,9 @@ bool attention_sm90_available() {
   // The sm_90a instructions exist only in the sm_90a image: the kernel must
   // have been built for it (the 90-virtual PTX holds an empty body).
   cudaFuncAttributes attr{};
-  ok = ok && cudaFuncGetAttributes(&attr, attention_sm90_kernel<false>) == cudaSuccess && attr.binaryVersion == 90;
-  ok = ok &&
-       cudaFuncSetAttribute(attention_sm90_kernel<false>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem_bytes) ==
-           cudaSuccess &&
-       cudaFuncSetAttribute(attention_sm90_kernel<true>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem_bytes) ==
-           cudaSuccess;
+  ok = ok && cudaFuncGetAttributes(&attr, attention_sm90_kernel) == cudaSuccess && attr.binaryVersion == 90;
+  ok = ok && cudaFuncSetAttribute(attention_sm90_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem_bytes) ==
+                 cudaSuccess;
   cudaGetLastError();  // a failed probe leaves no sticky error behind
   if (dev < 64) state[dev].store(ok ? 1 : 2, std::memory_order_relaxed);
   return ok;
@@ -492,10 +464,7 @@ cudaError_t launch_attention_sm90(const bf16* q, int count, int pos0, const int*
                  1024u};
   const int rows = count * p.group;
   dim3 grid((rows + block_rows - 1) / block_rows, kv_heads);
-  if (current_variant() == 1)
-    attention_sm90_kernel<true><<<grid, threads, smem_bytes, stream>>>(p);
-  else
-    attention_sm90_kernel<false><<<grid, threads, smem_bytes, stream>>>(p);
+  attention_sm90_kernel<<<grid, threads, smem_bytes, stream>>>(p);
   return cudaGetLastError();
 }
 

@@ -17,11 +17,6 @@ namespace kvflow::cuda {
 /// holds the sm_90a kernel (cached per device).
 bool attention_sm90_available();
 
-/// Kernel variant for benchmarks: 0 (default) or 1 (o rescaled only when a
-/// row's maximum moves; the same bits). KVFLOW_ATTENTION_SM90=1 picks 1.
-void attention_sm90_set_variant(int v);
-int attention_sm90_variant();
-
 /// launch_attention for head_dim 128 on sm_90a (queries at pos0 + token), or
 /// launch_attention_at with one split when `positions` (device, ascending)
 /// is given; cudaErrorNotSupported when attention_sm90_available() is false.
