@@ -124,12 +124,25 @@ void bench_records::add(std::map<std::string, point>& points, const std::vector<
         {"link_mtu", facts_.remote_tier ? json(facts_.link_mtu) : json(nullptr)},
         {"ucx_lanes", facts_.remote_tier ? json(facts_.ucx_lanes) : json(nullptr)},
         {"gb_from_remote", pt.remote_bytes / n / 1e9},
+        // Bytes that crossed the link (wire bytes: KV bytes times the
+        // fetches' wire/KV ratio) over the time loads ran: how well the
+        // link is used, compressed or not.
         {"link_utilization", facts_.remote_tier && pt.remote_busy_s > 0
-                                 ? json(pt.remote_bytes * 8 / pt.remote_busy_s / (facts_.link_gbps * 1e9))
+                                 ? json(pt.remote_bytes * pt.wire_per_raw() * 8 / pt.remote_busy_s /
+                                        (facts_.link_gbps * 1e9))
                                  : json(nullptr)},
         {"link_utilization_raw", facts_.remote_tier && pt.remote_busy_s > 0 && facts_.link_raw_gbps > 0
-                                     ? json(pt.remote_bytes * 8 / pt.remote_busy_s / (facts_.link_raw_gbps * 1e9))
+                                     ? json(pt.remote_bytes * pt.wire_per_raw() * 8 / pt.remote_busy_s /
+                                            (facts_.link_raw_gbps * 1e9))
                                      : json(nullptr)}};
+    if (facts_.remote_tier) {
+      // Written only for remote tiers, so that --append matches earlier records.
+      rec["wire_compression"] = facts_.wire_compression;
+      rec["wire_compression_ratio"] = pt.wire_bytes > 0 ? json(pt.wire_raw_bytes / pt.wire_bytes) : json(nullptr);
+      rec["gb_wire_from_remote"] = pt.remote_bytes * pt.wire_per_raw() / n / 1e9;
+      // KV bytes restored per second of load time: what the scheduler learns.
+      rec["effective_gbps"] = pt.remote_busy_s > 0 ? json(pt.remote_bytes * 8 / pt.remote_busy_s / 1e9) : json(nullptr);
+    }
     if (facts_.stages > 1) {
       // Written only with stages, so that --append matches earlier records.
       rec["stages"] = facts_.stages;
