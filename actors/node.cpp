@@ -68,8 +68,8 @@ struct node_fetch {
   std::size_t left = 0;
   std::string failed;
   std::vector<devices::host_block> leases;
-  std::vector<devices::net::region> regions;    // one per key
-  std::vector<devices::pinned_buffer> staging;  // disk reads, one per chunk read
+  std::vector<devices::net::region> regions;                // one per key
+  std::vector<devices::pinned_buffer> staging;              // disk reads, one per chunk read
   std::vector<std::shared_ptr<const packed_chunk>> packed;  // per key; null: its pieces go raw
 };
 

@@ -348,8 +348,9 @@ class bench {
       co.nodes = 1;
       co.gbps = t.gbps;
       co.mtu = opt_.link_mtu;
-      co.node_args = {"--host-gb", std::to_string(tier_bytes_needed(t) * 1.25 / 1e9 + 1), "--ucx-lanes",
-                      std::to_string(opt_.ucx_lanes), "--wire-compression", opt_.wire_compression};
+      co.node_args = {"--host-gb",          std::to_string(tier_bytes_needed(t) * 1.25 / 1e9 + 1),
+                      "--ucx-lanes",        std::to_string(opt_.ucx_lanes),
+                      "--wire-compression", opt_.wire_compression};
       facts_.wire_compression = opt_.wire_compression;
       cluster_ = std::make_unique<app::node_cluster>(co);
       if (!cluster_->namespaced())

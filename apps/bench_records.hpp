@@ -46,7 +46,7 @@ struct point {
   double wire_raw_bytes = 0, wire_bytes = 0;   // the remote tier's fetches: KV bytes and bytes on the wire
   /// Wire bytes per KV byte of the remote tier's fetches (1: uncompressed).
   double wire_per_raw() const { return wire_raw_bytes > 0 ? wire_bytes / wire_raw_bytes : 1.0; }
-  double mean() const {                        // batch 1: median of repeats; batches, streams: mean of all requests
+  double mean() const {  // batch 1: median of repeats; batches, streams: mean of all requests
     if (batch == 1) {
       auto v = per_repeat_mean;
       std::sort(v.begin(), v.end());

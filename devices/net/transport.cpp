@@ -532,8 +532,7 @@ void transport::impl::settle(std::unique_ptr<recv_ctx> ctx, bool ok, std::string
     l.checksum = combine(t.hashes);
     raw_landed.fetch_add(t.bytes, std::memory_order_relaxed);
     wire_landed.fetch_add(t.wire_bytes, std::memory_order_relaxed);
-  }
-  else
+  } else
     l.why = !t.failed.empty() ? t.failed : "transfer " + std::to_string(ctx->id) + " withdrawn while landing";
   ctx.reset();  // a frame's buffer goes before the answer
   t.done(std::move(l));
@@ -550,7 +549,8 @@ transport::transport(const transport_options& options) : impl_(std::make_unique<
   }
   address_ = pack_address(addresses);
   auto decoders = options.decode_threads;
-  if (decoders == 0) decoders = std::max<std::size_t>(2, std::min<std::size_t>(8, std::thread::hardware_concurrency() / 2));
+  if (decoders == 0)
+    decoders = std::max<std::size_t>(2, std::min<std::size_t>(8, std::thread::hardware_concurrency() / 2));
   m.decoders = std::make_unique<work_pool>(decoders);
   for (auto& l : m.lanes) l->thread = std::thread([p = l.get()] { p->run(); });
 }
@@ -654,8 +654,8 @@ void transport::send(const std::vector<std::uint8_t>& peer, std::uint64_t id, st
   send_pieces(peer, id, std::move(pieces), std::move(done));
 }
 
-void transport::send_pieces(const std::vector<std::uint8_t>& peer, std::uint64_t id,
-                            std::vector<outgoing_piece> pieces, std::function<void(sent)> done) {
+void transport::send_pieces(const std::vector<std::uint8_t>& peer, std::uint64_t id, std::vector<outgoing_piece> pieces,
+                            std::function<void(sent)> done) {
   auto& m = *impl_;
   auto fail_now = [&](std::string why) {
     m.lanes[0]->post([done = std::move(done), why = std::move(why)]() mutable {

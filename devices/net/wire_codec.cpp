@@ -159,8 +159,8 @@ void wire_decode(const void* frame, std::size_t frame_bytes, void* dst, std::siz
       auto* to = elem == 1 ? static_cast<std::uint8_t*>(dst) : z.planes.data() + scratch_used;
       const auto r = ZSTD_decompressDCtx(z.d.get(), to, n, src, stored);
       if (ZSTD_isError(r)) corrupt("plane " + std::to_string(k) + ": " + ZSTD_getErrorName(r));
-      if (r != n) corrupt("plane " + std::to_string(k) + " decodes to " + std::to_string(r) + " bytes, not " +
-                          std::to_string(n));
+      if (r != n)
+        corrupt("plane " + std::to_string(k) + " decodes to " + std::to_string(r) + " bytes, not " + std::to_string(n));
       planes[k] = to;
       scratch_used += n;
     } else {

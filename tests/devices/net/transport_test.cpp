@@ -314,7 +314,8 @@ BOOST_AUTO_TEST_CASE(corrupt_or_unwanted_frames_fail_the_transfer) {
   // of another size, and the transfer never completes.
   {
     bool fired = false;
-    b.expect(3, dst.size(), dst.data(), [&](landed) { fired = true; }, piece, false);
+    b.expect(
+        3, dst.size(), dst.data(), [&](landed) { fired = true; }, piece, false);
     std::promise<sent> out;
     auto of = out.get_future();
     a.send_pieces(b.address(), 3, c.pieces, [&](sent s) { out.set_value(s); });

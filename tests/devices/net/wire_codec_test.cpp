@@ -136,7 +136,8 @@ BOOST_AUTO_TEST_CASE(corrupt_or_oversized_frames_are_refused) {
   auto big = bf16_normal(1 << 17, 4);
   auto big_frame = wire_encode(big.data(), big.size(), 2);
   std::vector<std::uint8_t> spliced(frame.begin(), frame.begin() + static_cast<std::ptrdiff_t>(plane1));
-  spliced.insert(spliced.end(), big_frame.begin() + static_cast<std::ptrdiff_t>(wire_frame_overhead(2) + big.size() / 2),
+  spliced.insert(spliced.end(),
+                 big_frame.begin() + static_cast<std::ptrdiff_t>(wire_frame_overhead(2) + big.size() / 2),
                  big_frame.end());
   const auto stored = spliced.size() - plane1;
   for (int k = 0; k < 4; ++k) spliced[16 + 5 + 1 + k] = static_cast<std::uint8_t>(stored >> (8 * k));
