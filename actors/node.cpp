@@ -343,7 +343,9 @@ void pack(tier_t* self, const msg::transfer& t, const std::shared_ptr<devices::p
   const auto piece = devices::net::piece_bytes_for(shape.layer_bytes());
   const auto elem = model::dtype_size(shape.type);
   const double keep = st.opts.compression == wire_compression::automatic ? 0.9 : 1.0;
-  auto me = caf::actor_cast<caf::actor>(self);
+  // Weak: a job must not hold the last reference to this actor, whose
+  // state (and the pool running the job) would then go on the pool's thread.
+  auto me = self->address();
   for (std::size_t i = 0; i < t.keys.size(); ++i) {
     ++st.packing;
     st.packers->post([me, cache = st.packed, key = t.keys[i], buffer, at = i * span, span, piece, elem, keep] {
@@ -359,7 +361,7 @@ void pack(tier_t* self, const msg::transfer& t, const std::shared_ptr<devices::p
         pk->checksums.push_back(devices::net::checksum(data + off, piece));
       }
       cache->put(key, std::move(pk));
-      caf::anon_send(me, packed_atom::value);
+      if (auto to = caf::actor_cast<caf::actor>(me)) caf::anon_send(to, packed_atom::value);
     });
   }
 }
