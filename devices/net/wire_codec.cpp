@@ -151,7 +151,7 @@ void wire_decode(const void* frame, std::size_t frame_bytes, void* dst, std::siz
     at += stored;
     if (mode == plane_raw) {
       if (stored != n) corrupt("raw plane " + std::to_string(k) + " of " + std::to_string(stored) + " bytes");
-      if (elem == 1)
+      if (elem == 1 && n > 0)
         std::memcpy(dst, src, n);
       else
         planes[k] = src;
