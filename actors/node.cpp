@@ -17,6 +17,46 @@ namespace kvflow {
 using landed_atom = caf::atom_constant<caf::atom("landed")>;
 using sent_atom = caf::atom_constant<caf::atom("sent")>;
 using expire_atom = caf::atom_constant<caf::atom("expire")>;
+using packed_atom = caf::atom_constant<caf::atom("packed")>;
+
+wire_compression parse_wire_compression(const std::string& s) {
+  if (s == "off") return wire_compression::off;
+  if (s == "on") return wire_compression::on;
+  if (s == "auto") return wire_compression::automatic;
+  throw error(errc::invalid_argument, "wire compression '" + s + "': want auto, on or off");
+}
+
+void packed_cache::put(const msg::chunk_key& key, std::shared_ptr<const packed_chunk> c) {
+  std::lock_guard<std::mutex> lock(m_);
+  auto it = chunks_.find(key);
+  if (it != chunks_.end()) {
+    bytes_ -= it->second->bytes;
+    it->second = std::move(c);
+    bytes_ += it->second->bytes;
+  } else {
+    bytes_ += c->bytes;
+    chunks_.emplace(key, std::move(c));
+    order_.push_back(key);
+  }
+  while (bytes_ > capacity_ && !order_.empty()) {
+    auto old = chunks_.find(order_.front());
+    order_.pop_front();
+    if (old == chunks_.end()) continue;
+    bytes_ -= old->second->bytes;
+    chunks_.erase(old);
+  }
+}
+
+std::shared_ptr<const packed_chunk> packed_cache::get(const msg::chunk_key& key) const {
+  std::lock_guard<std::mutex> lock(m_);
+  auto it = chunks_.find(key);
+  return it == chunks_.end() ? nullptr : it->second;
+}
+
+std::uint64_t packed_cache::bytes() const {
+  std::lock_guard<std::mutex> lock(m_);
+  return bytes_;
+}
 
 /// One fetch: its spans sent straight from where they lie, host leases
 /// (held until sent) or disk reads' staging buffers (filled on the I/O
@@ -28,8 +68,9 @@ struct node_fetch {
   std::size_t left = 0;
   std::string failed;
   std::vector<devices::host_block> leases;
-  std::vector<devices::net::region> regions;    // one per key
-  std::vector<devices::pinned_buffer> staging;  // disk reads, one per chunk read
+  std::vector<devices::net::region> regions;                // one per key
+  std::vector<devices::pinned_buffer> staging;              // disk reads, one per chunk read
+  std::vector<std::shared_ptr<const packed_chunk>> packed;  // per key; null: its pieces go raw
 };
 
 namespace {
@@ -77,6 +118,11 @@ caf::result<msg::frame> set_layout(tier_t* self, const msg::frame& f) {
         std::max<std::size_t>(static_cast<std::size_t>(st.opts.host_gb * 1e9), so.disk.shape.bytes());
     st.store = std::make_shared<devices::chunk_store>(so);
     if (!st.net) st.net = std::make_shared<devices::net::transport>(st.opts.net);
+    if (st.opts.compression != wire_compression::off && st.opts.pack_threads > 0) {
+      // Frames are about 0.7 of the chunks: as many as the host tier holds.
+      st.packed = std::make_shared<packed_cache>(so.host_capacity_bytes);
+      st.packers = std::make_unique<devices::net::work_pool>(st.opts.pack_threads);
+    }
   } catch (const error& e) {
     st.store.reset();
     return make_error(e);
@@ -141,10 +187,29 @@ void send_fetch(tier_t* self, std::uint64_t job) {
     return;
   }
   auto me = caf::actor_cast<caf::actor>(self);
-  auto piece = devices::net::piece_bytes_for(fx->t.bytes / fx->t.keys.size());
-  // The callback holds the fetch: its leases and buffers outlive the send
-  // even when this actor goes first.
-  st.net->send(fx->t.peer, fx->t.transfer_id, fx->regions, piece, [me, job, fx](devices::net::sent s) {
+  // Pieces of a layer's bytes, so that a layer range is whole pieces of
+  // the packed chunks; a piece goes as its frame where there is one.
+  const auto layer = shape_of(*st.layout).layer_bytes();
+  const auto piece = devices::net::piece_bytes_for(layer);
+  const auto first = layer * fx->t.layer_begin / piece;
+  std::vector<devices::net::outgoing_piece> out;
+  std::uint64_t wire = 0;
+  for (std::size_t i = 0; i < fx->regions.size(); ++i) {
+    const auto& r = fx->regions[i];
+    const auto* pk = i < fx->packed.size() ? fx->packed[i].get() : nullptr;
+    for (std::size_t at = 0; at < r.bytes; at += piece) {
+      const auto p = first + at / piece;
+      devices::net::outgoing_piece o{static_cast<const std::uint8_t*>(r.data) + at, piece};
+      if (pk && p < pk->frames.size() && !pk->frames[p].empty())
+        o = {pk->frames[p].data(), pk->frames[p].size(), true, pk->checksums[p]};
+      wire += o.bytes;
+      out.push_back(o);
+    }
+  }
+  st.fetched_wire_bytes += wire;
+  // The callback holds the fetch: its leases, buffers and frames outlive
+  // the send even when this actor goes first.
+  st.net->send_pieces(fx->t.peer, fx->t.transfer_id, std::move(out), [me, job, fx](devices::net::sent s) {
     caf::anon_send(me, sent_atom::value, job, s.ok, std::move(s.why), s.checksum);
   });
 }
@@ -164,6 +229,13 @@ caf::result<msg::frame> fetch(tier_t* self, const msg::frame& f) {
   auto offset = shape_of(*st.layout).span_offset_bytes(static_cast<int>(layers.begin));
   std::vector<std::size_t> from_disk;
   fx->regions.resize(fx->t.keys.size());
+  if (st.packed) {
+    const auto want = shape_of(*st.layout).bytes() / devices::net::piece_bytes_for(shape_of(*st.layout).layer_bytes());
+    for (auto& k : fx->t.keys) {
+      auto pk = st.packed->get(k);
+      fx->packed.push_back(pk && pk->frames.size() == want ? pk : nullptr);
+    }
+  }
   for (std::size_t i = 0; i < fx->t.keys.size(); ++i) {
     auto lease = st.store->acquire(fx->t.keys[i]);
     if (lease && lease.layers().covers(layers)) {
@@ -222,7 +294,7 @@ void answer_sent(tier_t* self, std::uint64_t job, bool ok, const std::string& wh
 
 void release_flushes(tier_t* self) {
   auto& st = self->state;
-  if (!st.stores.empty() || st.flushes.empty()) return;
+  if (!st.stores.empty() || st.packing > 0 || st.flushes.empty()) return;
   if (st.store) st.store->flush();
   for (auto& p : st.flushes) p.deliver(true);
   st.flushes.clear();
@@ -261,6 +333,39 @@ caf::result<msg::frame> announce_store(tier_t* self, const msg::frame& f) {
   return msg::encode(go);
 }
 
+// Compresses the chunks of a store that landed, once, on the packers:
+// fetches then send their frames (none is made in a fetch's time).
+void pack(tier_t* self, const msg::transfer& t, const std::shared_ptr<devices::pinned_buffer>& buffer) {
+  auto& st = self->state;
+  if (!st.packed) return;
+  const auto shape = shape_of(*st.layout);
+  const auto span = t.bytes / t.keys.size();
+  const auto piece = devices::net::piece_bytes_for(shape.layer_bytes());
+  const auto elem = model::dtype_size(shape.type);
+  const double keep = st.opts.compression == wire_compression::automatic ? 0.9 : 1.0;
+  // Weak: a job must not hold the last reference to this actor, whose
+  // state (and the pool running the job) would then go on the pool's thread.
+  auto me = self->address();
+  for (std::size_t i = 0; i < t.keys.size(); ++i) {
+    ++st.packing;
+    st.packers->post([me, cache = st.packed, key = t.keys[i], buffer, at = i * span, span, piece, elem, keep] {
+      auto pk = std::make_shared<packed_chunk>();
+      pk->piece_bytes = piece;
+      const auto* data = buffer->data() + at;
+      for (std::size_t off = 0; off < span; off += piece) {
+        auto frame = devices::net::wire_encode(data + off, piece, elem);
+        if (frame.size() > static_cast<std::size_t>(keep * static_cast<double>(piece)) || frame.size() >= piece)
+          frame.clear();
+        pk->bytes += frame.size();
+        pk->frames.push_back(std::move(frame));
+        pk->checksums.push_back(devices::net::checksum(data + off, piece));
+      }
+      cache->put(key, std::move(pk));
+      if (auto to = caf::actor_cast<caf::actor>(me)) caf::anon_send(to, packed_atom::value);
+    });
+  }
+}
+
 // Bytes of store `id` landed: check them against the announcement, store.
 void land_store(tier_t* self, std::uint64_t id, bool ok, const std::string& why, std::uint64_t checksum) {
   auto& st = self->state;
@@ -284,6 +389,7 @@ void land_store(tier_t* self, std::uint64_t id, bool ok, const std::string& why,
       }
     }
     st.stored_bytes += t.bytes;
+    pack(self, t, buffer);
   }
   release_flushes(self);
 }
@@ -312,9 +418,13 @@ caf::behavior node_tier(tier_t* self, node_options opts, std::string node_id) {
       [=](sent_atom, std::uint64_t job, bool ok, const std::string& why, std::uint64_t checksum) {
         answer_sent(self, job, ok, why, checksum);
       },
+      [=](packed_atom) {
+        --self->state.packing;
+        release_flushes(self);
+      },
       [=](flush_atom) -> caf::result<bool> {
         auto& st = self->state;
-        if (st.stores.empty()) {
+        if (st.stores.empty() && st.packing == 0) {
           if (st.store) st.store->flush();
           return true;
         }

@@ -6,8 +6,10 @@
 
 #include <chrono>
 #include <cstdint>
+#include <deque>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <vector>
@@ -21,9 +23,45 @@
 #include "devices/chunk_store.hpp"
 #include "devices/host/pinned_buffer.hpp"
 #include "devices/net/transport.hpp"
+#include "devices/net/wire_codec.hpp"
 #include "messages/types.hpp"
 
 namespace kvflow {
+
+/// Whether a node sends fetched KV compressed (devices/net/wire_codec):
+/// `on`, a piece goes as a frame whenever the frame is smaller; `automatic`,
+/// when it saves at least a tenth (less does not pay for the decoding);
+/// `off`, never. Chunks are compressed once, when they are stored.
+enum class wire_compression : std::uint8_t { off, on, automatic };
+
+/// Parses "off", "on" or "auto"; throws kvflow::error(invalid_argument).
+wire_compression parse_wire_compression(const std::string& s);
+
+/// A stored chunk's pieces as they go on the wire: pieces of
+/// devices::net::piece_bytes_for(layer bytes), so any layer range is whole
+/// pieces.
+struct packed_chunk {
+  std::uint64_t piece_bytes = 0;
+  std::vector<std::vector<std::uint8_t>> frames;  ///< per piece; empty: the piece goes raw
+  std::vector<std::uint64_t> checksums;           ///< XXH3-64 of each raw piece
+  std::uint64_t bytes = 0;                        ///< of the frames kept
+};
+
+/// The packed chunks of a node, shared with the threads that make them.
+/// Oldest out first past `capacity` bytes of frames. Thread-safe.
+class packed_cache {
+ public:
+  explicit packed_cache(std::uint64_t capacity) : capacity_(capacity) {}
+  void put(const msg::chunk_key& key, std::shared_ptr<const packed_chunk> c);
+  std::shared_ptr<const packed_chunk> get(const msg::chunk_key& key) const;
+  std::uint64_t bytes() const;
+
+ private:
+  mutable std::mutex m_;
+  std::map<msg::chunk_key, std::shared_ptr<const packed_chunk>> chunks_;
+  std::deque<msg::chunk_key> order_;
+  std::uint64_t capacity_, bytes_ = 0;
+};
 
 /// What a node hosts. The chunk store is made when the first client tells
 /// the KV layout (layout_atom): a node serves one model's chunks.
@@ -32,6 +70,9 @@ struct node_options {
   std::string disk_dir;  ///< chunk file folder; empty: no chunk store until set
   double disk_gb = 0;    ///< chunk files kept; 0: no limit
   devices::net::transport_options net;
+  wire_compression compression = wire_compression::automatic;
+  /// Threads that compress stored chunks (0: none; chunks go raw).
+  std::size_t pack_threads = 4;
   /// An announced store whose bytes have not landed by then is withdrawn.
   std::chrono::milliseconds store_deadline{30000};
 };
@@ -54,8 +95,11 @@ struct node_tier_state {
   std::uint64_t next_job = 0;
   std::map<std::uint64_t, std::shared_ptr<node_fetch>> fetches;
   std::map<std::uint64_t, node_store> stores;  ///< announced, by transfer id
-  std::vector<caf::response_promise> flushes;  ///< waiting for `stores` to empty
-  std::uint64_t fetched_bytes = 0, stored_bytes = 0;
+  std::vector<caf::response_promise> flushes;  ///< waiting for `stores` and `packing` to empty
+  std::uint64_t fetched_bytes = 0, stored_bytes = 0, fetched_wire_bytes = 0;
+  std::shared_ptr<packed_cache> packed;
+  std::unique_ptr<devices::net::work_pool> packers;
+  std::size_t packing = 0;  ///< chunks being compressed
   static inline const char* name = "kvflow.node_tier";
 };
 

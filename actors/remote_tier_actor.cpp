@@ -399,7 +399,10 @@ void start_fetch(state_t* self, std::uint64_t id) {
           staging.reset();
           caf::anon_send(me, landed_atom::value, id, l.ok, l.why, l.finished_ns, l.checksum);
         },
-        devices::net::piece_bytes_for(t.bytes / t.keys.size()));
+        // Pieces of one layer's bytes (or less), as the node sends them:
+        // the node may send each as a wire_codec frame of it, decoded into
+        // its place on the transport's decoding threads.
+        devices::net::piece_bytes_for(t.bytes / t.keys.size() / (t.layer_end - t.layer_begin)), true);
   } catch (const std::exception& e) {
     f.staging.reset();
     return fail_grant(self, f.grant, std::string("remote fetch not started: ") + e.what());

@@ -92,6 +92,7 @@ struct runtime::impl {
   std::vector<std::pair<msg::tier, caf::actor>> tiers;
   std::vector<cluster_member> members;  // of the cluster whose tiers are the remote tier
   std::size_t members_up = 0;
+  std::shared_ptr<devices::net::transport> remote_net;  // the remote tier's KV bytes
 
   // Connects to the cluster's nodes, tells them the KV layout and spawns
   // the remote tier. A node that cannot be reached now is retried by the
@@ -102,6 +103,7 @@ struct runtime::impl {
     if (members.empty()) return;
     auto net = std::make_shared<devices::net::transport>(
         devices::net::transport_options{opts.ucx_tls, opts.ucx_devices, opts.ucx_lanes});
+    remote_net = net;
     remote_tier_options ro;
     ro.members = members;
     ro.replicas = opts.cluster_replicas;
@@ -711,6 +713,12 @@ std::pair<std::uint64_t, double> runtime::learned_rate(const std::string& tier, 
           },
           [&](caf::error& e) { throw error(errc::io_failure, "learned_rate: " + impl_->sys->render(e)); });
   return out;
+}
+
+wire_totals runtime::remote_wire_totals() const {
+  if (!impl_->remote_net) return {};
+  auto t = impl_->remote_net->totals();
+  return {t.raw_bytes, t.wire_bytes, t.frames};
 }
 
 void runtime::set_disk_rate(double gbps) {

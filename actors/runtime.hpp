@@ -232,6 +232,15 @@ struct chat_turn {
 /// An actor system with one gpu actor per device (or the CPU engine), one
 /// tier actor per storage tier and the scheduler. Thread-safe: submit from
 /// any thread. Destruction waits for requests in flight.
+/// What the remote tier's fetches carried, summed since the runtime
+/// started: the KV bytes they restored and the bytes that crossed the wire
+/// for them (fewer where nodes send KV compressed).
+struct wire_totals {
+  std::uint64_t raw_bytes = 0;
+  std::uint64_t wire_bytes = 0;
+  std::uint64_t frames = 0;  ///< pieces that came compressed
+};
+
 class runtime {
  public:
   /// Loads the model and starts the actors; throws kvflow::error with
@@ -288,6 +297,8 @@ class runtime {
   /// 0) or of one of its links (a remote tier's node index + 1). Throws
   /// kvflow::error(invalid_argument) for an unknown tier name.
   std::pair<std::uint64_t, double> learned_rate(const std::string& tier, std::uint16_t link = 0) const;
+  /// The remote tier's fetches so far (zeros without a remote tier).
+  wire_totals remote_wire_totals() const;
 
   const runtime_options& options() const;
   model_info model() const;

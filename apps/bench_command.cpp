@@ -68,6 +68,7 @@ struct bench_options {
   std::string disk_root;                                // folder of the disk tier's chunk files; empty: the temp folder
   std::size_t ucx_lanes = runtime_options{}.ucx_lanes;  // remote:N, both ends
   int link_mtu = 0;                                     // remote:N: the veth pair's MTU; 0: the kernel's 1500
+  std::string wire_compression = "auto";                // remote:N: the node's --wire-compression
   std::string paced_root;                               // same for paced tiers; empty: disk_root
   int stages = 0;                                       // layer-pipeline stages; 0 or 1: none
   std::string stage_link;  // hand-off between stages: host or nccl; empty: the runtime's default
@@ -347,8 +348,10 @@ class bench {
       co.nodes = 1;
       co.gbps = t.gbps;
       co.mtu = opt_.link_mtu;
-      co.node_args = {"--host-gb", std::to_string(tier_bytes_needed(t) * 1.25 / 1e9 + 1), "--ucx-lanes",
-                      std::to_string(opt_.ucx_lanes)};
+      co.node_args = {"--host-gb",          std::to_string(tier_bytes_needed(t) * 1.25 / 1e9 + 1),
+                      "--ucx-lanes",        std::to_string(opt_.ucx_lanes),
+                      "--wire-compression", opt_.wire_compression};
+      facts_.wire_compression = opt_.wire_compression;
       cluster_ = std::make_unique<app::node_cluster>(co);
       if (!cluster_->namespaced())
         progress_.say("warning: tier " + t.name +
@@ -474,6 +477,7 @@ class bench {
   restore_run restore(runtime& rt, const prompt_list& prompts, const submit_options& so,
                       const std::vector<double>* arrivals = nullptr) {
     restore_run run;
+    const auto before = rt.remote_wire_totals();
     std::vector<std::future<restore_report>> futs;
     auto t0 = clock_type::now();
     for (std::size_t i = 0; i < prompts.size(); ++i) {
@@ -482,6 +486,9 @@ class bench {
       futs.push_back(rt.submit(prompts[i], so));
     }
     for (auto& f : futs) run.reports.push_back(f.get());
+    const auto after = rt.remote_wire_totals();
+    run.wire_raw_bytes = after.raw_bytes - before.raw_bytes;
+    run.wire_bytes = after.wire_bytes - before.wire_bytes;
     return run;
   }
 
@@ -552,6 +559,8 @@ class bench {
         pt.add_costs(run.reports[i]);
     }
     pt.per_repeat_mean.push_back(sum / n);
+    pt.wire_raw_bytes += static_cast<double>(run.wire_raw_bytes);
+    pt.wire_bytes += static_cast<double>(run.wire_bytes);
     return sum / n;
   }
 
@@ -749,6 +758,10 @@ command_runner add_bench_command(CLI::App& app) {
                   "remote:N: MTU of the veth pair (0: the kernel's 1500; 9000: jumbo frames, fewer header bytes "
                   "in the shaped rate)")
       ->check(CLI::Range(0, 65535));
+  cmd->add_option("--wire-compression", opt->wire_compression,
+                  "remote:N: the node's --wire-compression (auto, on, off): KV sent losslessly compressed")
+      ->check(CLI::IsMember({"auto", "on", "off"}))
+      ->capture_default_str();
   cmd->add_option("--out", opt->out_dir, "Folder for restore.json, restore.md and trace files");
   cmd->add_option("--disk-root", opt->disk_root, "Folder for the disk tier's chunk files (default: the temp folder)");
   cmd->add_option("--paced-root", opt->paced_root,

@@ -87,49 +87,61 @@ void bench_records::add(std::map<std::string, point>& points, const std::vector<
     json transformers = ref == reference_.end() ? json(nullptr) : json(ref->second);
     bool same_shape = is(policy, policy_kind::compute_only) && pt.batch == 1 && extra["arrival"] == "together";
     double loaded_bytes = pt.host_bytes + pt.disk_bytes;
-    json rec = {
-        {"model", facts_.preset},
-        {"context_tokens", pt.context},
-        {"suffix_tokens", facts_.suffix_tokens},
-        {"chunk_tokens", facts_.chunk_tokens},
-        {"tier", pt.tier},
-        {"tier_dir", facts_.tier_root},
-        {"batch", pt.batch},
-        {"policy", policy},
-        {"repeats", static_cast<int>(pt.per_repeat_mean.size())},
-        {"ttft_s", m},
-        {"ttft_p99_s", pt.p99()},
-        {"ttft_vs_compute_only", ratio(comp)},
-        {"ttft_vs_load_only", ratio(load)},
-        {"ttft_vs_best_single", ratio(best)},
-        {"ttft_vs_oracle", ratio(orac)},
-        {"ttft_vs_bidirectional", ratio(bidi)},
-        {"bound_s", bound > 0 ? json(bound) : json(nullptr)},
-        {"vs_bound", ratio(bound)},
-        {"p99_vs_bidirectional", bidi_p99 > 0 ? json(pt.p99() / bidi_p99) : json(nullptr)},
-        {"transformers_s", transformers},
-        {"vs_transformers", same_shape && !transformers.is_null() ? json(m / ref->second) : json(nullptr)},
-        {"cells_computed", std::lround(pt.computed / n)},
-        {"cells_loaded", std::lround(pt.loaded / n)},
-        {"gb_from_host", pt.host_bytes / n / 1e9},
-        {"gb_from_disk", pt.disk_bytes / n / 1e9},
-        {"host_share", loaded_bytes > 0 ? json(pt.host_bytes / loaded_bytes) : json(nullptr)},
-        {"kv_digest_checked", facts_.kv_digest_checked},
-        {"prompt_tokens", json::array()},
-        {"device", facts_.device},
-        {"link_gbps", facts_.remote_tier ? json(facts_.link_gbps) : json(nullptr)},
-        {"link_raw_gbps", facts_.remote_tier ? json(facts_.link_raw_gbps) : json(nullptr)},
-        {"link_raw_streams", facts_.remote_tier ? json(facts_.ucx_lanes) : json(nullptr)},
-        {"link_raw_1stream_gbps", facts_.remote_tier ? json(facts_.link_raw_1stream_gbps) : json(nullptr)},
-        {"link_mtu", facts_.remote_tier ? json(facts_.link_mtu) : json(nullptr)},
-        {"ucx_lanes", facts_.remote_tier ? json(facts_.ucx_lanes) : json(nullptr)},
-        {"gb_from_remote", pt.remote_bytes / n / 1e9},
-        {"link_utilization", facts_.remote_tier && pt.remote_busy_s > 0
-                                 ? json(pt.remote_bytes * 8 / pt.remote_busy_s / (facts_.link_gbps * 1e9))
-                                 : json(nullptr)},
-        {"link_utilization_raw", facts_.remote_tier && pt.remote_busy_s > 0 && facts_.link_raw_gbps > 0
-                                     ? json(pt.remote_bytes * 8 / pt.remote_busy_s / (facts_.link_raw_gbps * 1e9))
-                                     : json(nullptr)}};
+    json rec = {{"model", facts_.preset},
+                {"context_tokens", pt.context},
+                {"suffix_tokens", facts_.suffix_tokens},
+                {"chunk_tokens", facts_.chunk_tokens},
+                {"tier", pt.tier},
+                {"tier_dir", facts_.tier_root},
+                {"batch", pt.batch},
+                {"policy", policy},
+                {"repeats", static_cast<int>(pt.per_repeat_mean.size())},
+                {"ttft_s", m},
+                {"ttft_p99_s", pt.p99()},
+                {"ttft_vs_compute_only", ratio(comp)},
+                {"ttft_vs_load_only", ratio(load)},
+                {"ttft_vs_best_single", ratio(best)},
+                {"ttft_vs_oracle", ratio(orac)},
+                {"ttft_vs_bidirectional", ratio(bidi)},
+                {"bound_s", bound > 0 ? json(bound) : json(nullptr)},
+                {"vs_bound", ratio(bound)},
+                {"p99_vs_bidirectional", bidi_p99 > 0 ? json(pt.p99() / bidi_p99) : json(nullptr)},
+                {"transformers_s", transformers},
+                {"vs_transformers", same_shape && !transformers.is_null() ? json(m / ref->second) : json(nullptr)},
+                {"cells_computed", std::lround(pt.computed / n)},
+                {"cells_loaded", std::lround(pt.loaded / n)},
+                {"gb_from_host", pt.host_bytes / n / 1e9},
+                {"gb_from_disk", pt.disk_bytes / n / 1e9},
+                {"host_share", loaded_bytes > 0 ? json(pt.host_bytes / loaded_bytes) : json(nullptr)},
+                {"kv_digest_checked", facts_.kv_digest_checked},
+                {"prompt_tokens", json::array()},
+                {"device", facts_.device},
+                {"link_gbps", facts_.remote_tier ? json(facts_.link_gbps) : json(nullptr)},
+                {"link_raw_gbps", facts_.remote_tier ? json(facts_.link_raw_gbps) : json(nullptr)},
+                {"link_raw_streams", facts_.remote_tier ? json(facts_.ucx_lanes) : json(nullptr)},
+                {"link_raw_1stream_gbps", facts_.remote_tier ? json(facts_.link_raw_1stream_gbps) : json(nullptr)},
+                {"link_mtu", facts_.remote_tier ? json(facts_.link_mtu) : json(nullptr)},
+                {"ucx_lanes", facts_.remote_tier ? json(facts_.ucx_lanes) : json(nullptr)},
+                {"gb_from_remote", pt.remote_bytes / n / 1e9},
+                // Bytes that crossed the link (wire bytes: KV bytes times the
+                // fetches' wire/KV ratio) over the time loads ran: how well the
+                // link is used, compressed or not.
+                {"link_utilization",
+                 facts_.remote_tier && pt.remote_busy_s > 0
+                     ? json(pt.remote_bytes * pt.wire_per_raw() * 8 / pt.remote_busy_s / (facts_.link_gbps * 1e9))
+                     : json(nullptr)},
+                {"link_utilization_raw",
+                 facts_.remote_tier && pt.remote_busy_s > 0 && facts_.link_raw_gbps > 0
+                     ? json(pt.remote_bytes * pt.wire_per_raw() * 8 / pt.remote_busy_s / (facts_.link_raw_gbps * 1e9))
+                     : json(nullptr)}};
+    if (facts_.remote_tier) {
+      // Written only for remote tiers, so that --append matches earlier records.
+      rec["wire_compression"] = facts_.wire_compression;
+      rec["wire_compression_ratio"] = pt.wire_bytes > 0 ? json(pt.wire_raw_bytes / pt.wire_bytes) : json(nullptr);
+      rec["gb_wire_from_remote"] = pt.remote_bytes * pt.wire_per_raw() / n / 1e9;
+      // KV bytes restored per second of load time: what the scheduler learns.
+      rec["effective_gbps"] = pt.remote_busy_s > 0 ? json(pt.remote_bytes * 8 / pt.remote_busy_s / 1e9) : json(nullptr);
+    }
     if (facts_.stages > 1) {
       // Written only with stages, so that --append matches earlier records.
       rec["stages"] = facts_.stages;

@@ -42,8 +42,11 @@ struct point {
   std::vector<double> all_ttft;                                     // every request of every repeat
   double computed = 0, loaded = 0, host_bytes = 0, disk_bytes = 0;  // sums over requests
   double handoffs = 0, handoff_s = 0;          // stage hand-offs (chunks) and their time, sums over requests
-  double remote_bytes = 0, remote_busy_s = 0;  // bytes over the link, and the time loads ran (traced)
-  double mean() const {                        // batch 1: median of repeats; batches, streams: mean of all requests
+  double remote_bytes = 0, remote_busy_s = 0;  // KV bytes loaded over the link, and the time loads ran (traced)
+  double wire_raw_bytes = 0, wire_bytes = 0;   // the remote tier's fetches: KV bytes and bytes on the wire
+  /// Wire bytes per KV byte of the remote tier's fetches (1: uncompressed).
+  double wire_per_raw() const { return wire_raw_bytes > 0 ? wire_bytes / wire_raw_bytes : 1.0; }
+  double mean() const {  // batch 1: median of repeats; batches, streams: mean of all requests
     if (batch == 1) {
       auto v = per_repeat_mean;
       std::sort(v.begin(), v.end());
@@ -130,6 +133,7 @@ struct run_facts {
   double link_raw_gbps = 0;                  ///< ucx_lanes TCP streams at once measured over it
   double link_raw_1stream_gbps = 0;          ///< one TCP stream measured over it
   int link_mtu = 0;                          ///< its MTU
+  std::string wire_compression;              ///< the node's --wire-compression
   std::size_t ucx_lanes = 0;                 ///< UCX workers at each end of it
 };
 

@@ -17,6 +17,7 @@ namespace kvflow::app {
 struct restore_run {
   std::vector<restore_report> reports;
   std::vector<double> submit_s;
+  std::uint64_t wire_raw_bytes = 0, wire_bytes = 0;  ///< the remote tier's fetches during the run
 };
 
 /// What a trace says about the restore it shows.

@@ -228,6 +228,13 @@ command_runner add_node_command(CLI::App& app) {
   cmd->add_option("--join", opt->join, "host:port of a node of the cluster to check reachability against");
   cmd->add_option("--ucx-tls", opt->node.net.tls, "UCX transports for KV bytes (UCX_TLS syntax; default: UCX's)");
   cmd->add_option("--ucx-devices", opt->node.net.devices, "UCX network devices (UCX_NET_DEVICES syntax)");
+  cmd->add_option_function<std::string>(
+         "--wire-compression", [opt](const std::string& s) { opt->node.compression = parse_wire_compression(s); },
+         "KV to clients losslessly compressed, made once when stored: auto (where it saves a tenth or more), on "
+         "(wherever smaller), off (default: auto)")
+      ->check(CLI::IsMember({"auto", "on", "off"}));
+  cmd->add_option("--pack-threads", opt->node.pack_threads, "Threads compressing stored chunks (0: none)")
+      ->capture_default_str();
   cmd->add_option("--stage-layers", opt->stage_layers,
                   "Also serve a pipeline stage of layers begin:end (e.g. 16:32) to runtimes whose --stage-nodes "
                   "name it; its engine (CPU or CUDA, --backend) holds only those layers' weights. Decode still runs "

@@ -9,6 +9,9 @@
 #   b1       16k and 32k, batch 1, remote:25 and remote:10, four policies
 #            (25 first: TRACE_BATCH=1 traces two_pointer there at 16k)
 #   b1-25    b1 at remote:25 only
+#   b1-10    b1 at remote:10 only
+#   off16    16k, batch 1, remote:10 and remote:25, four policies, the
+#            node's wire compression off (the same run's A/B); its own folder
 #   paced    16k and 32k, batch 1, the disk paced to 10 and 25, two_pointer
 #   b8-10    batch of 8 (4k..16k) at remote:10, bidirectional and two_pointer
 #   mtu9000  b1 at remote:25 with jumbo frames on the veth pair (--link-mtu
@@ -17,6 +20,8 @@
 #   lanes1   16k at remote:25 with one UCX lane at each end (the A/B of
 #            lanes), load_only and two_pointer; skipped once TOTAL_S passed
 # BUDGET_S caps each step (default 150), TOTAL_S the optional ones (100).
+# WIRE_COMPRESSION is the node's --wire-compression (default auto: KV
+# goes losslessly compressed where that saves a tenth or more).
 # TRACE_BATCH=1 traces two_pointer's batch-1 restore on the first tier and
 # context (restore_trace_two_pointer.json; default -1: none); TRACE_POLICIES
 # (comma-separated) traces others too.
@@ -34,7 +39,7 @@ run() {
   local s=$SECONDS
   timeout -k 10 "${BUDGET_S:-150}" "$BIN" bench --device-name "${gpu:-unknown GPU}" --backend cuda --disk-root /tmp \
     --paced-root "$paced" --chunk-tokens 1024 --suffix-tokens 256 --repeats 1 --no-digest --trace-batch "${TRACE_BATCH:--1}" --trace-policies "${TRACE_POLICIES:-two_pointer}" \
-    --append --out "$out" "$@" 2>> "$OUT/bench.log"
+    --wire-compression "${WIRE_COMPRESSION:-auto}" --append --out "$out" "$@" 2>> "$OUT/bench.log"
   echo "$name: exit $?, $((SECONDS - s)) s" >> "$OUT/steps.txt"
   rm -rf "$paced"/kvflow-bench-* /tmp/kvflow-bench-*
 }
@@ -44,6 +49,12 @@ for step in $STEPS; do
           --policies compute_only,load_only,bidirectional,two_pointer ;;
     b1-25) run "$step" "$OUT" --preset llama-3-8b --contexts 16384,32768 --tiers remote:25 --batch 1 \
              --policies compute_only,load_only,bidirectional,two_pointer ;;
+    b1-10) run "$step" "$OUT" --preset llama-3-8b --contexts 16384,32768 --tiers remote:10 --batch 1 \
+             --policies compute_only,load_only,bidirectional,two_pointer ;;
+    off16)
+      if [ "$SECONDS" -gt "${TOTAL_S:-100}" ]; then echo "$step: skipped at ${SECONDS} s" >> "$OUT/steps.txt"; continue; fi
+      WIRE_COMPRESSION=off run "$step" "$OUT/off" --preset llama-3-8b --contexts 16384 --tiers remote:25,remote:10 \
+        --batch 1 --policies compute_only,load_only,bidirectional,two_pointer ;;
     paced) run "$step" "$OUT" --preset llama-3-8b --contexts 16384,32768 --tiers 10,25 --batch 1 --policies two_pointer ;;
     b8-10) run "$step" "$OUT" --preset llama-3-8b --contexts 16384 --tiers remote:10 --batch 8 \
              --policies bidirectional,two_pointer ;;

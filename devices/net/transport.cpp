@@ -12,6 +12,7 @@
 #include <set>
 #include <thread>
 
+#include "devices/net/wire_codec.hpp"
 #include "messages/error.hpp"
 #include "messages/log.hpp"
 
@@ -121,8 +122,9 @@ struct expected_transfer {
   std::function<void(landed)> done;
   std::vector<std::uint8_t> started;  // per piece
   std::vector<std::uint64_t> hashes;  // per piece, as landed
-  std::uint64_t landed_pieces = 0, receiving = 0;
+  std::uint64_t landed_pieces = 0, receiving = 0, wire_bytes = 0;
   bool cancelled = false;
+  bool compressed = false;  // pieces may come as wire_codec frames
   std::string failed;
   std::uint64_t finished_ns = 0;
 
@@ -157,6 +159,7 @@ struct send_state {
 struct send_ctx {
   std::shared_ptr<send_state> state;
   std::uint64_t piece = 0, hash = 0, id = 0;
+  bool hashed = false;  // a frame: `hash` is its raw piece's, known beforehand
 };
 
 struct lane;
@@ -164,9 +167,11 @@ struct lane;
 struct recv_ctx {
   lane* owner = nullptr;
   std::uint64_t id = 0, piece = 0, bytes = 0;
+  std::uint64_t raw_bytes = 0;  // what the piece decodes to (bytes, unless a frame)
   std::uint8_t* dst = nullptr;
   bool drop = false;
-  std::vector<std::uint8_t> scratch;  // for dropped pieces
+  bool frame = false;                 // a wire_codec frame, landing in scratch
+  std::vector<std::uint8_t> scratch;  // for dropped pieces and frames
 };
 
 // Frees endpoint close requests that have finished.
@@ -190,8 +195,12 @@ struct transport::impl {
   std::atomic<std::uint64_t> refused{0};
   std::atomic<bool> stopping{false};
   std::atomic<std::uint64_t> next_lane{0};
+  std::unique_ptr<work_pool> decoders;  // frames decode here, off the lanes
+  std::atomic<std::uint64_t> raw_landed{0}, wire_landed{0}, frames_landed{0};
 
   void finish_recv(recv_ctx* ctx, ucs_status_t status, std::uint64_t length);
+  void decode(std::unique_ptr<recv_ctx> ctx);
+  void settle(std::unique_ptr<recv_ctx> ctx, bool ok, std::string why, std::uint64_t hash);
 };
 
 namespace {
@@ -277,7 +286,7 @@ struct lane {
     std::string why;
     auto ep = endpoint(peer, why);
     if (!ep) return ctx->state->piece_done(ctx->piece, 0, why);
-    ctx->hash = XXH3_64bits(data, bytes);
+    if (!ctx->hashed) ctx->hash = XXH3_64bits(data, bytes);
     ucp_request_param_t p{};
     p.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA;
     p.cb.send = &lane::on_send;
@@ -320,16 +329,25 @@ struct lane {
         auto it = t.expected.find(ctx->id);
         if (it != t.expected.end()) {
           auto& x = it->second;
-          if (!x.cancelled && x.failed.empty() && ctx->piece < x.pieces && !x.started[ctx->piece] &&
-              x.size_of(ctx->piece) == info.length) {
+          // A frame is shorter than its piece, so what it may make this
+          // side allocate is bounded by what this side announced.
+          const bool fits = ctx->piece < x.pieces && (x.size_of(ctx->piece) == info.length ||
+                                                      (x.compressed && info.length < x.size_of(ctx->piece)));
+          if (!x.cancelled && x.failed.empty() && fits && !x.started[ctx->piece]) {
             x.started[ctx->piece] = 1;
             ++x.receiving;
             ctx->dst = x.dst + ctx->piece * x.piece_bytes;
+            ctx->raw_bytes = x.size_of(ctx->piece);
+            ctx->frame = info.length != ctx->raw_bytes;
           }
         }
       }
       void* dst = ctx->dst;
       std::size_t len = info.length;
+      if (ctx->frame) {
+        ctx->scratch.resize(len);
+        dst = ctx->scratch.data();
+      }
       if (!dst) {
         // Read into a small buffer: UCX consumes the message and reports it
         // truncated; a peer cannot make this side allocate what it declares.
@@ -457,7 +475,35 @@ void transport::impl::finish_recv(recv_ctx* ctx, ucs_status_t status, std::uint6
   std::unique_ptr<recv_ctx> owned(ctx);
   if (ctx->drop) return;
   const bool ok = status == UCS_OK && length == ctx->bytes;
+  if (ok && ctx->frame) {
+    // Decoding takes milliseconds per piece: the lane goes back to its
+    // worker, so its TCP stream keeps draining meanwhile.
+    auto* raw = owned.release();
+    decoders->post([this, raw] { decode(std::unique_ptr<recv_ctx>(raw)); });
+    return;
+  }
   const std::uint64_t hash = ok ? XXH3_64bits(ctx->dst, length) : 0;
+  std::string why;
+  if (!ok)
+    why = status != UCS_OK ? "ucx receive of transfer " + std::to_string(ctx->id) + ": " + ucs_text(status)
+                           : "piece " + std::to_string(ctx->piece) + " of transfer " + std::to_string(ctx->id) +
+                                 " landed " + std::to_string(length) + " bytes";
+  settle(std::move(owned), ok, std::move(why), hash);
+}
+
+void transport::impl::decode(std::unique_ptr<recv_ctx> ctx) {
+  try {
+    wire_decode(ctx->scratch.data(), ctx->bytes, ctx->dst, ctx->raw_bytes);
+  } catch (const std::exception& e) {
+    auto why = "piece " + std::to_string(ctx->piece) + " of transfer " + std::to_string(ctx->id) + ": " + e.what();
+    return settle(std::move(ctx), false, std::move(why), 0);
+  }
+  const auto hash = XXH3_64bits(ctx->dst, ctx->raw_bytes);
+  frames_landed.fetch_add(1, std::memory_order_relaxed);
+  settle(std::move(ctx), true, {}, hash);
+}
+
+void transport::impl::settle(std::unique_ptr<recv_ctx> ctx, bool ok, std::string why, std::uint64_t hash) {
   std::unique_lock<std::mutex> lock(mutex);
   auto it = expected.find(ctx->id);
   if (it == expected.end()) return;
@@ -467,11 +513,10 @@ void transport::impl::finish_recv(recv_ctx* ctx, ucs_status_t status, std::uint6
     ctx->owner->landed.fetch_add(1, std::memory_order_relaxed);
     x.hashes[ctx->piece] = hash;
     ++x.landed_pieces;
+    x.wire_bytes += ctx->bytes;
     x.finished_ns = std::max(x.finished_ns, steady_ns());
   } else if (x.failed.empty()) {
-    x.failed = status != UCS_OK ? "ucx receive of transfer " + std::to_string(ctx->id) + ": " + ucs_text(status)
-                                : "piece " + std::to_string(ctx->piece) + " of transfer " + std::to_string(ctx->id) +
-                                      " landed " + std::to_string(length) + " bytes";
+    x.failed = std::move(why);
   }
   const bool all = x.landed_pieces == x.pieces;
   if (!all && !((x.cancelled || !x.failed.empty()) && x.receiving == 0)) return;
@@ -481,11 +526,15 @@ void transport::impl::finish_recv(recv_ctx* ctx, ucs_status_t status, std::uint6
   landed l;
   l.ok = all;
   l.bytes = all ? t.bytes : 0;
+  l.wire_bytes = all ? t.wire_bytes : 0;
   l.finished_ns = t.finished_ns;
-  if (all)
+  if (all) {
     l.checksum = combine(t.hashes);
-  else
+    raw_landed.fetch_add(t.bytes, std::memory_order_relaxed);
+    wire_landed.fetch_add(t.wire_bytes, std::memory_order_relaxed);
+  } else
     l.why = !t.failed.empty() ? t.failed : "transfer " + std::to_string(ctx->id) + " withdrawn while landing";
+  ctx.reset();  // a frame's buffer goes before the answer
   t.done(std::move(l));
 }
 
@@ -499,6 +548,10 @@ transport::transport(const transport_options& options) : impl_(std::make_unique<
     addresses.push_back(m.lanes.back()->address);
   }
   address_ = pack_address(addresses);
+  auto decoders = options.decode_threads;
+  if (decoders == 0)
+    decoders = std::max<std::size_t>(2, std::min<std::size_t>(8, std::thread::hardware_concurrency() / 2));
+  m.decoders = std::make_unique<work_pool>(decoders);
   for (auto& l : m.lanes) l->thread = std::thread([p = l.get()] { p->run(); });
 }
 
@@ -508,6 +561,7 @@ transport::~transport() {
   for (auto& l : m.lanes) ucp_worker_signal(l->worker);
   for (auto& l : m.lanes)
     if (l->thread.joinable()) l->thread.join();
+  m.decoders.reset();  // decodes what landed, answering those transfers
   std::map<std::uint64_t, expected_transfer> left;
   {
     std::lock_guard<std::mutex> lock(m.mutex);
@@ -525,6 +579,10 @@ std::size_t transport::lanes() const { return impl_->lanes.size(); }
 
 std::uint64_t transport::refused() const { return impl_->refused.load(); }
 
+landed_totals transport::totals() const {
+  return {impl_->raw_landed.load(), impl_->wire_landed.load(), impl_->frames_landed.load()};
+}
+
 std::vector<std::uint64_t> transport::landed_per_lane() const {
   std::vector<std::uint64_t> out;
   for (auto& l : impl_->lanes) out.push_back(l->landed.load(std::memory_order_relaxed));
@@ -532,7 +590,7 @@ std::vector<std::uint64_t> transport::landed_per_lane() const {
 }
 
 void transport::expect(std::uint64_t id, std::uint64_t bytes, void* dst, std::function<void(landed)> done,
-                       std::uint64_t piece_bytes) {
+                       std::uint64_t piece_bytes, bool compressed) {
   if (id >> transfer_id_bits)
     throw error(errc::invalid_argument,
                 "transfer id " + std::to_string(id) + " beyond " + std::to_string(transfer_id_bits) + " bits");
@@ -545,6 +603,7 @@ void transport::expect(std::uint64_t id, std::uint64_t bytes, void* dst, std::fu
   t.piece_bytes = piece_bytes;
   t.pieces = pieces;
   t.dst = static_cast<std::uint8_t*>(dst);
+  t.compressed = compressed;
   t.done = std::move(done);
   t.started.assign(pieces, 0);
   t.hashes.assign(pieces, 0);
@@ -572,6 +631,31 @@ bool transport::cancel(std::uint64_t id) {
 
 void transport::send(const std::vector<std::uint8_t>& peer, std::uint64_t id, std::vector<region> regions,
                      std::uint64_t piece_bytes, std::function<void(sent)> done) {
+  std::uint64_t total = 0;
+  for (auto& r : regions) total += r.bytes;
+  if (piece_bytes == 0) piece_bytes = std::max<std::uint64_t>(total, 1);
+  // Every piece lies inside one region.
+  std::vector<outgoing_piece> pieces;
+  for (std::size_t k = 0; k < regions.size(); ++k) {
+    auto& r = regions[k];
+    if (k + 1 < regions.size() && r.bytes % piece_bytes != 0) {
+      pieces.clear();
+      return send_pieces(peer, id, {}, [done = std::move(done), id, bytes = r.bytes, piece_bytes](sent s) {
+        s.why = "transfer " + std::to_string(id) + ": a region of " + std::to_string(bytes) +
+                " bytes is not whole pieces of " + std::to_string(piece_bytes);
+        done(std::move(s));
+      });
+    }
+    for (std::size_t at = 0; at < r.bytes; at += piece_bytes)
+      pieces.push_back(
+          {static_cast<const std::uint8_t*>(r.data) + at, std::min<std::size_t>(piece_bytes, r.bytes - at)});
+  }
+  if (pieces.empty()) pieces.push_back({nullptr, 0});
+  send_pieces(peer, id, std::move(pieces), std::move(done));
+}
+
+void transport::send_pieces(const std::vector<std::uint8_t>& peer, std::uint64_t id, std::vector<outgoing_piece> pieces,
+                            std::function<void(sent)> done) {
   auto& m = *impl_;
   auto fail_now = [&](std::string why) {
     m.lanes[0]->post([done = std::move(done), why = std::move(why)]() mutable {
@@ -580,29 +664,11 @@ void transport::send(const std::vector<std::uint8_t>& peer, std::uint64_t id, st
       done(std::move(s));
     });
   };
+  if (pieces.empty()) return fail_now("transfer " + std::to_string(id) + " has no piece");
   if (id >> transfer_id_bits) return fail_now("transfer id " + std::to_string(id) + " out of range");
   std::string why;
   auto peer_lanes = unpack_address(peer, why);
   if (peer_lanes.empty()) return fail_now(why);
-  std::uint64_t total = 0;
-  for (auto& r : regions) total += r.bytes;
-  if (piece_bytes == 0) piece_bytes = std::max<std::uint64_t>(total, 1);
-  // Every piece lies inside one region.
-  struct piece {
-    const std::uint8_t* data;
-    std::size_t bytes;
-  };
-  std::vector<piece> pieces;
-  for (std::size_t k = 0; k < regions.size(); ++k) {
-    auto& r = regions[k];
-    if (k + 1 < regions.size() && r.bytes % piece_bytes != 0)
-      return fail_now("transfer " + std::to_string(id) + ": a region of " + std::to_string(r.bytes) +
-                      " bytes is not whole pieces of " + std::to_string(piece_bytes));
-    for (std::size_t at = 0; at < r.bytes; at += piece_bytes)
-      pieces.push_back(
-          {static_cast<const std::uint8_t*>(r.data) + at, std::min<std::size_t>(piece_bytes, r.bytes - at)});
-  }
-  if (pieces.empty()) pieces.push_back({nullptr, 0});
   if (pieces.size() > max_pieces) return fail_now("transfer " + std::to_string(id) + " has too many pieces");
   auto st = std::make_shared<send_state>();
   st->left = pieces.size();
@@ -620,12 +686,14 @@ void transport::send(const std::vector<std::uint8_t>& peer, std::uint64_t id, st
   for (std::size_t l = 0; l < L; ++l) {
     if (per_lane[l].empty()) continue;
     std::vector<std::pair<std::vector<std::uint8_t>, std::unique_ptr<send_ctx>>> work;
-    std::vector<piece> mine;
+    std::vector<outgoing_piece> mine;
     for (auto i : per_lane[l]) {
       auto ctx = std::make_unique<send_ctx>();
       ctx->state = st;
       ctx->piece = i;
       ctx->id = id;
+      ctx->hashed = pieces[i].frame;
+      ctx->hash = pieces[i].raw_checksum;
       work.emplace_back(peer_lanes[(first + i) % peer_lanes.size()], std::move(ctx));
       mine.push_back(pieces[i]);
     }

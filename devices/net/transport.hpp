@@ -47,6 +47,10 @@ struct transport_options {
   /// UCX workers, each with a thread and its own connection to each peer:
   /// one TCP stream through UCX reached about half of a 25 Gbit/s link.
   std::size_t lanes = 4;
+  /// Threads that decode compressed pieces (expect(..., compressed = true))
+  /// off the lanes' threads; 0: min(8, cores / 2), at least 2. At 25
+  /// Gbit/s the KV frames of wire_codec need about three.
+  std::size_t decode_threads = 0;
 };
 
 /// What became of one announced transfer.
@@ -56,6 +60,7 @@ struct landed {
   std::uint64_t bytes = 0;        ///< bytes received
   std::uint64_t finished_ns = 0;  ///< steady clock, when the last byte landed
   std::uint64_t checksum = 0;     ///< of the bytes landed, as checksum(data, bytes, piece_bytes)
+  std::uint64_t wire_bytes = 0;   ///< bytes that crossed the wire (less than `bytes` where compressed)
 };
 
 /// What became of one send.
@@ -69,6 +74,23 @@ struct sent {
 struct region {
   const void* data = nullptr;
   std::size_t bytes = 0;
+};
+
+/// One piece of a send_pieces() transfer: raw bytes (hashed as they leave)
+/// or a wire_codec frame of a piece (smaller than the piece) with the
+/// XXH3-64 of the raw piece it decodes to, known from when it was made.
+struct outgoing_piece {
+  const void* data = nullptr;
+  std::size_t bytes = 0;
+  bool frame = false;
+  std::uint64_t raw_checksum = 0;  ///< frames only
+};
+
+/// Bytes landed by a transport's announced transfers since it started.
+struct landed_totals {
+  std::uint64_t raw_bytes = 0;   ///< as announced (decoded)
+  std::uint64_t wire_bytes = 0;  ///< as they crossed the wire
+  std::uint64_t frames = 0;      ///< compressed pieces decoded
 };
 
 /// Lanes of UCX workers and their progress threads. Every UCX call runs on
@@ -96,12 +118,17 @@ class transport {
   /// Announces transfer `id` (below 2^transfer_id_bits) of exactly `bytes`
   /// bytes in pieces of `piece_bytes` (0: one piece), to land in `dst`,
   /// which must stay valid until `done` runs or cancel() returns true.
-  /// `done` runs once, on a lane's thread, after every piece that started
-  /// landing has finished. Announcing an id already pending, an id out of
-  /// range or more than max_pieces pieces is an error (kvflow::error
-  /// invalid_argument).
+  /// `done` runs once, on a lane's or a decoding thread, after every piece
+  /// that started landing has finished. With `compressed`, a piece shorter
+  /// than announced is taken as a wire_codec frame of it: received into a
+  /// buffer of its (smaller) length, decoded into its place in `dst` on a
+  /// decoding thread and hashed as decoded, so the transfer's checksum is
+  /// the raw bytes' either way; a frame that does not decode to exactly
+  /// the piece fails the transfer. Announcing an id already pending, an id
+  /// out of range or more than max_pieces pieces is an error
+  /// (kvflow::error invalid_argument).
   void expect(std::uint64_t id, std::uint64_t bytes, void* dst, std::function<void(landed)> done,
-              std::uint64_t piece_bytes = 0);
+              std::uint64_t piece_bytes = 0, bool compressed = false);
   /// Withdraws an announcement. True when no piece had started landing (its
   /// `done` will not run); false when some had (pieces not yet started are
   /// dropped and `done` runs, failed, once the started ones finish) or the
@@ -116,6 +143,12 @@ class transport {
   /// vanishes fails the send rather than hanging it.
   void send(const std::vector<std::uint8_t>& peer, std::uint64_t id, std::vector<region> regions,
             std::uint64_t piece_bytes, std::function<void(sent)> done);
+  /// Sends `pieces` as transfer `id`'s pieces 0, 1, ... (each raw piece
+  /// as long as the receiver announced it, each frame shorter), spread over
+  /// the lanes as send() does. sent.checksum is over the raw pieces: each
+  /// frame's raw_checksum, each raw piece hashed as it leaves.
+  void send_pieces(const std::vector<std::uint8_t>& peer, std::uint64_t id, std::vector<outgoing_piece> pieces,
+                   std::function<void(sent)> done);
   /// One region in one piece.
   void send(const std::vector<std::uint8_t>& peer, std::uint64_t id, const void* data, std::size_t bytes,
             std::function<void(bool, std::string)> done);
@@ -125,6 +158,8 @@ class transport {
   /// Pieces of announced transfers landed on each lane (its worker and
   /// thread received them).
   std::vector<std::uint64_t> landed_per_lane() const;
+  /// Raw and wire bytes of announced transfers landed so far.
+  landed_totals totals() const;
 
   struct impl;
 

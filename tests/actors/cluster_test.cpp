@@ -117,6 +117,30 @@ BOOST_AUTO_TEST_CASE(every_policy_restores_from_the_nodes_as_a_full_recompute) {
   }
   BOOST_TEST(reader.learned_rate("remote", 9).first == 0u);
   BOOST_CHECK_THROW(reader.learned_rate("tape"), kvflow::error);
+  // The nodes compressed the chunks when they were stored (--wire-compression
+  // auto, the default) and sent frames: the digests above are of decoded KV.
+  auto w = reader.remote_wire_totals();
+  BOOST_TEST_MESSAGE("wire: " << w.wire_bytes << " bytes for " << w.raw_bytes << " of KV, " << w.frames << " frames");
+  BOOST_TEST(w.frames > 0u);
+  BOOST_TEST(w.wire_bytes < w.raw_bytes);
+}
+
+BOOST_AUTO_TEST_CASE(nodes_without_wire_compression_send_raw_kv) {
+  app::node_cluster nodes({kvflow_exe(), 1, 0, true, {"--wire-compression", "off"}});
+  auto p = prompt(700, 3);
+  {
+    runtime writer(client(nodes));
+    store_on_nodes(writer, {p});
+  }
+  runtime reader(client(nodes));
+  auto full = restore(reader, p, "compute_only");
+  auto r = restore(reader, p, "load_only");
+  BOOST_TEST(r.kv_sha256 == full.kv_sha256);
+  BOOST_TEST(r.bytes_from_remote > 0u);
+  auto w = reader.remote_wire_totals();
+  BOOST_TEST(w.frames == 0u);
+  BOOST_TEST(w.wire_bytes == w.raw_bytes);
+  BOOST_TEST(w.raw_bytes >= r.bytes_from_remote);
 }
 
 // A landing slab of one chunk (the least the remote tier takes): a whole

@@ -11,6 +11,7 @@
 #include <thread>
 
 #include "devices/net/transport.hpp"
+#include "devices/net/wire_codec.hpp"
 #include "messages/error.hpp"
 
 using namespace kvflow::devices::net;
@@ -181,4 +182,147 @@ BOOST_AUTO_TEST_CASE(one_piece_transfers_rotate_over_the_receivers_lanes) {
   BOOST_TEST(per_lane.size() == 4u);
   BOOST_TEST(std::accumulate(per_lane.begin(), per_lane.end(), std::uint64_t{0}) == std::uint64_t(sends));
   for (auto p : per_lane) BOOST_TEST(p == std::uint64_t(sends) / 4);
+}
+
+namespace {
+
+// bf16 bytes of a normal sample: the exponent plane compresses.
+std::vector<std::uint8_t> kv_like(std::size_t n, unsigned seed) {
+  std::vector<std::uint8_t> v(n);
+  std::uint32_t x = seed * 2654435761u + 1;
+  for (std::size_t i = 0; i + 1 < n; i += 2) {
+    x = x * 1664525u + 1013904223u;
+    // Exponents 120..127 (|v| in [2^-7, 2)), random sign and mantissa.
+    const auto e = 120u + ((x >> 8) % 8u) - ((x >> 12) % 2u) * ((x >> 13) % 4u);
+    const auto h = static_cast<std::uint16_t>(((x >> 31) << 15) | (e << 7) | ((x >> 16) & 0x7f));
+    v[i] = static_cast<std::uint8_t>(h);
+    v[i + 1] = static_cast<std::uint8_t>(h >> 8);
+  }
+  return v;
+}
+
+struct compressed_send {
+  std::vector<std::uint8_t> src;
+  std::vector<std::vector<std::uint8_t>> frames;  // kept alive until sent
+  std::vector<outgoing_piece> pieces;
+};
+
+// Pieces of `piece` bytes of `src`: frames where `frame_it(i)`, raw otherwise.
+compressed_send make_pieces(std::vector<std::uint8_t> src, std::size_t piece, bool (*frame_it)(std::size_t)) {
+  compressed_send c;
+  c.src = std::move(src);
+  for (std::size_t at = 0, i = 0; at < c.src.size(); at += piece, ++i) {
+    const auto n = std::min(piece, c.src.size() - at);
+    if (frame_it(i)) {
+      c.frames.push_back(wire_encode(c.src.data() + at, n, 2));
+      BOOST_REQUIRE(c.frames.back().size() < n);
+    }
+  }
+  std::size_t f = 0;
+  for (std::size_t at = 0, i = 0; at < c.src.size(); at += piece, ++i) {
+    const auto n = std::min(piece, c.src.size() - at);
+    if (frame_it(i)) {
+      c.pieces.push_back({c.frames[f].data(), c.frames[f].size(), true, checksum(c.src.data() + at, n)});
+      ++f;
+    } else {
+      c.pieces.push_back({c.src.data() + at, n});
+    }
+  }
+  return c;
+}
+
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(compressed_pieces_land_bit_exact) {
+  transport a({"tcp", "lo", 2}), b({"tcp", "lo", 2});
+  const std::size_t piece = 256 << 10;
+  // Every piece a frame; every other one; none; a short last piece.
+  bool (*plans[])(std::size_t) = {[](std::size_t) { return true; }, [](std::size_t i) { return i % 2 == 0; },
+                                  [](std::size_t) { return false; }};
+  std::uint64_t id = 500;
+  for (auto plan : plans) {
+    for (std::size_t n : {piece * 6, piece * 3 + 4096}) {
+      auto c = make_pieces(kv_like(n, static_cast<unsigned>(id)), piece, plan);
+      std::vector<std::uint8_t> dst(n);
+      std::promise<landed> got;
+      auto gf = got.get_future();
+      const auto before = b.totals();
+      b.expect(
+          id, n, dst.data(), [&](landed l) { got.set_value(l); }, piece, true);
+      std::promise<sent> out;
+      auto of = out.get_future();
+      std::uint64_t wire = 0;
+      for (auto& p : c.pieces) wire += p.bytes;
+      a.send_pieces(b.address(), id, c.pieces, [&](sent s) { out.set_value(s); });
+      auto l = wait_for(gf);
+      auto s = wait_for(of);
+      BOOST_TEST(l.ok, l.why);
+      BOOST_TEST(s.ok, s.why);
+      BOOST_TEST((dst == c.src));
+      // Both ends agree on the raw bytes' checksum, frames or not.
+      BOOST_TEST(l.checksum == checksum(c.src.data(), n, piece));
+      BOOST_TEST(s.checksum == l.checksum);
+      BOOST_TEST(l.bytes == n);
+      BOOST_TEST(l.wire_bytes == wire);
+      BOOST_TEST(b.totals().raw_bytes - before.raw_bytes == n);
+      BOOST_TEST(b.totals().wire_bytes - before.wire_bytes == wire);
+      ++id;
+    }
+  }
+  BOOST_TEST(b.refused() == 0u);
+}
+
+BOOST_AUTO_TEST_CASE(corrupt_or_unwanted_frames_fail_the_transfer) {
+  transport a({"tcp", "lo", 1}), b({"tcp", "lo", 1});
+  const std::size_t piece = 64 << 10;
+  auto c = make_pieces(kv_like(piece * 2, 7), piece, [](std::size_t) { return true; });
+  // A frame whose exponent plane was altered on the way.
+  auto bad = c;
+  bad.frames[1][wire_frame_overhead(2) + piece / 2 + 3] ^= 0xff;
+  bad.pieces[1].data = bad.frames[1].data();
+  std::vector<std::uint8_t> dst(piece * 2);
+  {
+    std::promise<landed> got;
+    auto gf = got.get_future();
+    b.expect(
+        1, dst.size(), dst.data(), [&](landed l) { got.set_value(l); }, piece, true);
+    std::promise<sent> out;
+    auto of = out.get_future();
+    a.send_pieces(b.address(), 1, bad.pieces, [&](sent s) { out.set_value(s); });
+    auto l = wait_for(gf);
+    BOOST_TEST(!l.ok);
+    BOOST_TEST(l.why.find("wire frame") != std::string::npos, l.why);
+    BOOST_TEST(wait_for(of).ok);
+  }
+  // A frame with an intact codec but other bytes than announced: the
+  // checksum (over decoded bytes) tells.
+  {
+    auto other = c;
+    other.pieces[0].raw_checksum ^= 1;
+    std::promise<landed> got;
+    auto gf = got.get_future();
+    b.expect(
+        2, dst.size(), dst.data(), [&](landed l) { got.set_value(l); }, piece, true);
+    std::promise<sent> out;
+    auto of = out.get_future();
+    a.send_pieces(b.address(), 2, other.pieces, [&](sent s) { out.set_value(s); });
+    auto l = wait_for(gf);
+    BOOST_TEST(l.ok, l.why);
+    BOOST_TEST(l.checksum != wait_for(of).checksum);
+  }
+  // Announced without `compressed`: a short piece is refused like any piece
+  // of another size, and the transfer never completes.
+  {
+    bool fired = false;
+    b.expect(
+        3, dst.size(), dst.data(), [&](landed) { fired = true; }, piece, false);
+    std::promise<sent> out;
+    auto of = out.get_future();
+    a.send_pieces(b.address(), 3, c.pieces, [&](sent s) { out.set_value(s); });
+    wait_for(of);
+    for (int i = 0; i < 100 && b.refused() < 2; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    BOOST_TEST(b.refused() == 2u);
+    BOOST_TEST(b.cancel(3));
+    BOOST_TEST(!fired);
+  }
 }
