@@ -229,9 +229,6 @@ struct chat_turn {
   std::string content;
 };
 
-/// An actor system with one gpu actor per device (or the CPU engine), one
-/// tier actor per storage tier and the scheduler. Thread-safe: submit from
-/// any thread. Destruction waits for requests in flight.
 /// What the remote tier's fetches carried, summed since the runtime
 /// started: the KV bytes they restored and the bytes that crossed the wire
 /// for them (fewer where nodes send KV compressed).
@@ -241,6 +238,9 @@ struct wire_totals {
   std::uint64_t frames = 0;  ///< pieces that came compressed
 };
 
+/// An actor system with one gpu actor per device (or the CPU engine), one
+/// tier actor per storage tier and the scheduler. Thread-safe: submit from
+/// any thread. Destruction waits for requests in flight.
 class runtime {
  public:
   /// Loads the model and starts the actors; throws kvflow::error with

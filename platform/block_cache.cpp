@@ -32,19 +32,29 @@ void* block_cache::take(std::size_t bytes) {
     return p;
   }
   try {
-    p = alloc_(bytes);
-  } catch (...) {
-    bool any = false;
-    {
-      std::lock_guard<std::mutex> lock(m_);
-      any = !by_age_.empty();
+    try {
+      p = alloc_(bytes);
+    } catch (...) {
+      bool any = false;
+      {
+        std::lock_guard<std::mutex> lock(m_);
+        any = !by_age_.empty();
+      }
+      if (!any) throw;
+      // Kept blocks of other sizes may be what the allocator lacks.
+      trim();
+      p = alloc_(bytes);
     }
-    if (!any) throw;
-    // Kept blocks of other sizes may be what the allocator lacks.
-    trim();
-    p = alloc_(bytes);
+  } catch (...) {
+    // The allocator is out of room: blocks given back from now on (the
+    // failed request's own) go back to it, not into the cache, until an
+    // allocation succeeds again.
+    std::lock_guard<std::mutex> lock(m_);
+    pressure_ = true;
+    throw;
   }
   std::lock_guard<std::mutex> lock(m_);
+  pressure_ = false;
   lent_[p] = bytes;
   return p;
 }
@@ -56,6 +66,9 @@ void block_cache::give(void* p, fence_fn fence) {
     std::lock_guard<std::mutex> lock(m_);
     auto it = lent_.find(p);
     if (it == lent_.end()) {
+      gone.emplace(0, kept{p, 0, std::move(fence)});
+    } else if (pressure_) {
+      lent_.erase(it);
       gone.emplace(0, kept{p, 0, std::move(fence)});
     } else {
       const std::size_t bytes = it->second;

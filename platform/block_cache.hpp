@@ -38,7 +38,9 @@ class block_cache {
   /// and blocks are kept, they are freed and the allocation tried once more.
   void* take(std::size_t bytes);
   /// Returns a block take() lent, to be lent again after `fence`. A pointer
-  /// take() did not lend is freed at once (after its fence). Null: nothing.
+  /// take() did not lend is freed at once (after its fence), and so is
+  /// every block while the last allocation failed (memory is short: the
+  /// failed work's blocks go back to the allocator). Null: nothing.
   void give(void* p, fence_fn fence);
   /// Frees every kept block.
   void trim();
@@ -66,6 +68,7 @@ class block_cache {
   std::map<std::uint64_t, kept> by_age_;               // kept: age stamp -> block, oldest first
   std::uint64_t next_stamp_ = 0;
   std::size_t kept_bytes_ = 0;
+  bool pressure_ = false;  // the last allocation failed: give() frees
 };
 
 }  // namespace kvflow::platform

@@ -105,6 +105,26 @@ BOOST_AUTO_TEST_CASE(a_failed_allocation_frees_the_kept_blocks_and_tries_again) 
   BOOST_TEST(cache.kept_blocks() == 0u);
 }
 
+BOOST_AUTO_TEST_CASE(after_a_failed_allocation_blocks_given_back_are_freed_until_one_succeeds) {
+  counting_heap h;
+  h.limit = 3 * 4096;
+  auto cache = h.make(1 << 20);
+  // Work that took two blocks fails on its third: its blocks go back to the
+  // allocator, not into the cache, so the memory it held is free again.
+  void* a = cache.take(4096);
+  void* b = cache.take(4096);
+  BOOST_CHECK_THROW(cache.take(8192), std::bad_alloc);
+  cache.give(a, {});
+  cache.give(b, {});
+  BOOST_TEST(cache.kept_blocks() == 0u);
+  BOOST_TEST(h.live_bytes == 0u);
+  // A success ends it: blocks are kept again.
+  void* c = cache.take(4096);
+  cache.give(c, {});
+  BOOST_TEST(cache.kept_blocks() == 1u);
+  BOOST_TEST(h.live_bytes == 4096u);
+}
+
 BOOST_AUTO_TEST_CASE(unknown_pointers_are_freed_and_the_rest_when_destroyed) {
   counting_heap h;
   {
