@@ -551,8 +551,11 @@ struct runtime::impl {
       caps.stage_bounds =
           policies::stage_bounds(static_cast<std::uint32_t>(engine->cfg().layers), opts.stages, opts.stage_splits);
     auto chunk_bytes = model::kv_shape_of(engine->cfg(), opts.chunk_tokens, engine->kv_type()).bytes();
+    if (opts.load_queue_chunks == 0) throw error(errc::invalid_argument, "load_queue_chunks must be at least 1");
+    caps.load_queue_chunks = opts.load_queue_chunks;
     for (auto& b : caps.load_bytes)
-      b = opts.max_load_bytes_in_flight ? opts.max_load_bytes_in_flight : 2 * chunk_bytes * caps.compute_group;
+      b = opts.max_load_bytes_in_flight ? opts.max_load_bytes_in_flight
+                                        : std::uint64_t{opts.load_queue_chunks} * chunk_bytes * caps.compute_group;
     policies::cost_prior prior;
     // A paced disk tells its rate up front; measured samples refine it.
     if (opts.disk_gbps > 0) prior.bytes_per_s[static_cast<std::size_t>(msg::tier::disk)] = opts.disk_gbps * 1e9 / 8;

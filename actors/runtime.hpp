@@ -58,6 +58,9 @@ struct runtime_options {
   /// Bytes of granted loads not yet done, per tier link; 0: two chunks'
   /// worth. Small keeps the split adaptable: a granted load is never revoked.
   std::size_t max_load_bytes_in_flight = 0;
+  /// Loads the policies keep in flight per link, in chunks' bytes (times
+  /// the compute group); the default cap above follows it.
+  std::uint32_t load_queue_chunks = 2;
   /// Layer-pipeline stages (stage_actor): 0 or 1 runs every layer on one
   /// gpu actor; N splits the layers into N stages of nearly equal size, each
   /// on its own engine with its own tier links, hidden states handed from

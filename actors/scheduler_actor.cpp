@@ -13,8 +13,10 @@ namespace {
 
 using state_t = caf::stateful_actor<scheduler_state>;
 
-std::unique_ptr<policies::policy> make(const std::string& name, const policies::cost_model& learned) {
+std::unique_ptr<policies::policy> make(const std::string& name, const policies::cost_model& learned,
+                                       const policies::caps& caps) {
   policies::policy_options opts;
+  opts.load_queue_chunks = caps.load_queue_chunks;
   // The oracle knows the rates measured in this run in advance: those the
   // cost model has learned from every earlier request.
   if (policies::policy_from_name(name) == policies::policy_kind::oracle) opts.truth = learned;
@@ -72,7 +74,7 @@ void admit(state_t* self, const msg::register_request& reg, const std::string& p
   auto& st = self->state;
   try {
     if (!st.active || st.active_name != policy) {
-      st.active = make(policy, st.costs);
+      st.active = make(policy, st.costs, st.batch.limits());
       st.active_name = policy;
     }
     st.batch.add(reg, std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count());

@@ -69,6 +69,7 @@ struct bench_options {
   std::size_t ucx_lanes = runtime_options{}.ucx_lanes;  // remote:N, both ends
   int link_mtu = 0;                                     // remote:N: the veth pair's MTU; 0: the kernel's 1500
   std::string wire_compression = "auto";                // remote:N: the node's --wire-compression
+  std::uint32_t load_queue_chunks = 2;                  // loads in flight per link, in chunks
   std::string paced_root;                               // same for paced tiers; empty: disk_root
   int stages = 0;                                       // layer-pipeline stages; 0 or 1: none
   std::string stage_link;  // hand-off between stages: host or nccl; empty: the runtime's default
@@ -317,6 +318,8 @@ class bench {
     ro.backend = opt_.backend;
     ro.threads = opt_.threads;
     ro.chunk_tokens = opt_.chunk_tokens;
+    ro.load_queue_chunks = opt_.load_queue_chunks;
+    facts_.load_queue_chunks = opt_.load_queue_chunks;
     ro.max_compute_cells = opt_.max_compute_cells;
     ro.policy = name_of(policy_kind::two_pointer);
     ro.stages = opt_.stages;
@@ -758,6 +761,10 @@ command_runner add_bench_command(CLI::App& app) {
                   "remote:N: MTU of the veth pair (0: the kernel's 1500; 9000: jumbo frames, fewer header bytes "
                   "in the shaped rate)")
       ->check(CLI::Range(0, 65535));
+  cmd->add_option("--load-queue-chunks", opt->load_queue_chunks,
+                  "Loads the policies keep in flight per link, in chunks' bytes (runtime_options::load_queue_chunks)")
+      ->check(CLI::Range(1, 64))
+      ->capture_default_str();
   cmd->add_option("--wire-compression", opt->wire_compression,
                   "remote:N: the node's --wire-compression (auto, on, off): KV sent losslessly compressed")
       ->check(CLI::IsMember({"auto", "on", "off"}))

@@ -137,6 +137,7 @@ void bench_records::add(std::map<std::string, point>& points, const std::vector<
     if (facts_.remote_tier) {
       // Written only for remote tiers, so that --append matches earlier records.
       rec["wire_compression"] = facts_.wire_compression;
+      rec["load_queue_chunks"] = facts_.load_queue_chunks;
       rec["wire_compression_ratio"] = pt.wire_bytes > 0 ? json(pt.wire_raw_bytes / pt.wire_bytes) : json(nullptr);
       rec["gb_wire_from_remote"] = pt.remote_bytes * pt.wire_per_raw() / n / 1e9;
       // KV bytes restored per second of load time: what the scheduler learns.

@@ -134,6 +134,7 @@ struct run_facts {
   double link_raw_1stream_gbps = 0;          ///< one TCP stream measured over it
   int link_mtu = 0;                          ///< its MTU
   std::string wire_compression;              ///< the node's --wire-compression
+  std::uint32_t load_queue_chunks = 2;       ///< --load-queue-chunks
   std::size_t ucx_lanes = 0;                 ///< UCX workers at each end of it
 };
 

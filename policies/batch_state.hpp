@@ -24,6 +24,9 @@ struct caps {
   /// large ones): policies grant this many chunks a few layers deep rather
   /// than one chunk many layers deep. 1: one chunk, chunk-major.
   std::uint32_t compute_group = 1;
+  /// Loads a policy keeps in flight per link, in chunks' bytes (its
+  /// policy_options::load_queue_chunks; the scheduler passes this one).
+  std::uint32_t load_queue_chunks = 2;
   std::array<std::uint64_t, msg::tier_count> load_bytes{1ull << 30, 1ull << 30, 1ull << 30,
                                                         1ull << 30};  ///< by msg::tier
   /// Layer-pipeline stages (policies/stage_plan): stage s owns layers

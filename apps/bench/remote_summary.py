@@ -6,7 +6,7 @@ import json, sys, os, glob
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from trace_gaps import union  # noqa: E402
 R = sys.argv[1]
-for path in [os.path.join(R, d, 'restore.json') for d in ('', 'mtu9000', 'off', 'lanes1')]:
+for path in [os.path.join(R, d, 'restore.json') for d in ('', 'mtu9000', 'off', 'q4', 'lanes1')]:
     if not os.path.exists(path): continue
     print('==', os.path.relpath(path, R))
     for r in json.load(open(path))['records']:

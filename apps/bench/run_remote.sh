@@ -10,6 +10,9 @@
 #            (25 first: TRACE_BATCH=1 traces two_pointer there at 16k)
 #   b1-25    b1 at remote:25 only
 #   b1-10    b1 at remote:10 only
+#   q4-25    16k, batch 1, remote:25, load_only and two_pointer with
+#            --load-queue-chunks 4 (twice the loads in flight: the A/B of
+#            the in-flight window for load_only's link use); its own folder
 #   off16    16k, batch 1, remote:10 and remote:25, four policies, the
 #            node's wire compression off (the same run's A/B); its own folder
 #   paced    16k and 32k, batch 1, the disk paced to 10 and 25, two_pointer
@@ -51,6 +54,10 @@ for step in $STEPS; do
              --policies compute_only,load_only,bidirectional,two_pointer ;;
     b1-10) run "$step" "$OUT" --preset llama-3-8b --contexts 16384,32768 --tiers remote:10 --batch 1 \
              --policies compute_only,load_only,bidirectional,two_pointer ;;
+    q4-25)
+      if [ "$SECONDS" -gt "${TOTAL_S:-100}" ]; then echo "$step: skipped at ${SECONDS} s" >> "$OUT/steps.txt"; continue; fi
+      run "$step" "$OUT/q4" --preset llama-3-8b --contexts 16384 --tiers remote:25 --batch 1 --load-queue-chunks 4 \
+        --policies compute_only,load_only,two_pointer ;;
     off16)
       if [ "$SECONDS" -gt "${TOTAL_S:-100}" ]; then echo "$step: skipped at ${SECONDS} s" >> "$OUT/steps.txt"; continue; fi
       WIRE_COMPRESSION=off run "$step" "$OUT/off" --preset llama-3-8b --contexts 16384 --tiers remote:25,remote:10 \
