@@ -63,8 +63,9 @@ BOOST_AUTO_TEST_CASE(a_request_out_of_device_memory_fails_and_the_next_one_runs)
   so.policy = "compute_only";
   const restore_report base = rt.submit(tokens, so).get();
   // The engine keeps the first request's blocks for reuse (90 MiB), so the
-  // request that must fail asks for twice as much KV.
-  std::vector<std::int32_t> longer(2 * tokens.size());
+  // request that must fail asks for more KV (6144 tokens, 135 MiB; the
+  // model has 8192 positions).
+  std::vector<std::int32_t> longer(6144);
   for (auto& t : longer) t = pick(rng);
   {
     device_hog hog(16u << 20);
@@ -72,7 +73,7 @@ BOOST_AUTO_TEST_CASE(a_request_out_of_device_memory_fails_and_the_next_one_runs)
     BOOST_TEST_MESSAGE("held " << hog.held.size() << " buffers, " << (before >> 20) << " MiB left free");
     try {
       rt.submit(longer, so).get();
-      BOOST_FAIL("a request needing 180 MiB of KV ran with " << (before >> 20)
+      BOOST_FAIL("a request needing 135 MiB of KV ran with " << (before >> 20)
                                                               << " MiB free and 90 MiB of kept blocks");
     } catch (const kvflow::error& e) {
       BOOST_TEST_MESSAGE(e.what());
