@@ -74,7 +74,7 @@ BOOST_AUTO_TEST_CASE(a_request_out_of_device_memory_fails_and_the_next_one_runs)
     try {
       rt.submit(longer, so).get();
       BOOST_FAIL("a request needing 135 MiB of KV ran with " << (before >> 20)
-                                                              << " MiB free and 90 MiB of kept blocks");
+                                                             << " MiB free and 90 MiB of kept blocks");
     } catch (const kvflow::error& e) {
       BOOST_TEST_MESSAGE(e.what());
       BOOST_TEST((e.code() == errc::capacity_exceeded));
