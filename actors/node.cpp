@@ -30,27 +30,27 @@ void packed_cache::put(const msg::chunk_key& key, std::shared_ptr<const packed_c
   std::lock_guard<std::mutex> lock(m_);
   auto it = chunks_.find(key);
   if (it != chunks_.end()) {
-    bytes_ -= it->second->bytes;
-    it->second = std::move(c);
-    bytes_ += it->second->bytes;
+    bytes_ -= it->second.chunk->bytes;
+    it->second.chunk = std::move(c);
+    use_.splice(use_.end(), use_, it->second.use);
   } else {
-    bytes_ += c->bytes;
-    chunks_.emplace(key, std::move(c));
-    order_.push_back(key);
+    it = chunks_.emplace(key, entry{std::move(c), use_.insert(use_.end(), key)}).first;
   }
-  while (bytes_ > capacity_ && !order_.empty()) {
-    auto old = chunks_.find(order_.front());
-    order_.pop_front();
-    if (old == chunks_.end()) continue;
-    bytes_ -= old->second->bytes;
+  bytes_ += it->second.chunk->bytes;
+  while (bytes_ > capacity_ && !use_.empty()) {
+    auto old = chunks_.find(use_.front());
+    use_.pop_front();
+    bytes_ -= old->second.chunk->bytes;
     chunks_.erase(old);
   }
 }
 
-std::shared_ptr<const packed_chunk> packed_cache::get(const msg::chunk_key& key) const {
+std::shared_ptr<const packed_chunk> packed_cache::get(const msg::chunk_key& key) {
   std::lock_guard<std::mutex> lock(m_);
   auto it = chunks_.find(key);
-  return it == chunks_.end() ? nullptr : it->second;
+  if (it == chunks_.end()) return nullptr;
+  use_.splice(use_.end(), use_, it->second.use);
+  return it->second.chunk;
 }
 
 std::uint64_t packed_cache::bytes() const {

@@ -6,7 +6,7 @@
 
 #include <chrono>
 #include <cstdint>
-#include <deque>
+#include <list>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -48,18 +48,24 @@ struct packed_chunk {
 };
 
 /// The packed chunks of a node, shared with the threads that make them.
-/// Oldest out first past `capacity` bytes of frames. Thread-safe.
+/// Least recently stored or fetched out first past `capacity` bytes of
+/// frames. Thread-safe.
 class packed_cache {
  public:
   explicit packed_cache(std::uint64_t capacity) : capacity_(capacity) {}
   void put(const msg::chunk_key& key, std::shared_ptr<const packed_chunk> c);
-  std::shared_ptr<const packed_chunk> get(const msg::chunk_key& key) const;
+  /// The chunk's frames (null if none), now the most recently used.
+  std::shared_ptr<const packed_chunk> get(const msg::chunk_key& key);
   std::uint64_t bytes() const;
 
  private:
+  struct entry {
+    std::shared_ptr<const packed_chunk> chunk;
+    std::list<msg::chunk_key>::iterator use;
+  };
   mutable std::mutex m_;
-  std::map<msg::chunk_key, std::shared_ptr<const packed_chunk>> chunks_;
-  std::deque<msg::chunk_key> order_;
+  std::map<msg::chunk_key, entry> chunks_;
+  std::list<msg::chunk_key> use_;  ///< least recently used first
   std::uint64_t capacity_, bytes_ = 0;
 };
 

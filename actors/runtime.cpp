@@ -288,9 +288,13 @@ struct runtime::impl {
       if (s + 1 < n) next = {stage_list[s + 1].route.actor, stage_list[s + 1].engine, make_link(st, stage_list[s + 1])};
       st.route.layer_begin = stage_bounds[s];
       st.route.layer_end = stage_bounds[s + 1];
-      st.route.actor = st.host ? sys->spawn<caf::detached>(remote_stage, st.host, st.engine, st.layout, std::move(next),
-                                                           opts.stage_timeout)
-                               : sys->spawn<caf::detached>(stage_actor, st.engine, st.layout, std::move(next));
+      // A remote stage is not detached, as the remote tier's proxy: its host
+      // holds references to it until the connection closes, and the actor
+      // system waits for a detached actor's destruction (a shutdown hung
+      // there at times under ASan).
+      st.route.actor =
+          st.host ? sys->spawn(remote_stage, st.host, st.engine, st.layout, std::move(next), opts.stage_timeout)
+                  : sys->spawn<caf::detached>(stage_actor, st.engine, st.layout, std::move(next));
       // Each stage loads its own layers over its own links (its own tier
       // actors: the links of its GPU), from the shared store.
       if (opts.host_tier_gb > 0)

@@ -101,3 +101,34 @@ BOOST_AUTO_TEST_CASE(two_processes_through_the_middleman) {
   kill(pid, SIGTERM);
   BOOST_CHECK_EQUAL(pclose(child), 0);
 }
+
+// The node's compressed frames leave least recently used first: a fetch
+// (get) keeps a chunk's frames over ones stored after it.
+BOOST_AUTO_TEST_CASE(packed_cache_evicts_least_recently_used) {
+  auto chunk = [](std::uint64_t bytes) {
+    auto c = std::make_shared<packed_chunk>();
+    c->bytes = bytes;
+    return c;
+  };
+  auto key = [](std::uint8_t n) {
+    msg::chunk_key k{};
+    k[0] = n;
+    return k;
+  };
+  packed_cache cache(300);
+  cache.put(key(1), chunk(100));
+  cache.put(key(2), chunk(100));
+  cache.put(key(3), chunk(100));
+  BOOST_TEST(cache.bytes() == 300u);
+  BOOST_REQUIRE(cache.get(key(1)));  // 1 is now the most recently used
+  cache.put(key(4), chunk(100));     // 2 goes
+  BOOST_TEST(!cache.get(key(2)));
+  BOOST_TEST(cache.get(key(1)));
+  BOOST_TEST(cache.get(key(3)));
+  BOOST_TEST(cache.get(key(4)));
+  cache.put(key(3), chunk(250));  // replacing resizes: 1 and 4 go, oldest first
+  BOOST_TEST(cache.bytes() == 250u);
+  BOOST_TEST(!cache.get(key(1)));
+  BOOST_TEST(!cache.get(key(4)));
+  BOOST_TEST(cache.get(key(3)));
+}

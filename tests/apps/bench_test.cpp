@@ -7,6 +7,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <iostream>
 #include <set>
 #include <sstream>
 #include <string>
@@ -51,12 +52,20 @@ std::string text(const fs::path& p) {
   return s.str();
 }
 
+// bench() that must succeed: a failure prints the run's log, which goes
+// with the scratch folder otherwise.
+bool runs(const std::string& args, const fs::path& log) {
+  const int rc = bench(args, log);
+  if (rc != 0) std::cerr << "kvflow bench " << args << " exited " << rc << ":\n" << text(log) << "\n";
+  return rc == 0;
+}
+
 }  // namespace
 
 BOOST_AUTO_TEST_CASE(sweeps_the_suffix_and_appends_in_place) {
   scratch s;
   auto log = s.dir / "log.txt";
-  BOOST_REQUIRE_EQUAL(bench("--contexts 512 --suffix-tokens 16,64 --out " + (s.dir / "out").string(), log), 0);
+  BOOST_REQUIRE(runs("--contexts 512 --suffix-tokens 16,64 --out " + (s.dir / "out").string(), log));
   auto rs = records(s.dir / "out");
   BOOST_TEST(rs.size() == 4u);  // 2 suffixes x 2 policies
   std::set<int> suffixes;
@@ -71,7 +80,7 @@ BOOST_AUTO_TEST_CASE(sweeps_the_suffix_and_appends_in_place) {
   BOOST_TEST(fs::exists(s.dir / "out" / "restore.md"));
 
   // Measured again: the two points of suffix 64 are replaced, not added.
-  BOOST_REQUIRE_EQUAL(bench("--contexts 512 --suffix-tokens 64 --append --out " + (s.dir / "out").string(), log), 0);
+  BOOST_REQUIRE(runs("--contexts 512 --suffix-tokens 64 --append --out " + (s.dir / "out").string(), log));
   BOOST_TEST(records(s.dir / "out").size() == 4u);
 }
 
@@ -88,10 +97,9 @@ BOOST_AUTO_TEST_CASE(makes_a_missing_disk_root) {
   scratch s;
   auto log = s.dir / "log.txt";
   auto root = s.dir / "not" / "there";
-  BOOST_REQUIRE_EQUAL(bench("--contexts 512 --suffix-tokens 64 --tiers disk --disk-root " + root.string() + " --out " +
-                                (s.dir / "out").string(),
-                            log),
-                      0);
+  BOOST_REQUIRE(runs("--contexts 512 --suffix-tokens 64 --tiers disk --disk-root " + root.string() + " --out " +
+                         (s.dir / "out").string(),
+                     log));
   BOOST_TEST(fs::is_directory(root));
   int disk = 0;
   for (auto& r : records(s.dir / "out")) disk += r.at("tier") == "disk";
@@ -106,7 +114,7 @@ BOOST_AUTO_TEST_CASE(runs_restores_across_pipeline_stages) {
   scratch s;
   auto log = s.dir / "log.txt";
   auto out = (s.dir / "out").string();
-  BOOST_REQUIRE_EQUAL(bench("--contexts 512 --suffix-tokens 64 --stages 3 --out " + out, log), 0);
+  BOOST_REQUIRE(runs("--contexts 512 --suffix-tokens 64 --stages 3 --out " + out, log));
   auto rs = records(s.dir / "out");
   BOOST_REQUIRE(rs.size() == 2u);
   for (auto& r : rs) {
@@ -116,7 +124,7 @@ BOOST_AUTO_TEST_CASE(runs_restores_across_pipeline_stages) {
     BOOST_TEST(r.at("handoff_ms_per_chunk").get<double>() >= 0);
   }
   BOOST_TEST(text(s.dir / "out" / "restore.md").find("Stages (3") != std::string::npos);
-  BOOST_REQUIRE_EQUAL(bench("--contexts 512 --suffix-tokens 64 --append --out " + out, log), 0);
+  BOOST_REQUIRE(runs("--contexts 512 --suffix-tokens 64 --append --out " + out, log));
   BOOST_TEST(records(s.dir / "out").size() == 4u);
   BOOST_TEST(bench("--contexts 512 --stages 9", log) != 0);  // tiny-test has 4 layers
   BOOST_TEST(text(log).find("stages") != std::string::npos);
