@@ -276,6 +276,21 @@ void answer_ready(state_t* self) {
   }
 }
 
+// Where a fetch's time went (debug): what a slow first fetch of a restore
+// is made of shows here, per stage, on one clock.
+void log_fetch(std::uint64_t id, const remote_fetch& f, const std::string& node) {
+  auto log = logger("actors");
+  if (!log->should_log(spdlog::level::debug)) return;
+  auto ms = [](std::uint64_t from, std::uint64_t to) { return from && to >= from ? (to - from) / 1e6 : -1.0; };
+  const auto copied = now_ns();
+  log->debug(
+      "remote fetch {} ({} B, chunks {}-{}, node {}): waited {:.2f} ms for landing room, first piece {:.2f} ms "
+      "after asking, last {:.2f} ms after the first, answer {:+.2f} ms from the last, copied in {:.2f} ms",
+      id, f.bytes, f.chunk_begin, f.chunk_end, node, ms(f.queued_ns, f.started_ns), ms(f.started_ns, f.first_ns),
+      ms(f.first_ns, f.finished_ns), (double(f.answered_ns) - double(f.finished_ns)) / 1e6,
+      ms(std::max(f.finished_ns, f.answered_ns), copied));
+}
+
 // Copies a checked fetch into the workspace; marks its grant ready when it
 // was the last.
 void copy_fetch(state_t* self, std::uint64_t id) {
@@ -306,6 +321,7 @@ void copy_fetch(state_t* self, std::uint64_t id) {
     return fail_grant(self, f.grant, std::string("copy of a remote fetch: ") + e.what());
   }
   f.staging.reset();  // its slots may take the next fetch (start_waiting, in complete_fetch)
+  log_fetch(id, f, st.nodes[f.node].member.name);
   auto& mine = gr.by_node[f.node];
   mine.first += f.bytes;
   mine.second = std::max(mine.second, f.finished_ns);
@@ -366,6 +382,7 @@ caf::result<msg::frame> load(state_t* self, const msg::grant& g, workspace_ptr w
     f.chunk_end = g.cells.chunk_begin + static_cast<std::uint32_t>(j);
     f.bytes = chunk_span * (j - i);
     f.keys.assign(keys.begin() + static_cast<std::ptrdiff_t>(i), keys.begin() + static_cast<std::ptrdiff_t>(j));
+    f.queued_ns = gr.issued_ns;
     const auto id = st.next_id++;
     st.fetches[id] = std::move(f);
     st.waiting.push_back(id);
@@ -389,6 +406,7 @@ void start_fetch(state_t* self, std::uint64_t id) {
   t.bytes = f.bytes;
   t.peer = st.net->address();
   auto me = caf::actor_cast<caf::actor>(self);
+  f.started_ns = now_ns();
   try {
     auto staging = f.staging;
     // The callback holds the lease while pieces may land in it, and lets
@@ -397,7 +415,7 @@ void start_fetch(state_t* self, std::uint64_t id) {
         id, t.bytes, staging->data(),
         [me, id, staging](devices::net::landed l) mutable {
           staging.reset();
-          caf::anon_send(me, landed_atom::value, id, l.ok, l.why, l.finished_ns, l.checksum);
+          caf::anon_send(me, landed_atom::value, id, l.ok, l.why, l.finished_ns, l.checksum, l.first_ns);
         },
         // Pieces of one layer's bytes (or less), as the node sends them:
         // the node may send each as a wire_codec frame of it, decoded into
@@ -424,6 +442,7 @@ void start_fetch(state_t* self, std::uint64_t id) {
               return fail_grant(self, it->second.grant,
                                 "node answered fetch " + std::to_string(id) + " with something else");
             it->second.answered = true;
+            it->second.answered_ns = now_ns();
             it->second.checksum = std::get<msg::transfer>(*decoded).checksum;
             complete_fetch(self, id);
           },
@@ -611,7 +630,7 @@ caf::behavior remote_tier_proxy(state_t* self, remote_tier_options opts, std::ve
         return load(self, *g, ws);
       },
       [=](landed_atom, std::uint64_t id, bool ok, const std::string& why, std::uint64_t finished_ns,
-          std::uint64_t checksum) {
+          std::uint64_t checksum, std::uint64_t first_ns) {
         auto& st = self->state;
         auto it = st.fetches.find(id);
         if (it == st.fetches.end()) return;
@@ -619,6 +638,7 @@ caf::behavior remote_tier_proxy(state_t* self, remote_tier_options opts, std::ve
         it->second.landed = true;
         it->second.finished_ns = finished_ns;
         it->second.landed_checksum = checksum;
+        it->second.first_ns = first_ns;
         complete_fetch(self, id);
       },
       [=](expire_atom, std::uint64_t id) {

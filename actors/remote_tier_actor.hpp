@@ -95,6 +95,10 @@ struct remote_fetch {
   std::uint64_t checksum = 0;         ///< as the node announced it
   std::uint64_t landed_checksum = 0;  ///< as the bytes landed (hashed on the transport's lanes)
   std::uint64_t finished_ns = 0;
+  /// Steady-clock times of its stages, for the debug log's per-fetch line:
+  /// queued (waiting for landing room), announced and asked of the node,
+  /// first piece landing, the node's answer here.
+  std::uint64_t queued_ns = 0, started_ns = 0, first_ns = 0, answered_ns = 0;
 };
 
 struct remote_grant {

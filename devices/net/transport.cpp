@@ -126,6 +126,7 @@ struct expected_transfer {
   bool cancelled = false;
   bool compressed = false;  // pieces may come as wire_codec frames
   std::string failed;
+  std::uint64_t first_ns = 0;  // when the first piece began landing
   std::uint64_t finished_ns = 0;
 
   std::uint64_t size_of(std::uint64_t piece) const { return std::min(piece_bytes, bytes - piece * piece_bytes); }
@@ -365,6 +366,7 @@ struct lane {
                                                       (x.compressed && info.length < x.size_of(ctx->piece)));
           if (!x.cancelled && x.failed.empty() && fits && !x.started[ctx->piece]) {
             x.started[ctx->piece] = 1;
+            if (x.first_ns == 0) x.first_ns = steady_ns();
             ++x.receiving;
             ctx->dst = x.dst + ctx->piece * x.piece_bytes;
             ctx->raw_bytes = x.size_of(ctx->piece);
@@ -560,6 +562,7 @@ void transport::impl::settle(std::unique_ptr<recv_ctx> ctx, bool ok, std::string
   l.bytes = all ? t.bytes : 0;
   l.wire_bytes = all ? t.wire_bytes : 0;
   l.finished_ns = t.finished_ns;
+  l.first_ns = t.first_ns;
   if (all) {
     l.checksum = combine(t.hashes);
     raw_landed.fetch_add(t.bytes, std::memory_order_relaxed);

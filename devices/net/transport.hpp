@@ -59,6 +59,7 @@ struct landed {
   std::string why;                ///< why not, when !ok
   std::uint64_t bytes = 0;        ///< bytes received
   std::uint64_t finished_ns = 0;  ///< steady clock, when the last byte landed
+  std::uint64_t first_ns = 0;     ///< steady clock, when the first piece began landing (0: none did)
   std::uint64_t checksum = 0;     ///< of the bytes landed, as checksum(data, bytes, piece_bytes)
   std::uint64_t wire_bytes = 0;   ///< bytes that crossed the wire (less than `bytes` where compressed)
 };
