@@ -12,7 +12,9 @@
 #include <caf/scoped_actor.hpp>
 
 #include "actors/caf_error.hpp"
+#include "actors/openssl_error_queue.hpp"
 #include "messages/error.hpp"
+#include "messages/log.hpp"
 
 namespace kvflow {
 
@@ -67,6 +69,10 @@ tls_options merge_tls(const tls_options& flags, const tls_options& file) { retur
 void use_tls(caf::actor_system_config& cfg, const tls_options& tls) {
   if (!tls.enabled()) return;
   check_tls(tls);
+  if (!openssl_error_queue_guarded())
+    logger("actors")->warn(
+        "TLS: OpenSSL's calls are not behind kvflow's error-queue guard: a peer that dies may "
+        "take this process's other TLS connections down with it");
   cfg.load<caf::openssl::manager>();
   cfg.openssl_certificate = tls.cert;
   cfg.openssl_key = tls.key;

@@ -8,20 +8,13 @@
 #include <vector>
 
 #include "actors/runtime.hpp"
+#include "tests/sanitized.hpp"
 
 // Memory per request of a long-running runtime (what `kvflow serve` is): the
 // malloc arenas must not grow with the number of requests served. Their
 // growth is what a soak shows as RSS; the live heap alone stayed flat while
 // memalign'd workspace and staging buffers fragmented glibc's arenas by
 // about 11 KB per request (issue 22's soak: 31 -> 183 MiB).
-
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-#define KVFLOW_SANITIZED 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
-#define KVFLOW_SANITIZED 1
-#endif
-#endif
 
 using namespace kvflow;
 

@@ -12,6 +12,7 @@
 #include "messages/digest.hpp"
 #include "messages/error.hpp"
 #include "tests/actors/restore_reference.hpp"
+#include "tests/sanitized.hpp"
 
 using namespace kvflow;
 using namespace std::chrono_literals;
@@ -105,6 +106,12 @@ BOOST_AUTO_TEST_CASE(bad_input_is_a_clear_error) {
 }
 
 BOOST_AUTO_TEST_CASE(a_bandwidth_drop_mid_request_shifts_work_to_compute) {
+#ifdef KVFLOW_SANITIZED
+  // Four smollm2 prefills take 90 s under ASan (3 s without), and the
+  // timing this case balances is the sanitizer's then: the plain build runs it.
+  BOOST_TEST_MESSAGE("skipped under a sanitizer");
+  return;
+#endif
   // smollm2-135m's shape: a 64-token chunk computes in tens of ms on a CPU
   // core and its KV (2.9 MB) loads in about as long at 0.5 Gbit/s.
   temp_dir dir("drop");

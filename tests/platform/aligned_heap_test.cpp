@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "platform/aligned_heap.hpp"
+#include "tests/sanitized.hpp"
 
 using namespace kvflow::platform;
 
@@ -32,14 +33,6 @@ BOOST_AUTO_TEST_CASE(bad_alignments_and_sizes_are_refused) {
   BOOST_TEST(aligned_heap_alloc(std::numeric_limits<std::size_t>::max() - 8, 64) == nullptr);
 }
 
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-#define KVFLOW_SANITIZED_ALLOCATOR 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
-#define KVFLOW_SANITIZED_ALLOCATOR 1
-#endif
-#endif
-
 BOOST_AUTO_TEST_CASE(freed_blocks_are_reused) {
   // The same size freed and taken again comes from the same malloc block:
   // what memalign failed to do. A sanitizer's allocator quarantines freed
@@ -49,7 +42,7 @@ BOOST_AUTO_TEST_CASE(freed_blocks_are_reused) {
   aligned_heap_free(a);
   void* b = aligned_heap_alloc(3000, 64);
   BOOST_TEST_REQUIRE(b != nullptr);
-#ifndef KVFLOW_SANITIZED_ALLOCATOR
+#ifndef KVFLOW_SANITIZED
   BOOST_TEST(a == b);
 #endif
   aligned_heap_free(b);
