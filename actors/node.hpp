@@ -24,6 +24,7 @@
 #include "devices/host/pinned_buffer.hpp"
 #include "devices/net/transport.hpp"
 #include "devices/net/wire_codec.hpp"
+#include "devices/net/work_pool.hpp"
 #include "messages/types.hpp"
 
 namespace kvflow {

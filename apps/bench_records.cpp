@@ -87,6 +87,16 @@ void bench_records::add(std::map<std::string, point>& points, const std::vector<
     json transformers = ref == reference_.end() ? json(nullptr) : json(ref->second);
     bool same_shape = is(policy, policy_kind::compute_only) && pt.batch == 1 && extra["arrival"] == "together";
     double loaded_bytes = pt.host_bytes + pt.disk_bytes;
+    // Remote-link fields: null without a remote tier. Link use counts the
+    // bytes that crossed the link (KV bytes times the fetches' wire/KV
+    // ratio) over the time loads ran: how well the link is used,
+    // compressed or not.
+    auto remote = [&](json v) { return facts_.remote_tier ? std::move(v) : json(nullptr); };
+    auto link_use = [&](double gbps) {
+      return facts_.remote_tier && pt.remote_busy_s > 0 && gbps > 0
+                 ? json(pt.remote_bytes * pt.wire_per_raw() * 8 / pt.remote_busy_s / (gbps * 1e9))
+                 : json(nullptr);
+    };
     json rec = {{"model", facts_.preset},
                 {"context_tokens", pt.context},
                 {"suffix_tokens", facts_.suffix_tokens},
@@ -116,24 +126,15 @@ void bench_records::add(std::map<std::string, point>& points, const std::vector<
                 {"kv_digest_checked", facts_.kv_digest_checked},
                 {"prompt_tokens", json::array()},
                 {"device", facts_.device},
-                {"link_gbps", facts_.remote_tier ? json(facts_.link_gbps) : json(nullptr)},
-                {"link_raw_gbps", facts_.remote_tier ? json(facts_.link_raw_gbps) : json(nullptr)},
-                {"link_raw_streams", facts_.remote_tier ? json(facts_.ucx_lanes) : json(nullptr)},
-                {"link_raw_1stream_gbps", facts_.remote_tier ? json(facts_.link_raw_1stream_gbps) : json(nullptr)},
-                {"link_mtu", facts_.remote_tier ? json(facts_.link_mtu) : json(nullptr)},
-                {"ucx_lanes", facts_.remote_tier ? json(facts_.ucx_lanes) : json(nullptr)},
+                {"link_gbps", remote(facts_.link_gbps)},
+                {"link_raw_gbps", remote(facts_.link_raw_gbps)},
+                {"link_raw_streams", remote(facts_.ucx_lanes)},
+                {"link_raw_1stream_gbps", remote(facts_.link_raw_1stream_gbps)},
+                {"link_mtu", remote(facts_.link_mtu)},
+                {"ucx_lanes", remote(facts_.ucx_lanes)},
                 {"gb_from_remote", pt.remote_bytes / n / 1e9},
-                // Bytes that crossed the link (wire bytes: KV bytes times the
-                // fetches' wire/KV ratio) over the time loads ran: how well the
-                // link is used, compressed or not.
-                {"link_utilization",
-                 facts_.remote_tier && pt.remote_busy_s > 0
-                     ? json(pt.remote_bytes * pt.wire_per_raw() * 8 / pt.remote_busy_s / (facts_.link_gbps * 1e9))
-                     : json(nullptr)},
-                {"link_utilization_raw",
-                 facts_.remote_tier && pt.remote_busy_s > 0 && facts_.link_raw_gbps > 0
-                     ? json(pt.remote_bytes * pt.wire_per_raw() * 8 / pt.remote_busy_s / (facts_.link_raw_gbps * 1e9))
-                     : json(nullptr)}};
+                {"link_utilization", link_use(facts_.link_gbps)},
+                {"link_utilization_raw", link_use(facts_.link_raw_gbps)}};
     if (facts_.remote_tier) {
       // Written only for remote tiers, so that --append matches earlier records.
       rec["wire_compression"] = facts_.wire_compression;

@@ -31,27 +31,30 @@ void* block_cache::take(std::size_t bytes) {
     if (fence) fence();
     return p;
   }
-  try {
+  // A failed allocation puts the cache under pressure: blocks given back
+  // from then on (the failed request's own) go back to the allocator, not
+  // into the cache, until an allocation succeeds again.
+  auto alloc = [&] {
     try {
-      p = alloc_(bytes);
+      return alloc_(bytes);
     } catch (...) {
-      bool any = false;
-      {
-        std::lock_guard<std::mutex> lock(m_);
-        any = !by_age_.empty();
-      }
-      if (!any) throw;
-      // Kept blocks of other sizes may be what the allocator lacks.
-      trim();
-      p = alloc_(bytes);
+      std::lock_guard<std::mutex> lock(m_);
+      pressure_ = true;
+      throw;
     }
+  };
+  try {
+    p = alloc();
   } catch (...) {
-    // The allocator is out of room: blocks given back from now on (the
-    // failed request's own) go back to it, not into the cache, until an
-    // allocation succeeds again.
-    std::lock_guard<std::mutex> lock(m_);
-    pressure_ = true;
-    throw;
+    bool any = false;
+    {
+      std::lock_guard<std::mutex> lock(m_);
+      any = !by_age_.empty();
+    }
+    if (!any) throw;
+    // Kept blocks of other sizes may be what the allocator lacks.
+    trim();
+    p = alloc();
   }
   std::lock_guard<std::mutex> lock(m_);
   pressure_ = false;

@@ -13,6 +13,7 @@
 #include <thread>
 
 #include "devices/net/wire_codec.hpp"
+#include "devices/net/work_pool.hpp"
 #include "messages/error.hpp"
 #include "messages/log.hpp"
 
@@ -232,6 +233,8 @@ struct transport::impl {
   void finish_recv(recv_ctx* ctx, ucs_status_t status, std::uint64_t length);
   void decode(std::unique_ptr<recv_ctx> ctx);
   void settle(std::unique_ptr<recv_ctx> ctx, bool ok, std::string why, std::uint64_t hash);
+  // Answers a send that cannot start, on a lane's thread as every answer.
+  void fail_send(std::function<void(sent)> done, std::string why);
 };
 
 namespace {
@@ -523,6 +526,14 @@ void transport::impl::finish_recv(recv_ctx* ctx, ucs_status_t status, std::uint6
   settle(std::move(owned), ok, std::move(why), hash);
 }
 
+void transport::impl::fail_send(std::function<void(sent)> done, std::string why) {
+  lanes[0]->post([done = std::move(done), why = std::move(why)]() mutable {
+    sent s;
+    s.why = std::move(why);
+    done(std::move(s));
+  });
+}
+
 void transport::impl::decode(std::unique_ptr<recv_ctx> ctx) {
   try {
     wire_decode(ctx->scratch.data(), ctx->bytes, ctx->dst, ctx->raw_bytes);
@@ -673,14 +684,10 @@ void transport::send(const std::vector<std::uint8_t>& peer, std::uint64_t id, st
   std::vector<outgoing_piece> pieces;
   for (std::size_t k = 0; k < regions.size(); ++k) {
     auto& r = regions[k];
-    if (k + 1 < regions.size() && r.bytes % piece_bytes != 0) {
-      pieces.clear();
-      return send_pieces(peer, id, {}, [done = std::move(done), id, bytes = r.bytes, piece_bytes](sent s) {
-        s.why = "transfer " + std::to_string(id) + ": a region of " + std::to_string(bytes) +
-                " bytes is not whole pieces of " + std::to_string(piece_bytes);
-        done(std::move(s));
-      });
-    }
+    if (k + 1 < regions.size() && r.bytes % piece_bytes != 0)
+      return impl_->fail_send(std::move(done), "transfer " + std::to_string(id) + ": a region of " +
+                                                   std::to_string(r.bytes) + " bytes is not whole pieces of " +
+                                                   std::to_string(piece_bytes));
     for (std::size_t at = 0; at < r.bytes; at += piece_bytes)
       pieces.push_back(
           {static_cast<const std::uint8_t*>(r.data) + at, std::min<std::size_t>(piece_bytes, r.bytes - at)});
@@ -692,13 +699,7 @@ void transport::send(const std::vector<std::uint8_t>& peer, std::uint64_t id, st
 void transport::send_pieces(const std::vector<std::uint8_t>& peer, std::uint64_t id, std::vector<outgoing_piece> pieces,
                             std::function<void(sent)> done) {
   auto& m = *impl_;
-  auto fail_now = [&](std::string why) {
-    m.lanes[0]->post([done = std::move(done), why = std::move(why)]() mutable {
-      sent s;
-      s.why = std::move(why);
-      done(std::move(s));
-    });
-  };
+  auto fail_now = [&](std::string why) { m.fail_send(std::move(done), std::move(why)); };
   if (pieces.empty()) return fail_now("transfer " + std::to_string(id) + " has no piece");
   if (id >> transfer_id_bits) return fail_now("transfer id " + std::to_string(id) + " out of range");
   std::string why;

@@ -7,13 +7,8 @@
 // kept raw unless zstd makes them smaller. A frame is self-describing and
 // decodes to exactly the bytes it was made from.
 
-#include <condition_variable>
 #include <cstddef>
 #include <cstdint>
-#include <deque>
-#include <functional>
-#include <mutex>
-#include <thread>
 #include <vector>
 
 namespace kvflow::devices::net {
@@ -33,28 +28,5 @@ std::vector<std::uint8_t> wire_encode(const void* data, std::size_t bytes, std::
 /// decodes to any other size; nothing past `bytes` at `dst` is written and
 /// nothing is allocated beyond `bytes` (a hostile frame cannot ask for more).
 void wire_decode(const void* frame, std::size_t frame_bytes, void* dst, std::size_t bytes);
-
-/// A fixed set of threads running posted jobs in order of posting (several
-/// at once). Jobs must not throw. The destructor runs the jobs still queued,
-/// then joins.
-class work_pool {
- public:
-  /// threads 0: none; post() then runs jobs inline.
-  explicit work_pool(std::size_t threads);
-  ~work_pool();
-  work_pool(const work_pool&) = delete;
-  work_pool& operator=(const work_pool&) = delete;
-
-  void post(std::function<void()> job);
-  std::size_t size() const { return threads_.size(); }
-
- private:
-  void run();
-  std::mutex m_;
-  std::condition_variable cv_;
-  std::deque<std::function<void()>> jobs_;
-  bool stop_ = false;
-  std::vector<std::thread> threads_;
-};
 
 }  // namespace kvflow::devices::net
