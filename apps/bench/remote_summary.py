@@ -12,9 +12,10 @@ for path in [os.path.join(R, d, 'restore.json') for d in ('', 'mtu9000', 'off', 
     for r in json.load(open(path))['records']:
         u = r.get('link_utilization')
         print(r['context_tokens'], r['tier'], r['batch'], r['policy'], '%.3f' % r['ttft_s'], 'util %.3f' % u if u else '',
-              'bound %.3f' % r['bound_s'] if r.get('bound_s') else '', 'raw %.2f' % r.get('link_raw_gbps', 0), 'cells', r['cells_loaded'],
+              'bound %.3f' % r['bound_s'] if r.get('bound_s') else '', 'raw %.2f' % (r.get('link_raw_gbps') or 0), 'cells', r['cells_loaded'],
               'wire x%.3f' % r['wire_compression_ratio'] if r.get('wire_compression_ratio') else '',
-              'eff %.2f Gbit/s' % r['effective_gbps'] if r.get('effective_gbps') else '')
+              'eff %.2f Gbit/s' % r['effective_gbps'] if r.get('effective_gbps') else '',
+              'vs best single %.3f' % (1 / r['ttft_vs_best_single']) if r.get('ttft_vs_best_single') else '')
 for p in sorted(glob.glob(os.path.join(R, 'restore_trace_*.json'))):
     ev = json.load(open(p))['traceEvents']
     ld = sorted([e for e in ev if e.get('ph') == 'X' and e.get('cat') == 'load'], key=lambda e: e['ts'])

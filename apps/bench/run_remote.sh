@@ -25,6 +25,8 @@
 # BUDGET_S caps each step (default 150), TOTAL_S the optional ones (100).
 # WIRE_COMPRESSION is the node's --wire-compression (default auto: KV
 # goes losslessly compressed where that saves a tenth or more).
+# REPEATS is --repeats (default 1: batch 1 reports the median of that
+# many), BATCH_REPEATS the runs of a batch of 8 (default 1).
 # TRACE_BATCH=1 traces two_pointer's batch-1 restore on the first tier and
 # context (restore_trace_two_pointer.json; default -1: none); TRACE_POLICIES
 # (comma-separated) traces others too.
@@ -41,7 +43,7 @@ run() {
   local name=$1 out=$2; shift 2
   local s=$SECONDS
   timeout -k 10 "${BUDGET_S:-150}" "$BIN" bench --device-name "${gpu:-unknown GPU}" --backend cuda --disk-root /tmp \
-    --paced-root "$paced" --chunk-tokens 1024 --suffix-tokens 256 --repeats 1 --no-digest --trace-batch "${TRACE_BATCH:--1}" --trace-policies "${TRACE_POLICIES:-two_pointer}" \
+    --paced-root "$paced" --chunk-tokens 1024 --suffix-tokens 256 --repeats "${REPEATS:-1}" --batch-repeats "${BATCH_REPEATS:-1}" --no-digest --trace-batch "${TRACE_BATCH:--1}" --trace-policies "${TRACE_POLICIES:-two_pointer}" \
     --wire-compression "${WIRE_COMPRESSION:-auto}" --append --out "$out" "$@" 2>> "$OUT/bench.log"
   echo "$name: exit $?, $((SECONDS - s)) s" >> "$OUT/steps.txt"
   rm -rf "$paced"/kvflow-bench-* /tmp/kvflow-bench-*
