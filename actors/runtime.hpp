@@ -38,7 +38,7 @@ struct runtime_options {
   int chunk_tokens = 256;        ///< tokens per chunk
   /// Tokens of adjacent chunks that one compute grant spans where it can
   /// (the gpu actor runs them as one forward, so small chunks compute as
-  /// fast as large ones); 0: 1024 on CUDA, one chunk on the CPU (whose
+  /// fast as large ones); 0: 2048 on CUDA, one chunk on the CPU (whose
   /// products gain nothing from more rows).
   int compute_group_tokens = 0;
   std::string policy = "two_pointer";

@@ -48,6 +48,7 @@ struct bench_options {
   std::vector<int> suffix_tokens{256};  // swept: each value is a full run of the other axes
   int chunk_tokens = 256;
   std::size_t max_compute_cells = 0;  // runtime_options::max_compute_cells; 0: the runtime's default
+  int compute_group_tokens = 0;       // runtime_options::compute_group_tokens; 0: the runtime's default
   std::vector<std::string> tiers{"disk", "25", "10"};
   std::vector<std::string> policies = kvflow::policies::policy_names();
   std::vector<int> batches{1};
@@ -321,6 +322,8 @@ class bench {
     ro.load_queue_chunks = opt_.load_queue_chunks;
     facts_.load_queue_chunks = opt_.load_queue_chunks;
     ro.max_compute_cells = opt_.max_compute_cells;
+    ro.compute_group_tokens = opt_.compute_group_tokens;
+    facts_.compute_group_tokens = opt_.compute_group_tokens;
     ro.policy = name_of(policy_kind::two_pointer);
     ro.stages = opt_.stages;
     ro.stage_link = opt_.stage_link;
@@ -691,6 +694,11 @@ command_runner add_bench_command(CLI::App& app) {
   cmd->add_option("--chunk-tokens", opt->chunk_tokens, "Tokens per chunk")->capture_default_str();
   cmd->add_option("--max-compute-cells", opt->max_compute_cells,
                   "Compute cells in flight on the GPU (0: the runtime's default; compute_only grants half)")
+      ->capture_default_str();
+  cmd->add_option("--compute-group-tokens", opt->compute_group_tokens,
+                  "Tokens of adjacent chunks one compute grant spans, run as one forward (0: the runtime's default, "
+                  "2048 on CUDA)")
+      ->check(CLI::Range(0, 1 << 20))
       ->capture_default_str();
   cmd->add_option(
          "--tiers", opt->tiers,

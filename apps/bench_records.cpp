@@ -144,6 +144,8 @@ void bench_records::add(std::map<std::string, point>& points, const std::vector<
       // KV bytes restored per second of load time: what the scheduler learns.
       rec["effective_gbps"] = pt.remote_busy_s > 0 ? json(pt.remote_bytes * 8 / pt.remote_busy_s / 1e9) : json(nullptr);
     }
+    // Written only when set, so that --append matches earlier records.
+    if (facts_.compute_group_tokens > 0) rec["compute_group_tokens"] = facts_.compute_group_tokens;
     if (facts_.stages > 1) {
       // Written only with stages, so that --append matches earlier records.
       rec["stages"] = facts_.stages;

@@ -135,6 +135,7 @@ struct run_facts {
   int link_mtu = 0;                          ///< its MTU
   std::string wire_compression;              ///< the node's --wire-compression
   std::uint32_t load_queue_chunks = 2;       ///< --load-queue-chunks
+  int compute_group_tokens = 0;              ///< --compute-group-tokens (0: the runtime's default)
   std::size_t ucx_lanes = 0;                 ///< UCX workers at each end of it
 };
 

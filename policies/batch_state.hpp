@@ -24,6 +24,11 @@ struct caps {
   /// large ones): policies grant this many chunks a few layers deep rather
   /// than one chunk many layers deep. 1: one chunk, chunk-major.
   std::uint32_t compute_group = 1;
+  /// Adjacent chunks a load unit spans: policies size a link's queue and
+  /// their largest load grant in this many chunks' bytes, so that the
+  /// queue does not shrink with the chunk. Apart from compute_group: a
+  /// forward wide enough for the GPU is more bytes than a link needs queued.
+  std::uint32_t load_group = 1;
   /// Loads a policy keeps in flight per link, in chunks' bytes (its
   /// policy_options::load_queue_chunks; the scheduler passes this one).
   std::uint32_t load_queue_chunks = 2;

@@ -506,6 +506,36 @@ BOOST_AUTO_TEST_CASE(compute_grants_span_the_compute_group) {
   }
 }
 
+// two_pointer's link queue is load_queue_chunks x load_group chunks deep,
+// whatever the compute group: a wider forward must not queue more bytes.
+BOOST_AUTO_TEST_CASE(load_queue_follows_the_load_group_not_the_compute_group) {
+  auto queued_bytes = [](std::uint32_t compute_group, std::uint32_t load_group) {
+    caps c;
+    c.compute_cells = 64 * 4;
+    c.compute_group = compute_group;
+    c.load_group = load_group;
+    c.load_bytes.fill(1ull << 34);
+    batch_state b(c);
+    msg::register_request reg;
+    reg.request_id = 1;
+    reg.num_chunks = 32;
+    reg.num_layers = 32;
+    reg.chunk_tiers.assign(31, msg::tier::remote);
+    reg.chunk_bytes = 32ull << 20;
+    b.add(reg);
+    std::uint64_t bytes = 0;
+    for (auto& g : make_policy("two_pointer")->decide(b, cost_model()))
+      if (g.act == msg::action::load)
+        bytes += std::uint64_t(g.cells.chunk_end - g.cells.chunk_begin) * (g.cells.layer_end - g.cells.layer_begin) *
+                 (reg.chunk_bytes / reg.num_layers);
+    return bytes;
+  };
+  const std::uint64_t chunk = 32ull << 20, queue = policy_options{}.load_queue_chunks;
+  BOOST_TEST(queued_bytes(1, 1) == queue * chunk);
+  BOOST_TEST(queued_bytes(4, 1) == queue * chunk);
+  BOOST_TEST(queued_bytes(1, 2) == 2 * queue * chunk);
+}
+
 BOOST_AUTO_TEST_CASE(every_policy_restores_each_cell_once_under_the_caps) {
   std::mt19937_64 rng(42);
   auto pick = [&](auto... v) {
@@ -526,6 +556,7 @@ BOOST_AUTO_TEST_CASE(every_policy_restores_each_cell_once_under_the_caps) {
     c.compute_cells = pick(std::uint64_t(1), std::uint64_t(3), std::uint64_t(layers), std::uint64_t(64));
     c.load_bytes.fill(pick(1ull << 20, 8ull << 20, 256ull << 20, 1ull << 30));
     c.compute_group = pick(1u, 1u, 2u, 4u);
+    c.load_group = pick(1u, 1u, 2u);
     std::vector<request_spec> specs(std::uniform_int_distribution<int>(1, 4)(rng));
     for (auto& s : specs) {
       s.layers = layers;
