@@ -378,6 +378,19 @@ outcome run_policy(const std::string& name, const std::vector<request_spec>& spe
   return h.run(*pol, specs, cost_model(prior ? *prior : p));
 }
 
+// A llama-3-8b request of 1024-token chunks whose first `cached` chunks lie
+// on the remote tier.
+msg::register_request remote_request(std::uint32_t chunks, std::uint32_t cached) {
+  msg::register_request reg;
+  reg.request_id = 1;
+  reg.chunk_tokens = 1024;
+  reg.num_chunks = chunks;
+  reg.num_layers = layers32;
+  reg.chunk_tiers.assign(cached, msg::tier::remote);
+  reg.chunk_bytes = 2 * chunk64mib;
+  return reg;
+}
+
 std::vector<request_spec> one(std::uint32_t chunks, std::uint32_t cached, msg::tier tier) {
   request_spec s;
   s.chunks = chunks;
@@ -471,9 +484,6 @@ BOOST_AUTO_TEST_CASE(batch_state_refuses_bad_grants) {
   BOOST_CHECK(b.find(7) == nullptr);
 }
 
-// (1) and (2): every policy restores every cell exactly once, runs compute
-// only on present inputs and never exceeds a cap, on random shapes, tiers,
-// caps (some below one grant), arrivals and rate changes.
 // compute_group 4: compute grants span four chunks, a few layers deep
 // (compute_only: all layers; two_pointer: a quarter of them), not one chunk.
 BOOST_AUTO_TEST_CASE(compute_grants_span_the_compute_group) {
@@ -483,13 +493,7 @@ BOOST_AUTO_TEST_CASE(compute_grants_span_the_compute_group) {
     c.compute_group = 4;
     c.load_bytes.fill(1ull << 30);
     batch_state b(c);
-    msg::register_request reg;
-    reg.request_id = 1;
-    reg.num_chunks = 16;
-    reg.num_layers = 32;
-    reg.chunk_tiers.assign(15, msg::tier::remote);
-    reg.chunk_bytes = 32ull << 20;
-    b.add(reg);
+    b.add(remote_request(16, 15));
     auto pol = make_policy(name);
     auto grants = pol->decide(b, cost_model());
     bool found = false;
@@ -516,12 +520,7 @@ BOOST_AUTO_TEST_CASE(load_queue_follows_the_load_group_not_the_compute_group) {
     c.load_group = load_group;
     c.load_bytes.fill(1ull << 34);
     batch_state b(c);
-    msg::register_request reg;
-    reg.request_id = 1;
-    reg.num_chunks = 32;
-    reg.num_layers = 32;
-    reg.chunk_tiers.assign(31, msg::tier::remote);
-    reg.chunk_bytes = 32ull << 20;
+    const auto reg = remote_request(32, 31);
     b.add(reg);
     std::uint64_t bytes = 0;
     for (auto& g : make_policy("two_pointer")->decide(b, cost_model()))
@@ -530,12 +529,15 @@ BOOST_AUTO_TEST_CASE(load_queue_follows_the_load_group_not_the_compute_group) {
                  (reg.chunk_bytes / reg.num_layers);
     return bytes;
   };
-  const std::uint64_t chunk = 32ull << 20, queue = policy_options{}.load_queue_chunks;
+  const std::uint64_t chunk = remote_request(1, 0).chunk_bytes, queue = policy_options{}.load_queue_chunks;
   BOOST_TEST(queued_bytes(1, 1) == queue * chunk);
   BOOST_TEST(queued_bytes(4, 1) == queue * chunk);
   BOOST_TEST(queued_bytes(1, 2) == 2 * queue * chunk);
 }
 
+// (1) and (2): every policy restores every cell exactly once, runs compute
+// only on present inputs and never exceeds a cap, on random shapes, tiers,
+// caps (some below one grant), arrivals and rate changes.
 BOOST_AUTO_TEST_CASE(every_policy_restores_each_cell_once_under_the_caps) {
   std::mt19937_64 rng(42);
   auto pick = [&](auto... v) {
@@ -955,19 +957,6 @@ void warm_compute(cost_model& m, double cell) {
   d.finished_ns = 1 + static_cast<std::uint64_t>(32 * cell * 1e9);
   m.observe(d);  // setup, ignored
   m.observe(d);
-}
-
-// A llama-3-8b request of 1024-token chunks whose first `cached` chunks lie
-// on the remote tier.
-msg::register_request remote_request(std::uint32_t chunks, std::uint32_t cached) {
-  msg::register_request reg;
-  reg.request_id = 1;
-  reg.chunk_tokens = 1024;
-  reg.num_chunks = chunks;
-  reg.num_layers = layers32;
-  reg.chunk_tiers.assign(cached, msg::tier::remote);
-  reg.chunk_bytes = 2 * chunk64mib;
-  return reg;
 }
 
 }  // namespace
