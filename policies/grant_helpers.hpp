@@ -31,6 +31,13 @@ std::uint64_t grant_head(batch_state& b, const request_state& r, std::uint64_t l
 /// most `budget` cells. Returns cells granted.
 std::uint64_t grant_suffix(batch_state& b, const request_state& r, std::uint64_t budget, std::vector<msg::grant>& out);
 
+/// Bytes a policy keeps queued on each link for `r`: `queue_chunks` load
+/// groups of its chunks (limits().load_group), so that the queue does not
+/// shrink with the chunk nor grow with the compute group.
+inline std::uint64_t link_queue_bytes(const batch_state& b, const request_state& r, std::uint32_t queue_chunks) {
+  return std::uint64_t(queue_chunks) * r.chunk_bytes() * b.limits().load_group;
+}
+
 /// Grants load cells layer-major (lowest layer first, then highest chunk)
 /// among chunks [lo, P): a chunk already claimed continues upward from its
 /// lowest claimed layer; an unclaimed chunk c starts at start(c) (and is

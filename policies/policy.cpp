@@ -249,7 +249,7 @@ class bidirectional final : public policy {
       return any;
     }
     auto t = r.tier_of(j);
-    std::uint64_t queue = std::uint64_t(opts_.load_queue_chunks) * r.chunk_bytes() * G;
+    std::uint64_t queue = detail::link_queue_bytes(b, r, opts_.load_queue_chunks);
     auto used = b.in_flight().load_bytes[static_cast<std::size_t>(t)];
     std::uint32_t to = L;
     auto fits = [&](std::uint32_t n) {

@@ -151,10 +151,10 @@ class two_pointer final : public policy {
     const std::uint32_t L = r.layers(), P = r.cached();
     if (P == 0) return;
     // Loads granted commit their chunk: keep each link's queue load_queue_chunks
-    // deep (in load groups of chunks, so the queue does not shrink with the chunk).
-    const std::uint64_t G = b.limits().load_group;
-    std::uint64_t queue = std::uint64_t(opts_.load_queue_chunks) * r.chunk_bytes() * G;
-    std::uint64_t max_grant = opts_.max_load_grant_bytes ? opts_.max_load_grant_bytes : r.chunk_bytes() * G;
+    // load groups deep, a grant at most one group.
+    std::uint64_t queue = detail::link_queue_bytes(b, r, opts_.load_queue_chunks);
+    std::uint64_t max_grant =
+        opts_.max_load_grant_bytes ? opts_.max_load_grant_bytes : detail::link_queue_bytes(b, r, 1);
     const auto run = detail::layer_run(costs, r.tier_of(P - 1), r.cell_bytes(), L);
     auto x = detail::head_position(r);
     std::uint32_t h = static_cast<std::uint32_t>(std::min<std::uint64_t>(x / L, P));
