@@ -10,6 +10,7 @@
 #include "actors/caf_error.hpp"
 #include "actors/frame_type.hpp"
 #include "devices/keys.hpp"
+#include "devices/net/wire_codec.hpp"
 #include "messages/log.hpp"
 
 namespace kvflow {

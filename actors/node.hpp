@@ -23,7 +23,6 @@
 #include "devices/chunk_store.hpp"
 #include "devices/host/pinned_buffer.hpp"
 #include "devices/net/transport.hpp"
-#include "devices/net/wire_codec.hpp"
 #include "devices/net/work_pool.hpp"
 #include "messages/types.hpp"
 
