@@ -10,5 +10,5 @@ extern "C" int kvflow_attention_sm90(const void* q, int count, int pos0, const v
                                      int kv_heads, float scale, void* out, void* stream) {
   return static_cast<int>(kvflow::cuda::launch_attention_sm90(
       static_cast<const __nv_bfloat16*>(q), count, pos0, nullptr, static_cast<const kvflow::cuda::attn_block*>(blocks),
-      num_blocks, 0, heads, kv_heads, scale, static_cast<__nv_bfloat16*>(out), static_cast<cudaStream_t>(stream)));
+      num_blocks, 0, heads, kv_heads, 128, scale, static_cast<__nv_bfloat16*>(out), static_cast<cudaStream_t>(stream)));
 }

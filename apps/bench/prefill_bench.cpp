@@ -151,7 +151,9 @@ nlohmann::json time_attention(int heads, int kv_heads, int hd, int len, int coun
     }
     std::sort(ms.begin(), ms.end());
     const double med = ms[ms.size() / 2] / 1e3;
-    const char* name = old ? "mma_sync" : (hd == 128 && cuda::attention_sm90_available() ? "wgmma_sm90" : "mma_sync");
+    const char* name =
+        old ? "mma_sync"
+            : (cuda::attention_sm90_supports(hd) && cuda::attention_sm90_available() ? "wgmma_sm90" : "mma_sync");
     std::printf("attention %-10s heads %d/%d hd %3d len %6d queries %6d: %8.3f ms %7.1f TFLOP/s\n", name, heads,
                 kv_heads, hd, len, count, med * 1e3, flops / med / 1e12);
     std::fflush(stdout);

@@ -435,9 +435,9 @@ cudaError_t launch_attention(const bf16* q, int count, int pos0, const attn_bloc
                              attention_kind kind) {
   if (count <= 0) return cudaSuccess;
   if (num_blocks <= 0 || kv_heads <= 0 || heads % kv_heads != 0) return cudaErrorInvalidValue;
-  if (kind == attention_kind::automatic && head_dim == 128 && attention_sm90_available())
-    return launch_attention_sm90(q, count, pos0, nullptr, blocks, num_blocks, layer, heads, kv_heads, scale, out,
-                                 stream);
+  if (kind == attention_kind::automatic && attention_sm90_supports(head_dim) && attention_sm90_available())
+    return launch_attention_sm90(q, count, pos0, nullptr, blocks, num_blocks, layer, heads, kv_heads, head_dim, scale,
+                                 out, stream);
   params p = base_params(q, count, blocks, num_blocks, layer, heads, kv_heads, scale, out);
   p.pos0 = pos0;
   return dispatch<false>(p, head_dim, 1, stream);
@@ -472,9 +472,9 @@ cudaError_t launch_attention_at(const bf16* q, int count, const int* positions, 
     return cudaErrorInvalidValue;
   // One split walks the same tiles as launch_attention: the same kernel keeps
   // a row's bits equal to a full prefill's.
-  if (splits == 1 && head_dim == 128 && attention_sm90_available())
-    return launch_attention_sm90(q, count, 0, positions, blocks, num_blocks, layer, heads, kv_heads, scale, out,
-                                 stream);
+  if (splits == 1 && attention_sm90_supports(head_dim) && attention_sm90_available())
+    return launch_attention_sm90(q, count, 0, positions, blocks, num_blocks, layer, heads, kv_heads, head_dim, scale,
+                                 out, stream);
   params p = base_params(q, count, blocks, num_blocks, layer, heads, kv_heads, scale, out);
   p.positions = positions;
   p.part_o = part;

@@ -7,9 +7,9 @@
 // tile), 4 warps of 16 rows, K/V tiles of 64 keys double-buffered in shared
 // memory by cp.async, S = QK^T and O += PV on mma.sync bf16 tensor cores with
 // fp32 accumulation, online softmax in fp32. On a compute-capability-9.0
-// device head_dim 128 runs the Hopper kernel instead (attention_sm90.cuh:
-// wgmma, warp specialisation, ping-pong softmax, 128-key tiles), under the
-// same invariance rule with 128-key tiles.
+// device head_dim 64 and 128 run the Hopper kernel instead
+// (attention_sm90.cuh: wgmma, warp specialisation, ping-pong softmax), under
+// the same invariance rule with 128-key tiles.
 //
 // Invariance rule (chunked prefill == one-shot prefill, bitwise): every query
 // row walks key tiles [64 t, 64 t + 64) aligned to ABSOLUTE positions, in
@@ -35,7 +35,7 @@ struct attn_block {
 bool attention_supports(int head_dim);
 
 /// The kernel behind launch_attention: `automatic` takes the Hopper wgmma
-/// kernel (attention_sm90.cuh) for head_dim 128 on a compute-capability-9.0
+/// kernel (attention_sm90.cuh) for head_dim 64 and 128 on a compute-capability-9.0
 /// device and the mma.sync kernel otherwise; `mma_sync` forces the latter
 /// (benchmarks compare the two). The two differ in their bits, so a run
 /// must use one kind throughout.

@@ -1,5 +1,6 @@
-// Hopper (sm_90a) prefill attention for head_dim 128: FlashAttention-3's
-// design written in raw PTX. See attention_sm90.cuh for the contract.
+// Hopper (sm_90a) prefill attention for head_dim 64 and 128:
+// FlashAttention-3's design written in raw PTX. See attention_sm90.cuh for
+// the contract.
 //
 // A block holds 128 query rows of one KV head (rows are (token, query head
 // of the group) pairs, so the GQA heads share each K/V tile) and runs three
@@ -12,7 +13,8 @@
 //     back by the consumers on another.
 //   two consumers (warpgroups 1 and 2, 232 registers, 64 rows each):
 //     S = Q K^T with wgmma (both operands in shared memory), online softmax
-//     in registers, O += P V with P from registers and V in shared memory.
+//     in registers, O += P V with P from registers and V in shared memory
+//     (m64n128 for head_dim 128, m64n64 for 64; S is m64n128 for both).
 //     Ping-pong: a named barrier passes the tensor cores between the two
 //     consumers, so one's softmax runs under the other's products; inside a
 //     consumer, S of tile t is issued with P V of tile t - 1 and the softmax
@@ -35,30 +37,32 @@
 namespace kvflow::cuda {
 namespace {
 
-constexpr int hd = 128;
 constexpr int block_rows = 128;  // 2 consumer warpgroups x 64 rows
 constexpr int tile_keys = 128;
 constexpr int stages = 3;
 constexpr int threads = 384;
-constexpr int tile_bytes = 128 * hd * 2;    // Q, or one stage's K or V
-constexpr int half_bytes = tile_bytes / 2;  // one 64-column half: 128 rows x 128 B
+constexpr int half_bytes = 128 * 128;  // one 64-column half of a tile: 128 rows x 128 B
 constexpr int bar_bytes = 128;
-constexpr int smem_bytes = (1 + 2 * stages) * tile_bytes + bar_bytes + 1024;  // + alignment slack
+// Q, or one stage's K or V: 128 rows of HD bf16, in 64-column halves.
+template <int HD>
+constexpr int tile_bytes = 128 * HD * 2;
+template <int HD>
+constexpr int smem_bytes = (1 + 2 * stages) * tile_bytes<HD> + bar_bytes + 1024;  // + alignment slack
 
 // Pointers first, then the launch geometry.
 struct params {
-  const bf16* q;             // [count][heads * 128]
+  const bf16* q;             // [count][heads * HD]
   const attn_block* blocks;  // [num_blocks] device
   const int* positions;      // [count] device, ascending; null: pos0 + token
-  bf16* out;                 // [count][heads * 128]
+  bf16* out;                 // [count][heads * HD]
   int num_blocks, count, pos0, layer, heads, kv_heads, group;
   float scale_log2;  // softmax scale * log2(e)
   unsigned v_lbo;    // V descriptor: bytes between the two 64-column halves
   unsigned v_sbo;    // and between groups of 8 keys
 };
 
-// Byte offset of 16-byte chunk c (0..15) of row r in a 128 x 128 bf16 tile:
-// two 64-column halves, each 128 rows of 128 bytes with chunk c ^ (r % 8)
+// Byte offset of 16-byte chunk c (0..HD/8-1) of row r in a 128 x HD bf16
+// tile: 64-column halves, each 128 rows of 128 bytes with chunk c ^ (r % 8)
 // (the 128-byte swizzle wgmma's descriptors name; the tile is 1024-aligned).
 __device__ __forceinline__ std::uint32_t tile_off(int r, int c) {
   return static_cast<std::uint32_t>((c >> 3) * half_bytes + r * 128 + (((c & 7) ^ (r & 7)) << 4));
@@ -155,15 +159,40 @@ __device__ __forceinline__ void wgmma_rs(float (&d)[64], const unsigned (&a)[4],
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b));
 }
 
+// The 32 accumulator operands of an m64n64 wgmma.
+#define KVFLOW_WGMMA_D32                                                                                            \
+  "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, " \
+  "%24, %25, %26, %27, %28, %29, %30, %31}"
+#define KVFLOW_WGMMA_ACC32(d)                                                                                 \
+  "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), \
+      "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]),  \
+      "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), \
+      "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
+
+// The same for a 64x64 tile (head_dim 64's O).
+__device__ __forceinline__ void wgmma_rs(float (&d)[32], const unsigned (&a)[4], std::uint64_t b) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, 1, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 " KVFLOW_WGMMA_D32
+      ", {%32, %33, %34, %35}, %36, p, 1, 1, 1;\n}\n"
+      : KVFLOW_WGMMA_ACC32(d)
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b));
+}
+
+template <int HD>
 __global__ void __launch_bounds__(threads, 1) attention_sm90_kernel(params p) {
+  static_assert(HD == 64 || HD == 128, "head_dim 64 or 128");
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  constexpr int tile = tile_bytes<HD>;
+  constexpr int row_chunks = HD / 8;          // 16-byte chunks of a row
+  constexpr int row_step = 128 / row_chunks;  // rows between one producer thread's copies
   extern __shared__ unsigned char smem_raw[];
   // 1024-byte alignment: the swizzle works on address bits 4-9.
   const std::uint32_t base = (smem_u32(smem_raw) + 1023u) & ~1023u;
   const std::uint32_t s_q = base;
-  auto s_k = [&](int s) { return base + static_cast<std::uint32_t>((1 + 2 * s) * tile_bytes); };
-  auto s_v = [&](int s) { return base + static_cast<std::uint32_t>((2 + 2 * s) * tile_bytes); };
-  const std::uint32_t bars = base + (1 + 2 * stages) * tile_bytes;
+  auto s_k = [&](int s) { return base + static_cast<std::uint32_t>((1 + 2 * s) * tile); };
+  auto s_v = [&](int s) { return base + static_cast<std::uint32_t>((2 + 2 * s) * tile); };
+  const std::uint32_t bars = base + (1 + 2 * stages) * tile;
   const std::uint32_t q_full = bars;
   auto full = [&](int s) { return bars + 8u * (1 + s); };
   auto empty = [&](int s) { return bars + 8u * (1 + stages + s); };
@@ -192,17 +221,17 @@ __global__ void __launch_bounds__(threads, 1) attention_sm90_kernel(params p) {
   if (wg == 0) {
     // ---- producer ----
     asm volatile("setmaxnreg.dec.sync.aligned.u32 40;\n");
-    const int c = tid & 15;   // this thread's 16-byte chunk of each row
-    const int r0 = tid >> 4;  // and its rows r0 + 8 i
-    const std::size_t q_stride = static_cast<std::size_t>(p.heads) * hd;
+    const int c = tid % row_chunks;   // this thread's 16-byte chunk of each row
+    const int r0 = tid / row_chunks;  // and its rows r0 + row_step i
+    const std::size_t q_stride = static_cast<std::size_t>(p.heads) * HD;
 #pragma unroll 4
-    for (int i = 0; i < 16; ++i) {
-      const int r = r0 + 8 * i;
+    for (int i = 0; i < row_chunks; ++i) {
+      const int r = r0 + row_step * i;
       const int row = row0 + r;
       const bool valid = row < rows_total;
       const int tok = valid ? row / p.group : 0;
       const int head = kvh * p.group + (valid ? row % p.group : 0);
-      cp_async16(s_q + tile_off(r, c), p.q + tok * q_stride + static_cast<std::size_t>(head) * hd + c * 8, valid);
+      cp_async16(s_q + tile_off(r, c), p.q + tok * q_stride + static_cast<std::size_t>(head) * HD + c * 8, valid);
     }
     cp_async_arrive(q_full);
     // Each thread walks the block table forward; its key rows only increase.
@@ -216,28 +245,28 @@ __global__ void __launch_bounds__(threads, 1) attention_sm90_kernel(params p) {
       while (t0 >= cur.start + cur.tokens && bi + 1 < p.num_blocks) cur = p.blocks[++bi];
       if (t0 + tile_keys <= kv_end && t0 + tile_keys <= cur.start + cur.tokens) {
         // Fast path: the whole tile lies in the current block and is needed.
-        const std::size_t head_elems = static_cast<std::size_t>(cur.tokens) * hd;
+        const std::size_t head_elems = static_cast<std::size_t>(cur.tokens) * HD;
         const bf16* ksrc = cur.data + (static_cast<std::size_t>(p.layer) * 2 * p.kv_heads + kvh) * head_elems +
-                           static_cast<std::size_t>(t0 + r0 - cur.start) * hd + c * 8;
+                           static_cast<std::size_t>(t0 + r0 - cur.start) * HD + c * 8;
         const bf16* vsrc = ksrc + static_cast<std::size_t>(p.kv_heads) * head_elems;
 #pragma unroll 4
-        for (int i = 0; i < 16; ++i) {
-          cp_async16(ks + tile_off(r0 + 8 * i, c), ksrc + i * 8 * hd, true);
-          cp_async16(vs + tile_off(r0 + 8 * i, c), vsrc + i * 8 * hd, true);
+        for (int i = 0; i < row_chunks; ++i) {
+          cp_async16(ks + tile_off(r0 + row_step * i, c), ksrc + i * row_step * HD, true);
+          cp_async16(vs + tile_off(r0 + row_step * i, c), vsrc + i * row_step * HD, true);
         }
       } else {
 #pragma unroll 2
-        for (int i = 0; i < 16; ++i) {
-          const int r = r0 + 8 * i;
+        for (int i = 0; i < row_chunks; ++i) {
+          const int r = r0 + row_step * i;
           const int pos = t0 + r;
           const bool valid = pos < kv_end;
           const bf16* ksrc = p.q;
           const bf16* vsrc = p.q;
           if (valid) {
             while (pos >= cur.start + cur.tokens && bi + 1 < p.num_blocks) cur = p.blocks[++bi];
-            const std::size_t head_elems = static_cast<std::size_t>(cur.tokens) * hd;
+            const std::size_t head_elems = static_cast<std::size_t>(cur.tokens) * HD;
             ksrc = cur.data + (static_cast<std::size_t>(p.layer) * 2 * p.kv_heads + kvh) * head_elems +
-                   static_cast<std::size_t>(pos - cur.start) * hd + c * 8;
+                   static_cast<std::size_t>(pos - cur.start) * HD + c * 8;
             vsrc = ksrc + static_cast<std::size_t>(p.kv_heads) * head_elems;
           }
           cp_async16(ks + tile_off(r, c), ksrc, valid);
@@ -264,10 +293,10 @@ __global__ void __launch_bounds__(threads, 1) attention_sm90_kernel(params p) {
       const int r = row0 + 64 * w + 16 * warp + 8 * h + g;
       qpos[h] = r < rows_total ? pos_of(r / p.group) : INT_MAX;
     }
-    float o[64], sc[64];
+    float o[HD / 2], sc[64];
     unsigned pf[32];
 #pragma unroll
-    for (int i = 0; i < 64; ++i) o[i] = 0.0f;
+    for (int i = 0; i < HD / 2; ++i) o[i] = 0.0f;
 #pragma unroll
     for (int i = 0; i < 32; ++i) pf[i] = 0u;
     float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f}, alpha[2];
@@ -276,7 +305,7 @@ __global__ void __launch_bounds__(threads, 1) attention_sm90_kernel(params p) {
     auto gemm_s = [&](int s) {  // sc = Q K_s^T
       const std::uint32_t kb = s_k(s);
 #pragma unroll
-      for (int kk = 0; kk < hd / 16; ++kk) {
+      for (int kk = 0; kk < HD / 16; ++kk) {
         const std::uint32_t off = static_cast<std::uint32_t>((kk >> 2) * half_bytes + (kk & 3) * 32);
         wgmma_ss(sc, smem_desc(q_rows + off, 16, 1024), smem_desc(kb + off, 16, 1024), kk > 0);
       }
@@ -325,7 +354,7 @@ __global__ void __launch_bounds__(threads, 1) attention_sm90_kernel(params p) {
     // After o's products are done: rescale o, and P (bf16) from sc.
     auto rescale_and_pack = [&]() {
 #pragma unroll
-      for (int j = 0; j < 16; ++j) {
+      for (int j = 0; j < HD / 8; ++j) {
         o[4 * j] *= alpha[0];
         o[4 * j + 1] *= alpha[0];
         o[4 * j + 2] *= alpha[1];
@@ -395,7 +424,7 @@ __global__ void __launch_bounds__(threads, 1) attention_sm90_kernel(params p) {
     fence_regs(o);
     release((ntiles - 1) % stages);
 
-    const std::size_t q_stride = static_cast<std::size_t>(p.heads) * hd;
+    const std::size_t q_stride = static_cast<std::size_t>(p.heads) * HD;
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
       float lt = l[h];
@@ -404,9 +433,9 @@ __global__ void __launch_bounds__(threads, 1) attention_sm90_kernel(params p) {
       const float inv = 1.0f / lt;
       const int r = row0 + 64 * w + 16 * warp + 8 * h + g;
       if (r < rows_total) {
-        bf16* dst = p.out + (r / p.group) * q_stride + static_cast<std::size_t>(kvh * p.group + r % p.group) * hd;
+        bf16* dst = p.out + (r / p.group) * q_stride + static_cast<std::size_t>(kvh * p.group + r % p.group) * HD;
 #pragma unroll
-        for (int j = 0; j < 16; ++j)
+        for (int j = 0; j < HD / 8; ++j)
           *reinterpret_cast<unsigned*>(dst + j * 8 + 2 * tq) =
               pack_bf16(o[4 * j + 2 * h] * inv, o[4 * j + 2 * h + 1] * inv);
       }
@@ -431,23 +460,27 @@ bool attention_sm90_available() {
             minor == 0;
   // The sm_90a instructions exist only in the sm_90a image: the kernel must
   // have been built for it (the 90-virtual PTX holds an empty body).
-  cudaFuncAttributes attr{};
-  ok = ok && cudaFuncGetAttributes(&attr, attention_sm90_kernel) == cudaSuccess && attr.binaryVersion == 90;
-  ok = ok && cudaFuncSetAttribute(attention_sm90_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem_bytes) ==
-                 cudaSuccess;
+  auto probe = [&](auto kernel, int smem) {
+    cudaFuncAttributes attr{};
+    return cudaFuncGetAttributes(&attr, kernel) == cudaSuccess && attr.binaryVersion == 90 &&
+           cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem) == cudaSuccess;
+  };
+  ok = ok && probe(attention_sm90_kernel<128>, smem_bytes<128>) && probe(attention_sm90_kernel<64>, smem_bytes<64>);
   cudaGetLastError();  // a failed probe leaves no sticky error behind
   if (dev < 64) state[dev].store(ok ? 1 : 2, std::memory_order_relaxed);
   return ok;
 }
 
 cudaError_t launch_attention_sm90(const bf16* q, int count, int pos0, const int* positions, const attn_block* blocks,
-                                  int num_blocks, int layer, int heads, int kv_heads, float scale, bf16* out,
-                                  cudaStream_t stream) {
+                                  int num_blocks, int layer, int heads, int kv_heads, int head_dim, float scale,
+                                  bf16* out, cudaStream_t stream) {
   if (count <= 0) return cudaSuccess;
-  if (num_blocks <= 0 || kv_heads <= 0 || heads % kv_heads != 0) return cudaErrorInvalidValue;
+  if (num_blocks <= 0 || kv_heads <= 0 || heads % kv_heads != 0 || !attention_sm90_supports(head_dim))
+    return cudaErrorInvalidValue;
   if (!attention_sm90_available()) return cudaErrorNotSupported;
-  // V's halves lie half_bytes apart (leading byte offset of the MN-major
-  // layout), its groups of 8 keys 1024 bytes (stride byte offset).
+  // V's 64-column halves lie half_bytes apart (leading byte offset of the
+  // MN-major layout; head_dim 64 has one), its groups of 8 keys 1024 bytes
+  // (stride byte offset).
   const params p{q,
                  blocks,
                  positions,
@@ -464,7 +497,10 @@ cudaError_t launch_attention_sm90(const bf16* q, int count, int pos0, const int*
                  1024u};
   const int rows = count * p.group;
   dim3 grid((rows + block_rows - 1) / block_rows, kv_heads);
-  attention_sm90_kernel<<<grid, threads, smem_bytes, stream>>>(p);
+  if (head_dim == 128)
+    attention_sm90_kernel<128><<<grid, threads, smem_bytes<128>, stream>>>(p);
+  else
+    attention_sm90_kernel<64><<<grid, threads, smem_bytes<64>, stream>>>(p);
   return cudaGetLastError();
 }
 
