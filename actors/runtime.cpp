@@ -567,6 +567,7 @@ struct runtime::impl {
       b = opts.max_load_bytes_in_flight ? opts.max_load_bytes_in_flight
                                         : std::uint64_t{opts.load_queue_chunks} * chunk_bytes * caps.load_group;
     policies::cost_prior prior;
+    if (opts.rate_pool_ms >= 0) prior.rate_pool_s = opts.rate_pool_ms * 1e-3;
     // A paced disk tells its rate up front; measured samples refine it.
     if (opts.disk_gbps > 0) prior.bytes_per_s[static_cast<std::size_t>(msg::tier::disk)] = opts.disk_gbps * 1e9 / 8;
     // No latency prior for the disk (cost_prior::latency_s stays 0): with

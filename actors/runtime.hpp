@@ -41,6 +41,10 @@ struct runtime_options {
   /// fast as large ones); 0: 2048 on CUDA, one chunk on the CPU (whose
   /// products gain nothing from more rows).
   int compute_group_tokens = 0;
+  /// Milliseconds of link time over which a tier's load samples of one
+  /// size are pooled before the cost model fits them
+  /// (policies::cost_prior::rate_pool_s); negative: its default.
+  double rate_pool_ms = -1;
   std::string policy = "two_pointer";
   double host_tier_gb = 4;              ///< pinned host pool capacity; at least one chunk (it stages stores)
   std::string disk_dir;                 ///< chunk file folder; empty: a temporary one, removed at the end

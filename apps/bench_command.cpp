@@ -49,6 +49,7 @@ struct bench_options {
   int chunk_tokens = 256;
   std::size_t max_compute_cells = 0;  // runtime_options::max_compute_cells; 0: the runtime's default
   int compute_group_tokens = 0;       // runtime_options::compute_group_tokens; 0: the runtime's default
+  double rate_pool_ms = -1;           // runtime_options::rate_pool_ms; negative: the runtime's default
   std::vector<std::string> tiers{"disk", "25", "10"};
   std::vector<std::string> policies = kvflow::policies::policy_names();
   std::vector<int> batches{1};
@@ -324,6 +325,8 @@ class bench {
     ro.max_compute_cells = opt_.max_compute_cells;
     ro.compute_group_tokens = opt_.compute_group_tokens;
     facts_.compute_group_tokens = opt_.compute_group_tokens;
+    ro.rate_pool_ms = opt_.rate_pool_ms;
+    facts_.rate_pool_ms = opt_.rate_pool_ms;
     ro.policy = name_of(policy_kind::two_pointer);
     ro.stages = opt_.stages;
     ro.stage_link = opt_.stage_link;
@@ -699,6 +702,10 @@ command_runner add_bench_command(CLI::App& app) {
                   "Tokens of adjacent chunks one compute grant spans, run as one forward (0: the runtime's default, "
                   "2048 on CUDA)")
       ->check(CLI::Range(0, 1 << 20))
+      ->capture_default_str();
+  cmd->add_option("--rate-pool-ms", opt->rate_pool_ms,
+                  "Milliseconds of link time over which the cost model pools a tier's load samples of one size "
+                  "(0: each alone; negative: the runtime's default, 8)")
       ->capture_default_str();
   cmd->add_option(
          "--tiers", opt->tiers,

@@ -122,7 +122,17 @@ void cost_model::observe(const msg::rate_sample& s) {
   auto i = static_cast<std::size_t>(s.source);
   if (i >= rate_.size()) return;
   const double x = double(s.bytes), y = s.elapsed_ns * 1e-9;
-  if (s.link == 0) return fit_link(links_[i], rate_samples_[i], rate_[i], latency_[i], prior_.latency_s[i], x, y);
+  if (s.link == 0) {
+    if (rate_samples_[i]++ == 0)  // the first replaces the prior at once
+      return fit_link(links_[i], true, rate_[i], latency_[i], prior_.latency_s[i], x, y, 1);
+    auto& p = pools_[i];
+    if (p.count > 0 && p.bytes != x) flush_pool(i);
+    p.bytes = x;
+    p.seconds += y;
+    ++p.count;
+    if (p.seconds >= prior_.rate_pool_s) flush_pool(i);
+    return;
+  }
   auto it = per_link_.find({s.source, s.link});
   if (it == per_link_.end()) {
     // Links come from the network (a node index): keep their count bounded.
@@ -143,17 +153,27 @@ void cost_model::observe(const msg::rate_sample& s) {
   f.latency = 0;
 }
 
-void cost_model::fit_link(link_sums& L, std::uint64_t& samples, double& rate, double& latency, double latency0,
-                          double x, double y) const {
+void cost_model::flush_pool(std::size_t i) {
+  auto& p = pools_[i];
+  if (p.count == 0) return;
+  fit_link(links_[i], false, rate_[i], latency_[i], prior_.latency_s[i], p.bytes, p.seconds / double(p.count),
+           double(p.count));
+  p = sample_pool{};
+}
+
+void cost_model::fit_link(link_sums& L, bool first, double& rate, double& latency, double latency0, double x, double y,
+                          double weight) const {
+  // A pool of `weight` samples decays the older ones as one sample does:
+  // the memory spans a few pools, not a few of its bursty samples.
   const double f = 1 - prior_.rate_alpha;
-  L.s0 = f * L.s0 + 1;
-  L.sx = f * L.sx + x;
-  L.sxx = f * L.sxx + x * x;
-  L.sy = f * L.sy + y;
-  L.sxy = f * L.sxy + x * y;
+  L.s0 = f * L.s0 + weight;
+  L.sx = f * L.sx + weight * x;
+  L.sxx = f * L.sxx + weight * x * x;
+  L.sy = f * L.sy + weight * y;
+  L.sxy = f * L.sxy + weight * x * y;
   // The first measurement replaces the prior (a configured nominal rate).
   // (A prior latency stays, up to half the sample's time.)
-  if (samples++ == 0) {
+  if (first) {
     latency = std::min(latency0, 0.5 * y);
     rate = x / (y - latency);
     return;

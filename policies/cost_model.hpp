@@ -24,7 +24,14 @@ struct cost_prior {
   /// sizes tell it apart from the bandwidth (samples of one size keep it
   /// here). 0: none.
   std::array<double, msg::tier_count> latency_s{};
-  double rate_alpha = 0.3;       ///< weight of a new load sample (old ones decay by 1 - it)
+  double rate_alpha = 0.3;  ///< weight of a new load sample (old ones decay by 1 - it)
+  /// Link seconds of consecutive load samples of one size that a tier pools
+  /// into one (their mean, weighted by their count, decaying older ones as
+  /// one sample does) before it fits: a
+  /// pipelined link's grants complete in bursts (a disk read of several
+  /// layers lands, then its layers are answered one by one), so one
+  /// grant's time swings around the link's mean. 0: every sample alone.
+  double rate_pool_s = 8e-3;
   double compute_forget = 0.98;  ///< per-sample decay of old compute samples
 };
 
@@ -34,7 +41,8 @@ struct cost_prior {
 /// bandwidth: the first sample sets the bandwidth (beside the prior's
 /// latency), later ones refit both by decayed least squares over the
 /// grants' sizes (a link that only ever sees one size keeps its latency
-/// near the prior's and follows the rate).
+/// near the prior's and follows the rate), each run of samples of one size
+/// pooled over cost_prior::rate_pool_s.
 /// Not thread-safe; owned by the scheduler.
 class cost_model {
  public:
@@ -72,8 +80,10 @@ class cost_model {
   /// comes as a rate_sample, see batch_state::apply(cell_done).
   void observe(const msg::cell_done& done);
   /// Learns from `bytes` moved in `elapsed_ns`: the tier's latency and rate
-  /// from one grant (sample.link 0), or one link's rate alone (decayed bytes
-  /// over decayed seconds, no latency: its samples span pipelined grants).
+  /// from one grant (sample.link 0; pooled with the grants of the same size
+  /// before it, see cost_prior::rate_pool_s), or one link's rate alone
+  /// (decayed bytes over decayed seconds, no latency: its samples span
+  /// pipelined grants).
   /// At most max_links links per model are learned; others are ignored.
   void observe(const msg::rate_sample& sample);
   /// Learns a compute grant's trip beyond GPU work, on the scheduler's and
@@ -109,11 +119,17 @@ class cost_model {
     std::uint64_t samples = 0;
   };
   void refit();
-  // Adds a sample to `sums` and refits rate and latency (the first sample
-  // sets the rate alone beside `latency0`, the latency samples of one size
-  // keep). False where the sample is unusable.
-  void fit_link(link_sums& sums, std::uint64_t& samples, double& rate, double& latency, double latency0, double x,
-                double y) const;
+  // Adds `weight` samples (x, y) to `sums` and refits rate and latency (the
+  // `first` sample sets the rate alone beside `latency0`, the latency samples
+  // of one size keep).
+  void fit_link(link_sums& sums, bool first, double& rate, double& latency, double latency0, double x, double y,
+                double weight) const;
+  // Samples of one size waiting to be fitted as one (link 0 of a tier).
+  struct sample_pool {
+    double bytes = 0, seconds = 0;
+    std::uint64_t count = 0;
+  };
+  void flush_pool(std::size_t tier);
 
   cost_prior prior_;
   bool frozen_ = false;
@@ -128,6 +144,7 @@ class cost_model {
   std::uint64_t to_gpu_samples_ = 0, from_gpu_samples_ = 0;
   std::array<double, msg::tier_count> latency_{};
   std::array<link_sums, msg::tier_count> links_{};
+  std::array<sample_pool, msg::tier_count> pools_{};
   std::map<std::pair<msg::tier, std::uint16_t>, link_fit> per_link_;  ///< link != 0
 };
 
