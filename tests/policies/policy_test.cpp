@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "messages/error.hpp"
+#include "policies/grant_helpers.hpp"
 #include "policies/policy.hpp"
 #include "policies/restore_bound.hpp"
 
@@ -508,6 +509,33 @@ BOOST_AUTO_TEST_CASE(compute_grants_span_the_compute_group) {
     BOOST_TEST_INFO(name);
     BOOST_TEST(found);
   }
+}
+
+// A budget narrower than the group grants nothing while the GPU has work: a
+// sliver (2 chunks a layer after a 4 x 3 grant) would leave the group's
+// chunks a layer apart, and every later grant of them would run narrower.
+// With nothing in flight it takes what fits, so the GPU never waits on it.
+BOOST_AUTO_TEST_CASE(compute_grants_leave_no_sliver_of_the_group) {
+  caps c;
+  c.compute_cells = 64 * 4;
+  c.compute_group = 4;
+  c.load_bytes.fill(1ull << 30);
+  batch_state b(c);
+  b.add(remote_request(16, 15));
+  const auto& r = *b.find(1);
+  std::vector<msg::grant> out;
+  BOOST_TEST(detail::grant_head(b, r, 16ull * layers32, 14, out, 0) == 12u);
+  BOOST_TEST_REQUIRE(out.size() == 1u);
+  BOOST_TEST(out[0].cells.chunk_end - out[0].cells.chunk_begin == 4u);
+  BOOST_TEST(out[0].cells.layer_end - out[0].cells.layer_begin == 3u);
+  BOOST_TEST(detail::grant_head(b, r, 16ull * layers32, 2, out, 0) == 0u);
+  // Once the 4 x 3 grant is done, the GPU is idle: 2 cells go.
+  msg::cell_done done;
+  done.grant_id = out[0].grant_id;
+  done.act = msg::action::compute;
+  done.cells = out[0].cells;
+  b.apply(done);
+  BOOST_TEST(detail::grant_head(b, r, 16ull * layers32, 2, out, 0) == 2u);
 }
 
 // two_pointer's and bidirectional's link queues are load_queue_chunks x
