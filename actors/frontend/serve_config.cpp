@@ -175,7 +175,8 @@ const std::vector<setting>& serve_settings() {
 void apply_values(serve_config& c, const std::map<std::string, std::string>& values, const std::string& source) {
   for (auto& [key, value] : values) {
     auto& all = serve_settings();
-    auto it = std::find_if(all.begin(), all.end(), [&](const setting& s) { return s.key == key; });
+    const std::string& name = key;  // a lambda may not capture a structured binding before C++20
+    auto it = std::find_if(all.begin(), all.end(), [&](const setting& s) { return s.key == name; });
     if (it == all.end()) throw error(errc::invalid_argument, source + ": unknown setting '" + key + "'");
     try {
       it->set(c, value);

@@ -34,7 +34,9 @@ inline __attribute__((always_inline)) void score_tiles(const float* const* qs, i
       v16 a00{}, a01{}, a10{}, a11{}, a20{}, a21{}, a30{}, a31{};
       for (int d = 0; d < head_dim; ++d) {
         const float* row = kt + (static_cast<std::size_t>(t) * head_dim + static_cast<std::size_t>(d) * key_tile);
-        v16 k0 = simd::load(row), k1 = simd::load(row + 16);
+        v16 k0, k1;
+        simd::load(k0, row);
+        simd::load(k1, row + 16);
         a00 = a00 + q0[d] * k0;
         a01 = a01 + q0[d] * k1;
         a10 = a10 + q1[d] * k0;
@@ -71,7 +73,11 @@ inline __attribute__((always_inline)) float softmax_numerators(float* s, int n, 
   for (int j = 0; j < n; ++j) s[j] = simd::exp_approx(s[j] - m);
   v16 acc{};
   int j = 0;
-  for (; j + 16 <= n; j += 16) acc = acc + simd::load(s + j);
+  for (; j + 16 <= n; j += 16) {
+    v16 x;
+    simd::load(x, s + j);
+    acc = acc + x;
+  }
   float sum = 0.0f;
   for (int l = 0; l < 16; ++l) sum += acc[l];
   for (; j < n; ++j) sum += s[j];
@@ -90,7 +96,8 @@ inline __attribute__((always_inline)) void weigh_values(const float* const* p, i
   for (int j = 0; j < n; ++j) {
     const float* v = v_rows[j];
     for (int i = 0; i < H16; ++i) {
-      v16 x = simd::load(v + static_cast<std::size_t>(16) * i);
+      v16 x;
+      simd::load(x, v + static_cast<std::size_t>(16) * i);
       for (int a = 0; a < NV; ++a) acc[a][i] = acc[a][i] + p[a][j] * x;
     }
   }

@@ -22,7 +22,8 @@ inline __attribute__((always_inline)) void panel_kernel(const float* x, int x_st
   v16 acc[R];
   for (int r = 0; r < R; ++r) acc[r] = v16{};
   for (int i = 0; i < k; ++i) {
-    v16 w = simd::load(panel + static_cast<std::size_t>(i) * panel_width);
+    v16 w;
+    simd::load(w, panel + static_cast<std::size_t>(i) * panel_width);
     for (int r = 0; r < R; ++r) acc[r] = acc[r] + x[static_cast<std::size_t>(r) * x_stride + i] * w;
   }
   for (int r = 0; r < R; ++r) {

@@ -15,7 +15,8 @@ void rmsnorm_row(const float* x, const float* weight, int dim, float eps, float*
   simd::v16 acc{};
   int i = 0;
   for (; i + 16 <= dim; i += 16) {
-    simd::v16 v = simd::load(x + i);
+    simd::v16 v;
+    simd::load(v, x + i);
     acc = acc + v * v;
   }
   float ss = 0.0f;

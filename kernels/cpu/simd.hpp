@@ -21,12 +21,13 @@ namespace kvflow::cpu::simd {
 
 typedef float v16 __attribute__((vector_size(64)));
 
-// Unaligned views of 16 floats. Vectors cross these helpers by reference
-// only: a vector passed by value would change the ABI between clones.
-typedef float v16u __attribute__((vector_size(64), aligned(4)));
-
-inline __attribute__((always_inline)) const v16u& load(const float* p) { return *reinterpret_cast<const v16u*>(p); }
-inline __attribute__((always_inline)) void store(float* p, const v16& v) { *reinterpret_cast<v16u*>(p) = v; }
+// 16 floats at any alignment, through memcpy: clang keeps v16's 64-byte
+// alignment for a reference to an aligned(4) typedef of it and emits aligned
+// moves (a fault on rows that are not 64-byte aligned). Vectors cross these
+// helpers by reference only: one returned or passed by value would change
+// the ABI between clones.
+inline __attribute__((always_inline)) void load(v16& out, const float* p) { std::memcpy(&out, p, sizeof out); }
+inline __attribute__((always_inline)) void store(float* p, const v16& v) { std::memcpy(p, &v, sizeof v); }
 
 /// exp(x) for x <= 0 (softmax) or any x in [-87, 88]; about 2 ulp. Pure
 /// arithmetic so that it vectorizes and gives the same bits everywhere.
