@@ -534,9 +534,10 @@ class bench {
             rep == 0 && batch == trace_batch_ && !traced_.count(policy) &&
             (opt_.trace_context == 0 || opt_.trace_context == ctx) &&
             std::find(opt_.trace_policies.begin(), opt_.trace_policies.end(), policy) != opt_.trace_policies.end();
-        // Batch 1: compute_only's and load_only's spans give the bound's costs.
-        so.trace = trace || remote_tier_ ||
-                   (batch == 1 && (is(policy, policy_kind::compute_only) || is(policy, policy_kind::load_only)));
+        // Batch 1: compute_only's and load_only's spans give the bound's
+        // costs; a batch's load_only gives the link's rate under the batch.
+        so.trace = trace || remote_tier_ || is(policy, policy_kind::load_only) ||
+                   (batch == 1 && is(policy, policy_kind::compute_only));
         progress_.start(label(ctx, t, batch, policy) + (trace ? " (traced)" : ""));
         auto run = restore(rt, prompts, so);
         double mean = account(points[policy], run, reference, ctx, t, policy);
@@ -567,6 +568,7 @@ class bench {
       if (n == 1 && (is(policy, policy_kind::compute_only) || is(policy, policy_kind::load_only)))
         pt.add_costs(run.reports[i]);
     }
+    if (n > 1 && is(policy, policy_kind::load_only)) pt.add_batch_link(run.reports);
     pt.per_repeat_mean.push_back(sum / n);
     pt.wire_raw_bytes += static_cast<double>(run.wire_raw_bytes);
     pt.wire_bytes += static_cast<double>(run.wire_bytes);

@@ -91,6 +91,21 @@ struct point {
     if (computed_any) ++compute_runs;
     if (cells > 0) load_cells += cells, load_s += last - first;
   }
+  // A batch's load_only: cells its requests loaded and the seconds from the
+  // first load's start to the last one's end over all of them (requests
+  // submitted together: their clocks start within a millisecond).
+  double batch_load_cells = 0, batch_load_s = 0;
+  void add_batch_link(const std::vector<restore_report>& reports) {
+    double first = 1e300, last = 0, cells = 0;
+    for (const auto& r : reports)
+      for (const auto& s : r.spans) {
+        if (s.compute) continue;
+        cells += double(s.chunk_end - s.chunk_begin) * (s.layer_end - s.layer_begin);
+        first = std::min(first, s.start_s);
+        last = std::max(last, s.end_s);
+      }
+    if (cells > 0 && last > first) batch_load_cells += cells, batch_load_s += last - first;
+  }
   void add(const restore_report& r) {
     all_ttft.push_back(r.ttft_s);
     computed += r.cells_computed;

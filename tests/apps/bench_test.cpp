@@ -129,3 +129,26 @@ BOOST_AUTO_TEST_CASE(runs_restores_across_pipeline_stages) {
   BOOST_TEST(bench("--contexts 512 --stages 9", log) != 0);  // tiny-test has 4 layers
   BOOST_TEST(text(log).find("stages") != std::string::npos);
 }
+
+// Every point with compute_only and load_only carries its bound and the
+// link time per cell the bound assumed; a batch's comes from its own
+// load_only (the link's rate under the batch), batch 1's from batch 1's.
+BOOST_AUTO_TEST_CASE(records_the_bound_and_the_link_rate_it_assumed) {
+  scratch s;
+  auto log = s.dir / "log.txt";
+  std::string cmd = std::string(KVFLOW_BIN) +
+                    " --log-level warn bench --preset tiny-test --backend cpu --chunk-tokens 128 --tiers host "
+                    "--contexts 512 --suffix-tokens 64 --batch 1,2 --repeats 1 "
+                    "--policies compute_only,load_only,two_pointer --out " +
+                    (s.dir / "out").string() + " > /dev/null 2> " + log.string();
+  const int rc = std::system(cmd.c_str());
+  BOOST_REQUIRE_MESSAGE(WIFEXITED(rc) && WEXITSTATUS(rc) == 0, text(log));
+  auto rs = records(s.dir / "out");
+  BOOST_REQUIRE(rs.size() == 6u);  // 2 batches x 3 policies
+  for (auto& r : rs) {
+    BOOST_TEST_INFO("batch " << r.at("batch") << " " << r.at("policy"));
+    BOOST_TEST(r.at("bound_s").is_number());
+    BOOST_TEST(r.at("bound_cell_load_s").is_number());
+    if (r.at("bound_cell_load_s").is_number()) BOOST_TEST(r.at("bound_cell_load_s").get<double>() > 0);
+  }
+}
