@@ -485,15 +485,24 @@ BOOST_AUTO_TEST_CASE(batch_state_refuses_bad_grants) {
   BOOST_CHECK(b.find(7) == nullptr);
 }
 
+namespace {
+
+// Caps with compute groups of 4 chunks and room for 64 of them.
+caps group4_caps() {
+  caps c;
+  c.compute_cells = 64 * 4;
+  c.compute_group = 4;
+  c.load_bytes.fill(1ull << 30);
+  return c;
+}
+
+}  // namespace
+
 // compute_group 4: compute grants span four chunks, a few layers deep
 // (compute_only: all layers; two_pointer: a quarter of them), not one chunk.
 BOOST_AUTO_TEST_CASE(compute_grants_span_the_compute_group) {
   for (const char* name : {"compute_only", "two_pointer", "bidirectional"}) {
-    caps c;
-    c.compute_cells = 64 * 4;
-    c.compute_group = 4;
-    c.load_bytes.fill(1ull << 30);
-    batch_state b(c);
+    batch_state b(group4_caps());
     b.add(remote_request(16, 15));
     auto pol = make_policy(name);
     auto grants = pol->decide(b, cost_model());
@@ -516,11 +525,7 @@ BOOST_AUTO_TEST_CASE(compute_grants_span_the_compute_group) {
 // chunks a layer apart, and every later grant of them would run narrower.
 // With nothing in flight it takes what fits, so the GPU never waits on it.
 BOOST_AUTO_TEST_CASE(compute_grants_leave_no_sliver_of_the_group) {
-  caps c;
-  c.compute_cells = 64 * 4;
-  c.compute_group = 4;
-  c.load_bytes.fill(1ull << 30);
-  batch_state b(c);
+  batch_state b(group4_caps());
   b.add(remote_request(16, 15));
   const auto& r = *b.find(1);
   std::vector<msg::grant> out;
