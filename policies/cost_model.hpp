@@ -26,11 +26,11 @@ struct cost_prior {
   std::array<double, msg::tier_count> latency_s{};
   double rate_alpha = 0.3;  ///< weight of a new load sample (old ones decay by 1 - it)
   /// Link seconds of consecutive load samples of one size that a tier pools
-  /// into one (their mean, weighted by their count, decaying older ones as
-  /// one sample does) before it fits: a
-  /// pipelined link's grants complete in bursts (a disk read of several
-  /// layers lands, then its layers are answered one by one), so one
-  /// grant's time swings around the link's mean. 0: every sample alone.
+  /// into one before it fits (their mean, weighted by their count, decaying
+  /// older ones as one sample does): a pipelined link's grants complete in
+  /// bursts (a disk read of several layers lands, then its layers are
+  /// answered one by one), so one grant's time swings around the link's
+  /// mean. 0: every sample alone.
   double rate_pool_s = 8e-3;
   double compute_forget = 0.98;  ///< per-sample decay of old compute samples
 };
