@@ -57,8 +57,9 @@ void bench_records::add(std::map<std::string, point>& points, const std::vector<
   // (policies::lowest_batch_ttft) on batch 1's per-chunk costs of this tier
   // and context, each prompt's chunks costing what the same positions cost
   // there, and the link at the rate the batch's own load_only got from it
-  // where that ran (the H200's disk moves a batch's chunk files, read side
-  // by side, about 30% slower than one request's), else at batch 1's.
+  // where that ran, else at batch 1's (a disk's rate moves with its access
+  // pattern and from run to run: on the H200 a batch of 8 got 1.53 GB/s in
+  // one call where batch 1 got 2.1, and batch 1's rate in another).
   auto batch_costs = costs_.end();
   if (!points.empty() && points.begin()->second.batch > 1 && extra["arrival"] == "together")
     batch_costs = costs_.find({points.begin()->second.tier, points.begin()->second.context});
