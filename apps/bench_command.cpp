@@ -568,7 +568,7 @@ class bench {
       if (n == 1 && (is(policy, policy_kind::compute_only) || is(policy, policy_kind::load_only)))
         pt.add_costs(run.reports[i]);
     }
-    if (n > 1 && is(policy, policy_kind::load_only)) pt.add_batch_link(run.reports);
+    if (is(policy, policy_kind::load_only)) pt.add_link(run.reports);
     pt.per_repeat_mean.push_back(sum / n);
     pt.wire_raw_bytes += static_cast<double>(run.wire_raw_bytes);
     pt.wire_bytes += static_cast<double>(run.wire_bytes);

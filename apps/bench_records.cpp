@@ -66,8 +66,8 @@ void bench_records::add(std::map<std::string, point>& points, const std::vector<
   if (batch_costs != costs_.end() && facts_.chunk_tokens > 0) {
     const auto& one = batch_costs->second;
     double cell_load_s = one.cell_load_s;
-    if (points.count(load_name) && points[load_name].batch_load_cells > 0)
-      cell_load_s = points[load_name].batch_load_s / points[load_name].batch_load_cells;
+    if (points.count(load_name) && points[load_name].load_cells > 0)
+      cell_load_s = points[load_name].load_s / points[load_name].load_cells;
     std::vector<policies::bound_inputs> batch;
     for (auto& p : prompts) {
       const auto n = static_cast<int>(p.size());

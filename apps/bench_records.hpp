@@ -62,16 +62,18 @@ struct point {
     auto rank = static_cast<std::size_t>(std::ceil(0.99 * v.size()));
     return v[std::max<std::size_t>(rank, 1) - 1];
   }
-  // Batch 1: what the bound rests on, from the traced spans of compute_only
-  // (seconds per chunk, summed over its runs) and load_only (cells moved and
-  // the seconds from its first load's start to its last one's end).
+  // What the bound rests on, from traced spans: compute_only's seconds per
+  // chunk at batch 1 (summed over its runs), and load_only's cells moved and
+  // the seconds from a run's first load's start to its last one's end, over
+  // every request of the run (requests submitted together: their clocks
+  // start within a millisecond), so a batch's point holds the link's rate
+  // under that batch.
   std::vector<double> chunk_compute_s;
   int compute_runs = 0;
   double load_cells = 0, load_s = 0;
   std::uint32_t cached = 0, layers = 0;
   void add_costs(const restore_report& r) {
     if (r.spans.empty()) return;
-    double first = 1e300, last = 0, cells = 0;
     chunk_compute_s.resize(r.chunks, 0.0);
     bool computed_any = false;
     for (const auto& s : r.spans) {
@@ -81,21 +83,12 @@ struct point {
         for (auto c = s.chunk_begin; c < s.chunk_end && c < r.chunks; ++c)
           chunk_compute_s[c] += (s.end_s - s.start_s) * (s.layer_end - s.layer_begin) / n;
         computed_any = true;
-      } else {
-        cells += n;
-        first = std::min(first, s.start_s);
-        last = std::max(last, s.end_s);
       }
     }
     cached = r.cached_chunks;
     if (computed_any) ++compute_runs;
-    if (cells > 0) load_cells += cells, load_s += last - first;
   }
-  // A batch's load_only: cells its requests loaded and the seconds from the
-  // first load's start to the last one's end over all of them (requests
-  // submitted together: their clocks start within a millisecond).
-  double batch_load_cells = 0, batch_load_s = 0;
-  void add_batch_link(const std::vector<restore_report>& reports) {
+  void add_link(const std::vector<restore_report>& reports) {
     double first = 1e300, last = 0, cells = 0;
     for (const auto& r : reports)
       for (const auto& s : r.spans) {
@@ -104,7 +97,7 @@ struct point {
         first = std::min(first, s.start_s);
         last = std::max(last, s.end_s);
       }
-    if (cells > 0 && last > first) batch_load_cells += cells, batch_load_s += last - first;
+    if (cells > 0 && last > first) load_cells += cells, load_s += last - first;
   }
   void add(const restore_report& r) {
     all_ttft.push_back(r.ttft_s);
