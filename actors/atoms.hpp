@@ -20,5 +20,6 @@ using blend_atom = caf::atom_constant<caf::atom("blend")>;
 using fuse_atom = caf::atom_constant<caf::atom("fuse")>;
 using deadline_atom = caf::atom_constant<caf::atom("deadline")>;
 using room_atom = caf::atom_constant<caf::atom("room")>;
+using window_atom = caf::atom_constant<caf::atom("window")>;
 
 }  // namespace kvflow

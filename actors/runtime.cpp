@@ -576,7 +576,10 @@ struct runtime::impl {
     // chunk 1024: 0.412 against 0.388; medians of 3, one call, 2026-12-03).
     if (opts.remote_gbps > 0)
       prior.bytes_per_s[static_cast<std::size_t>(msg::tier::remote)] = opts.remote_gbps * 1e9 / 8;
-    scheduler = sys->spawn(scheduler_actor, opts.policy, caps, prior);
+    if (!(opts.admission_window_ms >= 0) || opts.admission_window_ms > 1000)
+      throw error(errc::invalid_argument,
+                  "admission_window_ms must be in [0, 1000], not " + std::to_string(opts.admission_window_ms));
+    scheduler = sys->spawn(scheduler_actor, opts.policy, caps, prior, opts.admission_window_ms * 1e-3);
     watchdog = sys->spawn(deadline_watchdog, std::size_t{256});
     gpu = sys->spawn<caf::detached>(budgeted_gpu_actor, engine, 0u, opts.step_prefill_tokens);
     if (!opts.local_tiers) return join_cluster();

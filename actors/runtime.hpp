@@ -45,6 +45,10 @@ struct runtime_options {
   /// size are pooled before the cost model fits them
   /// (policies::cost_prior::rate_pool_s); negative: its default.
   double rate_pool_ms = -1;
+  /// Milliseconds a registration into an idle scheduler holds the links,
+  /// so that requests submitted together are planned together (compute
+  /// starts at once); 0: none.
+  double admission_window_ms = 2;
   std::string policy = "two_pointer";
   double host_tier_gb = 4;              ///< pinned host pool capacity; at least one chunk (it stages stores)
   std::string disk_dir;                 ///< chunk file folder; empty: a temporary one, removed at the end

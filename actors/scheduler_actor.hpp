@@ -23,6 +23,12 @@ struct scheduler_state {
   policies::batch_state batch;
   policies::caps configured;   ///< caps as configured; load caps shrink to the window
   double load_window_s = 0.1;  ///< seconds of a link's rate that may be in flight
+  /// A registration into an empty batch holds every link this long, so
+  /// that requests submitted together are all known before any link is
+  /// committed (compute starts at once). Counts windows, so that a late
+  /// message of an earlier one is ignored.
+  double admission_window_s = 0;
+  std::uint64_t windows = 0;
   policies::cost_model costs;
   std::unique_ptr<policies::policy> active;
   std::string active_name;
@@ -48,12 +54,15 @@ struct scheduler_state {
 ///       a registration for another policy waits until the batch drains.
 ///   frame cellDone | rateSample | progress{done}: updates the batch and the
 ///       cost model, then ticks.
+///   (window_atom, uint64 window): the admission window `window` is over:
+///       the links open, then a tick.
 ///   (stats_atom) -> (uint64 grants_sent, uint64 compute_samples)
 ///   (stats_atom, uint8 tier, uint16 link) -> (uint64 rate samples, double
 ///       bytes per second): what it learned of a tier (link 0) or one link
 /// Grants go to request actors as frames; a registration the batch refuses
 /// gets an error frame back.
+/// `admission_window_s`: scheduler_state::admission_window_s (0: none).
 caf::behavior scheduler_actor(caf::stateful_actor<scheduler_state>* self, std::string default_policy,
-                              policies::caps caps, policies::cost_prior prior);
+                              policies::caps caps, policies::cost_prior prior, double admission_window_s);
 
 }  // namespace kvflow

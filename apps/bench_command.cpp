@@ -50,6 +50,7 @@ struct bench_options {
   std::size_t max_compute_cells = 0;  // runtime_options::max_compute_cells; 0: the runtime's default
   int compute_group_tokens = 0;       // runtime_options::compute_group_tokens; 0: the runtime's default
   double rate_pool_ms = -1;           // runtime_options::rate_pool_ms; negative: the runtime's default
+  double admission_window_ms = -1;    // runtime_options::admission_window_ms; negative: the runtime's default
   std::vector<std::string> tiers{"disk", "25", "10"};
   std::vector<std::string> policies = kvflow::policies::policy_names();
   std::vector<int> batches{1};
@@ -327,6 +328,8 @@ class bench {
     facts_.compute_group_tokens = opt_.compute_group_tokens;
     ro.rate_pool_ms = opt_.rate_pool_ms;
     facts_.rate_pool_ms = opt_.rate_pool_ms;
+    if (opt_.admission_window_ms >= 0) ro.admission_window_ms = opt_.admission_window_ms;
+    facts_.admission_window_ms = opt_.admission_window_ms;
     ro.policy = name_of(policy_kind::two_pointer);
     ro.stages = opt_.stages;
     ro.stage_link = opt_.stage_link;
@@ -708,6 +711,11 @@ command_runner add_bench_command(CLI::App& app) {
   cmd->add_option("--rate-pool-ms", opt->rate_pool_ms,
                   "Milliseconds of link time over which the cost model pools a tier's load samples of one size "
                   "(0: each alone; negative: the runtime's default, 8)")
+      ->capture_default_str();
+  cmd->add_option("--admission-window-ms", opt->admission_window_ms,
+                  "Milliseconds a registration into an idle scheduler holds the links, so that a batch submitted "
+                  "together is planned together (0: none; negative: the runtime's default, 2)")
+      ->check(CLI::Range(-1.0, 1000.0))
       ->capture_default_str();
   cmd->add_option(
          "--tiers", opt->tiers,

@@ -157,6 +157,7 @@ void bench_records::add(std::map<std::string, point>& points, const std::vector<
     // Written only when set, so that --append matches earlier records.
     if (facts_.compute_group_tokens > 0) rec["compute_group_tokens"] = facts_.compute_group_tokens;
     if (facts_.rate_pool_ms >= 0) rec["rate_pool_ms"] = facts_.rate_pool_ms;
+    if (facts_.admission_window_ms >= 0) rec["admission_window_ms"] = facts_.admission_window_ms;
     if (facts_.stages > 1) {
       // Written only with stages, so that --append matches earlier records.
       rec["stages"] = facts_.stages;

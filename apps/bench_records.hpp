@@ -145,6 +145,7 @@ struct run_facts {
   std::uint32_t load_queue_chunks = 2;       ///< --load-queue-chunks
   int compute_group_tokens = 0;              ///< --compute-group-tokens (0: the runtime's default)
   double rate_pool_ms = -1;                  ///< --rate-pool-ms (negative: the runtime's default)
+  double admission_window_ms = -1;           ///< --admission-window-ms (negative: the runtime's default)
   std::size_t ucx_lanes = 0;                 ///< UCX workers at each end of it
 };
 

@@ -165,12 +165,14 @@ bool batch_state::fits_compute(std::uint64_t cells) const {
 }
 
 bool batch_state::fits_load(msg::tier t, std::uint64_t bytes, std::uint64_t cells) const {
+  if (loads_held_) return false;
   auto i = static_cast<std::size_t>(t);
   return used_.load_bytes[i] + bytes <= caps_.load_bytes[i] * caps_.stages() ||
          (used_.load_bytes[i] == 0 && cells == 1);
 }
 
 bool batch_state::fits_stage_load(std::uint32_t stage, msg::tier t, std::uint64_t bytes, std::uint64_t cells) const {
+  if (loads_held_) return false;
   auto used = stage_load_in_flight(stage, t);
   return used + bytes <= caps_.load_bytes[static_cast<std::size_t>(t)] || (used == 0 && cells == 1);
 }

@@ -145,6 +145,11 @@ class batch_state {
   std::uint64_t stage_load_in_flight(std::uint32_t stage, msg::tier t) const;
   /// Compute cells that fit now: the cap's room, or 1 on an idle GPU.
   std::uint64_t compute_room() const;
+  /// While held, no load fits (fits_load and fits_stage_load say no, even
+  /// one cell on an idle link): the scheduler holds the links for its
+  /// admission window, while the batch is still registering.
+  void hold_loads(bool held) { loads_held_ = held; }
+  bool loads_held() const { return loads_held_; }
 
   /// Records a grant: checks caps and dependencies (throws
   /// kvflow::error(capacity_exceeded | invalid_argument | not_found)), marks
@@ -169,6 +174,7 @@ class batch_state {
   std::vector<request_state> requests_;
   std::unordered_map<std::uint64_t, in_flight_grant> grants_;
   std::uint64_t next_grant_ = 1, next_arrival_ = 0;
+  bool loads_held_ = false;
 };
 
 /// Cells in a rectangle.

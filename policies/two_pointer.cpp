@@ -27,6 +27,7 @@
 // wider search around the crossing).
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <unordered_map>
 
@@ -75,14 +76,27 @@ class two_pointer final : public policy {
     }
     std::sort(order.begin(), order.end(),
               [](const entry& a, const entry& b) { return a.est != b.est ? a.est < b.est : a.arrival < b.arrival; });
+    // The GPU and each link run their grants in order: whatever is in
+    // flight now, of any request, runs before anything granted from here.
+    // A request's own work in flight is in its plan; everyone else's delays
+    // it (the first request registered may have taken 0.1 s of a link before
+    // a shorter one arrived a millisecond later).
+    std::vector<in_flight_s> own(order.size());
+    in_flight_s all;
+    for (std::size_t i = 0; i < order.size(); ++i) {
+      own[i] = in_flight_of(*order[i].r, costs);
+      all.gpu += own[i].gpu;
+      for (std::size_t t = 0; t < msg::tier_count; ++t) all.link[t] += own[i].link[t];
+    }
     double gpu_busy = 0;
     std::array<double, msg::tier_count> link_busy{};
     splits_.clear();
-    for (auto& e : order) {
+    for (std::size_t i = 0; i < order.size(); ++i) {
+      auto& e = order[i];
       auto ti = static_cast<std::size_t>(e.r->cached() > 0 ? e.r->tier_of(e.r->cached() - 1) : msg::tier::host);
-      e.p = make_plan(*e.r, costs, gpu_busy, link_busy[ti]);
-      gpu_busy += e.p.compute_s;
-      link_busy[ti] += e.p.load_s;
+      e.p = make_plan(*e.r, costs, gpu_busy + all.gpu - own[i].gpu, link_busy[ti] + all.link[ti] - own[i].link[ti]);
+      gpu_busy += std::max(0.0, e.p.compute_s - own[i].gpu);
+      link_busy[ti] += std::max(0.0, e.p.load_s - own[i].link[ti]);
       auto L = e.r->layers();
       splits_[e.r->id()] = split_point{static_cast<std::uint32_t>(e.p.z / L), static_cast<std::uint32_t>(e.p.z % L)};
     }
@@ -195,6 +209,28 @@ class two_pointer final : public policy {
           b, r, j, [&](std::uint32_t c) { return c == j ? s : L; }, queue, max_grant, out, run);
       if (out.size() == before) return;
     }
+  }
+
+  // Seconds of a request's grants in flight: on the GPU (as make_plan
+  // counts them) and on each tier's link.
+  struct in_flight_s {
+    double gpu = 0;
+    std::array<double, msg::tier_count> link{};
+  };
+  static in_flight_s in_flight_of(const request_state& r, const cost_model& costs) {
+    in_flight_s f;
+    const std::uint32_t L = r.layers(), P = r.cached(), S = r.chunks();
+    const auto h = static_cast<std::uint32_t>(std::min<std::uint64_t>(detail::head_position(r) / L, P));
+    f.gpu = double(r.compute_in_flight()) * costs.cell_s(std::min(h, S - 1));
+    const double cell_bytes = double(r.cell_bytes());
+    for (std::uint32_t c = 0; c < P; ++c) {
+      if (r.load_claimed(c) == 0) continue;
+      std::uint32_t n = 0;
+      for (std::uint32_t l = r.load_bottom(c); l < L; ++l) n += r.at(c, l) == cell_state::load_granted;
+      if (n > 0)
+        f.link[static_cast<std::size_t>(r.tier_of(c))] += n * costs.load_s(r.tier_of(c), r.link_of(c), cell_bytes);
+    }
+    return f;
   }
 
   static bool learned(const cost_model& costs, msg::tier t) {
