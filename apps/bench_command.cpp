@@ -537,10 +537,9 @@ class bench {
             rep == 0 && batch == trace_batch_ && !traced_.count(policy) &&
             (opt_.trace_context == 0 || opt_.trace_context == ctx) &&
             std::find(opt_.trace_policies.begin(), opt_.trace_policies.end(), policy) != opt_.trace_policies.end();
-        // Batch 1: compute_only's and load_only's spans give the bound's
-        // costs; a batch's load_only gives the link's rate under the batch.
-        so.trace = trace || remote_tier_ || is(policy, policy_kind::load_only) ||
-                   (batch == 1 && is(policy, policy_kind::compute_only));
+        // compute_only's and load_only's spans give the bound's costs (a
+        // batch's: its own compute costs and link rate).
+        so.trace = trace || remote_tier_ || is(policy, policy_kind::load_only) || is(policy, policy_kind::compute_only);
         progress_.start(label(ctx, t, batch, policy) + (trace ? " (traced)" : ""));
         auto run = restore(rt, prompts, so);
         double mean = account(points[policy], run, reference, ctx, t, policy);
@@ -568,7 +567,7 @@ class bench {
       check(reference, run.reports[i], i, policy, t);
       sum += run.reports[i].ttft_s;
       pt.add(run.reports[i]);
-      if (n == 1 && (is(policy, policy_kind::compute_only) || is(policy, policy_kind::load_only)))
+      if (is(policy, policy_kind::compute_only) || (n == 1 && is(policy, policy_kind::load_only)))
         pt.add_costs(run.reports[i]);
     }
     if (is(policy, policy_kind::load_only)) pt.add_link(run.reports);

@@ -37,13 +37,14 @@ void bench_records::add(std::map<std::string, point>& points, const std::vector<
   // Batch 1: the lowest TTFT the point allows (policies/restore_bound.hpp)
   // from compute_only's measured per-chunk costs and load_only's link time per cell.
   double bound = 0, bound_cell_load_s = 0;  // and the link's seconds per cell it assumed
+  double bound_batch1 = 0;                  // a batch's bound on batch 1's compute costs
   const auto comp_name = name_of(policy_kind::compute_only), load_name = name_of(policy_kind::load_only);
   if (points.count(comp_name) && points.count(load_name) && points[comp_name].compute_runs > 0 &&
-      points[load_name].load_cells > 0 && extra["arrival"] == "together") {
+      points[comp_name].batch == 1 && points[load_name].load_cells > 0 && extra["arrival"] == "together") {
     auto& pc = points[comp_name];
     auto& pl = points[load_name];
     policies::bound_inputs in;
-    for (double v : pc.chunk_compute_s) in.chunk_compute_s.push_back(v / pc.compute_runs);
+    in.chunk_compute_s = pc.mean_chunk_compute_s();
     in.cached = std::min<std::uint32_t>(pl.cached, static_cast<std::uint32_t>(in.chunk_compute_s.size()));
     in.layers = std::max(pc.layers, pl.layers);
     in.cell_load_s = pl.load_s / pl.load_cells;
@@ -54,12 +55,15 @@ void bench_records::add(std::map<std::string, point>& points, const std::vector<
     if (pc.batch == 1) costs_[{pc.tier, pc.context}] = in;
   }
   // Batches arriving together: the lowest mean TTFT their prompts allow
-  // (policies::lowest_batch_ttft) on batch 1's per-chunk costs of this tier
-  // and context, each prompt's chunks costing what the same positions cost
-  // there, and the link at the rate the batch's own load_only got from it
-  // where that ran, else at batch 1's (a disk's rate moves with its access
-  // pattern and from run to run: on the H200 a batch of 8 got 1.53 GB/s in
-  // one call where batch 1 got 2.1, and batch 1's rate in another).
+  // (policies::lowest_batch_ttft), each prompt's chunks costing what the
+  // same positions cost in the batch's own compute_only run where that ran
+  // (a batch keeps the GPU busy for seconds: on the H200 every policy's
+  // cells cost 6-8% more at batch 8 than at batch 1), and the link at the
+  // rate the batch's own load_only got from it (a disk's rate moves with
+  // its access pattern and from run to run: a batch of 8 got 1.53 GB/s in
+  // one call where batch 1 got 2.1, and batch 1's rate in another); what
+  // did not run there comes from batch 1 of this tier and context.
+  // bound_batch1_s: the same on batch 1's compute costs.
   auto batch_costs = costs_.end();
   if (!points.empty() && points.begin()->second.batch > 1 && extra["arrival"] == "together")
     batch_costs = costs_.find({points.begin()->second.tier, points.begin()->second.context});
@@ -68,20 +72,23 @@ void bench_records::add(std::map<std::string, point>& points, const std::vector<
     double cell_load_s = one.cell_load_s;
     if (points.count(load_name) && points[load_name].load_cells > 0)
       cell_load_s = points[load_name].load_s / points[load_name].load_cells;
-    std::vector<policies::bound_inputs> batch;
-    for (auto& p : prompts) {
-      const auto n = static_cast<int>(p.size());
-      const auto chunks = static_cast<std::size_t>((n + facts_.chunk_tokens - 1) / facts_.chunk_tokens);
-      const auto cached = static_cast<std::uint32_t>(std::max(0, n - facts_.suffix_tokens) / facts_.chunk_tokens);
-      if (chunks > one.chunk_compute_s.size() || cached >= chunks) {
-        batch.clear();
-        break;
+    auto bound_on = [&](const std::vector<double>& chunk_costs) {
+      std::vector<policies::bound_inputs> batch;
+      for (auto& p : prompts) {
+        const auto n = static_cast<int>(p.size());
+        const auto chunks = static_cast<std::size_t>((n + facts_.chunk_tokens - 1) / facts_.chunk_tokens);
+        const auto cached = static_cast<std::uint32_t>(std::max(0, n - facts_.suffix_tokens) / facts_.chunk_tokens);
+        if (chunks > chunk_costs.size() || cached >= chunks) return 0.0;
+        batch.push_back(
+            {std::vector<double>(chunk_costs.begin(), chunk_costs.begin() + chunks), cached, one.layers, cell_load_s});
       }
-      batch.push_back({std::vector<double>(one.chunk_compute_s.begin(), one.chunk_compute_s.begin() + chunks), cached,
-                       one.layers, cell_load_s});
-    }
-    if (!batch.empty()) {
-      bound = policies::lowest_batch_ttft(batch).mean_ttft_s;
+      return batch.empty() ? 0.0 : policies::lowest_batch_ttft(batch).mean_ttft_s;
+    };
+    bound_batch1 = bound_on(one.chunk_compute_s);
+    bound = bound_batch1;
+    if (points.count(comp_name) && points[comp_name].compute_runs > 0)
+      if (double own = bound_on(points[comp_name].mean_chunk_compute_s()); own > 0) bound = own;
+    if (bound > 0) {
       bound_cell_load_s = cell_load_s;
       if (orac > 0 && orac < 0.99 * bound)
         warn("warning: oracle's mean " + fmt(orac) + " s beats the batch bound " + fmt(bound) + " s");
@@ -125,6 +132,7 @@ void bench_records::add(std::map<std::string, point>& points, const std::vector<
                 {"bound_s", bound > 0 ? json(bound) : json(nullptr)},
                 {"vs_bound", ratio(bound)},
                 {"bound_cell_load_s", bound > 0 ? json(bound_cell_load_s) : json(nullptr)},
+                {"bound_batch1_s", bound_batch1 > 0 ? json(bound_batch1) : json(nullptr)},
                 {"p99_vs_bidirectional", bidi_p99 > 0 ? json(pt.p99() / bidi_p99) : json(nullptr)},
                 {"transformers_s", transformers},
                 {"vs_transformers", same_shape && !transformers.is_null() ? json(m / ref->second) : json(nullptr)},

@@ -63,18 +63,20 @@ struct point {
     return v[std::max<std::size_t>(rank, 1) - 1];
   }
   // What the bound rests on, from traced spans: compute_only's seconds per
-  // chunk at batch 1 (summed over its runs), and load_only's cells moved and
+  // chunk (summed over its runs' requests; chunk_compute_n: how many
+  // requests had each chunk), and load_only's cells moved and
   // the seconds from a run's first load's start to its last one's end, over
   // every request of the run (requests submitted together: their clocks
   // start within a millisecond), so a batch's point holds the link's rate
   // under that batch.
   std::vector<double> chunk_compute_s;
+  std::vector<int> chunk_compute_n;
   int compute_runs = 0;
   double load_cells = 0, load_s = 0;
   std::uint32_t cached = 0, layers = 0;
   void add_costs(const restore_report& r) {
     if (r.spans.empty()) return;
-    chunk_compute_s.resize(r.chunks, 0.0);
+    if (chunk_compute_s.size() < r.chunks) chunk_compute_s.resize(r.chunks, 0.0), chunk_compute_n.resize(r.chunks, 0);
     bool computed_any = false;
     for (const auto& s : r.spans) {
       const double n = double(s.chunk_end - s.chunk_begin) * (s.layer_end - s.layer_begin);
@@ -86,7 +88,18 @@ struct point {
       }
     }
     cached = r.cached_chunks;
-    if (computed_any) ++compute_runs;
+    if (computed_any) {
+      ++compute_runs;
+      for (std::uint32_t c = 0; c < r.chunks; ++c) ++chunk_compute_n[c];
+    }
+  }
+  // Seconds to compute chunk c, all its layers: the mean over the requests
+  // that had it.
+  std::vector<double> mean_chunk_compute_s() const {
+    std::vector<double> out;
+    for (std::size_t c = 0; c < chunk_compute_s.size() && chunk_compute_n[c] > 0; ++c)
+      out.push_back(chunk_compute_s[c] / chunk_compute_n[c]);
+    return out;
   }
   void add_link(const std::vector<restore_report>& reports) {
     double first = 1e300, last = 0, cells = 0;
