@@ -219,17 +219,19 @@ nlohmann::json time_gemms(const std::vector<int>& row_counts, const std::string&
   nlohmann::json recs = nlohmann::json::array();
   // Both runners time each (m, product) back to back, so that a clock that
   // drifts during the run (ramp-up, power throttling) weighs on both alike.
-  cuda::gemm_runner runners[2] = {cuda::gemm_runner(4096, 0), cuda::gemm_runner(4096, 1)};
-  for (int tuned : {0, 1})
+  cuda::gemm_runner runners[3] = {cuda::gemm_runner(4096, 0, 0), cuda::gemm_runner(4096, 1, 0),
+                                  cuda::gemm_runner(4096, 0, 1)};
+  const char* runner_names[3] = {"heuristic", "tuned", "rows"};
+  for (int tuned : {0, 1, 2})
     for (const auto& sh : shapes)
-      std::printf("gemm plan %s %s: %s\n", tuned ? "tuned" : "heuristic", sh.name,
+      std::printf("gemm plan %s %s: %s\n", runner_names[tuned], sh.name,
                   runners[tuned].describe(sh.n, sh.k, sh.f32, sh.f32).c_str());
   for (int m : row_counts) {
-    double layer_s[2] = {0, 0}, layer_flops = 0;
+    double layer_s[3] = {0, 0, 0}, layer_flops = 0;
     for (const auto& sh : shapes) {
       const double flops = 2.0 * m * static_cast<double>(sh.n) * sh.k;
       layer_flops += flops;
-      for (int tuned : {0, 1}) {
+      for (int tuned : {0, 1, 2}) {
         cuda::gemm_runner& g = runners[tuned];
         std::vector<float> ms(5);
         g.run(x, w, y, m, sh.n, sh.k, sh.f32, sh.f32, nullptr);  // warm
@@ -242,10 +244,10 @@ nlohmann::json time_gemms(const std::vector<int>& row_counts, const std::string&
         }
         std::sort(ms.begin(), ms.end());
         layer_s[tuned] += ms[2] / 1e3;
-        std::printf("gemm %-9s m %6d %-8s %8.3f ms %6.1f TFLOP/s\n", tuned ? "tuned" : "heuristic", m, sh.name, ms[2],
+        std::printf("gemm %-9s m %6d %-8s %8.3f ms %6.1f TFLOP/s\n", runner_names[tuned], m, sh.name, ms[2],
                     flops / (ms[2] / 1e3) / 1e12);
         recs.push_back({{"kind", "gemm"},
-                        {"algorithm", tuned ? "tuned" : "heuristic"},
+                        {"algorithm", runner_names[tuned]},
                         {"product", sh.name},
                         {"m", m},
                         {"n", sh.n},
@@ -256,12 +258,11 @@ nlohmann::json time_gemms(const std::vector<int>& row_counts, const std::string&
                         {"device", device}});
       }
     }
-    for (int tuned : {0, 1}) {
-      std::printf("gemm %-9s m %6d all four: %8.3f ms a layer, %6.1f TFLOP/s, x32 layers %.4f s\n",
-                  tuned ? "tuned" : "heuristic", m, layer_s[tuned] * 1e3, layer_flops / layer_s[tuned] / 1e12,
-                  32 * layer_s[tuned]);
+    for (int tuned : {0, 1, 2}) {
+      std::printf("gemm %-9s m %6d all four: %8.3f ms a layer, %6.1f TFLOP/s, x32 layers %.4f s\n", runner_names[tuned],
+                  m, layer_s[tuned] * 1e3, layer_flops / layer_s[tuned] / 1e12, 32 * layer_s[tuned]);
       recs.push_back({{"kind", "gemm_layer"},
-                      {"algorithm", tuned ? "tuned" : "heuristic"},
+                      {"algorithm", runner_names[tuned]},
                       {"m", m},
                       {"seconds", layer_s[tuned]},
                       {"seconds_32_layers", 32 * layer_s[tuned]},

@@ -64,11 +64,15 @@ std::string algo_text(const cublasLtMatmulAlgo_t& algo) {
 // after another tune once): (device, reference m, n, k, fp32, accumulate).
 struct tuned_entry {
   cublasLtMatmulAlgo_t algo;
+  cublasLtMatmulAlgo_t by_rows[2];
+  bool has_rows;
   std::string tuning;
 };
+// (device, reference m, n, k, fp32, accumulate, tuned, row classes)
+using tuned_key = std::tuple<int, int, int, int, bool, bool, bool, bool>;
 std::mutex tuned_mutex;
-std::map<std::tuple<int, int, int, int, bool, bool>, tuned_entry>& tuned_cache() {
-  static std::map<std::tuple<int, int, int, int, bool, bool>, tuned_entry> cache;
+std::map<tuned_key, tuned_entry>& tuned_cache() {
+  static std::map<tuned_key, tuned_entry> cache;
   return cache;
 }
 
@@ -78,8 +82,10 @@ bool same_algo(const cublasLtMatmulAlgo_t& a, const cublasLtMatmulAlgo_t& b) {
 
 }  // namespace
 
-gemm_runner::gemm_runner(int reference_m, int tune)
-    : reference_m_(reference_m), tune_(tune < 0 ? env_flag("KVFLOW_GEMM_TUNE", false) : tune != 0) {
+gemm_runner::gemm_runner(int reference_m, int tune, int rows)
+    : reference_m_(reference_m),
+      tune_(tune < 0 ? env_flag("KVFLOW_GEMM_TUNE", false) : tune != 0),
+      rows_(rows < 0 ? env_flag("KVFLOW_GEMM_ROWS", true) : rows != 0) {
   KVFLOW_CUBLAS_CHECK(cublasLtCreate(&handle_));
   KVFLOW_CUBLAS_CHECK(cublasLtMatmulDescCreate(&desc_, CUBLAS_COMPUTE_32F, CUDA_R_32F));
   const cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
@@ -119,32 +125,39 @@ gemm_runner::plan& gemm_runner::plan_for(int n, int k, bool y_f32, bool accumula
         algos.push_back(results[static_cast<std::size_t>(i)].algo);
     return algos;
   };
-  std::vector<cublasLtMatmulAlgo_t> candidates = heuristics(reference_m_, tune_ ? 8 : 1);
+  const bool search = tune_ || rows_;
+  std::vector<cublasLtMatmulAlgo_t> candidates = heuristics(reference_m_, search ? 8 : 1);
   if (candidates.empty())
     throw error(errc::cuda_failure, "cuBLASLt has no algorithm for n=" + std::to_string(n) + " k=" + std::to_string(k) +
                                         (y_f32 ? " (fp32 out)" : " (bf16 out)"));
   p.algo = candidates.front();  // the reference: what an untuned runner uses
   int device = 0;
   KVFLOW_CUDA_CHECK(cudaGetDevice(&device));
-  const auto key = std::make_tuple(device, reference_m_, n, k, y_f32, accumulate);
-  if (tune_) {
+  const auto key = std::make_tuple(device, reference_m_, n, k, y_f32, accumulate, tune_, rows_);
+  if (search) {
     std::lock_guard<std::mutex> lock(tuned_mutex);
     auto it = tuned_cache().find(key);
     if (it != tuned_cache().end()) {
       p.algo = it->second.algo;
+      std::copy(std::begin(it->second.by_rows), std::end(it->second.by_rows), std::begin(p.by_rows));
+      p.has_rows = it->second.has_rows;
       p.tuning = it->second.tuning + " (cached)";
       p.valid = true;
       return p;
     }
   }
-  if (tune_) {
-    for (int m : {1024, 4 * reference_m_})
+  if (search) {
+    std::vector<int> more;
+    if (tune_) more = {1024, 4 * reference_m_};
+    if (rows_) more.insert(more.end(), {1024, 2048});
+    for (int m : more)
       for (const auto& a : heuristics(m, 8))
         if (std::none_of(candidates.begin(), candidates.end(), [&](const auto& c) { return same_algo(a, c); }))
           candidates.push_back(a);
     tune(p, candidates, n, k, y_f32, accumulate, stream);
     std::lock_guard<std::mutex> lock(tuned_mutex);
-    tuned_cache()[key] = {p.algo, p.tuning};
+    tuned_entry e{p.algo, {p.by_rows[0], p.by_rows[1]}, p.has_rows, p.tuning};
+    tuned_cache()[key] = e;
   }
   p.valid = true;
   return p;
@@ -267,6 +280,32 @@ void gemm_runner::tune(plan& p, const std::vector<cublasLtMatmulAlgo_t>& candida
   if (!equal.empty()) {
     for (int i = 0; i < 20; ++i) matmul(candidates.front(), 0, ref);
     KVFLOW_CUDA_CHECK(cudaStreamSynchronize(stream));
+  }
+  if (!equal.empty() && rows_) {
+    // Row classes: the fastest equal candidate at 1024 and at 2048 rows,
+    // best of three rounds each.
+    const int class_m[2] = {1024, 2048};
+    std::ostringstream os;
+    for (int cls = 0; cls < 2; ++cls) {
+      std::vector<float> t(candidates.size(), -1.0f);
+      for (int round = 0; round < 3; ++round)
+        for (std::size_t i : equal) {
+          const float v = time_ms(candidates[i], class_m[cls]);
+          if (v >= 0 && (t[i] < 0 || v < t[i])) t[i] = v;
+        }
+      std::size_t pick = 0;
+      for (std::size_t i : equal)
+        if (t[i] >= 0 && (t[pick] < 0 || t[i] < t[pick])) pick = i;
+      p.by_rows[cls] = candidates[pick];
+      os << " rows " << class_m[cls] << ": #" << pick << " " << t[pick] << " ms vs reference " << t[0] << " ms;";
+      if (log)
+        std::fprintf(stderr, "gemm rows n=%d k=%d %s m=%d: #%zu %.3f ms (reference %.3f ms)\n", n, k,
+                     y_f32 ? "fp32" : "bf16", class_m[cls], pick, t[pick], t[0]);
+    }
+    p.has_rows = true;
+    p.tuning += os.str();
+  }
+  if (!equal.empty() && tune_) {
     for (int round = 0; round < 3; ++round)
       for (std::size_t i : equal) {
         const float c = cost(candidates[i]);
@@ -287,11 +326,13 @@ void gemm_runner::tune(plan& p, const std::vector<cublasLtMatmulAlgo_t>& candida
   std::ostringstream os;
   if (!reference) {
     os << " untuned (the reference algorithm could not run)";
-  } else {
+  } else if (tune_) {
     os << " tuned: " << candidates.size() << " candidates, " << equal_count << " equal bits, " << timed
        << " timed, chose #" << chosen << " (" << chosen_cost << " ms vs reference " << reference_cost << " ms)";
+  } else {
+    os << " " << candidates.size() << " candidates, " << equal_count << " equal bits;";
   }
-  p.tuning = os.str();
+  p.tuning = os.str() + p.tuning;
 }
 
 void gemm_runner::prepare(int n, int k, bool y_f32, bool accumulate, cudaStream_t stream) {
@@ -305,7 +346,9 @@ void gemm_runner::run(const __nv_bfloat16* x, const __nv_bfloat16* w, void* y, i
   layouts l(m, n, k, y_f32);
   const float alpha = 1.0f;
   const float beta = accumulate ? 1.0f : 0.0f;
-  KVFLOW_CUBLAS_CHECK(cublasLtMatmul(handle_, desc_, &alpha, w, l.a, x, l.b, &beta, y, l.c, y, l.c, &p.algo,
+  const cublasLtMatmulAlgo_t* algo = &p.algo;
+  if (p.has_rows && m <= 3072) algo = &p.by_rows[m <= 1536 ? 0 : 1];
+  KVFLOW_CUBLAS_CHECK(cublasLtMatmul(handle_, desc_, &alpha, w, l.a, x, l.b, &beta, y, l.c, y, l.c, algo,
                                      workspace_.data(), workspace_bytes_, stream));
 }
 

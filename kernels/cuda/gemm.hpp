@@ -23,6 +23,15 @@
 // ran the four products at 690-790 TFLOP/s and the first tuner's choices,
 // timed without a warm-up, were not faster
 // (apps/bench/results/h200/prefill_speed.md).
+//
+// Row classes (on unless KVFLOW_GEMM_ROWS=0): calls of at most 1536 and of
+// at most 3072 rows (a runtime forward of one or two 1024-token chunks) run
+// the fastest equal-bit candidate timed at 1024 and 2048 rows, others the
+// reference (or the tuned choice). The equal-bit check is the tuner's, so a
+// row's bits still do not depend on the call's rows. On the H200
+// (apps/bench/results/h200/gemm_rows/): the four products 7.5% faster at
+// 1024 rows and 3% at 2048; the engine's 16k prefill in 1024-token chunks
+// 0.544 -> 0.519 s (one shot 0.505 s). Every candidate had equal bits.
 
 #include <cublasLt.h>
 #include <cuda_bf16.h>
@@ -43,7 +52,8 @@ class gemm_runner {
   /// `reference_m`: the row count the algorithms are chosen for.
   /// `tune`: time the equal-bit candidates and keep the fastest (default:
   /// off unless the environment has KVFLOW_GEMM_TUNE=1).
-  explicit gemm_runner(int reference_m = 4096, int tune = -1);
+  /// `rows`: row classes (default: on unless KVFLOW_GEMM_ROWS=0).
+  explicit gemm_runner(int reference_m = 4096, int tune = -1, int rows = -1);
   ~gemm_runner();
   gemm_runner(const gemm_runner&) = delete;
   gemm_runner& operator=(const gemm_runner&) = delete;
@@ -66,6 +76,8 @@ class gemm_runner {
  private:
   struct plan {
     cublasLtMatmulAlgo_t algo;
+    cublasLtMatmulAlgo_t by_rows[2];  // row classes: up to 1536 and 3072 rows
+    bool has_rows = false;
     bool valid = false;
     std::string tuning;  // what tuning found, for describe()
   };
@@ -79,6 +91,7 @@ class gemm_runner {
   platform::device_buffer workspace_;  // cuBLASLt scratch, workspace_bytes_
   int reference_m_;
   bool tune_;
+  bool rows_;
   std::map<std::tuple<int, int, bool, bool>, plan> plans_;
 };
 

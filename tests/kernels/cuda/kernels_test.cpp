@@ -388,11 +388,12 @@ BOOST_AUTO_TEST_CASE(gemm_matches_reference_and_is_row_invariant) {
   }
 }
 
-// Tuning (KVFLOW_GEMM_TUNE=1) may pick another algorithm, never other bits:
-// a tuned runner's products equal the heuristic runner's bit for bit, in one
-// call and split into rows, with bf16 and fp32-accumulate output.
+// Tuning (KVFLOW_GEMM_TUNE=1) and row classes (KVFLOW_GEMM_ROWS=1) may pick
+// other algorithms, never other bits: their products equal the heuristic
+// runner's bit for bit, in one call and split into rows (700 and 2299 rows:
+// both row classes), with bf16 and fp32-accumulate output.
 BOOST_AUTO_TEST_CASE(tuned_gemm_equals_heuristic_bitwise) {
-  cuda::gemm_runner plain(4096, 0), tuned(4096, 1);
+  cuda::gemm_runner plain(4096, 0, 0), tuned(4096, 1, 0), rows(4096, 0, 1);
   struct shape {
     int n, k;
   };
@@ -402,22 +403,25 @@ BOOST_AUTO_TEST_CASE(tuned_gemm_equals_heuristic_bitwise) {
     KVFLOW_LAUNCH_CHECK(cuda::launch_fill_uniform(x.p, x.n, 23, 0, 0.0f, 1.0f, nullptr));
     KVFLOW_LAUNCH_CHECK(cuda::launch_fill_uniform(w.p, w.n, 23, 1, 0.0f, 0.05f, nullptr));
     for (bool f32 : {false, true}) {
-      BOOST_TEST_MESSAGE("tuned plan " << tuned.describe(s.n, s.k, f32, f32));
-      const std::size_t esz = f32 ? 4 : 2;
-      const std::size_t out_bytes = static_cast<std::size_t>(m) * s.n * esz;
-      dbuf<unsigned char> a(out_bytes), b(out_bytes);
-      KVFLOW_CUDA_CHECK(cudaMemset(a.p, 0, out_bytes));
-      KVFLOW_CUDA_CHECK(cudaMemset(b.p, 0, out_bytes));
-      plain.run(x.p, w.p, a.p, m, s.n, s.k, f32, f32, nullptr);
-      int r = 0;
-      for (int len : {700, 1, 2299}) {
-        tuned.run(x.p + static_cast<std::size_t>(r) * s.k, w.p, b.p + static_cast<std::size_t>(r) * s.n * esz, len, s.n,
-                  s.k, f32, f32, nullptr);
-        r += len;
+      for (auto* other : {&tuned, &rows}) {
+        BOOST_TEST_MESSAGE((other == &tuned ? "tuned" : "rows") << " plan " << other->describe(s.n, s.k, f32, f32));
+        const std::size_t esz = f32 ? 4 : 2;
+        const std::size_t out_bytes = static_cast<std::size_t>(m) * s.n * esz;
+        dbuf<unsigned char> a(out_bytes), b(out_bytes);
+        KVFLOW_CUDA_CHECK(cudaMemset(a.p, 0, out_bytes));
+        KVFLOW_CUDA_CHECK(cudaMemset(b.p, 0, out_bytes));
+        plain.run(x.p, w.p, a.p, m, s.n, s.k, f32, f32, nullptr);
+        int r = 0;
+        for (int len : {700, 1, 2299}) {
+          other->run(x.p + static_cast<std::size_t>(r) * s.k, w.p, b.p + static_cast<std::size_t>(r) * s.n * esz, len,
+                     s.n, s.k, f32, f32, nullptr);
+          r += len;
+        }
+        BOOST_REQUIRE_EQUAL(r, m);
+        BOOST_TEST_INFO((other == &tuned ? "tuned" : "rows")
+                        << " n " << s.n << " k " << s.k << (f32 ? " fp32" : " bf16"));
+        BOOST_TEST(same_bits(a.get(), b.get()));
       }
-      BOOST_REQUIRE_EQUAL(r, m);
-      BOOST_TEST_INFO("n " << s.n << " k " << s.k << (f32 ? " fp32" : " bf16"));
-      BOOST_TEST(same_bits(a.get(), b.get()));
     }
   }
 }
