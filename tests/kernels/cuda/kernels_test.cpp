@@ -328,6 +328,33 @@ BOOST_AUTO_TEST_CASE(logits_matches_cpu) {
   BOOST_TEST(rel_err(d_out.get(), ref) < 1e-5);
 }
 
+namespace {
+
+// Rows [0, m) of x w^T by `whole` in one call and by `pieces` in calls of
+// `lens` rows (summing to m): both outputs, fp32 or bf16 bytes.
+struct gemm_outputs {
+  std::vector<unsigned char> whole, pieces;
+};
+gemm_outputs whole_and_pieces(cuda::gemm_runner& whole, cuda::gemm_runner& pieces, const bf16* x, const bf16* w, int m,
+                              int n, int k, bool f32, std::initializer_list<int> lens) {
+  const std::size_t esz = f32 ? 4 : 2;
+  const std::size_t out_bytes = static_cast<std::size_t>(m) * n * esz;
+  dbuf<unsigned char> a(out_bytes), b(out_bytes);
+  KVFLOW_CUDA_CHECK(cudaMemset(a.p, 0, out_bytes));
+  KVFLOW_CUDA_CHECK(cudaMemset(b.p, 0, out_bytes));
+  whole.run(x, w, a.p, m, n, k, f32, f32, nullptr);
+  int r = 0;
+  for (int len : lens) {
+    pieces.run(x + static_cast<std::size_t>(r) * k, w, b.p + static_cast<std::size_t>(r) * n * esz, len, n, k, f32, f32,
+               nullptr);
+    r += len;
+  }
+  BOOST_REQUIRE_EQUAL(r, m);
+  return {a.get(), b.get()};
+}
+
+}  // namespace
+
 // Products against a double-precision loop on a few rows, then row
 // invariance: any split of the rows gives the same bits as one call. The
 // pieces go up to 4096 rows (a fused grant of the runtime) against 8192 at
@@ -344,21 +371,9 @@ BOOST_AUTO_TEST_CASE(gemm_matches_reference_and_is_row_invariant) {
     KVFLOW_LAUNCH_CHECK(cuda::launch_fill_uniform(w.p, w.n, 11, 1, 0.0f, 0.05f, nullptr));
     for (bool f32 : {false, true}) {
       BOOST_TEST_MESSAGE("gemm plan " << gemm.describe(s.n, s.k, f32, f32) << (f32 ? " fp32 accumulate" : " bf16"));
-      const std::size_t esz = f32 ? 4 : 2;
-      const std::size_t out_bytes = static_cast<std::size_t>(m) * s.n * esz;
-      dbuf<unsigned char> full(out_bytes), parts(out_bytes);
-      KVFLOW_CUDA_CHECK(cudaMemset(full.p, 0, out_bytes));
-      KVFLOW_CUDA_CHECK(cudaMemset(parts.p, 0, out_bytes));
-      gemm.run(x.p, w.p, full.p, m, s.n, s.k, f32, f32, nullptr);
-      int r = 0;
-      for (int len : {1, 63, 100, 256, 1000, 1, 2675, 4096}) {
-        gemm.run(x.p + static_cast<std::size_t>(r) * s.k, w.p, parts.p + static_cast<std::size_t>(r) * s.n * esz, len,
-                 s.n, s.k, f32, f32, nullptr);
-        r += len;
-      }
-      BOOST_REQUIRE_EQUAL(r, m);
-      const auto a = full.get();
-      const auto b = parts.get();
+      const auto out = whole_and_pieces(gemm, gemm, x.p, w.p, m, s.n, s.k, f32, {1, 63, 100, 256, 1000, 1, 2675, 4096});
+      const auto& a = out.whole;
+      const auto& b = out.pieces;
       BOOST_TEST_INFO("n " << s.n << " k " << s.k << (f32 ? " fp32" : " bf16"));
       BOOST_TEST(same_bits(a, b));
       // Reference on rows 0, 1234, 4095.
@@ -405,22 +420,10 @@ BOOST_AUTO_TEST_CASE(tuned_gemm_equals_heuristic_bitwise) {
     for (bool f32 : {false, true}) {
       for (auto* other : {&tuned, &rows}) {
         BOOST_TEST_MESSAGE((other == &tuned ? "tuned" : "rows") << " plan " << other->describe(s.n, s.k, f32, f32));
-        const std::size_t esz = f32 ? 4 : 2;
-        const std::size_t out_bytes = static_cast<std::size_t>(m) * s.n * esz;
-        dbuf<unsigned char> a(out_bytes), b(out_bytes);
-        KVFLOW_CUDA_CHECK(cudaMemset(a.p, 0, out_bytes));
-        KVFLOW_CUDA_CHECK(cudaMemset(b.p, 0, out_bytes));
-        plain.run(x.p, w.p, a.p, m, s.n, s.k, f32, f32, nullptr);
-        int r = 0;
-        for (int len : {700, 1, 2299}) {
-          other->run(x.p + static_cast<std::size_t>(r) * s.k, w.p, b.p + static_cast<std::size_t>(r) * s.n * esz, len,
-                     s.n, s.k, f32, f32, nullptr);
-          r += len;
-        }
-        BOOST_REQUIRE_EQUAL(r, m);
+        const auto out = whole_and_pieces(plain, *other, x.p, w.p, m, s.n, s.k, f32, {700, 1, 2299});
         BOOST_TEST_INFO((other == &tuned ? "tuned" : "rows")
                         << " n " << s.n << " k " << s.k << (f32 ? " fp32" : " bf16"));
-        BOOST_TEST(same_bits(a.get(), b.get()));
+        BOOST_TEST(same_bits(out.whole, out.pieces));
       }
     }
   }
