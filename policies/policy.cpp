@@ -204,15 +204,30 @@ class load_only final : public policy {
 
 // Cake, per request: compute whole chunks upward from chunk 0, load whole
 // chunks downward from chunk P-1, each as fast as its resource takes grants,
-// until they meet; then the suffix. Requests take turns (round robin).
+// until they meet; then the suffix. Requests take turns (round robin), or
+// with `fcfs` are served first come, first served, as a serving engine's
+// scheduler takes them: the first request's compute and loads fill their
+// queues, and a later one gets a resource where those before it cannot use
+// it. Neither order is better for every batch: round robin lets a short
+// request behind a long one finish early, first come first served does
+// not finish every request near the end.
 class bidirectional final : public policy {
  public:
-  explicit bidirectional(policy_options o) : opts_(std::move(o)) {}
-  const char* name() const override { return to_string(policy_kind::bidirectional); }
+  bidirectional(policy_options o, bool fcfs) : opts_(std::move(o)), fcfs_(fcfs) {}
+  const char* name() const override {
+    return to_string(fcfs_ ? policy_kind::bidirectional_fcfs : policy_kind::bidirectional);
+  }
   std::vector<msg::grant> decide(batch_state& b, const cost_model&) override {
     std::vector<msg::grant> out;
     auto& rs = b.requests();
     if (rs.empty()) return out;
+    if (fcfs_) {
+      for (auto& r : rs)
+        if (!r.restored())
+          while (step(b, r, out)) {
+          }
+      return out;
+    }
     std::size_t n = rs.size(), first = turn_++ % n;
     for (bool progress = true; progress;) {
       progress = false;
@@ -274,14 +289,16 @@ class bidirectional final : public policy {
   }
 
   policy_options opts_;
+  bool fcfs_;
   std::size_t turn_ = 0;
 };
 
 }  // namespace
 
 // The one table of policy names, in policy_kind's order.
-constexpr const char* kind_names[] = {"compute_only", "load_only", "bidirectional", "two_pointer", "oracle"};
-static_assert(std::size(kind_names) == static_cast<std::size_t>(policy_kind::oracle) + 1);
+constexpr const char* kind_names[] = {"compute_only", "load_only", "bidirectional",
+                                      "two_pointer",  "oracle",    "bidirectional_fcfs"};
+static_assert(std::size(kind_names) == static_cast<std::size_t>(policy_kind::bidirectional_fcfs) + 1);
 
 const char* to_string(policy_kind kind) { return kind_names[static_cast<std::size_t>(kind)]; }
 
@@ -304,7 +321,9 @@ std::unique_ptr<policy> make_policy(policy_kind kind, policy_options opts) {
     case policy_kind::load_only:
       return std::make_unique<load_only>(std::move(opts));
     case policy_kind::bidirectional:
-      return std::make_unique<bidirectional>(std::move(opts));
+      return std::make_unique<bidirectional>(std::move(opts), false);
+    case policy_kind::bidirectional_fcfs:
+      return std::make_unique<bidirectional>(std::move(opts), true);
     case policy_kind::two_pointer:
       return make_two_pointer(opts);
     case policy_kind::oracle:

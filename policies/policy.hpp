@@ -15,7 +15,16 @@
 namespace kvflow::policies {
 
 /// The restore policies, in the order policy_names() lists them.
-enum class policy_kind : std::uint8_t { compute_only, load_only, bidirectional, two_pointer, oracle };
+/// bidirectional is per-request Cake with requests taking turns (round
+/// robin); bidirectional_fcfs is the same served first come, first served.
+enum class policy_kind : std::uint8_t {
+  compute_only,
+  load_only,
+  bidirectional,
+  two_pointer,
+  oracle,
+  bidirectional_fcfs
+};
 
 /// Name of a policy in flags, messages, logs and results ("two_pointer", ...).
 const char* to_string(policy_kind kind);

@@ -2,7 +2,9 @@
 # Issue 19 in one device call: batch 1 at 16k against its bound at every
 # point of the acceptance profile (from disk, 10 and 25 Gbit/s; chunks of
 # 1024 and 256 tokens), and batch 8 (prompts of 4k-16k arriving together) at
-# 10 Gbit/s and from disk against bidirectional and the batch bound. One
+# 10 Gbit/s and from disk against per-request Cake in both orders
+# (bidirectional: round robin; bidirectional_fcfs: first come, first served)
+# and the batch bound. One
 # `kvflow bench` run per chunk size: the first chunk size runs batches 1 and
 # 8, the others batch 1. Batch 1's compute_only and load_only give each
 # tier's per-chunk costs: the records' bound_s/vs_bound (batch 1:
@@ -17,7 +19,7 @@
 # (each later one's, default 90), PRESET
 # (llama-3-8b), BACKEND (cuda), CONTEXT (16384), CHUNKS ("1024 256"), SUFFIX
 # (256), TIERS (disk,10,25), BATCH_TIERS (10,disk), POLICIES
-# (compute_only,load_only,bidirectional,two_pointer,oracle; later chunk sizes
+# (compute_only,load_only,bidirectional,bidirectional_fcfs,two_pointer,oracle; later chunk sizes
 # REST_POLICIES: compute_only,load_only,two_pointer,oracle), REPEATS (3: batch
 # 1 reports the median), BATCH_REPEATS (1), TRACE_POLICIES
 # (two_pointer,oracle): a CPU smoke test runs PRESET=tiny-test BACKEND=cpu
@@ -41,7 +43,7 @@ for chunk in "${chunks[@]}"; do
   budget=${REST_BUDGET_S:-90}
   if [ $first = 1 ]; then
     batches=1,8
-    policies=${POLICIES:-compute_only,load_only,bidirectional,two_pointer,oracle}
+    policies=${POLICIES:-compute_only,load_only,bidirectional,bidirectional_fcfs,two_pointer,oracle}
     budget=${BUDGET_S:-170}
   fi
   trace=-1
@@ -63,7 +65,7 @@ import json, os, sys
 out = sys.argv[1]
 def f(v, p="%.3f"):
     return "-" if v is None else p % v
-print("chunk tier batch policy repeats ttft_s p99_s vs_bidirectional bound_s vs_bound")
+print("chunk tier batch policy repeats ttft_s p99_s vs_bidirectional vs_cake p99_vs_cake bound_s vs_bound bound_batch1_s")
 for chunk in sys.argv[2:]:
     path = os.path.join(out, "c" + chunk, "restore.json")
     if not os.path.exists(path):
@@ -71,5 +73,6 @@ for chunk in sys.argv[2:]:
         continue
     for r in json.load(open(path))["records"]:
         print(chunk, r["tier"], r["batch"], r["policy"], r.get("repeats"), f(r["ttft_s"]), f(r["ttft_p99_s"]),
-              f(r["ttft_vs_bidirectional"]), f(r["bound_s"]), f(r["vs_bound"]))
+              f(r["ttft_vs_bidirectional"]), f(r.get("ttft_vs_cake")), f(r.get("p99_vs_cake")), f(r["bound_s"]),
+              f(r["vs_bound"]), f(r.get("bound_batch1_s")))
 PY
