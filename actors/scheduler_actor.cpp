@@ -121,8 +121,10 @@ caf::behavior scheduler_actor(state_t* self, std::string default_policy, policie
         if (was_empty && !st.requests.empty() && st.admission_window_s > 0) {
           // Requests submitted together register over a millisecond or so
           // (H200: 8 in 1.1 ms). Granted loads are never revoked: without
-          // the window the first one planned alone and took 0.1 s of the
-          // link, which the shorter ones that followed then waited behind.
+          // the window the first one plans alone and can take 0.1 s of the
+          // link before shorter ones arrive (two_pointer's plan then counts
+          // it as in flight; the window is off by default, see
+          // runtime_options::admission_window_ms).
           st.batch.hold_loads(true);
           self->delayed_send(self, std::chrono::microseconds(static_cast<std::int64_t>(st.admission_window_s * 1e6)),
                              window_atom::value, ++st.windows);

@@ -713,7 +713,7 @@ command_runner add_bench_command(CLI::App& app) {
       ->capture_default_str();
   cmd->add_option("--admission-window-ms", opt->admission_window_ms,
                   "Milliseconds a registration into an idle scheduler holds the links, so that a batch submitted "
-                  "together is planned together (0: none; negative: the runtime's default, 2)")
+                  "together is planned together (0: none; negative: the runtime's default, 0)")
       ->check(CLI::Range(-1.0, 1000.0))
       ->capture_default_str();
   cmd->add_option(
