@@ -16,8 +16,9 @@
 //      with the cost model; sort requests by that estimate (shortest
 //      remaining restore first);
 //   2. re-plan in that order with each resource's start delayed by the work
-//      planned for the requests before it (a request that waits for the GPU
-//      plans to load more);
+//      in flight on it (any request's: the GPU and the links run grants in
+//      order) and the work planned for the requests before it (a request
+//      that waits for the GPU plans to load more);
 //   3. in that order, grant compute (head up to z, then suffix rows) while
 //      the GPU queue has room, and loads (committed cells, then the next
 //      chunk down towards z) while each link's queue has room;
