@@ -212,25 +212,27 @@ class two_pointer final : public policy {
     }
   }
 
-  // Seconds of a request's grants in flight: on the GPU (as make_plan
-  // counts them) and on each tier's link.
+  // Seconds of r's compute grants in flight, each cell at the cost of its
+  // head chunk h (the first not wholly claimed, at most P).
+  static double gpu_in_flight_s(const request_state& r, const cost_model& costs, std::uint32_t h) {
+    return double(r.compute_in_flight()) * costs.cell_s(std::min(h, r.chunks() - 1));
+  }
+
+  // Seconds of a request's grants in flight: on the GPU and on each tier's
+  // link (a chunk's load-granted cells not yet loaded).
   struct in_flight_s {
     double gpu = 0;
     std::array<double, msg::tier_count> link{};
   };
   static in_flight_s in_flight_of(const request_state& r, const cost_model& costs) {
     in_flight_s f;
-    const std::uint32_t L = r.layers(), P = r.cached(), S = r.chunks();
-    const auto h = static_cast<std::uint32_t>(std::min<std::uint64_t>(detail::head_position(r) / L, P));
-    f.gpu = double(r.compute_in_flight()) * costs.cell_s(std::min(h, S - 1));
+    const auto h =
+        static_cast<std::uint32_t>(std::min<std::uint64_t>(detail::head_position(r) / r.layers(), r.cached()));
+    f.gpu = gpu_in_flight_s(r, costs, h);
     const double cell_bytes = double(r.cell_bytes());
-    for (std::uint32_t c = 0; c < P; ++c) {
-      if (r.load_claimed(c) == 0) continue;
-      std::uint32_t n = 0;
-      for (std::uint32_t l = r.load_bottom(c); l < L; ++l) n += r.at(c, l) == cell_state::load_granted;
-      if (n > 0)
+    for (std::uint32_t c = 0; c < r.cached(); ++c)
+      if (auto n = r.load_claimed(c) - r.loaded(c); n > 0)
         f.link[static_cast<std::size_t>(r.tier_of(c))] += n * costs.load_s(r.tier_of(c), r.link_of(c), cell_bytes);
-    }
     return f;
   }
 
@@ -259,7 +261,7 @@ class two_pointer final : public policy {
     double committed = 0;
     for (std::uint32_t c = h; c < P; ++c)
       if (r.load_claimed(c) > 0) committed += double(L - r.load_bottom(c) - r.loaded(c)) * load_cell_s(c);
-    double in_flight = double(r.compute_in_flight()) * costs.cell_s(std::min(h, S - 1));
+    double in_flight = gpu_in_flight_s(r, costs, h);
 
     std::uint64_t y = std::uint64_t(P) * L;
     bool forced = false;
