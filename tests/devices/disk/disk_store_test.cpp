@@ -317,10 +317,10 @@ BOOST_AUTO_TEST_CASE(write_behind_and_bounded_queue) {
 
 // Four readers keep the paced link busy (as the tier actor's concurrent reads
 // do): the link carries its rate. (A lone synchronous reader also leaves it
-// idle for its own per-read overhead, as on a real link; with two, CI's two
-// cores running two ASan suites at once woke them late enough to leave it
-// idle 16% of the time.) No run may beat the rate; the best of three must
-// come near it.
+// idle for its own per-read overhead, as on a real link; two, on CI's two
+// cores with other suites beside them, woke late enough to leave it idle
+// 16% of the time.) No run may beat the rate; the best of three must come
+// near it.
 BOOST_AUTO_TEST_CASE(paced_reads_within_5_percent) {
   scratch_dir dir;
   const auto s = small_shape();
